@@ -1,0 +1,377 @@
+/*
+ * cli.c - commands. Every command but serve opens the store alongside a
+ * running daemon (LMDB is multi-process) and reads or changes it in short
+ * transactions.
+ */
+#include "cli.h"
+#include "config.h"
+#include "log.h"
+#include "report.h"
+#include "server.h"
+#include "store.h"
+#include "util.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE   2
+
+static const char usage_text[] =
+    "usage: gateway [-c FILE] COMMAND [OPTIONS]\n"
+    "\n"
+    "Config comes from -c FILE, else $GATEWAY_CONFIG, else ./gateway.ini.\n"
+    "\n"
+    "commands:\n"
+    "  serve                       run the daemon in the foreground\n"
+    "  events [--state S] [--source S] [--connection C] [--entity E] [--limit N] [--json]\n"
+    "                              list events, newest first (--limit 0 = all; default 50)\n"
+    "  show ID [--json]            one event in full\n"
+    "  status [--json]             queue depths by state and per-connection settings\n"
+    "  purge [--older-than DAYS]   drop finished events past retention\n"
+    "  check-config                validate the config; print it with secrets masked\n";
+
+static int usage(const char *msg)
+{
+    if (msg != NULL)
+        fprintf(stderr, "gateway: %s\n\n", msg);
+    fputs(usage_text, stderr);
+    return EXIT_USAGE;
+}
+
+static int open_store(const struct gw_config *cfg, struct store **st)
+{
+    char err[GW_ERR_LEN];
+    if (store_open(cfg->storage_path, (size_t)cfg->map_size_mb, (size_t)cfg->map_max_mb, st, err,
+                   sizeof err) < 0) {
+        fprintf(stderr, "gateway: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void print_json(json_t *v)
+{
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (s != NULL) {
+        puts(s);
+        free(s);
+    }
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v && v[0] ? v : "-";
+}
+
+/* Options shared by the listing commands. */
+enum { OPT_STATE = 256, OPT_SOURCE, OPT_CONNECTION, OPT_ENTITY, OPT_LIMIT, OPT_JSON, OPT_OLDER };
+
+static const struct option long_opts[] = {
+    {"state", required_argument, NULL, OPT_STATE},
+    {"source", required_argument, NULL, OPT_SOURCE},
+    {"connection", required_argument, NULL, OPT_CONNECTION},
+    {"entity", required_argument, NULL, OPT_ENTITY},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"older-than", required_argument, NULL, OPT_OLDER},
+    {NULL, 0, NULL, 0},
+};
+
+struct opts {
+    struct event_filter filter;
+    bool json;
+    long older_than;
+    bool older_set;
+};
+
+/* Parse options allowed by `allowed` (a string of OPT_* codes). */
+static int parse_opts(int argc, char **argv, const int *allowed, struct opts *o)
+{
+    o->filter = (struct event_filter){-1, NULL, NULL, NULL, 50};
+    o->json = false;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        bool ok = false;
+        for (const int *a = allowed; *a; a++)
+            ok |= *a == c;
+        if (!ok || c == '?' || c == ':') {
+            char msg[160];
+            snprintf(msg, sizeof msg, "%s: unknown or incomplete option '%s'", argv[0],
+                     argv[optind - 1]);
+            return usage(msg);
+        }
+        int64_t n;
+        switch (c) {
+        case OPT_STATE:
+            o->filter.state = event_state_parse(optarg);
+            if (o->filter.state < 0)
+                return usage("--state: expected pending, in_flight, retrying, done, skipped or "
+                             "dead");
+            break;
+        case OPT_SOURCE:
+            o->filter.source = optarg;
+            break;
+        case OPT_CONNECTION:
+            o->filter.connection = optarg;
+            break;
+        case OPT_ENTITY:
+            o->filter.entity = optarg;
+            break;
+        case OPT_LIMIT:
+            if (!gw_strtoi64(optarg, &n) || n < 0)
+                return usage("--limit: expected a whole number, 0 for all");
+            o->filter.limit = (long)n;
+            break;
+        case OPT_JSON:
+            o->json = true;
+            break;
+        case OPT_OLDER:
+            if (!gw_strtoi64(optarg, &n) || n < 0 || n > 36500)
+                return usage("--older-than: expected a number of days");
+            o->older_than = (long)n;
+            o->older_set = true;
+            break;
+        }
+    }
+    return 0;
+}
+
+static int cmd_events(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_STATE, OPT_SOURCE, OPT_CONNECTION, OPT_ENTITY, OPT_LIMIT,
+                                  OPT_JSON,  0};
+    struct opts o;
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    if (optind != argc)
+        return usage("events: unexpected argument");
+    struct store *st;
+    if (open_store(cfg, &st) < 0)
+        return EXIT_RUNTIME;
+    char err[GW_ERR_LEN];
+    json_t *a = report_events(st, &o.filter, err, sizeof err);
+    store_close(st);
+    if (a == NULL) {
+        fprintf(stderr, "gateway: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    if (o.json) {
+        print_json(a);
+    } else {
+        printf("%-8s %-10s %-10s %-14s %-10s %-8s %-9s %-3s %-24s %s\n", "ID", "STATE", "SOURCE",
+               "CONNECTION", "ENTITY", "ENT_ID", "OPERATION", "TRY", "RECEIVED", "REASON/ERROR");
+        size_t i;
+        json_t *e;
+        json_array_foreach(a, i, e)
+        {
+            const char *why = str(e, "last_error");
+            if (strcmp(why, "-") == 0)
+                why = str(e, "reason");
+            printf("%-8lld %-10s %-10s %-14s %-10s %-8s %-9s %-3lld %-24s %s\n",
+                   (long long)json_integer_value(json_object_get(e, "id")), str(e, "state"),
+                   str(e, "source"), str(e, "connection"), str(e, "entity"), str(e, "entity_id"),
+                   str(e, "operation"),
+                   (long long)json_integer_value(json_object_get(e, "attempts")),
+                   str(e, "received_at"), why);
+        }
+    }
+    json_decref(a);
+    return 0;
+}
+
+static int cmd_show(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_JSON, 0};
+    struct opts o;
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    uint64_t id;
+    if (optind != argc - 1 || !gw_strtou64(argv[optind], &id))
+        return usage("show: expected one event ID");
+    struct store *st;
+    if (open_store(cfg, &st) < 0)
+        return EXIT_RUNTIME;
+    char err[GW_ERR_LEN];
+    json_t *e = report_event(st, id, &rc, err, sizeof err);
+    store_close(st);
+    if (e == NULL) {
+        fprintf(stderr, "gateway: event %llu: %s\n", (unsigned long long)id,
+                rc == STORE_ENOTFOUND ? "no such event" : err);
+        return EXIT_RUNTIME;
+    }
+    if (o.json) {
+        print_json(e);
+    } else {
+        const char *k;
+        json_t *v;
+        json_object_foreach(e, k, v)
+        {
+            if (json_is_string(v)) {
+                printf("%-14s %s\n", k, json_string_value(v));
+            } else {
+                char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+                printf("%-14s %s\n", k, s ? s : "");
+                free(s);
+            }
+        }
+    }
+    json_decref(e);
+    return 0;
+}
+
+static int cmd_status(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_JSON, 0};
+    struct opts o;
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    if (optind != argc)
+        return usage("status: unexpected argument");
+    struct store *st;
+    if (open_store(cfg, &st) < 0)
+        return EXIT_RUNTIME;
+    char err[GW_ERR_LEN];
+    json_t *s = report_status(st, cfg, err, sizeof err);
+    store_close(st);
+    if (s == NULL) {
+        fprintf(stderr, "gateway: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    if (o.json) {
+        print_json(s);
+    } else {
+        printf("store: %s\n", str(s, "storage_path"));
+        printf("events:");
+        const char *k;
+        json_t *v;
+        json_object_foreach(json_object_get(s, "events"), k, v)
+            printf(" %s=%lld", k, (long long)json_integer_value(v));
+        printf("\n");
+        if (json_object_get(s, "oldest_queued_at"))
+            printf("oldest queued: %s\n", str(s, "oldest_queued_at"));
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(s, "connections"), i, c)
+        {
+            printf("connection %s: realm %s, flows %s, mplus callbacks %s\n", str(c, "name"),
+                   str(c, "realm_id"), str(c, "flows"),
+                   json_is_true(json_object_get(c, "mplus_callbacks")) ? "verified" : "off");
+        }
+    }
+    json_decref(s);
+    return 0;
+}
+
+static int cmd_purge(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_OLDER, 0};
+    struct opts o = {0};
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    if (optind != argc)
+        return usage("purge: unexpected argument");
+    long days = o.older_set ? o.older_than : cfg->retention_days;
+    struct store *st;
+    if (open_store(cfg, &st) < 0)
+        return EXIT_RUNTIME;
+    char err[GW_ERR_LEN];
+    uint64_t ev, pl;
+    rc = store_purge(st, gw_now_ms() - (int64_t)days * 86400000, &ev, &pl, err, sizeof err);
+    store_close(st);
+    if (rc < 0) {
+        fprintf(stderr, "gateway: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    printf("purged %llu finished events and %llu payloads older than %ld days\n",
+           (unsigned long long)ev, (unsigned long long)pl, days);
+    return 0;
+}
+
+int cli_main(int argc, char **argv)
+{
+    const char *file = NULL;
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            file = argv[i + 1];
+            i += 2;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else {
+            return usage("unknown option before the command");
+        }
+    }
+    if (i >= argc)
+        return usage("no command given");
+    if (file == NULL)
+        file = getenv("GATEWAY_CONFIG");
+    if (file == NULL || file[0] == '\0')
+        file = "gateway.ini";
+    const char *cmd = argv[i];
+    int cargc = argc - i;
+    char **cargv = argv + i;
+
+    static const char *const known[] = {"serve",  "events", "show",
+                                        "status", "purge",  "check-config"};
+    bool ok = false;
+    for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+        ok |= strcmp(cmd, known[k]) == 0;
+    if (!ok) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "unknown command '%.40s'", cmd);
+        return usage(msg);
+    }
+
+    /* The store and anything written next to it are for the service user only. */
+    umask(077);
+    struct gw_config *cfg;
+    char err[512];
+    if (config_load(file, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "gateway: %s\n", err);
+        return EXIT_USAGE;
+    }
+    gw_log_set_level(gw_log_level_parse(cfg->log_level));
+
+    int rc;
+    if (strcmp(cmd, "check-config") == 0) {
+        if (cargc != 1)
+            rc = usage("check-config takes no arguments");
+        else {
+            config_print(cfg, stdout);
+            rc = 0;
+        }
+    } else if (strcmp(cmd, "serve") == 0) {
+        struct store *st;
+        if (cargc != 1) {
+            rc = usage("serve takes no arguments");
+        } else if (open_store(cfg, &st) < 0) {
+            rc = EXIT_RUNTIME;
+        } else {
+            rc = server_run(cfg, st) == 0 ? 0 : EXIT_RUNTIME;
+            store_close(st);
+        }
+    } else if (strcmp(cmd, "events") == 0) {
+        rc = cmd_events(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "show") == 0) {
+        rc = cmd_show(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "status") == 0) {
+        rc = cmd_status(cfg, cargc, cargv);
+    } else {
+        rc = cmd_purge(cfg, cargc, cargv);
+    }
+    config_free(cfg);
+    return rc;
+}

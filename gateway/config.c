@@ -1,0 +1,604 @@
+/*
+ * config.c - gateway.ini reader. The key tables below are the single source of
+ * names, types, defaults and secrecy; parsing, defaults and check-config output
+ * all walk them.
+ */
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum key_type { K_STR, K_INT, K_ENUM_ENCODING, K_FLOWS };
+
+struct key_def {
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    const char *def; /* default as text; NULL = empty/unset */
+    bool secret;
+    long min, max; /* K_INT bounds */
+};
+
+#define S(f) offsetof(struct gw_config, f)
+#define C(f) offsetof(struct gw_connection, f)
+#define LMAX 2147483647L
+
+static const struct key_def server_keys[] = {
+    {"listen", K_STR, S(listen), "127.0.0.1:8080", false, 0, 0},
+    {"admin_listen", K_STR, S(admin_listen), "127.0.0.1:8081", false, 0, 0},
+    {"admin_token", K_STR, S(admin_token), NULL, true, 0, 0},
+    {"max_body_bytes", K_INT, S(max_body_bytes), "1048576", false, 1024, 64L << 20},
+    {"max_header_bytes", K_INT, S(max_header_bytes), "16384", false, 1024, 1L << 20},
+    {"timeout_s", K_INT, S(timeout_s), "30", false, 1, 3600},
+    {"trusted_proxies", K_STR, S(trusted_proxies), "127.0.0.1", false, 0, 0},
+    {NULL, 0, 0, NULL, false, 0, 0},
+};
+
+static const struct key_def storage_keys[] = {
+    {"path", K_STR, S(storage_path), "var/gateway", false, 0, 0},
+    {"map_size_mb", K_INT, S(map_size_mb), "256", false, 1, 1L << 20},
+    {"map_max_mb", K_INT, S(map_max_mb), "16384", false, 1, 1L << 22},
+    {"retention_days", K_INT, S(retention_days), "30", false, 1, 36500},
+    {"commit_batch", K_INT, S(commit_batch), "512", false, 1, 65536},
+    {NULL, 0, 0, NULL, false, 0, 0},
+};
+
+static const struct key_def quickbooks_keys[] = {
+    {"client_id", K_STR, S(client_id), NULL, true, 0, 0},
+    {"client_secret", K_STR, S(client_secret), NULL, true, 0, 0},
+    {"verifier_token", K_STR, S(verifier_token), NULL, true, 0, 0},
+    {"redirect_url", K_STR, S(redirect_url), NULL, false, 0, 0},
+    {"api_base", K_STR, S(api_base), "https://quickbooks.api.intuit.com", false, 0, 0},
+    {"oauth_token_url", K_STR, S(oauth_token_url),
+     "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", false, 0, 0},
+    {"oauth_authorize_url", K_STR, S(oauth_authorize_url),
+     "https://appcenter.intuit.com/connect/oauth2", false, 0, 0},
+    {NULL, 0, 0, NULL, false, 0, 0},
+};
+
+static const struct key_def log_keys[] = {
+    {"level", K_STR, S(log_level), "info", false, 0, 0},
+    {NULL, 0, 0, NULL, false, 0, 0},
+};
+
+static const struct key_def connection_keys[] = {
+    {"realm_id", K_STR, C(realm_id), NULL, false, 0, 0},
+    {"mplus_url", K_STR, C(mplus_url), NULL, false, 0, 0},
+    {"mplus_ident", K_STR, C(mplus_ident), NULL, true, 0, 0},
+    {"mplus_secret", K_STR, C(mplus_secret), NULL, true, 0, 0},
+    {"mplus_webhook_secret", K_STR, C(mplus_webhook_secret), NULL, true, 0, 0},
+    {"mplus_webhook_secret_encoding", K_ENUM_ENCODING, C(mplus_webhook_secret_encoding), "raw",
+     false, 0, 0},
+    {"mplus_subscription_id", K_STR, C(mplus_subscription_id), NULL, false, 0, 0},
+    {"mplus_poll_interval_s", K_INT, C(mplus_poll_interval_s), "60", false, 1, 86400},
+    {"flows", K_FLOWS, C(flows_text), "", false, 0, 0},
+    {NULL, 0, 0, NULL, false, 0, 0},
+};
+
+static const struct {
+    const char *name;
+    const struct key_def *keys;
+} sections[] = {
+    {"server", server_keys},
+    {"storage", storage_keys},
+    {"quickbooks", quickbooks_keys},
+    {"log", log_keys},
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} flow_names[] = {
+    {"sales", GW_FLOW_SALES},
+    {"customers", GW_FLOW_CUSTOMERS},
+    {"products", GW_FLOW_PRODUCTS},
+    {"stock", GW_FLOW_STOCK},
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* Replace ${NAME} with the environment's NAME. New string, or NULL with err. */
+static char *expand_env(const char *v, const char *file, int line, const char *key, char *err,
+                        size_t errlen)
+{
+    size_t cap = strlen(v) + 1, len = 0;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    for (const char *p = v; *p;) {
+        const char *add = p;
+        size_t addlen = 1;
+        if (p[0] == '$' && p[1] == '{') {
+            const char *end = strchr(p + 2, '}');
+            if (end == NULL) {
+                set_err(err, errlen, "%s:%d: key '%s': unterminated ${...} reference", file, line,
+                        key);
+                free(out);
+                return NULL;
+            }
+            char name[128];
+            size_t n = (size_t)(end - (p + 2));
+            if (n == 0 || n >= sizeof name) {
+                set_err(err, errlen, "%s:%d: key '%s': bad environment variable name", file, line,
+                        key);
+                free(out);
+                return NULL;
+            }
+            memcpy(name, p + 2, n);
+            name[n] = '\0';
+            const char *val = getenv(name);
+            if (val == NULL) {
+                set_err(err, errlen,
+                        "%s:%d: key '%s': environment variable %s is not set (set it, or put "
+                        "the value in the file)",
+                        file, line, key, name);
+                free(out);
+                return NULL;
+            }
+            add = val;
+            addlen = strlen(val);
+            p = end + 1;
+        } else {
+            p++;
+        }
+        if (len + addlen + 1 > cap) {
+            cap = (len + addlen + 1) * 2;
+            char *n = realloc(out, cap);
+            if (n == NULL) {
+                free(out);
+                return NULL;
+            }
+            out = n;
+        }
+        memcpy(out + len, add, addlen);
+        len += addlen;
+    }
+    out[len] = '\0';
+    return out;
+}
+
+static int parse_flows(const char *text, unsigned *bits, char *bad, size_t badlen)
+{
+    *bits = 0;
+    char buf[256];
+    if (!gw_strlcpy(buf, text, sizeof buf)) {
+        gw_strlcpy(bad, "(too long)", badlen);
+        return -1;
+    }
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        bool found = false;
+        for (size_t i = 0; i < sizeof flow_names / sizeof flow_names[0]; i++) {
+            if (strcmp(tok, flow_names[i].name) == 0) {
+                *bits |= flow_names[i].bit;
+                found = true;
+            }
+        }
+        if (!found) {
+            gw_strlcpy(bad, tok, badlen);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Store one value into the struct at base per def. */
+static int set_value(void *base, const struct key_def *d, const char *v, const char *file, int line,
+                     char *err, size_t errlen)
+{
+    char *field = (char *)base + d->offset;
+    switch (d->type) {
+    case K_STR:
+    case K_FLOWS: {
+        char **dst = (char **)field;
+        free(*dst);
+        *dst = strdup(v);
+        if (*dst == NULL)
+            return -1;
+        if (d->type == K_FLOWS) {
+            unsigned bits;
+            char bad[64];
+            if (parse_flows(v, &bits, bad, sizeof bad) < 0) {
+                set_err(err, errlen,
+                        "%s:%d: key '%s': unknown flow '%s' (expected sales, customers, "
+                        "products, stock)",
+                        file, line, d->name, bad);
+                return -1;
+            }
+            ((struct gw_connection *)base)->flows = bits;
+        }
+        return 0;
+    }
+    case K_INT: {
+        int64_t n;
+        if (!gw_strtoi64(v, &n) || n < d->min || n > d->max) {
+            set_err(err, errlen,
+                    "%s:%d: key '%s': expected a whole number from %ld to %ld, got '%s'", file,
+                    line, d->name, d->min, d->max, v);
+            return -1;
+        }
+        *(long *)field = (long)n;
+        return 0;
+    }
+    case K_ENUM_ENCODING:
+        if (strcmp(v, "raw") == 0) {
+            *(int *)field = GW_SECRET_RAW;
+        } else if (strcmp(v, "base64") == 0) {
+            *(int *)field = GW_SECRET_BASE64;
+        } else {
+            set_err(err, errlen, "%s:%d: key '%s': expected raw or base64, got '%s'", file, line,
+                    d->name, v);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static int apply_defaults(void *base, const struct key_def *keys, const char *file, char *err,
+                          size_t errlen)
+{
+    for (const struct key_def *d = keys; d->name; d++) {
+        if (d->def == NULL)
+            continue;
+        if (set_value(base, d, d->def, file, 0, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const struct key_def *find_key(const struct key_def *keys, const char *name)
+{
+    for (const struct key_def *d = keys; d->name; d++)
+        if (strcmp(d->name, name) == 0)
+            return d;
+    return NULL;
+}
+
+static void free_fields(void *base, const struct key_def *keys)
+{
+    for (const struct key_def *d = keys; d->name; d++) {
+        if (d->type == K_STR || d->type == K_FLOWS) {
+            char **p = (char **)((char *)base + d->offset);
+            free(*p);
+            *p = NULL;
+        }
+    }
+}
+
+void config_free(struct gw_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+        free_fields(cfg, sections[i].keys);
+    for (size_t i = 0; i < cfg->nconns; i++) {
+        free_fields(&cfg->conns[i], connection_keys);
+        free(cfg->conns[i].name);
+        free(cfg->conns[i].mplus_webhook_key);
+    }
+    free(cfg->conns);
+    free(cfg->file);
+    free(cfg);
+}
+
+static bool valid_conn_name(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 64)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-')
+            return false;
+    return true;
+}
+
+int config_parse_addr(const char *s, char *host, size_t hostlen, unsigned short *port)
+{
+    const char *colon;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (rb == NULL || rb[1] != ':')
+            return -1;
+        size_t n = (size_t)(rb - s - 1);
+        if (n == 0 || n >= hostlen)
+            return -1;
+        memcpy(host, s + 1, n);
+        host[n] = '\0';
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL)
+            return -1;
+        size_t n = (size_t)(colon - s);
+        if (n == 0 || n >= hostlen)
+            return -1;
+        memcpy(host, s, n);
+        host[n] = '\0';
+    }
+    uint64_t p;
+    if (!gw_strtou64(colon + 1, &p) || p > 65535)
+        return -1;
+    *port = (unsigned short)p;
+    return 0;
+}
+
+static int validate(struct gw_config *cfg, char *err, size_t errlen)
+{
+    char host[256];
+    unsigned short port;
+    if (config_parse_addr(cfg->listen, host, sizeof host, &port) < 0) {
+        set_err(err, errlen, "%s: key 'listen' in [server]: expected HOST:PORT, got '%s'",
+                cfg->file, cfg->listen);
+        return -1;
+    }
+    if (cfg->admin_listen[0] != '\0' &&
+        config_parse_addr(cfg->admin_listen, host, sizeof host, &port) < 0) {
+        set_err(err, errlen, "%s: key 'admin_listen' in [server]: expected HOST:PORT, got '%s'",
+                cfg->file, cfg->admin_listen);
+        return -1;
+    }
+    if (gw_log_level_parse(cfg->log_level) < 0) {
+        set_err(err, errlen, "%s: key 'level' in [log]: expected debug, info, warn or error",
+                cfg->file);
+        return -1;
+    }
+    if (cfg->map_max_mb < cfg->map_size_mb) {
+        set_err(err, errlen, "%s: key 'map_max_mb' in [storage]: must be at least map_size_mb",
+                cfg->file);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nconns; i++) {
+        struct gw_connection *c = &cfg->conns[i];
+        for (size_t j = 0; j < i; j++) {
+            if (c->realm_id && cfg->conns[j].realm_id &&
+                strcmp(c->realm_id, cfg->conns[j].realm_id) == 0) {
+                set_err(err, errlen,
+                        "%s: key 'realm_id' in [connection.%s]: realm %s is already used by "
+                        "[connection.%s]",
+                        cfg->file, c->name, c->realm_id, cfg->conns[j].name);
+                return -1;
+            }
+        }
+        const char *secret = c->mplus_webhook_secret;
+        if (secret == NULL || secret[0] == '\0')
+            continue;
+        if (c->mplus_webhook_secret_encoding == GW_SECRET_BASE64) {
+            size_t n = strlen(secret);
+            unsigned char *key = malloc(n + 3);
+            int len = key ? EVP_DecodeBlock(key, (const unsigned char *)secret, (int)n) : -1;
+            if (len < 0 || n % 4 != 0) {
+                free(key);
+                set_err(err, errlen,
+                        "%s: key 'mplus_webhook_secret' in [connection.%s]: not valid base64 "
+                        "(or set mplus_webhook_secret_encoding = raw)",
+                        cfg->file, c->name);
+                return -1;
+            }
+            /* EVP_DecodeBlock counts '=' padding as zero bytes. */
+            if (n >= 1 && secret[n - 1] == '=')
+                len--;
+            if (n >= 2 && secret[n - 2] == '=')
+                len--;
+            c->mplus_webhook_key = key;
+            c->mplus_webhook_key_len = (size_t)len;
+        } else {
+            c->mplus_webhook_key = (unsigned char *)strdup(secret);
+            c->mplus_webhook_key_len = strlen(secret);
+        }
+    }
+    return 0;
+}
+
+int config_load(const char *path, struct gw_config **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct gw_config *cfg = calloc(1, sizeof *cfg);
+    cfg->file = strdup(path);
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+        if (apply_defaults(cfg, sections[i].keys, path, err, errlen) < 0)
+            goto fail;
+
+    const struct key_def *keys = NULL;
+    void *base = NULL;
+    char section[128] = "";
+    char line[8192];
+    int lineno = 0;
+    unsigned char seen[64] = {0}; /* duplicate detection per section */
+    while (fgets(line, sizeof line, f) != NULL) {
+        lineno++;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            set_err(err, errlen, "%s:%d: line longer than %zu bytes", path, lineno,
+                    sizeof line - 1);
+            goto fail;
+        }
+        char *s = trim(line);
+        if (*s == '\0' || *s == ';' || *s == '#')
+            continue;
+        if (*s == '[') {
+            char *rb = strchr(s, ']');
+            if (rb == NULL || *trim(rb + 1) != '\0') {
+                set_err(err, errlen, "%s:%d: malformed section header", path, lineno);
+                goto fail;
+            }
+            *rb = '\0';
+            char *name = trim(s + 1);
+            gw_strlcpy(section, name, sizeof section);
+            memset(seen, 0, sizeof seen);
+            keys = NULL;
+            for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+                if (strcmp(name, sections[i].name) == 0) {
+                    keys = sections[i].keys;
+                    base = cfg;
+                }
+            }
+            if (keys == NULL && strncmp(name, "connection.", 11) == 0) {
+                const char *cname = name + 11;
+                if (!valid_conn_name(cname)) {
+                    set_err(err, errlen,
+                            "%s:%d: section [%s]: a connection name is 1-64 letters, digits, "
+                            "'_' or '-'",
+                            path, lineno, name);
+                    goto fail;
+                }
+                if (config_connection(cfg, cname) != NULL) {
+                    set_err(err, errlen, "%s:%d: section [%s] appears twice", path, lineno, name);
+                    goto fail;
+                }
+                struct gw_connection *n = realloc(cfg->conns, (cfg->nconns + 1) * sizeof *n);
+                if (n == NULL)
+                    goto fail;
+                cfg->conns = n;
+                struct gw_connection *c = &cfg->conns[cfg->nconns++];
+                memset(c, 0, sizeof *c);
+                c->name = strdup(cname);
+                if (apply_defaults(c, connection_keys, path, err, errlen) < 0)
+                    goto fail;
+                keys = connection_keys;
+                base = c;
+            }
+            if (keys == NULL) {
+                set_err(err, errlen,
+                        "%s:%d: unknown section [%s] (expected server, storage, quickbooks, "
+                        "log or connection.NAME)",
+                        path, lineno, name);
+                goto fail;
+            }
+            continue;
+        }
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            set_err(err, errlen, "%s:%d: expected 'key = value', got '%.60s'", path, lineno, s);
+            goto fail;
+        }
+        *eq = '\0';
+        char *key = trim(s);
+        char *val = eq + 1;
+        /* An inline comment starts at ';' or '#' preceded by whitespace. */
+        for (char *p = val; *p; p++) {
+            if ((*p == ';' || *p == '#') && p > val && isspace((unsigned char)p[-1])) {
+                *p = '\0';
+                break;
+            }
+        }
+        val = trim(val);
+        if (keys == NULL) {
+            set_err(err, errlen, "%s:%d: key '%s' outside of any section", path, lineno, key);
+            goto fail;
+        }
+        const struct key_def *d = find_key(keys, key);
+        if (d == NULL) {
+            set_err(err, errlen, "%s:%d: unknown key '%s' in [%s]", path, lineno, key, section);
+            goto fail;
+        }
+        size_t idx = (size_t)(d - keys);
+        if (seen[idx]) {
+            set_err(err, errlen, "%s:%d: key '%s' set twice in [%s]", path, lineno, key, section);
+            goto fail;
+        }
+        seen[idx] = 1;
+        char *expanded = expand_env(val, path, lineno, key, err, errlen);
+        if (expanded == NULL)
+            goto fail;
+        int rc = set_value(base, d, expanded, path, lineno, err, errlen);
+        free(expanded);
+        if (rc < 0)
+            goto fail;
+    }
+    fclose(f);
+    f = NULL;
+    if (validate(cfg, err, errlen) < 0)
+        goto fail;
+    *out = cfg;
+    return 0;
+fail:
+    if (f != NULL)
+        fclose(f);
+    config_free(cfg);
+    return -1;
+}
+
+const struct gw_connection *config_connection(const struct gw_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nconns; i++)
+        if (strcmp(cfg->conns[i].name, name) == 0)
+            return &cfg->conns[i];
+    return NULL;
+}
+
+const struct gw_connection *config_connection_by_realm(const struct gw_config *cfg,
+                                                       const char *realm_id)
+{
+    for (size_t i = 0; i < cfg->nconns; i++)
+        if (cfg->conns[i].realm_id && strcmp(cfg->conns[i].realm_id, realm_id) == 0)
+            return &cfg->conns[i];
+    return NULL;
+}
+
+static void print_keys(const void *base, const struct key_def *keys, FILE *out)
+{
+    for (const struct key_def *d = keys; d->name; d++) {
+        const char *field = (const char *)base + d->offset;
+        switch (d->type) {
+        case K_STR:
+        case K_FLOWS: {
+            const char *v = *(char *const *)field;
+            if (v == NULL || v[0] == '\0')
+                fprintf(out, "%s =\n", d->name);
+            else if (d->secret)
+                fprintf(out, "%s = ******** (set)\n", d->name);
+            else
+                fprintf(out, "%s = %s\n", d->name, v);
+            break;
+        }
+        case K_INT:
+            fprintf(out, "%s = %ld\n", d->name, *(const long *)field);
+            break;
+        case K_ENUM_ENCODING:
+            fprintf(out, "%s = %s\n", d->name,
+                    *(const int *)field == GW_SECRET_BASE64 ? "base64" : "raw");
+            break;
+        }
+    }
+}
+
+void config_print(const struct gw_config *cfg, FILE *out)
+{
+    fprintf(out, "; effective settings of %s (secrets masked)\n", cfg->file);
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
+        fprintf(out, "\n[%s]\n", sections[i].name);
+        print_keys(cfg, sections[i].keys, out);
+    }
+    for (size_t i = 0; i < cfg->nconns; i++) {
+        fprintf(out, "\n[connection.%s]\n", cfg->conns[i].name);
+        print_keys(&cfg->conns[i], connection_keys, out);
+    }
+}

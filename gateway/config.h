@@ -1,0 +1,90 @@
+/*
+ * config.h - gateway.ini: a table-driven INI reader. Every key has a name, a
+ * type, a default and a flag saying whether it is a secret; an unknown key, a
+ * bad value or an unset ${ENV} reference fails with file, line and key.
+ * gateway.ini in the repository documents every key.
+ */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+enum gw_flow {
+    GW_FLOW_SALES = 1 << 0,
+    GW_FLOW_CUSTOMERS = 1 << 1,
+    GW_FLOW_PRODUCTS = 1 << 2,
+    GW_FLOW_STOCK = 1 << 3,
+};
+
+enum gw_secret_encoding { GW_SECRET_RAW, GW_SECRET_BASE64 };
+
+struct gw_connection {
+    char *name;
+    char *realm_id;
+    char *mplus_url;
+    char *mplus_ident;
+    char *mplus_secret;
+    char *mplus_webhook_secret;
+    int mplus_webhook_secret_encoding; /* enum gw_secret_encoding */
+    char *mplus_subscription_id;
+    long mplus_poll_interval_s;
+    char *flows_text;
+    unsigned flows; /* enum gw_flow bits, derived from flows_text */
+    /* The webhook secret as key bytes (decoded when the encoding is base64). */
+    unsigned char *mplus_webhook_key;
+    size_t mplus_webhook_key_len;
+};
+
+struct gw_config {
+    char *file;
+    /* [server] */
+    char *listen;
+    char *admin_listen;
+    char *admin_token;
+    long max_body_bytes;
+    long max_header_bytes;
+    long timeout_s;
+    char *trusted_proxies;
+    /* [storage] */
+    char *storage_path;
+    long map_size_mb;
+    long map_max_mb;
+    long retention_days;
+    long commit_batch;
+    /* [quickbooks] */
+    char *client_id;
+    char *client_secret;
+    char *verifier_token;
+    char *redirect_url;
+    char *api_base;
+    char *oauth_token_url;
+    char *oauth_authorize_url;
+    /* [log] */
+    char *log_level;
+
+    struct gw_connection *conns;
+    size_t nconns;
+};
+
+/*
+ * Load and validate a config file. On success *out is a new config owned by
+ * the caller (free with config_free). On failure returns -1 and err holds
+ * "FILE:LINE: key 'K': what is wrong".
+ */
+int config_load(const char *path, struct gw_config **out, char *err, size_t errlen);
+void config_free(struct gw_config *cfg);
+
+/* Connection by name or by QBO realm id; borrowed, NULL when absent. */
+const struct gw_connection *config_connection(const struct gw_config *cfg, const char *name);
+const struct gw_connection *config_connection_by_realm(const struct gw_config *cfg,
+                                                       const char *realm_id);
+
+/* Print the effective settings, secrets masked, in INI form. */
+void config_print(const struct gw_config *cfg, FILE *out);
+
+/* Split "host:port" or "[v6]:port"; host written into host (NUL-terminated). */
+int config_parse_addr(const char *s, char *host, size_t hostlen, unsigned short *port);
+
+#endif

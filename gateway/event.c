@@ -1,0 +1,82 @@
+/*
+ * event.c - event states and new-event records.
+ */
+#include "event.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const state_names[GW_STATE_COUNT] = {
+    "pending", "in_flight", "retrying", "done", "skipped", "dead",
+};
+
+const char *event_state_name(enum gw_state s)
+{
+    return (unsigned)s < GW_STATE_COUNT ? state_names[s] : "unknown";
+}
+
+int event_state_parse(const char *name)
+{
+    for (int i = 0; i < GW_STATE_COUNT; i++)
+        if (strcmp(name, state_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+json_t *event_new_record(const char *connection, const char *source, const char *entity,
+                         const char *entity_id, const char *operation, enum gw_state state,
+                         int64_t received_ms, const char *occurred_at, const char *reason,
+                         const char *last_error, json_t *payload)
+{
+    char received[GW_TS_LEN];
+    gw_ts_format(received_ms, received, sizeof received);
+    json_t *r = json_object();
+    json_object_set_new(r, "connection", json_string(connection));
+    json_object_set_new(r, "source", json_string(source));
+    json_object_set_new(r, "entity", str_or_null(entity));
+    json_object_set_new(r, "entity_id", str_or_null(entity_id));
+    json_object_set_new(r, "operation", str_or_null(operation));
+    json_object_set_new(r, "state", json_string(event_state_name(state)));
+    json_object_set_new(r, "attempts", json_integer(0));
+    json_object_set_new(r, "received_at", json_string(received));
+    json_object_set_new(r, "occurred_at", str_or_null(occurred_at));
+    json_object_set_new(r, "reason", str_or_null(reason));
+    json_object_set_new(r, "last_error", str_or_null(last_error));
+    json_object_set_new(r, "payload", payload ? payload : json_null());
+    return r;
+}
+
+int batch_add(struct gw_batch *b, char *dedupe_key, json_t *record, enum gw_state state)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4;
+        struct gw_new_event *n = realloc(b->ev, cap * sizeof *n);
+        if (n == NULL) {
+            free(dedupe_key);
+            json_decref(record);
+            return -1;
+        }
+        b->ev = n;
+        b->cap = cap;
+    }
+    json_object_set_new(record, "dedupe_key", json_string(dedupe_key));
+    b->ev[b->n++] = (struct gw_new_event){dedupe_key, record, state, NULL, 0};
+    return 0;
+}
+
+void batch_free(struct gw_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->ev[i].dedupe_key);
+        json_decref(b->ev[i].record);
+    }
+    free(b->ev);
+    b->ev = NULL;
+    b->n = b->cap = 0;
+}

@@ -1,0 +1,59 @@
+/*
+ * metrics.c - webhook and commit counters.
+ */
+#include "metrics.h"
+
+static uint64_t webhooks[MS_COUNT][MR_COUNT];
+static uint64_t commits, committed_requests;
+static const double commit_buckets[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0};
+#define NBUCKETS (sizeof commit_buckets / sizeof commit_buckets[0])
+static uint64_t commit_hist[NBUCKETS];
+static double commit_sum;
+
+static const char *const source_names[MS_COUNT] = {"quickbooks", "mplus"};
+static const char *const result_names[MR_COUNT] = {
+    "accepted", "duplicate",    "malformed", "ignored",
+    "skipped",  "unauthorized", "rejected",  "unavailable",
+};
+
+void metrics_webhook(enum metric_source s, enum metric_result r)
+{
+    webhooks[s][r]++;
+}
+
+uint64_t metrics_webhook_count(enum metric_source s, enum metric_result r)
+{
+    return webhooks[s][r];
+}
+
+void metrics_commit(unsigned n, double seconds)
+{
+    commits++;
+    committed_requests += n;
+    commit_sum += seconds;
+    for (size_t i = 0; i < NBUCKETS; i++)
+        if (seconds <= commit_buckets[i])
+            commit_hist[i]++;
+}
+
+void metrics_render(FILE *out)
+{
+    fprintf(out, "# HELP gateway_webhooks_total Webhook requests by source and result.\n"
+                 "# TYPE gateway_webhooks_total counter\n");
+    for (int s = 0; s < MS_COUNT; s++)
+        for (int r = 0; r < MR_COUNT; r++)
+            fprintf(out, "gateway_webhooks_total{source=\"%s\",result=\"%s\"} %llu\n",
+                    source_names[s], result_names[r], (unsigned long long)webhooks[s][r]);
+    fprintf(out,
+            "# HELP gateway_commit_seconds Durable (fsync'd) group commits of webhook requests.\n"
+            "# TYPE gateway_commit_seconds histogram\n");
+    for (size_t i = 0; i < NBUCKETS; i++)
+        fprintf(out, "gateway_commit_seconds_bucket{le=\"%g\"} %llu\n", commit_buckets[i],
+                (unsigned long long)commit_hist[i]);
+    fprintf(out, "gateway_commit_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)commits);
+    fprintf(out, "gateway_commit_seconds_sum %.6f\n", commit_sum);
+    fprintf(out, "gateway_commit_seconds_count %llu\n", (unsigned long long)commits);
+    fprintf(out, "# HELP gateway_committed_requests_total Webhook requests made durable.\n"
+                 "# TYPE gateway_committed_requests_total counter\n");
+    fprintf(out, "gateway_committed_requests_total %llu\n", (unsigned long long)committed_requests);
+}

@@ -1,0 +1,31 @@
+/*
+ * metrics.h - in-process counters rendered as Prometheus text. Updated from
+ * the event loop thread only.
+ */
+#ifndef GW_METRICS_H
+#define GW_METRICS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+enum metric_source { MS_QUICKBOOKS, MS_MPLUS, MS_COUNT };
+enum metric_result {
+    MR_ACCEPTED,     /* stored, acknowledged */
+    MR_DUPLICATE,    /* already stored, acknowledged */
+    MR_MALFORMED,    /* signed but unparseable: kept dead */
+    MR_IGNORED,      /* valid, nothing to sync */
+    MR_SKIPPED,      /* stored as skipped (unknown realm) */
+    MR_UNAUTHORIZED, /* missing or bad signature */
+    MR_REJECTED,     /* bad request: media type, framing, subscription, path */
+    MR_UNAVAILABLE,  /* store could not write: 503 */
+    MR_COUNT
+};
+
+void metrics_webhook(enum metric_source s, enum metric_result r);
+uint64_t metrics_webhook_count(enum metric_source s, enum metric_result r);
+/* Commit pipeline: one batch of n requests committed in seconds. */
+void metrics_commit(unsigned n, double seconds);
+/* Write the counters in Prometheus text format. */
+void metrics_render(FILE *out);
+
+#endif

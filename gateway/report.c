@@ -1,0 +1,107 @@
+/*
+ * report.c - event listings and status for the CLI and the admin API.
+ */
+#include "report.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Fields of an event summary, in the order they are printed. */
+static const char *const summary_fields[] = {
+    "id",    "connection", "source", "entity",      "entity_id",  "operation",
+    "state", "attempts",   "reason", "received_at", "last_error",
+};
+
+struct list_arg {
+    const struct event_filter *f;
+    json_t *out;
+};
+
+static bool field_is(json_t *rec, const char *name, const char *want)
+{
+    if (want == NULL)
+        return true;
+    const char *v = json_string_value(json_object_get(rec, name));
+    return v != NULL && strcmp(v, want) == 0;
+}
+
+static int list_cb(uint64_t id, const char *text, size_t len, void *arg)
+{
+    struct list_arg *a = arg;
+    json_t *rec = json_loadb(text, len, 0, NULL);
+    if (rec == NULL)
+        return 0;
+    const struct event_filter *f = a->f;
+    if ((f->state < 0 || field_is(rec, "state", event_state_name(f->state))) &&
+        field_is(rec, "source", f->source) && field_is(rec, "connection", f->connection) &&
+        field_is(rec, "entity", f->entity)) {
+        json_t *s = json_object();
+        json_object_set_new(rec, "id", json_integer((json_int_t)id));
+        for (size_t i = 0; i < sizeof summary_fields / sizeof summary_fields[0]; i++) {
+            json_t *v = json_object_get(rec, summary_fields[i]);
+            json_object_set(s, summary_fields[i], v ? v : json_null());
+        }
+        json_array_append_new(a->out, s);
+    }
+    json_decref(rec);
+    return f->limit > 0 && json_array_size(a->out) >= (size_t)f->limit;
+}
+
+json_t *report_events(struct store *st, const struct event_filter *f, char *err, size_t errlen)
+{
+    struct list_arg a = {f, json_array()};
+    if (store_scan_events(st, list_cb, &a, err, errlen) < 0) {
+        json_decref(a.out);
+        return NULL;
+    }
+    return a.out;
+}
+
+json_t *report_event(struct store *st, uint64_t id, int *rc, char *err, size_t errlen)
+{
+    json_t *rec;
+    *rc = store_get_event(st, id, &rec, err, errlen);
+    if (*rc < 0)
+        return NULL;
+    void *raw;
+    size_t len;
+    if (store_get_raw(st, id, &raw, &len, NULL, 0) == 0) {
+        /* Raw bodies are hostile input: show them as text only when they are
+         * valid UTF-8, else say how long they are. */
+        json_t *s = json_stringn(raw, len);
+        json_object_set_new(rec, "raw_body", s ? s : json_null());
+        json_object_set_new(rec, "raw_body_bytes", json_integer((json_int_t)len));
+        free(raw);
+    }
+    return rec;
+}
+
+json_t *report_status(struct store *st, const struct gw_config *cfg, char *err, size_t errlen)
+{
+    uint64_t counts[GW_STATE_COUNT];
+    if (store_counts(st, counts, err, errlen) < 0)
+        return NULL;
+    json_t *o = json_object();
+    json_t *q = json_object();
+    for (int s = 0; s < GW_STATE_COUNT; s++)
+        json_object_set_new(q, event_state_name(s), json_integer((json_int_t)counts[s]));
+    json_object_set_new(o, "events", q);
+    int64_t oldest = 0;
+    if (store_oldest_queued(st, &oldest, NULL, 0) == 0 && oldest > 0) {
+        char ts[GW_TS_LEN];
+        gw_ts_format(oldest, ts, sizeof ts);
+        json_object_set_new(o, "oldest_queued_at", json_string(ts));
+    }
+    json_object_set_new(o, "storage_path", json_string(cfg->storage_path));
+    json_object_set_new(o, "storage_map_bytes", json_integer((json_int_t)store_map_size(st)));
+    json_t *conns = json_array();
+    for (size_t i = 0; i < cfg->nconns; i++) {
+        const struct gw_connection *c = &cfg->conns[i];
+        json_array_append_new(conns, json_pack("{s:s, s:s?, s:s?, s:b}", "name", c->name,
+                                               "realm_id", c->realm_id, "flows", c->flows_text,
+                                               "mplus_callbacks", c->mplus_webhook_key_len > 0));
+    }
+    json_object_set_new(o, "connections", conns);
+    return o;
+}

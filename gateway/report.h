@@ -1,0 +1,26 @@
+/*
+ * report.h - what operators read: the event list, one event in full, and the
+ * status summary, as JSON. The CLI prints them; the admin API serves them.
+ */
+#ifndef GW_REPORT_H
+#define GW_REPORT_H
+
+#include "config.h"
+#include "store.h"
+
+#include <jansson.h>
+
+struct event_filter {
+    int state; /* -1 = any */
+    const char *source, *connection, *entity;
+    long limit; /* 0 = all */
+};
+
+/* New array of event summaries, newest first; NULL with err on failure. */
+json_t *report_events(struct store *st, const struct event_filter *f, char *err, size_t errlen);
+/* New object: the event in full, with its raw body when one was kept. */
+json_t *report_event(struct store *st, uint64_t id, int *rc, char *err, size_t errlen);
+/* New object: queue depths by state and per-connection settings. */
+json_t *report_status(struct store *st, const struct gw_config *cfg, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,833 @@
+/*
+ * server.c - the ingress and its commit pipeline.
+ *
+ * A webhook request is checked (framing, media type, signature) and turned
+ * into events on the loop thread, then handed to the commit thread. That
+ * thread commits everything that has queued up since its last commit in one
+ * LMDB write transaction (group commit), and hands the requests back to the
+ * loop, which replies. So a 200 always follows a completed fsync, and a slow
+ * fsync never stalls parsing of the next requests.
+ */
+#include "server.h"
+#include "event.h"
+#include "log.h"
+#include "metrics.h"
+#include "report.h"
+#include "sig.h"
+#include "util.h"
+#include "webhook.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+enum req_kind { REQ_QBO, REQ_MPLUS };
+
+/* One webhook request between check and reply; owned by the loop except
+ * while it sits on the commit queue, when the commit thread owns it. */
+struct ingest_req {
+    struct ingest_req *next;
+    struct evhttp_request *req;
+    enum req_kind kind;
+    const struct gw_connection *conn; /* Mplus: signs the reply */
+    int verdict;                      /* Mplus: enum mplus_verdict */
+    struct gw_batch batch;
+    struct store_put *puts;
+    char **texts; /* serialised records, one per put */
+    int status;   /* after commit: 0 stored, -1 store failed */
+    double commit_seconds;
+    unsigned commit_group;
+};
+
+struct server {
+    const struct gw_config *cfg;
+    struct store *st;
+    struct event_base *base;
+    struct evhttp *http, *admin;
+    struct evhttp_bound_socket *sock, *admin_sock;
+    struct event *sigterm, *sigint, *janitor, *done_ev;
+
+    pthread_t committer;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct ingest_req *todo_head, *todo_tail; /* waiting for commit */
+    struct ingest_req *done_head, *done_tail; /* committed, waiting for reply */
+    bool stop_committer;
+
+    size_t inflight;
+    bool draining;
+    bool store_failing;
+};
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add(b, text, strlen(text));
+    evbuffer_add(b, "\n", 1);
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+}
+
+static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    struct evbuffer *b = evbuffer_new();
+    if (text != NULL)
+        evbuffer_add(b, text, strlen(text));
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+    free(text);
+}
+
+/*
+ * The client address for logs: the right-most X-Forwarded-For entry that is
+ * not a trusted proxy, when the TCP peer is a trusted proxy; else the peer.
+ */
+static bool is_trusted(const char *list, const char *addr)
+{
+    size_t n = strlen(addr);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t len = strcspn(p, ", ");
+        if (len == n && strncmp(p, addr, n) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+static void client_ip(const struct server *s, struct evhttp_request *req, char *out, size_t outlen)
+{
+    struct evhttp_connection *con = evhttp_request_get_connection(req);
+    char *peer = NULL;
+    ev_uint16_t port = 0;
+    if (con != NULL)
+        evhttp_connection_get_peer(con, &peer, &port);
+    gw_strlcpy(out, peer ? peer : "?", outlen);
+    if (peer == NULL || !is_trusted(s->cfg->trusted_proxies, peer))
+        return;
+    /* Walk every X-Forwarded-For header, right to left over all entries. */
+    char chosen[64] = "";
+    struct evkeyval *kv;
+    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
+    {
+        if (strcasecmp(kv->key, "X-Forwarded-For") != 0)
+            continue;
+        char buf[512];
+        gw_strlcpy(buf, kv->value, sizeof buf);
+        char *save = NULL;
+        for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+            if (!is_trusted(s->cfg->trusted_proxies, t))
+                gw_strlcpy(chosen, t, sizeof chosen);
+    }
+    if (chosen[0] != '\0')
+        gw_strlcpy(out, chosen, outlen);
+}
+
+/* The raw body, contiguous. evbuffer_pullup returns NULL for an empty body. */
+static const char *raw_body(struct evhttp_request *req, size_t *len)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    *len = evbuffer_get_length(in);
+    return *len ? (const char *)evbuffer_pullup(in, -1) : "";
+}
+
+/* Reject framing that evhttp 2.1 would misread (libevent#1860). */
+static bool framing_ok(struct evhttp_request *req)
+{
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *te = evhttp_find_header(h, "Transfer-Encoding");
+    if (te == NULL)
+        return true;
+    return strcasecmp(te, "chunked") == 0 && evhttp_find_header(h, "Content-Length") == NULL;
+}
+
+static void ingest_free(struct ingest_req *r)
+{
+    if (r->texts != NULL)
+        for (size_t i = 0; i < r->batch.n; i++)
+            free(r->texts[i]);
+    free(r->texts);
+    free(r->puts);
+    batch_free(&r->batch);
+    free(r);
+}
+
+/* ---- commit thread ------------------------------------------------------ */
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void commit_group(struct server *s, struct ingest_req *head)
+{
+    size_t total = 0;
+    unsigned nreq = 0;
+    for (struct ingest_req *r = head; r; r = r->next) {
+        total += r->batch.n;
+        nreq++;
+    }
+    struct store_put *all = malloc((total ? total : 1) * sizeof *all);
+    int rc = -1;
+    char err[GW_ERR_LEN] = "out of memory";
+    double t0 = mono_seconds();
+    if (all != NULL) {
+        size_t k = 0;
+        for (struct ingest_req *r = head; r; r = r->next)
+            for (size_t i = 0; i < r->batch.n; i++)
+                all[k++] = r->puts[i];
+        rc = store_ingest(s->st, all, total, err, sizeof err);
+        k = 0;
+        for (struct ingest_req *r = head; r; r = r->next)
+            for (size_t i = 0; i < r->batch.n; i++)
+                r->puts[i] = all[k++];
+        free(all);
+    }
+    double dt = mono_seconds() - t0;
+    if (rc < 0)
+        log_error("commit of %zu events failed: %s", total, err);
+    for (struct ingest_req *r = head; r; r = r->next) {
+        r->status = rc < 0 ? -1 : 0;
+        r->commit_seconds = dt;
+        r->commit_group = nreq;
+    }
+}
+
+static void *committer_main(void *arg)
+{
+    struct server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->todo_head == NULL && !s->stop_committer)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->todo_head == NULL && s->stop_committer)
+            break;
+        /* Take what has queued up, at most commit_batch requests. */
+        struct ingest_req *head = s->todo_head, *tail = head;
+        long n = 1;
+        while (tail->next != NULL && n < s->cfg->commit_batch) {
+            tail = tail->next;
+            n++;
+        }
+        s->todo_head = tail->next;
+        if (s->todo_head == NULL)
+            s->todo_tail = NULL;
+        tail->next = NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        commit_group(s, head);
+
+        pthread_mutex_lock(&s->mu);
+        if (s->done_tail)
+            s->done_tail->next = head;
+        else
+            s->done_head = head;
+        s->done_tail = tail;
+        event_active(s->done_ev, EV_READ, 0);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- replies after commit (loop thread) --------------------------------- */
+
+static void send_mplus(struct server *s, struct evhttp_request *req, const struct gw_connection *c,
+                       int code, const char *ecode, const char *message);
+
+static void reply_committed(struct server *s, struct ingest_req *r)
+{
+    enum metric_source src = r->kind == REQ_QBO ? MS_QUICKBOOKS : MS_MPLUS;
+    if (r->status < 0) {
+        metrics_webhook(src, MR_UNAVAILABLE);
+        if (r->kind == REQ_QBO)
+            reply_text(r->req, 503, "Service Unavailable", "store unavailable, retry later");
+        else
+            send_mplus(s, r->req, r->conn, 503, "UNAVAILABLE", "store unavailable, retry later");
+        return;
+    }
+    for (size_t i = 0; i < r->batch.n; i++) {
+        struct store_put *p = &r->puts[i];
+        enum metric_result mr = p->duplicate             ? MR_DUPLICATE
+                                : p->state == GW_DEAD    ? MR_MALFORMED
+                                : p->state == GW_SKIPPED ? MR_SKIPPED
+                                                         : MR_ACCEPTED;
+        metrics_webhook(src, mr);
+        if (!p->duplicate && p->state == GW_DEAD)
+            gw_log(GW_LOG_WARN, r->conn ? r->conn->name : NULL, p->id,
+                   "malformed webhook body kept as a dead event");
+        else if (!p->duplicate)
+            gw_log(GW_LOG_DEBUG, r->conn ? r->conn->name : NULL, p->id, "event stored");
+    }
+    if (r->kind == REQ_QBO)
+        reply_text(r->req, 200, "OK", "ok");
+    else if (r->verdict == MPLUS_MALFORMED)
+        send_mplus(s, r->req, r->conn, 400, "INVALID_JSON",
+                   "the body is not a JSON event; it was kept for the operator");
+    else
+        send_mplus(s, r->req, r->conn, 200, NULL, NULL);
+}
+
+static void maybe_finish_drain(struct server *s)
+{
+    if (s->draining && s->inflight == 0)
+        event_base_loopexit(s->base, NULL);
+}
+
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    struct ingest_req *r = s->done_head;
+    s->done_head = s->done_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    unsigned group_left = 0;
+    while (r != NULL) {
+        struct ingest_req *next = r->next;
+        if (group_left == 0) {
+            metrics_commit(r->commit_group, r->commit_seconds);
+            group_left = r->commit_group;
+        }
+        group_left--;
+        if (r->status < 0 && !s->store_failing) {
+            s->store_failing = true;
+            log_error("store cannot write: answering 503 until it can");
+        } else if (r->status == 0 && s->store_failing) {
+            s->store_failing = false;
+            log_info("store writes again");
+        }
+        reply_committed(s, r);
+        ingest_free(r);
+        s->inflight--;
+        r = next;
+    }
+    maybe_finish_drain(s);
+}
+
+/* Serialise the request's events and queue it for the commit thread;
+ * consumes r. */
+static void submit(struct server *s, struct ingest_req *r)
+{
+    size_t n = r->batch.n;
+    r->puts = calloc(n ? n : 1, sizeof *r->puts);
+    r->texts = calloc(n ? n : 1, sizeof *r->texts);
+    bool ok = r->puts != NULL && r->texts != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        struct gw_new_event *e = &r->batch.ev[i];
+        r->texts[i] = json_dumps(e->record, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (r->texts[i] == NULL) {
+            ok = false;
+            break;
+        }
+        struct store_put *p = &r->puts[i];
+        sig_sha256(e->dedupe_key, strlen(e->dedupe_key), p->key);
+        p->rec = r->texts[i];
+        p->rec_len = strlen(r->texts[i]);
+        p->raw = e->raw;
+        p->raw_len = e->raw_len;
+        p->state = e->state;
+    }
+    s->inflight++;
+    if (!ok) {
+        r->status = -1;
+        reply_committed(s, r);
+        ingest_free(r);
+        s->inflight--;
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (s->todo_tail)
+        s->todo_tail->next = r;
+    else
+        s->todo_head = r;
+    s->todo_tail = r;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- QuickBooks -------------------------------------------------------- */
+
+static void handle_qbo(struct server *s, struct evhttp_request *req)
+{
+    char ip[64];
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_text(req, 405, "Method Not Allowed", "use POST");
+        return;
+    }
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    if (!framing_ok(req)) {
+        metrics_webhook(MS_QUICKBOOKS, MR_REJECTED);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_text(req, 400, "Bad Request", "unsupported Transfer-Encoding");
+        return;
+    }
+    const char *ct = evhttp_find_header(h, "Content-Type");
+    if (!gw_media_type_is(ct, "application/json") &&
+        !gw_media_type_is(ct, "application/cloudevents+json")) {
+        metrics_webhook(MS_QUICKBOOKS, MR_REJECTED);
+        reply_text(req, 415, "Unsupported Media Type",
+                   "expected Content-Type application/json or application/cloudevents+json");
+        return;
+    }
+    size_t len;
+    const char *body = raw_body(req, &len);
+    const char *vt = s->cfg->verifier_token;
+    const char *sig = evhttp_find_header(h, "intuit-signature");
+    if (vt == NULL || vt[0] == '\0' || !sig_verify(vt, strlen(vt), body, len, sig)) {
+        metrics_webhook(MS_QUICKBOOKS, MR_UNAUTHORIZED);
+        client_ip(s, req, ip, sizeof ip);
+        log_warn("quickbooks webhook from %s rejected: %s intuit-signature", ip,
+                 sig ? "bad" : "missing");
+        reply_text(req, 401, "Unauthorized",
+                   sig ? "bad intuit-signature" : "missing intuit-signature");
+        return;
+    }
+    if (s->draining) {
+        reply_text(req, 503, "Service Unavailable", "shutting down, retry later");
+        return;
+    }
+    struct ingest_req *r = calloc(1, sizeof *r);
+    if (r == NULL || webhook_parse_qbo(s->cfg, body, len, gw_now_ms(), &r->batch) < 0) {
+        if (r)
+            ingest_free(r);
+        reply_text(req, 503, "Service Unavailable", "out of memory, retry later");
+        return;
+    }
+    r->req = req;
+    r->kind = REQ_QBO;
+    submit(s, r);
+}
+
+/* ---- MplusKASSA --------------------------------------------------------- */
+
+/* Reply to a till callback; the body is signed when the connection has a secret. */
+static void send_mplus(struct server *s, struct evhttp_request *req, const struct gw_connection *c,
+                       int code, const char *ecode, const char *message)
+{
+    (void)s;
+    json_t *body = ecode ? json_pack("{s:{s:s, s:s}}", "error", "code", ecode, "message", message)
+                         : json_object();
+    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(body);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    if (c != NULL && c->mplus_webhook_key_len > 0 && text != NULL) {
+        char sig[GW_SIG_B64_LEN];
+        sig_sign(c->mplus_webhook_key, c->mplus_webhook_key_len, text, strlen(text), sig);
+        evhttp_add_header(h, "X-Mplus-Signature", sig);
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (text != NULL)
+        evbuffer_add(b, text, strlen(text));
+    const char *reason = code == 200   ? "OK"
+                         : code == 400 ? "Bad Request"
+                         : code == 404 ? "Not Found"
+                                       : "Service Unavailable";
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+    free(text);
+}
+
+static bool name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static void handle_mplus(struct server *s, struct evhttp_request *req, const char *rest)
+{
+    const char *slash = strchr(rest, '/');
+    char cname[65], ename[65];
+    size_t cn = slash ? (size_t)(slash - rest) : 0;
+    size_t en = slash ? strlen(slash + 1) : 0;
+    if (!name_ok(rest, cn) || !name_ok(slash + 1, en)) {
+        reply_text(req, 404, "Not Found", "expected /webhooks/mplus/{connection}/{event}");
+        return;
+    }
+    memcpy(cname, rest, cn);
+    cname[cn] = '\0';
+    memcpy(ename, slash + 1, en);
+    ename[en] = '\0';
+    const struct gw_connection *c = config_connection(s->cfg, cname);
+    if (c == NULL) {
+        metrics_webhook(MS_MPLUS, MR_REJECTED);
+        send_mplus(s, req, NULL, 404, "UNKNOWN_CONNECTION", "no connection of that name");
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_text(req, 405, "Method Not Allowed", "use POST");
+        return;
+    }
+    if (!framing_ok(req)) {
+        metrics_webhook(MS_MPLUS, MR_REJECTED);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_text(req, 400, "Bad Request", "unsupported Transfer-Encoding");
+        return;
+    }
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *sig = evhttp_find_header(h, "X-Mplus-Signature");
+    size_t len;
+    const char *body = raw_body(req, &len);
+    char ip[64];
+    if (sig == NULL || c->mplus_webhook_key_len == 0 ||
+        !sig_verify(c->mplus_webhook_key, c->mplus_webhook_key_len, body, len, sig)) {
+        metrics_webhook(MS_MPLUS, MR_UNAUTHORIZED);
+        client_ip(s, req, ip, sizeof ip);
+        gw_log(GW_LOG_WARN, c->name, 0, "mplus callback from %s rejected: %s", ip,
+               sig == NULL                     ? "no X-Mplus-Signature"
+               : c->mplus_webhook_key_len == 0 ? "no mplus_webhook_secret configured"
+                                               : "bad X-Mplus-Signature");
+        if (sig == NULL)
+            send_mplus(s, req, c, 400, "NO_SIGNATURE", "the X-Mplus-Signature header is missing");
+        else
+            send_mplus(s, req, c, 400, "INVALID_SIGNATURE",
+                       "the X-Mplus-Signature does not match the body");
+        return;
+    }
+    if (c->mplus_subscription_id != NULL && c->mplus_subscription_id[0] != '\0') {
+        const char *sub = evhttp_find_header(h, "X-Mplus-Subscription-Id");
+        if (sub == NULL || strcmp(sub, c->mplus_subscription_id) != 0) {
+            metrics_webhook(MS_MPLUS, MR_REJECTED);
+            send_mplus(s, req, c, 400, sub ? "INVALID_SUBSCRIPTION_ID" : "NO_SUBSCRIPTION_ID",
+                       "the X-Mplus-Subscription-Id does not match this connection");
+            return;
+        }
+    }
+    const char *ct = evhttp_find_header(h, "Content-Type");
+    if (!gw_media_type_is(ct, "application/json")) {
+        metrics_webhook(MS_MPLUS, MR_REJECTED);
+        send_mplus(s, req, c, 400, ct ? "INVALID_CONTENT_TYPE" : "NO_CONTENT_TYPE",
+                   "expected Content-Type application/json");
+        return;
+    }
+    if (s->draining) {
+        send_mplus(s, req, c, 503, "UNAVAILABLE", "shutting down, retry later");
+        return;
+    }
+    struct ingest_req *r = calloc(1, sizeof *r);
+    int verdict = r ? webhook_parse_mplus(c, ename, body, len, gw_now_ms(), &r->batch) : -1;
+    if (verdict < 0) {
+        if (r)
+            ingest_free(r);
+        send_mplus(s, req, c, 503, "UNAVAILABLE", "out of memory, retry later");
+        return;
+    }
+    if (verdict == MPLUS_IGNORED) {
+        metrics_webhook(MS_MPLUS, MR_IGNORED);
+        ingest_free(r);
+        send_mplus(s, req, c, 200, NULL, NULL);
+        return;
+    }
+    r->req = req;
+    r->kind = REQ_MPLUS;
+    r->conn = c;
+    r->verdict = verdict;
+    submit(s, r);
+}
+
+/* ---- admin API ------------------------------------------------------------ */
+
+static bool admin_authorised(struct server *s, struct evhttp_request *req)
+{
+    const char *tok = s->cfg->admin_token;
+    const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (tok == NULL || tok[0] == '\0' || auth == NULL || strncmp(auth, "Bearer ", 7) != 0)
+        return false;
+    return sig_token_equal(auth + 7, tok);
+}
+
+static void handle_admin(struct server *s, struct evhttp_request *req, const char *path)
+{
+    char err[GW_ERR_LEN];
+    if (strcmp(path, "/healthz") == 0) {
+        reply_text(req, 200, "OK", "ok");
+        return;
+    }
+    if (!admin_authorised(s, req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          "Bearer realm=\"gateway admin\"");
+        reply_text(req, 401, "Unauthorized", "admin API needs Authorization: Bearer <admin_token>");
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
+        reply_text(req, 405, "Method Not Allowed", "use GET");
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        metrics_render(f);
+        uint64_t counts[GW_STATE_COUNT];
+        if (store_counts(s->st, counts, NULL, 0) == 0) {
+            fprintf(f, "# HELP gateway_events Events in the store by state.\n"
+                       "# TYPE gateway_events gauge\n");
+            for (int i = 0; i < GW_STATE_COUNT; i++)
+                fprintf(f, "gateway_events{state=\"%s\"} %llu\n", event_state_name(i),
+                        (unsigned long long)counts[i]);
+        }
+        int64_t oldest = 0;
+        store_oldest_queued(s->st, &oldest, NULL, 0);
+        fprintf(f,
+                "# HELP gateway_oldest_pending_seconds Age of the oldest queued event.\n"
+                "# TYPE gateway_oldest_pending_seconds gauge\n"
+                "gateway_oldest_pending_seconds %.3f\n",
+                oldest > 0 ? (gw_now_ms() - oldest) / 1000.0 : 0.0);
+        fclose(f);
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add(b, text, len);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; version=0.0.4");
+        evhttp_send_reply(req, 200, "OK", b);
+        evbuffer_free(b);
+        free(text);
+        return;
+    }
+    if (strcmp(path, "/api/status") == 0) {
+        json_t *o = report_status(s->st, s->cfg, err, sizeof err);
+        if (o == NULL) {
+            reply_text(req, 503, "Service Unavailable", err);
+            return;
+        }
+        reply_json(req, 200, "OK", o);
+        json_decref(o);
+        return;
+    }
+    if (strcmp(path, "/api/events") == 0) {
+        struct event_filter f = {-1, NULL, NULL, NULL, 100};
+        struct evkeyvalq q;
+        const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+        TAILQ_INIT(&q);
+        if (query != NULL)
+            evhttp_parse_query_str(query, &q);
+        const char *v;
+        if ((v = evhttp_find_header(&q, "state")) != NULL)
+            f.state = event_state_parse(v);
+        f.source = evhttp_find_header(&q, "source");
+        f.connection = evhttp_find_header(&q, "connection");
+        f.entity = evhttp_find_header(&q, "entity");
+        int64_t lim;
+        if ((v = evhttp_find_header(&q, "limit")) != NULL && gw_strtoi64(v, &lim) && lim >= 0)
+            f.limit = (long)lim;
+        json_t *a = (f.state == -1 && evhttp_find_header(&q, "state") != NULL)
+                        ? json_array()
+                        : report_events(s->st, &f, err, sizeof err);
+        evhttp_clear_headers(&q);
+        if (a == NULL) {
+            reply_text(req, 503, "Service Unavailable", err);
+            return;
+        }
+        reply_json(req, 200, "OK", a);
+        json_decref(a);
+        return;
+    }
+    if (strncmp(path, "/api/events/", 12) == 0) {
+        uint64_t id;
+        int rc;
+        json_t *o =
+            gw_strtou64(path + 12, &id) ? report_event(s->st, id, &rc, err, sizeof err) : NULL;
+        if (o == NULL) {
+            reply_text(req, 404, "Not Found", "no such event");
+            return;
+        }
+        reply_json(req, 200, "OK", o);
+        json_decref(o);
+        return;
+    }
+    reply_text(req, 404, "Not Found", "not found");
+}
+
+/* ---- routing -------------------------------------------------------------- */
+
+static void public_cb(struct evhttp_request *req, void *arg)
+{
+    struct server *s = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (path == NULL)
+        path = "";
+    if (strcmp(path, "/webhooks/quickbooks") == 0)
+        handle_qbo(s, req);
+    else if (strncmp(path, "/webhooks/mplus/", 16) == 0)
+        handle_mplus(s, req, path + 16);
+    else if (strcmp(path, "/healthz") == 0)
+        reply_text(req, 200, "OK", "ok");
+    else
+        reply_text(req, 404, "Not Found", "not found");
+}
+
+static void admin_cb(struct evhttp_request *req, void *arg)
+{
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    handle_admin(arg, req, path ? path : "");
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct server *s = arg;
+    if (s->draining)
+        return;
+    log_info("received %s: no new connections; finishing %zu requests in flight",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT", s->inflight);
+    s->draining = true;
+    if (s->sock) {
+        evhttp_del_accept_socket(s->http, s->sock);
+        s->sock = NULL;
+    }
+    if (s->admin_sock) {
+        evhttp_del_accept_socket(s->admin, s->admin_sock);
+        s->admin_sock = NULL;
+    }
+    maybe_finish_drain(s);
+}
+
+static void on_janitor(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *s = arg;
+    int dead = 0;
+    if (store_reader_check(s->st, &dead) == 0 && dead > 0)
+        log_warn("cleared %d stale store reader slots", dead);
+}
+
+static void reenable_listener(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+/* Stop accepting for a while when out of file descriptors (libevent#71). */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    log_error("accept failed: %s; pausing the listener for 1 s", evutil_socket_error_to_string(e));
+    evconnlistener_disable(l);
+    struct timeval tv = {1, 0};
+    event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT, reenable_listener, l, &tv);
+}
+
+static struct evhttp *make_http(struct server *s, const char *addr,
+                                void (*cb)(struct evhttp_request *, void *),
+                                struct evhttp_bound_socket **sock)
+{
+    char host[256];
+    unsigned short port;
+    if (config_parse_addr(addr, host, sizeof host, &port) < 0)
+        return NULL;
+    struct evhttp *h = evhttp_new(s->base);
+    evhttp_set_max_body_size(h, (ev_ssize_t)s->cfg->max_body_bytes);
+    evhttp_set_max_headers_size(h, (ev_ssize_t)s->cfg->max_header_bytes);
+    evhttp_set_timeout(h, (int)s->cfg->timeout_s);
+    evhttp_set_allowed_methods(h, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD);
+    evhttp_set_flags(h, EVHTTP_SERVER_LINGERING_CLOSE);
+    evhttp_set_gencb(h, cb, s);
+    *sock = evhttp_bind_socket_with_handle(h, host, port);
+    if (*sock == NULL) {
+        log_error("cannot listen on %s: %s", addr, strerror(errno));
+        evhttp_free(h);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(*sock), on_accept_error);
+    log_info("listening on %s", addr);
+    return h;
+}
+
+int server_run(const struct gw_config *cfg, struct store *st)
+{
+    struct server srv = {0}, *s = &srv;
+    s->cfg = cfg;
+    s->st = st;
+    evthread_use_pthreads();
+    signal(SIGPIPE, SIG_IGN);
+    s->base = event_base_new();
+    if (s->base == NULL)
+        return -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->done_ev = event_new(s->base, -1, EV_PERSIST | EV_READ, done_cb, s);
+    int rc = -1;
+    s->http = make_http(s, cfg->listen, public_cb, &s->sock);
+    if (s->http == NULL)
+        goto out;
+    if (cfg->admin_listen[0] != '\0') {
+        s->admin = make_http(s, cfg->admin_listen, admin_cb, &s->admin_sock);
+        if (s->admin == NULL)
+            goto out;
+    }
+    if (cfg->verifier_token == NULL || cfg->verifier_token[0] == '\0')
+        log_warn("[quickbooks] verifier_token is empty: every QuickBooks webhook will get 401");
+    if (pthread_create(&s->committer, NULL, committer_main, s) != 0) {
+        log_error("cannot start the commit thread");
+        goto out;
+    }
+    s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, s);
+    s->sigint = evsignal_new(s->base, SIGINT, on_signal, s);
+    evsignal_add(s->sigterm, NULL);
+    evsignal_add(s->sigint, NULL);
+    s->janitor = event_new(s->base, -1, EV_PERSIST, on_janitor, s);
+    struct timeval jt = {60, 0};
+    event_add(s->janitor, &jt);
+    log_info("gateway serving; store at %s", cfg->storage_path);
+
+    event_base_dispatch(s->base);
+
+    pthread_mutex_lock(&s->mu);
+    s->stop_committer = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->committer, NULL);
+    log_info("gateway stopped");
+    rc = 0;
+out:
+    if (s->sigterm)
+        event_free(s->sigterm);
+    if (s->sigint)
+        event_free(s->sigint);
+    if (s->janitor)
+        event_free(s->janitor);
+    if (s->http)
+        evhttp_free(s->http);
+    if (s->admin)
+        evhttp_free(s->admin);
+    event_free(s->done_ev);
+    event_base_free(s->base);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    return rc;
+}

@@ -1,0 +1,29 @@
+/*
+ * sig.h - webhook signatures: base64(HMAC-SHA256(key, raw body)), as Intuit
+ * (intuit-signature) and MplusKASSA (X-Mplus-Signature) both use, checked in
+ * constant time. The only module that includes OpenSSL's HMAC.
+ */
+#ifndef GW_SIG_H
+#define GW_SIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define GW_SIG_B64_LEN 45 /* 44 base64 characters and a NUL */
+
+/* Write base64(HMAC-SHA256(key, msg)) into out (GW_SIG_B64_LEN bytes). */
+void sig_sign(const void *key, size_t keylen, const void *msg, size_t msglen, char *out);
+
+/*
+ * True when header (may be NULL) is the base64 HMAC-SHA256 of msg under key.
+ * The comparison does not depend on where the strings differ.
+ */
+bool sig_verify(const void *key, size_t keylen, const void *msg, size_t msglen, const char *header);
+
+/* SHA-256 of msg into out[32]; used to make fixed-size dedupe keys. */
+void sig_sha256(const void *msg, size_t msglen, unsigned char out[32]);
+
+/* Constant-time equality of two NUL-terminated secrets (e.g. a bearer token). */
+bool sig_token_equal(const char *a, const char *b);
+
+#endif

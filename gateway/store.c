@@ -1,0 +1,509 @@
+/*
+ * store.c - LMDB environment, databases and transactions.
+ *
+ * Write transactions come from one thread of the daemon (the commit thread)
+ * or from a CLI process; LMDB serialises them. MDB_NOTLS lets reads run from
+ * any thread. Growing the map needs no transaction of this process to be
+ * open, so readers and the resizer share a rwlock.
+ */
+#include "store.h"
+#include "sig.h"
+#include "util.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct store {
+    MDB_env *env;
+    MDB_dbi events, dedupe, queue, raw, meta;
+    size_t map_size, map_max;
+    pthread_rwlock_t resize_lock;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    if (!gw_strlcpy(buf, path, sizeof buf))
+        return -1;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **out, char *err,
+               size_t errlen)
+{
+    if (mkdir_p(path) < 0) {
+        set_err(err, errlen, "storage path %s: cannot create: %s", path, strerror(errno));
+        return STORE_EFAIL;
+    }
+    struct store *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return STORE_EFAIL;
+    pthread_rwlock_init(&st->resize_lock, NULL);
+    st->map_size = map_mb << 20;
+    st->map_max = max_mb << 20;
+    int rc = mdb_env_create(&st->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(st->env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(st->env, 256);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(st->env, st->map_size);
+    if (rc == 0)
+        rc = mdb_env_open(st->env, path, MDB_NOTLS, 0600);
+    if (rc != 0) {
+        set_err(err, errlen, "storage path %s: cannot open the store: %s", path, mdb_strerror(rc));
+        if (st->env)
+            mdb_env_close(st->env);
+        free(st);
+        return STORE_EFAIL;
+    }
+    /* Another process may have grown the map: adopt the size on disk. */
+    MDB_envinfo info;
+    mdb_env_info(st->env, &info);
+    if (info.me_mapsize > st->map_size)
+        st->map_size = info.me_mapsize;
+    int dead;
+    mdb_reader_check(st->env, &dead);
+
+    MDB_txn *txn;
+    rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc == 0) {
+        if ((rc = mdb_dbi_open(txn, "events", MDB_CREATE, &st->events)) == 0 &&
+            (rc = mdb_dbi_open(txn, "dedupe", MDB_CREATE, &st->dedupe)) == 0 &&
+            (rc = mdb_dbi_open(txn, "queue", MDB_CREATE, &st->queue)) == 0 &&
+            (rc = mdb_dbi_open(txn, "raw", MDB_CREATE, &st->raw)) == 0 &&
+            (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) == 0)
+            rc = mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+    }
+    if (rc != 0) {
+        set_err(err, errlen, "storage path %s: cannot open databases: %s", path, mdb_strerror(rc));
+        mdb_env_close(st->env);
+        free(st);
+        return STORE_EFAIL;
+    }
+    *out = st;
+    return 0;
+}
+
+void store_close(struct store *st)
+{
+    if (st == NULL)
+        return;
+    mdb_env_close(st->env);
+    pthread_rwlock_destroy(&st->resize_lock);
+    free(st);
+}
+
+size_t store_map_size(struct store *st)
+{
+    return st->map_size;
+}
+
+int store_reader_check(struct store *st, int *dead)
+{
+    return mdb_reader_check(st->env, dead) == 0 ? 0 : STORE_EFAIL;
+}
+
+/* Begin a transaction, adopting a map another process grew. Caller holds the
+ * resize lock (read side). */
+static int txn_begin(struct store *st, unsigned flags, MDB_txn **txn)
+{
+    int rc = mdb_txn_begin(st->env, NULL, flags, txn);
+    if (rc == MDB_MAP_RESIZED) {
+        /* Only legal with no transaction open in this process; the resize
+         * lock's read side does not exclude other readers, so take the
+         * write side briefly. */
+        pthread_rwlock_unlock(&st->resize_lock);
+        pthread_rwlock_wrlock(&st->resize_lock);
+        mdb_env_set_mapsize(st->env, 0);
+        MDB_envinfo info;
+        mdb_env_info(st->env, &info);
+        st->map_size = info.me_mapsize;
+        pthread_rwlock_unlock(&st->resize_lock);
+        pthread_rwlock_rdlock(&st->resize_lock);
+        rc = mdb_txn_begin(st->env, NULL, flags, txn);
+    }
+    return rc;
+}
+
+/* Grow the map after MDB_MAP_FULL; false when the hard limit is reached. */
+static bool grow_map(struct store *st)
+{
+    if (st->map_size >= st->map_max)
+        return false;
+    size_t next = st->map_size * 2;
+    if (next > st->map_max)
+        next = st->map_max;
+    pthread_rwlock_wrlock(&st->resize_lock);
+    int rc = mdb_env_set_mapsize(st->env, next);
+    if (rc == 0)
+        st->map_size = next;
+    pthread_rwlock_unlock(&st->resize_lock);
+    return rc == 0;
+}
+
+static int counter_add(MDB_txn *txn, MDB_dbi meta, enum gw_state s, int64_t delta)
+{
+    char name[32];
+    snprintf(name, sizeof name, "count:%s", event_state_name(s));
+    MDB_val k = {strlen(name), name}, v;
+    uint64_t n = 0;
+    if (mdb_get(txn, meta, &k, &v) == 0 && v.mv_size == 8)
+        n = get_be64(v.mv_data);
+    n = (int64_t)n + delta < 0 ? 0 : (uint64_t)((int64_t)n + delta);
+    unsigned char buf[8];
+    be64(buf, n);
+    v.mv_size = 8;
+    v.mv_data = buf;
+    return mdb_put(txn, meta, &k, &v, 0);
+}
+
+static int ingest_txn(struct store *st, MDB_txn *txn, struct store_put *puts, size_t n)
+{
+    /* Next id: one past the last event; read in the transaction so CLI
+     * processes writing events never collide with the daemon. */
+    uint64_t next_id = 1;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->events, &cur);
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+        next_id = get_be64(k.mv_data) + 1;
+    mdb_cursor_close(cur);
+
+    int64_t added[GW_STATE_COUNT] = {0};
+    int64_t now = gw_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        struct store_put *p = &puts[i];
+        unsigned char idbuf[8];
+        be64(idbuf, next_id);
+        MDB_val dk = {32, p->key}, dv = {8, idbuf};
+        rc = mdb_put(txn, st->dedupe, &dk, &dv, MDB_NOOVERWRITE);
+        if (rc == MDB_KEYEXIST) {
+            p->duplicate = true;
+            p->id = dv.mv_size == 8 ? get_be64(dv.mv_data) : 0;
+            continue;
+        }
+        if (rc != 0)
+            return rc;
+        p->duplicate = false;
+        p->id = next_id++;
+        MDB_val ek = {8, idbuf}, ev = {p->rec_len, (void *)p->rec};
+        if ((rc = mdb_put(txn, st->events, &ek, &ev, MDB_APPEND)) != 0)
+            return rc;
+        if (p->raw != NULL) {
+            MDB_val rv = {p->raw_len, (void *)p->raw};
+            if ((rc = mdb_put(txn, st->raw, &ek, &rv, MDB_APPEND)) != 0)
+                return rc;
+        }
+        if (p->state == GW_PENDING) {
+            unsigned char qk[16];
+            be64(qk, (uint64_t)now);
+            memcpy(qk + 8, idbuf, 8);
+            MDB_val qkey = {16, qk}, qval = {0, NULL};
+            if ((rc = mdb_put(txn, st->queue, &qkey, &qval, 0)) != 0)
+                return rc;
+        }
+        added[p->state]++;
+    }
+    for (int s = 0; s < GW_STATE_COUNT; s++)
+        if (added[s] && (rc = counter_add(txn, st->meta, s, added[s])) != 0)
+            return rc;
+    return 0;
+}
+
+int store_ingest(struct store *st, struct store_put *puts, size_t n, char *err, size_t errlen)
+{
+    for (int attempt = 0; attempt < 8; attempt++) {
+        pthread_rwlock_rdlock(&st->resize_lock);
+        MDB_txn *txn;
+        int rc = txn_begin(st, 0, &txn);
+        if (rc == 0) {
+            rc = ingest_txn(st, txn, puts, n);
+            if (rc == 0)
+                rc = mdb_txn_commit(txn); /* full sync: durable when it returns */
+            else
+                mdb_txn_abort(txn);
+        }
+        pthread_rwlock_unlock(&st->resize_lock);
+        if (rc == 0)
+            return 0;
+        if (rc == MDB_MAP_FULL && grow_map(st))
+            continue; /* redo the whole batch in the larger map */
+        set_err(err, errlen, "store write failed: %s", mdb_strerror(rc));
+        return STORE_EFAIL;
+    }
+    set_err(err, errlen, "store write failed: the map keeps filling up");
+    return STORE_EFAIL;
+}
+
+/* Run fn inside a read transaction. */
+static int with_read(struct store *st, int (*fn)(struct store *, MDB_txn *, void *), void *arg,
+                     char *err, size_t errlen)
+{
+    pthread_rwlock_rdlock(&st->resize_lock);
+    MDB_txn *txn;
+    int rc = txn_begin(st, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&st->resize_lock);
+        set_err(err, errlen, "store read failed: %s", mdb_strerror(rc));
+        return STORE_EFAIL;
+    }
+    rc = fn(st, txn, arg);
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&st->resize_lock);
+    if (rc == MDB_NOTFOUND) {
+        set_err(err, errlen, "not found");
+        return STORE_ENOTFOUND;
+    }
+    if (rc != 0) {
+        set_err(err, errlen, "store read failed: %s",
+                rc > 0 ? "unreadable record" : mdb_strerror(rc));
+        return STORE_EFAIL;
+    }
+    return 0;
+}
+
+struct get_arg {
+    uint64_t id;
+    json_t *rec;
+    void *raw;
+    size_t raw_len;
+};
+
+static int get_event_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    struct get_arg *a = arg;
+    unsigned char idbuf[8];
+    be64(idbuf, a->id);
+    MDB_val k = {8, idbuf}, v;
+    int rc = mdb_get(txn, st->events, &k, &v);
+    if (rc != 0)
+        return rc;
+    a->rec = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+    if (!json_is_object(a->rec))
+        return 1;
+    json_object_set_new(a->rec, "id", json_integer((json_int_t)a->id));
+    return 0;
+}
+
+int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen)
+{
+    struct get_arg a = {id, NULL, NULL, 0};
+    int rc = with_read(st, get_event_fn, &a, err, errlen);
+    if (rc == 0)
+        *out = a.rec;
+    else
+        json_decref(a.rec);
+    return rc;
+}
+
+static int get_raw_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    struct get_arg *a = arg;
+    unsigned char idbuf[8];
+    be64(idbuf, a->id);
+    MDB_val k = {8, idbuf}, v;
+    int rc = mdb_get(txn, st->raw, &k, &v);
+    if (rc != 0)
+        return rc;
+    a->raw = malloc(v.mv_size ? v.mv_size : 1);
+    if (a->raw == NULL)
+        return ENOMEM;
+    memcpy(a->raw, v.mv_data, v.mv_size);
+    a->raw_len = v.mv_size;
+    return 0;
+}
+
+int store_get_raw(struct store *st, uint64_t id, void **out, size_t *len, char *err, size_t errlen)
+{
+    struct get_arg a = {id, NULL, NULL, 0};
+    int rc = with_read(st, get_raw_fn, &a, err, errlen);
+    if (rc == 0) {
+        *out = a.raw;
+        *len = a.raw_len;
+    }
+    return rc;
+}
+
+struct scan_arg {
+    store_event_cb cb;
+    void *arg;
+};
+
+static int scan_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    struct scan_arg *a = arg;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->events, &cur);
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_LAST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
+        if (k.mv_size != 8)
+            continue;
+        if (a->cb(get_be64(k.mv_data), v.mv_data, v.mv_size, a->arg) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : (rc > 0 ? 0 : rc);
+}
+
+int store_scan_events(struct store *st, store_event_cb cb, void *arg, char *err, size_t errlen)
+{
+    struct scan_arg a = {cb, arg};
+    return with_read(st, scan_fn, &a, err, errlen);
+}
+
+static int counts_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    uint64_t *counts = arg;
+    for (int s = 0; s < GW_STATE_COUNT; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "count:%s", event_state_name(s));
+        MDB_val k = {strlen(name), name}, v;
+        counts[s] = mdb_get(txn, st->meta, &k, &v) == 0 && v.mv_size == 8 ? get_be64(v.mv_data) : 0;
+    }
+    return 0;
+}
+
+int store_counts(struct store *st, uint64_t counts[GW_STATE_COUNT], char *err, size_t errlen)
+{
+    return with_read(st, counts_fn, counts, err, errlen);
+}
+
+static int oldest_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    int64_t *ms = arg;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->queue, &cur);
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    *ms = 0;
+    /* The queue is ordered by due time; the first entry's id is not always
+     * the oldest, but its enqueue time bounds the wait well enough here. */
+    if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size == 16)
+        *ms = (int64_t)get_be64(k.mv_data);
+    mdb_cursor_close(cur);
+    return 0;
+}
+
+int store_oldest_queued(struct store *st, int64_t *received_ms, char *err, size_t errlen)
+{
+    return with_read(st, oldest_fn, received_ms, err, errlen);
+}
+
+int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
+                uint64_t *payloads_dropped, char *err, size_t errlen)
+{
+    *events_dropped = *payloads_dropped = 0;
+    pthread_rwlock_rdlock(&st->resize_lock);
+    MDB_txn *txn;
+    int rc = txn_begin(st, 0, &txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&st->resize_lock);
+        set_err(err, errlen, "store write failed: %s", mdb_strerror(rc));
+        return STORE_EFAIL;
+    }
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, st->events, &cur);
+    MDB_val k, v;
+    int64_t dropped[GW_STATE_COUNT] = {0};
+    for (int op = MDB_FIRST; rc == 0; op = MDB_NEXT) {
+        rc = mdb_cursor_get(cur, &k, &v, op);
+        if (rc != 0)
+            break;
+        json_t *rec = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        const char *received = json_string_value(json_object_get(rec, "received_at"));
+        int state = event_state_parse(json_string_value(json_object_get(rec, "state")) ?: "");
+        int64_t ms;
+        if (received == NULL || !gw_ts_parse(received, &ms) || ms >= before_ms) {
+            json_decref(rec);
+            /* Ids grow with time: everything after this is newer. */
+            if (received != NULL)
+                break;
+            continue;
+        }
+        MDB_val rk = k;
+        if (state == GW_DONE || state == GW_SKIPPED) {
+            const char *dkey = json_string_value(json_object_get(rec, "dedupe_key"));
+            if (dkey != NULL) {
+                unsigned char h[32];
+                sig_sha256(dkey, strlen(dkey), h);
+                MDB_val dk = {32, h};
+                mdb_del(txn, st->dedupe, &dk, NULL);
+            }
+            if (mdb_del(txn, st->raw, &rk, NULL) == 0)
+                (*payloads_dropped)++;
+            rc = mdb_cursor_del(cur, 0);
+            dropped[state]++;
+            (*events_dropped)++;
+        }
+        json_decref(rec);
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    for (int s = 0; s < GW_STATE_COUNT && rc == 0; s++)
+        if (dropped[s])
+            rc = counter_add(txn, st->meta, s, -dropped[s]);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&st->resize_lock);
+    if (rc != 0) {
+        set_err(err, errlen, "purge failed: %s", mdb_strerror(rc));
+        return STORE_EFAIL;
+    }
+    return 0;
+}

@@ -1,0 +1,89 @@
+/*
+ * store.h - the durable store (LMDB; the only module that includes lmdb.h).
+ *
+ * Databases in one environment:
+ *   events   be64(id)            -> event record (JSON text, without the id)
+ *   dedupe   sha256(dedupe key)  -> be64(id)
+ *   queue    be64(due_ms) be64(id) -> empty: events waiting for the dispatcher
+ *   raw      be64(id)            -> raw body bytes kept with a malformed event
+ *   meta     name                -> value (per-state counters, markers)
+ *
+ * Every function opens and ends its own transaction; no transaction outlives
+ * a call. Several processes (the daemon and CLI commands) may use one store.
+ * Functions return 0 or a negative STORE_E* code with a message in err.
+ */
+#ifndef GW_STORE_H
+#define GW_STORE_H
+
+#include "event.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_EFAIL     -1 /* storage error: cannot read or write */
+#define STORE_ENOTFOUND -2
+
+struct store;
+
+/*
+ * Open (creating when missing, mode 0700/0600) the store at path. map_mb is
+ * the initial map size; the map grows on MDB_MAP_FULL up to max_mb.
+ */
+int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **out, char *err,
+               size_t errlen);
+void store_close(struct store *st);
+
+/* One new event for store_ingest. */
+struct store_put {
+    unsigned char key[32]; /* sha256 of the dedupe key */
+    const char *rec;       /* serialised record (borrowed) */
+    size_t rec_len;
+    const void *raw; /* raw body to keep, or NULL (borrowed) */
+    size_t raw_len;
+    enum gw_state state; /* pending events are queued */
+    /* results */
+    uint64_t id;    /* the new event's id, or the existing one for a duplicate */
+    bool duplicate; /* the key was already stored: nothing written */
+};
+
+/*
+ * Store a batch of new events in one durable (fsync'd) transaction: each
+ * event whose key is new gets the next id, is counted and, when pending,
+ * queued; a duplicate only reports the existing id. All or nothing.
+ */
+int store_ingest(struct store *st, struct store_put *puts, size_t n, char *err, size_t errlen);
+
+/* One event as a new JSON object with its "id" added; STORE_ENOTFOUND if absent. */
+int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen);
+
+/* The raw body kept with an event, as a new malloc'd buffer. */
+int store_get_raw(struct store *st, uint64_t id, void **out, size_t *len, char *err, size_t errlen);
+
+/* Visit events newest first; the record text is valid only during the call.
+ * Return nonzero from cb to stop. */
+typedef int (*store_event_cb)(uint64_t id, const char *rec, size_t len, void *arg);
+int store_scan_events(struct store *st, store_event_cb cb, void *arg, char *err, size_t errlen);
+
+/* Number of events in each state. */
+int store_counts(struct store *st, uint64_t counts[GW_STATE_COUNT], char *err, size_t errlen);
+
+/* Received time (ms) of the oldest event waiting in the queue, 0 if none. */
+int store_oldest_queued(struct store *st, int64_t *received_ms, char *err, size_t errlen);
+
+/*
+ * Purge: delete done and skipped events received before before_ms, with their
+ * dedupe keys and raw bodies. Dead and unfinished events are kept whatever
+ * their age: they still need an operator or the dispatcher.
+ */
+int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
+                uint64_t *payloads_dropped, char *err, size_t errlen);
+
+/* Clear reader slots left by dead processes; *dead says how many. */
+int store_reader_check(struct store *st, int *dead);
+
+/* Current map size in bytes (for status). */
+size_t store_map_size(struct store *st);
+
+#endif

@@ -1,0 +1,192 @@
+/*
+ * util.c - checked number parsers and timestamp normalisation.
+ */
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+bool gw_strtou64(const char *s, uint64_t *out)
+{
+    if (s == NULL || !isdigit((unsigned char)s[0]))
+        return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = (uint64_t)v;
+    return true;
+}
+
+bool gw_strtoi64(const char *s, int64_t *out)
+{
+    if (s == NULL || s[0] == '\0')
+        return false;
+    const char *p = s[0] == '-' ? s + 1 : s;
+    if (!isdigit((unsigned char)p[0]))
+        return false;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+int64_t gw_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool gw_strlcpy(char *dst, const char *src, size_t dstlen)
+{
+    size_t n = strlen(src);
+    if (dstlen == 0)
+        return n == 0;
+    size_t c = n < dstlen - 1 ? n : dstlen - 1;
+    memcpy(dst, src, c);
+    dst[c] = '\0';
+    return c == n;
+}
+
+/* Read exactly n digits at *p, advancing it. */
+static bool digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)(*p)[i]))
+            return false;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+static bool days_in_month_ok(int y, int mo, int d)
+{
+    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    int max = mdays[mo - 1] + (mo == 2 && leap);
+    return d >= 1 && d <= max;
+}
+
+bool gw_ts_parse(const char *s, int64_t *ms)
+{
+    if (s == NULL || s[0] == '\0')
+        return false;
+
+    /* Epoch milliseconds: Intuit's webinar says legacy lastUpdated may be one. */
+    size_t len = strlen(s);
+    if (len >= 10 && len <= 16 && strspn(s, "0123456789") == len) {
+        uint64_t v;
+        if (!gw_strtou64(s, &v))
+            return false;
+        *ms = (int64_t)v;
+        return true;
+    }
+
+    const char *p = s;
+    int y, mo, d, h, mi, sec;
+    if (!digits(&p, 4, &y) || *p++ != '-' || !digits(&p, 2, &mo) || *p++ != '-' ||
+        !digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
+        return false;
+    p++;
+    if (!digits(&p, 2, &h) || *p++ != ':' || !digits(&p, 2, &mi) || *p++ != ':' ||
+        !digits(&p, 2, &sec))
+        return false;
+    if (mo < 1 || mo > 12 || !days_in_month_ok(y, mo, d) || h > 23 || mi > 59 || sec > 60)
+        return false;
+
+    int frac_ms = 0;
+    if (*p == '.' || *p == ',') {
+        p++;
+        int n = 0;
+        while (isdigit((unsigned char)*p)) {
+            if (n < 3)
+                frac_ms = frac_ms * 10 + (*p - '0');
+            n++;
+            p++;
+        }
+        if (n == 0 || n > 9)
+            return false;
+        for (; n < 3; n++)
+            frac_ms *= 10;
+    }
+
+    int off_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p == '-' ? -1 : 1;
+        p++;
+        int oh, om = 0;
+        if (!digits(&p, 2, &oh))
+            return false;
+        if (*p == ':')
+            p++;
+        if (*p != '\0' && !digits(&p, 2, &om))
+            return false;
+        if (oh > 23 || om > 59)
+            return false;
+        off_min = sign * (oh * 60 + om);
+    } else {
+        return false; /* a timestamp without a zone is ambiguous */
+    }
+    if (*p != '\0')
+        return false;
+
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    time_t t = timegm(&tm);
+    *ms = ((int64_t)t - (int64_t)off_min * 60) * 1000 + frac_ms;
+    return true;
+}
+
+void gw_ts_format(int64_t ms, char *out, size_t outlen)
+{
+    time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+    int frac = (int)(ms - (int64_t)t * 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+bool gw_ts_normalise(const char *s, char *out, size_t outlen)
+{
+    int64_t ms;
+    if (!gw_ts_parse(s, &ms))
+        return false;
+    gw_ts_format(ms, out, outlen);
+    return true;
+}
+
+bool gw_media_type_is(const char *value, const char *type)
+{
+    if (value == NULL)
+        return false;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    size_t n = strlen(type);
+    if (strncasecmp(value, type, n) != 0)
+        return false;
+    const char *rest = value + n;
+    while (*rest == ' ' || *rest == '\t')
+        rest++;
+    return *rest == '\0' || *rest == ';';
+}

@@ -1,0 +1,43 @@
+/*
+ * util.h - small checked helpers shared by every module: number parsers that
+ * reject trailing junk and overflow (instead of atoi), time in milliseconds,
+ * and ISO-8601 timestamps normalised to UTC.
+ */
+#ifndef GW_UTIL_H
+#define GW_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GW_ERR_LEN 256
+
+/* Parse a whole decimal string into *out. False on empty input, junk, overflow. */
+bool gw_strtou64(const char *s, uint64_t *out);
+bool gw_strtoi64(const char *s, int64_t *out);
+
+/* Wall-clock time in milliseconds since the epoch. */
+int64_t gw_now_ms(void);
+
+/*
+ * Normalise a timestamp as Intuit sends it to "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC).
+ * Accepts ISO-8601 with "Z", "+hh:mm", "+hhmm" or "+hh" offsets and any number
+ * of fractional digits, and epoch milliseconds as a string of digits.
+ * out must hold at least GW_TS_LEN bytes. Returns false if s is not a timestamp.
+ */
+#define GW_TS_LEN 32
+bool gw_ts_normalise(const char *s, char *out, size_t outlen);
+
+/* Format epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ". */
+void gw_ts_format(int64_t ms, char *out, size_t outlen);
+
+/* Parse a timestamp (as gw_ts_normalise accepts) into epoch ms. */
+bool gw_ts_parse(const char *s, int64_t *ms);
+
+/* Copy at most dstlen-1 bytes and terminate; returns false when truncated. */
+bool gw_strlcpy(char *dst, const char *src, size_t dstlen);
+
+/* Case-insensitive comparison of a header value's media type (before ';'). */
+bool gw_media_type_is(const char *value, const char *type);
+
+#endif

@@ -80,6 +80,9 @@ static bool days_in_month_ok(int y, int mo, int d)
     return d >= 1 && d <= max;
 }
 
+/* Timestamps outside 1970..9999 are not a business event's. */
+#define GW_TS_MAX_MS 253402300799999LL
+
 bool gw_ts_parse(const char *s, int64_t *ms)
 {
     if (s == NULL || s[0] == '\0')
@@ -89,7 +92,7 @@ bool gw_ts_parse(const char *s, int64_t *ms)
     size_t len = strlen(s);
     if (len >= 10 && len <= 16 && strspn(s, "0123456789") == len) {
         uint64_t v;
-        if (!gw_strtou64(s, &v))
+        if (!gw_strtou64(s, &v) || v > GW_TS_MAX_MS)
             return false;
         *ms = (int64_t)v;
         return true;
@@ -153,7 +156,10 @@ bool gw_ts_parse(const char *s, int64_t *ms)
     tm.tm_min = mi;
     tm.tm_sec = sec;
     time_t t = timegm(&tm);
-    *ms = ((int64_t)t - (int64_t)off_min * 60) * 1000 + frac_ms;
+    int64_t v = ((int64_t)t - (int64_t)off_min * 60) * 1000 + frac_ms;
+    if (v < 0 || v > GW_TS_MAX_MS)
+        return false;
+    *ms = v;
     return true;
 }
 

@@ -1,0 +1,86 @@
+/* Unit tests: checked parsers and timestamp normalisation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "util.h"
+
+static void norm_is(const char *in, const char *want)
+{
+    char out[GW_TS_LEN];
+    assert_true(gw_ts_normalise(in, out, sizeof out));
+    assert_string_equal(out, want);
+}
+
+static void test_timestamps_intuit_formats(void **state)
+{
+    (void)state;
+    /* The three forms seen in Intuit's own material, plus epoch ms. */
+    norm_is("2015-10-05T14:42:19-0700", "2015-10-05T21:42:19.000Z");
+    norm_is("2016-10-05T03:09:04.000Z", "2016-10-05T03:09:04.000Z");
+    norm_is("2025-09-08T20:52:31.657Z", "2025-09-08T20:52:31.657Z");
+    norm_is("2025-09-10T21:31:25.179851517Z", "2025-09-10T21:31:25.179Z");
+    norm_is("1444081339000", "2015-10-05T21:42:19.000Z");
+    norm_is("2015-10-05T14:42:19-07:00", "2015-10-05T21:42:19.000Z");
+    norm_is("2015-10-05T23:42:19+02", "2015-10-05T21:42:19.000Z");
+    /* One instant, written three ways, normalises to one key. */
+    norm_is("2016-10-05T03:09:04Z", "2016-10-05T03:09:04.000Z");
+}
+
+static void test_timestamps_rejected(void **state)
+{
+    (void)state;
+    char out[GW_TS_LEN];
+    const char *bad[] = {"",
+                         "yesterday",
+                         "2015-10-05T14:42:19",      /* no zone: ambiguous */
+                         "2015-13-05T14:42:19Z",     /* month 13 */
+                         "2015-02-30T14:42:19Z",     /* 30 February */
+                         "2015-10-05T14:42:19Zjunk", /* trailing junk */
+                         "2015-10-05T14:42:19.Z",    /* empty fraction */
+                         "2015-10-05T14:42:19+2500", /* offset hours */
+                         "123",
+                         "413133141339314", /* epoch ms past year 9999 */
+                         "1969-12-31T23:59:59Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(gw_ts_normalise(bad[i], out, sizeof out));
+}
+
+static void test_checked_numbers(void **state)
+{
+    (void)state;
+    uint64_t u;
+    int64_t i;
+    assert_true(gw_strtou64("18446744073709551615", &u));
+    assert_true(u == UINT64_MAX);
+    assert_false(gw_strtou64("18446744073709551616", &u));
+    assert_false(gw_strtou64("-1", &u));
+    assert_false(gw_strtou64("12x", &u));
+    assert_false(gw_strtou64("", &u));
+    assert_false(gw_strtou64(" 1", &u));
+    assert_true(gw_strtoi64("-42", &i));
+    assert_int_equal(i, -42);
+    assert_false(gw_strtoi64("4 2", &i));
+}
+
+static void test_media_type(void **state)
+{
+    (void)state;
+    assert_true(gw_media_type_is("application/json", "application/json"));
+    assert_true(gw_media_type_is("Application/JSON; charset=utf-8", "application/json"));
+    assert_false(gw_media_type_is("application/jsonx", "application/json"));
+    assert_false(gw_media_type_is("text/plain", "application/json"));
+    assert_false(gw_media_type_is(NULL, "application/json"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_timestamps_intuit_formats),
+        cmocka_unit_test(test_timestamps_rejected),
+        cmocka_unit_test(test_checked_numbers),
+        cmocka_unit_test(test_media_type),
+    };
+    return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}

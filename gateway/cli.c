@@ -6,6 +6,8 @@
 #include "cli.h"
 #include "config.h"
 #include "log.h"
+#include "qbo.h"
+#include "replay.h"
 #include "report.h"
 #include "server.h"
 #include "store.h"
@@ -32,8 +34,13 @@ static const char usage_text[] =
     "                              list events, newest first (--limit 0 = all; default 50)\n"
     "  show ID [--json]            one event in full\n"
     "  status [--json]             queue depths by state and per-connection settings\n"
+    "  replay (--event ID | --dead [--since T] [--until T] [--source S] [--entity E]\n"
+    "         [--connection C]) [--dry-run]\n"
+    "                              re-queue events (attempts reset, history kept)\n"
     "  purge [--older-than DAYS]   drop finished events past retention\n"
-    "  check-config                validate the config; print it with secrets masked\n";
+    "  check-config                validate the config; print it with secrets masked\n"
+    "  tokens CONNECTION --refresh-token TOKEN\n"
+    "                              import a QuickBooks refresh token for a connection\n";
 
 static int usage(const char *msg)
 {
@@ -70,7 +77,21 @@ static const char *str(json_t *o, const char *k)
 }
 
 /* Options shared by the listing commands. */
-enum { OPT_STATE = 256, OPT_SOURCE, OPT_CONNECTION, OPT_ENTITY, OPT_LIMIT, OPT_JSON, OPT_OLDER };
+enum {
+    OPT_STATE = 256,
+    OPT_SOURCE,
+    OPT_CONNECTION,
+    OPT_ENTITY,
+    OPT_LIMIT,
+    OPT_JSON,
+    OPT_OLDER,
+    OPT_EVENT,
+    OPT_DEAD,
+    OPT_SINCE,
+    OPT_UNTIL,
+    OPT_DRY_RUN,
+    OPT_REFRESH_TOKEN,
+};
 
 static const struct option long_opts[] = {
     {"state", required_argument, NULL, OPT_STATE},
@@ -80,6 +101,12 @@ static const struct option long_opts[] = {
     {"limit", required_argument, NULL, OPT_LIMIT},
     {"json", no_argument, NULL, OPT_JSON},
     {"older-than", required_argument, NULL, OPT_OLDER},
+    {"event", required_argument, NULL, OPT_EVENT},
+    {"dead", no_argument, NULL, OPT_DEAD},
+    {"since", required_argument, NULL, OPT_SINCE},
+    {"until", required_argument, NULL, OPT_UNTIL},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"refresh-token", required_argument, NULL, OPT_REFRESH_TOKEN},
     {NULL, 0, NULL, 0},
 };
 
@@ -88,7 +115,22 @@ struct opts {
     bool json;
     long older_than;
     bool older_set;
+    uint64_t event_id;
+    bool dead, dry_run;
+    int64_t since_ms, until_ms;
+    const char *refresh_token;
 };
+
+/* A point in time: ISO-8601 with a zone, or a date (midnight UTC). */
+static bool parse_time(const char *s, int64_t *ms)
+{
+    char buf[40];
+    if (strlen(s) == 10) {
+        snprintf(buf, sizeof buf, "%sT00:00:00Z", s);
+        s = buf;
+    }
+    return gw_ts_parse(s, ms);
+}
 
 /* Parse options allowed by `allowed` (a string of OPT_* codes). */
 static int parse_opts(int argc, char **argv, const int *allowed, struct opts *o)
@@ -138,6 +180,27 @@ static int parse_opts(int argc, char **argv, const int *allowed, struct opts *o)
                 return usage("--older-than: expected a number of days");
             o->older_than = (long)n;
             o->older_set = true;
+            break;
+        case OPT_EVENT:
+            if (!gw_strtou64(optarg, &o->event_id) || o->event_id == 0)
+                return usage("--event: expected an event ID");
+            break;
+        case OPT_DEAD:
+            o->dead = true;
+            break;
+        case OPT_SINCE:
+            if (!parse_time(optarg, &o->since_ms))
+                return usage("--since: expected YYYY-MM-DD or an ISO-8601 time with a zone");
+            break;
+        case OPT_UNTIL:
+            if (!parse_time(optarg, &o->until_ms))
+                return usage("--until: expected YYYY-MM-DD or an ISO-8601 time with a zone");
+            break;
+        case OPT_DRY_RUN:
+            o->dry_run = true;
+            break;
+        case OPT_REFRESH_TOKEN:
+            o->refresh_token = optarg;
             break;
         }
     }
@@ -267,6 +330,16 @@ static int cmd_status(const struct gw_config *cfg, int argc, char **argv)
             printf("connection %s: realm %s, flows %s, mplus callbacks %s\n", str(c, "name"),
                    str(c, "realm_id"), str(c, "flows"),
                    json_is_true(json_object_get(c, "mplus_callbacks")) ? "verified" : "off");
+            if (json_object_get(c, "circuit") != NULL)
+                printf("  quickbooks: %s, access token until %s, circuit %s, in flight %lld\n",
+                       json_is_true(json_object_get(c, "authorised")) ? "authorised"
+                                                                      : "NEEDS AUTHORISATION",
+                       str(c, "access_token_expires_at"), str(c, "circuit"),
+                       (long long)json_integer_value(json_object_get(c, "in_flight")));
+            if (json_object_get(c, "throttled_until") != NULL)
+                printf("  throttled until %s\n", str(c, "throttled_until"));
+            if (json_object_get(c, "last_error") != NULL)
+                printf("  last error: %s\n", str(c, "last_error"));
         }
     }
     json_decref(s);
@@ -299,6 +372,83 @@ static int cmd_purge(const struct gw_config *cfg, int argc, char **argv)
     return 0;
 }
 
+static int cmd_replay(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_EVENT,      OPT_DEAD,   OPT_SINCE,   OPT_UNTIL, OPT_SOURCE,
+                                  OPT_CONNECTION, OPT_ENTITY, OPT_DRY_RUN, OPT_JSON,  0};
+    struct opts o = {0};
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    if (optind != argc || (o.event_id != 0) == o.dead)
+        return usage("replay: give either --event ID or --dead [filters]");
+    if (o.event_id != 0 &&
+        (o.since_ms || o.until_ms || o.filter.source || o.filter.entity || o.filter.connection))
+        return usage("replay: filters go with --dead, not with --event");
+    struct replay_filter f = {o.event_id,      o.since_ms,          o.until_ms, o.filter.source,
+                              o.filter.entity, o.filter.connection, o.dry_run};
+    struct store *st;
+    if (open_store(cfg, &st) < 0)
+        return EXIT_RUNTIME;
+    char err[GW_ERR_LEN];
+    json_t *ids;
+    rc = replay_run(st, &f, &ids, err, sizeof err);
+    store_close(st);
+    if (rc != 0) {
+        fprintf(stderr, "gateway: replay: %s\n", rc == STORE_ENOTFOUND ? "no such event" : err);
+        return EXIT_RUNTIME;
+    }
+    if (o.json) {
+        print_json(ids);
+    } else {
+        printf("%s %zu event%s", o.dry_run ? "would replay" : "replayed", json_array_size(ids),
+               json_array_size(ids) == 1 ? "" : "s");
+        size_t i;
+        json_t *v;
+        json_array_foreach(ids, i, v)
+            printf("%s%lld", i == 0 ? ": " : " ", (long long)json_integer_value(v));
+        printf("\n");
+    }
+    json_decref(ids);
+    return 0;
+}
+
+static int cmd_tokens(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_REFRESH_TOKEN, 0};
+    struct opts o = {0};
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    if (optind != argc - 1 || o.refresh_token == NULL || o.refresh_token[0] == '\0')
+        return usage("tokens: expected CONNECTION --refresh-token TOKEN");
+    const struct gw_connection *c = config_connection(cfg, argv[optind]);
+    if (c == NULL) {
+        fprintf(stderr, "gateway: tokens: no [connection.%s] in %s\n", argv[optind], cfg->file);
+        return EXIT_USAGE;
+    }
+    struct store *st;
+    if (open_store(cfg, &st) < 0)
+        return EXIT_RUNTIME;
+    /* No access token yet: the daemon refreshes with this one before its
+     * first call, and stores the rotated pair. */
+    json_t *t = json_pack("{s:s, s:I, s:s?, s:I, s:b}", "refresh_token", o.refresh_token,
+                          "access_expires_ms", (json_int_t)0, "realm_id", c->realm_id, "updated_ms",
+                          (json_int_t)gw_now_ms(), "needs_reauth", 0);
+    char err[GW_ERR_LEN];
+    rc = qbo_tokens_put(st, c->name, t, err, sizeof err);
+    json_decref(t);
+    store_close(st);
+    if (rc != 0) {
+        fprintf(stderr, "gateway: tokens: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    printf("stored the refresh token for connection %s; a running gateway uses it within a "
+           "second\n",
+           c->name);
+    return 0;
+}
+
 int cli_main(int argc, char **argv)
 {
     const char *file = NULL;
@@ -324,8 +474,8 @@ int cli_main(int argc, char **argv)
     int cargc = argc - i;
     char **cargv = argv + i;
 
-    static const char *const known[] = {"serve",  "events", "show",
-                                        "status", "purge",  "check-config"};
+    static const char *const known[] = {"serve", "events", "show",         "status",
+                                        "purge", "replay", "check-config", "tokens"};
     bool ok = false;
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         ok |= strcmp(cmd, known[k]) == 0;
@@ -360,7 +510,7 @@ int cli_main(int argc, char **argv)
         } else if (open_store(cfg, &st) < 0) {
             rc = EXIT_RUNTIME;
         } else {
-            rc = server_run(cfg, st) == 0 ? 0 : EXIT_RUNTIME;
+            rc = server_run(cfg, st, NULL) == 0 ? 0 : EXIT_RUNTIME;
             store_close(st);
         }
     } else if (strcmp(cmd, "events") == 0) {
@@ -369,6 +519,10 @@ int cli_main(int argc, char **argv)
         rc = cmd_show(cfg, cargc, cargv);
     } else if (strcmp(cmd, "status") == 0) {
         rc = cmd_status(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "replay") == 0) {
+        rc = cmd_replay(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "tokens") == 0) {
+        rc = cmd_tokens(cfg, cargc, cargv);
     } else {
         rc = cmd_purge(cfg, cargc, cargv);
     }

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum key_type { K_STR, K_INT, K_ENUM_ENCODING, K_FLOWS };
+enum key_type { K_STR, K_INT, K_BOOL, K_ENUM_ENCODING, K_FLOWS };
 
 struct key_def {
     const char *name;
@@ -60,6 +60,24 @@ static const struct key_def quickbooks_keys[] = {
      "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", false, 0, 0},
     {"oauth_authorize_url", K_STR, S(oauth_authorize_url),
      "https://appcenter.intuit.com/connect/oauth2", false, 0, 0},
+    {"rate_per_sec", K_INT, S(qbo_rate_per_sec), "8", false, 1, 10000},
+    {"rate_per_min", K_INT, S(qbo_rate_per_min), "450", false, 1, 600000},
+    {"max_concurrent", K_INT, S(qbo_max_concurrent), "8", false, 1, 1000},
+    {"timeout_s", K_INT, S(qbo_timeout_s), "60", false, 1, 600},
+    {"cdc_interval_s", K_INT, S(cdc_interval_s), "86400", false, 0, 2592000},
+    {NULL, 0, 0, NULL, false, 0, 0},
+};
+
+static const struct key_def dispatch_keys[] = {
+    {"enabled", K_BOOL, S(dispatch_enabled), "true", false, 0, 0},
+    {"max_in_flight", K_INT, S(max_in_flight), "64", false, 1, 100000},
+    {"max_in_flight_per_connection", K_INT, S(max_in_flight_per_connection), "16", false, 1,
+     100000},
+    {"retry_first_s", K_INT, S(retry_first_s), "10", false, 1, 86400},
+    {"retry_max_s", K_INT, S(retry_max_s), "3600", false, 1, 604800},
+    {"retry_give_up_s", K_INT, S(retry_give_up_s), "86400", false, 0, 31536000},
+    {"circuit_failures", K_INT, S(circuit_failures), "5", false, 1, 100000},
+    {"circuit_open_s", K_INT, S(circuit_open_s), "30", false, 1, 86400},
     {NULL, 0, 0, NULL, false, 0, 0},
 };
 
@@ -86,10 +104,8 @@ static const struct {
     const char *name;
     const struct key_def *keys;
 } sections[] = {
-    {"server", server_keys},
-    {"storage", storage_keys},
-    {"quickbooks", quickbooks_keys},
-    {"log", log_keys},
+    {"server", server_keys},     {"storage", storage_keys}, {"quickbooks", quickbooks_keys},
+    {"dispatch", dispatch_keys}, {"log", log_keys},
 };
 
 static const struct {
@@ -245,6 +261,19 @@ static int set_value(void *base, const struct key_def *d, const char *v, const c
         *(long *)field = (long)n;
         return 0;
     }
+    case K_BOOL:
+        if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "on") == 0 ||
+            strcmp(v, "1") == 0) {
+            *(bool *)field = true;
+        } else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "off") == 0 ||
+                   strcmp(v, "0") == 0) {
+            *(bool *)field = false;
+        } else {
+            set_err(err, errlen, "%s:%d: key '%s': expected true or false, got '%s'", file, line,
+                    d->name, v);
+            return -1;
+        }
+        return 0;
     case K_ENUM_ENCODING:
         if (strcmp(v, "raw") == 0) {
             *(int *)field = GW_SECRET_RAW;
@@ -488,7 +517,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
             if (keys == NULL) {
                 set_err(err, errlen,
                         "%s:%d: unknown section [%s] (expected server, storage, quickbooks, "
-                        "log or connection.NAME)",
+                        "dispatch, log or connection.NAME)",
                         path, lineno, name);
                 goto fail;
             }
@@ -581,6 +610,9 @@ static void print_keys(const void *base, const struct key_def *keys, FILE *out)
         }
         case K_INT:
             fprintf(out, "%s = %ld\n", d->name, *(const long *)field);
+            break;
+        case K_BOOL:
+            fprintf(out, "%s = %s\n", d->name, *(const bool *)field ? "true" : "false");
             break;
         case K_ENUM_ENCODING:
             fprintf(out, "%s = %s\n", d->name,

@@ -61,6 +61,20 @@ struct gw_config {
     char *api_base;
     char *oauth_token_url;
     char *oauth_authorize_url;
+    long qbo_rate_per_sec;
+    long qbo_rate_per_min;
+    long qbo_max_concurrent;
+    long qbo_timeout_s;
+    long cdc_interval_s;
+    /* [dispatch] */
+    bool dispatch_enabled;
+    long max_in_flight;
+    long max_in_flight_per_connection;
+    long retry_first_s;
+    long retry_max_s;
+    long retry_give_up_s;
+    long circuit_failures;
+    long circuit_open_s;
     /* [log] */
     char *log_level;
 

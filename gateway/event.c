@@ -4,6 +4,7 @@
 #include "event.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +46,8 @@ json_t *event_new_record(const char *connection, const char *source, const char 
     json_object_set_new(r, "state", json_string(event_state_name(state)));
     json_object_set_new(r, "attempts", json_integer(0));
     json_object_set_new(r, "received_at", json_string(received));
+    if (state == GW_PENDING)
+        json_object_set_new(r, "due_ms", json_integer((json_int_t)received_ms));
     json_object_set_new(r, "occurred_at", str_or_null(occurred_at));
     json_object_set_new(r, "reason", str_or_null(reason));
     json_object_set_new(r, "last_error", str_or_null(last_error));
@@ -79,4 +82,12 @@ void batch_free(struct gw_batch *b)
     free(b->ev);
     b->ev = NULL;
     b->n = b->cap = 0;
+}
+
+void event_entity_key(json_t *rec, char *out, size_t outlen)
+{
+    const char *c = json_string_value(json_object_get(rec, "connection"));
+    const char *e = json_string_value(json_object_get(rec, "entity"));
+    const char *i = json_string_value(json_object_get(rec, "entity_id"));
+    snprintf(out, outlen, "%s|%s|%s", c ? c : "", e ? e : "", i ? i : "");
 }

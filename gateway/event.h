@@ -57,6 +57,12 @@ json_t *event_new_record(const char *connection, const char *source, const char 
                          int64_t received_ms, const char *occurred_at, const char *reason,
                          const char *last_error, json_t *payload);
 
+/*
+ * The key that orders an event among others of the same thing:
+ * "connection|entity|entity_id". Events with one key run one at a time.
+ */
+void event_entity_key(json_t *rec, char *out, size_t outlen);
+
 /* Append to the batch; consumes record and dedupe_key (a malloc'd string). */
 int batch_add(struct gw_batch *b, char *dedupe_key, json_t *record, enum gw_state state);
 void batch_free(struct gw_batch *b);

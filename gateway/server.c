@@ -9,6 +9,12 @@
  * fsync never stalls parsing of the next requests.
  */
 #include "server.h"
+#include "clients.h"
+#include "committer.h"
+#include "http.h"
+#include "qbo.h"
+#include "replay.h"
+#include "dispatch.h"
 #include "event.h"
 #include "log.h"
 #include "metrics.h"
@@ -33,23 +39,23 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 enum req_kind { REQ_QBO, REQ_MPLUS };
 
 /* One webhook request between check and reply; owned by the loop except
  * while it sits on the commit queue, when the commit thread owns it. */
 struct ingest_req {
-    struct ingest_req *next;
+    struct commit_job job; /* first: the committer hands it back as this */
+    struct server *server;
     struct evhttp_request *req;
     enum req_kind kind;
     const struct gw_connection *conn; /* Mplus: signs the reply */
     int verdict;                      /* Mplus: enum mplus_verdict */
     struct gw_batch batch;
     struct store_put *puts;
-    char **texts; /* serialised records, one per put */
-    int status;   /* after commit: 0 stored, -1 store failed */
-    double commit_seconds;
-    unsigned commit_group;
+    char **texts;       /* serialised records, one per put */
+    char (*ekeys)[256]; /* entity keys, one per put */
 };
 
 struct server {
@@ -58,18 +64,18 @@ struct server {
     struct event_base *base;
     struct evhttp *http, *admin;
     struct evhttp_bound_socket *sock, *admin_sock;
-    struct event *sigterm, *sigint, *janitor, *done_ev;
+    struct event *sigterm, *sigint, *janitor;
+    struct committer *committer;
+    struct dispatcher *dispatcher;
+    struct http_client *http_client;
+    struct gw_clients clients;
+    struct event *status_timer, *drain_timer;
+    char *last_status;
 
-    pthread_t committer;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct ingest_req *todo_head, *todo_tail; /* waiting for commit */
-    struct ingest_req *done_head, *done_tail; /* committed, waiting for reply */
-    bool stop_committer;
-
-    size_t inflight;
+    size_t inflight; /* webhook requests between check and reply */
+    size_t replying; /* committed requests whose reply is not yet written */
     bool draining;
-    bool store_failing;
+    int64_t drain_started_ms;
 };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -168,88 +174,10 @@ static void ingest_free(struct ingest_req *r)
         for (size_t i = 0; i < r->batch.n; i++)
             free(r->texts[i]);
     free(r->texts);
+    free(r->ekeys);
     free(r->puts);
     batch_free(&r->batch);
     free(r);
-}
-
-/* ---- commit thread ------------------------------------------------------ */
-
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void commit_group(struct server *s, struct ingest_req *head)
-{
-    size_t total = 0;
-    unsigned nreq = 0;
-    for (struct ingest_req *r = head; r; r = r->next) {
-        total += r->batch.n;
-        nreq++;
-    }
-    struct store_put *all = malloc((total ? total : 1) * sizeof *all);
-    int rc = -1;
-    char err[GW_ERR_LEN] = "out of memory";
-    double t0 = mono_seconds();
-    if (all != NULL) {
-        size_t k = 0;
-        for (struct ingest_req *r = head; r; r = r->next)
-            for (size_t i = 0; i < r->batch.n; i++)
-                all[k++] = r->puts[i];
-        rc = store_ingest(s->st, all, total, err, sizeof err);
-        k = 0;
-        for (struct ingest_req *r = head; r; r = r->next)
-            for (size_t i = 0; i < r->batch.n; i++)
-                r->puts[i] = all[k++];
-        free(all);
-    }
-    double dt = mono_seconds() - t0;
-    if (rc < 0)
-        log_error("commit of %zu events failed: %s", total, err);
-    for (struct ingest_req *r = head; r; r = r->next) {
-        r->status = rc < 0 ? -1 : 0;
-        r->commit_seconds = dt;
-        r->commit_group = nreq;
-    }
-}
-
-static void *committer_main(void *arg)
-{
-    struct server *s = arg;
-    pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (s->todo_head == NULL && !s->stop_committer)
-            pthread_cond_wait(&s->cv, &s->mu);
-        if (s->todo_head == NULL && s->stop_committer)
-            break;
-        /* Take what has queued up, at most commit_batch requests. */
-        struct ingest_req *head = s->todo_head, *tail = head;
-        long n = 1;
-        while (tail->next != NULL && n < s->cfg->commit_batch) {
-            tail = tail->next;
-            n++;
-        }
-        s->todo_head = tail->next;
-        if (s->todo_head == NULL)
-            s->todo_tail = NULL;
-        tail->next = NULL;
-        pthread_mutex_unlock(&s->mu);
-
-        commit_group(s, head);
-
-        pthread_mutex_lock(&s->mu);
-        if (s->done_tail)
-            s->done_tail->next = head;
-        else
-            s->done_head = head;
-        s->done_tail = tail;
-        event_active(s->done_ev, EV_READ, 0);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
 }
 
 /* ---- replies after commit (loop thread) --------------------------------- */
@@ -257,10 +185,20 @@ static void *committer_main(void *arg)
 static void send_mplus(struct server *s, struct evhttp_request *req, const struct gw_connection *c,
                        int code, const char *ecode, const char *message);
 
+/* A committed request's reply has been written out; the drain waits for these. */
+static void reply_sent(struct evhttp_request *req, void *arg)
+{
+    (void)req;
+    struct server *s = arg;
+    s->replying--;
+}
+
 static void reply_committed(struct server *s, struct ingest_req *r)
 {
     enum metric_source src = r->kind == REQ_QBO ? MS_QUICKBOOKS : MS_MPLUS;
-    if (r->status < 0) {
+    s->replying++;
+    evhttp_request_set_on_complete_cb(r->req, reply_sent, s);
+    if (r->job.status != 0) {
         metrics_webhook(src, MR_UNAVAILABLE);
         if (r->kind == REQ_QBO)
             reply_text(r->req, 503, "Service Unavailable", "store unavailable, retry later");
@@ -290,41 +228,36 @@ static void reply_committed(struct server *s, struct ingest_req *r)
         send_mplus(s, r->req, r->conn, 200, NULL, NULL);
 }
 
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg);
+
 static void maybe_finish_drain(struct server *s)
 {
-    if (s->draining && s->inflight == 0)
+    if (!s->draining || s->inflight > 0 || (s->dispatcher && !dispatch_idle(s->dispatcher)))
+        return;
+    /* A client that went away never completes its reply: give up on those
+     * after the connection timeout, as evhttp itself would. */
+    if (s->replying == 0 || gw_now_ms() - s->drain_started_ms > s->cfg->timeout_s * 1000)
         event_base_loopexit(s->base, NULL);
 }
 
-static void done_cb(evutil_socket_t fd, short what, void *arg)
+static int ingest_apply(struct store_txn *t, struct commit_job *job)
 {
-    (void)fd;
-    (void)what;
-    struct server *s = arg;
-    pthread_mutex_lock(&s->mu);
-    struct ingest_req *r = s->done_head;
-    s->done_head = s->done_tail = NULL;
-    pthread_mutex_unlock(&s->mu);
-    unsigned group_left = 0;
-    while (r != NULL) {
-        struct ingest_req *next = r->next;
-        if (group_left == 0) {
-            metrics_commit(r->commit_group, r->commit_seconds);
-            group_left = r->commit_group;
-        }
-        group_left--;
-        if (r->status < 0 && !s->store_failing) {
-            s->store_failing = true;
-            log_error("store cannot write: answering 503 until it can");
-        } else if (r->status == 0 && s->store_failing) {
-            s->store_failing = false;
-            log_info("store writes again");
-        }
-        reply_committed(s, r);
-        ingest_free(r);
-        s->inflight--;
-        r = next;
-    }
+    struct ingest_req *r = (struct ingest_req *)job;
+    return store_txn_ingest(t, r->puts, r->batch.n);
+}
+
+static void ingest_done(struct commit_job *job)
+{
+    struct ingest_req *r = (struct ingest_req *)job;
+    struct server *s = r->server;
+    reply_committed(s, r);
+    bool queued = false;
+    for (size_t i = 0; i < r->batch.n; i++)
+        queued |= !r->puts[i].duplicate && r->puts[i].state == GW_PENDING;
+    ingest_free(r);
+    s->inflight--;
+    if (queued && s->dispatcher)
+        dispatch_kick(s->dispatcher);
     maybe_finish_drain(s);
 }
 
@@ -335,7 +268,8 @@ static void submit(struct server *s, struct ingest_req *r)
     size_t n = r->batch.n;
     r->puts = calloc(n ? n : 1, sizeof *r->puts);
     r->texts = calloc(n ? n : 1, sizeof *r->texts);
-    bool ok = r->puts != NULL && r->texts != NULL;
+    r->ekeys = calloc(n ? n : 1, sizeof *r->ekeys);
+    bool ok = r->puts != NULL && r->texts != NULL && r->ekeys != NULL;
     for (size_t i = 0; ok && i < n; i++) {
         struct gw_new_event *e = &r->batch.ev[i];
         r->texts[i] = json_dumps(e->record, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -350,23 +284,20 @@ static void submit(struct server *s, struct ingest_req *r)
         p->raw = e->raw;
         p->raw_len = e->raw_len;
         p->state = e->state;
+        p->due_ms = json_integer_value(json_object_get(e->record, "due_ms"));
+        event_entity_key(e->record, r->ekeys[i], sizeof r->ekeys[i]);
+        p->entity_key = r->ekeys[i];
     }
     s->inflight++;
     if (!ok) {
-        r->status = -1;
-        reply_committed(s, r);
-        ingest_free(r);
-        s->inflight--;
+        r->job.status = STORE_EFAIL;
+        ingest_done(&r->job);
         return;
     }
-    pthread_mutex_lock(&s->mu);
-    if (s->todo_tail)
-        s->todo_tail->next = r;
-    else
-        s->todo_head = r;
-    s->todo_tail = r;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    r->server = s;
+    r->job.apply = ingest_apply;
+    r->job.done = ingest_done;
+    committer_submit(s->committer, &r->job);
 }
 
 /* ---- QuickBooks -------------------------------------------------------- */
@@ -567,11 +498,79 @@ static bool admin_authorised(struct server *s, struct evhttp_request *req)
     return sig_token_equal(auth + 7, tok);
 }
 
+static const char *query_param(struct evhttp_request *req, struct evkeyvalq *q, const char *name)
+{
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    if (TAILQ_EMPTY(q) && query != NULL)
+        evhttp_parse_query_str(query, q);
+    return evhttp_find_header(q, name);
+}
+
+static void oauth_callback_done(const struct qbo_result *r, void *arg)
+{
+    struct evhttp_request *req = arg;
+    if (r->kind == QBO_OK)
+        reply_text(req, 200, "OK", "QuickBooks is connected. You can close this page.");
+    else
+        reply_text(req, 502, "Bad Gateway", r->error);
+}
+
+/* Intuit sends the browser back here: no bearer token, but the state we
+ * issued (single use, expiring) vouches for the request. */
+static void handle_oauth_callback(struct server *s, struct evhttp_request *req)
+{
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    const char *err = query_param(req, &q, "error");
+    if (err != NULL) {
+        reply_text(req, 400, "Bad Request", "QuickBooks did not authorise the connection");
+    } else {
+        int rc = qbo_authorize_callback(s->clients.qbo, query_param(req, &q, "state"),
+                                        query_param(req, &q, "code"),
+                                        query_param(req, &q, "realmId"), oauth_callback_done, req);
+        if (rc == -1)
+            reply_text(req, 400, "Bad Request",
+                       "unknown or expired state: start again from /oauth/quickbooks/connect");
+        else if (rc == -2)
+            reply_text(req, 400, "Bad Request",
+                       "the company (realmId) is not the one configured for this connection");
+        else if (rc != 0)
+            reply_text(req, 503, "Service Unavailable", "could not reach the token endpoint");
+    }
+    evhttp_clear_headers(&q);
+}
+
+static void reply_replay(struct server *s, struct evhttp_request *req,
+                         const struct replay_filter *f)
+{
+    char err[GW_ERR_LEN];
+    json_t *ids;
+    int rc = replay_run(s->st, f, &ids, err, sizeof err);
+    if (rc == STORE_ENOTFOUND) {
+        reply_text(req, 404, "Not Found", "no such event");
+        return;
+    }
+    if (rc != 0) {
+        reply_text(req, 409, "Conflict", err);
+        return;
+    }
+    json_t *o = json_pack("{s:o, s:b}", f->dry_run ? "would_replay" : "replayed", ids, "dry_run",
+                          f->dry_run);
+    reply_json(req, 200, "OK", o);
+    json_decref(o);
+    if (!f->dry_run)
+        dispatch_kick(s->dispatcher);
+}
+
 static void handle_admin(struct server *s, struct evhttp_request *req, const char *path)
 {
     char err[GW_ERR_LEN];
     if (strcmp(path, "/healthz") == 0) {
         reply_text(req, 200, "OK", "ok");
+        return;
+    }
+    if (strcmp(path, "/oauth/quickbooks/callback") == 0) {
+        handle_oauth_callback(s, req);
         return;
     }
     if (!admin_authorised(s, req)) {
@@ -580,8 +579,57 @@ static void handle_admin(struct server *s, struct evhttp_request *req, const cha
         reply_text(req, 401, "Unauthorized", "admin API needs Authorization: Bearer <admin_token>");
         return;
     }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-        reply_text(req, 405, "Method Not Allowed", "use GET");
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd == EVHTTP_REQ_POST) {
+        struct replay_filter f = {0};
+        struct evkeyvalq q;
+        TAILQ_INIT(&q);
+        const char *v = query_param(req, &q, "dry_run");
+        f.dry_run = v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+        size_t n = strlen(path);
+        if (strncmp(path, "/api/events/", 12) == 0 && n > 19 &&
+            strcmp(path + n - 7, "/replay") == 0) {
+            char idtext[32];
+            snprintf(idtext, sizeof idtext, "%.*s", (int)(n - 19), path + 12);
+            if (!gw_strtou64(idtext, &f.event_id) || f.event_id == 0)
+                reply_text(req, 404, "Not Found", "no such event");
+            else
+                reply_replay(s, req, &f);
+        } else if (strcmp(path, "/api/replay") == 0) {
+            f.source = query_param(req, &q, "source");
+            f.entity = query_param(req, &q, "entity");
+            f.connection = query_param(req, &q, "connection");
+            const char *since = query_param(req, &q, "since");
+            const char *until = query_param(req, &q, "until");
+            if ((since && !gw_ts_parse(since, &f.since_ms)) ||
+                (until && !gw_ts_parse(until, &f.until_ms)))
+                reply_text(req, 400, "Bad Request", "since/until: expected ISO-8601 timestamps");
+            else
+                reply_replay(s, req, &f);
+        } else {
+            reply_text(req, 404, "Not Found", "not found");
+        }
+        evhttp_clear_headers(&q);
+        return;
+    }
+    if (cmd != EVHTTP_REQ_GET) {
+        reply_text(req, 405, "Method Not Allowed", "use GET or POST");
+        return;
+    }
+    if (strcmp(path, "/oauth/quickbooks/connect") == 0) {
+        struct evkeyvalq q;
+        TAILQ_INIT(&q);
+        const char *name = query_param(req, &q, "connection");
+        const struct gw_connection *c = name ? config_connection(s->cfg, name) : NULL;
+        char *url = c ? qbo_authorize_url(s->clients.qbo, c) : NULL;
+        evhttp_clear_headers(&q);
+        if (url == NULL) {
+            reply_text(req, 404, "Not Found", "connect?connection=NAME names no connection");
+            return;
+        }
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Location", url);
+        reply_text(req, 302, "Found", url);
+        free(url);
         return;
     }
     if (strcmp(path, "/metrics") == 0) {
@@ -703,6 +751,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     log_info("received %s: no new connections; finishing %zu requests in flight",
              sig == SIGTERM ? "SIGTERM" : "SIGINT", s->inflight);
     s->draining = true;
+    s->drain_started_ms = gw_now_ms();
+    dispatch_drain(s->dispatcher);
+    /* Handlers end on their own time (an HTTP answer or its timeout): look again. */
+    s->drain_timer = event_new(s->base, -1, EV_PERSIST, on_drain_tick, s);
+    struct timeval tv = {0, 100000};
+    event_add(s->drain_timer, &tv);
     if (s->sock) {
         evhttp_del_accept_socket(s->http, s->sock);
         s->sock = NULL;
@@ -712,6 +766,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         s->admin_sock = NULL;
     }
     maybe_finish_drain(s);
+}
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    maybe_finish_drain(arg);
 }
 
 static void on_janitor(evutil_socket_t fd, short what, void *arg)
@@ -768,7 +829,59 @@ static struct evhttp *make_http(struct server *s, const char *addr,
     return h;
 }
 
-int server_run(const struct gw_config *cfg, struct store *st)
+/* The daemon's live view of each connection, kept in the store so `gateway
+ * status` in another process shows it too. Written when it changes. */
+struct status_job {
+    struct commit_job job;
+    json_t *snapshot;
+};
+
+static int status_apply(struct store_txn *t, struct commit_job *job)
+{
+    return store_txn_meta_put(t, "daemon.status", ((struct status_job *)job)->snapshot);
+}
+
+static void status_done(struct commit_job *job)
+{
+    json_decref(((struct status_job *)job)->snapshot);
+    free(job);
+}
+
+static json_t *live_status(struct server *s)
+{
+    json_t *conns = json_object();
+    for (size_t i = 0; i < s->cfg->nconns; i++) {
+        const struct gw_connection *c = &s->cfg->conns[i];
+        json_t *o = dispatch_status(s->dispatcher, c);
+        json_object_update(o, qbo_status(s->clients.qbo, c));
+        json_object_set_new(conns, c->name, o);
+    }
+    return conns;
+}
+
+static void on_status_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *s = arg;
+    json_t *snap = json_pack("{s:o, s:i}", "connections", live_status(s), "pid", (int)getpid());
+    char *text = json_dumps(snap, JSON_COMPACT | JSON_SORT_KEYS);
+    bool changed = text && (s->last_status == NULL || strcmp(text, s->last_status) != 0);
+    if (changed) {
+        free(s->last_status);
+        s->last_status = text;
+        struct status_job *j = calloc(1, sizeof *j);
+        j->snapshot = snap;
+        j->job.apply = status_apply;
+        j->job.done = status_done;
+        committer_submit(s->committer, &j->job);
+    } else {
+        free(text);
+        json_decref(snap);
+    }
+}
+
+int server_run(const struct gw_config *cfg, struct store *st, const struct flow *extra_flows)
 {
     struct server srv = {0}, *s = &srv;
     s->cfg = cfg;
@@ -778,10 +891,19 @@ int server_run(const struct gw_config *cfg, struct store *st)
     s->base = event_base_new();
     if (s->base == NULL)
         return -1;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->done_ev = event_new(s->base, -1, EV_PERSIST | EV_READ, done_cb, s);
     int rc = -1;
+    s->committer = committer_start(s->base, st, cfg->commit_batch);
+    if (s->committer == NULL) {
+        log_error("cannot start the commit thread");
+        goto out;
+    }
+    s->http_client = http_client_new(s->base, 0);
+    s->clients.qbo = qbo_new(s->base, cfg, st, s->committer, s->http_client);
+    s->dispatcher = dispatch_new(s->base, cfg, st, s->committer, &s->clients, extra_flows);
+    if (!cfg->dispatch_enabled) {
+        dispatch_drain(s->dispatcher);
+        log_warn("[dispatch] enabled = false: events are stored and wait; nothing is delivered");
+    }
     s->http = make_http(s, cfg->listen, public_cb, &s->sock);
     if (s->http == NULL)
         goto out;
@@ -792,10 +914,6 @@ int server_run(const struct gw_config *cfg, struct store *st)
     }
     if (cfg->verifier_token == NULL || cfg->verifier_token[0] == '\0')
         log_warn("[quickbooks] verifier_token is empty: every QuickBooks webhook will get 401");
-    if (pthread_create(&s->committer, NULL, committer_main, s) != 0) {
-        log_error("cannot start the commit thread");
-        goto out;
-    }
     s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, s);
     s->sigint = evsignal_new(s->base, SIGINT, on_signal, s);
     evsignal_add(s->sigterm, NULL);
@@ -803,31 +921,42 @@ int server_run(const struct gw_config *cfg, struct store *st)
     s->janitor = event_new(s->base, -1, EV_PERSIST, on_janitor, s);
     struct timeval jt = {60, 0};
     event_add(s->janitor, &jt);
+    s->status_timer = event_new(s->base, -1, EV_PERSIST, on_status_timer, s);
+    struct timeval st_tv = {1, 0};
+    event_add(s->status_timer, &st_tv);
     log_info("gateway serving; store at %s", cfg->storage_path);
 
     event_base_dispatch(s->base);
-
-    pthread_mutex_lock(&s->mu);
-    s->stop_committer = true;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    pthread_join(s->committer, NULL);
     log_info("gateway stopped");
     rc = 0;
 out:
+    /* Order matters: nothing may submit commit jobs or HTTP requests once
+     * its consumer is gone. */
+    /* Freeing the signal events restores the default action: a second
+     * SIGTERM during teardown must not kill the process mid-way. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     if (s->sigterm)
         event_free(s->sigterm);
     if (s->sigint)
         event_free(s->sigint);
     if (s->janitor)
         event_free(s->janitor);
+    if (s->status_timer)
+        event_free(s->status_timer);
+    if (s->drain_timer)
+        event_free(s->drain_timer);
     if (s->http)
         evhttp_free(s->http);
     if (s->admin)
         evhttp_free(s->admin);
-    event_free(s->done_ev);
+    if (s->dispatcher)
+        dispatch_drain(s->dispatcher);
+    committer_stop(s->committer);
+    dispatch_free(s->dispatcher);
+    qbo_free(s->clients.qbo);
+    http_client_free(s->http_client);
+    free(s->last_status);
     event_base_free(s->base);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
     return rc;
 }

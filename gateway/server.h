@@ -9,7 +9,12 @@
 #include "config.h"
 #include "store.h"
 
-/* Run until SIGTERM/SIGINT, then drain and return 0; -1 when it cannot start. */
-int server_run(const struct gw_config *cfg, struct store *st);
+struct flow;
+
+/*
+ * Run until SIGTERM/SIGINT, then drain and return 0; -1 when it cannot start.
+ * extra_flows (NULL in the product) adds flows ahead of the shipped ones.
+ */
+int server_run(const struct gw_config *cfg, struct store *st, const struct flow *extra_flows);
 
 #endif

@@ -6,7 +6,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <stdlib.h>
 #include <string.h>
 
 void sig_sign(const void *key, size_t keylen, const void *msg, size_t msglen, char *out)
@@ -51,4 +53,17 @@ bool sig_token_equal(const char *a, const char *b)
     SHA256((const unsigned char *)a, strlen(a), ha);
     SHA256((const unsigned char *)b, strlen(b), hb);
     return CRYPTO_memcmp(ha, hb, 32) == 0;
+}
+
+char *sig_base64(const void *data, size_t len)
+{
+    char *out = malloc(4 * ((len + 2) / 3) + 1);
+    if (out != NULL)
+        EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+    return out;
+}
+
+int sig_random(unsigned char *buf, size_t len)
+{
+    return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
 }

@@ -26,4 +26,10 @@ void sig_sha256(const void *msg, size_t msglen, unsigned char out[32]);
 /* Constant-time equality of two NUL-terminated secrets (e.g. a bearer token). */
 bool sig_token_equal(const char *a, const char *b);
 
+/* base64 of data, new NUL-terminated string. */
+char *sig_base64(const void *data, size_t len);
+
+/* Fill buf with cryptographically strong random bytes; 0 or -1. */
+int sig_random(unsigned char *buf, size_t len);
+
 #endif

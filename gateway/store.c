@@ -21,7 +21,7 @@
 
 struct store {
     MDB_env *env;
-    MDB_dbi events, dedupe, queue, raw, meta;
+    MDB_dbi events, dedupe, queue, entities, raw, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;
 };
@@ -115,6 +115,7 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
         if ((rc = mdb_dbi_open(txn, "events", MDB_CREATE, &st->events)) == 0 &&
             (rc = mdb_dbi_open(txn, "dedupe", MDB_CREATE, &st->dedupe)) == 0 &&
             (rc = mdb_dbi_open(txn, "queue", MDB_CREATE, &st->queue)) == 0 &&
+            (rc = mdb_dbi_open(txn, "entities", MDB_CREATE, &st->entities)) == 0 &&
             (rc = mdb_dbi_open(txn, "raw", MDB_CREATE, &st->raw)) == 0 &&
             (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) == 0)
             rc = mdb_txn_commit(txn);
@@ -204,8 +205,75 @@ static int counter_add(MDB_txn *txn, MDB_dbi meta, enum gw_state s, int64_t delt
     return mdb_put(txn, meta, &k, &v, 0);
 }
 
-static int ingest_txn(struct store *st, MDB_txn *txn, struct store_put *puts, size_t n)
+struct store_txn {
+    struct store *st;
+    MDB_txn *txn;
+};
+
+bool store_state_queued(enum gw_state s)
 {
+    return s == GW_PENDING || s == GW_RETRYING || s == GW_IN_FLIGHT;
+}
+
+static void queue_key(unsigned char k[16], int64_t due_ms, uint64_t id)
+{
+    be64(k, (uint64_t)(due_ms < 0 ? 0 : due_ms));
+    be64(k + 8, id);
+}
+
+/* entities key: entity key, a NUL, be64(id). */
+static int entity_key(const char *ekey, uint64_t id, unsigned char *buf, size_t buflen, size_t *len)
+{
+    size_t n = strlen(ekey);
+    if (n + 9 > buflen || n + 9 > 511)
+        return MDB_BAD_VALSIZE;
+    memcpy(buf, ekey, n + 1);
+    be64(buf + n + 1, id);
+    *len = n + 9;
+    return 0;
+}
+
+static int index_add(struct store_txn *t, uint64_t id, enum gw_state state, int64_t due_ms,
+                     const char *ekey)
+{
+    if (!store_state_queued(state))
+        return 0;
+    unsigned char qk[16], ek[520];
+    size_t elen;
+    int rc = entity_key(ekey, id, ek, sizeof ek, &elen);
+    if (rc != 0)
+        return rc;
+    queue_key(qk, due_ms, id);
+    MDB_val k = {16, qk}, v = {strlen(ekey), (void *)ekey};
+    if ((rc = mdb_put(t->txn, t->st->queue, &k, &v, 0)) != 0)
+        return rc;
+    MDB_val ekv = {elen, ek}, empty = {0, NULL};
+    return mdb_put(t->txn, t->st->entities, &ekv, &empty, 0);
+}
+
+static int index_del(struct store_txn *t, uint64_t id, enum gw_state state, int64_t due_ms,
+                     const char *ekey)
+{
+    if (!store_state_queued(state))
+        return 0;
+    unsigned char qk[16], ek[520];
+    size_t elen;
+    queue_key(qk, due_ms, id);
+    MDB_val k = {16, qk};
+    int rc = mdb_del(t->txn, t->st->queue, &k, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    if (entity_key(ekey, id, ek, sizeof ek, &elen) != 0)
+        return 0;
+    MDB_val ekv = {elen, ek};
+    rc = mdb_del(t->txn, t->st->entities, &ekv, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
+{
+    struct store *st = t->st;
+    MDB_txn *txn = t->txn;
     /* Next id: one past the last event; read in the transaction so CLI
      * processes writing events never collide with the daemon. */
     uint64_t next_id = 1;
@@ -217,9 +285,14 @@ static int ingest_txn(struct store *st, MDB_txn *txn, struct store_put *puts, si
     if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
         next_id = get_be64(k.mv_data) + 1;
     mdb_cursor_close(cur);
+    /* Ids are never given twice, even when purge removed the newest events. */
+    static const char next_name[] = "next_id";
+    MDB_val nk = {sizeof next_name - 1, (void *)next_name}, nv;
+    if (mdb_get(txn, st->meta, &nk, &nv) == 0 && nv.mv_size == 8 && get_be64(nv.mv_data) > next_id)
+        next_id = get_be64(nv.mv_data);
+    uint64_t first_id = next_id;
 
     int64_t added[GW_STATE_COUNT] = {0};
-    int64_t now = gw_now_ms();
     for (size_t i = 0; i < n; i++) {
         struct store_put *p = &puts[i];
         unsigned char idbuf[8];
@@ -243,45 +316,162 @@ static int ingest_txn(struct store *st, MDB_txn *txn, struct store_put *puts, si
             if ((rc = mdb_put(txn, st->raw, &ek, &rv, MDB_APPEND)) != 0)
                 return rc;
         }
-        if (p->state == GW_PENDING) {
-            unsigned char qk[16];
-            be64(qk, (uint64_t)now);
-            memcpy(qk + 8, idbuf, 8);
-            MDB_val qkey = {16, qk}, qval = {0, NULL};
-            if ((rc = mdb_put(txn, st->queue, &qkey, &qval, 0)) != 0)
-                return rc;
-        }
+        if ((rc = index_add(t, p->id, p->state, p->due_ms, p->entity_key ? p->entity_key : "")) !=
+            0)
+            return rc;
         added[p->state]++;
     }
     for (int s = 0; s < GW_STATE_COUNT; s++)
         if (added[s] && (rc = counter_add(txn, st->meta, s, added[s])) != 0)
             return rc;
+    if (next_id != first_id) {
+        unsigned char nb[8];
+        be64(nb, next_id);
+        nv.mv_size = 8;
+        nv.mv_data = nb;
+        if ((rc = mdb_put(txn, st->meta, &nk, &nv, 0)) != 0)
+            return rc;
+    }
     return 0;
 }
 
-int store_ingest(struct store *st, struct store_put *puts, size_t n, char *err, size_t errlen)
+int store_txn_get_event(struct store_txn *t, uint64_t id, json_t **out)
+{
+    unsigned char idbuf[8];
+    be64(idbuf, id);
+    MDB_val k = {8, idbuf}, v;
+    int rc = mdb_get(t->txn, t->st->events, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_ENOTFOUND;
+    if (rc != 0)
+        return rc;
+    json_t *rec = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+    if (!json_is_object(rec)) {
+        json_decref(rec);
+        return STORE_EFAIL;
+    }
+    json_object_set_new(rec, "id", json_integer((json_int_t)id));
+    *out = rec;
+    return 0;
+}
+
+/* The fields of a record the indexes depend on. */
+struct rec_keys {
+    enum gw_state state;
+    int64_t due_ms;
+    char ekey[400];
+};
+
+static void rec_keys(json_t *rec, struct rec_keys *k)
+{
+    int s = event_state_parse(json_string_value(json_object_get(rec, "state")) ?: "");
+    k->state = s < 0 ? GW_DEAD : (enum gw_state)s;
+    k->due_ms = (int64_t)json_integer_value(json_object_get(rec, "due_ms"));
+    event_entity_key(rec, k->ekey, sizeof k->ekey);
+}
+
+int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec)
+{
+    json_t *old;
+    int rc = store_txn_get_event(t, id, &old);
+    if (rc != 0)
+        return rc;
+    struct rec_keys ok, nk;
+    rec_keys(old, &ok);
+    json_decref(old);
+    rec_keys(rec, &nk);
+
+    json_t *copy = json_copy(rec);
+    json_object_del(copy, "id");
+    char *text = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(copy);
+    if (text == NULL)
+        return STORE_EFAIL;
+    unsigned char idbuf[8];
+    be64(idbuf, id);
+    MDB_val k = {8, idbuf}, v = {strlen(text), text};
+    rc = mdb_put(t->txn, t->st->events, &k, &v, 0);
+    free(text);
+    if (rc == 0)
+        rc = index_del(t, id, ok.state, ok.due_ms, ok.ekey);
+    if (rc == 0)
+        rc = index_add(t, id, nk.state, nk.due_ms, nk.ekey);
+    if (rc == 0 && ok.state != nk.state) {
+        rc = counter_add(t->txn, t->st->meta, ok.state, -1);
+        if (rc == 0)
+            rc = counter_add(t->txn, t->st->meta, nk.state, 1);
+    }
+    return rc;
+}
+
+int store_txn_meta_get(struct store_txn *t, const char *name, json_t **out)
+{
+    MDB_val k = {strlen(name), (void *)name}, v;
+    int rc = mdb_get(t->txn, t->st->meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return STORE_ENOTFOUND;
+    if (rc != 0)
+        return rc;
+    *out = json_loadb(v.mv_data, v.mv_size, JSON_DECODE_ANY, NULL);
+    return *out ? 0 : STORE_EFAIL;
+}
+
+int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value)
+{
+    char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL)
+        return STORE_EFAIL;
+    MDB_val k = {strlen(name), (void *)name}, v = {strlen(text), text};
+    int rc = mdb_put(t->txn, t->st->meta, &k, &v, 0);
+    free(text);
+    return rc;
+}
+
+int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t errlen)
 {
     for (int attempt = 0; attempt < 8; attempt++) {
         pthread_rwlock_rdlock(&st->resize_lock);
-        MDB_txn *txn;
-        int rc = txn_begin(st, 0, &txn);
+        struct store_txn t = {st, NULL};
+        int rc = txn_begin(st, 0, &t.txn);
         if (rc == 0) {
-            rc = ingest_txn(st, txn, puts, n);
+            rc = fn(&t, arg);
             if (rc == 0)
-                rc = mdb_txn_commit(txn); /* full sync: durable when it returns */
+                rc = mdb_txn_commit(t.txn); /* full sync: durable when it returns */
             else
-                mdb_txn_abort(txn);
+                mdb_txn_abort(t.txn);
         }
         pthread_rwlock_unlock(&st->resize_lock);
         if (rc == 0)
             return 0;
         if (rc == MDB_MAP_FULL && grow_map(st))
-            continue; /* redo the whole batch in the larger map */
-        set_err(err, errlen, "store write failed: %s", mdb_strerror(rc));
+            continue; /* redo the whole transaction in the larger map */
+        if (rc == STORE_ENOTFOUND) {
+            set_err(err, errlen, "not found");
+            return STORE_ENOTFOUND;
+        }
+        set_err(err, errlen, "store write failed: %s",
+                rc > 0 || rc < -100 ? mdb_strerror(rc) : "bad record");
         return STORE_EFAIL;
     }
     set_err(err, errlen, "store write failed: the map keeps filling up");
     return STORE_EFAIL;
+}
+
+struct ingest_arg {
+    struct store_put *puts;
+    size_t n;
+};
+
+static int ingest_fn(struct store_txn *t, void *arg)
+{
+    struct ingest_arg *a = arg;
+    return store_txn_ingest(t, a->puts, a->n);
+}
+
+int store_ingest(struct store *st, struct store_put *puts, size_t n, char *err, size_t errlen)
+{
+    struct ingest_arg a = {puts, n};
+    return store_write(st, ingest_fn, &a, err, errlen);
 }
 
 /* Run fn inside a read transaction. */
@@ -420,6 +610,87 @@ int store_counts(struct store *st, uint64_t counts[GW_STATE_COUNT], char *err, s
     return with_read(st, counts_fn, counts, err, errlen);
 }
 
+static int meta_get_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    struct store_txn t = {st, txn};
+    struct {
+        const char *name;
+        json_t *out;
+    } *a = arg;
+    int rc = store_txn_meta_get(&t, a->name, &a->out);
+    return rc == STORE_ENOTFOUND ? MDB_NOTFOUND : rc;
+}
+
+int store_meta_get(struct store *st, const char *name, json_t **out, char *err, size_t errlen)
+{
+    struct {
+        const char *name;
+        json_t *out;
+    } a = {name, NULL};
+    int rc = with_read(st, meta_get_fn, &a, err, errlen);
+    if (rc == 0)
+        *out = a.out;
+    return rc;
+}
+
+struct due_arg {
+    int64_t now_ms;
+    size_t limit;
+    store_due_cb cb;
+    void *arg;
+};
+
+/* Is id the first unfinished event of its entity? */
+static bool entity_head(struct store *st, MDB_txn *txn, const MDB_val *ekey, uint64_t id)
+{
+    unsigned char buf[520];
+    if (ekey->mv_size + 1 > sizeof buf - 8)
+        return true;
+    memcpy(buf, ekey->mv_data, ekey->mv_size);
+    buf[ekey->mv_size] = '\0';
+    MDB_cursor *cur;
+    if (mdb_cursor_open(txn, st->entities, &cur) != 0)
+        return false;
+    MDB_val k = {ekey->mv_size + 1, buf}, v;
+    bool head = false;
+    if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) == 0 && k.mv_size == ekey->mv_size + 9 &&
+        memcmp(k.mv_data, buf, ekey->mv_size + 1) == 0)
+        head = get_be64((const unsigned char *)k.mv_data + ekey->mv_size + 1) == id;
+    mdb_cursor_close(cur);
+    return head;
+}
+
+static int due_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    struct due_arg *a = arg;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->queue, &cur);
+    if (rc != 0)
+        return rc;
+    MDB_val k, v;
+    size_t n = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && n < a->limit;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+        if (k.mv_size != 16)
+            continue;
+        int64_t due = (int64_t)get_be64(k.mv_data);
+        if (due > a->now_ms)
+            break;
+        uint64_t id = get_be64((const unsigned char *)k.mv_data + 8);
+        if (a->cb(id, due, entity_head(st, txn, &v, id), a->arg) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return 0;
+}
+
+int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_due_cb cb, void *arg,
+                   char *err, size_t errlen)
+{
+    struct due_arg a = {now_ms, limit, cb, arg};
+    return with_read(st, due_fn, &a, err, errlen);
+}
+
 static int oldest_fn(struct store *st, MDB_txn *txn, void *arg)
 {
     int64_t *ms = arg;
@@ -429,8 +700,7 @@ static int oldest_fn(struct store *st, MDB_txn *txn, void *arg)
         return rc;
     MDB_val k, v;
     *ms = 0;
-    /* The queue is ordered by due time; the first entry's id is not always
-     * the oldest, but its enqueue time bounds the wait well enough here. */
+    /* The queue is ordered by due time: the first entry is the earliest due. */
     if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size == 16)
         *ms = (int64_t)get_be64(k.mv_data);
     mdb_cursor_close(cur);

@@ -4,9 +4,17 @@
  * Databases in one environment:
  *   events   be64(id)            -> event record (JSON text, without the id)
  *   dedupe   sha256(dedupe key)  -> be64(id)
- *   queue    be64(due_ms) be64(id) -> empty: events waiting for the dispatcher
+ *   queue    be64(due_ms) be64(id) -> entity key: unfinished events by due time
+ *   entities entity key 0 be64(id) -> empty: unfinished events per entity, in order
  *   raw      be64(id)            -> raw body bytes kept with a malformed event
- *   meta     name                -> value (per-state counters, markers)
+ *   meta     name                -> value (per-state counters, tokens, markers)
+ *
+ * An event is queued while its state is pending, retrying or in_flight (an
+ * in_flight event whose process died is simply due again), and listed under
+ * its entity until it is finished, so the dispatcher can run one entity's
+ * events one at a time, oldest first. store_txn_put_event keeps both indexes
+ * and the per-state counters in step with the record; nothing else writes
+ * them.
  *
  * Every function opens and ends its own transaction; no transaction outlives
  * a call. Several processes (the daemon and CLI commands) may use one store.
@@ -38,11 +46,13 @@ void store_close(struct store *st);
 /* One new event for store_ingest. */
 struct store_put {
     unsigned char key[32]; /* sha256 of the dedupe key */
-    const char *rec;       /* serialised record (borrowed) */
+    const char *rec;       /* serialised record (borrowed); its due_ms is the queue time */
     size_t rec_len;
     const void *raw; /* raw body to keep, or NULL (borrowed) */
     size_t raw_len;
-    enum gw_state state; /* pending events are queued */
+    enum gw_state state;    /* pending events are queued */
+    const char *entity_key; /* see event_entity_key; borrowed */
+    int64_t due_ms;
     /* results */
     uint64_t id;    /* the new event's id, or the existing one for a duplicate */
     bool duplicate; /* the key was already stored: nothing written */
@@ -54,6 +64,44 @@ struct store_put {
  * queued; a duplicate only reports the existing id. All or nothing.
  */
 int store_ingest(struct store *st, struct store_put *puts, size_t n, char *err, size_t errlen);
+
+/*
+ * Write transactions. fn runs inside one write transaction that is committed
+ * durably (fsync) when fn returns 0. When the map fills up, the transaction is
+ * thrown away, the map grows and fn runs again from scratch: fn must not keep
+ * effects outside the transaction between runs. fn returns 0 to commit, or a
+ * negative STORE_E* code to abort.
+ */
+struct store_txn;
+typedef int (*store_txn_fn)(struct store_txn *t, void *arg);
+int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t errlen);
+
+/* store_ingest inside a caller's transaction. */
+int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n);
+
+/* The event as a new object with "id" added; STORE_ENOTFOUND when absent. */
+int store_txn_get_event(struct store_txn *t, uint64_t id, json_t **out);
+
+/*
+ * Replace an event's record (rec without "id" is fine; "id" is dropped).
+ * Counters, queue (at rec's due_ms) and entity index follow the change of
+ * state from the stored record to rec.
+ */
+int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec);
+
+/* Small named values (tokens, markers, circuit state), JSON. */
+int store_txn_meta_get(struct store_txn *t, const char *name, json_t **out);
+int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value);
+int store_meta_get(struct store *st, const char *name, json_t **out, char *err, size_t errlen);
+
+/*
+ * Visit queued events due at or before now_ms, earliest first, at most limit.
+ * head says whether the event is the oldest unfinished one of its entity
+ * (only then may it run). Return nonzero from cb to stop.
+ */
+typedef int (*store_due_cb)(uint64_t id, int64_t due_ms, bool head, void *arg);
+int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_due_cb cb, void *arg,
+                   char *err, size_t errlen);
 
 /* One event as a new JSON object with its "id" added; STORE_ENOTFOUND if absent. */
 int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen);
@@ -69,8 +117,11 @@ int store_scan_events(struct store *st, store_event_cb cb, void *arg, char *err,
 /* Number of events in each state. */
 int store_counts(struct store *st, uint64_t counts[GW_STATE_COUNT], char *err, size_t errlen);
 
-/* Received time (ms) of the oldest event waiting in the queue, 0 if none. */
+/* Due time (ms) of the earliest event in the queue, 0 if none. */
 int store_oldest_queued(struct store *st, int64_t *received_ms, char *err, size_t errlen);
+
+/* Whether a state keeps an event in the queue. */
+bool store_state_queued(enum gw_state s);
 
 /*
  * Purge: delete done and skipped events received before before_ms, with their

@@ -48,6 +48,8 @@ static void put_init(struct store_put *p, const char *key, const char *rec, enum
     p->rec = rec;
     p->rec_len = strlen(rec);
     p->state = s;
+    p->due_ms = 1767225600000; /* queued at this time when pending */
+    p->entity_key = key;
 }
 
 static void test_ingest_dedupe_and_ids(void **state)
@@ -85,7 +87,7 @@ static void test_ingest_dedupe_and_ids(void **state)
 
     int64_t oldest;
     assert_int_equal(store_oldest_queued(st, &oldest, err, sizeof err), 0);
-    assert_true(oldest > 0);
+    assert_int_equal(oldest, 1767225600000);
     store_close(st);
 
     /* Reopened, the store still knows both keys and continues the ids. */
@@ -210,11 +212,30 @@ static void test_purge_keeps_dead_and_recent(void **state)
     store_counts(st, counts, err, sizeof err);
     assert_int_equal(counts[GW_DONE], 1);
     assert_int_equal(counts[GW_DEAD], 1);
-    /* The purged event's dedupe key is gone with it. */
+    /* The purged event's dedupe key is gone with it, and its id is not given again. */
     struct store_put again;
     put_init(&again, "old-done", "{}", GW_DONE);
     assert_int_equal(store_ingest(st, &again, 1, err, sizeof err), 0);
     assert_false(again.duplicate);
+    assert_int_equal(again.id, 5);
+
+    store_close(st);
+
+    /* Purging the newest event must not hand its id to the next one. */
+    st = open_fresh("purge-newest", 1, 64);
+    struct store_put last;
+    put_init(&last, "newest",
+             "{\"state\":\"done\",\"received_at\":\"2020-01-02T00:00:00.000Z\","
+             "\"dedupe_key\":\"newest\"}",
+             GW_DONE);
+    assert_int_equal(store_ingest(st, &last, 1, err, sizeof err), 0);
+    assert_int_equal(last.id, 1);
+    assert_int_equal(store_purge(st, cutoff, &ev, &pl, err, sizeof err), 0);
+    assert_int_equal(ev, 1);
+    struct store_put next;
+    put_init(&next, "after-purge", "{}", GW_DONE);
+    assert_int_equal(store_ingest(st, &next, 1, err, sizeof err), 0);
+    assert_int_equal(next.id, 2);
     store_close(st);
 }
 

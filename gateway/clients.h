@@ -1,0 +1,11 @@
+/*
+ * clients.h - the API clients a handler may use, handed to it in its task.
+ */
+#ifndef GW_CLIENTS_H
+#define GW_CLIENTS_H
+
+struct gw_clients {
+    struct qbo *qbo;
+};
+
+#endif

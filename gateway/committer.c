@@ -1,0 +1,193 @@
+/*
+ * committer.c - the commit thread and its hand-over to the loop.
+ */
+#include "committer.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+
+struct committer {
+    struct store *st;
+    long max_batch;
+    struct event *done_ev;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct commit_job *todo_head, *todo_tail; /* waiting for commit */
+    struct commit_job *done_head, *done_tail; /* committed, waiting for done() */
+    bool stop;
+    size_t pending; /* loop thread only */
+    bool failing;   /* loop thread only */
+};
+
+static double mono_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+struct group {
+    struct commit_job *head;
+};
+
+static int apply_group(struct store_txn *t, void *arg)
+{
+    struct group *g = arg;
+    for (struct commit_job *j = g->head; j; j = j->next) {
+        int rc = j->apply(t, j);
+        if (rc == 0 || rc == STORE_ENOTFOUND || rc == STORE_EFAIL)
+            j->status = rc;
+        else
+            return rc;
+    }
+    return 0;
+}
+
+static void commit_group(struct committer *c, struct commit_job *head)
+{
+    unsigned n = 0;
+    for (struct commit_job *j = head; j; j = j->next)
+        n++;
+    struct group g = {head};
+    char err[GW_ERR_LEN];
+    double t0 = mono_seconds();
+    int rc = store_write(c->st, apply_group, &g, err, sizeof err);
+    double dt = mono_seconds() - t0;
+    if (rc != 0)
+        log_error("commit of %u jobs failed: %s", n, err);
+    for (struct commit_job *j = head; j; j = j->next) {
+        if (rc != 0)
+            j->status = STORE_EFAIL;
+        j->commit_seconds = dt;
+        j->group_size = n;
+    }
+}
+
+static void *committer_main(void *arg)
+{
+    struct committer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (c->todo_head == NULL && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->todo_head == NULL)
+            break;
+        struct commit_job *head = c->todo_head, *tail = head;
+        long n = 1;
+        while (tail->next != NULL && n < c->max_batch) {
+            tail = tail->next;
+            n++;
+        }
+        c->todo_head = tail->next;
+        if (c->todo_head == NULL)
+            c->todo_tail = NULL;
+        tail->next = NULL;
+        pthread_mutex_unlock(&c->mu);
+
+        commit_group(c, head);
+
+        pthread_mutex_lock(&c->mu);
+        if (c->done_tail)
+            c->done_tail->next = head;
+        else
+            c->done_head = head;
+        c->done_tail = tail;
+        event_active(c->done_ev, EV_READ, 0);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void run_done(struct committer *c)
+{
+    pthread_mutex_lock(&c->mu);
+    struct commit_job *j = c->done_head;
+    c->done_head = c->done_tail = NULL;
+    pthread_mutex_unlock(&c->mu);
+    unsigned left = 0;
+    while (j != NULL) {
+        struct commit_job *next = j->next;
+        if (left == 0) {
+            metrics_commit(j->group_size, j->commit_seconds);
+            left = j->group_size;
+        }
+        left--;
+        if (j->status == STORE_EFAIL && !c->failing) {
+            c->failing = true;
+            log_error("store cannot write: webhooks get 503 until it can");
+        } else if (j->status == 0 && c->failing) {
+            c->failing = false;
+            log_info("store writes again");
+        }
+        c->pending--;
+        j->done(j);
+        j = next;
+    }
+}
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    run_done(arg);
+}
+
+struct committer *committer_start(struct event_base *base, struct store *st, long max_batch)
+{
+    struct committer *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->st = st;
+    c->max_batch = max_batch > 0 ? max_batch : 512;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->done_ev = event_new(base, -1, EV_PERSIST | EV_READ, on_done, c);
+    if (pthread_create(&c->thread, NULL, committer_main, c) != 0) {
+        event_free(c->done_ev);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void committer_submit(struct committer *c, struct commit_job *job)
+{
+    job->next = NULL;
+    job->status = 0;
+    c->pending++;
+    pthread_mutex_lock(&c->mu);
+    if (c->todo_tail)
+        c->todo_tail->next = job;
+    else
+        c->todo_head = job;
+    c->todo_tail = job;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+size_t committer_pending(const struct committer *c)
+{
+    return c->pending;
+}
+
+void committer_stop(struct committer *c)
+{
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    run_done(c);
+    event_free(c->done_ev);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}

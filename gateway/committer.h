@@ -1,0 +1,46 @@
+/*
+ * committer.h - group commit. Work that must be durable before the loop goes
+ * on (a webhook's events, an event's change of state) is queued as jobs; one
+ * thread applies every job queued since its last commit in one write
+ * transaction, commits it with a full sync, and hands the jobs back to the
+ * loop thread, which calls their done callbacks in submission order. So the
+ * disk's fsync rate bounds commits, not requests, and the loop never waits
+ * for a disk.
+ */
+#ifndef GW_COMMITTER_H
+#define GW_COMMITTER_H
+
+#include "store.h"
+
+#include <event2/event.h>
+
+struct commit_job;
+
+/*
+ * apply runs on the commit thread inside the shared transaction, possibly
+ * more than once (when the map grew): it must start from scratch each time.
+ * It returns 0, STORE_ENOTFOUND or STORE_EFAIL for a failure of this job alone
+ * (kept in job->status; the others still commit), or an LMDB error that
+ * aborts the whole group (every job then gets status STORE_EFAIL).
+ * done runs on the loop thread after the commit; the job belongs to it.
+ */
+struct commit_job {
+    struct commit_job *next;
+    int (*apply)(struct store_txn *t, struct commit_job *job);
+    void (*done)(struct commit_job *job);
+    int status; /* 0 committed, else STORE_E* */
+    double commit_seconds;
+    unsigned group_size; /* jobs that shared the transaction */
+};
+
+struct committer;
+
+struct committer *committer_start(struct event_base *base, struct store *st, long max_batch);
+/* Queue a job (loop thread). */
+void committer_submit(struct committer *c, struct commit_job *job);
+/* Jobs submitted and not yet done. */
+size_t committer_pending(const struct committer *c);
+/* Finish what is queued, call its done callbacks, stop the thread. */
+void committer_stop(struct committer *c);
+
+#endif

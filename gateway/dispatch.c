@@ -1,0 +1,532 @@
+/*
+ * dispatch.c - the event state machine.
+ *
+ *   pending/retrying --claim--> in_flight --handler outcome--> done | skipped | dead
+ *                                                         \--> retrying (due later)
+ *
+ * A claim and an outcome are each committed (group commit) before the next
+ * step, so `gateway events` shows what is running, and a crash leaves an
+ * in_flight event in the queue to be run again: the requestid of every QBO
+ * create makes that second run harmless.
+ */
+#include "dispatch.h"
+#include "clients.h"
+#include "handler.h"
+#include "log.h"
+#include "qbo.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCAN_INTERVAL_MS    500 /* replays from other processes are seen within this */
+#define CIRCUIT_MAX_OPEN_MS (10 * 60 * 1000)
+#define AUTH_WAIT_MS        60000
+
+enum circuit { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
+static const char *const circuit_names[] = {"closed", "open", "half_open"};
+
+struct dconn {
+    const struct gw_connection *c;
+    int running;
+    enum circuit circuit;
+    int failures; /* consecutive retryable failures */
+    int opened;   /* times opened in a row, for the cool-down */
+    int64_t open_until_ms;
+    bool probing;
+};
+
+enum phase { PH_CLAIM, PH_RUN, PH_FINISH };
+
+struct running {
+    struct commit_job job; /* first: claim and finish jobs */
+    struct task task;
+    struct dispatcher *d;
+    struct running *prev, *next;
+    struct dconn *dc;
+    const struct flow *flow;
+    enum phase phase;
+    struct outcome outcome;
+    bool probe;
+};
+
+struct dispatcher {
+    struct event_base *base;
+    const struct gw_config *cfg;
+    struct store *st;
+    struct committer *committer;
+    struct gw_clients *clients;
+    const struct flow *extra;
+    struct event *timer, *kick_ev;
+    struct running *head;
+    size_t nrunning;
+    struct dconn *conns;
+    bool draining;
+    unsigned rng;
+};
+
+/* ---- helpers ----------------------------------------------------------------- */
+
+static struct dconn *dconn_of(struct dispatcher *d, const char *name)
+{
+    for (size_t i = 0; name && i < d->cfg->nconns; i++)
+        if (strcmp(d->cfg->conns[i].name, name) == 0)
+            return &d->conns[i];
+    return NULL;
+}
+
+static bool is_running(struct dispatcher *d, uint64_t id)
+{
+    for (struct running *r = d->head; r; r = r->next)
+        if (r->task.id == id)
+            return true;
+    return false;
+}
+
+static double rnd01(struct dispatcher *d)
+{
+    return (double)rand_r(&d->rng) / ((double)RAND_MAX + 1.0);
+}
+
+int64_t dispatch_backoff_ms(const struct gw_config *cfg, unsigned attempt, double rnd)
+{
+    double cap = (double)cfg->retry_max_s * 1000.0;
+    double exp = (double)cfg->retry_first_s * 1000.0 * pow(2.0, attempt > 0 ? attempt - 1 : 0);
+    double span = exp < cap ? exp : cap;
+    /* Full jitter, but never sooner than a second: a burst of failures must not
+     * turn into a busy loop. */
+    int64_t ms = (int64_t)(span * rnd);
+    return ms < 1000 ? 1000 : ms;
+}
+
+static void remove_running(struct dispatcher *d, struct running *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        d->head = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    d->nrunning--;
+    if (r->dc)
+        r->dc->running--;
+    json_decref(r->task.rec);
+    json_decref(r->task.steps);
+    free(r);
+}
+
+/* ---- outcomes -> states ------------------------------------------------------ */
+
+static const char *const outcome_names[] = {"done", "skipped",   "retry",
+                                            "dead", "throttled", "waiting for authorisation"};
+
+/* Apply the outcome to the record: the single place states change after a run. */
+static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcome *o, json_t *steps,
+                          unsigned *attempt_out)
+{
+    int64_t now = gw_now_ms();
+    json_int_t attempts = json_integer_value(json_object_get(rec, "attempts"));
+    bool counts = o->kind != OUTCOME_THROTTLED && o->kind != OUTCOME_WAIT_AUTH;
+    if (counts)
+        attempts++;
+    json_object_set_new(rec, "attempts", json_integer(attempts));
+    *attempt_out = (unsigned)attempts;
+
+    enum gw_state next;
+    const char *reason = o->reason[0] ? o->reason : NULL;
+    const char *error = o->error[0] ? o->error : NULL;
+    int64_t due = 0;
+    switch (o->kind) {
+    case OUTCOME_DONE:
+        next = GW_DONE;
+        error = NULL;
+        break;
+    case OUTCOME_SKIPPED:
+        next = GW_SKIPPED;
+        break;
+    case OUTCOME_DEAD:
+        next = GW_DEAD;
+        break;
+    case OUTCOME_RETRY: {
+        int64_t wait = dispatch_backoff_ms(d->cfg, (unsigned)attempts, rnd01(d));
+        due = now + wait;
+        if (o->not_before_ms > due)
+            due = o->not_before_ms;
+        const char *first = json_string_value(json_object_get(rec, "received_at"));
+        int64_t received = now;
+        if (first)
+            gw_ts_parse(first, &received);
+        if (d->cfg->retry_give_up_s > 0 && due - received > d->cfg->retry_give_up_s * 1000) {
+            next = GW_DEAD;
+            reason = "retries exhausted";
+        } else {
+            next = GW_RETRYING;
+            reason = NULL;
+        }
+        break;
+    }
+    case OUTCOME_THROTTLED:
+    case OUTCOME_WAIT_AUTH:
+    default:
+        next = GW_RETRYING;
+        due = o->not_before_ms > now ? o->not_before_ms : now + AUTH_WAIT_MS;
+        reason = NULL;
+        break;
+    }
+    char ts[GW_TS_LEN];
+    gw_ts_format(now, ts, sizeof ts);
+    json_t *h = json_object_get(rec, "history");
+    if (!json_is_array(h)) {
+        h = json_array();
+        json_object_set_new(rec, "history", h);
+    }
+    json_t *entry = json_pack("{s:s, s:s, s:I}", "at", ts, "outcome", outcome_names[o->kind],
+                              "attempt", (json_int_t)attempts);
+    if (o->reason[0])
+        json_object_set_new(entry, "reason", json_string(o->reason));
+    if (o->error[0])
+        json_object_set_new(entry, "error", json_string(o->error));
+    if (steps && json_array_size(steps) > 0)
+        json_object_set(entry, "steps", steps);
+    json_array_append_new(h, entry);
+    /* Keep the history bounded: the first attempts and the latest ones. */
+    while (json_array_size(h) > 50)
+        json_array_remove(h, 10);
+
+    json_object_set_new(rec, "state", json_string(event_state_name(next)));
+    json_object_set_new(rec, "reason", reason ? json_string(reason) : json_null());
+    json_object_set_new(rec, "last_error", error ? json_string(error) : json_null());
+    if (due > 0) {
+        json_object_set_new(rec, "due_ms", json_integer((json_int_t)due));
+        gw_ts_format(due, ts, sizeof ts);
+        json_object_set_new(rec, "next_attempt_at", json_string(ts));
+    } else {
+        json_object_del(rec, "due_ms");
+        json_object_del(rec, "next_attempt_at");
+    }
+}
+
+static void circuit_after(struct dispatcher *d, struct running *r)
+{
+    struct dconn *dc = r->dc;
+    if (dc == NULL || r->flow == NULL)
+        return;
+    if (r->probe)
+        dc->probing = false;
+    enum outcome_kind k = r->outcome.kind;
+    if (k == OUTCOME_RETRY) {
+        dc->failures++;
+        if (dc->circuit == CIRCUIT_HALF_OPEN ||
+            (dc->circuit == CIRCUIT_CLOSED && dc->failures >= d->cfg->circuit_failures)) {
+            int64_t ms = d->cfg->circuit_open_s * 1000 << (dc->opened < 5 ? dc->opened : 5);
+            if (ms > CIRCUIT_MAX_OPEN_MS)
+                ms = CIRCUIT_MAX_OPEN_MS;
+            dc->circuit = CIRCUIT_OPEN;
+            dc->opened++;
+            dc->open_until_ms = gw_now_ms() + ms;
+            gw_log(GW_LOG_WARN, dc->c->name, 0,
+                   "circuit open after %d failures in a row: pausing this connection for %lld s",
+                   dc->failures, (long long)(ms / 1000));
+        }
+    } else if (k == OUTCOME_DONE || k == OUTCOME_SKIPPED || k == OUTCOME_DEAD) {
+        if (dc->circuit != CIRCUIT_CLOSED)
+            gw_log(GW_LOG_INFO, dc->c->name, 0, "circuit closed: the connection works again");
+        dc->circuit = CIRCUIT_CLOSED;
+        dc->failures = 0;
+        dc->opened = 0;
+    }
+}
+
+static int finish_apply(struct store_txn *t, struct commit_job *job)
+{
+    struct running *r = (struct running *)job;
+    json_t *rec;
+    int rc = store_txn_get_event(t, r->task.id, &rec);
+    if (rc != 0)
+        return rc;
+    unsigned attempt;
+    apply_outcome(r->d, rec, &r->outcome, r->task.steps, &attempt);
+    rc = store_txn_put_event(t, r->task.id, rec);
+    json_decref(rec);
+    return rc;
+}
+
+static void schedule_scan(struct dispatcher *d);
+
+static void finish_done(struct commit_job *job)
+{
+    struct running *r = (struct running *)job;
+    struct dispatcher *d = r->d;
+    if (job->status != 0)
+        gw_log(GW_LOG_ERROR, r->dc ? r->dc->c->name : NULL, r->task.id,
+               "could not store the outcome (%s); the event runs again",
+               outcome_names[r->outcome.kind]);
+    else if (r->outcome.kind == OUTCOME_DEAD)
+        gw_log(GW_LOG_WARN, r->dc ? r->dc->c->name : NULL, r->task.id, "event dead: %s%s%s",
+               r->outcome.reason, r->outcome.error[0] ? ": " : "", r->outcome.error);
+    circuit_after(d, r);
+    remove_running(d, r);
+    schedule_scan(d);
+}
+
+void task_finish(struct task *t, const struct outcome *o)
+{
+    struct running *r = t->dispatcher_data;
+    if (r->phase != PH_RUN) {
+        gw_log(GW_LOG_ERROR, NULL, t->id, "handler finished a task twice");
+        return;
+    }
+    r->phase = PH_FINISH;
+    r->outcome = *o;
+    r->job.apply = finish_apply;
+    r->job.done = finish_done;
+    committer_submit(r->d->committer, &r->job);
+}
+
+void task_done(struct task *t)
+{
+    struct outcome o = {.kind = OUTCOME_DONE};
+    task_finish(t, &o);
+}
+
+void task_skip(struct task *t, const char *reason)
+{
+    struct outcome o = {.kind = OUTCOME_SKIPPED};
+    gw_strlcpy(o.reason, reason, sizeof o.reason);
+    task_finish(t, &o);
+}
+
+void task_fail(struct task *t, enum outcome_kind kind, const char *reason, const char *fmt, ...)
+{
+    struct outcome o = {.kind = kind};
+    gw_strlcpy(o.reason, reason ? reason : "", sizeof o.reason);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o.error, sizeof o.error, fmt, ap);
+    va_end(ap);
+    task_finish(t, &o);
+}
+
+void task_note(struct task *t, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (json_array_size(t->steps) < 20)
+        json_array_append_new(t->steps, json_string(buf));
+}
+
+/* ---- claiming ------------------------------------------------------------------ */
+
+static int claim_apply(struct store_txn *t, struct commit_job *job)
+{
+    struct running *r = (struct running *)job;
+    json_t *rec;
+    int rc = store_txn_get_event(t, r->task.id, &rec);
+    if (rc != 0)
+        return rc;
+    int state = event_state_parse(json_string_value(json_object_get(rec, "state")) ?: "");
+    if (state < 0 || !store_state_queued(state)) {
+        json_decref(rec); /* finished meanwhile (another process, a replay) */
+        return STORE_ENOTFOUND;
+    }
+    char ts[GW_TS_LEN];
+    gw_ts_format(gw_now_ms(), ts, sizeof ts);
+    json_object_set_new(rec, "state", json_string("in_flight"));
+    json_object_set_new(rec, "started_at", json_string(ts));
+    rc = store_txn_put_event(t, r->task.id, rec);
+    json_decref(r->task.rec);
+    r->task.rec = rec;
+    return rc;
+}
+
+static void claim_done(struct commit_job *job)
+{
+    struct running *r = (struct running *)job;
+    struct dispatcher *d = r->d;
+    if (job->status != 0) {
+        remove_running(d, r);
+        return;
+    }
+    r->phase = PH_RUN;
+    r->task.attempt = (unsigned)json_integer_value(json_object_get(r->task.rec, "attempts")) + 1;
+    gw_log(GW_LOG_DEBUG, r->dc ? r->dc->c->name : NULL, r->task.id, "running flow %s",
+           r->flow->name);
+    r->flow->run(&r->task);
+}
+
+/* Start one event; returns false when its connection cannot take work now. */
+static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec)
+{
+    const char *cname = json_string_value(json_object_get(rec, "connection"));
+    struct dconn *dc = dconn_of(d, cname);
+    const struct flow *flow = flow_for(rec, dc ? dc->c : NULL, d->extra);
+    bool probe = false;
+    if (flow != NULL) {
+        if (dc->running >= d->cfg->max_in_flight_per_connection)
+            return false;
+        int64_t now = gw_now_ms();
+        if (dc->circuit == CIRCUIT_OPEN && now >= dc->open_until_ms)
+            dc->circuit = CIRCUIT_HALF_OPEN;
+        if (dc->circuit == CIRCUIT_OPEN || (dc->circuit == CIRCUIT_HALF_OPEN && dc->probing))
+            return false;
+        if (qbo_needs_auth(d->clients->qbo, dc->c))
+            return false;
+        if (dc->circuit == CIRCUIT_HALF_OPEN) {
+            dc->probing = true;
+            probe = true;
+        }
+    }
+    struct running *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return false;
+    r->d = d;
+    r->dc = dc;
+    r->flow = flow;
+    r->probe = probe;
+    r->task.id = id;
+    r->task.rec = json_incref(rec);
+    r->task.conn = dc ? dc->c : NULL;
+    r->task.clients = d->clients;
+    r->task.steps = json_array();
+    r->task.dispatcher_data = r;
+    r->next = d->head;
+    if (d->head)
+        d->head->prev = r;
+    d->head = r;
+    d->nrunning++;
+    if (dc)
+        dc->running++;
+    if (flow == NULL) {
+        /* Nothing takes this event: say so, without spending a claim. */
+        r->phase = PH_RUN;
+        task_skip(&r->task, "no flow");
+        return true;
+    }
+    r->phase = PH_CLAIM;
+    r->job.apply = claim_apply;
+    r->job.done = claim_done;
+    committer_submit(d->committer, &r->job);
+    return true;
+}
+
+/* ---- scanning ------------------------------------------------------------------ */
+
+struct candidates {
+    uint64_t ids[256];
+    size_t n;
+};
+
+static int due_cb(uint64_t id, int64_t due_ms, bool head, void *arg)
+{
+    (void)due_ms;
+    struct candidates *c = arg;
+    if (head)
+        c->ids[c->n++] = id;
+    return c->n == sizeof c->ids / sizeof c->ids[0];
+}
+
+static void scan(struct dispatcher *d)
+{
+    if (d->draining || d->nrunning >= (size_t)d->cfg->max_in_flight)
+        return;
+    struct candidates c = {.n = 0};
+    char err[GW_ERR_LEN];
+    if (store_scan_due(d->st, gw_now_ms(), 4096, due_cb, &c, err, sizeof err) != 0) {
+        log_error("dispatcher cannot read the queue: %s", err);
+        return;
+    }
+    for (size_t i = 0; i < c.n && d->nrunning < (size_t)d->cfg->max_in_flight; i++) {
+        if (is_running(d, c.ids[i]))
+            continue;
+        json_t *rec;
+        if (store_get_event(d->st, c.ids[i], &rec, NULL, 0) != 0)
+            continue;
+        start_event(d, c.ids[i], rec);
+        json_decref(rec);
+    }
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    scan(arg);
+}
+
+static void schedule_scan(struct dispatcher *d)
+{
+    if (!d->draining)
+        event_active(d->kick_ev, EV_READ, 0);
+}
+
+void dispatch_kick(struct dispatcher *d)
+{
+    schedule_scan(d);
+}
+
+struct dispatcher *dispatch_new(struct event_base *base, const struct gw_config *cfg,
+                                struct store *st, struct committer *committer,
+                                struct gw_clients *clients, const struct flow *extra_flows)
+{
+    struct dispatcher *d = calloc(1, sizeof *d);
+    d->base = base;
+    d->cfg = cfg;
+    d->st = st;
+    d->committer = committer;
+    d->clients = clients;
+    d->extra = extra_flows;
+    d->rng = (unsigned)gw_now_ms();
+    d->conns = calloc(cfg->nconns ? cfg->nconns : 1, sizeof *d->conns);
+    for (size_t i = 0; i < cfg->nconns; i++)
+        d->conns[i].c = &cfg->conns[i];
+    d->timer = event_new(base, -1, EV_PERSIST, on_timer, d);
+    d->kick_ev = event_new(base, -1, EV_READ, on_timer, d);
+    struct timeval tv = {0, SCAN_INTERVAL_MS * 1000};
+    event_add(d->timer, &tv);
+    schedule_scan(d);
+    return d;
+}
+
+void dispatch_drain(struct dispatcher *d)
+{
+    d->draining = true;
+    event_del(d->timer);
+}
+
+bool dispatch_idle(const struct dispatcher *d)
+{
+    return d->nrunning == 0;
+}
+
+json_t *dispatch_status(struct dispatcher *d, const struct gw_connection *c)
+{
+    struct dconn *dc = dconn_of(d, c->name);
+    if (dc == NULL)
+        return json_object();
+    json_t *o = json_pack("{s:s, s:i, s:i}", "circuit", circuit_names[dc->circuit],
+                          "failures_in_a_row", dc->failures, "in_flight", dc->running);
+    if (dc->circuit == CIRCUIT_OPEN) {
+        char ts[GW_TS_LEN];
+        gw_ts_format(dc->open_until_ms, ts, sizeof ts);
+        json_object_set_new(o, "circuit_open_until", json_string(ts));
+    }
+    return o;
+}
+
+void dispatch_free(struct dispatcher *d)
+{
+    if (d == NULL)
+        return;
+    while (d->head)
+        remove_running(d, d->head);
+    event_free(d->timer);
+    event_free(d->kick_ev);
+    free(d->conns);
+    free(d);
+}

@@ -1,0 +1,1018 @@
+/*
+ * qbo.c - QuickBooks Online client.
+ *
+ * A call goes: wait for a usable access token (refreshing it when it is about
+ * to expire) -> wait for the realm's limiter -> HTTP -> classify. A 401 makes
+ * one refresh and one more try; a 429 pauses the realm; a 5010 on a sparse
+ * update re-reads the entity and sends the same change with the fresh
+ * SyncToken once more.
+ */
+#include "qbo.h"
+#include "log.h"
+#include "sig.h"
+#include "util.h"
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MINOR_VERSION     "75"
+#define REFRESH_MARGIN_MS (5 * 60 * 1000) /* refresh this long before expiry */
+#define THROTTLE_PAUSE_MS 60000           /* Intuit: wait 60 s after a 429 */
+#define STATE_TTL_MS      (15 * 60 * 1000)
+
+enum call_kind { CALL_READ, CALL_QUERY, CALL_CREATE, CALL_UPDATE, CALL_CDC };
+
+struct qconn;
+
+struct call {
+    struct call *next;
+    struct qbo *q;
+    struct qconn *qc;
+    enum call_kind kind;
+    const char *method;
+    char *url;
+    char *body;
+    char entity[64];
+    json_t *update; /* CALL_UPDATE: the fields being sent (for a 5010 re-apply) */
+    char *requestid;
+    bool refreshed;               /* one refresh on a 401 already done */
+    unsigned char token_used[32]; /* sha256 of the access token sent */
+    bool stale_retried;           /* one 5010 re-apply already done */
+    qbo_cb cb;
+    void *arg;
+};
+
+/* One connection's tokens and limiter. */
+struct qconn {
+    struct qbo *q;
+    const struct gw_connection *c;
+    json_t *tokens; /* cached copy of the stored tokens, or NULL */
+    int64_t tokens_checked_ms;
+    bool refreshing;
+    struct call *auth_wait; /* calls waiting for a refresh */
+    /* limiter */
+    int64_t *sec_ring, *min_ring;
+    size_t sec_i, min_i;
+    int active;
+    int64_t paused_until_ms;
+    struct call *queue_head, *queue_tail; /* calls waiting for the limiter */
+    struct event *timer;
+    char last_error[512];
+};
+
+struct oauth_state {
+    struct oauth_state *next;
+    char state[65];
+    const struct gw_connection *c;
+    int64_t expires_ms;
+};
+
+struct qbo {
+    struct event_base *base;
+    const struct gw_config *cfg;
+    struct store *st;
+    struct committer *committer;
+    struct http_client *http;
+    struct qconn *conns; /* one per configured connection, same order */
+    struct oauth_state *states;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void set_msg(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_msg(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}
+
+static struct qconn *qconn_of(struct qbo *q, const struct gw_connection *c)
+{
+    for (size_t i = 0; i < q->cfg->nconns; i++)
+        if (&q->cfg->conns[i] == c)
+            return &q->conns[i];
+    return NULL;
+}
+
+void qbo_tokens_key(const char *conn, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "qbo.tokens.%s", conn);
+}
+
+char *qbo_quote(const char *s)
+{
+    size_t n = strlen(s), extra = 0;
+    for (size_t i = 0; i < n; i++)
+        extra += s[i] == '\'' || s[i] == '\\';
+    char *out = malloc(n + extra + 3);
+    if (out == NULL)
+        return NULL;
+    char *p = out;
+    *p++ = '\'';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\'' || s[i] == '\\')
+            *p++ = '\\';
+        *p++ = s[i];
+    }
+    *p++ = '\'';
+    *p = '\0';
+    return out;
+}
+
+/* ---- faults ------------------------------------------------------------------ */
+
+static json_t *get_ci(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    if (v != NULL)
+        return v;
+    const char *key;
+    json_object_foreach(o, key, v)
+    {
+        if (strcasecmp(key, k) == 0)
+            return v;
+    }
+    return NULL;
+}
+
+static void append(char *msg, size_t msglen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void append(char *msg, size_t msglen, const char *fmt, ...)
+{
+    size_t n = strlen(msg);
+    if (n + 1 >= msglen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg + n, msglen - n, fmt, ap);
+    va_end(ap);
+}
+
+static bool json_fault(json_t *root, char *code, size_t codelen, char *msg, size_t msglen)
+{
+    json_t *fault = get_ci(root, "Fault");
+    if (!json_is_object(fault))
+        return false;
+    json_t *errors = get_ci(fault, "Error");
+    const char *type = json_string_value(get_ci(fault, "type"));
+    msg[0] = '\0';
+    code[0] = '\0';
+    if (type)
+        append(msg, msglen, "%s", type);
+    size_t i;
+    json_t *e;
+    json_array_foreach(errors, i, e)
+    {
+        const char *c = json_string_value(get_ci(e, "code"));
+        const char *m = json_string_value(get_ci(e, "Message"));
+        const char *d = json_string_value(get_ci(e, "Detail"));
+        const char *el = json_string_value(get_ci(e, "element"));
+        if (i == 0 && c)
+            gw_strlcpy(code, c, codelen);
+        append(msg, msglen, "%s%s%s%s%s%s%s%s", msg[0] ? "; " : "", c ? c : "", c ? " " : "",
+               m ? m : "", d ? ": " : "", d ? d : "", el && el[0] ? " (element " : "",
+               el && el[0] ? el : "");
+        if (el && el[0])
+            append(msg, msglen, ")");
+    }
+    return true;
+}
+
+/* The throttle fault comes as XML even when JSON was asked for. */
+static bool xml_fault(const char *body, size_t len, char *code, size_t codelen, char *msg,
+                      size_t msglen)
+{
+    xmlDocPtr doc = xmlReadMemory(body, (int)len, NULL, NULL,
+                                  XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    if (doc == NULL)
+        return false;
+    bool found = false;
+    msg[0] = '\0';
+    code[0] = '\0';
+    /* IntuitResponse > Fault > Error(code) > Message, Detail */
+    for (xmlNodePtr n = xmlDocGetRootElement(doc); n; n = n->children ? n->children : n->next) {
+        if (n->type != XML_ELEMENT_NODE || xmlStrcmp(n->name, BAD_CAST "Fault") != 0)
+            continue;
+        found = true;
+        for (xmlNodePtr e = n->children; e; e = e->next) {
+            if (e->type != XML_ELEMENT_NODE || xmlStrcmp(e->name, BAD_CAST "Error") != 0)
+                continue;
+            xmlChar *c = xmlGetProp(e, BAD_CAST "code");
+            if (c && code[0] == '\0')
+                gw_strlcpy(code, (const char *)c, codelen);
+            append(msg, msglen, "%s%s", msg[0] ? "; " : "", c ? (const char *)c : "");
+            xmlFree(c);
+            for (xmlNodePtr f = e->children; f; f = f->next) {
+                if (f->type != XML_ELEMENT_NODE)
+                    continue;
+                xmlChar *t = xmlNodeGetContent(f);
+                append(msg, msglen, " %s", t ? (const char *)t : "");
+                xmlFree(t);
+            }
+        }
+        break;
+    }
+    xmlFreeDoc(doc);
+    return found;
+}
+
+bool qbo_parse_fault(const char *body, size_t len, char *code, size_t codelen, char *msg,
+                     size_t msglen)
+{
+    if (len == 0)
+        return false;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    if (root != NULL) {
+        bool f = json_fault(root, code, codelen, msg, msglen);
+        json_decref(root);
+        return f;
+    }
+    return xml_fault(body, len, code, codelen, msg, msglen);
+}
+
+/* ---- tokens ------------------------------------------------------------------ */
+
+json_t *qbo_tokens_from_response(json_t *resp, const char *realm_id, int64_t now_ms)
+{
+    const char *access = json_string_value(json_object_get(resp, "access_token"));
+    const char *refresh = json_string_value(json_object_get(resp, "refresh_token"));
+    json_int_t exp = json_integer_value(json_object_get(resp, "expires_in"));
+    json_int_t rexp = json_integer_value(json_object_get(resp, "x_refresh_token_expires_in"));
+    if (access == NULL || refresh == NULL)
+        return NULL;
+    return json_pack("{s:s, s:I, s:s, s:I, s:s?, s:I, s:b}", "access_token", access,
+                     "access_expires_ms", (json_int_t)(now_ms + (exp > 0 ? exp : 3600) * 1000),
+                     "refresh_token", refresh, "refresh_expires_ms",
+                     (json_int_t)(rexp > 0 ? now_ms + rexp * 1000 : 0), "realm_id", realm_id,
+                     "updated_ms", (json_int_t)now_ms, "needs_reauth", 0);
+}
+
+struct put_arg {
+    const char *key;
+    json_t *value;
+};
+
+static int put_fn(struct store_txn *t, void *arg)
+{
+    struct put_arg *a = arg;
+    return store_txn_meta_put(t, a->key, a->value);
+}
+
+int qbo_tokens_put(struct store *st, const char *conn, json_t *tokens, char *err, size_t errlen)
+{
+    char key[128];
+    qbo_tokens_key(conn, key, sizeof key);
+    struct put_arg a = {key, tokens};
+    return store_write(st, put_fn, &a, err, errlen);
+}
+
+/* Adopt the stored tokens when they are newer than ours (a `tokens` import or
+ * an OAuth callback of another process). */
+static void reload_tokens(struct qconn *qc)
+{
+    char key[128];
+    qbo_tokens_key(qc->c->name, key, sizeof key);
+    json_t *stored = NULL;
+    qc->tokens_checked_ms = gw_now_ms();
+    if (store_meta_get(qc->q->st, key, &stored, NULL, 0) != 0 || !json_is_object(stored)) {
+        json_decref(stored);
+        return;
+    }
+    json_int_t mine =
+        qc->tokens ? json_integer_value(json_object_get(qc->tokens, "updated_ms")) : -1;
+    if (json_integer_value(json_object_get(stored, "updated_ms")) > mine) {
+        json_decref(qc->tokens);
+        qc->tokens = stored;
+    } else {
+        json_decref(stored);
+    }
+}
+
+static const char *tok(struct qconn *qc, const char *k)
+{
+    return qc->tokens ? json_string_value(json_object_get(qc->tokens, k)) : NULL;
+}
+
+static bool needs_reauth(struct qconn *qc)
+{
+    return qc->tokens == NULL || tok(qc, "refresh_token") == NULL ||
+           json_is_true(json_object_get(qc->tokens, "needs_reauth"));
+}
+
+bool qbo_needs_auth(struct qbo *q, const struct gw_connection *c)
+{
+    struct qconn *qc = qconn_of(q, c);
+    if (qc == NULL)
+        return true;
+    if (needs_reauth(qc) && gw_now_ms() - qc->tokens_checked_ms > 1000)
+        reload_tokens(qc);
+    return needs_reauth(qc);
+}
+
+static void start_call(struct call *call);
+static void finish_call(struct call *call, struct qbo_result *r);
+
+static void fail_waiting(struct qconn *qc, enum qbo_kind kind, const char *why)
+{
+    struct call *w = qc->auth_wait;
+    qc->auth_wait = NULL;
+    while (w) {
+        struct call *next = w->next;
+        struct qbo_result r = {.kind = kind};
+        gw_strlcpy(r.error, why, sizeof r.error);
+        finish_call(w, &r);
+        w = next;
+    }
+}
+
+struct token_job {
+    struct commit_job job;
+    struct qconn *qc;
+    char key[128];
+    json_t *tokens;
+    /* OAuth callback completion, when this came from one */
+    qbo_cb cb;
+    void *arg;
+};
+
+static int token_apply(struct store_txn *t, struct commit_job *job)
+{
+    struct token_job *tj = (struct token_job *)job;
+    return store_txn_meta_put(t, tj->key, tj->tokens);
+}
+
+static void token_done(struct commit_job *job)
+{
+    struct token_job *tj = (struct token_job *)job;
+    struct qconn *qc = tj->qc;
+    qc->refreshing = false;
+    struct qbo_result r = {.kind = QBO_OK};
+    if (job->status != 0) {
+        /* Intuit has already rotated the token, so the new one is the only
+         * one that works: keep using it from memory; the next refresh stores
+         * again. */
+        log_error("connection %s: could not store refreshed QuickBooks tokens", qc->c->name);
+        r.kind = QBO_RETRY;
+        gw_strlcpy(r.error, "could not store refreshed tokens", sizeof r.error);
+    }
+    json_decref(qc->tokens);
+    qc->tokens = tj->tokens;
+    if (json_is_true(json_object_get(qc->tokens, "needs_reauth"))) {
+        gw_log(GW_LOG_WARN, qc->c->name, 0,
+               "QuickBooks refused the refresh token: the connection needs re-authorisation");
+        fail_waiting(qc, QBO_NO_AUTH, qc->last_error);
+    } else {
+        struct call *w = qc->auth_wait;
+        qc->auth_wait = NULL;
+        while (w) {
+            struct call *next = w->next;
+            start_call(w);
+            w = next;
+        }
+    }
+    if (tj->cb)
+        tj->cb(&r, tj->arg);
+    free(tj);
+}
+
+static void store_tokens(struct qconn *qc, json_t *tokens, qbo_cb cb, void *arg)
+{
+    struct token_job *tj = calloc(1, sizeof *tj);
+    if (tj == NULL) {
+        json_decref(tokens);
+        qc->refreshing = false;
+        fail_waiting(qc, QBO_RETRY, "out of memory");
+        return;
+    }
+    tj->qc = qc;
+    tj->tokens = tokens;
+    tj->cb = cb;
+    tj->arg = arg;
+    qbo_tokens_key(qc->c->name, tj->key, sizeof tj->key);
+    tj->job.apply = token_apply;
+    tj->job.done = token_done;
+    committer_submit(qc->q->committer, &tj->job);
+}
+
+struct token_req {
+    struct qconn *qc;
+    qbo_cb cb; /* OAuth callback completion, or NULL for a refresh */
+    void *arg;
+    char realm[64];
+};
+
+static void token_http_done(const struct http_response *resp, void *arg)
+{
+    struct token_req *tr = arg;
+    struct qconn *qc = tr->qc;
+    json_t *body = resp->transport_error ? NULL : json_loadb(resp->body, resp->body_len, 0, NULL);
+    const char *oerr = json_string_value(json_object_get(body, "error"));
+    if (resp->status == 200 && body != NULL) {
+        json_t *tokens = qbo_tokens_from_response(body, tr->realm, gw_now_ms());
+        if (tokens != NULL) {
+            gw_log(GW_LOG_INFO, qc->c->name, 0, "QuickBooks tokens %s",
+                   tr->cb ? "received" : "refreshed");
+            qc->last_error[0] = '\0';
+            store_tokens(qc, tokens, tr->cb, tr->arg);
+            json_decref(body);
+            free(tr);
+            return;
+        }
+    }
+    struct qbo_result r = {.kind = QBO_RETRY, .status = resp->status};
+    if (resp->transport_error)
+        set_msg(r.error, sizeof r.error, "token endpoint: %s", resp->error);
+    else
+        set_msg(r.error, sizeof r.error, "token endpoint: HTTP %ld %s", resp->status,
+                oerr ? oerr : "unexpected answer");
+    gw_strlcpy(qc->last_error, r.error, sizeof qc->last_error);
+    gw_log(GW_LOG_WARN, qc->c->name, 0, "%s", r.error);
+    if (oerr != NULL &&
+        (strcmp(oerr, "invalid_grant") == 0 || strcmp(oerr, "invalid_client") == 0) &&
+        tr->cb == NULL) {
+        /* The refresh token is dead: remember that durably, so events wait
+         * instead of burning attempts, and status shows it. */
+        json_t *t = qc->tokens ? json_copy(qc->tokens) : json_object();
+        json_object_set_new(t, "needs_reauth", json_true());
+        json_object_set_new(t, "last_error", json_string(r.error));
+        json_object_set_new(t, "updated_ms", json_integer((json_int_t)gw_now_ms()));
+        store_tokens(qc, t, NULL, NULL);
+    } else {
+        qc->refreshing = false;
+        if (tr->cb)
+            tr->cb(&r, tr->arg);
+        else
+            fail_waiting(qc, QBO_RETRY, r.error);
+    }
+    json_decref(body);
+    free(tr);
+}
+
+static int post_token(struct qconn *qc, const char *form, qbo_cb cb, void *arg, const char *realm)
+{
+    const struct gw_config *cfg = qc->q->cfg;
+    char cred[1024], auth[1500];
+    snprintf(cred, sizeof cred, "%s:%s", cfg->client_id ? cfg->client_id : "",
+             cfg->client_secret ? cfg->client_secret : "");
+    char *b64 = sig_base64(cred, strlen(cred));
+    snprintf(auth, sizeof auth, "Authorization: Basic %s", b64 ? b64 : "");
+    free(b64);
+    const char *headers[] = {auth, "Accept: application/json",
+                             "Content-Type: application/x-www-form-urlencoded", NULL};
+    struct http_request req = {"POST", cfg->oauth_token_url, headers, form, strlen(form), 30000,
+                               10000};
+    struct token_req *tr = calloc(1, sizeof *tr);
+    tr->qc = qc;
+    tr->cb = cb;
+    tr->arg = arg;
+    gw_strlcpy(tr->realm, realm ? realm : "", sizeof tr->realm);
+    int rc = http_start(qc->q->http, &req, token_http_done, tr);
+    explicit_bzero(auth, sizeof auth);
+    explicit_bzero(cred, sizeof cred);
+    if (rc != 0)
+        free(tr);
+    return rc;
+}
+
+static void start_refresh(struct qconn *qc)
+{
+    if (qc->refreshing)
+        return;
+    reload_tokens(qc);
+    const char *refresh = tok(qc, "refresh_token");
+    if (refresh == NULL || needs_reauth(qc)) {
+        fail_waiting(qc, QBO_NO_AUTH,
+                     "no QuickBooks authorisation: run `gateway tokens` or the "
+                     "OAuth connect flow");
+        return;
+    }
+    qc->refreshing = true;
+    char *esc = http_escape(refresh);
+    char form[2048];
+    snprintf(form, sizeof form, "grant_type=refresh_token&refresh_token=%s", esc ? esc : "");
+    free(esc);
+    const char *realm = tok(qc, "realm_id");
+    if (post_token(qc, form, NULL, NULL, realm ? realm : qc->c->realm_id) != 0) {
+        qc->refreshing = false;
+        fail_waiting(qc, QBO_RETRY, "could not start the token refresh");
+    }
+}
+
+/* ---- limiter ----------------------------------------------------------------- */
+
+/* Earliest time a new request may start (now if it may start at once). */
+static int64_t limiter_next(struct qconn *qc, int64_t now)
+{
+    const struct gw_config *cfg = qc->q->cfg;
+    int64_t at = now;
+    if (qc->paused_until_ms > at)
+        at = qc->paused_until_ms;
+    /* ring[i] is the start time of the request rate requests ago */
+    int64_t s = qc->sec_ring[qc->sec_i];
+    if (s != 0 && s + 1000 > at)
+        at = s + 1000;
+    int64_t m = qc->min_ring[qc->min_i];
+    if (m != 0 && m + 60000 > at)
+        at = m + 60000;
+    (void)cfg;
+    return at;
+}
+
+static void limiter_take(struct qconn *qc, int64_t now)
+{
+    const struct gw_config *cfg = qc->q->cfg;
+    qc->sec_ring[qc->sec_i] = now;
+    qc->sec_i = (qc->sec_i + 1) % (size_t)cfg->qbo_rate_per_sec;
+    qc->min_ring[qc->min_i] = now;
+    qc->min_i = (qc->min_i + 1) % (size_t)cfg->qbo_rate_per_min;
+    qc->active++;
+}
+
+static void http_done(const struct http_response *resp, void *arg);
+
+static void pump(struct qconn *qc)
+{
+    int64_t now = gw_now_ms();
+    while (qc->queue_head != NULL && qc->active < qc->q->cfg->qbo_max_concurrent) {
+        int64_t at = limiter_next(qc, now);
+        if (at > now) {
+            int64_t wait = at - now;
+            struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
+            evtimer_add(qc->timer, &tv);
+            return;
+        }
+        struct call *call = qc->queue_head;
+        qc->queue_head = call->next;
+        if (qc->queue_head == NULL)
+            qc->queue_tail = NULL;
+        call->next = NULL;
+        limiter_take(qc, now);
+
+        char auth[4200];
+        const char *access = tok(qc, "access_token") ?: "";
+        sig_sha256(access, strlen(access), call->token_used);
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", access);
+        const char *headers[] = {auth, "Accept: application/json",
+                                 call->body ? "Content-Type: application/json" : NULL, NULL};
+        struct http_request req = {call->method,
+                                   call->url,
+                                   headers,
+                                   call->body,
+                                   call->body ? strlen(call->body) : 0,
+                                   qc->q->cfg->qbo_timeout_s * 1000,
+                                   10000};
+        int rc = http_start(qc->q->http, &req, http_done, call);
+        explicit_bzero(auth, sizeof auth);
+        if (rc != 0) {
+            qc->active--;
+            struct qbo_result r = {.kind = QBO_RETRY};
+            gw_strlcpy(r.error, "could not start the request", sizeof r.error);
+            finish_call(call, &r);
+        }
+    }
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pump(arg);
+}
+
+/* ---- calls ------------------------------------------------------------------ */
+
+static void free_call(struct call *call)
+{
+    free(call->url);
+    free(call->body);
+    free(call->requestid);
+    json_decref(call->update);
+    free(call);
+}
+
+static void finish_call(struct call *call, struct qbo_result *r)
+{
+    call->cb(r, call->arg);
+    free_call(call);
+}
+
+/* Queue the call once a usable access token is at hand. */
+static void start_call(struct call *call)
+{
+    struct qconn *qc = call->qc;
+    int64_t now = gw_now_ms();
+    if (qc->tokens == NULL || needs_reauth(qc))
+        reload_tokens(qc);
+    if (needs_reauth(qc)) {
+        struct qbo_result r = {.kind = QBO_NO_AUTH};
+        set_msg(r.error, sizeof r.error,
+                "connection %s is not authorised with QuickBooks: run `gateway tokens %s "
+                "--refresh-token ...` or the OAuth connect flow",
+                qc->c->name, qc->c->name);
+        finish_call(call, &r);
+        return;
+    }
+    json_int_t exp = json_integer_value(json_object_get(qc->tokens, "access_expires_ms"));
+    if (tok(qc, "access_token") == NULL || exp - REFRESH_MARGIN_MS < now || qc->refreshing) {
+        call->next = qc->auth_wait;
+        qc->auth_wait = call;
+        start_refresh(qc);
+        return;
+    }
+    call->next = NULL;
+    if (qc->queue_tail)
+        qc->queue_tail->next = call;
+    else
+        qc->queue_head = call;
+    qc->queue_tail = call;
+    pump(qc);
+}
+
+static char *make_url(struct qbo *q, const struct gw_connection *c, const char *path,
+                      const char *extra)
+{
+    char *url = NULL;
+    const char *base = q->cfg->api_base;
+    size_t bl = strlen(base);
+    while (bl > 0 && base[bl - 1] == '/')
+        bl--;
+    if (asprintf(&url, "%.*s/v3/company/%s/%s%sminorversion=" MINOR_VERSION "%s%s", (int)bl, base,
+                 c->realm_id ? c->realm_id : "", path, strchr(path, '?') ? "&" : "?",
+                 extra ? "&" : "", extra ? extra : "") < 0)
+        return NULL;
+    return url;
+}
+
+static struct call *new_call(struct qbo *q, const struct gw_connection *c, enum call_kind kind,
+                             const char *method, char *url, qbo_cb cb, void *arg)
+{
+    struct qconn *qc = qconn_of(q, c);
+    if (qc == NULL || url == NULL) {
+        free(url);
+        return NULL;
+    }
+    struct call *call = calloc(1, sizeof *call);
+    call->q = q;
+    call->qc = qc;
+    call->kind = kind;
+    call->method = method;
+    call->url = url;
+    call->cb = cb;
+    call->arg = arg;
+    return call;
+}
+
+static void entity_path(const char *entity, char *out, size_t outlen)
+{
+    size_t i = 0;
+    for (; entity[i] && i + 1 < outlen; i++)
+        out[i] = (char)(entity[i] >= 'A' && entity[i] <= 'Z' ? entity[i] + 32 : entity[i]);
+    out[i] = '\0';
+}
+
+int qbo_read(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
+             qbo_cb cb, void *arg)
+{
+    char path[256], ent[64];
+    entity_path(entity, ent, sizeof ent);
+    char *eid = http_escape(id);
+    snprintf(path, sizeof path, "%s/%s", ent, eid ? eid : "");
+    free(eid);
+    struct call *call = new_call(q, c, CALL_READ, "GET", make_url(q, c, path, NULL), cb, arg);
+    if (call == NULL)
+        return -1;
+    gw_strlcpy(call->entity, entity, sizeof call->entity);
+    start_call(call);
+    return 0;
+}
+
+int qbo_query(struct qbo *q, const struct gw_connection *c, const char *query, qbo_cb cb, void *arg)
+{
+    char *esc = http_escape(query);
+    char *path = NULL;
+    if (esc == NULL || asprintf(&path, "query?query=%s", esc) < 0)
+        path = NULL;
+    free(esc);
+    if (path == NULL)
+        return -1;
+    struct call *call = new_call(q, c, CALL_QUERY, "GET", make_url(q, c, path, NULL), cb, arg);
+    free(path);
+    if (call == NULL)
+        return -1;
+    start_call(call);
+    return 0;
+}
+
+static int write_call(struct qbo *q, const struct gw_connection *c, enum call_kind kind,
+                      const char *entity, json_t *obj, const char *requestid, qbo_cb cb, void *arg)
+{
+    char ent[64], extra[128];
+    entity_path(entity, ent, sizeof ent);
+    char *rid = requestid ? http_escape(requestid) : NULL;
+    if (rid)
+        snprintf(extra, sizeof extra, "requestid=%s", rid);
+    free(rid);
+    struct call *call =
+        new_call(q, c, kind, "POST", make_url(q, c, ent, requestid ? extra : NULL), cb, arg);
+    if (call == NULL)
+        return -1;
+    gw_strlcpy(call->entity, entity, sizeof call->entity);
+    call->body = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    call->requestid = requestid ? strdup(requestid) : NULL;
+    if (kind == CALL_UPDATE)
+        call->update = json_deep_copy(obj);
+    start_call(call);
+    return 0;
+}
+
+int qbo_create(struct qbo *q, const struct gw_connection *c, const char *entity, json_t *obj,
+               const char *requestid, qbo_cb cb, void *arg)
+{
+    return write_call(q, c, CALL_CREATE, entity, obj, requestid, cb, arg);
+}
+
+int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity, json_t *obj,
+               const char *requestid, qbo_cb cb, void *arg)
+{
+    json_t *o = json_deep_copy(obj);
+    json_object_set_new(o, "sparse", json_true());
+    int rc = write_call(q, c, CALL_UPDATE, entity, o, requestid, cb, arg);
+    json_decref(o);
+    return rc;
+}
+
+int qbo_cdc(struct qbo *q, const struct gw_connection *c, const char *entities,
+            const char *changed_since, qbo_cb cb, void *arg)
+{
+    char *e = http_escape(entities), *t = http_escape(changed_since), *path = NULL;
+    if (e == NULL || t == NULL || asprintf(&path, "cdc?entities=%s&changedSince=%s", e, t) < 0)
+        path = NULL;
+    free(e);
+    free(t);
+    if (path == NULL)
+        return -1;
+    struct call *call = new_call(q, c, CALL_CDC, "GET", make_url(q, c, path, NULL), cb, arg);
+    free(path);
+    if (call == NULL)
+        return -1;
+    start_call(call);
+    return 0;
+}
+
+/* 5010: read the entity again and send the same change with its SyncToken. */
+static void stale_read_done(const struct qbo_result *r, void *arg)
+{
+    struct call *call = arg;
+    if (r->kind != QBO_OK) {
+        struct qbo_result copy = *r;
+        finish_call(call, &copy);
+        return;
+    }
+    json_t *fresh = json_object_get(r->body, call->entity);
+    json_t *token = json_object_get(fresh, "SyncToken");
+    if (!json_is_string(token)) {
+        struct qbo_result f = {.kind = QBO_FAULT};
+        set_msg(f.error, sizeof f.error, "5010 stale object, and the re-read %s has no SyncToken",
+                call->entity);
+        finish_call(call, &f);
+        return;
+    }
+    json_object_set(call->update, "SyncToken", token);
+    free(call->body);
+    call->body = json_dumps(call->update, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    call->stale_retried = true;
+    gw_log(GW_LOG_INFO, call->qc->c->name, 0,
+           "stale SyncToken on %s update: re-read and sent again", call->entity);
+    start_call(call);
+}
+
+static void http_done(const struct http_response *resp, void *arg)
+{
+    struct call *call = arg;
+    struct qconn *qc = call->qc;
+    qc->active--;
+    struct qbo_result r = {.kind = QBO_OK, .status = resp->status};
+    json_t *body = NULL;
+
+    if (resp->transport_error) {
+        r.kind = QBO_RETRY;
+        set_msg(r.error, sizeof r.error, "QuickBooks %s: %s",
+                resp->timed_out ? "timed out" : "unreachable", resp->error);
+    } else if (resp->status == 429) {
+        int64_t pause = resp->retry_after_s >= 0 ? resp->retry_after_s * 1000 : THROTTLE_PAUSE_MS;
+        qc->paused_until_ms = gw_now_ms() + pause;
+        r.kind = QBO_THROTTLED;
+        r.retry_at_ms = qc->paused_until_ms;
+        char code[16] = "", msg[512] = "";
+        qbo_parse_fault(resp->body, resp->body_len, code, sizeof code, msg, sizeof msg);
+        gw_strlcpy(r.code, code, sizeof r.code);
+        set_msg(r.error, sizeof r.error, "HTTP 429 throttled%s%s; realm paused for %lld s",
+                msg[0] ? ": " : "", msg, (long long)(pause / 1000));
+        gw_log(GW_LOG_WARN, qc->c->name, 0, "QuickBooks throttled the realm: pausing %lld s",
+               (long long)(pause / 1000));
+    } else if (resp->status == 401 && !call->refreshed) {
+        /* Expired or revoked access token: one refresh, then one more try. */
+        call->refreshed = true;
+        const char *access = tok(qc, "access_token") ?: "";
+        unsigned char now_used[32];
+        sig_sha256(access, strlen(access), now_used);
+        /* Only the token that was refused is dropped: another call may have
+         * refreshed it meanwhile. */
+        if (memcmp(now_used, call->token_used, sizeof now_used) == 0)
+            json_object_set_new(qc->tokens, "access_expires_ms", json_integer(0));
+        pump(qc);
+        start_call(call);
+        return;
+    } else {
+        char code[16] = "", msg[900] = "";
+        bool fault =
+            qbo_parse_fault(resp->body, resp->body_len, code, sizeof code, msg, sizeof msg);
+        gw_strlcpy(r.code, code, sizeof r.code);
+        if (resp->status >= 200 && resp->status < 300 && !fault) {
+            body = json_loadb(resp->body, resp->body_len, 0, NULL);
+            if (body == NULL) {
+                r.kind = QBO_RETRY;
+                set_msg(r.error, sizeof r.error, "HTTP %ld with a body that is not JSON",
+                        resp->status);
+            }
+        } else if (resp->status == 400 && strcmp(code, "5010") == 0 && call->kind == CALL_UPDATE &&
+                   !call->stale_retried) {
+            pump(qc);
+            if (qbo_read(call->q, qc->c, call->entity,
+                         json_string_value(json_object_get(call->update, "Id")) ?: "",
+                         stale_read_done, call) == 0)
+                return;
+            r.kind = QBO_RETRY;
+        } else {
+            r.kind = resp->status >= 500 || resp->status == 401 || resp->status == 408 ? QBO_RETRY
+                                                                                       : QBO_FAULT;
+            set_msg(r.error, sizeof r.error, "HTTP %ld%s%s", resp->status, fault ? " " : "",
+                    fault ? msg : "");
+        }
+    }
+    if (r.kind == QBO_RETRY || r.kind == QBO_FAULT)
+        gw_strlcpy(qc->last_error, r.error, sizeof qc->last_error);
+    r.body = body;
+    pump(qc);
+    finish_call(call, &r);
+    json_decref(body);
+}
+
+/* ---- OAuth ------------------------------------------------------------------ */
+
+char *qbo_authorize_url(struct qbo *q, const struct gw_connection *c)
+{
+    unsigned char rnd[32];
+    struct oauth_state *st = calloc(1, sizeof *st);
+    if (st == NULL || sig_random(rnd, sizeof rnd) != 0) {
+        free(st);
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(st->state + 2 * i, 3, "%02x", rnd[i]);
+    st->c = c;
+    st->expires_ms = gw_now_ms() + STATE_TTL_MS;
+    st->next = q->states;
+    q->states = st;
+    char *cid = http_escape(q->cfg->client_id ? q->cfg->client_id : "");
+    char *redirect = http_escape(q->cfg->redirect_url ? q->cfg->redirect_url : "");
+    char *url = NULL;
+    if (asprintf(&url,
+                 "%s?client_id=%s&response_type=code&scope=com.intuit.quickbooks.accounting"
+                 "&redirect_uri=%s&state=%s",
+                 q->cfg->oauth_authorize_url, cid ? cid : "", redirect ? redirect : "",
+                 st->state) < 0)
+        url = NULL;
+    free(cid);
+    free(redirect);
+    return url;
+}
+
+int qbo_authorize_callback(struct qbo *q, const char *state, const char *code, const char *realm_id,
+                           qbo_cb cb, void *arg)
+{
+    int64_t now = gw_now_ms();
+    struct oauth_state **pp = &q->states, *found = NULL;
+    while (*pp) {
+        struct oauth_state *s = *pp;
+        bool match = state && strlen(state) == 64 && sig_token_equal(s->state, state);
+        if (match || s->expires_ms < now) {
+            *pp = s->next;
+            if (match && s->expires_ms >= now)
+                found = s;
+            else
+                free(s);
+            continue;
+        }
+        pp = &s->next;
+    }
+    if (found == NULL)
+        return -1;
+    const struct gw_connection *c = found->c;
+    free(found);
+    if (code == NULL || realm_id == NULL || (c->realm_id && strcmp(c->realm_id, realm_id) != 0))
+        return -2;
+    struct qconn *qc = qconn_of(q, c);
+    char *ecode = http_escape(code), *eredir = http_escape(q->cfg->redirect_url ?: "");
+    char *form = NULL;
+    if (asprintf(&form, "grant_type=authorization_code&code=%s&redirect_uri=%s", ecode ?: "",
+                 eredir ?: "") < 0)
+        form = NULL;
+    free(ecode);
+    free(eredir);
+    int rc = form ? post_token(qc, form, cb, arg, realm_id) : -1;
+    free(form);
+    return rc;
+}
+
+/* ---- status, lifecycle ----------------------------------------------------- */
+
+json_t *qbo_status(struct qbo *q, const struct gw_connection *c)
+{
+    struct qconn *qc = qconn_of(q, c);
+    json_t *o = json_object();
+    if (qc == NULL)
+        return o;
+    if (qc->tokens == NULL)
+        reload_tokens(qc);
+    json_object_set_new(o, "authorised", json_boolean(!needs_reauth(qc)));
+    if (qc->tokens) {
+        char ts[GW_TS_LEN];
+        json_int_t a = json_integer_value(json_object_get(qc->tokens, "access_expires_ms"));
+        json_int_t r = json_integer_value(json_object_get(qc->tokens, "refresh_expires_ms"));
+        if (a > 0) {
+            gw_ts_format(a, ts, sizeof ts);
+            json_object_set_new(o, "access_token_expires_at", json_string(ts));
+        }
+        if (r > 0) {
+            gw_ts_format(r, ts, sizeof ts);
+            json_object_set_new(o, "refresh_token_expires_at", json_string(ts));
+        }
+    }
+    if (qc->paused_until_ms > gw_now_ms()) {
+        char ts[GW_TS_LEN];
+        gw_ts_format(qc->paused_until_ms, ts, sizeof ts);
+        json_object_set_new(o, "throttled_until", json_string(ts));
+    }
+    if (qc->last_error[0])
+        json_object_set_new(o, "last_error", json_string(qc->last_error));
+    return o;
+}
+
+struct qbo *qbo_new(struct event_base *base, const struct gw_config *cfg, struct store *st,
+                    struct committer *committer, struct http_client *http)
+{
+    struct qbo *q = calloc(1, sizeof *q);
+    q->base = base;
+    q->cfg = cfg;
+    q->st = st;
+    q->committer = committer;
+    q->http = http;
+    q->conns = calloc(cfg->nconns ? cfg->nconns : 1, sizeof *q->conns);
+    for (size_t i = 0; i < cfg->nconns; i++) {
+        struct qconn *qc = &q->conns[i];
+        qc->q = q;
+        qc->c = &cfg->conns[i];
+        qc->sec_ring = calloc((size_t)cfg->qbo_rate_per_sec, sizeof *qc->sec_ring);
+        qc->min_ring = calloc((size_t)cfg->qbo_rate_per_min, sizeof *qc->min_ring);
+        qc->timer = evtimer_new(base, on_timer, qc);
+        reload_tokens(qc);
+    }
+    return q;
+}
+
+void qbo_free(struct qbo *q)
+{
+    if (q == NULL)
+        return;
+    for (size_t i = 0; i < q->cfg->nconns; i++) {
+        struct qconn *qc = &q->conns[i];
+        for (struct call *c = qc->queue_head, *n; c; c = n) {
+            n = c->next;
+            free_call(c);
+        }
+        for (struct call *c = qc->auth_wait, *n; c; c = n) {
+            n = c->next;
+            free_call(c);
+        }
+        json_decref(qc->tokens);
+        free(qc->sec_ring);
+        free(qc->min_ring);
+        event_free(qc->timer);
+    }
+    while (q->states) {
+        struct oauth_state *n = q->states->next;
+        free(q->states);
+        q->states = n;
+    }
+    free(q->conns);
+    free(q);
+}

@@ -1,0 +1,98 @@
+/*
+ * qbo.h - the QuickBooks Online client: OAuth 2.0 tokens, the accounting
+ * API calls the flows need, fault parsing, and the per-realm limits.
+ *
+ * Every call is asynchronous and ends in exactly one callback with a
+ * classified result. Calls of one connection pass a limiter below Intuit's
+ * (per second, per minute, concurrent); a 429 pauses the realm. The access
+ * token is refreshed before it expires and once on a 401; refreshes are one
+ * at a time per connection, and a rotated refresh token is committed to the
+ * store before it is used.
+ */
+#ifndef GW_QBO_H
+#define GW_QBO_H
+
+#include "committer.h"
+#include "config.h"
+#include "http.h"
+#include "store.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum qbo_kind {
+    QBO_OK,
+    QBO_FAULT,     /* permanent: validation or business fault; error says which */
+    QBO_RETRY,     /* transient: transport error, timeout, 5xx, 401 after a refresh */
+    QBO_THROTTLED, /* 429: the realm is paused until retry_at_ms; costs no attempt */
+    QBO_NO_AUTH,   /* no usable tokens: the connection needs (re)authorisation */
+};
+
+struct qbo_result {
+    enum qbo_kind kind;
+    long status;         /* HTTP status, 0 if none */
+    json_t *body;        /* parsed JSON response, borrowed during the callback; may be NULL */
+    char code[16];       /* first fault code ("6240"), or "" */
+    char error[1024];    /* readable: status, fault type, code, message and detail of each error */
+    int64_t retry_at_ms; /* throttled: when the realm may go on */
+};
+
+typedef void (*qbo_cb)(const struct qbo_result *r, void *arg);
+
+struct qbo;
+
+struct qbo *qbo_new(struct event_base *base, const struct gw_config *cfg, struct store *st,
+                    struct committer *committer, struct http_client *http);
+void qbo_free(struct qbo *q);
+
+/* GET /v3/company/{realm}/{entity}/{id} */
+int qbo_read(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
+             qbo_cb cb, void *arg);
+/* GET .../query?query=... (build literals with qbo_quote) */
+int qbo_query(struct qbo *q, const struct gw_connection *c, const char *query, qbo_cb cb,
+              void *arg);
+/* POST .../{entity}?requestid=... ; requestid must be the same on every retry of one step. */
+int qbo_create(struct qbo *q, const struct gw_connection *c, const char *entity, json_t *obj,
+               const char *requestid, qbo_cb cb, void *arg);
+/*
+ * Sparse update: obj holds Id, SyncToken and the fields to change. On a 5010
+ * stale object the entity is read again and the same fields are sent once
+ * more with the fresh SyncToken, at once.
+ */
+int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity, json_t *obj,
+               const char *requestid, qbo_cb cb, void *arg);
+/* GET .../cdc?entities=...&changedSince=... */
+int qbo_cdc(struct qbo *q, const struct gw_connection *c, const char *entities,
+            const char *changed_since, qbo_cb cb, void *arg);
+
+/* A query string literal: quotes and backslashes escaped. New string. */
+char *qbo_quote(const char *s);
+
+/*
+ * Parse a QuickBooks error response (JSON Fault or fault, one or more
+ * errors; or the XML throttle body) into code and a readable message.
+ * Returns false when body holds no fault.
+ */
+bool qbo_parse_fault(const char *body, size_t len, char *code, size_t codelen, char *msg,
+                     size_t msglen);
+
+/* OAuth: the authorisation URL for a connection (state is issued and kept). New string. */
+char *qbo_authorize_url(struct qbo *q, const struct gw_connection *c);
+/* OAuth callback: check state, exchange the code, store the tokens. cb gets QBO_OK or an error. */
+int qbo_authorize_callback(struct qbo *q, const char *state, const char *code, const char *realm_id,
+                           qbo_cb cb, void *arg);
+
+/* Status for one connection: token expiry, needs re-authorisation, paused. New object. */
+json_t *qbo_status(struct qbo *q, const struct gw_connection *c);
+/* Is the connection waiting for re-authorisation? (re-reads the store now and then) */
+bool qbo_needs_auth(struct qbo *q, const struct gw_connection *c);
+
+/* Store tokens for a connection (the `tokens` command uses this without a daemon). */
+int qbo_tokens_put(struct store *st, const char *conn, json_t *tokens, char *err, size_t errlen);
+/* Token response (access_token, refresh_token, expires_in...) to our stored form. New object. */
+json_t *qbo_tokens_from_response(json_t *resp, const char *realm_id, int64_t now_ms);
+/* Meta key of a connection's tokens. */
+void qbo_tokens_key(const char *conn, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,109 @@
+/*
+ * replay.c - re-queue events.
+ */
+#include "replay.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct replay_arg {
+    const struct replay_filter *f;
+    json_t *ids;
+};
+
+static bool matches(json_t *rec, const char *field, const char *want)
+{
+    const char *v = json_string_value(json_object_get(rec, field));
+    return want == NULL || (v != NULL && strcmp(v, want) == 0);
+}
+
+static int collect_cb(uint64_t id, const char *text, size_t len, void *arg)
+{
+    struct replay_arg *a = arg;
+    const struct replay_filter *f = a->f;
+    json_t *rec = json_loadb(text, len, 0, NULL);
+    if (rec == NULL)
+        return 0;
+    int64_t received = 0;
+    gw_ts_parse(json_string_value(json_object_get(rec, "received_at")) ?: "", &received);
+    if (matches(rec, "state", "dead") && matches(rec, "source", f->source) &&
+        matches(rec, "entity", f->entity) && matches(rec, "connection", f->connection) &&
+        (f->since_ms == 0 || received >= f->since_ms) &&
+        (f->until_ms == 0 || received < f->until_ms))
+        json_array_append_new(a->ids, json_integer((json_int_t)id));
+    json_decref(rec);
+    return 0;
+}
+
+static int requeue_fn(struct store_txn *t, void *arg)
+{
+    json_t *ids = arg;
+    int64_t now = gw_now_ms();
+    char ts[GW_TS_LEN];
+    gw_ts_format(now, ts, sizeof ts);
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v)
+    {
+        json_t *rec;
+        int rc = store_txn_get_event(t, (uint64_t)json_integer_value(v), &rec);
+        if (rc != 0)
+            return rc;
+        const char *state = json_string_value(json_object_get(rec, "state")) ?: "";
+        json_t *h = json_object_get(rec, "history");
+        if (!json_is_array(h)) {
+            h = json_array();
+            json_object_set_new(rec, "history", h);
+        }
+        json_array_append_new(h, json_pack("{s:s, s:s, s:s, s:O}", "at", ts, "outcome", "replayed",
+                                           "from_state", state, "attempts",
+                                           json_object_get(rec, "attempts")));
+        json_object_set_new(rec, "state", json_string("pending"));
+        json_object_set_new(rec, "attempts", json_integer(0));
+        json_object_set_new(rec, "reason", json_null());
+        json_object_set_new(rec, "last_error", json_null());
+        json_object_set_new(rec, "due_ms", json_integer((json_int_t)now));
+        json_object_del(rec, "next_attempt_at");
+        rc = store_txn_put_event(t, (uint64_t)json_integer_value(v), rec);
+        json_decref(rec);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int replay_run(struct store *st, const struct replay_filter *f, json_t **ids, char *err,
+               size_t errlen)
+{
+    struct replay_arg a = {f, json_array()};
+    if (f->event_id != 0) {
+        json_t *rec;
+        int rc = store_get_event(st, f->event_id, &rec, err, errlen);
+        if (rc != 0) {
+            json_decref(a.ids);
+            return rc;
+        }
+        bool running = matches(rec, "state", "in_flight");
+        json_decref(rec);
+        if (running) {
+            snprintf(err, errlen, "event %llu is running now; replay it once it has ended",
+                     (unsigned long long)f->event_id);
+            json_decref(a.ids);
+            return STORE_EFAIL;
+        }
+        json_array_append_new(a.ids, json_integer((json_int_t)f->event_id));
+    } else if (store_scan_events(st, collect_cb, &a, err, errlen) != 0) {
+        json_decref(a.ids);
+        return STORE_EFAIL;
+    }
+    if (!f->dry_run && json_array_size(a.ids) > 0) {
+        int rc = store_write(st, requeue_fn, a.ids, err, errlen);
+        if (rc != 0) {
+            json_decref(a.ids);
+            return rc;
+        }
+    }
+    *ids = a.ids;
+    return 0;
+}

@@ -1,0 +1,79 @@
+/*
+ * handler.h - what a flow handler is given and what it answers.
+ *
+ * The dispatcher runs one task per event. A handler looks at the event,
+ * calls the clients (never building HTTP requests itself), and ends the task
+ * exactly once with task_finish and an outcome. It never touches the store:
+ * the dispatcher turns the outcome into the event's next state.
+ */
+#ifndef GW_HANDLER_H
+#define GW_HANDLER_H
+
+#include "config.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum outcome_kind {
+    OUTCOME_DONE,      /* the change is applied */
+    OUTCOME_SKIPPED,   /* nothing to do, with a reason (echo, no flow, ...) */
+    OUTCOME_RETRY,     /* failed for now: connection error, timeout, 5xx */
+    OUTCOME_DEAD,      /* failed for good: validation fault; needs a person */
+    OUTCOME_THROTTLED, /* the API said slow down: try later, no attempt used */
+    OUTCOME_WAIT_AUTH, /* the connection needs re-authorisation: wait, no attempt used */
+};
+
+struct outcome {
+    enum outcome_kind kind;
+    char reason[64];       /* skipped/dead: short machine-readable reason */
+    char error[1024];      /* for the operator: what failed, in the API's words */
+    int64_t not_before_ms; /* retry/throttled: earliest next try; 0 = retry policy */
+};
+
+struct gw_clients; /* the QBO and Mplus clients of the daemon */
+
+struct task {
+    uint64_t id;
+    json_t *rec;                      /* the event record (borrowed, read-only) */
+    const struct gw_connection *conn; /* NULL for events of no connection */
+    struct gw_clients *clients;
+    json_t *steps;    /* array the handler may append step summaries to (history) */
+    unsigned attempt; /* 1 on the first try */
+    void *dispatcher_data;
+};
+
+/* End the task (once). */
+void task_finish(struct task *t, const struct outcome *o);
+
+/* Convenience for the common outcomes. */
+void task_done(struct task *t);
+void task_skip(struct task *t, const char *reason);
+void task_fail(struct task *t, enum outcome_kind kind, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Record a step (request summary) in the event's history. */
+void task_note(struct task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * A flow: which events it takes, and what it does with them. Flows are
+ * listed in handlers/flows.c; a connection turns them on with `flows =`.
+ */
+struct flow {
+    const char *name; /* as in the flows setting */
+    unsigned bit;     /* enum gw_flow */
+    /* Events of this source and entity go to run (NULL: any). */
+    const char *source;
+    const char *entity;
+    void (*run)(struct task *t);
+};
+
+/*
+ * The flow for an event on its connection, or NULL when no enabled flow
+ * takes it (the event is then skipped with reason "no flow"). extra, when
+ * not NULL, is consulted first (an entry with a NULL name ends it).
+ */
+const struct flow *flow_for(json_t *rec, const struct gw_connection *conn,
+                            const struct flow *extra);
+
+#endif

@@ -1,0 +1,148 @@
+/* Unit tests: the retry policy and the queue/entity indexes the dispatcher relies on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "dispatch.h"
+#include "sig.h"
+#include "store.h"
+
+static void test_backoff_full_jitter(void **state)
+{
+    (void)state;
+    struct gw_config cfg = {.retry_first_s = 10, .retry_max_s = 3600};
+    /* The upper bound doubles per attempt, from 10 s, and stops at the cap. */
+    assert_int_equal(dispatch_backoff_ms(&cfg, 1, 0.999999), 9999);
+    assert_int_equal(dispatch_backoff_ms(&cfg, 2, 0.999999), 19999);
+    assert_int_equal(dispatch_backoff_ms(&cfg, 4, 0.5), 40000);
+    assert_int_equal(dispatch_backoff_ms(&cfg, 20, 0.999999), 3599996);
+    /* Full jitter reaches down to zero, but never below a second. */
+    assert_int_equal(dispatch_backoff_ms(&cfg, 3, 0.0), 1000);
+    for (unsigned a = 1; a < 40; a++) {
+        int64_t ms = dispatch_backoff_ms(&cfg, a, 0.7);
+        assert_true(ms >= 1000 && ms <= 3600 * 1000);
+    }
+}
+
+static char dir[64];
+
+struct seen {
+    uint64_t ids[16];
+    bool head[16];
+    size_t n;
+};
+
+static int due_cb(uint64_t id, int64_t due_ms, bool head, void *arg)
+{
+    (void)due_ms;
+    struct seen *s = arg;
+    s->ids[s->n] = id;
+    s->head[s->n++] = head;
+    return 0;
+}
+
+struct change {
+    uint64_t id;
+    const char *state;
+    long long due;
+};
+
+static int change_fn(struct store_txn *t, void *arg)
+{
+    struct change *c = arg;
+    json_t *rec;
+    int rc = store_txn_get_event(t, c->id, &rec);
+    if (rc != 0)
+        return rc;
+    json_object_set_new(rec, "state", json_string(c->state));
+    json_object_set_new(rec, "due_ms", json_integer(c->due));
+    rc = store_txn_put_event(t, c->id, rec);
+    json_decref(rec);
+    return rc;
+}
+
+static void test_entity_order_and_queue(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/gw_dispatch_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    struct store *st;
+    char err[256];
+    assert_int_equal(store_open(dir, 1, 64, &st, err, sizeof err), 0);
+    /* Two changes of customer 7 and one of customer 8, all due. */
+    const char *recs[] = {
+        "{\"connection\":\"a\",\"entity\":\"Customer\",\"entity_id\":\"7\",\"state\":\"pending\","
+        "\"due_ms\":100}",
+        "{\"connection\":\"a\",\"entity\":\"Customer\",\"entity_id\":\"8\",\"state\":\"pending\","
+        "\"due_ms\":101}",
+        "{\"connection\":\"a\",\"entity\":\"Customer\",\"entity_id\":\"7\",\"state\":\"pending\","
+        "\"due_ms\":102}",
+    };
+    const char *ekeys[] = {"a|Customer|7", "a|Customer|8", "a|Customer|7"};
+    struct store_put p[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&p[i], 0, sizeof p[i]);
+        char key[8];
+        snprintf(key, sizeof key, "k%d", i);
+        sig_sha256(key, strlen(key), p[i].key);
+        p[i].rec = recs[i];
+        p[i].rec_len = strlen(recs[i]);
+        p[i].state = GW_PENDING;
+        p[i].entity_key = ekeys[i];
+        p[i].due_ms = 100 + i;
+    }
+    assert_int_equal(store_ingest(st, p, 3, err, sizeof err), 0);
+
+    struct seen s = {.n = 0};
+    assert_int_equal(store_scan_due(st, 1000, 100, due_cb, &s, err, sizeof err), 0);
+    assert_int_equal(s.n, 3);
+    /* Only the oldest change of each entity may run. */
+    assert_true(s.ids[0] == 1 && s.head[0]);
+    assert_true(s.ids[1] == 2 && s.head[1]);
+    assert_true(s.ids[2] == 3 && !s.head[2]);
+
+    /* Event 1 fails and is due again later: event 3 still waits behind it. */
+    struct change c = {1, "retrying", 5000};
+    assert_int_equal(store_write(st, change_fn, &c, err, sizeof err), 0);
+    s.n = 0;
+    assert_int_equal(store_scan_due(st, 1000, 100, due_cb, &s, err, sizeof err), 0);
+    assert_int_equal(s.n, 2);
+    assert_true(s.ids[0] == 2 && s.ids[1] == 3 && !s.head[1]);
+
+    /* Event 1 is done: event 3 becomes the head; counters follow the states. */
+    c = (struct change){1, "done", 0};
+    assert_int_equal(store_write(st, change_fn, &c, err, sizeof err), 0);
+    s.n = 0;
+    assert_int_equal(store_scan_due(st, 1000, 100, due_cb, &s, err, sizeof err), 0);
+    assert_int_equal(s.n, 2);
+    assert_true(s.ids[1] == 3 && s.head[1]);
+    uint64_t counts[GW_STATE_COUNT];
+    assert_int_equal(store_counts(st, counts, err, sizeof err), 0);
+    assert_int_equal(counts[GW_PENDING], 2);
+    assert_int_equal(counts[GW_DONE], 1);
+    assert_int_equal(counts[GW_RETRYING], 0);
+
+    /* Nothing is due before its time. */
+    s.n = 0;
+    assert_int_equal(store_scan_due(st, 100, 100, due_cb, &s, err, sizeof err), 0);
+    assert_int_equal(s.n, 0);
+    store_close(st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_backoff_full_jitter),
+        cmocka_unit_test(test_entity_order_and_queue),
+    };
+    return cmocka_run_group_tests_name("dispatch", tests, NULL, NULL);
+}

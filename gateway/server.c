@@ -12,6 +12,7 @@
 #include "clients.h"
 #include "committer.h"
 #include "http.h"
+#include "ingest.h"
 #include "qbo.h"
 #include "replay.h"
 #include "dispatch.h"
@@ -52,10 +53,7 @@ struct ingest_req {
     enum req_kind kind;
     const struct gw_connection *conn; /* Mplus: signs the reply */
     int verdict;                      /* Mplus: enum mplus_verdict */
-    struct gw_batch batch;
-    struct store_put *puts;
-    char **texts;       /* serialised records, one per put */
-    char (*ekeys)[256]; /* entity keys, one per put */
+    struct ingest_batch in;
 };
 
 struct server {
@@ -170,13 +168,7 @@ static bool framing_ok(struct evhttp_request *req)
 
 static void ingest_free(struct ingest_req *r)
 {
-    if (r->texts != NULL)
-        for (size_t i = 0; i < r->batch.n; i++)
-            free(r->texts[i]);
-    free(r->texts);
-    free(r->ekeys);
-    free(r->puts);
-    batch_free(&r->batch);
+    ingest_batch_free(&r->in);
     free(r);
 }
 
@@ -206,8 +198,8 @@ static void reply_committed(struct server *s, struct ingest_req *r)
             send_mplus(s, r->req, r->conn, 503, "UNAVAILABLE", "store unavailable, retry later");
         return;
     }
-    for (size_t i = 0; i < r->batch.n; i++) {
-        struct store_put *p = &r->puts[i];
+    for (size_t i = 0; i < r->in.events.n; i++) {
+        struct store_put *p = &r->in.puts[i];
         enum metric_result mr = p->duplicate             ? MR_DUPLICATE
                                 : p->state == GW_DEAD    ? MR_MALFORMED
                                 : p->state == GW_SKIPPED ? MR_SKIPPED
@@ -243,7 +235,7 @@ static void maybe_finish_drain(struct server *s)
 static int ingest_apply(struct store_txn *t, struct commit_job *job)
 {
     struct ingest_req *r = (struct ingest_req *)job;
-    return store_txn_ingest(t, r->puts, r->batch.n);
+    return store_txn_ingest(t, r->in.puts, r->in.events.n);
 }
 
 static void ingest_done(struct commit_job *job)
@@ -251,9 +243,7 @@ static void ingest_done(struct commit_job *job)
     struct ingest_req *r = (struct ingest_req *)job;
     struct server *s = r->server;
     reply_committed(s, r);
-    bool queued = false;
-    for (size_t i = 0; i < r->batch.n; i++)
-        queued |= !r->puts[i].duplicate && r->puts[i].state == GW_PENDING;
+    bool queued = ingest_new_pending(&r->in) > 0;
     ingest_free(r);
     s->inflight--;
     if (queued && s->dispatcher)
@@ -265,31 +255,8 @@ static void ingest_done(struct commit_job *job)
  * consumes r. */
 static void submit(struct server *s, struct ingest_req *r)
 {
-    size_t n = r->batch.n;
-    r->puts = calloc(n ? n : 1, sizeof *r->puts);
-    r->texts = calloc(n ? n : 1, sizeof *r->texts);
-    r->ekeys = calloc(n ? n : 1, sizeof *r->ekeys);
-    bool ok = r->puts != NULL && r->texts != NULL && r->ekeys != NULL;
-    for (size_t i = 0; ok && i < n; i++) {
-        struct gw_new_event *e = &r->batch.ev[i];
-        r->texts[i] = json_dumps(e->record, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (r->texts[i] == NULL) {
-            ok = false;
-            break;
-        }
-        struct store_put *p = &r->puts[i];
-        sig_sha256(e->dedupe_key, strlen(e->dedupe_key), p->key);
-        p->rec = r->texts[i];
-        p->rec_len = strlen(r->texts[i]);
-        p->raw = e->raw;
-        p->raw_len = e->raw_len;
-        p->state = e->state;
-        p->due_ms = json_integer_value(json_object_get(e->record, "due_ms"));
-        event_entity_key(e->record, r->ekeys[i], sizeof r->ekeys[i]);
-        p->entity_key = r->ekeys[i];
-    }
     s->inflight++;
-    if (!ok) {
+    if (ingest_prepare(&r->in) != 0) {
         r->job.status = STORE_EFAIL;
         ingest_done(&r->job);
         return;
@@ -343,7 +310,7 @@ static void handle_qbo(struct server *s, struct evhttp_request *req)
         return;
     }
     struct ingest_req *r = calloc(1, sizeof *r);
-    if (r == NULL || webhook_parse_qbo(s->cfg, body, len, gw_now_ms(), &r->batch) < 0) {
+    if (r == NULL || webhook_parse_qbo(s->cfg, body, len, gw_now_ms(), &r->in.events) < 0) {
         if (r)
             ingest_free(r);
         reply_text(req, 503, "Service Unavailable", "out of memory, retry later");
@@ -467,7 +434,7 @@ static void handle_mplus(struct server *s, struct evhttp_request *req, const cha
         return;
     }
     struct ingest_req *r = calloc(1, sizeof *r);
-    int verdict = r ? webhook_parse_mplus(c, ename, body, len, gw_now_ms(), &r->batch) : -1;
+    int verdict = r ? webhook_parse_mplus(c, ename, body, len, gw_now_ms(), &r->in.events) : -1;
     if (verdict < 0) {
         if (r)
             ingest_free(r);
@@ -853,7 +820,9 @@ static json_t *live_status(struct server *s)
     for (size_t i = 0; i < s->cfg->nconns; i++) {
         const struct gw_connection *c = &s->cfg->conns[i];
         json_t *o = dispatch_status(s->dispatcher, c);
-        json_object_update(o, qbo_status(s->clients.qbo, c));
+        json_t *q = qbo_status(s->clients.qbo, c);
+        json_object_update(o, q);
+        json_decref(q);
         json_object_set_new(conns, c->name, o);
     }
     return conns;

@@ -298,6 +298,17 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
         unsigned char idbuf[8];
         be64(idbuf, next_id);
         MDB_val dk = {32, p->key}, dv = {8, idbuf};
+        if (p->has_key2) {
+            MDB_val k2 = {32, p->key2}, v2;
+            rc = mdb_get(txn, st->dedupe, &k2, &v2);
+            if (rc == 0) {
+                p->duplicate = true;
+                p->id = v2.mv_size == 8 ? get_be64(v2.mv_data) : 0;
+                continue;
+            }
+            if (rc != MDB_NOTFOUND)
+                return rc;
+        }
         rc = mdb_put(txn, st->dedupe, &dk, &dv, MDB_NOOVERWRITE);
         if (rc == MDB_KEYEXIST) {
             p->duplicate = true;
@@ -306,6 +317,11 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
         }
         if (rc != 0)
             return rc;
+        if (p->has_key2) {
+            MDB_val k2 = {32, p->key2}, v2 = {8, idbuf};
+            if ((rc = mdb_put(txn, st->dedupe, &k2, &v2, 0)) != 0)
+                return rc;
+        }
         p->duplicate = false;
         p->id = next_id++;
         MDB_val ek = {8, idbuf}, ev = {p->rec_len, (void *)p->rec};
@@ -745,8 +761,11 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
         }
         MDB_val rk = k;
         if (state == GW_DONE || state == GW_SKIPPED) {
-            const char *dkey = json_string_value(json_object_get(rec, "dedupe_key"));
-            if (dkey != NULL) {
+            static const char *const keys[] = {"dedupe_key", "change_key"};
+            for (size_t i = 0; i < 2; i++) {
+                const char *dkey = json_string_value(json_object_get(rec, keys[i]));
+                if (dkey == NULL)
+                    continue;
                 unsigned char h[32];
                 sig_sha256(dkey, strlen(dkey), h);
                 MDB_val dk = {32, h};

@@ -53,6 +53,11 @@ struct store_put {
     enum gw_state state;    /* pending events are queued */
     const char *entity_key; /* see event_entity_key; borrowed */
     int64_t due_ms;
+    /* A second key naming the change itself (entity, id, time), shared by a
+     * webhook and the CDC row of one change: either key already stored makes
+     * the event a duplicate. */
+    bool has_key2;
+    unsigned char key2[32];
     /* results */
     uint64_t id;    /* the new event's id, or the existing one for a duplicate */
     bool duplicate; /* the key was already stored: nothing written */

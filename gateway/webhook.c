@@ -37,6 +37,12 @@ static void hex32(const unsigned char h[32], char out[65])
     out[64] = '\0';
 }
 
+char *webhook_change_key(const char *realm, const char *entity, const char *id,
+                         const char *occurred)
+{
+    return fmt_key("qbo-change|%s|%s|%s|%s", realm, entity, id, occurred);
+}
+
 /* A member looked up without regard to case (Intuit spells deletedId both ways). */
 static json_t *get_ci(json_t *obj, const char *key)
 {
@@ -123,6 +129,12 @@ static int add_qbo_event(const struct gw_config *cfg, const char *realm, const c
     json_object_set_new(rec, "realm_id", json_string(realm));
     if (deleted_id)
         json_object_set_new(rec, "deleted_id", json_string(deleted_id));
+    if (occurred != NULL) {
+        char *change = webhook_change_key(realm, entity, entity_id, occurred);
+        if (change != NULL)
+            json_object_set_new(rec, "change_key", json_string(change));
+        free(change);
+    }
     return batch_add(out, key, rec, st);
 }
 

@@ -22,6 +22,13 @@
 int webhook_parse_qbo(const struct gw_config *cfg, const char *body, size_t len, int64_t now_ms,
                       struct gw_batch *out);
 
+/*
+ * The key of one QuickBooks change, whoever reports it (a webhook or a CDC
+ * sweep): "qbo-change|realm|entity|id|time" with time normalised. New string.
+ */
+char *webhook_change_key(const char *realm, const char *entity, const char *id,
+                         const char *occurred);
+
 /* What the Mplus endpoint should answer after storing. */
 enum mplus_verdict {
     MPLUS_STORED,    /* a sync-relevant event (completeSession, creditSession) */

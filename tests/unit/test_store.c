@@ -49,7 +49,7 @@ static void put_init(struct store_put *p, const char *key, const char *rec, enum
     p->rec_len = strlen(rec);
     p->state = s;
     p->due_ms = 1767225600000; /* queued at this time when pending */
-    p->entity_key = key;
+    p->entity_key = "test|Thing|1";
 }
 
 static void test_ingest_dedupe_and_ids(void **state)

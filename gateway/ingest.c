@@ -1,0 +1,62 @@
+/*
+ * ingest.c - prepare new events for the store.
+ */
+#include "ingest.h"
+#include "sig.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int ingest_prepare(struct ingest_batch *b)
+{
+    size_t n = b->events.n;
+    b->puts = calloc(n ? n : 1, sizeof *b->puts);
+    b->texts = calloc(n ? n : 1, sizeof *b->texts);
+    b->ekeys = calloc(n ? n : 1, sizeof *b->ekeys);
+    if (b->puts == NULL || b->texts == NULL || b->ekeys == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        struct gw_new_event *e = &b->events.ev[i];
+        b->texts[i] = json_dumps(e->record, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (b->texts[i] == NULL)
+            return -1;
+        struct store_put *p = &b->puts[i];
+        sig_sha256(e->dedupe_key, strlen(e->dedupe_key), p->key);
+        p->rec = b->texts[i];
+        p->rec_len = strlen(b->texts[i]);
+        p->raw = e->raw;
+        p->raw_len = e->raw_len;
+        p->state = e->state;
+        p->due_ms = json_integer_value(json_object_get(e->record, "due_ms"));
+        event_entity_key(e->record, b->ekeys[i], sizeof b->ekeys[i]);
+        p->entity_key = b->ekeys[i];
+        const char *change = json_string_value(json_object_get(e->record, "change_key"));
+        if (change != NULL) {
+            sig_sha256(change, strlen(change), p->key2);
+            p->has_key2 = true;
+        }
+    }
+    return 0;
+}
+
+size_t ingest_new_pending(const struct ingest_batch *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; b->puts && i < b->events.n; i++)
+        n += !b->puts[i].duplicate && b->puts[i].state == GW_PENDING;
+    return n;
+}
+
+void ingest_batch_free(struct ingest_batch *b)
+{
+    if (b->texts != NULL)
+        for (size_t i = 0; i < b->events.n; i++)
+            free(b->texts[i]);
+    free(b->texts);
+    free(b->ekeys);
+    free(b->puts);
+    batch_free(&b->events);
+    b->texts = NULL;
+    b->ekeys = NULL;
+    b->puts = NULL;
+}

@@ -1,0 +1,581 @@
+"""test_qbo_sim - self-test of the QuickBooks Online simulator (tests/sim/qbo_sim.py).
+
+Starts the simulator as a subprocess and checks through HTTP the behaviours
+the gateway's tests rely on: OAuth (code exchange, refresh-token rotation,
+expiry, revocation), reads and writes with SyncToken, requestid idempotency,
+QBO's validation faults, the query language, CDC, throttling, every injected
+fault kind and signed webhooks.
+
+    python3 tests/integration/test_qbo_sim.py [GATEWAY_BINARY] [unittest args]
+
+The gateway binary argument (passed by ctest like to every integration test)
+is not used.  Python 3 standard library only.
+"""
+
+import base64
+import datetime
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIM = os.path.normpath(os.path.join(HERE, "..", "sim", "qbo_sim.py"))
+FIXTURES = os.path.normpath(os.path.join(HERE, "..", "fixtures", "quickbooks"))
+
+HOST = "127.0.0.1"
+REALM, OTHER_REALM = "1234", "5678"
+CLIENT_ID, CLIENT_SECRET = "sim-client", "sim-secret"
+VERIFIER = "b5771f19b12ddb4bcdb9f08bdc50bc63878a"
+REDIRECT = "https://gateway.example.com/oauth/quickbooks/callback"
+
+
+def fixture_bytes(*path):
+    with open(os.path.join(FIXTURES, *path), "rb") as f:
+        return f.read()
+
+
+def fixture_json(*path):
+    return json.loads(fixture_bytes(*path).decode("utf-8-sig"))
+
+
+class WebhookListener:
+    """A local receiver for the simulator's webhooks; answers with queued statuses (200 when none)."""
+
+    def __init__(self):
+        self.received = queue.Queue()
+        self.statuses = queue.Queue()
+        listener = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                listener.received.put((dict(self.headers), body))
+                try:
+                    status = listener.statuses.get_nowait()
+                except queue.Empty:
+                    status = 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.url = "http://%s:%d/webhooks/quickbooks" % (HOST, self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def next(self, timeout=5):
+        return self.received.get(timeout=timeout)
+
+    def drain(self):
+        while not self.received.empty():
+            self.received.get_nowait()
+        while not self.statuses.empty():
+            self.statuses.get_nowait()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SimTest(unittest.TestCase):
+    """One simulator for the whole run; every test starts from POST /_sim/reset."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.listener = WebhookListener()
+        cls.proc = subprocess.Popen(
+            [sys.executable, SIM, "--port", "0", "--realm", REALM, "--realm", OTHER_REALM,
+             "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, "--verifier-token", VERIFIER],
+            stdout=subprocess.PIPE, text=True)
+        line = cls.proc.stdout.readline()
+        if not line.startswith("READY "):
+            cls.proc.kill()
+            raise RuntimeError("simulator did not start: %r" % line)
+        cls.port = int(line.split()[1])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        try:
+            cls.proc.wait(10)
+        finally:
+            if cls.proc.poll() is None:
+                cls.proc.kill()
+            cls.proc.stdout.close()
+            cls.listener.close()
+
+    def setUp(self):
+        self.control("POST", "/_sim/reset")
+        self.listener.drain()
+        self.token = self.connect(REALM)["access_token"]
+        # Tests make bursts of calls; test_throttling checks the real limits.
+        self.control("POST", "/_sim/config", {"rate_per_sec": 1000, "rate_per_min": 100000})
+
+    # -- HTTP helpers --
+
+    def http(self, method, path, body=None, headers=None, timeout=5):
+        """(status, headers dict with lower-case names, body bytes) of one request."""
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+                headers = dict({"Content-Type": "application/json"}, **(headers or {}))
+            conn.request(method, path, body, headers or {})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def control(self, method, path, body=None):
+        status, _, data = self.http(method, path, body if body is not None else ({} if method == "POST" else None))
+        self.assertEqual(status, 200, data)
+        return json.loads(data)
+
+    def token_request(self, form, client=(CLIENT_ID, CLIENT_SECRET)):
+        basic = base64.b64encode(("%s:%s" % client).encode()).decode()
+        status, _, data = self.http("POST", "/oauth2/v1/tokens/bearer", urllib.parse.urlencode(form),
+                                    {"Authorization": "Basic " + basic,
+                                     "Content-Type": "application/x-www-form-urlencoded"})
+        return status, json.loads(data)
+
+    def refresh(self, refresh_token):
+        return self.token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
+
+    def connect(self, realm):
+        """A fresh token grant for a realm, through /_sim/token and a refresh."""
+        refresh_token = self.control("POST", "/_sim/token", {"realm": realm})["refresh_token"]
+        status, grant = self.refresh(refresh_token)
+        self.assertEqual(status, 200, grant)
+        return grant
+
+    def api(self, method, path, body=None, token=None, realm=REALM, **kw):
+        """(status, parsed JSON or raw bytes, headers) of an Accounting API call."""
+        headers = {"Authorization": "Bearer " + (token or self.token), "Accept": "application/json"}
+        if isinstance(body, str):
+            headers["Content-Type"] = "application/text"
+        status, hdrs, data = self.http(method, "/v3/company/%s/%s" % (realm, path), body, headers, **kw)
+        try:
+            return status, json.loads(data), hdrs
+        except ValueError:
+            return status, data, hdrs
+
+    def create(self, entity, obj, **kw):
+        status, data, _ = self.api("POST", entity.lower() + "?minorversion=75", obj, **kw)
+        self.assertEqual(status, 200, data)
+        return data[entity]
+
+    def query(self, statement):
+        return self.api("GET", "query?" + urllib.parse.urlencode({"query": statement}))
+
+    def assertFault(self, status, data, code, http_status=400):
+        self.assertEqual(status, http_status, data)
+        self.assertEqual(data["Fault"]["Error"][0]["code"], code, data)
+        self.assertIn("time", data)
+        return data["Fault"]["Error"][0]
+
+    # -- OAuth --
+
+    def test_oauth_code_exchange_and_refresh_rotation(self):
+        query = urllib.parse.urlencode({"client_id": CLIENT_ID, "response_type": "code", "state": "st-1",
+                                        "scope": "com.intuit.quickbooks.accounting", "redirect_uri": REDIRECT})
+        status, headers, _ = self.http("GET", "/connect/oauth2?" + query)
+        self.assertEqual(status, 302)
+        location = urllib.parse.urlsplit(headers["location"])
+        self.assertEqual("%s://%s%s" % (location.scheme, location.netloc, location.path), REDIRECT)
+        back = dict(urllib.parse.parse_qsl(location.query))
+        self.assertEqual((back["state"], back["realmId"]), ("st-1", REALM))
+
+        code_form = {"grant_type": "authorization_code", "code": back["code"], "redirect_uri": REDIRECT}
+        self.assertEqual(self.token_request(code_form, (CLIENT_ID, "wrong")), (401, {"error": "invalid_client"}))
+        status, grant = self.token_request(code_form)
+        self.assertEqual(status, 200, grant)
+        self.assertEqual(set(grant), {"token_type", "expires_in", "access_token", "refresh_token",
+                                      "x_refresh_token_expires_in"})
+        self.assertEqual((grant["token_type"], grant["expires_in"]), ("bearer", 3600))
+        self.assertEqual(self.token_request(code_form), (400, {"error": "invalid_grant"}), "code is single-use")
+
+        status, rotated = self.refresh(grant["refresh_token"])
+        self.assertEqual(status, 200)
+        self.assertNotEqual(rotated["refresh_token"], grant["refresh_token"])
+        self.assertEqual(self.refresh(grant["refresh_token"]), (400, {"error": "invalid_grant"}))
+        status, _, _ = self.api("GET", "companyinfo/" + REALM, token=rotated["access_token"])
+        self.assertEqual(status, 200)
+        self.assertEqual(self.refresh(rotated["refresh_token"])[0], 200)
+
+    def test_redirect_uri_must_match(self):
+        query = urllib.parse.urlencode({"client_id": CLIENT_ID, "response_type": "code", "redirect_uri": REDIRECT})
+        _, headers, _ = self.http("GET", "/connect/oauth2?" + query)
+        code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers["location"]).query))["code"]
+        status, answer = self.token_request({"grant_type": "authorization_code", "code": code,
+                                             "redirect_uri": "https://evil.example/cb"})
+        self.assertEqual((status, answer), (400, {"error": "invalid_grant"}))
+
+    def test_refresh_grace_and_no_rotation(self):
+        first = self.control("POST", "/_sim/token", {"realm": REALM})["refresh_token"]
+        self.control("POST", "/_sim/config", {"refresh_grace": 30})
+        _, second = self.refresh(first)
+        status, again = self.refresh(first)
+        self.assertEqual(status, 200, "the old token works within the grace period")
+        self.assertEqual(again["refresh_token"], second["refresh_token"], "and yields the current token")
+        self.control("POST", "/_sim/config", {"rotate_refresh": False})
+        _, third = self.refresh(second["refresh_token"])
+        self.assertEqual(third["refresh_token"], second["refresh_token"])
+
+    def test_access_token_expiry_and_revocation(self):
+        grant = self.connect(REALM)
+        self.control("POST", "/_sim/expire_tokens")
+        status, body, headers = self.api("GET", "companyinfo/" + REALM, token=grant["access_token"])
+        self.assertEqual(status, 401)
+        self.assertEqual(headers["www-authenticate"], 'Bearer realm="Intuit", error="invalid_token"')
+        self.assertEqual(body["fault"]["error"][0]["code"], "3200")
+        self.assertEqual(body["fault"]["type"], "AUTHENTICATION")
+
+        self.control("POST", "/_sim/config", {"access_ttl": 2})
+        status, fresh = self.refresh(grant["refresh_token"])
+        self.assertEqual((status, fresh["expires_in"]), (200, 2))
+        self.assertEqual(self.api("GET", "companyinfo/" + REALM, token=fresh["access_token"])[0], 200)
+        time.sleep(2.1)
+        self.assertEqual(self.api("GET", "companyinfo/" + REALM, token=fresh["access_token"])[0], 401)
+
+        self.assertEqual(self.api("GET", "customer/1", token="not-a-token")[0], 401)
+        other = self.connect(OTHER_REALM)["access_token"]
+        self.assertEqual(self.api("GET", "companyinfo/" + REALM, token=other)[0], 403, "token of another realm")
+
+        self.control("POST", "/_sim/revoke")
+        self.assertEqual(self.refresh(fresh["refresh_token"]), (400, {"error": "invalid_grant"}))
+
+    # -- reads and writes --
+
+    def test_create_read_sparse_update_and_stale_object(self):
+        created = self.create("Customer", {"DisplayName": "Jane Doe", "GivenName": "Jane",
+                                           "PrimaryEmailAddr": {"Address": "jane@example.com"}})
+        self.assertEqual((created["SyncToken"], created["domain"], created["sparse"]), ("0", "QBO", False))
+        self.assertEqual(set(created["MetaData"]), {"CreateTime", "LastUpdatedTime"})
+        second = self.create("Customer", {"DisplayName": "John Roe"})
+        self.assertEqual(int(second["Id"]), int(created["Id"]) + 1)
+
+        status, read, _ = self.api("GET", "customer/%s?minorversion=75" % created["Id"])
+        self.assertEqual(status, 200)
+        self.assertEqual(read["Customer"], created)
+        self.assertIn("time", read)
+
+        updated = self.create("Customer", {"Id": created["Id"], "SyncToken": "0", "sparse": True,
+                                           "DisplayName": "Jane Q. Doe"})
+        self.assertEqual(updated["SyncToken"], "1")
+        self.assertEqual(updated["PrimaryEmailAddr"], {"Address": "jane@example.com"}, "sparse keeps other fields")
+
+        status, data, _ = self.api("POST", "customer", {"Id": created["Id"], "SyncToken": "0", "sparse": True,
+                                                        "GivenName": "J"})
+        error = self.assertFault(status, data, "5010")
+        expected = fixture_json("errors", "fault_5010_stale_object.json")["Fault"]["Error"][0]
+        self.assertEqual(set(error), set(expected))
+        self.assertEqual((error["Message"], data["Fault"]["type"]), ("Stale Object Error", "ValidationFault"))
+
+        full = self.create("Customer", {"Id": created["Id"], "SyncToken": "1", "DisplayName": "Jane Doe"})
+        self.assertNotIn("PrimaryEmailAddr", full, "a full update clears omitted fields")
+        self.assertEqual(full["SyncToken"], "2")
+
+        status, data, _ = self.api("GET", "customer/999")
+        self.assertFault(status, data, "610")
+
+    def test_requestid_makes_writes_idempotent(self):
+        path = "customer?requestid=req-42"
+        first = self.api("POST", path, {"DisplayName": "Once Only"})
+        second = self.api("POST", path, {"DisplayName": "Once Only"})
+        self.assertEqual(first[0], 200)
+        self.assertEqual(first[:2], second[:2])
+        self.assertEqual(len(self.control("GET", "/_sim/entities?realm=%s&entity=Customer" % REALM)), 1)
+        self.assertEqual(self.api("POST", "customer?requestid=req-43", {"DisplayName": "Once Only"})[1]
+                         ["Fault"]["Error"][0]["code"], "6240")
+
+    def test_duplicate_and_invalid_display_names(self):
+        self.create("Customer", {"DisplayName": "Weiskopf Consulting"})
+        status, data, _ = self.api("POST", "vendor", {"DisplayName": "weiskopf consulting"})
+        error = self.assertFault(status, data, "6240")
+        self.assertEqual(error, {"Message": "Duplicate Name Exists Error",
+                                 "Detail": "The name supplied already exists. : null", "code": "6240"})
+        for bad in ("Parent:Child", "Tab\tName", "New\nLine"):
+            status, data, _ = self.api("POST", "customer", {"DisplayName": bad})
+            self.assertFault(status, data, "2040")
+
+    def test_unknown_properties_are_rejected(self):
+        status, data, _ = self.api("POST", "invoice", {"BadJson": True})
+        error = self.assertFault(status, data, "2010")
+        self.assertEqual(error["Message"], "Request has invalid or unsupported property")
+        self.assertIn('Unrecognized field "BadJson"', error["Detail"])
+        line = {"Amount": 10, "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": 1, "UnitPrice": 10, "Colour": "red"}}
+        status, data, _ = self.api("POST", "salesreceipt", {"Line": [line]})
+        self.assertIn('"Colour"', self.assertFault(status, data, "2010")["Detail"])
+        # Every key of a real recorded object is accepted.
+        item = fixture_json("rest", "item_read_inventory.json")["Item"]
+        for key in ("Id", "SyncToken", "MetaData"):
+            del item[key]
+        self.assertEqual(self.create("Item", item)["Name"], "Pump")
+
+    def test_sales_receipt_line_amounts_totals_and_doc_numbers(self):
+        line = {"Amount": 10.01, "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": 3, "UnitPrice": 3.335}}
+        receipt = self.create("SalesReceipt", {"DocNumber": "R-1", "Line": [line, dict(line, Amount=10.01)],
+                                               "TxnTaxDetail": {"TotalTax": 1.5}})
+        self.assertEqual(receipt["TotalAmt"], 21.52)
+        self.assertEqual(receipt["Line"][-1], {"Amount": 20.02, "DetailType": "SubTotalLineDetail",
+                                               "SubTotalLineDetail": {}})
+        self.assertEqual([l["LineNum"] for l in receipt["Line"][:2]], [1, 2])
+
+        wrong = dict(line, Amount=10.00)
+        status, data, _ = self.api("POST", "salesreceipt", {"Line": [line, wrong]})
+        error = self.assertFault(status, data, "6070")
+        self.assertIn("Amount is not equal to UnitPrice * Qty", error["Detail"])
+        self.assertEqual(error["element"], "Line[2].Amount")
+
+        status, data, _ = self.api("POST", "salesreceipt", {"DocNumber": "R-1", "Line": [line]})
+        self.assertEqual(self.assertFault(status, data, "6140")["Message"], "Duplicate Document Number Error")
+
+    def test_void_and_delete(self):
+        line = {"Amount": 5, "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": 1, "UnitPrice": 5}}
+        receipt = self.create("SalesReceipt", {"Line": [line]})
+        status, data, _ = self.api("POST", "salesreceipt?operation=void",
+                                   {"Id": receipt["Id"], "SyncToken": receipt["SyncToken"]})
+        self.assertEqual(status, 200, data)
+        voided = data["SalesReceipt"]
+        self.assertEqual((voided["SyncToken"], voided["PrivateNote"], voided["TotalAmt"]), ("1", "Voided", 0))
+        self.assertEqual(voided["Line"][0]["SalesItemLineDetail"]["Qty"], 0)
+        self.assertLessEqual(set(fixture_json("rest", "salesreceipt_void.json")["SalesReceipt"]) - set(voided),
+                             {"PrintStatus", "EmailStatus", "DepositToAccountRef", "CustomField",
+                              "ApplyTaxAfterDiscount"})
+
+        status, data, _ = self.api("POST", "salesreceipt?operation=delete", {"Id": receipt["Id"], "SyncToken": "1"})
+        self.assertEqual(data["SalesReceipt"], {"domain": "QBO", "status": "Deleted", "Id": receipt["Id"]})
+        self.assertFault(*self.api("GET", "salesreceipt/" + receipt["Id"])[:2], "610")
+
+        customer = self.create("Customer", {"DisplayName": "Thrifty Meats"})
+        status, data, _ = self.api("POST", "customer?operation=delete", {"Id": customer["Id"], "SyncToken": "0"})
+        gone = data["Customer"]
+        self.assertEqual((gone["Active"], gone["DisplayName"]), (False, "Thrifty Meats (deleted)"))
+        self.assertEqual(self.query("SELECT * FROM Customer")[1]["QueryResponse"], {}, "inactive ones are hidden")
+        self.assertEqual(len(self.query("SELECT * FROM Customer WHERE Active = false")[1]
+                             ["QueryResponse"]["Customer"]), 1)
+        self.create("Customer", {"DisplayName": "Thrifty Meats"})  # the name is free again
+
+    # -- queries and CDC --
+
+    def test_query_escaping(self):
+        self.create("Customer", {"DisplayName": "Amy's Bird Sanctuary",
+                                 "PrimaryEmailAddr": {"Address": "Birds@Intuit.com"}})
+        self.create("Customer", {"DisplayName": "Back\\slash"})
+        status, data, _ = self.query("SELECT * FROM Customer WHERE DisplayName = 'Amy\\'s Bird Sanctuary'")
+        self.assertEqual(status, 200, data)
+        response = data["QueryResponse"]
+        self.assertEqual([c["DisplayName"] for c in response["Customer"]], ["Amy's Bird Sanctuary"])
+        self.assertEqual((response["startPosition"], response["maxResults"]), (1, 1))
+        status, data, _ = self.query("select * from customer where DisplayName = 'Back\\\\slash'")
+        self.assertEqual(data["QueryResponse"]["Customer"][0]["DisplayName"], "Back\\slash")
+        status, data, _ = self.query("SELECT * FROM Customer WHERE PrimaryEmailAddr = 'birds@intuit.com'")
+        self.assertEqual(len(data["QueryResponse"]["Customer"]), 1)
+
+        status, data, _ = self.query("SELECT * FROM Customer WHERE DisplayName = 'Amy's Bird Sanctuary'")
+        error = self.assertFault(status, data, "4000")
+        self.assertEqual(error["Message"], "Error parsing query")
+        self.assertTrue(error["Detail"].startswith("QueryParserError"))
+        status, data, _ = self.query("SELECT * FROM Customer WHERE DisplayName = 'Amy\u2019s'")
+        self.assertFault(status, data, "4000")
+        status, data, _ = self.query("SELECT * FROM Customer WHERE Colour = 'red'")
+        self.assertFault(status, data, "4001")
+
+    def test_query_paging_filters_and_count(self):
+        for name in ("Delta", "alpha", "Echo", "Bravo", "Charlie"):
+            self.create("Item", {"Name": name, "Type": "Service", "Sku": "SKU-" + name.upper()})
+        status, data, _ = self.query("SELECT * FROM Item ORDERBY Name STARTPOSITION 2 MAXRESULTS 2")
+        self.assertEqual(status, 200, data)
+        response = data["QueryResponse"]
+        self.assertEqual([i["Name"] for i in response["Item"]], ["Bravo", "Charlie"])
+        self.assertEqual((response["startPosition"], response["maxResults"]), (2, 2))
+        status, data, _ = self.query("SELECT * FROM Item ORDERBY Name STARTPOSITION 5 MAXRESULTS 2")
+        self.assertEqual([i["Name"] for i in data["QueryResponse"]["Item"]], ["Echo"])
+
+        status, data, _ = self.query("SELECT * FROM Item STARTPOSITION 0 MAXRESULTS 2")
+        self.assertFault(status, data, "4001")
+        self.assertEqual(self.query("SELECT COUNT(*) FROM Item")[1]["QueryResponse"], {"totalCount": 5})
+        status, data, _ = self.query("SELECT * FROM Item WHERE Sku IN ('SKU-ALPHA', 'SKU-ECHO') AND Name LIKE '%a%'")
+        self.assertEqual(sorted(i["Name"] for i in data["QueryResponse"]["Item"]), ["alpha"])
+        status, data, _ = self.query("SELECT * FROM Item WHERE Name = 'Zulu'")
+        self.assertEqual((status, data["QueryResponse"]), (200, {}))
+        status, data, _ = self.api("POST", "query", "SELECT * FROM Item WHERE Name LIKE 'E%'")
+        self.assertEqual([i["Name"] for i in data["QueryResponse"]["Item"]], ["Echo"])
+        status, data, _ = self.query("SELECT * FROM Item WHERE MetaData.LastUpdatedTime > '2000-01-01T00:00:00Z'")
+        self.assertEqual(len(data["QueryResponse"]["Item"]), 5)
+
+    def test_change_data_capture(self):
+        since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=1)).isoformat()
+        customer = self.create("Customer", {"DisplayName": "Changed"})
+        line = {"Amount": 1, "DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"Qty": 1, "UnitPrice": 1}}
+        receipt = self.create("SalesReceipt", {"Line": [line]})
+        self.api("POST", "salesreceipt?operation=delete", {"Id": receipt["Id"], "SyncToken": "0"})
+        status, data, _ = self.api("GET", "cdc?" + urllib.parse.urlencode(
+            {"entities": "Customer,SalesReceipt,Item", "changedSince": since}))
+        self.assertEqual(status, 200, data)
+        customers, receipts, items = data["CDCResponse"][0]["QueryResponse"]
+        self.assertEqual([c["Id"] for c in customers["Customer"]], [customer["Id"]])
+        self.assertEqual((customers["startPosition"], customers["maxResults"]), (1, 1))
+        self.assertEqual(receipts["SalesReceipt"][0]["status"], "Deleted")
+        self.assertEqual(items, {})
+        old = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=31)).isoformat()
+        status, data, _ = self.api("GET", "cdc?" + urllib.parse.urlencode({"entities": "Customer",
+                                                                            "changedSince": old}))
+        self.assertEqual(status, 400, data)
+        self.assertIn("Fault", data)
+
+    # -- throttling and faults --
+
+    def test_throttling(self):
+        throttle_xml = fixture_bytes("errors", "throttle_3001_status429.xml")
+        self.control("POST", "/_sim/reset")  # QBO's limits: 10 requests per second per realm
+        started = time.monotonic()
+        statuses = [self.api("GET", "companyinfo/" + REALM) for _ in range(11)]
+        if time.monotonic() - started < 1:  # else a very slow machine spread the burst over two windows
+            self.assertEqual([s[0] for s in statuses], [200] * 10 + [429])
+            self.assertEqual(statuses[-1][1], throttle_xml)
+            self.assertEqual(statuses[-1][2]["content-type"], "application/xml")
+            self.assertNotIn("retry-after", statuses[-1][2])
+        self.assertEqual(self.api("GET", "companyinfo/" + OTHER_REALM,
+                                  token=self.connect(OTHER_REALM)["access_token"], realm=OTHER_REALM)[0], 200,
+                         "the limit is per realm")
+
+        time.sleep(1)
+        self.control("POST", "/_sim/config", {"rate_per_sec": 2, "retry_after": 60})
+        statuses = [self.api("GET", "companyinfo/" + REALM) for _ in range(3)]
+        self.assertEqual([s[0] for s in statuses][-1], 429)
+        self.assertEqual(statuses[-1][1], throttle_xml)
+        self.assertEqual(statuses[-1][2]["content-type"], "application/xml")
+        self.assertEqual(statuses[-1][2]["retry-after"], "60")
+
+        # Concurrency: one slow request holds the only slot.
+        self.control("POST", "/_sim/config", {"rate_per_sec": 100, "max_concurrent": 1})
+        time.sleep(1)  # leave the per-second window of the requests above
+        self.control("POST", "/_sim/fault", {"kind": "slow", "delay_ms": 1500, "path_contains": "companyinfo"})
+        slow = threading.Thread(target=self.api, args=("GET", "companyinfo/" + REALM))
+        slow.start()
+        while not any(e.get("fault") == "slow" for e in self.control("GET", "/_sim/requests")):
+            time.sleep(0.02)
+        status, body, _ = self.api("GET", "customer/1")
+        slow.join()
+        self.assertEqual((status, body), (429, throttle_xml))
+
+    def test_fault_injection(self):
+        def inject(kind, **extra):
+            self.control("POST", "/_sim/fault", dict({"kind": kind, "path_contains": "companyinfo"}, **extra))
+
+        path = "companyinfo/" + REALM
+        inject("500", count=2)
+        self.assertFault(*self.api("GET", path)[:2], "10000", http_status=500)
+        self.assertEqual(self.api("GET", path)[0], 500)
+        self.assertEqual(self.api("GET", path)[0], 200, "count is used up")
+
+        self.assertEqual(self.api("GET", "customer/1")[0], 400, "path_contains limits the fault")
+        inject("503")
+        self.assertEqual(self.api("GET", path)[0], 503)
+        inject("429")
+        self.assertEqual(self.api("GET", path)[1], fixture_bytes("errors", "throttle_3001_status429.xml"))
+        inject("401")
+        status, body, headers = self.api("GET", path)
+        self.assertEqual((status, body["fault"]["error"][0]["code"]), (401, "3200"))
+        self.assertIn("www-authenticate", headers)
+
+        inject("slow", delay_ms=300)
+        started = time.monotonic()
+        self.assertEqual(self.api("GET", path)[0], 200)
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+
+        inject("reset")
+        with self.assertRaises(ConnectionError):
+            self.api("GET", path)
+        inject("timeout", delay_ms=1500)
+        with self.assertRaises(socket.timeout):
+            self.api("GET", path, timeout=0.5)
+
+        self.control("POST", "/_sim/fault", {"kind": "500", "path_contains": "oauth2/v1/tokens"})
+        self.assertEqual(self.refresh("whatever")[0], 500, "faults hit the token endpoint too")
+
+        log = self.control("GET", "/_sim/requests")
+        self.assertIn({"fault": "reset", "status": None},
+                      [{"fault": e.get("fault"), "status": e["status"]} for e in log])
+        flat = json.dumps(log)
+        self.assertNotIn(self.token, flat, "the request log holds no tokens")
+        self.control("POST", "/_sim/requests/clear")
+        self.assertEqual(self.control("GET", "/_sim/requests"), [])
+
+    # -- webhooks and the control API --
+
+    def verify(self, headers, body):
+        expected = base64.b64encode(hmac.new(VERIFIER.encode(), body, hashlib.sha256).digest()).decode()
+        self.assertTrue(hmac.compare_digest(headers["intuit-signature"], expected), "signature verifies")
+        self.assertEqual(headers["Content-Type"], "application/json")
+        return json.loads(body)
+
+    def test_signed_webhooks(self):
+        self.control("POST", "/_sim/config", {"webhook_url": self.listener.url})
+        self.listener.statuses.put(500)  # the first attempt fails and is retried
+        customer = self.create("Customer", {"DisplayName": "Hooked"})
+        self.listener.next()
+        payload = self.verify(*self.listener.next())
+        notification = payload["eventNotifications"][0]
+        self.assertEqual(notification["realmId"], REALM)
+        event = notification["dataChangeEvent"]["entities"][0]
+        self.assertEqual((event["name"], event["id"], event["operation"]), ("Customer", customer["Id"], "Create"))
+        self.assertTrue(event["lastUpdated"].endswith("Z"))
+
+        self.control("POST", "/_sim/config", {"webhook_format": "cloudevents"})
+        stored = self.control("POST", "/_sim/entity", {"realm": REALM, "entity": "Customer",
+                                                        "object": {"Id": customer["Id"], "CompanyName": "UI edit"}})
+        self.assertEqual((stored["SyncToken"], stored["CompanyName"]), ("1", "UI edit"))
+        events = self.verify(*self.listener.next())
+        self.assertEqual(len(events), 1)
+        self.assertEqual({k: events[0][k] for k in ("specversion", "type", "intuitentityid", "intuitaccountid")},
+                         {"specversion": "1.0", "type": "qbo.customer.updated.v1",
+                          "intuitentityid": customer["Id"], "intuitaccountid": REALM})
+
+        deadline = time.monotonic() + 5  # the record is written after the listener answered
+        while len(self.control("GET", "/_sim/webhooks")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        deliveries = self.control("GET", "/_sim/webhooks")
+        self.assertEqual([[a["status"] for a in d["attempts"]] for d in deliveries], [[500, 200], [200]])
+        self.assertTrue(all(d["delivered"] for d in deliveries))
+
+    def test_control_entities(self):
+        seeded = self.control("POST", "/_sim/entity", {"realm": OTHER_REALM, "entity": "Item",
+                                                        "object": {"Id": "40", "Name": "Seeded", "QtyOnHand": 3}})
+        self.assertEqual((seeded["Id"], seeded["SyncToken"]), ("40", "0"))
+        other = self.connect(OTHER_REALM)["access_token"]
+        item = self.create("Item", {"Name": "Next"}, token=other, realm=OTHER_REALM)
+        self.assertEqual(item["Id"], "41", "creates continue after a seeded Id")
+        listed = self.control("GET", "/_sim/entities?realm=%s&entity=item" % OTHER_REALM)
+        self.assertEqual([i["Name"] for i in listed], ["Seeded", "Next"])
+        self.assertEqual(self.control("GET", "/_sim/entities?realm=%s&entity=Item" % REALM), [])
+        status, _, _ = self.http("POST", "/_sim/config", {"no_such_setting": 1})
+        self.assertEqual(status, 400)
+
+
+def main():
+    args = sys.argv[1:]
+    if args and not args[0].startswith("-"):
+        args.pop(0)  # the gateway binary ctest passes to every integration test
+    unittest.main(module="__main__", argv=[sys.argv[0]] + args)
+
+
+if __name__ == "__main__":
+    main()

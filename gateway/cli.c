@@ -449,6 +449,13 @@ static int cmd_tokens(const struct gw_config *cfg, int argc, char **argv)
     return 0;
 }
 
+static const struct flow *extra_flows;
+
+void cli_set_extra_flows(const struct flow *flows)
+{
+    extra_flows = flows;
+}
+
 int cli_main(int argc, char **argv)
 {
     const char *file = NULL;
@@ -510,7 +517,7 @@ int cli_main(int argc, char **argv)
         } else if (open_store(cfg, &st) < 0) {
             rc = EXIT_RUNTIME;
         } else {
-            rc = server_run(cfg, st, NULL) == 0 ? 0 : EXIT_RUNTIME;
+            rc = server_run(cfg, st, extra_flows) == 0 ? 0 : EXIT_RUNTIME;
             store_close(st);
         }
     } else if (strcmp(cmd, "events") == 0) {

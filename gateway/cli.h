@@ -7,4 +7,8 @@
 
 int cli_main(int argc, char **argv);
 
+struct flow;
+/* Flows `serve` adds ahead of the shipped ones (test harnesses); NULL by default. */
+void cli_set_extra_flows(const struct flow *flows);
+
 #endif

@@ -95,13 +95,21 @@ json_t *report_status(struct store *st, const struct gw_config *cfg, char *err, 
     }
     json_object_set_new(o, "storage_path", json_string(cfg->storage_path));
     json_object_set_new(o, "storage_map_bytes", json_integer((json_int_t)store_map_size(st)));
+    /* The daemon keeps its live view (circuit, tokens, throttling) in the store. */
+    json_t *live = NULL;
+    store_meta_get(st, "daemon.status", &live, NULL, 0);
     json_t *conns = json_array();
     for (size_t i = 0; i < cfg->nconns; i++) {
         const struct gw_connection *c = &cfg->conns[i];
-        json_array_append_new(conns, json_pack("{s:s, s:s?, s:s?, s:b}", "name", c->name,
-                                               "realm_id", c->realm_id, "flows", c->flows_text,
-                                               "mplus_callbacks", c->mplus_webhook_key_len > 0));
+        json_t *co =
+            json_pack("{s:s, s:s?, s:s?, s:b}", "name", c->name, "realm_id", c->realm_id, "flows",
+                      c->flows_text, "mplus_callbacks", c->mplus_webhook_key_len > 0);
+        json_t *l = json_object_get(json_object_get(live, "connections"), c->name);
+        if (json_is_object(l))
+            json_object_update(co, l);
+        json_array_append_new(conns, co);
     }
+    json_decref(live);
     json_object_set_new(o, "connections", conns);
     return o;
 }

@@ -9,6 +9,7 @@
  * fsync never stalls parsing of the next requests.
  */
 #include "server.h"
+#include "cdc.h"
 #include "clients.h"
 #include "committer.h"
 #include "http.h"
@@ -65,6 +66,7 @@ struct server {
     struct event *sigterm, *sigint, *janitor;
     struct committer *committer;
     struct dispatcher *dispatcher;
+    struct cdc *cdc;
     struct http_client *http_client;
     struct gw_clients clients;
     struct event *status_timer, *drain_timer;
@@ -869,6 +871,7 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     s->http_client = http_client_new(s->base, 0);
     s->clients.qbo = qbo_new(s->base, cfg, st, s->committer, s->http_client);
     s->dispatcher = dispatch_new(s->base, cfg, st, s->committer, &s->clients, extra_flows);
+    s->cdc = cdc_new(s->base, cfg, s->committer, s->clients.qbo, st, s->dispatcher, extra_flows);
     if (!cfg->dispatch_enabled) {
         dispatch_drain(s->dispatcher);
         log_warn("[dispatch] enabled = false: events are stored and wait; nothing is delivered");
@@ -922,6 +925,7 @@ out:
     if (s->dispatcher)
         dispatch_drain(s->dispatcher);
     committer_stop(s->committer);
+    cdc_free(s->cdc);
     dispatch_free(s->dispatcher);
     qbo_free(s->clients.qbo);
     http_client_free(s->http_client);

@@ -2,7 +2,9 @@
  * flows.c - the table of flows and how an event finds its handler.
  */
 #include "handler.h"
+#include "qbo.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* No flow is shipped yet: every event ends skipped with reason "no flow". */
@@ -35,4 +37,32 @@ const struct flow *flow_for(json_t *rec, const struct gw_connection *conn, const
         if (takes(f, source, entity, conn->flows))
             return f;
     return NULL;
+}
+
+const struct flow *flow_table(void)
+{
+    return shipped;
+}
+
+void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r)
+{
+    struct outcome o = {.kind = OUTCOME_RETRY};
+    switch (r->kind) {
+    case QBO_FAULT:
+        o.kind = OUTCOME_DEAD;
+        snprintf(o.reason, sizeof o.reason, "rejected by QuickBooks");
+        break;
+    case QBO_THROTTLED:
+        o.kind = OUTCOME_THROTTLED;
+        o.not_before_ms = r->retry_at_ms;
+        break;
+    case QBO_NO_AUTH:
+        o.kind = OUTCOME_WAIT_AUTH;
+        break;
+    case QBO_RETRY:
+    case QBO_OK:
+        break;
+    }
+    snprintf(o.error, sizeof o.error, "%s: %s", what, r->error);
+    task_finish(t, &o);
 }

@@ -27,7 +27,7 @@ enum outcome_kind {
 struct outcome {
     enum outcome_kind kind;
     char reason[64];       /* skipped/dead: short machine-readable reason */
-    char error[1024];      /* for the operator: what failed, in the API's words */
+    char error[1536];      /* for the operator: what failed, in the API's words */
     int64_t not_before_ms; /* retry/throttled: earliest next try; 0 = retry policy */
 };
 
@@ -52,6 +52,15 @@ void task_skip(struct task *t, const char *reason);
 void task_fail(struct task *t, enum outcome_kind kind, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+struct qbo_result;
+/*
+ * End the task with what a failed QuickBooks call means: a fault is dead
+ * (reason "rejected by QuickBooks", the Fault text as the error), a
+ * transport error or 5xx a retry, a 429 throttled, missing tokens a wait.
+ * what names the step ("create SalesReceipt").
+ */
+void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r);
+
 /* Record a step (request summary) in the event's history. */
 void task_note(struct task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -75,5 +84,8 @@ struct flow {
  */
 const struct flow *flow_for(json_t *rec, const struct gw_connection *conn,
                             const struct flow *extra);
+
+/* The shipped flows (an entry with a NULL name ends the table). */
+const struct flow *flow_table(void);
 
 #endif

@@ -51,6 +51,16 @@ struct running {
     enum phase phase;
     struct outcome outcome;
     bool probe;
+    /* The stored record as we know it: its bytes and index keys. A claim or
+     * finish that finds the same bytes in its transaction changes our parsed
+     * copy instead of parsing again. */
+    char *text;
+    size_t text_len;
+    struct store_event_keys keys;
+    /* Results of the transaction in progress, adopted when it commits. */
+    char *next_text;
+    json_t *next_rec;
+    struct store_event_keys next_keys;
 };
 
 struct dispatcher {
@@ -114,8 +124,62 @@ static void remove_running(struct dispatcher *d, struct running *r)
     if (r->dc)
         r->dc->running--;
     json_decref(r->task.rec);
+    json_decref(r->task.payload);
     json_decref(r->task.steps);
+    json_decref(r->next_rec);
+    free(r->text);
+    free(r->next_text);
     free(r);
+}
+
+/*
+ * Inside a transaction: the event's current record for a change - our copy
+ * when the stored bytes are still the ones we know, else freshly read - and
+ * the keys of the stored version. New reference.
+ */
+static int current_record(struct store_txn *t, struct running *r, json_t **rec,
+                          struct store_event_keys *old)
+{
+    if (store_txn_event_is(t, r->task.id, r->text, r->text_len)) {
+        *rec = json_incref(r->task.rec);
+        *old = r->keys;
+        return 0;
+    }
+    int rc = store_txn_get_event(t, r->task.id, rec);
+    if (rc == 0)
+        store_event_keys(*rec, old);
+    return rc;
+}
+
+/* Write rec and keep what was written until the commit says it holds. */
+static int write_record(struct store_txn *t, struct running *r, json_t *rec,
+                        const struct store_event_keys *old)
+{
+    char *text = NULL;
+    int rc = store_txn_put_event(t, r->task.id, rec, old, &text);
+    if (rc != 0)
+        return rc;
+    free(r->next_text);
+    r->next_text = text;
+    json_decref(r->next_rec);
+    r->next_rec = json_incref(rec);
+    store_event_keys(rec, &r->next_keys);
+    return 0;
+}
+
+/* The transaction committed: what it wrote is now the stored record. */
+static void adopt_record(struct running *r)
+{
+    if (r->next_text == NULL)
+        return;
+    free(r->text);
+    r->text = r->next_text;
+    r->text_len = strlen(r->text);
+    r->next_text = NULL;
+    json_decref(r->task.rec);
+    r->task.rec = r->next_rec;
+    r->next_rec = NULL;
+    r->keys = r->next_keys;
 }
 
 /* ---- outcomes -> states ------------------------------------------------------ */
@@ -244,13 +308,18 @@ static int finish_apply(struct store_txn *t, struct commit_job *job)
 {
     struct running *r = (struct running *)job;
     json_t *rec;
-    int rc = store_txn_get_event(t, r->task.id, &rec);
+    struct store_event_keys old;
+    int rc = current_record(t, r, &rec, &old);
     if (rc != 0)
         return rc;
-    unsigned attempt;
-    apply_outcome(r->d, rec, &r->outcome, r->task.steps, &attempt);
-    rc = store_txn_put_event(t, r->task.id, rec);
+    /* Work on a copy: a re-run of this transaction must start from the
+     * record as stored, not as the first run left it. */
+    json_t *copy = json_copy(rec);
     json_decref(rec);
+    unsigned attempt;
+    apply_outcome(r->d, copy, &r->outcome, r->task.steps, &attempt);
+    rc = write_record(t, r, copy, &old);
+    json_decref(copy);
     return rc;
 }
 
@@ -327,21 +396,22 @@ static int claim_apply(struct store_txn *t, struct commit_job *job)
 {
     struct running *r = (struct running *)job;
     json_t *rec;
-    int rc = store_txn_get_event(t, r->task.id, &rec);
+    struct store_event_keys old;
+    int rc = current_record(t, r, &rec, &old);
     if (rc != 0)
         return rc;
-    int state = event_state_parse(json_string_value(json_object_get(rec, "state")) ?: "");
-    if (state < 0 || !store_state_queued(state)) {
+    if (!store_state_queued(old.state)) {
         json_decref(rec); /* finished meanwhile (another process, a replay) */
         return STORE_ENOTFOUND;
     }
+    json_t *copy = json_copy(rec);
+    json_decref(rec);
     char ts[GW_TS_LEN];
     gw_ts_format(gw_now_ms(), ts, sizeof ts);
-    json_object_set_new(rec, "state", json_string("in_flight"));
-    json_object_set_new(rec, "started_at", json_string(ts));
-    rc = store_txn_put_event(t, r->task.id, rec);
-    json_decref(r->task.rec);
-    r->task.rec = rec;
+    json_object_set_new(copy, "state", json_string("in_flight"));
+    json_object_set_new(copy, "started_at", json_string(ts));
+    rc = write_record(t, r, copy, &old);
+    json_decref(copy);
     return rc;
 }
 
@@ -353,6 +423,7 @@ static void claim_done(struct commit_job *job)
         remove_running(d, r);
         return;
     }
+    adopt_record(r);
     r->phase = PH_RUN;
     r->task.attempt = (unsigned)json_integer_value(json_object_get(r->task.rec, "attempts")) + 1;
     gw_log(GW_LOG_DEBUG, r->dc ? r->dc->c->name : NULL, r->task.id, "running flow %s",
@@ -361,7 +432,8 @@ static void claim_done(struct commit_job *job)
 }
 
 /* Start one event; returns false when its connection cannot take work now. */
-static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec)
+static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, json_t *payload, char *text,
+                        size_t len)
 {
     const char *cname = json_string_value(json_object_get(rec, "connection"));
     struct dconn *dc = dconn_of(d, cname);
@@ -385,12 +457,16 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec)
     struct running *r = calloc(1, sizeof *r);
     if (r == NULL)
         return false;
+    r->text = text;
+    r->text_len = len;
+    store_event_keys(rec, &r->keys);
     r->d = d;
     r->dc = dc;
     r->flow = flow;
     r->probe = probe;
     r->task.id = id;
     r->task.rec = json_incref(rec);
+    r->task.payload = json_incref(payload);
     r->task.conn = dc ? dc->c : NULL;
     r->task.clients = d->clients;
     r->task.steps = json_array();
@@ -418,9 +494,15 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec)
 /* ---- scanning ------------------------------------------------------------------ */
 
 struct candidates {
+    struct dispatcher *d;
     uint64_t ids[256];
-    size_t n;
+    size_t n, max;
 };
+
+static bool skip_running(uint64_t id, void *arg)
+{
+    return is_running(((struct candidates *)arg)->d, id);
+}
 
 static int due_cb(uint64_t id, int64_t due_ms, bool head, void *arg)
 {
@@ -428,27 +510,36 @@ static int due_cb(uint64_t id, int64_t due_ms, bool head, void *arg)
     struct candidates *c = arg;
     if (head)
         c->ids[c->n++] = id;
-    return c->n == sizeof c->ids / sizeof c->ids[0];
+    return c->n >= c->max;
 }
 
 static void scan(struct dispatcher *d)
 {
     if (d->draining || d->nrunning >= (size_t)d->cfg->max_in_flight)
         return;
-    struct candidates c = {.n = 0};
+    /* Enough candidates to fill the free slots, with room for some that a
+     * busy connection turns away. */
+    size_t free_slots = (size_t)d->cfg->max_in_flight - d->nrunning;
+    struct candidates c = {.d = d, .n = 0, .max = 2 * free_slots + 8};
+    if (c.max > sizeof c.ids / sizeof c.ids[0])
+        c.max = sizeof c.ids / sizeof c.ids[0];
     char err[GW_ERR_LEN];
-    if (store_scan_due(d->st, gw_now_ms(), 4096, due_cb, &c, err, sizeof err) != 0) {
+    if (store_scan_due(d->st, gw_now_ms(), 4096, skip_running, due_cb, &c, err, sizeof err) != 0) {
         log_error("dispatcher cannot read the queue: %s", err);
         return;
     }
     for (size_t i = 0; i < c.n && d->nrunning < (size_t)d->cfg->max_in_flight; i++) {
-        if (is_running(d, c.ids[i]))
+        char *text, *ptext;
+        size_t len, plen;
+        if (store_get_event_text(d->st, c.ids[i], &text, &len, &ptext, &plen, NULL, 0) != 0)
             continue;
-        json_t *rec;
-        if (store_get_event(d->st, c.ids[i], &rec, NULL, 0) != 0)
-            continue;
-        start_event(d, c.ids[i], rec);
+        json_t *rec = json_loadb(text, len, 0, NULL);
+        json_t *payload = ptext ? json_loadb(ptext, plen, JSON_DECODE_ANY, NULL) : NULL;
+        free(ptext);
+        if (rec == NULL || !start_event(d, c.ids[i], rec, payload, text, len))
+            free(text);
         json_decref(rec);
+        json_decref(payload);
     }
 }
 

@@ -69,7 +69,13 @@ int batch_add(struct gw_batch *b, char *dedupe_key, json_t *record, enum gw_stat
         b->cap = cap;
     }
     json_object_set_new(record, "dedupe_key", json_string(dedupe_key));
-    b->ev[b->n++] = (struct gw_new_event){dedupe_key, record, state, NULL, 0};
+    /* The payload is stored apart: state changes rewrite the record, never it. */
+    json_t *payload = json_object_get(record, "payload");
+    if (json_is_null(payload))
+        payload = NULL;
+    json_incref(payload);
+    json_object_del(record, "payload");
+    b->ev[b->n++] = (struct gw_new_event){dedupe_key, record, payload, state, NULL, 0};
     return 0;
 }
 
@@ -78,6 +84,7 @@ void batch_free(struct gw_batch *b)
     for (size_t i = 0; i < b->n; i++) {
         free(b->ev[i].dedupe_key);
         json_decref(b->ev[i].record);
+        json_decref(b->ev[i].payload);
     }
     free(b->ev);
     b->ev = NULL;

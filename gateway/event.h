@@ -37,6 +37,7 @@ int event_state_parse(const char *name);
 struct gw_new_event {
     char *dedupe_key; /* owned; the human-readable key of DESIGN 4.4 */
     json_t *record;   /* owned reference; fields as in event_new_record */
+    json_t *payload;  /* owned; what came in, stored apart from the record, or NULL */
     enum gw_state state;
     const void *raw; /* borrowed raw body kept with the event (malformed input), or NULL */
     size_t raw_len;
@@ -48,8 +49,9 @@ struct gw_batch {
 };
 
 /*
- * Build a new event record. connection may be "" (unknown realm); payload is
- * consumed (a reference is stolen), may be NULL. reason and last_error may be
+ * Build a new event record. connection may be "" (unknown realm); payload
+ * (what came in) is consumed (a reference is stolen), may be NULL; batch_add
+ * moves it out of the record, to be stored apart. reason and last_error may be
  * NULL. Returns a new reference.
  */
 json_t *event_new_record(const char *connection, const char *source, const char *entity,

@@ -17,12 +17,18 @@
 
 struct transfer;
 
+#define POOL_MAX 64
+
 struct http_client {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
     size_t inflight;
     struct transfer *head; /* transfers running, for cleanup */
+    /* Idle easy handles: reusing one keeps its buffers and saves a heap
+     * round trip per request. */
+    CURL *pool[POOL_MAX];
+    size_t npool;
 };
 
 struct transfer {
@@ -47,7 +53,12 @@ struct sock {
 static void unlink_transfer(struct http_client *c, struct transfer *t)
 {
     curl_multi_remove_handle(c->multi, t->easy);
-    curl_easy_cleanup(t->easy);
+    if (c->npool < POOL_MAX) {
+        curl_easy_reset(t->easy);
+        c->pool[c->npool++] = t->easy;
+    } else {
+        curl_easy_cleanup(t->easy);
+    }
     curl_slist_free_all(t->headers);
     if (t->prev)
         t->prev->next = t->next;
@@ -133,10 +144,13 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *soc
         if (sk == NULL)
             return -1;
         curl_multi_assign(c->multi, s, sk);
+        sk->ev = event_new(c->base, s, kind, on_io, c);
+    } else if (event_get_events(sk->ev) != kind) {
+        event_del(sk->ev);
+        event_assign(sk->ev, c->base, s, kind, on_io, c);
     } else {
-        event_free(sk->ev);
+        return 0; /* already watching for just this */
     }
-    sk->ev = event_new(c->base, s, kind, on_io, c);
     event_add(sk->ev, NULL);
     return 0;
 }
@@ -243,6 +257,8 @@ void http_client_free(struct http_client *c)
         free(t->body);
         free(t);
     }
+    while (c->npool > 0)
+        curl_easy_cleanup(c->pool[--c->npool]);
     curl_multi_cleanup(c->multi);
     event_free(c->timer);
     free(c);
@@ -257,7 +273,7 @@ int http_start(struct http_client *c, const struct http_request *req, http_done_
     t->done = done;
     t->arg = arg;
     t->resp.retry_after_s = -1;
-    CURL *e = t->easy = curl_easy_init();
+    CURL *e = t->easy = c->npool > 0 ? c->pool[--c->npool] : curl_easy_init();
     if (e == NULL) {
         free(t);
         return -1;
@@ -275,7 +291,6 @@ int http_start(struct http_client *c, const struct http_request *req, http_done_
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     for (const char *const *h = req->headers; h && *h; h++)
         t->headers = curl_slist_append(t->headers, *h);
     /* No "Expect: 100-continue" round trip on larger bodies. */

@@ -13,7 +13,8 @@ int ingest_prepare(struct ingest_batch *b)
     b->puts = calloc(n ? n : 1, sizeof *b->puts);
     b->texts = calloc(n ? n : 1, sizeof *b->texts);
     b->ekeys = calloc(n ? n : 1, sizeof *b->ekeys);
-    if (b->puts == NULL || b->texts == NULL || b->ekeys == NULL)
+    b->payloads = calloc(n ? n : 1, sizeof *b->payloads);
+    if (b->puts == NULL || b->texts == NULL || b->ekeys == NULL || b->payloads == NULL)
         return -1;
     for (size_t i = 0; i < n; i++) {
         struct gw_new_event *e = &b->events.ev[i];
@@ -24,8 +25,16 @@ int ingest_prepare(struct ingest_batch *b)
         sig_sha256(e->dedupe_key, strlen(e->dedupe_key), p->key);
         p->rec = b->texts[i];
         p->rec_len = strlen(b->texts[i]);
-        p->raw = e->raw;
-        p->raw_len = e->raw_len;
+        if (e->payload != NULL) {
+            b->payloads[i] = json_dumps(e->payload, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            if (b->payloads[i] == NULL)
+                return -1;
+            p->payload = b->payloads[i];
+            p->payload_len = strlen(b->payloads[i]);
+        } else {
+            p->payload = e->raw;
+            p->payload_len = e->raw_len;
+        }
         p->state = e->state;
         p->due_ms = json_integer_value(json_object_get(e->record, "due_ms"));
         event_entity_key(e->record, b->ekeys[i], sizeof b->ekeys[i]);
@@ -49,10 +58,15 @@ size_t ingest_new_pending(const struct ingest_batch *b)
 
 void ingest_batch_free(struct ingest_batch *b)
 {
-    if (b->texts != NULL)
-        for (size_t i = 0; i < b->events.n; i++)
+    for (size_t i = 0; i < b->events.n; i++) {
+        if (b->texts != NULL)
             free(b->texts[i]);
+        if (b->payloads != NULL)
+            free(b->payloads[i]);
+    }
     free(b->texts);
+    free(b->payloads);
+    b->payloads = NULL;
     free(b->ekeys);
     free(b->puts);
     batch_free(&b->events);

@@ -13,6 +13,7 @@ struct ingest_batch {
     struct gw_batch events; /* owned */
     struct store_put *puts; /* one per event, after ingest_prepare */
     char **texts;
+    char **payloads; /* serialised payloads */
     char (*ekeys)[256];
 };
 

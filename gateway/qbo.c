@@ -848,8 +848,10 @@ static void http_done(const struct http_response *resp, void *arg)
             pump(qc);
             if (qbo_read(call->q, qc->c, call->entity,
                          json_string_value(json_object_get(call->update, "Id")) ?: "",
-                         stale_read_done, call) == 0)
+                         stale_read_done, call) == 0) {
+                json_decref(body);
                 return;
+            }
             r.kind = QBO_RETRY;
         } else {
             r.kind = resp->status >= 500 || resp->status == 401 || resp->status == 408 ? QBO_RETRY

@@ -65,7 +65,7 @@ static int requeue_fn(struct store_txn *t, void *arg)
         json_object_set_new(rec, "last_error", json_null());
         json_object_set_new(rec, "due_ms", json_integer((json_int_t)now));
         json_object_del(rec, "next_attempt_at");
-        rc = store_txn_put_event(t, (uint64_t)json_integer_value(v), rec);
+        rc = store_txn_put_event(t, (uint64_t)json_integer_value(v), rec, NULL, NULL);
         json_decref(rec);
         if (rc != 0)
             return rc;

@@ -66,12 +66,22 @@ json_t *report_event(struct store *st, uint64_t id, int *rc, char *err, size_t e
         return NULL;
     void *raw;
     size_t len;
-    if (store_get_raw(st, id, &raw, &len, NULL, 0) == 0) {
-        /* Raw bodies are hostile input: show them as text only when they are
-         * valid UTF-8, else say how long they are. */
-        json_t *s = json_stringn(raw, len);
-        json_object_set_new(rec, "raw_body", s ? s : json_null());
-        json_object_set_new(rec, "raw_body_bytes", json_integer((json_int_t)len));
+    if (store_get_payload(st, id, &raw, &len, NULL, 0) == 0) {
+        json_t *payload = json_loadb(raw, len, JSON_DECODE_ANY, NULL);
+        if (payload != NULL && !json_is_null(json_object_get(rec, "reason")) &&
+            strcmp(json_string_value(json_object_get(rec, "reason")) ?: "", "malformed") == 0) {
+            json_decref(payload);
+            payload = NULL;
+        }
+        if (payload != NULL) {
+            json_object_set_new(rec, "payload", payload);
+        } else {
+            /* A malformed body is hostile input: shown as text only when it
+             * is valid UTF-8, else by its length. */
+            json_t *s = json_stringn(raw, len);
+            json_object_set_new(rec, "raw_body", s ? s : json_null());
+            json_object_set_new(rec, "raw_body_bytes", json_integer((json_int_t)len));
+        }
         free(raw);
     }
     return rec;

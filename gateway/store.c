@@ -21,7 +21,7 @@
 
 struct store {
     MDB_env *env;
-    MDB_dbi events, dedupe, queue, entities, raw, meta;
+    MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;
 };
@@ -116,7 +116,7 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
             (rc = mdb_dbi_open(txn, "dedupe", MDB_CREATE, &st->dedupe)) == 0 &&
             (rc = mdb_dbi_open(txn, "queue", MDB_CREATE, &st->queue)) == 0 &&
             (rc = mdb_dbi_open(txn, "entities", MDB_CREATE, &st->entities)) == 0 &&
-            (rc = mdb_dbi_open(txn, "raw", MDB_CREATE, &st->raw)) == 0 &&
+            (rc = mdb_dbi_open(txn, "payloads", MDB_CREATE, &st->payloads)) == 0 &&
             (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) == 0)
             rc = mdb_txn_commit(txn);
         else
@@ -327,9 +327,9 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
         MDB_val ek = {8, idbuf}, ev = {p->rec_len, (void *)p->rec};
         if ((rc = mdb_put(txn, st->events, &ek, &ev, MDB_APPEND)) != 0)
             return rc;
-        if (p->raw != NULL) {
-            MDB_val rv = {p->raw_len, (void *)p->raw};
-            if ((rc = mdb_put(txn, st->raw, &ek, &rv, MDB_APPEND)) != 0)
+        if (p->payload != NULL) {
+            MDB_val rv = {p->payload_len, (void *)p->payload};
+            if ((rc = mdb_put(txn, st->payloads, &ek, &rv, MDB_APPEND)) != 0)
                 return rc;
         }
         if ((rc = index_add(t, p->id, p->state, p->due_ms, p->entity_key ? p->entity_key : "")) !=
@@ -371,14 +371,7 @@ int store_txn_get_event(struct store_txn *t, uint64_t id, json_t **out)
     return 0;
 }
 
-/* The fields of a record the indexes depend on. */
-struct rec_keys {
-    enum gw_state state;
-    int64_t due_ms;
-    char ekey[400];
-};
-
-static void rec_keys(json_t *rec, struct rec_keys *k)
+void store_event_keys(json_t *rec, struct store_event_keys *k)
 {
     int s = event_state_parse(json_string_value(json_object_get(rec, "state")) ?: "");
     k->state = s < 0 ? GW_DEAD : (enum gw_state)s;
@@ -386,37 +379,61 @@ static void rec_keys(json_t *rec, struct rec_keys *k)
     event_entity_key(rec, k->ekey, sizeof k->ekey);
 }
 
-int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec)
+bool store_txn_event_is(struct store_txn *t, uint64_t id, const char *text, size_t len)
 {
-    json_t *old;
-    int rc = store_txn_get_event(t, id, &old);
-    if (rc != 0)
-        return rc;
-    struct rec_keys ok, nk;
-    rec_keys(old, &ok);
-    json_decref(old);
-    rec_keys(rec, &nk);
+    unsigned char idbuf[8];
+    be64(idbuf, id);
+    MDB_val k = {8, idbuf}, v;
+    return text != NULL && mdb_get(t->txn, t->st->events, &k, &v) == 0 && v.mv_size == len &&
+           memcmp(v.mv_data, text, len) == 0;
+}
 
-    json_t *copy = json_copy(rec);
-    json_object_del(copy, "id");
-    char *text = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(copy);
+int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
+                        const struct store_event_keys *old, char **text_out)
+{
+    struct store_event_keys ok, nk;
+    if (old == NULL) {
+        json_t *stored;
+        int rc = store_txn_get_event(t, id, &stored);
+        if (rc != 0)
+            return rc;
+        store_event_keys(stored, &ok);
+        json_decref(stored);
+        old = &ok;
+    }
+    store_event_keys(rec, &nk);
+
+    char *text;
+    if (json_object_get(rec, "id") != NULL) {
+        json_t *copy = json_copy(rec);
+        json_object_del(copy, "id");
+        text = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(copy);
+    } else {
+        text = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    }
     if (text == NULL)
         return STORE_EFAIL;
     unsigned char idbuf[8];
     be64(idbuf, id);
     MDB_val k = {8, idbuf}, v = {strlen(text), text};
-    rc = mdb_put(t->txn, t->st->events, &k, &v, 0);
-    free(text);
-    if (rc == 0)
-        rc = index_del(t, id, ok.state, ok.due_ms, ok.ekey);
-    if (rc == 0)
+    int rc = mdb_put(t->txn, t->st->events, &k, &v, 0);
+    /* A claim keeps the event queued where it was: nothing to move. */
+    bool same_place = store_state_queued(old->state) == store_state_queued(nk.state) &&
+                      old->due_ms == nk.due_ms && strcmp(old->ekey, nk.ekey) == 0;
+    if (rc == 0 && !same_place)
+        rc = index_del(t, id, old->state, old->due_ms, old->ekey);
+    if (rc == 0 && !same_place)
         rc = index_add(t, id, nk.state, nk.due_ms, nk.ekey);
-    if (rc == 0 && ok.state != nk.state) {
-        rc = counter_add(t->txn, t->st->meta, ok.state, -1);
+    if (rc == 0 && old->state != nk.state) {
+        rc = counter_add(t->txn, t->st->meta, old->state, -1);
         if (rc == 0)
             rc = counter_add(t->txn, t->st->meta, nk.state, 1);
     }
+    if (rc == 0 && text_out != NULL)
+        *text_out = text;
+    else
+        free(text);
     return rc;
 }
 
@@ -557,7 +574,7 @@ static int get_raw_fn(struct store *st, MDB_txn *txn, void *arg)
     unsigned char idbuf[8];
     be64(idbuf, a->id);
     MDB_val k = {8, idbuf}, v;
-    int rc = mdb_get(txn, st->raw, &k, &v);
+    int rc = mdb_get(txn, st->payloads, &k, &v);
     if (rc != 0)
         return rc;
     a->raw = malloc(v.mv_size ? v.mv_size : 1);
@@ -568,7 +585,8 @@ static int get_raw_fn(struct store *st, MDB_txn *txn, void *arg)
     return 0;
 }
 
-int store_get_raw(struct store *st, uint64_t id, void **out, size_t *len, char *err, size_t errlen)
+int store_get_payload(struct store *st, uint64_t id, void **out, size_t *len, char *err,
+                      size_t errlen)
 {
     struct get_arg a = {id, NULL, NULL, 0};
     int rc = with_read(st, get_raw_fn, &a, err, errlen);
@@ -577,6 +595,59 @@ int store_get_raw(struct store *st, uint64_t id, void **out, size_t *len, char *
         *len = a.raw_len;
     }
     return rc;
+}
+
+struct text_arg {
+    uint64_t id;
+    char *text, *payload;
+    size_t len, payload_len;
+};
+
+static char *copy_val(const MDB_val *v)
+{
+    char *p = malloc(v->mv_size + 1);
+    if (p != NULL) {
+        memcpy(p, v->mv_data, v->mv_size);
+        p[v->mv_size] = '\0';
+    }
+    return p;
+}
+
+static int get_text_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    struct text_arg *a = arg;
+    unsigned char idbuf[8];
+    be64(idbuf, a->id);
+    MDB_val k = {8, idbuf}, v;
+    int rc = mdb_get(txn, st->events, &k, &v);
+    if (rc != 0)
+        return rc;
+    if ((a->text = copy_val(&v)) == NULL)
+        return ENOMEM;
+    a->len = v.mv_size;
+    if (mdb_get(txn, st->payloads, &k, &v) == 0) {
+        if ((a->payload = copy_val(&v)) == NULL)
+            return ENOMEM;
+        a->payload_len = v.mv_size;
+    }
+    return 0;
+}
+
+int store_get_event_text(struct store *st, uint64_t id, char **text, size_t *len, char **payload,
+                         size_t *payload_len, char *err, size_t errlen)
+{
+    struct text_arg a = {id, NULL, NULL, 0, 0};
+    int rc = with_read(st, get_text_fn, &a, err, errlen);
+    if (rc != 0) {
+        free(a.text);
+        free(a.payload);
+        return rc;
+    }
+    *text = a.text;
+    *len = a.len;
+    *payload = a.payload;
+    *payload_len = a.payload_len;
+    return 0;
 }
 
 struct scan_arg {
@@ -652,6 +723,7 @@ int store_meta_get(struct store *st, const char *name, json_t **out, char *err, 
 struct due_arg {
     int64_t now_ms;
     size_t limit;
+    store_skip_fn skip;
     store_due_cb cb;
     void *arg;
 };
@@ -693,6 +765,8 @@ static int due_fn(struct store *st, MDB_txn *txn, void *arg)
         if (due > a->now_ms)
             break;
         uint64_t id = get_be64((const unsigned char *)k.mv_data + 8);
+        if (a->skip != NULL && a->skip(id, a->arg))
+            continue;
         if (a->cb(id, due, entity_head(st, txn, &v, id), a->arg) != 0)
             break;
     }
@@ -700,10 +774,10 @@ static int due_fn(struct store *st, MDB_txn *txn, void *arg)
     return 0;
 }
 
-int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_due_cb cb, void *arg,
-                   char *err, size_t errlen)
+int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_skip_fn skip,
+                   store_due_cb cb, void *arg, char *err, size_t errlen)
 {
-    struct due_arg a = {now_ms, limit, cb, arg};
+    struct due_arg a = {now_ms, limit, skip, cb, arg};
     return with_read(st, due_fn, &a, err, errlen);
 }
 
@@ -771,7 +845,7 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
                 MDB_val dk = {32, h};
                 mdb_del(txn, st->dedupe, &dk, NULL);
             }
-            if (mdb_del(txn, st->raw, &rk, NULL) == 0)
+            if (mdb_del(txn, st->payloads, &rk, NULL) == 0)
                 (*payloads_dropped)++;
             rc = mdb_cursor_del(cur, 0);
             dropped[state]++;

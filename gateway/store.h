@@ -6,7 +6,7 @@
  *   dedupe   sha256(dedupe key)  -> be64(id)
  *   queue    be64(due_ms) be64(id) -> entity key: unfinished events by due time
  *   entities entity key 0 be64(id) -> empty: unfinished events per entity, in order
- *   raw      be64(id)            -> raw body bytes kept with a malformed event
+ *   payloads be64(id)            -> what came in: JSON, or the raw body of a malformed event
  *   meta     name                -> value (per-state counters, tokens, markers)
  *
  * An event is queued while its state is pending, retrying or in_flight (an
@@ -48,8 +48,8 @@ struct store_put {
     unsigned char key[32]; /* sha256 of the dedupe key */
     const char *rec;       /* serialised record (borrowed); its due_ms is the queue time */
     size_t rec_len;
-    const void *raw; /* raw body to keep, or NULL (borrowed) */
-    size_t raw_len;
+    const void *payload; /* what came in, kept apart from the record, or NULL (borrowed) */
+    size_t payload_len;
     enum gw_state state;    /* pending events are queued */
     const char *entity_key; /* see event_entity_key; borrowed */
     int64_t due_ms;
@@ -87,12 +87,25 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n);
 /* The event as a new object with "id" added; STORE_ENOTFOUND when absent. */
 int store_txn_get_event(struct store_txn *t, uint64_t id, json_t **out);
 
+/* The fields of a record that the queue, entity index and counters follow. */
+struct store_event_keys {
+    enum gw_state state;
+    int64_t due_ms;
+    char ekey[400];
+};
+void store_event_keys(json_t *rec, struct store_event_keys *k);
+
+/* Is the stored record of id exactly these bytes (nobody changed it since)? */
+bool store_txn_event_is(struct store_txn *t, uint64_t id, const char *text, size_t len);
+
 /*
- * Replace an event's record (rec without "id" is fine; "id" is dropped).
- * Counters, queue (at rec's due_ms) and entity index follow the change of
- * state from the stored record to rec.
+ * Replace an event's record ("id" in rec is dropped). Counters, queue (at
+ * rec's due_ms) and entity index follow the change from the stored record,
+ * whose keys are old (NULL: read them from the store). When text_out is not
+ * NULL it receives the serialised record written (malloc'd).
  */
-int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec);
+int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
+                        const struct store_event_keys *old, char **text_out);
 
 /* Small named values (tokens, markers, circuit state), JSON. */
 int store_txn_meta_get(struct store_txn *t, const char *name, json_t **out);
@@ -105,14 +118,24 @@ int store_meta_get(struct store *st, const char *name, json_t **out, char *err, 
  * (only then may it run). Return nonzero from cb to stop.
  */
 typedef int (*store_due_cb)(uint64_t id, int64_t due_ms, bool head, void *arg);
-int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_due_cb cb, void *arg,
-                   char *err, size_t errlen);
+/* skip (may be NULL) drops an entry before any work is spent on it. */
+typedef bool (*store_skip_fn)(uint64_t id, void *arg);
+int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_skip_fn skip,
+                   store_due_cb cb, void *arg, char *err, size_t errlen);
 
 /* One event as a new JSON object with its "id" added; STORE_ENOTFOUND if absent. */
 int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen);
 
-/* The raw body kept with an event, as a new malloc'd buffer. */
-int store_get_raw(struct store *st, uint64_t id, void **out, size_t *len, char *err, size_t errlen);
+/*
+ * An event's stored record text (without "id") and its payload, as new
+ * NUL-terminated buffers; *payload is NULL when there is none.
+ */
+int store_get_event_text(struct store *st, uint64_t id, char **text, size_t *len, char **payload,
+                         size_t *payload_len, char *err, size_t errlen);
+
+/* An event's payload bytes, as a new malloc'd buffer; STORE_ENOTFOUND if none. */
+int store_get_payload(struct store *st, uint64_t id, void **out, size_t *len, char *err,
+                      size_t errlen);
 
 /* Visit events newest first; the record text is valid only during the call.
  * Return nonzero from cb to stop. */

@@ -36,6 +36,7 @@ struct gw_clients; /* the QBO and Mplus clients of the daemon */
 struct task {
     uint64_t id;
     json_t *rec;                      /* the event record (borrowed, read-only) */
+    json_t *payload;                  /* what came in (borrowed, read-only), or NULL */
     const struct gw_connection *conn; /* NULL for events of no connection */
     struct gw_clients *clients;
     json_t *steps;    /* array the handler may append step summaries to (history) */

@@ -62,7 +62,7 @@ static int change_fn(struct store_txn *t, void *arg)
         return rc;
     json_object_set_new(rec, "state", json_string(c->state));
     json_object_set_new(rec, "due_ms", json_integer(c->due));
-    rc = store_txn_put_event(t, c->id, rec);
+    rc = store_txn_put_event(t, c->id, rec, NULL, NULL);
     json_decref(rec);
     return rc;
 }
@@ -100,7 +100,7 @@ static void test_entity_order_and_queue(void **state)
     assert_int_equal(store_ingest(st, p, 3, err, sizeof err), 0);
 
     struct seen s = {.n = 0};
-    assert_int_equal(store_scan_due(st, 1000, 100, due_cb, &s, err, sizeof err), 0);
+    assert_int_equal(store_scan_due(st, 1000, 100, NULL, due_cb, &s, err, sizeof err), 0);
     assert_int_equal(s.n, 3);
     /* Only the oldest change of each entity may run. */
     assert_true(s.ids[0] == 1 && s.head[0]);
@@ -111,7 +111,7 @@ static void test_entity_order_and_queue(void **state)
     struct change c = {1, "retrying", 5000};
     assert_int_equal(store_write(st, change_fn, &c, err, sizeof err), 0);
     s.n = 0;
-    assert_int_equal(store_scan_due(st, 1000, 100, due_cb, &s, err, sizeof err), 0);
+    assert_int_equal(store_scan_due(st, 1000, 100, NULL, due_cb, &s, err, sizeof err), 0);
     assert_int_equal(s.n, 2);
     assert_true(s.ids[0] == 2 && s.ids[1] == 3 && !s.head[1]);
 
@@ -119,7 +119,7 @@ static void test_entity_order_and_queue(void **state)
     c = (struct change){1, "done", 0};
     assert_int_equal(store_write(st, change_fn, &c, err, sizeof err), 0);
     s.n = 0;
-    assert_int_equal(store_scan_due(st, 1000, 100, due_cb, &s, err, sizeof err), 0);
+    assert_int_equal(store_scan_due(st, 1000, 100, NULL, due_cb, &s, err, sizeof err), 0);
     assert_int_equal(s.n, 2);
     assert_true(s.ids[1] == 3 && s.head[1]);
     uint64_t counts[GW_STATE_COUNT];
@@ -130,7 +130,7 @@ static void test_entity_order_and_queue(void **state)
 
     /* Nothing is due before its time. */
     s.n = 0;
-    assert_int_equal(store_scan_due(st, 100, 100, due_cb, &s, err, sizeof err), 0);
+    assert_int_equal(store_scan_due(st, 100, 100, NULL, due_cb, &s, err, sizeof err), 0);
     assert_int_equal(s.n, 0);
     store_close(st);
     char cmd[128];

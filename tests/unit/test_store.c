@@ -109,12 +109,12 @@ static void test_raw_body_kept(void **state)
     static const char raw[] = "{\"eventNotifications\": [\x00\xff";
     struct store_put p;
     put_init(&p, "malformed", "{\"state\":\"dead\"}", GW_DEAD);
-    p.raw = raw;
-    p.raw_len = sizeof raw - 1;
+    p.payload = raw;
+    p.payload_len = sizeof raw - 1;
     assert_int_equal(store_ingest(st, &p, 1, err, sizeof err), 0);
     void *got;
     size_t len;
-    assert_int_equal(store_get_raw(st, p.id, &got, &len, err, sizeof err), 0);
+    assert_int_equal(store_get_payload(st, p.id, &got, &len, err, sizeof err), 0);
     assert_int_equal(len, sizeof raw - 1);
     assert_memory_equal(got, raw, len);
     free(got);

@@ -25,6 +25,10 @@
 #define SCAN_INTERVAL_MS    500 /* replays from other processes are seen within this */
 #define CIRCUIT_MAX_OPEN_MS (10 * 60 * 1000)
 #define AUTH_WAIT_MS        60000
+/* An event waiting for authorisation is held by start_event while its
+ * connection needs it, so its due time only says how soon it runs once a
+ * `tokens` import or the OAuth callback has brought tokens back. */
+#define AUTH_RECHECK_MS 1000
 
 enum circuit { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
 static const char *const circuit_names[] = {"closed", "open", "half_open"};
@@ -232,8 +236,12 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
         }
         break;
     }
-    case OUTCOME_THROTTLED:
     case OUTCOME_WAIT_AUTH:
+        next = GW_RETRYING;
+        due = o->not_before_ms > now ? o->not_before_ms : now + AUTH_RECHECK_MS;
+        reason = NULL;
+        break;
+    case OUTCOME_THROTTLED:
     default:
         next = GW_RETRYING;
         due = o->not_before_ms > now ? o->not_before_ms : now + AUTH_WAIT_MS;

@@ -789,6 +789,24 @@ static void stale_read_done(const struct qbo_result *r, void *arg)
     free(call->body);
     call->body = json_dumps(call->update, JSON_COMPACT | JSON_PRESERVE_ORDER);
     call->stale_retried = true;
+    if (call->requestid != NULL) {
+        /* QBO answers a repeated requestid with its first answer - the 5010
+         * just received - so the re-applied change goes under an id of its
+         * own, derived from the first (the same on every retry of the step). */
+        char rid[64], extra[160], ent[64];
+        snprintf(rid, sizeof rid, "%.47s-s", call->requestid);
+        char *erid = http_escape(rid);
+        snprintf(extra, sizeof extra, "requestid=%s", erid ? erid : "");
+        free(erid);
+        entity_path(call->entity, ent, sizeof ent);
+        char *url = make_url(call->q, call->qc->c, ent, extra);
+        if (url != NULL) {
+            free(call->url);
+            call->url = url;
+            free(call->requestid);
+            call->requestid = strdup(rid);
+        }
+    }
     gw_log(GW_LOG_INFO, call->qc->c->name, 0,
            "stale SyncToken on %s update: re-read and sent again", call->entity);
     start_call(call);

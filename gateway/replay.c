@@ -61,6 +61,9 @@ static int requeue_fn(struct store_txn *t, void *arg)
                                            json_object_get(rec, "attempts")));
         json_object_set_new(rec, "state", json_string("pending"));
         json_object_set_new(rec, "attempts", json_integer(0));
+        /* A new generation of QBO requestids (task_requestid). */
+        json_object_set_new(rec, "replays",
+                            json_integer(json_integer_value(json_object_get(rec, "replays")) + 1));
         json_object_set_new(rec, "reason", json_null());
         json_object_set_new(rec, "last_error", json_null());
         json_object_set_new(rec, "due_ms", json_integer((json_int_t)now));

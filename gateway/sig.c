@@ -6,26 +6,65 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 
-void sig_sign(const void *key, size_t keylen, const void *msg, size_t msglen, char *out)
+struct sig_key {
+    EVP_MAC_CTX *ctx; /* keyed, never finalised: duplicated per message */
+};
+
+struct sig_key *sig_key_new(const void *key, size_t keylen)
+{
+    static const unsigned char empty = 0;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    struct sig_key *k = calloc(1, sizeof *k);
+    if (mac == NULL || k == NULL || (k->ctx = EVP_MAC_CTX_new(mac)) == NULL) {
+        EVP_MAC_free(mac);
+        free(k);
+        return NULL;
+    }
+    EVP_MAC_free(mac);
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+                           OSSL_PARAM_construct_end()};
+    if (EVP_MAC_init(k->ctx, keylen ? key : &empty, keylen, params) != 1) {
+        sig_key_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+void sig_key_free(struct sig_key *k)
+{
+    if (k == NULL)
+        return;
+    EVP_MAC_CTX_free(k->ctx);
+    free(k);
+}
+
+void sig_key_sign(const struct sig_key *k, const void *msg, size_t msglen, char *out)
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int maclen = 0;
-    /* HMAC() with an empty key needs a non-NULL pointer. */
-    static const unsigned char empty = 0;
-    HMAC(EVP_sha256(), keylen ? key : &empty, (int)keylen, msglen ? msg : &empty, msglen, mac,
-         &maclen);
+    size_t maclen = 0;
+    EVP_MAC_CTX *c = EVP_MAC_CTX_dup(k->ctx);
+    if (c == NULL || EVP_MAC_update(c, msg, msglen) != 1 ||
+        EVP_MAC_final(c, mac, &maclen, sizeof mac) != 1)
+        maclen = 0;
+    EVP_MAC_CTX_free(c);
+    if (maclen == 0) {
+        out[0] = '\0'; /* matches no header */
+        return;
+    }
     EVP_EncodeBlock((unsigned char *)out, mac, (int)maclen);
     OPENSSL_cleanse(mac, sizeof mac);
 }
 
-bool sig_verify(const void *key, size_t keylen, const void *msg, size_t msglen, const char *header)
+bool sig_key_verify(const struct sig_key *k, const void *msg, size_t msglen, const char *header)
 {
-    if (header == NULL)
+    if (header == NULL || k == NULL)
         return false;
     while (*header == ' ' || *header == '\t')
         header++;
@@ -33,10 +72,29 @@ bool sig_verify(const void *key, size_t keylen, const void *msg, size_t msglen, 
     while (hlen > 0 && (header[hlen - 1] == ' ' || header[hlen - 1] == '\t'))
         hlen--;
     char want[GW_SIG_B64_LEN];
-    sig_sign(key, keylen, msg, msglen, want);
-    if (hlen != GW_SIG_B64_LEN - 1)
+    sig_key_sign(k, msg, msglen, want);
+    if (hlen != GW_SIG_B64_LEN - 1 || want[0] == '\0')
         return false;
     return CRYPTO_memcmp(want, header, GW_SIG_B64_LEN - 1) == 0;
+}
+
+void sig_sign(const void *key, size_t keylen, const void *msg, size_t msglen, char *out)
+{
+    struct sig_key *k = sig_key_new(key, keylen);
+    if (k == NULL) {
+        out[0] = '\0';
+        return;
+    }
+    sig_key_sign(k, msg, msglen, out);
+    sig_key_free(k);
+}
+
+bool sig_verify(const void *key, size_t keylen, const void *msg, size_t msglen, const char *header)
+{
+    struct sig_key *k = sig_key_new(key, keylen);
+    bool ok = sig_key_verify(k, msg, msglen, header);
+    sig_key_free(k);
+    return ok;
 }
 
 void sig_sha256(const void *msg, size_t msglen, unsigned char out[32])

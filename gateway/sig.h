@@ -20,6 +20,16 @@ void sig_sign(const void *key, size_t keylen, const void *msg, size_t msglen, ch
  */
 bool sig_verify(const void *key, size_t keylen, const void *msg, size_t msglen, const char *header);
 
+/*
+ * A prepared HMAC-SHA256 key: set up once, then each signature costs only
+ * the hashing (the one-shot form looks the algorithm up on every call).
+ */
+struct sig_key;
+struct sig_key *sig_key_new(const void *key, size_t keylen);
+void sig_key_free(struct sig_key *k);
+void sig_key_sign(const struct sig_key *k, const void *msg, size_t msglen, char *out);
+bool sig_key_verify(const struct sig_key *k, const void *msg, size_t msglen, const char *header);
+
 /* SHA-256 of msg into out[32]; used to make fixed-size dedupe keys. */
 void sig_sha256(const void *msg, size_t msglen, unsigned char out[32]);
 

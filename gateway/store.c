@@ -17,10 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 struct store {
     MDB_env *env;
+    char data_file[4096]; /* absolute path of data.mdb, as /proc/self/maps names it */
+    unsigned commits;     /* since the map's pages were last released */
     MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;
@@ -108,6 +111,9 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
         st->map_size = info.me_mapsize;
     int dead;
     mdb_reader_check(st->env, &dead);
+    char real[4096];
+    if (realpath(path, real) != NULL)
+        snprintf(st->data_file, sizeof st->data_file, "%.4080s/data.mdb", real);
 
     MDB_txn *txn;
     rc = mdb_txn_begin(st->env, NULL, 0, &txn);
@@ -460,8 +466,43 @@ int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value)
     return rc;
 }
 
+/*
+ * Every page LMDB reads through its map stays mapped, so resident memory
+ * would grow with the store. The map is a shared, read-only file mapping:
+ * dropping its pages loses nothing (the page cache keeps them; the next read
+ * maps them again), and keeps the daemon's footprint small.
+ */
+#define RELEASE_EVERY 4
+
+static void release_map_pages(struct store *st)
+{
+    /* LMDB does not tell where its map is (me_mapaddr is only set for a
+     * fixed map): find the mapping of data.mdb. The resize lock keeps the
+     * map where it is meanwhile. */
+    pthread_rwlock_rdlock(&st->resize_lock);
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[4608];
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        unsigned long lo, hi;
+        int name = 0;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &name) < 2 || name == 0)
+            continue;
+        char *path = line + name;
+        path[strcspn(path, "\n")] = '\0';
+        if (strcmp(path, st->data_file) == 0)
+            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+    if (f != NULL)
+        fclose(f);
+    pthread_rwlock_unlock(&st->resize_lock);
+}
+
 int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t errlen)
 {
+    if (++st->commits >= RELEASE_EVERY) {
+        st->commits = 0;
+        release_map_pages(st);
+    }
     for (int attempt = 0; attempt < 8; attempt++) {
         pthread_rwlock_rdlock(&st->resize_lock);
         struct store_txn t = {st, NULL};

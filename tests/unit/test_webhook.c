@@ -8,8 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cdc.h"
 #include "config.h"
 #include "testutil.h"
+#include "util.h"
 #include "webhook.h"
 
 static struct gw_config *cfg;
@@ -239,6 +241,40 @@ static const char mplus_body[] =
     "\"sender\":{\"branchNumber\":1,\"workplaceNumber\":2,\"instanceId\":\"inst-9\"},"
     "\"session\":{\"sessionId\":\"6f1c0c1e-2b7a-4a57-9d52-0d6c1b1f7a10\",\"lines\":[]}}";
 
+static void test_cdc_row_shares_the_webhooks_change_key(void **state)
+{
+    (void)state;
+    /* The same change of customer 1234, once by webhook, once by CDC. */
+    struct gw_batch hook = {0};
+    parse_fixture("cloudevents_customer_created_intuit_sample.json", &hook);
+    assert_int_equal(hook.n, 1);
+    const char *key = field(&hook.ev[0], "change_key");
+    assert_string_equal(key, "qbo-change|310687|Customer|1234|2025-09-10T21:31:25.179Z");
+
+    const struct gw_connection *c = config_connection(cfg, "sample");
+    json_t *resp = json_loads(
+        "{\"CDCResponse\":[{\"QueryResponse\":[{\"Customer\":[{\"Id\":\"1234\","
+        "\"SyncToken\":\"0\",\"MetaData\":{\"LastUpdatedTime\":\"2025-09-10T14:31:25.179-07:00\"}},"
+        "{\"Id\":\"77\",\"status\":\"Deleted\",\"MetaData\":{\"LastUpdatedTime\":"
+        "\"2025-09-11T14:00:00-07:00\"}}],\"startPosition\":1,\"maxResults\":2}]}],"
+        "\"time\":\"2025-09-12T00:00:00-07:00\"}",
+        0, NULL);
+    assert_non_null(resp);
+    struct gw_batch cdc = {0};
+    char latest[GW_TS_LEN];
+    size_t rows;
+    assert_int_equal(cdc_parse(c, resp, NOW, &cdc, latest, sizeof latest, &rows), 0);
+    assert_int_equal(rows, 2);
+    assert_int_equal(cdc.n, 2);
+    assert_string_equal(cdc.ev[0].dedupe_key, key); /* so the store sees one change */
+    assert_string_equal(field(&cdc.ev[0], "source"), "qbo-cdc");
+    assert_string_equal(field(&cdc.ev[1], "operation"), "Delete");
+    assert_string_equal(latest, "2025-09-11T21:00:00.000Z");
+    json_decref(resp);
+    batch_free(&cdc);
+    batch_free(&hook);
+}
+
 static void test_mplus_complete_session(void **state)
 {
     (void)state;
@@ -302,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_legacy_formats_share_a_key),
         cmocka_unit_test(test_malformed_bodies),
         cmocka_unit_test(test_bad_entity_among_good_ones),
+        cmocka_unit_test(test_cdc_row_shares_the_webhooks_change_key),
         cmocka_unit_test(test_mplus_complete_session),
         cmocka_unit_test(test_mplus_error_request_unwrapped),
         cmocka_unit_test(test_mplus_other_and_malformed),

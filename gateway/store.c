@@ -23,7 +23,6 @@
 struct store {
     MDB_env *env;
     char data_file[4096]; /* absolute path of data.mdb, as /proc/self/maps names it */
-    unsigned commits;     /* since the map's pages were last released */
     MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;

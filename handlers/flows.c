@@ -66,3 +66,12 @@ void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r)
     snprintf(o.error, sizeof o.error, "%s: %s", what, r->error);
     task_finish(t, &o);
 }
+
+void task_requestid(const struct task *t, const char *step, char *out, size_t outlen)
+{
+    json_int_t gen = json_integer_value(json_object_get(t->rec, "replays"));
+    if (gen > 0)
+        snprintf(out, outlen, "ev%llur%lld-%s", (unsigned long long)t->id, (long long)gen, step);
+    else
+        snprintf(out, outlen, "ev%llu-%s", (unsigned long long)t->id, step);
+}

@@ -62,6 +62,18 @@ struct qbo_result;
  */
 void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r);
 
+/*
+ * The QBO requestid of one step of the task ("customer", "receipt"):
+ * "ev<ID>-<step>", the same on every retry and after a restart, so QBO
+ * answers a repeated create with its first answer instead of booking twice.
+ * A replay starts a new generation, "ev<ID>r<N>-<step>": QBO would repeat
+ * the first answer of the step that failed too (a 6240 stays a 6240 after
+ * the accountant fixed its cause). Steps that had succeeded before the
+ * replay are sent again under new ids, so flows find what exists first (id
+ * map, existence checks), as they must anyway.
+ */
+void task_requestid(const struct task *t, const char *step, char *out, size_t outlen);
+
 /* Record a step (request summary) in the event's history. */
 void task_note(struct task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

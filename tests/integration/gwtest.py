@@ -198,14 +198,26 @@ def request(port, method, path, body=None, headers=None, timeout=10.0):
 # ---- config ---------------------------------------------------------------
 
 
-def connection(name, realm_id, webhook_secret="", encoding="raw", subscription_id=""):
-    return {
+def connection(name, realm_id, webhook_secret="", encoding="raw", subscription_id="", flows=None,
+               **keys):
+    """One [connection.NAME] section. flows: the `flows` key (omitted when
+    None); further keyword arguments become keys of the section as given."""
+    c = {
         "name": name,
         "realm_id": realm_id,
         "mplus_webhook_secret": webhook_secret,
         "mplus_webhook_secret_encoding": encoding,
         "mplus_subscription_id": subscription_id,
     }
+    if flows is not None:
+        c["flows"] = flows
+    c.update(keys)
+    return c
+
+
+# Keys every connection section gets (empty when the dict has none).
+_CONNECTION_KEYS = ("realm_id", "mplus_webhook_secret", "mplus_webhook_secret_encoding",
+                    "mplus_subscription_id")
 
 
 DEFAULT_CONNECTIONS = [
@@ -247,9 +259,12 @@ def config_text(listen, admin_listen, storage_path, verifier_token=VERIFIER_TOKE
     lines += ["%s = %s" % kv for kv in log.items()]
     for c in DEFAULT_CONNECTIONS if connections is None else connections:
         lines += ["", "[connection.%s]" % c["name"]]
-        for k in ("realm_id", "mplus_webhook_secret", "mplus_webhook_secret_encoding",
-                  "mplus_subscription_id"):
+        for k in _CONNECTION_KEYS:
             lines.append("%s = %s" % (k, c.get(k, "")))
+        # Any other key given (flows, mplus_url, ...), in the order given.
+        for k, v in c.items():
+            if k != "name" and k not in _CONNECTION_KEYS:
+                lines.append("%s = %s" % (k, v))
     return "\n".join(lines) + "\n"
 
 
@@ -264,6 +279,10 @@ class Gateway:
     """One daemon with its own config, store and log in a temporary directory.
 
     gw = Gateway(); gw.start(); ... gw.stop()   (or use close() in cleanups)
+
+    extra is a dict as for config_text, or a function of the Gateway giving
+    one; the function runs on every start, after the ports are chosen, so
+    values can name them (gw.port, gw.admin_port).
     """
 
     def __init__(self, connections=None, verifier_token=VERIFIER_TOKEN, admin_token=ADMIN_TOKEN,
@@ -289,7 +308,8 @@ class Gateway:
         self.port, self.admin_port = free_ports(2)
         text = config_text("%s:%d" % (HOST, self.port), "%s:%d" % (HOST, self.admin_port),
                            self.store_path, self.verifier_token, self.admin_token,
-                           self.connections, self.max_body_bytes, self.extra)
+                           self.connections, self.max_body_bytes,
+                           self.extra(self) if callable(self.extra) else self.extra)
         with open(self.config_path, "w") as f:
             f.write(text)
 

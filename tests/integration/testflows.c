@@ -9,7 +9,8 @@
  *                        sparse-update it to "checked" (a 5010 re-reads once).
  *   mplus session:       create a Customer from session.customerName (when
  *                        given) and a SalesReceipt from session.lines, each
- *                        with a requestid fixed per event and step.
+ *                        with a requestid fixed per event and step (a new
+ *                        generation after a replay: task_requestid).
  */
 #include "cli.h"
 #include "config.h"
@@ -83,7 +84,7 @@ static void item_read(const struct qbo_result *r, void *arg)
     json_t *upd = json_pack("{s:O, s:O, s:s}", "Id", json_object_get(item, "Id"), "SyncToken",
                             json_object_get(item, "SyncToken"), "Description", "checked");
     char rid[64];
-    snprintf(rid, sizeof rid, "ev%llu-item", (unsigned long long)t->id);
+    task_requestid(t, "item", rid, sizeof rid);
     qbo_update(t->clients->qbo, t->conn, "Item", upd, rid, item_updated, t);
     json_decref(upd);
 }
@@ -126,7 +127,7 @@ static void create_receipt(struct task *t, json_t *customer_ref)
     if (customer_ref)
         json_object_set(receipt, "CustomerRef", customer_ref);
     char rid[64];
-    snprintf(rid, sizeof rid, "ev%llu-receipt", (unsigned long long)t->id);
+    task_requestid(t, "receipt", rid, sizeof rid);
     qbo_create(t->clients->qbo, t->conn, "SalesReceipt", receipt, rid, receipt_created, t);
     json_decref(receipt);
 }
@@ -155,7 +156,7 @@ static void run_session(struct task *t)
     }
     json_t *c = json_pack("{s:s}", "DisplayName", name);
     char rid[64];
-    snprintf(rid, sizeof rid, "ev%llu-customer", (unsigned long long)t->id);
+    task_requestid(t, "customer", rid, sizeof rid);
     qbo_create(t->clients->qbo, t->conn, "Customer", c, rid, customer_created, t);
     json_decref(c);
 }

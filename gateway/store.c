@@ -22,7 +22,9 @@
 
 struct store {
     MDB_env *env;
-    char data_file[4096]; /* absolute path of data.mdb, as /proc/self/maps names it */
+    char data_file[4096];         /* absolute path of data.mdb, as /proc/self/maps names it */
+    unsigned long map_lo, map_hi; /* where the map is, for releasing its pages */
+    size_t map_located_size;      /* map size when it was located */
     MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;
@@ -472,12 +474,11 @@ int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value)
  * maps them again), and keeps the daemon's footprint small. Done after every
  * commit: it costs a few microseconds, and a burst cannot pile pages up.
  */
-static void release_map_pages(struct store *st)
+/* LMDB does not tell where its map is (me_mapaddr is only set for a fixed
+ * map): find the mapping of data.mdb in /proc/self/maps. */
+static void locate_map(struct store *st)
 {
-    /* LMDB does not tell where its map is (me_mapaddr is only set for a
-     * fixed map): find the mapping of data.mdb. The resize lock keeps the
-     * map where it is meanwhile. */
-    pthread_rwlock_rdlock(&st->resize_lock);
+    st->map_lo = st->map_hi = 0;
     FILE *f = fopen("/proc/self/maps", "r");
     char line[4608];
     while (f != NULL && fgets(line, sizeof line, f) != NULL) {
@@ -487,11 +488,26 @@ static void release_map_pages(struct store *st)
             continue;
         char *path = line + name;
         path[strcspn(path, "\n")] = '\0';
-        if (strcmp(path, st->data_file) == 0)
-            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        if (strcmp(path, st->data_file) == 0) {
+            st->map_lo = lo;
+            st->map_hi = hi;
+            break;
+        }
     }
     if (f != NULL)
         fclose(f);
+    st->map_located_size = st->map_size;
+}
+
+static void release_map_pages(struct store *st)
+{
+    /* The resize lock keeps the map where it is meanwhile; a resize moves it,
+     * so look it up again after one. */
+    pthread_rwlock_rdlock(&st->resize_lock);
+    if (st->map_located_size != st->map_size)
+        locate_map(st);
+    if (st->map_hi > st->map_lo)
+        madvise((void *)st->map_lo, st->map_hi - st->map_lo, MADV_DONTNEED);
     pthread_rwlock_unlock(&st->resize_lock);
 }
 

@@ -1,0 +1,705 @@
+"""test_mplus_sim - self-test of the MplusKASSA SOAP simulator (tests/sim/mplus_sim.py).
+
+Starts the simulator as a subprocess and checks through HTTP what the
+gateway's tests rely on: requests built by hand with lxml (each validated
+against tests/fixtures/mplus/mplusqapi.xsd before it is sent) get answers
+that validate against the same schema; wrong credentials and invalid bodies
+get SOAP Faults that name the problem; sync-marker paging across more
+changes than one page has no gap and no duplicate; stock ids move; a till
+sale posts a correctly signed callback to a local listener and the reply
+signature is checked; every injected fault kind behaves as documented.
+
+    /usr/bin/python3 tests/integration/test_mplus_sim.py [GATEWAY_BINARY] [unittest args]
+
+The gateway binary argument (passed by ctest to every integration test) is
+not used.  Needs Debian's python3-lxml.
+"""
+
+import base64
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+from lxml import etree
+from lxml.builder import ElementMaker
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIM_DIR = os.path.normpath(os.path.join(HERE, "..", "sim"))
+SIM = os.path.join(SIM_DIR, "mplus_sim.py")
+FIXTURES = os.path.normpath(os.path.join(HERE, "..", "fixtures", "mplus"))
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+HOST = "127.0.0.1"
+IDENT, SECRET = "sim-ident", "s3cr3t&=?"
+WEBHOOK_SECRET = "whsec-Mplus-0123456789"
+SUBSCRIPTION = "sub-42"
+URN = "urn:mplusqapi"
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+N = ElementMaker(namespace=URN, nsmap={"ns1": URN})
+SCHEMA = etree.XMLSchema(etree.parse(os.path.join(FIXTURES, "mplusqapi.xsd")))
+
+
+def q(name):
+    return "{%s}%s" % (URN, name)
+
+
+def sign(key, body):
+    if isinstance(key, str):
+        key = key.encode()
+    return base64.b64encode(hmac.new(key, body, hashlib.sha256).digest()).decode()
+
+
+def text(el, path):
+    """Text of a descendant given as 'a/b/c' in urn:mplusqapi, or None."""
+    found = el.find("/".join("{%s}%s" % (URN, p) for p in path.split("/")))
+    return None if found is None else found.text
+
+
+def num(el, path):
+    value = text(el, path)
+    return None if value is None else int(value)
+
+
+class Listener:
+    """The gateway's Mplus callback endpoint: records requests, answers as told."""
+
+    def __init__(self):
+        self.received = queue.Queue()
+        self.mode = "good"
+        listener = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                listener.received.put((self.path, dict(self.headers), body))
+                reply = b'{"ok":true}'
+                status, signature = 200, sign(WEBHOOK_SECRET, reply)
+                if listener.mode == "bad_signature":
+                    signature = sign("wrong", reply)
+                elif listener.mode == "error":
+                    reply = b'{"error":{"code":"INVALID_DATA","message":"nope"}}'
+                    status, signature = 400, sign(WEBHOOK_SECRET, reply)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("X-Mplus-Signature", signature)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://%s:%d/webhooks/mplus/shop1" % (HOST, self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def next(self, timeout=5):
+        return self.received.get(timeout=timeout)
+
+    def drain(self):
+        while not self.received.empty():
+            self.received.get_nowait()
+        self.mode = "good"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def envelope(op_el):
+    env = etree.Element("{%s}Envelope" % SOAP, nsmap={"SOAP-ENV": SOAP, "ns1": URN})
+    etree.SubElement(env, "{%s}Header" % SOAP)
+    etree.SubElement(env, "{%s}Body" % SOAP).append(op_el)
+    return etree.tostring(env, xml_declaration=True, encoding="UTF-8")
+
+
+def paging(sync_marker=None, limit=None):
+    out = []
+    if sync_marker is not None:
+        out.append(N.syncMarker(str(sync_marker)))
+    if limit is not None:
+        out.append(N.syncMarkerLimit(str(limit)))
+    return out
+
+
+# Hand-built requests of every modelled operation (element order as in the schema).
+def req_get_products(marker=None, limit=None, *extra):
+    return N.getProducts(N.request(N.pluNumbers(), *paging(marker, limit), *extra))
+
+
+def req_documents(op, marker=None, limit=None):
+    return getattr(N, op)(N.request(*paging(marker, limit), N.articlePluNumbers(), N.articleBarcodes()))
+
+
+def req_get_stock(branch=1, articles=(), stock_id=None):
+    parts = [N.branchNumber(str(branch)), N.articleNumbers(*[N.articleNumbers(str(a)) for a in articles])]
+    if stock_id is not None:
+        parts.append(N.stockId(str(stock_id)))
+    return N.getStock(N.request(*parts))
+
+
+ALL_REQUESTS = {
+    "getApiVersion": lambda: N.getApiVersion(),
+    "getCurrentSyncMarkers": lambda: N.getCurrentSyncMarkers(),
+    "getCurrentSyncMarkersV2": lambda: N.getCurrentSyncMarkersV2(N.request(N.includeStockId("true"))),
+    "getBranches": lambda: N.getBranches(),
+    "getVatGroupList": lambda: N.getVatGroupList(),
+    "getTurnoverGroups": lambda: N.getTurnoverGroups(N.request(N.onlyActive("true"))),
+    "getPaymentMethods": lambda: N.getPaymentMethods(),
+    "getPaymentMethodsV2": lambda: N.getPaymentMethodsV2(N.request(N.paymentMethodTypes("PAYMENT-METHOD-TYPE-EFT"))),
+    "getEmployees": lambda: N.getEmployees(N.request(*paging(1, 10))),
+    "getReceipts": lambda: req_documents("getReceipts", 1, 100),
+    "getInvoices": lambda: req_documents("getInvoices", 1, 100),
+    "getOrders": lambda: req_documents("getOrders", 1, 100),
+    "getProducts": lambda: req_get_products(1, 100),
+    "getArticleGroupChanges": lambda: N.getArticleGroupChanges(N.request(*paging(1, 100))),
+    "getRelations": lambda: N.getRelations(N.request(*paging(1, 100))),
+    "findRelation": lambda: N.findRelation(N.relation(N.email("PIET.devries"))),
+    "createRelation": lambda: N.createRelation(N.relation(
+        N.extRelationId("qbo-77"), N.name("Kees Smit"), N.address("Dorpsstraat 1"), N.zipcode("1234 AB"),
+        N.city("Ede"), N.country("Nederland"), N.email("kees@example.nl"))),
+    "updateRelation": lambda: N.updateRelation(N.relation(N.relationNumber("10002"), N.city("Haarlem"))),
+    "getStock": lambda: req_get_stock(1, (2001, 2002, 3001)),
+    "setStock": lambda: N.setStock(N.request(N.branchNumber("1"), N.articleNumber("3001"), N.amount("7250"),
+                                             N.decimalPlaces("3"))),
+    "updateStock": lambda: N.updateStock(N.request(N.branchNumber("1"), N.articleNumber("2001"),
+                                                   N.amountChanged("-2"), N.reference("test"))),
+    "createProduct": lambda: N.createProduct(N.product(
+        N.description("Thee"), N.articleList(N.article(
+            N.extArticleId("QBO-ITEM-9"), N.pluNumber("TEA1"), N.description("Thee"), N.turnoverGroup("1"),
+            N.vatCode("1"), N.priceIncl("230"), N.stockArticle("false"))), N.groupNumbers("11"))),
+    "updateProduct": lambda: N.updateProduct(N.product(N.productNumber("1"), N.articleList(N.article(
+        N.articleNumber("1001"), N.description("Koffie zwart"), N.priceIncl("260"))))),
+}
+
+
+class MplusSimTest(unittest.TestCase):
+    """One simulator for the whole run; every test starts from POST /_sim/reset."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.listener = Listener()
+        cls.proc = subprocess.Popen(
+            [PYTHON, SIM, "--port", "0", "--ident", IDENT, "--secret", SECRET, "--webhook-url", cls.listener.url,
+             "--webhook-secret", WEBHOOK_SECRET, "--subscription-id", SUBSCRIPTION],
+            stdout=subprocess.PIPE, text=True)
+        line = cls.proc.stdout.readline()
+        if not line.startswith("READY "):
+            cls.proc.kill()
+            raise RuntimeError("simulator did not start: %r" % line)
+        cls.port = int(line.split()[1])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        try:
+            cls.proc.wait(10)
+        finally:
+            if cls.proc.poll() is None:
+                cls.proc.kill()
+            cls.proc.stdout.close()
+            cls.listener.close()
+
+    def setUp(self):
+        self.control("POST", "/_sim/reset")
+        self.listener.drain()
+
+    # -- helpers --
+
+    def http(self, method, path, body=None, headers=None, timeout=5):
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+                headers = dict({"Content-Type": "application/json"}, **(headers or {}))
+            conn.request(method, path, body, headers or {})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def control(self, method, path, body=None, status=200):
+        got, _, data = self.http(method, path, body if body is not None else ({} if method == "POST" else None))
+        self.assertEqual(got, status, data)
+        return json.loads(data)
+
+    def post_soap(self, body, ident=IDENT, secret=SECRET, timeout=5):
+        from urllib.parse import urlencode
+        query = urlencode({k: v for k, v in (("ident", ident), ("secret", secret)) if v is not None})
+        return self.http("POST", "/?" + query, body, {"Content-Type": "text/xml; charset=utf-8",
+                                                      "SOAPAction": "op", "X-Request-Id": "t-1"}, timeout=timeout)
+
+    def soap(self, op_el, expect_status=200, **kw):
+        """Validates the request, sends it, validates the answer; returns the response element
+        (or the Fault element when expect_status is 500)."""
+        self.assertTrue(SCHEMA.validate(op_el), "test built an invalid request: %s" % SCHEMA.error_log)
+        status, headers, data = self.post_soap(envelope(op_el), **kw)
+        self.assertEqual(status, expect_status, data[:2000])
+        self.assertTrue(headers["content-type"].startswith("text/xml"), headers)
+        doc = etree.fromstring(data, etree.XMLParser(huge_tree=True))
+        self.assertEqual(doc.tag, "{%s}Envelope" % SOAP)
+        child = doc.find("{%s}Body" % SOAP)[0]
+        if status == 200:
+            self.assertEqual(child.tag, q(self.expected_response(op_el)))
+            self.assertTrue(SCHEMA.validate(child), "invalid response: %s\n%s" % (SCHEMA.error_log, data[:3000]))
+        else:
+            self.assertEqual(child.tag, "{%s}Fault" % SOAP)
+        return child
+
+    @staticmethod
+    def expected_response(op_el):
+        return SIM_OPERATIONS[etree.QName(op_el).localname][1]
+
+    def fault(self, data):
+        doc = etree.fromstring(data)
+        fault = doc.find("{%s}Body/{%s}Fault" % (SOAP, SOAP))
+        self.assertIsNotNone(fault, data)
+        return fault.findtext("faultcode"), fault.findtext("faultstring")
+
+    def markers(self):
+        return self.control("GET", "/_sim/markers")
+
+    def poll(self, make_request, list_path, start, limit):
+        """Pages from start until a short page; returns the markers of every item, in order."""
+        seen, marker, pages = [], start, 0
+        while True:
+            resp = self.soap(make_request(marker, limit))
+            items = resp.findall("/".join(q(p) for p in list_path.split("/")))
+            page = [num(item, "syncMarker") for item in items]
+            self.assertLessEqual(len(page), limit)
+            seen.extend(page)
+            pages += 1
+            if len(page) < limit:
+                return seen, pages
+            marker = max(page) + 1
+
+    def sale(self, spec, status=200):
+        return self.control("POST", "/_sim/till/sale", spec, status)
+
+    # -- tests --
+
+    def test_every_operation_answers_schema_valid_xml(self):
+        # The simulator checks its own answers too (a bad one would become a Server fault).
+        self.assertTrue(self.control("POST", "/_sim/config", {"validate_responses": True})["validate_responses"])
+        for op, make in ALL_REQUESTS.items():
+            with self.subTest(op=op):
+                resp = self.soap(make())
+                if op == "createRelation":
+                    self.assertEqual(text(resp, "result"), "CREATE-RELATION-RESULT-OK")
+                    self.assertGreater(num(resp, "syncMarker"), 0)
+                if op == "createProduct":
+                    self.assertEqual(text(resp, "result"), "CREATE-PRODUCT-RESULT-OK")
+                if op in ("setStock", "updateStock", "updateProduct", "updateRelation"):
+                    self.assertTrue(text(resp, "result").endswith("-OK"), etree.tostring(resp))
+                if op == "findRelation":
+                    self.assertEqual(num(resp, "relation/relationNumber"), 10002)
+                if op == "getApiVersion":
+                    self.assertEqual((num(resp, "majorNumber"), num(resp, "minorNumber")), (67, 1))
+        log = self.control("GET", "/_sim/requests")
+        self.assertEqual(len(log), len(ALL_REQUESTS))
+        for entry in log:
+            self.assertEqual((entry["auth"], entry["validated"], entry["status"]), ("ok", "ok", 200), entry)
+            self.assertNotIn("secret", entry["query"])
+            self.assertEqual(entry["request_id"], "t-1")
+
+    def test_wsdl_and_get_probe(self):
+        status, _, data = self.http("GET", "/?wsdl")
+        self.assertEqual(status, 200)
+        with open(os.path.join(FIXTURES, "mplusqapi.wsdl"), "rb") as f:
+            self.assertEqual(data, f.read())
+        self.assertEqual(self.http("GET", "/")[0], 405)
+
+    def test_wrong_credentials_get_the_authentication_fault(self):
+        body = envelope(N.getApiVersion())
+        for ident, secret in ((IDENT, "wrong"), ("other", SECRET), (IDENT, None), (None, None)):
+            status, _, data = self.post_soap(body, ident=ident, secret=secret)
+            self.assertEqual(status, 500)
+            code, string = self.fault(data)
+            self.assertEqual(code, "SOAP-ENV:Client.Authentication")
+            self.assertIn("Authentication", string)
+        # Changed credentials take effect at once.
+        self.control("POST", "/_sim/config", {"secret": "rotated"})
+        self.assertEqual(self.post_soap(body)[0], 500)
+        self.assertEqual(self.post_soap(body, secret="rotated")[0], 200)
+        log = self.control("GET", "/_sim/requests")
+        self.assertEqual([e["auth"] for e in log], ["failed"] * 5 + ["ok"])
+        self.assertEqual({e["validated"] for e in log}, {"ok"})   # bodies are checked all the same
+        self.assertTrue(all("secret" not in e["query"] for e in log))
+
+    def test_invalid_bodies_get_a_fault_naming_the_problem(self):
+        # pluNumbers is required in GetProductsRequest.
+        bad = N.getProducts(N.request(N.syncMarker("1")))
+        self.assertFalse(SCHEMA.validate(bad))
+        status, _, data = self.post_soap(envelope(bad))
+        self.assertEqual(status, 500)
+        code, string = self.fault(data)
+        self.assertEqual(code, "SOAP-ENV:Client")
+        self.assertRegex(string, r"line \d+: Element '\{urn:mplusqapi\}syncMarker': This element is not expected")
+        self.assertIn("pluNumbers", string)
+        # A value of the wrong type.
+        status, _, data = self.post_soap(envelope(N.getProducts(N.request(N.pluNumbers(), N.syncMarker("abc")))))
+        self.assertIn("'abc' is not a valid value of the atomic type 'xs:long'", self.fault(data)[1])
+        # Unqualified children (elementFormDefault="qualified").
+        raw = envelope(N.getRelations(etree.Element("request")))
+        self.assertIn("Element 'request': This element is not expected", self.fault(self.post_soap(raw)[2])[1])
+        # Not XML, an unknown operation, a SOAP 1.2 envelope, an empty Body.
+        code, string = self.fault(self.post_soap(b"<SOAP-ENV:Envelope")[2])
+        self.assertEqual(code, "SOAP-ENV:Client")
+        self.assertIn("XML parse error: line 1", string)
+        code, string = self.fault(self.post_soap(envelope(N.getNoSuchThing()))[2])
+        self.assertIn("No matching global declaration", string)
+        soap12 = b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>'
+        self.assertEqual(self.fault(self.post_soap(soap12)[2])[0], "SOAP-ENV:VersionMismatch")
+        empty = b'<e:Envelope xmlns:e="%s"><e:Body/></e:Envelope>' % SOAP.encode()
+        self.assertIn("exactly one element", self.fault(self.post_soap(empty)[2])[1])
+        # A schema-valid operation the simulator does not model.
+        code, string = self.fault(self.post_soap(envelope(N.getRelation(N.relationNumber("10001"))))[2])
+        self.assertIn("not implemented", string)
+        log = self.control("GET", "/_sim/requests")
+        self.assertEqual([e["validated"] for e in log], ["failed"] * 7 + ["ok"])
+        self.assertTrue(log[0]["validation_errors"][0].startswith("line "))
+        self.assertEqual(self.markers()["articleSyncMarker"], 7)   # nothing changed
+
+    def test_product_paging_has_no_gap_and_no_duplicate(self):
+        seeded = self.control("POST", "/_sim/seed", {"articles": 2500, "articles_per_product": 3})
+        self.assertEqual(seeded["last_sync_marker"] - seeded["first_sync_marker"], 2499)
+        # Changes after the bulk: an ordinary product and a bulk product changed again.
+        self.soap(ALL_REQUESTS["createProduct"]())
+        bulk_product = seeded["first_product_number"] + 10
+        resp = self.soap(N.updateProduct(N.product(N.productNumber(str(bulk_product)), N.description("Opnieuw"))))
+        self.assertEqual(text(resp, "result"), "UPDATE-PRODUCT-RESULT-OK")
+        head = self.markers()["articleSyncMarker"]
+        # Ordinary products (1-5, the new one, the materialized bulk one) come first.
+        products = self.control("GET", "/_sim/entities?kind=product&offset=7&limit=2")
+        self.assertEqual([p["productNumber"] for p in products], [seeded["first_product_number"],
+                                                                  seeded["first_product_number"] + 1])
+        self.assertEqual(len(products[0]["articleList"]["article"]), 3)
+        seen, pages = self.poll(lambda m, l: req_get_products(m, l), "productList/product/articleList/article",
+                                1, 1000)
+        self.assertEqual(len(seen), len(set(seen)), "duplicates")
+        self.assertEqual(seen, sorted(seen))
+        self.assertEqual(pages, 3)
+        self.assertEqual(seen[-1], head)
+        # Every current article exactly once: 7 sample + 2500 bulk + 1 new, with the 3 re-marked
+        # articles of the changed bulk product at their new markers only.
+        self.assertEqual(len(seen), 7 + 2500 + 1)
+        self.assertEqual(seen[-3:], [head - 2, head - 1, head])
+        # The request marker is inclusive: asking from marker m returns m first.
+        first = self.soap(req_get_products(seeded["first_sync_marker"], 2))
+        self.assertEqual([num(a, "syncMarker") for a in first.iter(q("article"))],
+                         [seeded["first_sync_marker"], seeded["first_sync_marker"] + 1])
+        # A server-side cap shortens pages; exclusive mode starts after the marker.
+        self.control("POST", "/_sim/config", {"sync_marker_limit_cap": 250, "sync_marker_exclusive": True})
+        capped = self.soap(req_get_products(seeded["first_sync_marker"], 1000))
+        markers = [num(a, "syncMarker") for a in capped.iter(q("article"))]
+        self.assertEqual(len(markers), 250)
+        self.assertEqual(markers[0], seeded["first_sync_marker"] + 1)
+
+    def test_document_and_relation_paging(self):
+        for i in range(7):
+            self.control("POST", "/_sim/entity", {"kind": "relation", "object": {"name": "Klant %d" % i}})
+        self.control("POST", "/_sim/entity", {"kind": "relation", "object": {"relationNumber": 10001,
+                                                                             "city": "Zeist"}})
+        seen, pages = self.poll(lambda m, l: N.getRelations(N.request(*paging(m, l))), "relationList/relation",
+                                0, 3)
+        self.assertEqual(seen, [2, 3] + list(range(4, 12)))   # 10001 moved from marker 1 to 11
+        self.assertEqual(pages, 4)
+        for i in range(5):
+            self.sale({"kind": "cash", "lines": [{"articleNumber": 1001, "quantity": i + 1}], "callback": False})
+        seen, _ = self.poll(lambda m, l: req_documents("getReceipts", m, l), "receiptList/receipt", 1, 2)
+        self.assertEqual(seen, [1, 2, 3, 4, 5])
+
+    def test_stock_ids_move_on_every_change(self):
+        start = self.markers()["stockId"]
+        resp = self.soap(ALL_REQUESTS["setStock"]())
+        self.assertEqual(num(resp, "stockId"), start + 1)
+        resp = self.soap(ALL_REQUESTS["updateStock"]())
+        self.assertEqual(num(resp, "stockId"), start + 2)
+        stock = self.soap(req_get_stock(1, (), start + 1))
+        rows = stock.findall(q("articleStocks"))
+        self.assertEqual([(num(r, "articleNumber"), num(r, "stockId")) for r in rows],
+                         [(3001, start + 1), (2001, start + 2)])
+        self.assertEqual((num(rows[0], "amountFree"), num(rows[0], "decimalPlacesFree")), (725, 2))
+        self.assertEqual(num(rows[1], "amountFree"), 23)
+        # A till sale of stock articles moves the stock (and its stockId) too.
+        self.sale({"kind": "card", "lines": [{"articleNumber": 3001, "quantity": "0.250"},
+                                              {"articleNumber": 1001}], "callback": False})
+        rows = self.soap(req_get_stock(1, (3001,), start + 3)).findall(q("articleStocks"))
+        self.assertEqual([(num(r, "stockId"), num(r, "amountFree"), num(r, "decimalPlacesFree")) for r in rows],
+                         [(start + 3, 7, 0)])
+        self.assertEqual(self.markers()["stockId"], start + 3)
+        # Stock rules: no stock article, unknown article, unknown branch.
+        for request, result in (((1, 1001), "SET-STOCK-RESULT-NO-STOCK-ARTICLE"),
+                                ((1, 99), "SET-STOCK-RESULT-ARTICLE-NOT-FOUND"),
+                                ((7, 2001), "SET-STOCK-RESULT-BRANCH-NOT-FOUND")):
+            resp = self.soap(N.setStock(N.request(N.branchNumber(str(request[0])), N.articleNumber(str(request[1])),
+                                                  N.amount("1"))))
+            self.assertEqual(text(resp, "result"), result)
+        self.assertEqual(self.markers()["stockId"], start + 3)
+        control = self.control("POST", "/_sim/entity", {"kind": "stock", "object": {
+            "branchNumber": 2, "articleNumber": 2002, "amount": "4.5"}})
+        self.assertEqual((control["stockId"], control["amountFree"], control["decimalPlacesFree"]),
+                         (start + 4, 45, 1))
+
+    def test_till_sale_posts_a_signed_callback(self):
+        sale = self.sale({"kind": "split", "customer": 10003, "card_amount": 1000, "lines": [
+            {"articleNumber": 3001, "quantity": "1.234"},                     # 3 decimals, 9 %
+            {"articleNumber": 2002, "quantity": 2, "discountPercentage": 10},  # 21 %
+            {"articleNumber": 4001}]})                                         # 0 %
+        path, headers, body = self.listener.next()
+        self.assertEqual(path, "/webhooks/mplus/shop1/completeSession")
+        self.assertEqual(headers["Content-Type"], "application/json")
+        self.assertEqual(headers["X-Mplus-Subscription-Id"], SUBSCRIPTION)
+        self.assertEqual(headers["X-Mplus-Signature"], sign(WEBHOOK_SECRET, body))
+        payload = json.loads(body)
+        self.assertEqual(payload["event"]["eventBlocking"], False)
+        self.assertEqual(payload["event"]["eventCounter"], 1)
+        self.assertRegex(payload["event"]["eventTimestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")
+        self.assertEqual((payload["sender"]["branchNumber"], payload["sender"]["workplaceNumber"]), (1, 1))
+        session = payload["session"]
+        self.assertEqual(session["sessionId"], sale["sessionId"])
+        self.assertEqual(session["relation"]["relationNumber"], 10003)
+        self.assertEqual([line["quantity"] for line in session["lines"]], [1.234, 2, 1])
+        receipt = sale["receipt"]
+        self.assertEqual(session["totalInclAmount"], receipt["totalInclAmount"] / 100)
+        self.assertEqual([p["method"] for p in session["payments"]], ["PIN", "CASH"])
+        self.assertEqual(session["payments"][0]["amount"], 10.0)
+        self.assertEqual(payload["completeSession"]["payments"], session["payments"])
+        # The gateway's signed reply is recorded and its signature checked.
+        callback = sale["callback"]
+        self.assertEqual((callback["status"], callback["reply_signature_ok"]), (200, True))
+        self.assertEqual(callback["body"].encode(), body)
+        self.assertIsNone(callback["error_request"])
+        # The receipt is there to poll, with cents, decimal places and VAT groups.
+        resp = self.soap(req_documents("getReceipts", 1, 10))
+        r = resp.find(q("receiptList")).find(q("receipt"))
+        self.assertEqual(text(r, "receiptId"), receipt["receiptId"])
+        self.assertEqual(num(r, "relationNumber"), 10003)
+        lines = r.find(q("lineList")).findall(q("line"))
+        self.assertEqual([(num(l, "data/quantity"), num(l, "data/decimalPlaces")) for l in lines],
+                         [(1234, 3), (2, 0), (1, 0)])
+        # The customer's 5 % discount on the cheese (1890 x 1.234 = 2332, -117) and the stamp
+        # (114, -6); the line's own 10 % on the shirts (2 x 1995 = 3990, -399).
+        self.assertEqual([num(l, "data/totalInclAmount") for l in lines], [2215, 3591, 108])
+        self.assertEqual([num(l, "data/discountAmount") for l in lines], [117, 399, 6])
+        self.assertEqual([text(l, "data/discountType") for l in lines],
+                         ["DISCOUNT-TYPE-CUSTOMER-DISCOUNT", "DISCOUNT-TYPE-EXTERNAL-DISCOUNT",
+                          "DISCOUNT-TYPE-CUSTOMER-DISCOUNT"])
+        self.assertEqual(num(r, "totalInclAmount"), 5914)
+        # Excl amounts per VAT rate: 2215/1.09, 3591/1.21, 108/1.00.
+        groups = {num(g, "vatCode"): (num(g, "exclAmount"), num(g, "vatAmount")) for g in r.iter(q("vatGroup"))}
+        self.assertEqual(groups, {1: (2032, 183), 2: (2968, 623), 3: (108, 0)})
+        self.assertEqual(num(r, "totalExclAmount"), 2032 + 2968 + 108)
+        payments = [num(p, "amount") for p in r.iter(q("payment"))]
+        self.assertEqual(payments, [1000, 4914])
+
+    def test_credit_and_anonymous_sales(self):
+        original = self.sale({"kind": "cash", "lines": [{"articleNumber": 1002, "quantity": 3}]})["receipt"]
+        self.listener.next()
+        self.assertNotIn("relationNumber", original)
+        credit = self.sale({"kind": "credit", "credits": original["receiptId"]})
+        path, headers, body = self.listener.next()
+        self.assertTrue(path.endswith("/creditSession"))
+        payload = json.loads(body)
+        self.assertEqual(payload["event"]["eventCounter"], 2)
+        self.assertEqual(payload["session"]["totalInclAmount"], -9.6)
+        self.assertEqual(payload["creditSession"]["payments"][0]["amount"], -9.6)
+        receipt = credit["receipt"]
+        self.assertEqual(receipt["receiptType"], "RECEIPT-TYPE-CREDIT-RECEIPT")
+        self.assertEqual(receipt["creditedReceiptId"], original["receiptId"])
+        self.assertEqual((receipt["totalInclAmount"], receipt["lineList"]["line"][0]["data"]["quantity"]), (-960, -3))
+        resp = self.soap(req_documents("getReceipts", 2, 10))
+        self.assertEqual(num(resp, "receiptList/receipt/totalInclAmount"), -960)
+        # An invoice from the till, and an order (no callback for orders).
+        invoice = self.sale({"kind": "card", "document": "invoice", "customer": 10001,
+                             "lines": [{"articleNumber": 2001, "quantity": 1}]})
+        self.listener.next()
+        self.assertEqual(invoice["invoice"]["sessionId"], invoice["sessionId"])
+        resp = self.soap(req_documents("getInvoices", 1, 10))
+        self.assertEqual(text(resp, "invoiceList/invoice/invoiceType"), "INVOICE-TYPE-DIRECT-INVOICE")
+        order = self.sale({"kind": "cash", "document": "order", "customer": 10002, "payments": [],
+                           "lines": [{"articleNumber": 2003}]})
+        self.assertIsNone(order["callback"])
+        resp = self.soap(req_documents("getOrders", 1, 10))
+        self.assertEqual(text(resp, "orderList/order/orderId"), order["order"]["orderId"])
+        self.assertEqual(text(resp, "orderList/order/fullyPaid"), "false")
+        self.assertEqual(self.markers()["receiptSyncMarker"], 2)
+
+    def test_reply_signature_is_verified_and_bad_replies_get_an_error_request(self):
+        self.listener.mode = "bad_signature"
+        sale = self.sale({"kind": "cash", "lines": [{"articleNumber": 1001}]})
+        callback = sale["callback"]
+        self.assertEqual((callback["status"], callback["reply_signature_ok"]), (200, False))
+        self.listener.next()
+        path, _, body = self.listener.next()    # the error request wraps the original event
+        error = json.loads(body)
+        self.assertEqual(error["error"]["code"], "INVALID_SIGNATURE")
+        self.assertEqual(error["original"], json.loads(callback["body"]))
+        self.assertTrue(path.endswith("/completeSession"))
+        self.listener.mode = "error"
+        callback = self.sale({"kind": "cash", "lines": [{"articleNumber": 1001}]})["callback"]
+        self.assertEqual((callback["status"], callback["reply_signature_ok"]), (400, True))
+        self.assertIsNone(callback["error_request"])
+        self.assertEqual(len(self.control("GET", "/_sim/callbacks")), 2)
+        # Other till events are sent with the same envelope.
+        self.listener.mode = "good"
+        self.listener.drain()
+        event = self.control("POST", "/_sim/till/event", {"event": "scanCode",
+                                                         "extra": {"scanCode": {"scannedCode": "8712345000012"}}})
+        self.assertEqual(event["status"], 200)
+        path, _, body = self.listener.next()
+        self.assertTrue(path.endswith("/scanCode"))
+        self.assertEqual(json.loads(body)["scanCode"]["scannedCode"], "8712345000012")
+
+    def test_base64_webhook_secret(self):
+        raw = bytes(range(200, 232))
+        self.control("POST", "/_sim/config", {"webhook_secret": base64.b64encode(raw).decode(),
+                                              "webhook_secret_encoding": "base64"})
+        self.sale({"kind": "cash", "lines": [{"articleNumber": 1001}]})
+        _, headers, body = self.listener.next()
+        self.assertEqual(headers["X-Mplus-Signature"], sign(raw, body))
+
+    def test_fault_kinds(self):
+        body = envelope(N.getApiVersion())
+        self.control("POST", "/_sim/fault", {"kind": "soap_fault", "count": 2})
+        for _ in range(2):
+            status, _, data = self.post_soap(body)
+            self.assertEqual(status, 500)
+            self.assertEqual(self.fault(data)[0], "SOAP-ENV:Server")
+        self.assertEqual(self.post_soap(body)[0], 200)
+        self.control("POST", "/_sim/fault", {"kind": "soap_fault", "faultcode": "SOAP-ENV:Server.Busy",
+                                             "faultstring": "too busy"})
+        self.assertEqual(self.fault(self.post_soap(body)[2]), ("SOAP-ENV:Server.Busy", "too busy"))
+        self.control("POST", "/_sim/fault", {"kind": "http_500"})
+        status, headers, data = self.post_soap(body)
+        self.assertEqual((status, headers["content-type"]), (500, "text/html"))
+        self.control("POST", "/_sim/fault", {"kind": "http_503"})
+        self.assertEqual(self.post_soap(body)[0], 503)
+        self.control("POST", "/_sim/fault", {"kind": "reset"})
+        with self.assertRaises((ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError)):
+            self.post_soap(body)
+        self.control("POST", "/_sim/fault", {"kind": "timeout", "delay_ms": 1500})
+        with self.assertRaises(socket.timeout):
+            self.post_soap(body, timeout=0.3)
+        self.control("POST", "/_sim/fault", {"kind": "timeout", "delay_ms": 200})
+        with self.assertRaises(http.client.RemoteDisconnected):
+            self.post_soap(body, timeout=3)
+        self.control("POST", "/_sim/fault", {"kind": "slow", "delay_ms": 300})
+        started = time.monotonic()
+        self.soap(N.getApiVersion())
+        self.assertGreaterEqual(time.monotonic() - started, 0.3)
+        self.control("POST", "/_sim/fault", {"kind": "truncated"})
+        status, _, data = self.post_soap(body)
+        self.assertEqual(status, 200)
+        with self.assertRaises(etree.XMLSyntaxError):
+            etree.fromstring(data)
+        # Rules for one operation leave the others alone; result_failed is an in-band failure.
+        self.control("POST", "/_sim/fault", {"kind": "result_failed", "operation": "createRelation"})
+        self.control("POST", "/_sim/fault", {"kind": "http_500", "operation": "getRelations"})
+        self.assertEqual(self.post_soap(body)[0], 200)
+        before = self.markers()["relationSyncMarker"]
+        resp = self.soap(ALL_REQUESTS["createRelation"]())
+        self.assertEqual((text(resp, "result"), num(resp, "relationNumber")), ("CREATE-RELATION-RESULT-FAILED", 0))
+        self.assertEqual(self.markers()["relationSyncMarker"], before)
+        self.assertEqual(self.post_soap(envelope(ALL_REQUESTS["getRelations"]()))[0], 500)
+        log = self.control("GET", "/_sim/requests")
+        self.assertEqual([e["fault"] for e in log if e["fault"]],
+                         ["soap_fault", "soap_fault", "soap_fault", "http_500", "http_503", "reset", "timeout",
+                          "timeout", "slow", "truncated", "result_failed", "http_500"])
+        self.assertEqual(self.control("GET", "/_sim/faults"), [])
+        self.control("POST", "/_sim/fault", {"kind": "nonsense"}, status=400)
+
+    def test_mutations_and_in_band_results(self):
+        resp = self.soap(N.createRelation(N.relation(N.relationNumber("10001"), N.name("Dubbel"))))
+        self.assertEqual(text(resp, "result"), "CREATE-RELATION-RESULT-FAILED-RELATION-NUMBER-ALREADY-TAKEN")
+        resp = self.soap(N.updateRelation(N.relation(N.relationNumber("4242"), N.name("x"))))
+        self.assertEqual(text(resp, "result"), "UPDATE-RELATION-RESULT-NOT-FOUND")
+        resp = self.soap(N.findRelation(N.relation(N.email("nobody@"))))
+        self.assertEqual(text(resp, "result"), "FIND-RELATION-RESULT-NOT-FOUND")
+        resp = self.soap(N.createProduct(N.product(N.articleList(N.article(N.articleNumber("1001"))))))
+        self.assertEqual(text(resp, "result"), "CREATE-PRODUCT-RESULT-FAILED-ARTICLE-NUMBER-ALREADY-TAKEN")
+        resp = self.soap(ALL_REQUESTS["createProduct"]())
+        number = num(resp, "articleNumbers")
+        product = num(resp, "productNumber")
+        articles = self.soap(req_get_products(None, None, N.productNumbers(str(product)))).iter(q("article"))
+        article = next(articles)
+        self.assertEqual((num(article, "articleNumber"), num(article, "priceIncl"), num(article, "priceExcl"),
+                          num(article, "vatPercentage")), (number, 230, 211, 9))
+        resp = self.soap(N.updateProduct(N.product(N.productNumber("99999"))))
+        self.assertEqual(text(resp, "result"), "UPDATE-PRODUCT-RESULT-NOT-FOUND")
+        # A product changed through the control API gets a new marker, like through the API.
+        head = self.markers()["articleSyncMarker"]
+        stored = self.control("POST", "/_sim/entity", {"kind": "product", "object": {
+            "productNumber": 3, "articleList": [{"articleNumber": 2002, "priceIncl": 2495, "active": False}]}})
+        changed = [a for a in stored["articleList"]["article"] if a["articleNumber"] == 2002][0]
+        self.assertEqual((changed["syncMarker"], changed["priceExcl"], changed["active"]), (head + 1, 2062, False))
+        # Only the changed article, unless all articles of the product are asked for; the
+        # product's syncMarker stays that of the change either way.
+        for flag, count in ((), 1), ((N.includeAllArticlesOfSelectedProducts("true"),), 3):
+            resp = self.soap(req_get_products(head + 1, 10, *flag))
+            products = resp.find(q("productList")).findall(q("product"))
+            self.assertEqual([(num(p, "productNumber"), num(p, "syncMarker")) for p in products], [(3, head + 1)])
+            self.assertEqual(len(list(products[0].iter(q("article")))), count)
+        group = self.control("POST", "/_sim/entity", {"kind": "articleGroup", "object": {
+            "groupNumber": 12, "isDeleted": True}})
+        self.assertTrue(group["isDeleted"])
+        resp = self.soap(N.getArticleGroupChanges(N.request(*paging(group["syncMarker"], 10))))
+        changes = resp.find(q("changedArticleGroupList")).findall(q("changedArticleGroups"))
+        self.assertEqual([(num(c, "groupNumber"), text(c, "isDeleted")) for c in changes],
+                         [(12, "true"), (1, None)])   # the parent lost a subgroup
+        self.control("POST", "/_sim/entity", {"kind": "product", "object": {"nope": 1}}, status=400)
+        entities = self.control("GET", "/_sim/entities?kind=relation")
+        self.assertEqual([r["relationNumber"] for r in entities], [10001, 10002, 10003])
+
+    def test_bulk_template_matches_the_schema_serializer(self):
+        sys.path.insert(0, SIM_DIR)
+        try:
+            import mplus_schema
+            import mplus_store
+        finally:
+            sys.path.remove(SIM_DIR)
+        schema = mplus_schema.load()
+        store = mplus_store.Store(schema, {}, seed=False)
+        store.seed_bulk(50, per_product=4)
+        bulk = store.bulks[0]
+        for pi, indices in ((0, [0, 1, 2, 3]), (5, [21, 22]), (12, [48, 49])):
+            fast = etree.fromstring(bulk.product_xml(pi, indices))
+            slow = etree.Element(q("product"), nsmap={"ns": URN})
+            schema.build(slow, "Product", bulk.product(pi, indices))
+            self.assertEqual(etree.tostring(fast, method="c14n"), etree.tostring(slow, method="c14n"))
+        page = store.get_products({"syncMarker": 1, "syncMarkerLimit": 30})
+        el = etree.fromstring('<ns:%s xmlns:ns="%s">%s</ns:%s>' % (page.element, URN, page.inner, page.element))
+        self.assertTrue(SCHEMA.validate(el), SCHEMA.error_log)
+        self.assertEqual((page.count, page.max_marker), (30, 30))
+
+
+def operations_from_wsdl():
+    wsdl = "http://schemas.xmlsoap.org/wsdl/"
+    root = etree.parse(os.path.join(FIXTURES, "mplusqapi.wsdl")).getroot()
+    messages = {m.get("name"): m.find("{%s}part" % wsdl).get("element").split(":")[1]
+                for m in root.findall("{%s}message" % wsdl)}
+    return {op.get("name"): (messages[op.find("{%s}input" % wsdl).get("message").split(":")[1]],
+                             messages[op.find("{%s}output" % wsdl).get("message").split(":")[1]])
+            for op in root.find("{%s}portType" % wsdl).findall("{%s}operation" % wsdl)}
+
+
+SIM_OPERATIONS = operations_from_wsdl()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        del sys.argv[1]   # the gateway binary ctest passes; not needed here
+    unittest.main(verbosity=2)

@@ -27,6 +27,7 @@ struct sweep {
 
 struct cdc {
     const struct gw_config *cfg;
+    bool draining;
     struct committer *cm;
     struct qbo *qbo;
     struct store *st;
@@ -108,6 +109,8 @@ int cdc_parse(const struct gw_connection *conn, json_t *response, int64_t now_ms
 
 static void arm(struct sweep *sw, long seconds)
 {
+    if (sw->cdc->draining)
+        return;
     struct timeval tv = {seconds, 0};
     evtimer_add(sw->timer, &tv);
 }
@@ -262,6 +265,22 @@ struct cdc *cdc_new(struct event_base *base, const struct gw_config *cfg, struct
         c->n++;
     }
     return c;
+}
+
+void cdc_drain(struct cdc *c)
+{
+    for (size_t i = 0; c && i < c->n; i++)
+        evtimer_del(c->sweeps[i].timer);
+    if (c)
+        c->draining = true;
+}
+
+bool cdc_idle(const struct cdc *c)
+{
+    for (size_t i = 0; c && i < c->n; i++)
+        if (c->sweeps[i].running)
+            return false;
+    return true;
 }
 
 void cdc_free(struct cdc *c)

@@ -24,6 +24,9 @@ struct cdc *cdc_new(struct event_base *base, const struct gw_config *cfg, struct
                     struct qbo *qbo, struct store *st, struct dispatcher *d,
                     const struct flow *extra_flows);
 void cdc_free(struct cdc *c);
+/* Stop starting sweeps (a running one finishes); idle once none runs. */
+void cdc_drain(struct cdc *c);
+bool cdc_idle(const struct cdc *c);
 
 /* The meta key of a connection's checkpoint. */
 void cdc_checkpoint_key(const char *conn, char *out, size_t outlen);

@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "config.h"
 #include "log.h"
+#include "map.h"
 #include "qbo.h"
 #include "replay.h"
 #include "report.h"
@@ -40,7 +41,10 @@ static const char usage_text[] =
     "  purge [--older-than DAYS]   drop finished events past retention\n"
     "  check-config                validate the config; print it with secrets masked\n"
     "  tokens CONNECTION --refresh-token TOKEN\n"
-    "                              import a QuickBooks refresh token for a connection\n";
+    "                              import a QuickBooks refresh token for a connection\n"
+    "  map --flow FLOW --input FILE [--connection C]\n"
+    "                              run a mapping on a sample and print the result; FLOW is\n"
+    "                              customers-to-qbo or customers-to-mplus\n";
 
 static int usage(const char *msg)
 {
@@ -91,6 +95,8 @@ enum {
     OPT_UNTIL,
     OPT_DRY_RUN,
     OPT_REFRESH_TOKEN,
+    OPT_FLOW,
+    OPT_INPUT,
 };
 
 static const struct option long_opts[] = {
@@ -107,6 +113,8 @@ static const struct option long_opts[] = {
     {"until", required_argument, NULL, OPT_UNTIL},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"refresh-token", required_argument, NULL, OPT_REFRESH_TOKEN},
+    {"flow", required_argument, NULL, OPT_FLOW},
+    {"input", required_argument, NULL, OPT_INPUT},
     {NULL, 0, NULL, 0},
 };
 
@@ -119,6 +127,7 @@ struct opts {
     bool dead, dry_run;
     int64_t since_ms, until_ms;
     const char *refresh_token;
+    const char *flow, *input;
 };
 
 /* A point in time: ISO-8601 with a zone, or a date (midnight UTC). */
@@ -201,6 +210,12 @@ static int parse_opts(int argc, char **argv, const int *allowed, struct opts *o)
             break;
         case OPT_REFRESH_TOKEN:
             o->refresh_token = optarg;
+            break;
+        case OPT_FLOW:
+            o->flow = optarg;
+            break;
+        case OPT_INPUT:
+            o->input = optarg;
             break;
         }
     }
@@ -449,6 +464,58 @@ static int cmd_tokens(const struct gw_config *cfg, int argc, char **argv)
     return 0;
 }
 
+static int cmd_map(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_FLOW, OPT_INPUT, OPT_CONNECTION, 0};
+    struct opts o = {0};
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    if (optind != argc || o.flow == NULL || o.input == NULL)
+        return usage("map: expected --flow FLOW --input FILE [--connection C]");
+    if (strcmp(o.flow, MAP_CUSTOMERS_TO_QBO) != 0 && strcmp(o.flow, MAP_CUSTOMERS_TO_MPLUS) != 0)
+        return usage("map: --flow is customers-to-qbo or customers-to-mplus");
+    const struct gw_connection *c = NULL;
+    if (o.filter.connection != NULL && (c = config_connection(cfg, o.filter.connection)) == NULL) {
+        fprintf(stderr, "gateway: map: no [connection.%s] in %s\n", o.filter.connection, cfg->file);
+        return EXIT_USAGE;
+    }
+    json_error_t jerr;
+    json_t *sample = json_load_file(o.input, JSON_DECODE_ANY, &jerr);
+    if (sample == NULL) {
+        fprintf(stderr, "gateway: map: %s:%d: %s\n", o.input, jerr.line, jerr.text);
+        return EXIT_USAGE;
+    }
+    /* A sample is the source record, or a whole {source, existing} input. */
+    json_t *source = json_object_get(sample, "source") ? json_object_get(sample, "source") : sample;
+    json_t *existing = json_object_get(sample, "existing");
+    const char *own = NULL;
+    if (c != NULL)
+        own = strcmp(o.flow, MAP_CUSTOMERS_TO_QBO) == 0 ? c->map_customers_to_qbo
+                                                        : c->map_customers_to_mplus;
+    char file[1024];
+    if (own != NULL && own[0] != '\0')
+        snprintf(file, sizeof file, "%s", own);
+    else
+        snprintf(file, sizeof file, "%s/%s.jq", cfg->mapping_dir, o.flow);
+    json_t *settings = c ? map_settings(c) : json_object();
+    json_t *input = json_pack("{s:O, s:O, s:o, s:s}", "source", source, "existing",
+                              existing ? existing : json_null(), "settings", settings, "connection",
+                              c ? c->name : "");
+    json_t *out = NULL;
+    char err[1024];
+    rc = map_preview(cfg->mapping_dir, file, input, &out, err, sizeof err);
+    json_decref(input);
+    json_decref(sample);
+    if (rc != 0) {
+        fprintf(stderr, "gateway: map: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    print_json(out);
+    json_decref(out);
+    return 0;
+}
+
 static const struct flow *extra_flows;
 
 void cli_set_extra_flows(const struct flow *flows)
@@ -481,8 +548,8 @@ int cli_main(int argc, char **argv)
     int cargc = argc - i;
     char **cargv = argv + i;
 
-    static const char *const known[] = {"serve", "events", "show",         "status",
-                                        "purge", "replay", "check-config", "tokens"};
+    static const char *const known[] = {"serve",  "events",       "show",   "status", "purge",
+                                        "replay", "check-config", "tokens", "map"};
     bool ok = false;
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         ok |= strcmp(cmd, known[k]) == 0;
@@ -517,7 +584,8 @@ int cli_main(int argc, char **argv)
         } else if (open_store(cfg, &st) < 0) {
             rc = EXIT_RUNTIME;
         } else {
-            rc = server_run(cfg, st, extra_flows) == 0 ? 0 : EXIT_RUNTIME;
+            int srv = server_run(cfg, st, extra_flows);
+            rc = srv == 0 ? 0 : srv == -2 ? EXIT_USAGE : EXIT_RUNTIME;
             store_close(st);
         }
     } else if (strcmp(cmd, "events") == 0) {
@@ -530,6 +598,8 @@ int cli_main(int argc, char **argv)
         rc = cmd_replay(cfg, cargc, cargv);
     } else if (strcmp(cmd, "tokens") == 0) {
         rc = cmd_tokens(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "map") == 0) {
+        rc = cmd_map(cfg, cargc, cargv);
     } else {
         rc = cmd_purge(cfg, cargc, cargv);
     }

@@ -6,6 +6,8 @@
 
 struct gw_clients {
     struct qbo *qbo;
+    struct mplus *mplus;
+    struct mapper *mapper;
 };
 
 #endif

@@ -81,6 +81,11 @@ static const struct key_def dispatch_keys[] = {
     {NULL, 0, 0, NULL, false, 0, 0},
 };
 
+static const struct key_def mapping_keys[] = {
+    {"dir", K_STR, S(mapping_dir), GW_MAPPING_DIR, false, 0, 0},
+    {NULL, 0, 0, NULL, false, 0, 0},
+};
+
 static const struct key_def log_keys[] = {
     {"level", K_STR, S(log_level), "info", false, 0, 0},
     {NULL, 0, 0, NULL, false, 0, 0},
@@ -96,6 +101,18 @@ static const struct key_def connection_keys[] = {
      false, 0, 0},
     {"mplus_subscription_id", K_STR, C(mplus_subscription_id), NULL, false, 0, 0},
     {"mplus_poll_interval_s", K_INT, C(mplus_poll_interval_s), "60", false, 1, 86400},
+    {"mplus_page_size", K_INT, C(mplus_page_size), "500", false, 1, 10000},
+    {"mplus_stock_branch", K_INT, C(mplus_stock_branch), "1", false, 0, 1000000},
+    {"mplus_backfill", K_BOOL, C(mplus_backfill), "false", false, 0, 0},
+    {"customers_direction", K_STR, C(customers_direction), "both", false, 0, 0},
+    {"map_customers_to_qbo", K_STR, C(map_customers_to_qbo), NULL, false, 0, 0},
+    {"map_customers_to_mplus", K_STR, C(map_customers_to_mplus), NULL, false, 0, 0},
+    {"tax_code_by_country", K_STR, C(tax_code_by_country), NULL, false, 0, 0},
+    {"income_account_by_country", K_STR, C(income_account_by_country), NULL, false, 0, 0},
+    {"customer_create_only", K_STR, C(customer_create_only), NULL, false, 0, 0},
+    {"relation_create_only", K_STR, C(relation_create_only), NULL, false, 0, 0},
+    {"mplus_employee_number", K_INT, C(mplus_employee_number), "999999", false, 1, 2147483647},
+    {"default_country", K_STR, C(default_country), NULL, false, 0, 0},
     {"flows", K_FLOWS, C(flows_text), "", false, 0, 0},
     {NULL, 0, 0, NULL, false, 0, 0},
 };
@@ -105,7 +122,7 @@ static const struct {
     const struct key_def *keys;
 } sections[] = {
     {"server", server_keys},     {"storage", storage_keys}, {"quickbooks", quickbooks_keys},
-    {"dispatch", dispatch_keys}, {"log", log_keys},
+    {"dispatch", dispatch_keys}, {"mapping", mapping_keys}, {"log", log_keys},
 };
 
 static const struct {
@@ -413,6 +430,15 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                 return -1;
             }
         }
+        const char *dir = c->customers_direction;
+        if (strcmp(dir, "both") != 0 && strcmp(dir, "to_qbo") != 0 &&
+            strcmp(dir, "to_mplus") != 0) {
+            set_err(err, errlen,
+                    "%s: key 'customers_direction' in [connection.%s]: expected both, to_qbo or "
+                    "to_mplus, got '%s'",
+                    cfg->file, c->name, dir);
+            return -1;
+        }
         const char *secret = c->mplus_webhook_secret;
         if (secret == NULL || secret[0] == '\0')
             continue;
@@ -517,7 +543,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
             if (keys == NULL) {
                 set_err(err, errlen,
                         "%s:%d: unknown section [%s] (expected server, storage, quickbooks, "
-                        "dispatch, log or connection.NAME)",
+                        "dispatch, mapping, log or connection.NAME)",
                         path, lineno, name);
                 goto fail;
             }

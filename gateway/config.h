@@ -30,6 +30,19 @@ struct gw_connection {
     int mplus_webhook_secret_encoding; /* enum gw_secret_encoding */
     char *mplus_subscription_id;
     long mplus_poll_interval_s;
+    long mplus_page_size;
+    long mplus_stock_branch;
+    bool mplus_backfill;
+    /* customers flow and its mappings */
+    char *customers_direction; /* both | to_qbo | to_mplus */
+    char *map_customers_to_qbo;
+    char *map_customers_to_mplus;
+    char *tax_code_by_country;
+    char *income_account_by_country;
+    char *customer_create_only;
+    char *relation_create_only;
+    long mplus_employee_number;
+    char *default_country;
     char *flows_text;
     unsigned flows; /* enum gw_flow bits, derived from flows_text */
     /* The webhook secret as key bytes (decoded when the encoding is base64). */
@@ -75,6 +88,8 @@ struct gw_config {
     long retry_give_up_s;
     long circuit_failures;
     long circuit_open_s;
+    /* [mapping] */
+    char *mapping_dir;
     /* [log] */
     char *log_level;
 

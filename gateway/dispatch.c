@@ -41,6 +41,7 @@ struct dconn {
     int opened;   /* times opened in a row, for the cool-down */
     int64_t open_until_ms;
     bool probing;
+    bool blocked; /* can take no event now: worked out at each scan */
 };
 
 enum phase { PH_CLAIM, PH_RUN, PH_FINISH };
@@ -61,6 +62,7 @@ struct running {
     char *text;
     size_t text_len;
     struct store_event_keys keys;
+    json_t *meta_writes; /* name -> value, written with the outcome */
     /* Results of the transaction in progress, adopted when it commits. */
     char *next_text;
     json_t *next_rec;
@@ -130,6 +132,7 @@ static void remove_running(struct dispatcher *d, struct running *r)
     json_decref(r->task.rec);
     json_decref(r->task.payload);
     json_decref(r->task.steps);
+    json_decref(r->meta_writes);
     json_decref(r->next_rec);
     free(r->text);
     free(r->next_text);
@@ -328,6 +331,16 @@ static int finish_apply(struct store_txn *t, struct commit_job *job)
     apply_outcome(r->d, copy, &r->outcome, r->task.steps, &attempt);
     rc = write_record(t, r, copy, &old);
     json_decref(copy);
+    /* What the flow learnt (id map) is kept only with a final outcome. */
+    const char *name;
+    json_t *value;
+    if (r->outcome.kind == OUTCOME_DONE || r->outcome.kind == OUTCOME_SKIPPED ||
+        r->outcome.kind == OUTCOME_DEAD)
+        json_object_foreach(r->meta_writes, name, value)
+        {
+            if (rc == 0)
+                rc = store_txn_meta_put(t, name, value);
+        }
     return rc;
 }
 
@@ -385,6 +398,26 @@ void task_fail(struct task *t, enum outcome_kind kind, const char *reason, const
     vsnprintf(o.error, sizeof o.error, fmt, ap);
     va_end(ap);
     task_finish(t, &o);
+}
+
+json_t *task_get_meta(struct task *t, const char *name)
+{
+    struct running *r = t->dispatcher_data;
+    json_t *pending = json_object_get(r->meta_writes, name);
+    if (pending != NULL)
+        return json_incref(pending);
+    json_t *v = NULL;
+    if (store_meta_get(r->d->st, name, &v, NULL, 0) != 0)
+        return NULL;
+    return v;
+}
+
+void task_put_meta(struct task *t, const char *name, json_t *value)
+{
+    struct running *r = t->dispatcher_data;
+    if (r->meta_writes == NULL)
+        r->meta_writes = json_object();
+    json_object_set(r->meta_writes, name, value);
 }
 
 void task_note(struct task *t, const char *fmt, ...)
@@ -507,9 +540,24 @@ struct candidates {
     size_t n, max;
 };
 
-static bool skip_running(uint64_t id, void *arg)
+/*
+ * Passed over before any work is spent: events running now, and events of a
+ * connection that cannot take one (circuit open, waiting for authorisation,
+ * at its cap), so they never crowd out the events of other connections.
+ */
+static bool skip_entry(uint64_t id, const char *ekey, size_t ekey_len, void *arg)
 {
-    return is_running(((struct candidates *)arg)->d, id);
+    struct dispatcher *d = ((struct candidates *)arg)->d;
+    if (is_running(d, id))
+        return true;
+    const char *bar = memchr(ekey, '|', ekey_len);
+    size_t n = bar ? (size_t)(bar - ekey) : ekey_len;
+    for (size_t i = 0; i < d->cfg->nconns; i++) {
+        struct dconn *dc = &d->conns[i];
+        if (strlen(dc->c->name) == n && memcmp(dc->c->name, ekey, n) == 0)
+            return dc->blocked;
+    }
+    return false;
 }
 
 static int due_cb(uint64_t id, int64_t due_ms, bool head, void *arg)
@@ -528,11 +576,19 @@ static void scan(struct dispatcher *d)
     /* Enough candidates to fill the free slots, with room for some that a
      * busy connection turns away. */
     size_t free_slots = (size_t)d->cfg->max_in_flight - d->nrunning;
+    int64_t now = gw_now_ms();
+    for (size_t i = 0; i < d->cfg->nconns; i++) {
+        struct dconn *dc = &d->conns[i];
+        dc->blocked = dc->running >= d->cfg->max_in_flight_per_connection ||
+                      (dc->circuit == CIRCUIT_OPEN && now < dc->open_until_ms) ||
+                      (dc->circuit == CIRCUIT_HALF_OPEN && dc->probing) ||
+                      qbo_needs_auth(d->clients->qbo, dc->c);
+    }
     struct candidates c = {.d = d, .n = 0, .max = 2 * free_slots + 8};
     if (c.max > sizeof c.ids / sizeof c.ids[0])
         c.max = sizeof c.ids / sizeof c.ids[0];
     char err[GW_ERR_LEN];
-    if (store_scan_due(d->st, gw_now_ms(), 4096, skip_running, due_cb, &c, err, sizeof err) != 0) {
+    if (store_scan_due(d->st, gw_now_ms(), 4096, skip_entry, due_cb, &c, err, sizeof err) != 0) {
         log_error("dispatcher cannot read the queue: %s", err);
         return;
     }

@@ -43,6 +43,9 @@ int ingest_prepare(struct ingest_batch *b)
         if (change != NULL) {
             sig_sha256(change, strlen(change), p->key2);
             p->has_key2 = true;
+            /* Two webhooks may name one second: only CDC rows are deduped by it. */
+            const char *source = json_string_value(json_object_get(e->record, "source"));
+            p->key2_dedupes = source != NULL && strcmp(source, GW_SRC_QBO_CDC) == 0;
         }
     }
     return 0;

@@ -10,6 +10,9 @@
  */
 #include "server.h"
 #include "cdc.h"
+#include "map.h"
+#include "mplus.h"
+#include "poller.h"
 #include "clients.h"
 #include "committer.h"
 #include "http.h"
@@ -67,6 +70,7 @@ struct server {
     struct committer *committer;
     struct dispatcher *dispatcher;
     struct cdc *cdc;
+    struct poller *poller;
     struct http_client *http_client;
     struct gw_clients clients;
     struct event *status_timer, *drain_timer;
@@ -228,7 +232,8 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg);
 
 static void maybe_finish_drain(struct server *s)
 {
-    if (!s->draining || s->inflight > 0 || (s->dispatcher && !dispatch_idle(s->dispatcher)))
+    if (!s->draining || s->inflight > 0 || (s->dispatcher && !dispatch_idle(s->dispatcher)) ||
+        !poller_idle(s->poller) || !cdc_idle(s->cdc))
         return;
     /* A client that went away never completes its reply: give up on those
      * after the connection timeout, as evhttp itself would. */
@@ -248,6 +253,9 @@ static void ingest_done(struct commit_job *job)
     struct server *s = r->server;
     reply_committed(s, r);
     bool queued = ingest_new_pending(&r->in) > 0;
+    /* A till sale was completed: its receipt is ready to be polled now. */
+    if (queued && r->kind == REQ_MPLUS && s->poller && !s->draining)
+        poller_nudge(s->poller, r->conn);
     ingest_free(r);
     s->inflight--;
     if (queued && s->dispatcher)
@@ -722,6 +730,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     s->draining = true;
     s->drain_started_ms = gw_now_ms();
     dispatch_drain(s->dispatcher);
+    poller_drain(s->poller);
+    cdc_drain(s->cdc);
     /* Handlers end on their own time (an HTTP answer or its timeout): look again. */
     s->drain_timer = event_new(s->base, -1, EV_PERSIST, on_drain_tick, s);
     struct timeval tv = {0, 100000};
@@ -825,6 +835,9 @@ static json_t *live_status(struct server *s)
         json_t *q = qbo_status(s->clients.qbo, c);
         json_object_update(o, q);
         json_decref(q);
+        q = poller_status(s->poller, c);
+        json_object_update(o, q);
+        json_decref(q);
         json_object_set_new(conns, c->name, o);
     }
     return conns;
@@ -875,8 +888,16 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     }
     s->http_client = http_client_new(s->base, 0);
     s->clients.qbo = qbo_new(s->base, cfg, st, s->committer, s->http_client);
+    s->clients.mplus = mplus_new(s->base, cfg, s->http_client);
+    char merr[1024];
+    if (map_open(cfg, cfg->mapping_dir, &s->clients.mapper, merr, sizeof merr) != 0) {
+        log_error("cannot start: %s", merr);
+        rc = -2;
+        goto out;
+    }
     s->dispatcher = dispatch_new(s->base, cfg, st, s->committer, &s->clients, extra_flows);
     s->cdc = cdc_new(s->base, cfg, s->committer, s->clients.qbo, st, s->dispatcher, extra_flows);
+    s->poller = poller_new(s->base, cfg, s->committer, st, s->clients.mplus, s->dispatcher);
     if (!cfg->dispatch_enabled) {
         dispatch_drain(s->dispatcher);
         log_warn("[dispatch] enabled = false: events are stored and wait; nothing is delivered");
@@ -937,10 +958,14 @@ out:
     if (s->dispatcher)
         dispatch_drain(s->dispatcher);
     committer_stop(s->committer);
+    /* Transfers still running are dropped first; then their owners go. */
+    http_client_free(s->http_client);
+    poller_free(s->poller);
     cdc_free(s->cdc);
     dispatch_free(s->dispatcher);
     qbo_free(s->clients.qbo);
-    http_client_free(s->http_client);
+    mplus_free(s->clients.mplus);
+    map_close(s->clients.mapper);
     free(s->last_status);
     sig_key_free(s->qbo_key);
     for (size_t i = 0; s->mplus_keys && i < cfg->nconns; i++)

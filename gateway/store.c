@@ -305,7 +305,7 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
         unsigned char idbuf[8];
         be64(idbuf, next_id);
         MDB_val dk = {32, p->key}, dv = {8, idbuf};
-        if (p->has_key2) {
+        if (p->has_key2 && p->key2_dedupes) {
             MDB_val k2 = {32, p->key2}, v2;
             rc = mdb_get(txn, st->dedupe, &k2, &v2);
             if (rc == 0) {
@@ -817,7 +817,7 @@ static int due_fn(struct store *st, MDB_txn *txn, void *arg)
         if (due > a->now_ms)
             break;
         uint64_t id = get_be64((const unsigned char *)k.mv_data + 8);
-        if (a->skip != NULL && a->skip(id, a->arg))
+        if (a->skip != NULL && a->skip(id, v.mv_data, v.mv_size, a->arg))
             continue;
         if (a->cb(id, due, entity_head(st, txn, &v, id), a->arg) != 0)
             break;

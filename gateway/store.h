@@ -54,9 +54,9 @@ struct store_put {
     const char *entity_key; /* see event_entity_key; borrowed */
     int64_t due_ms;
     /* A second key naming the change itself (entity, id, time), shared by a
-     * webhook and the CDC row of one change: either key already stored makes
-     * the event a duplicate. */
-    bool has_key2;
+     * webhook and the CDC row of one change. It is recorded; when key2_dedupes
+     * (a CDC row) it is also checked: already recorded makes a duplicate. */
+    bool has_key2, key2_dedupes;
     unsigned char key2[32];
     /* results */
     uint64_t id;    /* the new event's id, or the existing one for a duplicate */
@@ -119,7 +119,7 @@ int store_meta_get(struct store *st, const char *name, json_t **out, char *err, 
  */
 typedef int (*store_due_cb)(uint64_t id, int64_t due_ms, bool head, void *arg);
 /* skip (may be NULL) drops an entry before any work is spent on it. */
-typedef bool (*store_skip_fn)(uint64_t id, void *arg);
+typedef bool (*store_skip_fn)(uint64_t id, const char *ekey, size_t ekey_len, void *arg);
 int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_skip_fn skip,
                    store_due_cb cb, void *arg, char *err, size_t errlen);
 

@@ -40,7 +40,9 @@ static void hex32(const unsigned char h[32], char out[65])
 char *webhook_change_key(const char *realm, const char *entity, const char *id,
                          const char *occurred)
 {
-    return fmt_key("qbo-change|%s|%s|%s|%s", realm, entity, id, occurred);
+    /* QuickBooks' LastUpdatedTime (what CDC rows carry) has whole seconds;
+     * webhooks may add milliseconds: the key keeps the seconds. */
+    return fmt_key("qbo-change|%s|%s|%s|%.19sZ", realm, entity, id, occurred);
 }
 
 /* A member looked up without regard to case (Intuit spells deletedId both ways). */

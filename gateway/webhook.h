@@ -24,7 +24,9 @@ int webhook_parse_qbo(const struct gw_config *cfg, const char *body, size_t len,
 
 /*
  * The key of one QuickBooks change, whoever reports it (a webhook or a CDC
- * sweep): "qbo-change|realm|entity|id|time" with time normalised. New string.
+ * sweep): "qbo-change|realm|entity|id|time", time normalised to the second.
+ * Webhooks record it; a CDC row whose key is recorded is not stored again.
+ * New string.
  */
 char *webhook_change_key(const char *realm, const char *entity, const char *id,
                          const char *occurred);

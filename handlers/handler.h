@@ -74,6 +74,15 @@ void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r)
  */
 void task_requestid(const struct task *t, const char *step, char *out, size_t outlen);
 
+/*
+ * Small named values kept with the connection (the id map, fingerprints of
+ * what the gateway wrote). task_get_meta reads one now (new reference, or
+ * NULL); task_put_meta writes one together with the task's outcome, in the
+ * same transaction: the id map and the event's state never disagree.
+ */
+json_t *task_get_meta(struct task *t, const char *name);
+void task_put_meta(struct task *t, const char *name, json_t *value);
+
 /* Record a step (request summary) in the event's history. */
 void task_note(struct task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -97,6 +106,10 @@ struct flow {
  */
 const struct flow *flow_for(json_t *rec, const struct gw_connection *conn,
                             const struct flow *extra);
+
+/* The flows' entry points (handlers/<flow>.c). */
+void customers_from_mplus(struct task *t);
+void customers_from_qbo(struct task *t);
 
 /* The shipped flows (an entry with a NULL name ends the table). */
 const struct flow *flow_table(void);

@@ -1,0 +1,508 @@
+/*
+ * poller.c - sync-marker polling of MplusKASSA, one state machine per
+ * (connection, entity): idle -> asking -> storing -> (next page | idle).
+ */
+#include "poller.h"
+#include "dispatch.h"
+#include "ingest.h"
+#include "log.h"
+#include "mplus.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NUDGE_DELAY_MS      300 /* a till sale: poll soon, once for a burst */
+#define FAULT_BACKOFF_MAX_S 900
+
+/* What is polled, per entity. */
+struct kind {
+    const char *name;    /* as in status and marker keys */
+    unsigned flow;       /* polled when this flow is enabled */
+    const char *op;      /* SOAP operation */
+    const char *list;    /* list in the answer */
+    const char *entity;  /* event entity */
+    const char *id;      /* the object's id field */
+    const char *marker;  /* the object's marker field (and the request's) */
+    const char *current; /* field of getCurrentSyncMarkers */
+    bool paged;          /* takes syncMarkerLimit */
+};
+
+static const struct kind kinds[] = {
+    {"receipts", GW_FLOW_SALES, "getReceipts", "receiptList", "receipt", "receiptId", "syncMarker",
+     "receiptSyncMarker", true},
+    {"invoices", GW_FLOW_SALES, "getInvoices", "invoiceList", "invoice", "invoiceId", "syncMarker",
+     "invoiceSyncMarker", true},
+    {"orders", GW_FLOW_SALES, "getOrders", "orderList", "order", "orderId", "syncMarker",
+     "orderSyncMarker", true},
+    {"relations", GW_FLOW_CUSTOMERS, "getRelations", "relationList", "relation", "relationNumber",
+     "syncMarker", "relationSyncMarker", true},
+    {"articles", GW_FLOW_PRODUCTS, "getProducts", "productList", "article", "articleNumber",
+     "syncMarker", "articleSyncMarker", true},
+    {"article_groups", GW_FLOW_PRODUCTS, "getArticleGroupChanges", "changedArticleGroupList",
+     "article_group", "groupNumber", "syncMarker", "articleGroupSyncMarker", true},
+    {"stock", GW_FLOW_STOCK, "getStock", "articleStocks", "stock", "articleNumber", "stockId",
+     "stockId", false},
+};
+#define NKINDS (sizeof kinds / sizeof kinds[0])
+
+struct target {
+    struct poller *p;
+    const struct gw_connection *c;
+    const struct kind *k;
+    struct event *timer;
+    bool busy;
+    int64_t marker; /* highest marker stored; -1 = not yet known */
+    int failures;
+    char last_poll[GW_TS_LEN];
+    char last_error[1100];
+};
+
+/* One per connection polled: its API version and whether its credentials work. */
+struct conn_state {
+    const struct gw_connection *c;
+    struct poller *p;
+    char api_version[64];
+    char last_error[1100];
+    bool asking;
+};
+
+struct poller {
+    const struct gw_config *cfg;
+    struct conn_state *conns;
+    bool draining;
+    struct committer *cm;
+    struct store *st;
+    struct mplus *mplus;
+    struct dispatcher *d;
+    struct target *targets;
+    size_t n;
+};
+
+void poller_marker_key(const char *conn, const char *kind, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "mplus.marker.%s.%s", conn, kind);
+}
+
+static const struct kind *kind_named(const char *name)
+{
+    for (size_t i = 0; i < NKINDS; i++)
+        if (strcmp(kinds[i].name, name) == 0)
+            return &kinds[i];
+    return NULL;
+}
+
+/* The list of a canonical answer: an array, or an object wrapping one. */
+static json_t *list_of(json_t *response, const char *key)
+{
+    json_t *v = json_object_get(response, key);
+    if (json_is_array(v))
+        return v;
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *inner;
+        json_object_foreach(v, k, inner)
+        {
+            if (json_is_array(inner))
+                return inner;
+        }
+    }
+    return NULL;
+}
+
+/* An id or marker as text and as a number. */
+static bool field_text(json_t *o, const char *name, char *buf, size_t len, int64_t *num)
+{
+    json_t *v = json_object_get(o, name);
+    if (json_is_integer(v)) {
+        snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+        if (num)
+            *num = (int64_t)json_integer_value(v);
+        return true;
+    }
+    if (json_is_string(v) && json_string_length(v) > 0 && json_string_length(v) < len) {
+        gw_strlcpy(buf, json_string_value(v), len);
+        return num == NULL || gw_strtoi64(buf, num);
+    }
+    return false;
+}
+
+static int add_object(const struct gw_connection *c, const struct kind *k, json_t *obj,
+                      json_t *context, int64_t now_ms, struct gw_batch *out, int64_t *max_marker)
+{
+    char id[96], mark[32];
+    int64_t m;
+    if (!field_text(obj, k->id, id, sizeof id, NULL) ||
+        !field_text(obj, k->marker, mark, sizeof mark, &m))
+        return 0; /* nothing to key it by: not a change */
+    if (strcmp(k->name, "stock") == 0) {
+        /* One article's stock per branch. */
+        char branch[24];
+        if (field_text(obj, "branchNumber", branch, sizeof branch, NULL)) {
+            char both[128];
+            snprintf(both, sizeof both, "%s/%s", branch, id);
+            gw_strlcpy(id, both, sizeof id);
+        }
+    }
+    if (m > *max_marker)
+        *max_marker = m;
+    char *key = NULL;
+    if (asprintf(&key, "mplus-poll|%s|%s|%s|%s", c->name, k->entity, id, mark) < 0)
+        return -1;
+    const char *changed = json_string_value(json_object_get(obj, "changeTimestamp"));
+    json_t *payload = json_incref(obj);
+    if (context != NULL) {
+        payload = json_pack("{s:o, s:O}", k->entity, payload, "product", context);
+    }
+    json_t *rec = event_new_record(c->name, "mplus-poll", k->entity, id, "Change", GW_PENDING,
+                                   now_ms, changed, NULL, NULL, payload);
+    if (rec == NULL) {
+        free(key);
+        return -1;
+    }
+    json_object_set_new(rec, "marker", json_integer((json_int_t)m));
+    return batch_add(out, key, rec, GW_PENDING);
+}
+
+int poller_parse_page(const struct gw_connection *c, const char *kind, json_t *response,
+                      int64_t now_ms, struct gw_batch *out, int64_t *max_marker, size_t *objects)
+{
+    const struct kind *k = kind_named(kind);
+    *objects = 0;
+    if (k == NULL)
+        return -1;
+    json_t *list = list_of(response, k->list);
+    size_t i, j;
+    json_t *o, *a;
+    json_array_foreach(list, i, o)
+    {
+        (*objects)++;
+        if (strcmp(k->name, "articles") != 0) {
+            if (add_object(c, k, o, NULL, now_ms, out, max_marker) < 0)
+                return -1;
+            continue;
+        }
+        /* Products group articles; each article (size, colour) is one change,
+         * with its product's number, description and groups as context. */
+        json_t *ctx = json_deep_copy(o);
+        json_object_del(ctx, "articleList");
+        json_array_foreach(list_of(o, "articleList"), j, a)
+        {
+            if (add_object(c, k, a, ctx, now_ms, out, max_marker) < 0) {
+                json_decref(ctx);
+                return -1;
+            }
+        }
+        /* A product's own marker moves too (its articles may be unchanged). */
+        int64_t pm;
+        char buf[32];
+        if (field_text(o, "syncMarker", buf, sizeof buf, &pm) && pm > *max_marker)
+            *max_marker = pm;
+        json_decref(ctx);
+    }
+    return 0;
+}
+
+/* ---- the poll cycle ---------------------------------------------------------- */
+
+static void arm(struct target *t, int64_t ms)
+{
+    if (t->p->draining)
+        return;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(t->timer, &tv);
+}
+
+static void fail(struct target *t, const char *what, const char *error)
+{
+    t->busy = false;
+    t->failures++;
+    snprintf(t->last_error, sizeof t->last_error, "%s: %s", what, error);
+    int64_t backoff = t->c->mplus_poll_interval_s << (t->failures < 5 ? t->failures : 5);
+    if (backoff > FAULT_BACKOFF_MAX_S)
+        backoff = FAULT_BACKOFF_MAX_S;
+    gw_log(GW_LOG_WARN, t->c->name, 0, "polling %s failed (%s); next try in %lld s", t->k->name,
+           t->last_error, (long long)backoff);
+    arm(t, backoff * 1000);
+}
+
+struct page_job {
+    struct commit_job job;
+    struct target *t;
+    struct ingest_batch in;
+    int64_t marker;
+    bool more;
+};
+
+static int page_apply(struct store_txn *tx, struct commit_job *job)
+{
+    struct page_job *pj = (struct page_job *)job;
+    int rc = store_txn_ingest(tx, pj->in.puts, pj->in.events.n);
+    if (rc == 0) {
+        char key[160];
+        poller_marker_key(pj->t->c->name, pj->t->k->name, key, sizeof key);
+        json_t *v = json_integer((json_int_t)pj->marker);
+        rc = store_txn_meta_put(tx, key, v);
+        json_decref(v);
+    }
+    return rc;
+}
+
+static void poll_once(struct target *t);
+
+static void page_done(struct commit_job *job)
+{
+    struct page_job *pj = (struct page_job *)job;
+    struct target *t = pj->t;
+    if (job->status != 0) {
+        fail(t, "store", "could not store the page");
+    } else {
+        t->marker = pj->marker;
+        t->failures = 0;
+        t->last_error[0] = '\0';
+        size_t added = ingest_new_pending(&pj->in);
+        if (added > 0) {
+            gw_log(GW_LOG_INFO, t->c->name, 0, "polled %zu %s changes (marker %lld)", added,
+                   t->k->name, (long long)t->marker);
+            dispatch_kick(t->p->d);
+        }
+        if (pj->more && !t->p->draining) {
+            poll_once(t); /* keep paging: the page was full */
+        } else {
+            t->busy = false;
+            arm(t, t->c->mplus_poll_interval_s * 1000);
+        }
+    }
+    ingest_batch_free(&pj->in);
+    free(pj);
+}
+
+static void page_answer(const struct mplus_result *r, void *arg)
+{
+    struct target *t = arg;
+    gw_ts_format(gw_now_ms(), t->last_poll, sizeof t->last_poll);
+    if (r->kind != MPLUS_OK) {
+        fail(t, t->k->op, r->error);
+        return;
+    }
+    struct page_job *pj = calloc(1, sizeof *pj);
+    size_t objects = 0;
+    int64_t marker = t->marker;
+    if (pj == NULL ||
+        poller_parse_page(t->c, t->k->name, r->body, gw_now_ms(), &pj->in.events, &marker,
+                          &objects) != 0 ||
+        ingest_prepare(&pj->in) != 0) {
+        if (pj)
+            ingest_batch_free(&pj->in);
+        free(pj);
+        fail(t, t->k->op, "could not read the answer");
+        return;
+    }
+    pj->t = t;
+    pj->marker = marker;
+    pj->more = t->k->paged && objects >= (size_t)t->c->mplus_page_size && marker > t->marker;
+    pj->job.apply = page_apply;
+    pj->job.done = page_done;
+    committer_submit(t->p->cm, &pj->job);
+}
+
+static void poll_once(struct target *t)
+{
+    json_t *req = json_object();
+    json_object_set_new(req, t->k->marker, json_integer((json_int_t)(t->marker + 1)));
+    if (t->k->paged)
+        json_object_set_new(req, "syncMarkerLimit", json_integer(t->c->mplus_page_size));
+    if (strcmp(t->k->name, "stock") == 0) {
+        json_object_set_new(req, "branchNumber", json_integer(t->c->mplus_stock_branch));
+        json_object_set_new(req, "articleNumbers", json_array());
+    }
+    t->busy = true;
+    if (mplus_call(t->p->mplus, t->c, t->k->op, req, page_answer, t) != 0)
+        fail(t, t->k->op, "could not start the request");
+    json_decref(req);
+}
+
+/* First poll of a connection without markers: start from now, unless a
+ * backfill is configured (then from the beginning). */
+static void current_answer(const struct mplus_result *r, void *arg)
+{
+    struct target *t = arg;
+    if (r->kind != MPLUS_OK) {
+        fail(t, "getCurrentSyncMarkers", r->error);
+        return;
+    }
+    char buf[32];
+    int64_t m;
+    if (!field_text(r->body, t->k->current, buf, sizeof buf, &m)) {
+        fail(t, "getCurrentSyncMarkers", "the answer has no current marker");
+        return;
+    }
+    t->marker = m;
+    /* Store it through an empty page, so the start point survives a restart. */
+    struct page_job *pj = calloc(1, sizeof *pj);
+    pj->t = t;
+    pj->marker = m;
+    pj->job.apply = page_apply;
+    pj->job.done = page_done;
+    committer_submit(t->p->cm, &pj->job);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct target *t = arg;
+    if (t->busy)
+        return;
+    if (t->marker < 0) {
+        char key[160];
+        poller_marker_key(t->c->name, t->k->name, key, sizeof key);
+        json_t *v = NULL;
+        if (store_meta_get(t->p->st, key, &v, NULL, 0) == 0 && json_is_integer(v)) {
+            t->marker = (int64_t)json_integer_value(v);
+        } else if (t->c->mplus_backfill) {
+            t->marker = 0;
+        } else {
+            json_decref(v);
+            t->busy = true;
+            json_t *req = json_object();
+            if (mplus_call(t->p->mplus, t->c, "getCurrentSyncMarkers", req, current_answer, t) != 0)
+                fail(t, "getCurrentSyncMarkers", "could not start the request");
+            json_decref(req);
+            return;
+        }
+        json_decref(v);
+    }
+    poll_once(t);
+}
+
+void poller_nudge(struct poller *p, const struct gw_connection *c)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        struct target *t = &p->targets[i];
+        if (t->c == c &&
+            (strcmp(t->k->name, "receipts") == 0 || strcmp(t->k->name, "invoices") == 0) &&
+            !t->busy)
+            arm(t, NUDGE_DELAY_MS);
+    }
+}
+
+void poller_drain(struct poller *p)
+{
+    if (p == NULL)
+        return;
+    p->draining = true;
+    for (size_t i = 0; i < p->n; i++)
+        evtimer_del(p->targets[i].timer);
+}
+
+bool poller_idle(const struct poller *p)
+{
+    for (size_t i = 0; p && i < p->n; i++)
+        if (p->targets[i].busy)
+            return false;
+    for (size_t i = 0; p && i < p->cfg->nconns; i++)
+        if (p->conns[i].asking)
+            return false;
+    return true;
+}
+
+static void version_answer(const struct mplus_result *r, void *arg)
+{
+    struct conn_state *cs = arg;
+    cs->asking = false;
+    if (r->kind != MPLUS_OK) {
+        snprintf(cs->last_error, sizeof cs->last_error, "getApiVersion: %s", r->error);
+        gw_log(GW_LOG_ERROR, cs->c->name, 0, "Mplus API %s: %s",
+               r->kind == MPLUS_AUTH ? "refused the ident/secret" : "not reachable", r->error);
+        return;
+    }
+    json_int_t a = json_integer_value(json_object_get(r->body, "majorNumber"));
+    json_int_t b = json_integer_value(json_object_get(r->body, "minorNumber"));
+    json_int_t c = json_integer_value(json_object_get(r->body, "revisionNumber"));
+    snprintf(cs->api_version, sizeof cs->api_version, "%lld.%lld.%lld", (long long)a, (long long)b,
+             (long long)c);
+    cs->last_error[0] = '\0';
+    gw_log(GW_LOG_INFO, cs->c->name, 0, "Mplus API version %s", cs->api_version);
+}
+
+json_t *poller_status(struct poller *p, const struct gw_connection *c)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; p && i < p->cfg->nconns; i++) {
+        struct conn_state *cs = &p->conns[i];
+        if (cs->c != c)
+            continue;
+        if (cs->api_version[0])
+            json_object_set_new(o, "mplus_api_version", json_string(cs->api_version));
+        if (cs->last_error[0])
+            json_object_set_new(o, "mplus_error", json_string(cs->last_error));
+    }
+    for (size_t i = 0; p && i < p->n; i++) {
+        struct target *t = &p->targets[i];
+        if (t->c != c)
+            continue;
+        json_t *e = json_pack("{s:I}", "marker", (json_int_t)t->marker);
+        if (t->last_poll[0])
+            json_object_set_new(e, "last_poll_at", json_string(t->last_poll));
+        if (t->last_error[0])
+            json_object_set_new(e, "last_error", json_string(t->last_error));
+        json_t *polls = json_object_get(o, "mplus_polls");
+        if (polls == NULL) {
+            polls = json_object();
+            json_object_set_new(o, "mplus_polls", polls);
+        }
+        json_object_set_new(polls, t->k->name, e);
+    }
+    return o;
+}
+
+struct poller *poller_new(struct event_base *base, const struct gw_config *cfg,
+                          struct committer *cm, struct store *st, struct mplus *mplus,
+                          struct dispatcher *d)
+{
+    struct poller *p = calloc(1, sizeof *p);
+    p->cfg = cfg;
+    p->cm = cm;
+    p->st = st;
+    p->mplus = mplus;
+    p->d = d;
+    p->targets = calloc(cfg->nconns * NKINDS + 1, sizeof *p->targets);
+    p->conns = calloc(cfg->nconns + 1, sizeof *p->conns);
+    for (size_t i = 0; i < cfg->nconns; i++) {
+        const struct gw_connection *c = &cfg->conns[i];
+        p->conns[i].c = c;
+        p->conns[i].p = p;
+        if (c->mplus_url == NULL || c->mplus_url[0] == '\0')
+            continue;
+        /* The version shows in status, and a first call proves the credentials. */
+        json_t *none = json_object();
+        p->conns[i].asking =
+            mplus_call(mplus, c, "getApiVersion", none, version_answer, &p->conns[i]) == 0;
+        json_decref(none);
+        for (size_t k = 0; k < NKINDS; k++) {
+            if ((c->flows & kinds[k].flow) == 0)
+                continue;
+            struct target *t = &p->targets[p->n++];
+            t->p = p;
+            t->c = c;
+            t->k = &kinds[k];
+            t->marker = -1;
+            t->timer = evtimer_new(base, on_timer, t);
+            arm(t, 100 * (int64_t)k); /* spread the first polls a little */
+        }
+    }
+    return p;
+}
+
+void poller_free(struct poller *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        event_free(p->targets[i].timer);
+    free(p->targets);
+    free(p->conns);
+    free(p);
+}

@@ -1,0 +1,24 @@
+# QuickBooks Online Customer -> Mplus relation (the default mapping).
+# Input: {source: customer, existing: relation or null, settings, connection}.
+# The customer's Id goes to extRelationId, so the relation can be found
+# again. Fields in settings.relation_create_only are only set on create.
+.source as $c | .settings as $s
+| ([$c.GivenName, $c.FamilyName] | map(gw_nonempty) | map(select(. != null)) | join(" ") | gw_nonempty) as $person
+| ($c.CompanyName | gw_nonempty) as $company
+| ($c.BillAddr // {}) as $a
+| {
+    extRelationId: ($c.Id | gw_nonempty),
+    name: ($c.DisplayName | gw_nonempty // $company // $person),
+    companyName: $company,
+    contact: (if $company then $person else null end),
+    email: ($c.PrimaryEmailAddr.Address | gw_nonempty),
+    telephone: ($c.PrimaryPhone.FreeFormNumber | gw_nonempty),
+    mobile: ($c.Mobile.FreeFormNumber | gw_nonempty),
+    website: ($c.WebAddr.URI | gw_nonempty),
+    address: ([$a.Line1, $a.Line2] | map(gw_nonempty) | map(select(. != null)) | join(" ") | gw_nonempty),
+    zipcode: ($a.PostalCode | gw_nonempty),
+    city: ($a.City | gw_nonempty),
+    country: (($a.Country | gw_country) // ($s.default_country | gw_nonempty)),
+    active: ($c.Active != false)
+  }
+| gw_compact

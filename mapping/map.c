@@ -1,0 +1,331 @@
+/*
+ * map.c - jq programs, compiled once, run per event. Values cross between
+ * jansson and jq as JSON text: simple, exact, and cheap next to an API call.
+ */
+#include "map.h"
+#include "util.h"
+
+#include <jq.h>
+#include <jv.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const names[] = {MAP_CUSTOMERS_TO_QBO, MAP_CUSTOMERS_TO_MPLUS};
+#define NNAMES (sizeof names / sizeof names[0])
+
+struct program {
+    const struct gw_connection *c;
+    const char *name;
+    jq_state *jq;
+    json_t *settings;
+    char file[1024];
+};
+
+struct mapper {
+    struct program *progs;
+    size_t n;
+};
+
+struct errbuf {
+    char *buf;
+    size_t len;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* jq reports compile errors through a callback; keep the first one. */
+static void on_jq_error(void *data, jv msg)
+{
+    struct errbuf *e = data;
+    jv text = jq_format_error(jv_copy(msg));
+    if (e->buf[0] == '\0' && jv_get_kind(text) == JV_KIND_STRING)
+        gw_strlcpy(e->buf, jv_string_value(text), e->len);
+    jv_free(text);
+    jv_free(msg);
+}
+
+static char *read_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        set_err(err, errlen, "%s: cannot read the mapping", path);
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *b = realloc(buf, cap);
+            if (b == NULL) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = b;
+        }
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (buf == NULL)
+        buf = calloc(1, 1);
+    else
+        buf[len] = '\0';
+    return buf;
+}
+
+/* Compile file with the library of dir. The library is included on the
+ * program's first line, so jq's line numbers are the file's. */
+static jq_state *compile(const char *dir, const char *file, char *err, size_t errlen)
+{
+    char *text = read_file(file, err, errlen);
+    if (text == NULL)
+        return NULL;
+    char *program = NULL;
+    if (asprintf(&program, "include \"gateway\"; %s", text) < 0)
+        program = NULL;
+    free(text);
+    jq_state *jq = program ? jq_init() : NULL;
+    if (jq == NULL) {
+        free(program);
+        set_err(err, errlen, "%s: out of memory", file);
+        return NULL;
+    }
+    char msg[512] = "";
+    struct errbuf eb = {msg, sizeof msg};
+    jq_set_error_cb(jq, on_jq_error, &eb);
+    jq_set_attr(jq, jv_string("JQ_LIBRARY_PATH"), jv_array_append(jv_array(), jv_string(dir)));
+    jq_set_attr(jq, jv_string("JQ_ORIGIN"), jv_string(dir));
+    int ok = jq_compile(jq, program);
+    free(program);
+    jq_set_error_cb(jq, NULL, NULL);
+    if (!ok) {
+        set_err(err, errlen, "%s: %s", file, msg[0] ? msg : "does not compile");
+        jq_teardown(&jq);
+        return NULL;
+    }
+    return jq;
+}
+
+/* "NL:3, BE:4, *:NON" to {"NL":"3","BE":"4","*":"NON"}. */
+static json_t *parse_table(const char *text, const char *key, char *err, size_t errlen)
+{
+    json_t *o = json_object();
+    if (text == NULL)
+        return o;
+    char buf[1024];
+    gw_strlcpy(buf, text, sizeof buf);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        char *colon = strchr(tok, ':');
+        if (colon == NULL || colon == tok || colon[1] == '\0') {
+            set_err(err, errlen, "key '%s': expected COUNTRY:VALUE pairs, got '%s'", key, tok);
+            json_decref(o);
+            return NULL;
+        }
+        *colon = '\0';
+        char *v = colon + 1;
+        size_t vl = strlen(v);
+        while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            v[--vl] = '\0';
+        json_object_set_new(o, tok, json_string(v));
+    }
+    return o;
+}
+
+static json_t *parse_list(const char *text)
+{
+    json_t *a = json_array();
+    if (text == NULL)
+        return a;
+    char buf[1024];
+    gw_strlcpy(buf, text, sizeof buf);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save))
+        json_array_append_new(a, json_string(tok));
+    return a;
+}
+
+json_t *map_settings(const struct gw_connection *c)
+{
+    char err[256];
+    json_t *s = json_object();
+    json_t *t = parse_table(c->tax_code_by_country, "tax_code_by_country", err, sizeof err);
+    json_object_set_new(s, "tax_code_by_country", t ? t : json_object());
+    t = parse_table(c->income_account_by_country, "income_account_by_country", err, sizeof err);
+    json_object_set_new(s, "income_account_by_country", t ? t : json_object());
+    json_object_set_new(s, "customer_create_only", parse_list(c->customer_create_only));
+    json_object_set_new(s, "relation_create_only", parse_list(c->relation_create_only));
+    json_object_set_new(s, "employee_number", json_integer(c->mplus_employee_number));
+    json_object_set_new(s, "default_country", json_string(c->default_country ?: ""));
+    return s;
+}
+
+static int parse_table_ok(const struct gw_connection *c, char *err, size_t errlen)
+{
+    json_t *t = parse_table(c->tax_code_by_country, "tax_code_by_country", err, errlen);
+    if (t == NULL)
+        return -1;
+    json_decref(t);
+    t = parse_table(c->income_account_by_country, "income_account_by_country", err, errlen);
+    if (t == NULL)
+        return -1;
+    json_decref(t);
+    return 0;
+}
+
+static const char *override_for(const struct gw_connection *c, const char *name)
+{
+    if (strcmp(name, MAP_CUSTOMERS_TO_QBO) == 0)
+        return c->map_customers_to_qbo;
+    if (strcmp(name, MAP_CUSTOMERS_TO_MPLUS) == 0)
+        return c->map_customers_to_mplus;
+    return NULL;
+}
+
+static bool uses(const struct gw_connection *c, const char *name)
+{
+    (void)name; /* both customer directions belong to the customers flow */
+    return (c->flows & GW_FLOW_CUSTOMERS) != 0;
+}
+
+int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, char *err,
+             size_t errlen)
+{
+    struct mapper *m = calloc(1, sizeof *m);
+    m->progs = calloc(cfg->nconns * NNAMES + 1, sizeof *m->progs);
+    for (size_t i = 0; i < cfg->nconns; i++) {
+        const struct gw_connection *c = &cfg->conns[i];
+        char terr[256];
+        if (parse_table_ok(c, terr, sizeof terr) != 0) {
+            set_err(err, errlen, "[connection.%s] %s", c->name, terr);
+            map_close(m);
+            return -1;
+        }
+        for (size_t k = 0; k < NNAMES; k++) {
+            if (!uses(c, names[k]))
+                continue;
+            struct program *p = &m->progs[m->n];
+            const char *own = override_for(c, names[k]);
+            if (own != NULL && own[0] != '\0')
+                gw_strlcpy(p->file, own, sizeof p->file);
+            else
+                snprintf(p->file, sizeof p->file, "%s/%s.jq", dir, names[k]);
+            p->jq = compile(dir, p->file, err, errlen);
+            if (p->jq == NULL) {
+                map_close(m);
+                return -1;
+            }
+            p->c = c;
+            p->name = names[k];
+            p->settings = map_settings(c);
+            m->n++;
+        }
+    }
+    *out = m;
+    return 0;
+}
+
+void map_close(struct mapper *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->n; i++) {
+        jq_teardown(&m->progs[i].jq);
+        json_decref(m->progs[i].settings);
+    }
+    free(m->progs);
+    free(m);
+}
+
+/* Run a compiled program on input; the first output is the result. */
+static int run(jq_state *jq, const char *file, json_t *input, json_t **out, char *err,
+               size_t errlen)
+{
+    char *text = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (text == NULL) {
+        set_err(err, errlen, "mapping %s: input could not be serialised", file);
+        return -1;
+    }
+    jv in = jv_parse(text);
+    free(text);
+    jq_start(jq, in, 0);
+    jv r = jq_next(jq);
+    int rc = -1;
+    if (jv_is_valid(r)) {
+        /* Only the first output counts; run the program out so the next
+         * start is clean (jq must not be asked again once it said "done"). */
+        jv more;
+        while (jv_is_valid(more = jq_next(jq)))
+            jv_free(more);
+        jv_free(more);
+        jv dumped = jv_dump_string(r, 0);
+        *out = json_loads(jv_string_value(dumped), JSON_DECODE_ANY, NULL);
+        jv_free(dumped);
+        if (json_is_object(*out)) {
+            rc = 0;
+        } else {
+            json_decref(*out);
+            *out = NULL;
+            set_err(err, errlen, "mapping %s: expected an object as output", file);
+        }
+    } else {
+        jv msg = jv_invalid_get_msg(r);
+        if (jv_get_kind(msg) == JV_KIND_STRING)
+            set_err(err, errlen, "mapping %s failed: %s", file, jv_string_value(msg));
+        else if (jv_get_kind(msg) == JV_KIND_NULL)
+            set_err(err, errlen, "mapping %s produced no output", file);
+        else {
+            jv d = jv_dump_string(jv_copy(msg), 0);
+            set_err(err, errlen, "mapping %s failed: %s", file, jv_string_value(d));
+            jv_free(d);
+        }
+        jv_free(msg);
+    }
+    return rc;
+}
+
+int map_run(struct mapper *m, const struct gw_connection *c, const char *name, json_t *source,
+            json_t *existing, json_t **out, char *err, size_t errlen)
+{
+    struct program *p = NULL;
+    for (size_t i = 0; m && i < m->n; i++)
+        if (m->progs[i].c == c && strcmp(m->progs[i].name, name) == 0)
+            p = &m->progs[i];
+    if (p == NULL) {
+        set_err(err, errlen, "no mapping %s for connection %s", name, c->name);
+        return -1;
+    }
+    json_t *input = json_pack("{s:O, s:O, s:O, s:s}", "source", source, "existing",
+                              existing ? existing : json_null(), "settings", p->settings,
+                              "connection", c->name);
+    int rc = run(p->jq, p->file, input, out, err, errlen);
+    json_decref(input);
+    return rc;
+}
+
+int map_preview(const char *dir, const char *file, json_t *input, json_t **out, char *err,
+                size_t errlen)
+{
+    jq_state *jq = compile(dir, file, err, errlen);
+    if (jq == NULL)
+        return -1;
+    int rc = run(jq, file, input, out, err, errlen);
+    jq_teardown(&jq);
+    return rc;
+}

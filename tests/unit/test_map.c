@@ -1,0 +1,166 @@
+/* Unit tests: the data mapper - default customer mappings, overrides, errors with lines. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "map.h"
+
+#define DIR GW_SOURCE_DIR "/mapping"
+
+static struct gw_config *load(const char *text)
+{
+    char path[] = "/tmp/gw_map_XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    struct gw_config *cfg = NULL;
+    char err[512];
+    if (config_load(path, &cfg, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    unlink(path);
+    return cfg;
+}
+
+static const char *str(json_t *o, const char *path)
+{
+    /* "a.b" walks objects */
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    json_t *v = o;
+    for (char *save = NULL, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save))
+        v = json_object_get(v, k);
+    return json_string_value(v);
+}
+
+static void test_company_and_person_relations(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load("[connection.a]\nflows = customers\n"
+                                 "tax_code_by_country = NL:5, *:NON\ndefault_country = NL\n");
+    struct mapper *m;
+    char err[512];
+    if (map_open(cfg, DIR, &m, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    json_t *company =
+        json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "relationNumber", (json_int_t)7,
+                  "name", "Acme", "companyName", "Acme: Tools\tBV", "contact", "Jan de Vries",
+                  "email", "jan@acme.nl", "address", "Dam 1", "country", "Belgie", "active", 1);
+    json_t *out;
+    assert_int_equal(
+        map_run(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, company, NULL, &out, err, sizeof err), 0);
+    /* Characters QuickBooks rejects in names are gone; the contact is the person. */
+    assert_string_equal(str(out, "DisplayName"), "Acme Tools BV");
+    assert_string_equal(str(out, "CompanyName"), "Acme Tools BV");
+    assert_string_equal(str(out, "GivenName"), "Jan");
+    assert_string_equal(str(out, "FamilyName"), "de Vries");
+    assert_string_equal(str(out, "BillAddr.Line1"), "Dam 1");
+    assert_string_equal(str(out, "BillAddr.Country"), "BE");
+    assert_string_equal(str(out, "DefaultTaxCodeRef.value"), "NON");
+    json_decref(out);
+
+    json_t *person =
+        json_pack("{s:s, s:s, s:b}", "name", "Amy Lee", "email", " amy@x.nl ", "active", 0);
+    assert_int_equal(
+        map_run(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, person, NULL, &out, err, sizeof err), 0);
+    assert_string_equal(str(out, "DisplayName"), "Amy Lee");
+    assert_null(json_object_get(out, "CompanyName"));
+    assert_string_equal(str(out, "PrimaryEmailAddr.Address"), "amy@x.nl");
+    assert_true(json_is_false(json_object_get(out, "Active")));
+    /* No country on the relation: the default country decides the tax code. */
+    assert_string_equal(str(out, "DefaultTaxCodeRef.value"), "5");
+    json_decref(out);
+
+    json_t *customer =
+        json_pack("{s:s, s:s, s:s, s:s, s:{s:s}, s:{s:s, s:s}}", "Id", "42", "DisplayName",
+                  "Acme BV", "CompanyName", "Acme BV", "GivenName", "Jan", "PrimaryEmailAddr",
+                  "Address", "jan@acme.nl", "BillAddr", "Line1", "Dam 1", "Country", "Netherlands");
+    assert_int_equal(
+        map_run(m, &cfg->conns[0], MAP_CUSTOMERS_TO_MPLUS, customer, NULL, &out, err, sizeof err),
+        0);
+    assert_string_equal(str(out, "extRelationId"), "42");
+    assert_string_equal(str(out, "companyName"), "Acme BV");
+    assert_string_equal(str(out, "contact"), "Jan");
+    assert_string_equal(str(out, "country"), "NL");
+    json_decref(out);
+    json_decref(company);
+    json_decref(person);
+    json_decref(customer);
+    map_close(m);
+    config_free(cfg);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_override_and_errors(void **state)
+{
+    (void)state;
+    write_file("/tmp/gw_map_own.jq", "{DisplayName: (.source.name | ascii_upcase)}\n");
+    struct gw_config *cfg =
+        load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_own.jq\n");
+    struct mapper *m;
+    char err[512];
+    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    json_t *r = json_pack("{s:s}", "name", "shop");
+    json_t *out;
+    assert_int_equal(
+        map_run(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, r, NULL, &out, err, sizeof err), 0);
+    assert_string_equal(str(out, "DisplayName"), "SHOP");
+    json_decref(out);
+
+    /* A runtime error fails this one run, with a message, not the mapper. */
+    json_t *bad = json_pack("{s:i}", "name", 5);
+    assert_int_equal(
+        map_run(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, bad, NULL, &out, err, sizeof err), -1);
+    assert_non_null(strstr(err, "/tmp/gw_map_own.jq"));
+    assert_int_equal(
+        map_run(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, r, NULL, &out, err, sizeof err), 0);
+    json_decref(out);
+    json_decref(bad);
+    json_decref(r);
+    map_close(m);
+    config_free(cfg);
+
+    /* A syntax error stops the start, naming the file and the line. */
+    write_file("/tmp/gw_map_bad.jq", "{\n  DisplayName: .source.name,\n  Oops: (\n}\n");
+    cfg = load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_bad.jq\n");
+    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), -1);
+    assert_non_null(strstr(err, "/tmp/gw_map_bad.jq"));
+    assert_non_null(strstr(err, "line 4"));
+    config_free(cfg);
+    unlink("/tmp/gw_map_own.jq");
+    unlink("/tmp/gw_map_bad.jq");
+}
+
+static void test_bad_settings_table(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load("[connection.a]\nflows = customers\ntax_code_by_country = NL\n");
+    struct mapper *m;
+    char err[512];
+    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), -1);
+    assert_non_null(strstr(err, "tax_code_by_country"));
+    config_free(cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_company_and_person_relations),
+        cmocka_unit_test(test_override_and_errors),
+        cmocka_unit_test(test_bad_settings_table),
+    };
+    return cmocka_run_group_tests_name("map", tests, NULL, NULL);
+}

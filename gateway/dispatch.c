@@ -158,6 +158,22 @@ static int current_record(struct store_txn *t, struct running *r, json_t **rec,
     return rc;
 }
 
+/*
+ * The record to change, as a copy: a re-run of the transaction (the map grew)
+ * must start from the record as stored, not as the first run left it.
+ */
+static int editable_record(struct store_txn *t, struct running *r, json_t **copy,
+                           struct store_event_keys *old)
+{
+    json_t *rec;
+    int rc = current_record(t, r, &rec, old);
+    if (rc != 0)
+        return rc;
+    *copy = json_copy(rec);
+    json_decref(rec);
+    return 0;
+}
+
 /* Write rec and keep what was written until the commit says it holds. */
 static int write_record(struct store_txn *t, struct running *r, json_t *rec,
                         const struct store_event_keys *old)
@@ -253,11 +269,11 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
     }
     char ts[GW_TS_LEN];
     gw_ts_format(now, ts, sizeof ts);
+    /* The record is a shallow copy: the history array is copied before it
+     * grows, so the stored original stays as it was. */
     json_t *h = json_object_get(rec, "history");
-    if (!json_is_array(h)) {
-        h = json_array();
-        json_object_set_new(rec, "history", h);
-    }
+    h = json_is_array(h) ? json_copy(h) : json_array();
+    json_object_set_new(rec, "history", h);
     json_t *entry = json_pack("{s:s, s:s, s:I}", "at", ts, "outcome", outcome_names[o->kind],
                               "attempt", (json_int_t)attempts);
     if (o->reason[0])
@@ -318,15 +334,11 @@ static void circuit_after(struct dispatcher *d, struct running *r)
 static int finish_apply(struct store_txn *t, struct commit_job *job)
 {
     struct running *r = (struct running *)job;
-    json_t *rec;
+    json_t *copy;
     struct store_event_keys old;
-    int rc = current_record(t, r, &rec, &old);
+    int rc = editable_record(t, r, &copy, &old);
     if (rc != 0)
         return rc;
-    /* Work on a copy: a re-run of this transaction must start from the
-     * record as stored, not as the first run left it. */
-    json_t *copy = json_copy(rec);
-    json_decref(rec);
     unsigned attempt;
     apply_outcome(r->d, copy, &r->outcome, r->task.steps, &attempt);
     rc = write_record(t, r, copy, &old);
@@ -436,17 +448,15 @@ void task_note(struct task *t, const char *fmt, ...)
 static int claim_apply(struct store_txn *t, struct commit_job *job)
 {
     struct running *r = (struct running *)job;
-    json_t *rec;
+    json_t *copy;
     struct store_event_keys old;
-    int rc = current_record(t, r, &rec, &old);
+    int rc = editable_record(t, r, &copy, &old);
     if (rc != 0)
         return rc;
     if (!store_state_queued(old.state)) {
-        json_decref(rec); /* finished meanwhile (another process, a replay) */
+        json_decref(copy); /* finished meanwhile (another process, a replay) */
         return STORE_ENOTFOUND;
     }
-    json_t *copy = json_copy(rec);
-    json_decref(rec);
     char ts[GW_TS_LEN];
     gw_ts_format(gw_now_ms(), ts, sizeof ts);
     json_object_set_new(copy, "state", json_string("in_flight"));

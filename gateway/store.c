@@ -586,71 +586,10 @@ static int with_read(struct store *st, int (*fn)(struct store *, MDB_txn *, void
     return 0;
 }
 
-struct get_arg {
-    uint64_t id;
-    json_t *rec;
-    void *raw;
-    size_t raw_len;
-};
-
-static int get_event_fn(struct store *st, MDB_txn *txn, void *arg)
-{
-    struct get_arg *a = arg;
-    unsigned char idbuf[8];
-    be64(idbuf, a->id);
-    MDB_val k = {8, idbuf}, v;
-    int rc = mdb_get(txn, st->events, &k, &v);
-    if (rc != 0)
-        return rc;
-    a->rec = json_loadb(v.mv_data, v.mv_size, 0, NULL);
-    if (!json_is_object(a->rec))
-        return 1;
-    json_object_set_new(a->rec, "id", json_integer((json_int_t)a->id));
-    return 0;
-}
-
-int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen)
-{
-    struct get_arg a = {id, NULL, NULL, 0};
-    int rc = with_read(st, get_event_fn, &a, err, errlen);
-    if (rc == 0)
-        *out = a.rec;
-    else
-        json_decref(a.rec);
-    return rc;
-}
-
-static int get_raw_fn(struct store *st, MDB_txn *txn, void *arg)
-{
-    struct get_arg *a = arg;
-    unsigned char idbuf[8];
-    be64(idbuf, a->id);
-    MDB_val k = {8, idbuf}, v;
-    int rc = mdb_get(txn, st->payloads, &k, &v);
-    if (rc != 0)
-        return rc;
-    a->raw = malloc(v.mv_size ? v.mv_size : 1);
-    if (a->raw == NULL)
-        return ENOMEM;
-    memcpy(a->raw, v.mv_data, v.mv_size);
-    a->raw_len = v.mv_size;
-    return 0;
-}
-
-int store_get_payload(struct store *st, uint64_t id, void **out, size_t *len, char *err,
-                      size_t errlen)
-{
-    struct get_arg a = {id, NULL, NULL, 0};
-    int rc = with_read(st, get_raw_fn, &a, err, errlen);
-    if (rc == 0) {
-        *out = a.raw;
-        *len = a.raw_len;
-    }
-    return rc;
-}
-
+/* Copies of an event's record and payload, read in one transaction. */
 struct text_arg {
     uint64_t id;
+    bool want_record, want_payload;
     char *text, *payload;
     size_t len, payload_len;
 };
@@ -671,13 +610,20 @@ static int get_text_fn(struct store *st, MDB_txn *txn, void *arg)
     unsigned char idbuf[8];
     be64(idbuf, a->id);
     MDB_val k = {8, idbuf}, v;
-    int rc = mdb_get(txn, st->events, &k, &v);
-    if (rc != 0)
-        return rc;
-    if ((a->text = copy_val(&v)) == NULL)
-        return ENOMEM;
-    a->len = v.mv_size;
-    if (mdb_get(txn, st->payloads, &k, &v) == 0) {
+    int rc;
+    if (a->want_record) {
+        if ((rc = mdb_get(txn, st->events, &k, &v)) != 0)
+            return rc;
+        if ((a->text = copy_val(&v)) == NULL)
+            return ENOMEM;
+        a->len = v.mv_size;
+    }
+    if (a->want_payload) {
+        rc = mdb_get(txn, st->payloads, &k, &v);
+        if (rc == MDB_NOTFOUND && a->want_record)
+            return 0; /* an event without a payload */
+        if (rc != 0)
+            return rc;
         if ((a->payload = copy_val(&v)) == NULL)
             return ENOMEM;
         a->payload_len = v.mv_size;
@@ -685,21 +631,60 @@ static int get_text_fn(struct store *st, MDB_txn *txn, void *arg)
     return 0;
 }
 
+static int read_copies(struct store *st, struct text_arg *a, char *err, size_t errlen)
+{
+    int rc = with_read(st, get_text_fn, a, err, errlen);
+    if (rc != 0) {
+        free(a->text);
+        free(a->payload);
+        a->text = a->payload = NULL;
+    }
+    return rc;
+}
+
 int store_get_event_text(struct store *st, uint64_t id, char **text, size_t *len, char **payload,
                          size_t *payload_len, char *err, size_t errlen)
 {
-    struct text_arg a = {id, NULL, NULL, 0, 0};
-    int rc = with_read(st, get_text_fn, &a, err, errlen);
-    if (rc != 0) {
-        free(a.text);
-        free(a.payload);
-        return rc;
+    struct text_arg a = {id, true, true, NULL, NULL, 0, 0};
+    int rc = read_copies(st, &a, err, errlen);
+    if (rc == 0) {
+        *text = a.text;
+        *len = a.len;
+        *payload = a.payload;
+        *payload_len = a.payload_len;
     }
-    *text = a.text;
-    *len = a.len;
-    *payload = a.payload;
-    *payload_len = a.payload_len;
+    return rc;
+}
+
+int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen)
+{
+    struct text_arg a = {id, true, false, NULL, NULL, 0, 0};
+    int rc = read_copies(st, &a, err, errlen);
+    if (rc != 0)
+        return rc;
+    json_t *rec = json_loadb(a.text, a.len, 0, NULL);
+    free(a.text);
+    if (!json_is_object(rec)) {
+        json_decref(rec);
+        if (err != NULL)
+            snprintf(err, errlen, "event %llu: unreadable record", (unsigned long long)id);
+        return STORE_EFAIL;
+    }
+    json_object_set_new(rec, "id", json_integer((json_int_t)id));
+    *out = rec;
     return 0;
+}
+
+int store_get_payload(struct store *st, uint64_t id, void **out, size_t *len, char *err,
+                      size_t errlen)
+{
+    struct text_arg a = {id, false, true, NULL, NULL, 0, 0};
+    int rc = read_copies(st, &a, err, errlen);
+    if (rc == 0) {
+        *out = a.payload;
+        *len = a.payload_len;
+    }
+    return rc;
 }
 
 struct scan_arg {

@@ -591,6 +591,15 @@ static void schema_bug(const char *type, const char *what)
     abort();
 }
 
+static const struct {
+    char code;
+    enum fkind kind;
+} kind_codes[] = {
+    {'s', F_TEXT},    {'i', F_INT},      {'l', F_LONG},    {'b', F_BOOL},
+    {'d', F_DECIMAL}, {'$', F_CENTS},    {'q', F_QTY},     {'p', F_PLACES},
+    {'D', F_DATE},    {'T', F_DATETIME}, {'@', F_COMPLEX},
+};
+
 static void parse_desc(struct xtype *t, const struct type_desc *d)
 {
     t->name = d->name;
@@ -599,94 +608,62 @@ static void parse_desc(struct xtype *t, const struct type_desc *d)
     for (const char *p = d->fields; *p; p++)
         cap += *p == ' ';
     t->f = calloc(cap, sizeof *t->f);
-    if (t->f == NULL)
+    const char **places = calloc(cap, sizeof *places); /* q=P: where P's name starts */
+    if (t->f == NULL || places == NULL)
         schema_bug(d->name, "out of memory");
-    const char *p = d->fields;
-    while (*p) {
+    for (const char *p = d->fields; *p; p += strspn(p, " ")) {
         size_t len = strcspn(p, " ");
-        const char *colon = memchr(p, ':', len);
-        if (colon == NULL || colon == p || colon + 1 == p + len)
+        const char *colon = memchr(p, ':', len), *end = p + len;
+        if (colon == NULL || colon == p || colon + 1 == end)
             schema_bug(d->name, "field without name:kind");
-        struct field *f = &t->f[t->n++];
+        struct field *f = &t->f[t->n];
         f->name = strndup(p, (size_t)(colon - p));
+        if (f->name == NULL)
+            schema_bug(d->name, "out of memory");
         f->type = f->partner = -1;
-        const char *k = colon + 1, *end = p + len;
         if (end[-1] == '?' || end[-1] == '*') {
             f->optional = true;
             f->repeated = end[-1] == '*';
             end--;
         }
-        switch (*k) {
-        case 's':
-            f->kind = F_TEXT;
-            break;
-        case 'i':
-            f->kind = F_INT;
-            break;
-        case 'l':
-            f->kind = F_LONG;
-            break;
-        case 'b':
-            f->kind = F_BOOL;
-            break;
-        case 'd':
-            f->kind = F_DECIMAL;
-            break;
-        case '$':
-            f->kind = F_CENTS;
-            break;
-        case 'p':
-            f->kind = F_PLACES;
-            break;
-        case 'D':
-            f->kind = F_DATE;
-            break;
-        case 'T':
-            f->kind = F_DATETIME;
-            break;
-        case 'q':
-            f->kind = F_QTY;
-            break;
-        case '@':
-            f->kind = F_COMPLEX;
-            f->type = type_index(k + 1, (size_t)(end - k - 1));
-            if (f->type < 0)
-                schema_bug(d->name, "unknown type");
-            break;
-        default:
+        const char *k = colon + 1;
+        size_t c = 0;
+        while (c < sizeof kind_codes / sizeof *kind_codes && kind_codes[c].code != *k)
+            c++;
+        if (c == sizeof kind_codes / sizeof *kind_codes)
             schema_bug(d->name, "unknown kind");
-        }
+        f->kind = kind_codes[c].kind;
+        if (f->kind == F_COMPLEX && (f->type = type_index(k + 1, (size_t)(end - k - 1))) < 0)
+            schema_bug(d->name, "unknown type");
         if ((f->kind == F_QTY) != (k[1] == '='))
             schema_bug(d->name, "q needs =places, and only q takes it");
-        if (f->name == NULL)
-            schema_bug(d->name, "out of memory");
+        if (f->kind == F_QTY)
+            places[t->n] = k + 2;
+        t->n++;
         p += len;
-        while (*p == ' ')
-            p++;
     }
-    /* Link quantities and their places now that all names are known. */
-    for (const char *q = strstr(d->fields, ":q="); q; q = strstr(q + 1, ":q=")) {
-        const char *start = q;
-        while (start > d->fields && start[-1] != ' ')
-            start--;
-        size_t plen = strcspn(q + 3, " ?*");
-        int qi = -1, pi = -1;
-        for (int i = 0; i < t->n; i++) {
-            if (strlen(t->f[i].name) == (size_t)(q - start) &&
-                strncmp(t->f[i].name, start, (size_t)(q - start)) == 0)
-                qi = i;
-            if (strlen(t->f[i].name) == plen && strncmp(t->f[i].name, q + 3, plen) == 0)
-                pi = i;
+    /* Link each quantity and its places field both ways. */
+    for (int i = 0; i < t->n; i++) {
+        if (places[i] == NULL)
+            continue;
+        size_t plen = strcspn(places[i], " ?*");
+        for (int j = 0; j < t->n; j++) {
+            if (t->f[j].kind == F_PLACES && strlen(t->f[j].name) == plen &&
+                strncmp(t->f[j].name, places[i], plen) == 0) {
+                t->f[i].partner = j;
+                t->f[j].partner = i;
+            }
         }
-        if (qi < 0 || pi < 0 || t->f[pi].kind != F_PLACES)
+        if (t->f[i].partner < 0)
             schema_bug(d->name, "quantity without its places field");
-        t->f[qi].partner = pi;
-        t->f[pi].partner = qi;
     }
     for (int i = 0; i < t->n; i++)
         if (t->f[i].kind == F_PLACES && t->f[i].partner < 0)
             schema_bug(d->name, "places field without a quantity");
+    free(places);
 }
+
+static bool empty_ok(struct xtype *t);
 
 static void schema_init(void)
 {
@@ -705,6 +682,8 @@ static void schema_init(void)
         struct xtype *item = &schema.types[t->f[0].type];
         item->box = item->n == 1 && !item->f[0].optional && item->f[0].kind != F_COMPLEX;
     }
+    for (size_t i = 0; i < NTYPES; i++)
+        empty_ok(&schema.types[i]);
     for (size_t i = 0; i < NOPS; i++) {
         const struct op *o = &ops[i];
         schema.param[i] = o->param_type ? type_index(o->param_type, strlen(o->param_type)) : -1;
@@ -737,7 +716,8 @@ static int field_index(const struct xtype *t, const char *name)
 }
 
 /* Whether a required element of type t may be sent with no content of its own
- * (a list wrapper, a request whose fields are all optional). */
+ * (a list wrapper, a request whose fields are all optional). Worked out for
+ * every type once, in schema_init. */
 static bool empty_ok(struct xtype *t)
 {
     if (t->empty_ok >= 0)
@@ -1343,17 +1323,18 @@ int mplus_build_request(const char *op, json_t *request, char **xml, size_t *len
     xmlSetNs(env, soap);
     xmlNodePtr body = NULL, opel = NULL;
     int rc = -1;
-    if (soap && b.ns && xmlNewChild(env, soap, BAD_CAST "Header", NULL) &&
-        (body = xmlNewChild(env, soap, BAD_CAST "Body", NULL)) != NULL &&
-        (opel = add(&b, body, o->name, NULL)) != NULL) {
+    if (soap == NULL || b.ns == NULL || xmlNewChild(env, soap, BAD_CAST "Header", NULL) == NULL ||
+        (body = xmlNewChild(env, soap, BAD_CAST "Body", NULL)) == NULL) {
+        berr(&b, "out of memory");
+    } else if ((opel = add(&b, body, o->name, NULL)) != NULL) {
         rc = 0;
+        /* An optional parameter without fields is left out; a required one is
+         * sent, with whatever the schema requires inside it. */
         if (o->param && (request != NULL || o->param_required)) {
             xmlNodePtr param = add(&b, opel, o->param, NULL);
             path_push(&b, "%s", o->param);
             rc = param ? emit_type(&b, param, &schema.types[schema.param[oi]], request) : -1;
         }
-    } else if (soap == NULL || b.ns == NULL || body == NULL) {
-        berr(&b, "out of memory");
     }
     if (rc == 0) {
         xmlChar *mem = NULL;

@@ -544,9 +544,16 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, json_t *
 
 /* ---- scanning ------------------------------------------------------------------ */
 
+/* Events to start, with copies of their record and payload. */
+struct candidate {
+    uint64_t id;
+    char *text, *payload;
+    size_t len, payload_len;
+};
+
 struct candidates {
     struct dispatcher *d;
-    uint64_t ids[256];
+    struct candidate list[256];
     size_t n, max;
 };
 
@@ -570,12 +577,31 @@ static bool skip_entry(uint64_t id, const char *ekey, size_t ekey_len, void *arg
     return false;
 }
 
-static int due_cb(uint64_t id, int64_t due_ms, bool head, void *arg)
+static char *copy_bytes(const char *p, size_t len)
 {
-    (void)due_ms;
+    char *c = malloc(len + 1);
+    if (c != NULL) {
+        memcpy(c, p, len);
+        c[len] = '\0';
+    }
+    return c;
+}
+
+static int due_cb(const struct store_due *e, void *arg)
+{
     struct candidates *c = arg;
-    if (head)
-        c->ids[c->n++] = id;
+    if (!e->head || e->rec == NULL)
+        return 0;
+    struct candidate *k = &c->list[c->n];
+    k->id = e->id;
+    k->text = copy_bytes(e->rec, e->rec_len);
+    k->len = e->rec_len;
+    k->payload = e->payload ? copy_bytes(e->payload, e->payload_len) : NULL;
+    k->payload_len = e->payload_len;
+    if (k->text != NULL)
+        c->n++;
+    else
+        free(k->payload);
     return c->n >= c->max;
 }
 
@@ -595,23 +621,25 @@ static void scan(struct dispatcher *d)
                       qbo_needs_auth(d->clients->qbo, dc->c);
     }
     struct candidates c = {.d = d, .n = 0, .max = 2 * free_slots + 8};
-    if (c.max > sizeof c.ids / sizeof c.ids[0])
-        c.max = sizeof c.ids / sizeof c.ids[0];
+    if (c.max > sizeof c.list / sizeof c.list[0])
+        c.max = sizeof c.list / sizeof c.list[0];
     char err[GW_ERR_LEN];
     if (store_scan_due(d->st, gw_now_ms(), 4096, skip_entry, due_cb, &c, err, sizeof err) != 0) {
         log_error("dispatcher cannot read the queue: %s", err);
         return;
     }
-    for (size_t i = 0; i < c.n && d->nrunning < (size_t)d->cfg->max_in_flight; i++) {
-        char *text, *ptext;
-        size_t len, plen;
-        if (store_get_event_text(d->st, c.ids[i], &text, &len, &ptext, &plen, NULL, 0) != 0)
-            continue;
-        json_t *rec = json_loadb(text, len, 0, NULL);
-        json_t *payload = ptext ? json_loadb(ptext, plen, JSON_DECODE_ANY, NULL) : NULL;
-        free(ptext);
-        if (rec == NULL || !start_event(d, c.ids[i], rec, payload, text, len))
-            free(text);
+    for (size_t i = 0; i < c.n; i++) {
+        struct candidate *k = &c.list[i];
+        json_t *rec = NULL, *payload = NULL;
+        if (d->nrunning < (size_t)d->cfg->max_in_flight) {
+            rec = json_loadb(k->text, k->len, 0, NULL);
+            payload =
+                k->payload ? json_loadb(k->payload, k->payload_len, JSON_DECODE_ANY, NULL) : NULL;
+        }
+        /* start_event keeps the text when it starts the event. */
+        if (rec == NULL || !start_event(d, k->id, rec, payload, k->text, k->len))
+            free(k->text);
+        free(k->payload);
         json_decref(rec);
         json_decref(payload);
     }

@@ -25,6 +25,7 @@ struct store {
     char data_file[4096];         /* absolute path of data.mdb, as /proc/self/maps names it */
     unsigned long map_lo, map_hi; /* where the map is, for releasing its pages */
     size_t map_located_size;      /* map size when it was located */
+    int64_t released_ms;          /* when the map's pages were last released */
     MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;
@@ -513,7 +514,13 @@ static void release_map_pages(struct store *st)
 
 int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t errlen)
 {
-    release_map_pages(st);
+    /* At most every 50 ms: enough to keep the footprint small, cheap even
+     * when commits come thousands a second. */
+    int64_t now = gw_now_ms();
+    if (now - st->released_ms >= 50) {
+        st->released_ms = now;
+        release_map_pages(st);
+    }
     for (int attempt = 0; attempt < 8; attempt++) {
         pthread_rwlock_rdlock(&st->resize_lock);
         struct store_txn t = {st, NULL};
@@ -804,7 +811,21 @@ static int due_fn(struct store *st, MDB_txn *txn, void *arg)
         uint64_t id = get_be64((const unsigned char *)k.mv_data + 8);
         if (a->skip != NULL && a->skip(id, v.mv_data, v.mv_size, a->arg))
             continue;
-        if (a->cb(id, due, entity_head(st, txn, &v, id), a->arg) != 0)
+        struct store_due e = {id, due, entity_head(st, txn, &v, id), NULL, NULL, 0, 0};
+        if (e.head) {
+            unsigned char idbuf[8];
+            be64(idbuf, id);
+            MDB_val ik = {8, idbuf}, rv;
+            if (mdb_get(txn, st->events, &ik, &rv) != 0)
+                continue;
+            e.rec = rv.mv_data;
+            e.rec_len = rv.mv_size;
+            if (mdb_get(txn, st->payloads, &ik, &rv) == 0) {
+                e.payload = rv.mv_data;
+                e.payload_len = rv.mv_size;
+            }
+        }
+        if (a->cb(&e, a->arg) != 0)
             break;
     }
     mdb_cursor_close(cur);

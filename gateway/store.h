@@ -115,9 +115,18 @@ int store_meta_get(struct store *st, const char *name, json_t **out, char *err, 
 /*
  * Visit queued events due at or before now_ms, earliest first, at most limit.
  * head says whether the event is the oldest unfinished one of its entity
- * (only then may it run). Return nonzero from cb to stop.
+ * (only then may it run); a head comes with its record and payload, read in
+ * the same transaction. Return nonzero from cb to stop.
  */
-typedef int (*store_due_cb)(uint64_t id, int64_t due_ms, bool head, void *arg);
+struct store_due {
+    uint64_t id;
+    int64_t due_ms;
+    bool head;
+    /* For a head: its record and payload (NULL when none), valid during the call. */
+    const char *rec, *payload;
+    size_t rec_len, payload_len;
+};
+typedef int (*store_due_cb)(const struct store_due *e, void *arg);
 /* skip (may be NULL) drops an entry before any work is spent on it. */
 typedef bool (*store_skip_fn)(uint64_t id, const char *ekey, size_t ekey_len, void *arg);
 int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_skip_fn skip,

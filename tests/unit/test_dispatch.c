@@ -38,12 +38,14 @@ struct seen {
     size_t n;
 };
 
-static int due_cb(uint64_t id, int64_t due_ms, bool head, void *arg)
+static int due_cb(const struct store_due *e, void *arg)
 {
-    (void)due_ms;
     struct seen *s = arg;
-    s->ids[s->n] = id;
-    s->head[s->n++] = head;
+    s->ids[s->n] = e->id;
+    s->head[s->n++] = e->head;
+    /* A head arrives with its record. */
+    if (e->head && (e->rec == NULL || e->rec_len == 0))
+        return 1;
     return 0;
 }
 

@@ -47,12 +47,17 @@ static const struct kind kinds[] = {
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 
+struct conn_state;
+
 struct target {
     struct poller *p;
     const struct gw_connection *c;
+    struct conn_state *cs;
     const struct kind *k;
     struct event *timer;
     bool busy;
+    bool nudge_due; /* a nudge armed the timer: a poll comes within NUDGE_DELAY_MS */
+    bool renudge;   /* nudged while a poll ran: poll again soon after it */
     int64_t marker; /* highest marker stored; -1 = not yet known */
     int failures;
     char last_poll[GW_TS_LEN];
@@ -177,17 +182,21 @@ int poller_parse_page(const struct gw_connection *c, const char *kind, json_t *r
     json_t *o, *a;
     json_array_foreach(list, i, o)
     {
-        (*objects)++;
         if (strcmp(k->name, "articles") != 0) {
+            (*objects)++;
             if (add_object(c, k, o, NULL, now_ms, out, max_marker) < 0)
                 return -1;
             continue;
         }
         /* Products group articles; each article (size, colour) is one change,
-         * with its product's number, description and groups as context. */
+         * with its product's number, description and groups as context.
+         * syncMarkerLimit counts articles, so the page's size does too (a
+         * product without articles listed counts as one). */
+        json_t *articles = list_of(o, "articleList");
+        *objects += json_array_size(articles) > 0 ? json_array_size(articles) : 1;
         json_t *ctx = json_deep_copy(o);
         json_object_del(ctx, "articleList");
-        json_array_foreach(list_of(o, "articleList"), j, a)
+        json_array_foreach(articles, j, a)
         {
             if (add_object(c, k, a, ctx, now_ms, out, max_marker) < 0) {
                 json_decref(ctx);
@@ -217,6 +226,7 @@ static void arm(struct target *t, int64_t ms)
 static void fail(struct target *t, const char *what, const char *error)
 {
     t->busy = false;
+    t->renudge = false; /* the retry after the backoff polls it */
     t->failures++;
     snprintf(t->last_error, sizeof t->last_error, "%s: %s", what, error);
     int64_t backoff = t->c->mplus_poll_interval_s << (t->failures < 5 ? t->failures : 5);
@@ -250,6 +260,15 @@ static int page_apply(struct store_txn *tx, struct commit_job *job)
 }
 
 static void poll_once(struct target *t);
+static void ask_version(struct conn_state *cs);
+
+/* Mplus answered a poll: if the version is still unknown (Mplus was down at
+ * the start), ask again, so status shows it and drops the stale error. */
+static void answered(struct target *t)
+{
+    if (t->cs != NULL && t->cs->api_version[0] == '\0' && !t->cs->asking && !t->p->draining)
+        ask_version(t->cs);
+}
 
 static void page_done(struct commit_job *job)
 {
@@ -269,6 +288,12 @@ static void page_done(struct commit_job *job)
         }
         if (pj->more && !t->p->draining) {
             poll_once(t); /* keep paging: the page was full */
+        } else if (t->renudge) {
+            /* A till sale completed while this poll ran: it may have missed it. */
+            t->busy = false;
+            t->renudge = false;
+            t->nudge_due = true;
+            arm(t, NUDGE_DELAY_MS);
         } else {
             t->busy = false;
             arm(t, t->c->mplus_poll_interval_s * 1000);
@@ -286,6 +311,7 @@ static void page_answer(const struct mplus_result *r, void *arg)
         fail(t, t->k->op, r->error);
         return;
     }
+    answered(t);
     struct page_job *pj = calloc(1, sizeof *pj);
     size_t objects = 0;
     int64_t marker = t->marker;
@@ -332,6 +358,7 @@ static void current_answer(const struct mplus_result *r, void *arg)
         fail(t, "getCurrentSyncMarkers", r->error);
         return;
     }
+    answered(t);
     char buf[32];
     int64_t m;
     if (!field_text(r->body, t->k->current, buf, sizeof buf, &m)) {
@@ -353,6 +380,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct target *t = arg;
+    t->nudge_due = false;
     if (t->busy)
         return;
     if (t->marker < 0) {
@@ -381,10 +409,17 @@ void poller_nudge(struct poller *p, const struct gw_connection *c)
 {
     for (size_t i = 0; i < p->n; i++) {
         struct target *t = &p->targets[i];
-        if (t->c == c &&
-            (strcmp(t->k->name, "receipts") == 0 || strcmp(t->k->name, "invoices") == 0) &&
-            !t->busy)
+        if (t->c != c ||
+            (strcmp(t->k->name, "receipts") != 0 && strcmp(t->k->name, "invoices") != 0))
+            continue;
+        if (t->busy) {
+            t->renudge = true; /* the poll running may have asked before the sale */
+        } else if (!t->nudge_due) {
+            /* Debounced without postponing: a burst of sales gets one poll
+             * NUDGE_DELAY_MS after its first callback, not after its last. */
+            t->nudge_due = true;
             arm(t, NUDGE_DELAY_MS);
+        }
     }
 }
 
@@ -425,6 +460,14 @@ static void version_answer(const struct mplus_result *r, void *arg)
              (long long)c);
     cs->last_error[0] = '\0';
     gw_log(GW_LOG_INFO, cs->c->name, 0, "Mplus API version %s", cs->api_version);
+}
+
+/* The version shows in status, and a first call proves the credentials. */
+static void ask_version(struct conn_state *cs)
+{
+    json_t *none = json_object();
+    cs->asking = mplus_call(cs->p->mplus, cs->c, "getApiVersion", none, version_answer, cs) == 0;
+    json_decref(none);
 }
 
 json_t *poller_status(struct poller *p, const struct gw_connection *c)
@@ -476,17 +519,14 @@ struct poller *poller_new(struct event_base *base, const struct gw_config *cfg,
         p->conns[i].p = p;
         if (c->mplus_url == NULL || c->mplus_url[0] == '\0')
             continue;
-        /* The version shows in status, and a first call proves the credentials. */
-        json_t *none = json_object();
-        p->conns[i].asking =
-            mplus_call(mplus, c, "getApiVersion", none, version_answer, &p->conns[i]) == 0;
-        json_decref(none);
+        ask_version(&p->conns[i]);
         for (size_t k = 0; k < NKINDS; k++) {
             if ((c->flows & kinds[k].flow) == 0)
                 continue;
             struct target *t = &p->targets[p->n++];
             t->p = p;
             t->c = c;
+            t->cs = &p->conns[i];
             t->k = &kinds[k];
             t->marker = -1;
             t->timer = evtimer_new(base, on_timer, t);

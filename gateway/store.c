@@ -213,6 +213,8 @@ static int counter_add(MDB_txn *txn, MDB_dbi meta, enum gw_state s, int64_t delt
     return mdb_put(txn, meta, &k, &v, 0);
 }
 
+static void release_map_pages_locked(struct store *st);
+
 struct store_txn {
     struct store *st;
     MDB_txn *txn;
@@ -303,6 +305,11 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
     int64_t added[GW_STATE_COUNT] = {0};
     for (size_t i = 0; i < n; i++) {
         struct store_put *p = &puts[i];
+        /* A large batch (a full poll page) reads many pages through the map
+         * in one transaction: let them go as it goes. Pages it changes are
+         * private copies until the commit, so nothing is lost. */
+        if (i > 0 && i % 128 == 0)
+            release_map_pages_locked(st);
         unsigned char idbuf[8];
         be64(idbuf, next_id);
         MDB_val dk = {32, p->key}, dv = {8, idbuf};
@@ -500,15 +507,20 @@ static void locate_map(struct store *st)
     st->map_located_size = st->map_size;
 }
 
-static void release_map_pages(struct store *st)
+/* Caller holds the resize lock, which keeps the map where it is; a resize
+ * moves it, so it is looked up again after one. */
+static void release_map_pages_locked(struct store *st)
 {
-    /* The resize lock keeps the map where it is meanwhile; a resize moves it,
-     * so look it up again after one. */
-    pthread_rwlock_rdlock(&st->resize_lock);
     if (st->map_located_size != st->map_size)
         locate_map(st);
     if (st->map_hi > st->map_lo)
         madvise((void *)st->map_lo, st->map_hi - st->map_lo, MADV_DONTNEED);
+}
+
+static void release_map_pages(struct store *st)
+{
+    pthread_rwlock_rdlock(&st->resize_lock);
+    release_map_pages_locked(st);
     pthread_rwlock_unlock(&st->resize_lock);
 }
 

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- shared steps --------------------------------------------------------- */
 
@@ -117,6 +118,35 @@ static const char *text_of(json_t *v, char *buf, size_t len)
 }
 
 /* ---- relation -> customer ---------------------------------------------------- */
+
+/* Is have base + suffix? */
+static bool named_with(const char *have, const char *base, const char *suffix)
+{
+    size_t n = strlen(base);
+    return strncmp(have, base, n) == 0 && strcmp(have + n, suffix) == 0;
+}
+
+/*
+ * Leave alone a name QuickBooks holds for a reason the relation does not
+ * know: "Name (relationNumber)", made because Name was taken (sending Name
+ * again meets the same 6240 on every later update), and "Name (deleted)",
+ * QuickBooks's own rename of a customer made inactive (while it stays so).
+ */
+static void keep_qbo_name(json_t *target, json_t *customer, const char *number)
+{
+    const char *want = json_string_value(json_object_get(target, "DisplayName"));
+    const char *have = json_string_value(json_object_get(customer, "DisplayName"));
+    if (want == NULL || have == NULL)
+        return;
+    char renamed[600] = "";
+    if (number != NULL)
+        snprintf(renamed, sizeof renamed, "%.480s (%s)", want, number);
+    bool inactive = json_is_false(json_object_get(target, "Active"));
+    if ((renamed[0] && strcmp(have, renamed) == 0) ||
+        (inactive && (named_with(have, want, " (deleted)") ||
+                      (renamed[0] && named_with(have, renamed, " (deleted)")))))
+        json_object_del(target, "DisplayName");
+}
 
 static void customer_written(const struct qbo_result *r, void *arg);
 static void create_customer(struct cctx *x);
@@ -241,6 +271,7 @@ static void write_customer(struct cctx *x)
         return;
     }
     drop_create_only(target, t->conn->customer_create_only);
+    keep_qbo_name(target, x->existing, json_string_value(json_object_get(t->rec, "entity_id")));
     json_t *d = diff_fields(target, x->existing);
     const char *id = json_string_value(json_object_get(x->existing, "Id"));
     if (json_object_size(d) == 0) {
@@ -378,11 +409,80 @@ static void relation_to_customer(struct task *t)
 
 static void relation_written(const struct mplus_result *r, void *arg);
 
+/*
+ * Does the relation already say all the customer holds? True when the
+ * customer, after the update this relation's own mapping would make
+ * (customers-to-qbo, create-only fields left alone), maps to the same
+ * relation as it does now. This is the gateway's own write coming back
+ * before its outcome and the id map are stored: QuickBooks may deliver the
+ * webhook of a create (or update) before the gateway has handled the answer
+ * to it, so the fingerprint check in customer_read cannot know it yet.
+ */
+static bool relation_holds_customer(struct cctx *x)
+{
+    struct task *t = x->t;
+    json_t *image = NULL;
+    char err[512], now_fp[65], then_fp[65];
+    if (map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_QBO, x->existing, x->source, &image,
+                err, sizeof err) != 0)
+        return false;
+    drop_create_only(image, t->conn->customer_create_only);
+    char nbuf[32];
+    keep_qbo_name(image, x->source,
+                  text_of(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf));
+    json_t *after = json_deep_copy(x->source);
+    json_object_update(after, image);
+    json_decref(image);
+    bool same = fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, after, then_fp) &&
+                fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, x->source, now_fp) &&
+                strcmp(then_fp, now_fp) == 0;
+    json_decref(after);
+    return same;
+}
+
 static void relation_write(struct cctx *x)
 {
     struct task *t = x->t;
     char err[512];
     json_t *target = NULL;
+    if (x->existing != NULL) {
+        char nbuf[32], k[160];
+        const char *number =
+            text_of(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf);
+        const char *customer = json_string_value(json_object_get(t->rec, "entity_id"));
+        json_t *pair = NULL;
+        if (number != NULL) {
+            idmap_key(t, "relation", number, k, sizeof k);
+            pair = task_get_meta(t, k);
+        }
+        const char *paired = json_string_value(json_object_get(pair, "customer"));
+        /* Never take a relation over from another customer this way. */
+        bool echo = number != NULL && customer != NULL &&
+                    (paired == NULL || strcmp(paired, customer) == 0) && relation_holds_customer(x);
+        json_decref(pair);
+        if (echo) {
+            task_note(t, "relation %s already holds this customer's data", number);
+            record_pair(x, number, customer, x->source, x->existing);
+            finish_skip(x, "echo");
+            return;
+        }
+        if (number != NULL && x->lookup > 0 && t->attempt == 1) {
+            /* The customer was linked to no relation when this began, and it
+             * differs from the one it matches: this may be the gateway's own
+             * create coming back before its outcome is stored, made from a
+             * version of the relation that has changed since. Writing it
+             * would put old data over the relation: look again once that
+             * create has had time to land. */
+            task_fail(t, OUTCOME_RETRY, NULL,
+                      "customer %s is linked to no relation yet and matches relation %s by %s: "
+                      "looking again shortly, in case the gateway is creating this customer "
+                      "from it",
+                      customer ? customer : "?", number,
+                      x->lookup == 1 ? "extRelationId" : "e-mail");
+            ctx_end(x);
+            return;
+        }
+    }
     if (map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_MPLUS, x->source, x->existing,
                 &target, err, sizeof err) != 0) {
         task_fail(t, OUTCOME_DEAD, "mapping failed", "%s", err);
@@ -431,6 +531,21 @@ static void relation_written(const struct mplus_result *r, void *arg)
 }
 
 static void relation_found(const struct mplus_result *r, void *arg);
+
+/* findRelation matches strings as parts ("an@x.nl" finds "jan@x.nl",
+ * extRelationId "1" finds "12"): only the whole value is this customer. */
+static bool whole_match(struct cctx *x, json_t *rel)
+{
+    if (x->lookup == 1) {
+        const char *id = json_string_value(json_object_get(x->t->rec, "entity_id"));
+        const char *have = json_string_value(json_object_get(rel, "extRelationId"));
+        return id != NULL && have != NULL && strcmp(id, have) == 0;
+    }
+    json_t *addr = json_object_get(x->source, "PrimaryEmailAddr");
+    const char *email = json_string_value(json_object_get(addr, "Address"));
+    const char *have = json_string_value(json_object_get(rel, "email"));
+    return email != NULL && have != NULL && strcasecmp(email, have) == 0;
+}
 
 /* Look in Mplus: by the id map, then extRelationId, then e-mail.
  * createRelation is not idempotent: always look first. */
@@ -482,6 +597,8 @@ static void relation_found(const struct mplus_result *r, void *arg)
     }
     json_t *rel = json_object_get(r->body, "relation");
     if (r->code[0] != '\0' && strstr(r->code, "NOT-FOUND") != NULL)
+        rel = NULL;
+    if (json_is_object(rel) && x->lookup > 0 && !whole_match(x, rel))
         rel = NULL;
     if (json_is_object(rel)) {
         x->existing = json_incref(rel);

@@ -63,6 +63,9 @@ struct running {
     size_t text_len;
     struct store_event_keys keys;
     json_t *meta_writes; /* name -> value, written with the outcome */
+    char *payload_text;  /* the payload as stored, parsed when a handler asks */
+    size_t payload_len;
+    json_t *payload;
     /* Results of the transaction in progress, adopted when it commits. */
     char *next_text;
     json_t *next_rec;
@@ -130,7 +133,8 @@ static void remove_running(struct dispatcher *d, struct running *r)
     if (r->dc)
         r->dc->running--;
     json_decref(r->task.rec);
-    json_decref(r->task.payload);
+    json_decref(r->payload);
+    free(r->payload_text);
     json_decref(r->task.steps);
     json_decref(r->meta_writes);
     json_decref(r->next_rec);
@@ -412,6 +416,14 @@ void task_fail(struct task *t, enum outcome_kind kind, const char *reason, const
     task_finish(t, &o);
 }
 
+json_t *task_payload(struct task *t)
+{
+    struct running *r = t->dispatcher_data;
+    if (r->payload == NULL && r->payload_text != NULL)
+        r->payload = json_loadb(r->payload_text, r->payload_len, JSON_DECODE_ANY, NULL);
+    return r->payload;
+}
+
 json_t *task_get_meta(struct task *t, const char *name)
 {
     struct running *r = t->dispatcher_data;
@@ -483,8 +495,8 @@ static void claim_done(struct commit_job *job)
 }
 
 /* Start one event; returns false when its connection cannot take work now. */
-static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, json_t *payload, char *text,
-                        size_t len)
+static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *text, size_t len,
+                        char **payload_text, size_t payload_len)
 {
     const char *cname = json_string_value(json_object_get(rec, "connection"));
     struct dconn *dc = dconn_of(d, cname);
@@ -517,7 +529,9 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, json_t *
     r->probe = probe;
     r->task.id = id;
     r->task.rec = json_incref(rec);
-    r->task.payload = json_incref(payload);
+    r->payload_text = *payload_text; /* taken over */
+    *payload_text = NULL;
+    r->payload_len = payload_len;
     r->task.conn = dc ? dc->c : NULL;
     r->task.clients = d->clients;
     r->task.steps = json_array();
@@ -630,18 +644,15 @@ static void scan(struct dispatcher *d)
     }
     for (size_t i = 0; i < c.n; i++) {
         struct candidate *k = &c.list[i];
-        json_t *rec = NULL, *payload = NULL;
-        if (d->nrunning < (size_t)d->cfg->max_in_flight) {
+        json_t *rec = NULL;
+        if (d->nrunning < (size_t)d->cfg->max_in_flight)
             rec = json_loadb(k->text, k->len, 0, NULL);
-            payload =
-                k->payload ? json_loadb(k->payload, k->payload_len, JSON_DECODE_ANY, NULL) : NULL;
-        }
-        /* start_event keeps the text when it starts the event. */
-        if (rec == NULL || !start_event(d, k->id, rec, payload, k->text, k->len))
+        /* start_event keeps the texts when it starts the event. */
+        if (rec == NULL ||
+            !start_event(d, k->id, rec, k->text, k->len, &k->payload, k->payload_len))
             free(k->text);
         free(k->payload);
         json_decref(rec);
-        json_decref(payload);
     }
 }
 

@@ -358,7 +358,7 @@ static void read_mapped_customer(const struct qbo_result *r, void *arg)
 
 static void relation_to_customer(struct task *t)
 {
-    json_t *rel = t->payload;
+    json_t *rel = task_payload(t);
     const char *number = json_string_value(json_object_get(t->rec, "entity_id"));
     const char *name = json_string_value(json_object_get(rel, "name"));
     const char *company = json_string_value(json_object_get(rel, "companyName"));

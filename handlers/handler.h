@@ -36,13 +36,15 @@ struct gw_clients; /* the QBO and Mplus clients of the daemon */
 struct task {
     uint64_t id;
     json_t *rec;                      /* the event record (borrowed, read-only) */
-    json_t *payload;                  /* what came in (borrowed, read-only), or NULL */
     const struct gw_connection *conn; /* NULL for events of no connection */
     struct gw_clients *clients;
     json_t *steps;    /* array the handler may append step summaries to (history) */
     unsigned attempt; /* 1 on the first try */
     void *dispatcher_data;
 };
+
+/* What came in with the event (borrowed, read-only), or NULL: parsed on first use. */
+json_t *task_payload(struct task *t);
 
 /* End the task (once). */
 void task_finish(struct task *t, const struct outcome *o);

@@ -110,7 +110,7 @@ static void receipt_created(const struct qbo_result *r, void *arg)
 
 static void create_receipt(struct task *t, json_t *customer_ref)
 {
-    json_t *session = json_object_get(t->payload, "session");
+    json_t *session = json_object_get(task_payload(t), "session");
     json_t *lines = json_array();
     size_t i;
     json_t *l;
@@ -148,7 +148,7 @@ static void customer_created(const struct qbo_result *r, void *arg)
 
 static void run_session(struct task *t)
 {
-    json_t *session = json_object_get(t->payload, "session");
+    json_t *session = json_object_get(task_payload(t), "session");
     const char *name = json_string_value(json_object_get(session, "customerName"));
     if (name == NULL) {
         create_receipt(t, NULL);

@@ -82,6 +82,8 @@ struct dispatcher {
     struct event *timer, *kick_ev;
     struct running *head;
     size_t nrunning;
+    uint64_t *slots; /* running ids (is_running) */
+    size_t nslots;   /* a power of two, at least 4 x max_in_flight */
     struct dconn *conns;
     bool draining;
     unsigned rng;
@@ -97,12 +99,45 @@ static struct dconn *dconn_of(struct dispatcher *d, const char *name)
     return NULL;
 }
 
+/*
+ * The ids of running events, in an open-addressing set: every scan asks about
+ * each queued entry, and running events stay queued until they finish.
+ * 0 marks a free slot, GONE a removed one (ids start at 1).
+ */
+#define GONE UINT64_MAX
+
+static size_t slot_of(const struct dispatcher *d, uint64_t id)
+{
+    return (size_t)(id * 0x9E3779B97F4A7C15ull) & (d->nslots - 1);
+}
+
 static bool is_running(struct dispatcher *d, uint64_t id)
 {
-    for (struct running *r = d->head; r; r = r->next)
-        if (r->task.id == id)
+    for (size_t i = slot_of(d, id), n = 0; n < d->nslots; i = (i + 1) & (d->nslots - 1), n++) {
+        if (d->slots[i] == id)
             return true;
+        if (d->slots[i] == 0)
+            return false;
+    }
     return false;
+}
+
+static void set_running(struct dispatcher *d, uint64_t id, bool on)
+{
+    size_t i = slot_of(d, id);
+    for (size_t n = 0; n < d->nslots; i = (i + 1) & (d->nslots - 1), n++) {
+        if (on && (d->slots[i] == 0 || d->slots[i] == GONE)) {
+            d->slots[i] = id;
+            return;
+        }
+        if (!on && d->slots[i] == id) {
+            /* The next slot free: no probe runs through here, so free it. */
+            d->slots[i] = d->slots[(i + 1) & (d->nslots - 1)] == 0 ? 0 : GONE;
+            return;
+        }
+        if (!on && d->slots[i] == 0)
+            return;
+    }
 }
 
 static double rnd01(struct dispatcher *d)
@@ -130,6 +165,7 @@ static void remove_running(struct dispatcher *d, struct running *r)
     if (r->next)
         r->next->prev = r->prev;
     d->nrunning--;
+    set_running(d, r->task.id, false);
     if (r->dc)
         r->dc->running--;
     json_decref(r->task.rec);
@@ -541,6 +577,7 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *te
         d->head->prev = r;
     d->head = r;
     d->nrunning++;
+    set_running(d, id, true);
     if (dc)
         dc->running++;
     if (flow == NULL) {
@@ -687,6 +724,9 @@ struct dispatcher *dispatch_new(struct event_base *base, const struct gw_config 
     d->extra = extra_flows;
     d->rng = (unsigned)gw_now_ms();
     d->conns = calloc(cfg->nconns ? cfg->nconns : 1, sizeof *d->conns);
+    for (d->nslots = 64; d->nslots < 4 * (size_t)cfg->max_in_flight; d->nslots *= 2)
+        ;
+    d->slots = calloc(d->nslots, sizeof *d->slots);
     for (size_t i = 0; i < cfg->nconns; i++)
         d->conns[i].c = &cfg->conns[i];
     d->timer = event_new(base, -1, EV_PERSIST, on_timer, d);
@@ -732,5 +772,6 @@ void dispatch_free(struct dispatcher *d)
     event_free(d->timer);
     event_free(d->kick_ev);
     free(d->conns);
+    free(d->slots);
     free(d);
 }

@@ -243,6 +243,9 @@ struct http_client *http_client_new(struct event_base *base, long max_host_conne
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
     if (max_host_connections > 0)
         curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host_connections);
+    /* libcurl sizes its connection cache by the transfers added at the moment;
+     * ours come and go, so it would close connections it is about to need. */
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, 256L);
     return c;
 }
 

@@ -43,7 +43,7 @@ static const struct key_def server_keys[] = {
 
 static const struct key_def storage_keys[] = {
     {"path", K_STR, S(storage_path), "var/gateway", false, 0, 0},
-    {"map_size_mb", K_INT, S(map_size_mb), "256", false, 1, 1L << 20},
+    {"map_size_mb", K_INT, S(map_size_mb), "1024", false, 1, 1L << 20},
     {"map_max_mb", K_INT, S(map_max_mb), "16384", false, 1, 1L << 22},
     {"retention_days", K_INT, S(retention_days), "30", false, 1, 36500},
     {"commit_batch", K_INT, S(commit_batch), "512", false, 1, 65536},

@@ -25,7 +25,6 @@ struct store {
     char data_file[4096];         /* absolute path of data.mdb, as /proc/self/maps names it */
     unsigned long map_lo, map_hi; /* where the map is, for releasing its pages */
     size_t map_located_size;      /* map size when it was located */
-    int64_t released_ms;          /* when the map's pages were last released */
     MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;
@@ -479,11 +478,11 @@ int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value)
  * Every page LMDB reads through its map stays mapped, so resident memory
  * would grow with the store. The map is a shared, read-only file mapping:
  * dropping its pages loses nothing (the page cache keeps them; the next read
- * maps them again), and keeps the daemon's footprint small. Done after every
- * commit: it costs a few microseconds, and a burst cannot pile pages up.
+ * maps them again), and keeps the daemon's footprint small.
+ *
+ * LMDB does not tell where its map is (me_mapaddr is only set for a fixed
+ * map): find the mapping of data.mdb in /proc/self/maps.
  */
-/* LMDB does not tell where its map is (me_mapaddr is only set for a fixed
- * map): find the mapping of data.mdb in /proc/self/maps. */
 static void locate_map(struct store *st)
 {
     st->map_lo = st->map_hi = 0;
@@ -526,13 +525,9 @@ static void release_map_pages(struct store *st)
 
 int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t errlen)
 {
-    /* At most every 50 ms: enough to keep the footprint small, cheap even
-     * when commits come thousands a second. */
-    int64_t now = gw_now_ms();
-    if (now - st->released_ms >= 50) {
-        st->released_ms = now;
-        release_map_pages(st);
-    }
+    /* Every commit: each page fault maps its neighbours too (fault-around),
+     * so pages pile up fast under load; a release costs microseconds. */
+    release_map_pages(st);
     for (int attempt = 0; attempt < 8; attempt++) {
         pthread_rwlock_rdlock(&st->resize_lock);
         struct store_txn t = {st, NULL};

@@ -22,9 +22,11 @@
 
 struct store {
     MDB_env *env;
-    char data_file[4096];         /* absolute path of data.mdb, as /proc/self/maps names it */
-    unsigned long map_lo, map_hi; /* where the map is, for releasing its pages */
-    size_t map_located_size;      /* map size when it was located */
+    char data_file[4096];          /* absolute path of data.mdb, as /proc/self/maps names it */
+    unsigned long map_lo, map_hi;  /* where the map is, for releasing its pages */
+    size_t map_located_size;       /* map size when it was located */
+    int64_t released_ms;           /* when the map's pages were last released */
+    size_t ingested_since_release; /* new events stored since then */
     MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;
@@ -350,6 +352,7 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
             0)
             return rc;
         added[p->state]++;
+        st->ingested_since_release++;
     }
     for (int s = 0; s < GW_STATE_COUNT; s++)
         if (added[s] && (rc = counter_add(txn, st->meta, s, added[s])) != 0)
@@ -525,9 +528,16 @@ static void release_map_pages(struct store *st)
 
 int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t errlen)
 {
-    /* Every commit: each page fault maps its neighbours too (fault-around),
-     * so pages pile up fast under load; a release costs microseconds. */
-    release_map_pages(st);
+    /* Each page fault maps its neighbours too (fault-around), so pages pile
+     * up with every stored event: release after some tens of new events,
+     * and at least every 100 ms. Releasing after every small commit would
+     * cost the dispatcher its pages over and over. */
+    int64_t now = gw_now_ms();
+    if (st->ingested_since_release >= 64 || now - st->released_ms >= 100) {
+        st->ingested_since_release = 0;
+        st->released_ms = now;
+        release_map_pages(st);
+    }
     for (int attempt = 0; attempt < 8; attempt++) {
         pthread_rwlock_rdlock(&st->resize_lock);
         struct store_txn t = {st, NULL};

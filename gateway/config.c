@@ -135,16 +135,6 @@ static const struct {
     {"stock", GW_FLOW_STOCK},
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static char *trim(char *s)
 {
     while (isspace((unsigned char)*s))
@@ -169,7 +159,7 @@ static char *expand_env(const char *v, const char *file, int line, const char *k
         if (p[0] == '$' && p[1] == '{') {
             const char *end = strchr(p + 2, '}');
             if (end == NULL) {
-                set_err(err, errlen, "%s:%d: key '%s': unterminated ${...} reference", file, line,
+                gw_errf(err, errlen, "%s:%d: key '%s': unterminated ${...} reference", file, line,
                         key);
                 free(out);
                 return NULL;
@@ -177,7 +167,7 @@ static char *expand_env(const char *v, const char *file, int line, const char *k
             char name[128];
             size_t n = (size_t)(end - (p + 2));
             if (n == 0 || n >= sizeof name) {
-                set_err(err, errlen, "%s:%d: key '%s': bad environment variable name", file, line,
+                gw_errf(err, errlen, "%s:%d: key '%s': bad environment variable name", file, line,
                         key);
                 free(out);
                 return NULL;
@@ -186,7 +176,7 @@ static char *expand_env(const char *v, const char *file, int line, const char *k
             name[n] = '\0';
             const char *val = getenv(name);
             if (val == NULL) {
-                set_err(err, errlen,
+                gw_errf(err, errlen,
                         "%s:%d: key '%s': environment variable %s is not set (set it, or put "
                         "the value in the file)",
                         file, line, key, name);
@@ -257,7 +247,7 @@ static int set_value(void *base, const struct key_def *d, const char *v, const c
             unsigned bits;
             char bad[64];
             if (parse_flows(v, &bits, bad, sizeof bad) < 0) {
-                set_err(err, errlen,
+                gw_errf(err, errlen,
                         "%s:%d: key '%s': unknown flow '%s' (expected sales, customers, "
                         "products, stock)",
                         file, line, d->name, bad);
@@ -270,7 +260,7 @@ static int set_value(void *base, const struct key_def *d, const char *v, const c
     case K_INT: {
         int64_t n;
         if (!gw_strtoi64(v, &n) || n < d->min || n > d->max) {
-            set_err(err, errlen,
+            gw_errf(err, errlen,
                     "%s:%d: key '%s': expected a whole number from %ld to %ld, got '%s'", file,
                     line, d->name, d->min, d->max, v);
             return -1;
@@ -286,7 +276,7 @@ static int set_value(void *base, const struct key_def *d, const char *v, const c
                    strcmp(v, "0") == 0) {
             *(bool *)field = false;
         } else {
-            set_err(err, errlen, "%s:%d: key '%s': expected true or false, got '%s'", file, line,
+            gw_errf(err, errlen, "%s:%d: key '%s': expected true or false, got '%s'", file, line,
                     d->name, v);
             return -1;
         }
@@ -297,7 +287,7 @@ static int set_value(void *base, const struct key_def *d, const char *v, const c
         } else if (strcmp(v, "base64") == 0) {
             *(int *)field = GW_SECRET_BASE64;
         } else {
-            set_err(err, errlen, "%s:%d: key '%s': expected raw or base64, got '%s'", file, line,
+            gw_errf(err, errlen, "%s:%d: key '%s': expected raw or base64, got '%s'", file, line,
                     d->name, v);
             return -1;
         }
@@ -398,23 +388,23 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
     char host[256];
     unsigned short port;
     if (config_parse_addr(cfg->listen, host, sizeof host, &port) < 0) {
-        set_err(err, errlen, "%s: key 'listen' in [server]: expected HOST:PORT, got '%s'",
+        gw_errf(err, errlen, "%s: key 'listen' in [server]: expected HOST:PORT, got '%s'",
                 cfg->file, cfg->listen);
         return -1;
     }
     if (cfg->admin_listen[0] != '\0' &&
         config_parse_addr(cfg->admin_listen, host, sizeof host, &port) < 0) {
-        set_err(err, errlen, "%s: key 'admin_listen' in [server]: expected HOST:PORT, got '%s'",
+        gw_errf(err, errlen, "%s: key 'admin_listen' in [server]: expected HOST:PORT, got '%s'",
                 cfg->file, cfg->admin_listen);
         return -1;
     }
     if (gw_log_level_parse(cfg->log_level) < 0) {
-        set_err(err, errlen, "%s: key 'level' in [log]: expected debug, info, warn or error",
+        gw_errf(err, errlen, "%s: key 'level' in [log]: expected debug, info, warn or error",
                 cfg->file);
         return -1;
     }
     if (cfg->map_max_mb < cfg->map_size_mb) {
-        set_err(err, errlen, "%s: key 'map_max_mb' in [storage]: must be at least map_size_mb",
+        gw_errf(err, errlen, "%s: key 'map_max_mb' in [storage]: must be at least map_size_mb",
                 cfg->file);
         return -1;
     }
@@ -423,7 +413,7 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
         for (size_t j = 0; j < i; j++) {
             if (c->realm_id && cfg->conns[j].realm_id &&
                 strcmp(c->realm_id, cfg->conns[j].realm_id) == 0) {
-                set_err(err, errlen,
+                gw_errf(err, errlen,
                         "%s: key 'realm_id' in [connection.%s]: realm %s is already used by "
                         "[connection.%s]",
                         cfg->file, c->name, c->realm_id, cfg->conns[j].name);
@@ -433,7 +423,7 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
         const char *dir = c->customers_direction;
         if (strcmp(dir, "both") != 0 && strcmp(dir, "to_qbo") != 0 &&
             strcmp(dir, "to_mplus") != 0) {
-            set_err(err, errlen,
+            gw_errf(err, errlen,
                     "%s: key 'customers_direction' in [connection.%s]: expected both, to_qbo or "
                     "to_mplus, got '%s'",
                     cfg->file, c->name, dir);
@@ -448,7 +438,7 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
             int len = key ? EVP_DecodeBlock(key, (const unsigned char *)secret, (int)n) : -1;
             if (len < 0 || n % 4 != 0) {
                 free(key);
-                set_err(err, errlen,
+                gw_errf(err, errlen,
                         "%s: key 'mplus_webhook_secret' in [connection.%s]: not valid base64 "
                         "(or set mplus_webhook_secret_encoding = raw)",
                         cfg->file, c->name);
@@ -473,7 +463,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        gw_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     struct gw_config *cfg = calloc(1, sizeof *cfg);
@@ -491,7 +481,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
     while (fgets(line, sizeof line, f) != NULL) {
         lineno++;
         if (strchr(line, '\n') == NULL && !feof(f)) {
-            set_err(err, errlen, "%s:%d: line longer than %zu bytes", path, lineno,
+            gw_errf(err, errlen, "%s:%d: line longer than %zu bytes", path, lineno,
                     sizeof line - 1);
             goto fail;
         }
@@ -501,7 +491,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
         if (*s == '[') {
             char *rb = strchr(s, ']');
             if (rb == NULL || *trim(rb + 1) != '\0') {
-                set_err(err, errlen, "%s:%d: malformed section header", path, lineno);
+                gw_errf(err, errlen, "%s:%d: malformed section header", path, lineno);
                 goto fail;
             }
             *rb = '\0';
@@ -518,14 +508,14 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
             if (keys == NULL && strncmp(name, "connection.", 11) == 0) {
                 const char *cname = name + 11;
                 if (!valid_conn_name(cname)) {
-                    set_err(err, errlen,
+                    gw_errf(err, errlen,
                             "%s:%d: section [%s]: a connection name is 1-64 letters, digits, "
                             "'_' or '-'",
                             path, lineno, name);
                     goto fail;
                 }
                 if (config_connection(cfg, cname) != NULL) {
-                    set_err(err, errlen, "%s:%d: section [%s] appears twice", path, lineno, name);
+                    gw_errf(err, errlen, "%s:%d: section [%s] appears twice", path, lineno, name);
                     goto fail;
                 }
                 struct gw_connection *n = realloc(cfg->conns, (cfg->nconns + 1) * sizeof *n);
@@ -541,7 +531,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
                 base = c;
             }
             if (keys == NULL) {
-                set_err(err, errlen,
+                gw_errf(err, errlen,
                         "%s:%d: unknown section [%s] (expected server, storage, quickbooks, "
                         "dispatch, mapping, log or connection.NAME)",
                         path, lineno, name);
@@ -551,7 +541,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
         }
         char *eq = strchr(s, '=');
         if (eq == NULL) {
-            set_err(err, errlen, "%s:%d: expected 'key = value', got '%.60s'", path, lineno, s);
+            gw_errf(err, errlen, "%s:%d: expected 'key = value', got '%.60s'", path, lineno, s);
             goto fail;
         }
         *eq = '\0';
@@ -566,17 +556,17 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
         }
         val = trim(val);
         if (keys == NULL) {
-            set_err(err, errlen, "%s:%d: key '%s' outside of any section", path, lineno, key);
+            gw_errf(err, errlen, "%s:%d: key '%s' outside of any section", path, lineno, key);
             goto fail;
         }
         const struct key_def *d = find_key(keys, key);
         if (d == NULL) {
-            set_err(err, errlen, "%s:%d: unknown key '%s' in [%s]", path, lineno, key, section);
+            gw_errf(err, errlen, "%s:%d: unknown key '%s' in [%s]", path, lineno, key, section);
             goto fail;
         }
         size_t idx = (size_t)(d - keys);
         if (seen[idx]) {
-            set_err(err, errlen, "%s:%d: key '%s' set twice in [%s]", path, lineno, key, section);
+            gw_errf(err, errlen, "%s:%d: key '%s' set twice in [%s]", path, lineno, key, section);
             goto fail;
         }
         seen[idx] = 1;

@@ -765,18 +765,6 @@ static const char *kind_name(const struct field *f)
 
 /* ---- messages --------------------------------------------------------------------- */
 
-static void set_msg(char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_msg(char *buf, size_t len, const char *fmt, ...)
-{
-    if (len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, len, fmt, ap);
-    va_end(ap);
-}
-
 static void append(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void append(char *buf, size_t len, const char *fmt, ...)
@@ -806,12 +794,12 @@ static int dec_parse(const char *s, int64_t *value, int *scale, char *err, size_
             continue;
         }
         if (*p < '0' || *p > '9') {
-            set_msg(err, errlen, "'%.40s' is not a decimal number (digits, '-' and '.' only)", s);
+            gw_errf(err, errlen, "'%.40s' is not a decimal number (digits, '-' and '.' only)", s);
             return -1;
         }
         unsigned d = (unsigned)(*p - '0');
         if (mag > (limit - d) / 10) {
-            set_msg(err, errlen, "'%.40s' is too large", s);
+            gw_errf(err, errlen, "'%.40s' is too large", s);
             return -1;
         }
         mag = mag * 10 + d;
@@ -819,11 +807,11 @@ static int dec_parse(const char *s, int64_t *value, int *scale, char *err, size_
         sc += dot;
     }
     if (digits == 0 || (dot && sc == 0)) {
-        set_msg(err, errlen, "'%.40s' is not a decimal number (digits, '-' and '.' only)", s);
+        gw_errf(err, errlen, "'%.40s' is not a decimal number (digits, '-' and '.' only)", s);
         return -1;
     }
     if (sc > MAX_PLACES) {
-        set_msg(err, errlen, "'%.40s' has more than %d decimals", s, MAX_PLACES);
+        gw_errf(err, errlen, "'%.40s' has more than %d decimals", s, MAX_PLACES);
         return -1;
     }
     *value = neg ? (mag > (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
@@ -842,13 +830,13 @@ int mplus_cents_parse(const char *s, int64_t *cents, char *err, size_t errlen)
         sc--;
     }
     if (sc > 2) {
-        set_msg(err, errlen,
+        gw_errf(err, errlen,
                 "'%.40s' has more than 2 decimals: Mplus keeps money in cents, round it first", s);
         return -1;
     }
     for (; sc < 2; sc++) {
         if (v > INT64_MAX / 10 || v < INT64_MIN / 10) {
-            set_msg(err, errlen, "'%.40s' is too large for cents", s);
+            gw_errf(err, errlen, "'%.40s' is too large for cents", s);
             return -1;
         }
         v *= 10;
@@ -1047,7 +1035,7 @@ static int berr(struct build *b, const char *fmt, ...)
     /* "request.branchNumber is required", "request.price: '9.999' has..." */
     bool phrase = strncmp(what, "is ", 3) == 0 || strncmp(what, "must ", 5) == 0 ||
                   strncmp(what, "holds ", 6) == 0;
-    set_msg(b->err, b->errlen, "%s: %s%s%s", b->op, b->path,
+    gw_errf(b->err, b->errlen, "%s: %s%s%s", b->op, b->path,
             b->path[0] ? (phrase ? " " : ": ") : "", what);
     return -1;
 }
@@ -1300,7 +1288,7 @@ int mplus_build_request(const char *op, json_t *request, char **xml, size_t *len
     *len = 0;
     int oi = op_index(op);
     if (oi < 0) {
-        set_msg(err, errlen, "unknown Mplus operation '%s'", op ? op : "(null)");
+        gw_errf(err, errlen, "unknown Mplus operation '%s'", op ? op : "(null)");
         return -1;
     }
     const struct op *o = &ops[oi];
@@ -1373,7 +1361,7 @@ static json_t *rerr(struct reader *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    set_msg(r->msg, r->msglen, "%s: answer %s%s%s", r->op, r->path, r->path[0] ? ": " : "", what);
+    gw_errf(r->msg, r->msglen, "%s: answer %s%s%s", r->op, r->path, r->path[0] ? ": " : "", what);
     return NULL;
 }
 
@@ -1759,7 +1747,7 @@ static int read_fault(const char *op, xmlNodePtr fault, char *code, size_t codel
     if (codelen > 0)
         gw_strlcpy(code, bare[0] ? bare : "(no faultcode)", codelen);
     int kind = fault_kind(bare, fstring);
-    set_msg(msg, msglen, "%s: SOAP fault %s: %s", op, bare[0] ? bare : "(no faultcode)",
+    gw_errf(msg, msglen, "%s: SOAP fault %s: %s", op, bare[0] ? bare : "(no faultcode)",
             fstring[0] ? fstring : "(no faultstring)");
     if (detail[0] && strcmp(detail, fstring) != 0)
         append(msg, msglen, " (detail: %s)", detail);
@@ -1783,7 +1771,7 @@ static int result_kind(const struct op *o, json_t *body, char *code, size_t code
     if (o->answer_result && strcmp(res, o->answer_result) == 0)
         return MPLUS_OK;
     const char *why = json_string_value(json_object_get(body, "errorMessage"));
-    set_msg(msg, msglen, "%s: %s: %s", o->name, res,
+    gw_errf(msg, msglen, "%s: %s: %s", o->name, res,
             why && why[0] ? why : "(Mplus gave no errorMessage)");
     return MPLUS_FAULT;
 }
@@ -1794,15 +1782,15 @@ int mplus_parse_response(const char *op, const char *xml, size_t len, json_t **o
     *out = NULL;
     if (codelen > 0)
         code[0] = '\0';
-    set_msg(msg, msglen, "%s", "");
+    gw_errf(msg, msglen, "%s", "");
     int oi = op_index(op);
     if (oi < 0) {
-        set_msg(msg, msglen, "unknown Mplus operation '%s'", op ? op : "(null)");
+        gw_errf(msg, msglen, "unknown Mplus operation '%s'", op ? op : "(null)");
         return -1;
     }
     const struct op *o = &ops[oi];
     if (xml == NULL || len == 0 || len > INT_MAX) {
-        set_msg(msg, msglen, "%s: %s answer", o->name, len ? "oversized" : "empty");
+        gw_errf(msg, msglen, "%s: %s answer", o->name, len ? "oversized" : "empty");
         return -1;
     }
     xmlResetLastError();
@@ -1814,7 +1802,7 @@ int mplus_parse_response(const char *op, const char *xml, size_t len, json_t **o
         if (e && e->message)
             gw_strlcpy(why, e->message, sizeof why);
         why[strcspn(why, "\n")] = '\0';
-        set_msg(msg, msglen, "%s: the answer is not XML%s%s%s", o->name, why[0] ? " (" : "", why,
+        gw_errf(msg, msglen, "%s: the answer is not XML%s%s%s", o->name, why[0] ? " (" : "", why,
                 why[0] ? ")" : "");
         return -1;
     }
@@ -1824,13 +1812,13 @@ int mplus_parse_response(const char *op, const char *xml, size_t len, json_t **o
     xmlNodePtr first = first_element(body, NULL);
     if (doc->intSubset != NULL || doc->extSubset != NULL) {
         /* SOAP forbids a DTD; refusing it also refuses entity tricks. */
-        set_msg(msg, msglen, "%s: the answer carries a DTD, which SOAP does not allow", o->name);
+        gw_errf(msg, msglen, "%s: the answer carries a DTD, which SOAP does not allow", o->name);
     } else if (first == NULL) {
-        set_msg(msg, msglen, "%s: the answer is not a SOAP envelope with a Body", o->name);
+        gw_errf(msg, msglen, "%s: the answer is not a SOAP envelope with a Body", o->name);
     } else if (is_element(first, "Fault")) {
         kind = read_fault(o->name, first, code, codelen, msg, msglen);
     } else if (!is_element(first, o->response)) {
-        set_msg(msg, msglen, "%s: expected <%s> in the SOAP Body, got <%.60s>", o->name,
+        gw_errf(msg, msglen, "%s: expected <%s> in the SOAP Body, got <%.60s>", o->name,
                 o->response, (const char *)first->name);
     } else {
         struct reader r = {.op = o->name, .msg = msg, .msglen = msglen};
@@ -1996,7 +1984,7 @@ static void http_done(const struct http_response *resp, void *arg)
     mplus_mask_url(c->mplus_url, url, sizeof url);
     if (resp->transport_error) {
         r.kind = MPLUS_RETRY;
-        set_msg(r.error, sizeof r.error, "%s: Mplus %s at %s: %s (X-Request-Id %s)", call->op,
+        gw_errf(r.error, sizeof r.error, "%s: Mplus %s at %s: %s (X-Request-Id %s)", call->op,
                 resp->timed_out ? "timed out" : "unreachable", url, resp->error, call->request_id);
     } else {
         char msg[800];
@@ -2005,13 +1993,13 @@ static void http_done(const struct http_response *resp, void *arg)
         if (k >= 0 && (k != MPLUS_OK || (resp->status >= 200 && resp->status < 300))) {
             r.kind = k; /* a fault or a result says more than the status */
             if (k != MPLUS_OK)
-                set_msg(r.error, sizeof r.error, "%s (HTTP %ld, X-Request-Id %s)", msg,
+                gw_errf(r.error, sizeof r.error, "%s (HTTP %ld, X-Request-Id %s)", msg,
                         resp->status, call->request_id);
         } else {
             json_decref(body);
             body = NULL;
             r.kind = status_kind(resp->status);
-            set_msg(r.error, sizeof r.error, "%s: HTTP %ld from Mplus at %s (X-Request-Id %s)",
+            gw_errf(r.error, sizeof r.error, "%s: HTTP %ld from Mplus at %s (X-Request-Id %s)",
                     call->op, resp->status, url, call->request_id);
             if (k < 0)
                 append(r.error, sizeof r.error, ": %s", msg);
@@ -2065,7 +2053,7 @@ static int send_call(struct call *call, json_t *request)
     size_t len;
     if (c->mplus_url == NULL || c->mplus_url[0] == '\0') {
         r->kind = MPLUS_FAULT;
-        set_msg(r->error, sizeof r->error, "%s: connection %s has no mplus_url", call->op, c->name);
+        gw_errf(r->error, sizeof r->error, "%s: connection %s has no mplus_url", call->op, c->name);
         return -1;
     }
     if (mplus_build_request(call->op, request, &xml, &len, r->error, sizeof r->error) != 0) {
@@ -2089,7 +2077,7 @@ static int send_call(struct call *call, json_t *request)
     free(xml);
     if (rc != 0) {
         r->kind = MPLUS_RETRY;
-        set_msg(r->error, sizeof r->error, "%s: could not start the request to %s", call->op,
+        gw_errf(r->error, sizeof r->error, "%s: could not start the request to %s", call->op,
                 masked);
         return -1;
     }

@@ -84,16 +84,6 @@ struct qbo {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void set_msg(char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_msg(char *buf, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, len, fmt, ap);
-    va_end(ap);
-}
-
 static struct qconn *qconn_of(struct qbo *q, const struct gw_connection *c)
 {
     for (size_t i = 0; i < q->cfg->nconns; i++)
@@ -429,9 +419,9 @@ static void token_http_done(const struct http_response *resp, void *arg)
     }
     struct qbo_result r = {.kind = QBO_RETRY, .status = resp->status};
     if (resp->transport_error)
-        set_msg(r.error, sizeof r.error, "token endpoint: %s", resp->error);
+        gw_errf(r.error, sizeof r.error, "token endpoint: %s", resp->error);
     else
-        set_msg(r.error, sizeof r.error, "token endpoint: HTTP %ld %s", resp->status,
+        gw_errf(r.error, sizeof r.error, "token endpoint: HTTP %ld %s", resp->status,
                 oerr ? oerr : "unexpected answer");
     gw_strlcpy(qc->last_error, r.error, sizeof qc->last_error);
     gw_log(GW_LOG_WARN, qc->c->name, 0, "%s", r.error);
@@ -613,7 +603,7 @@ static void start_call(struct call *call)
         reload_tokens(qc);
     if (needs_reauth(qc)) {
         struct qbo_result r = {.kind = QBO_NO_AUTH};
-        set_msg(r.error, sizeof r.error,
+        gw_errf(r.error, sizeof r.error,
                 "connection %s is not authorised with QuickBooks: run `gateway tokens %s "
                 "--refresh-token ...` or the OAuth connect flow",
                 qc->c->name, qc->c->name);
@@ -780,7 +770,7 @@ static void stale_read_done(const struct qbo_result *r, void *arg)
     json_t *token = json_object_get(fresh, "SyncToken");
     if (!json_is_string(token)) {
         struct qbo_result f = {.kind = QBO_FAULT};
-        set_msg(f.error, sizeof f.error, "5010 stale object, and the re-read %s has no SyncToken",
+        gw_errf(f.error, sizeof f.error, "5010 stale object, and the re-read %s has no SyncToken",
                 call->entity);
         finish_call(call, &f);
         return;
@@ -822,7 +812,7 @@ static void http_done(const struct http_response *resp, void *arg)
 
     if (resp->transport_error) {
         r.kind = QBO_RETRY;
-        set_msg(r.error, sizeof r.error, "QuickBooks %s: %s",
+        gw_errf(r.error, sizeof r.error, "QuickBooks %s: %s",
                 resp->timed_out ? "timed out" : "unreachable", resp->error);
     } else if (resp->status == 429) {
         int64_t pause = resp->retry_after_s >= 0 ? resp->retry_after_s * 1000 : THROTTLE_PAUSE_MS;
@@ -832,7 +822,7 @@ static void http_done(const struct http_response *resp, void *arg)
         char code[16] = "", msg[512] = "";
         qbo_parse_fault(resp->body, resp->body_len, code, sizeof code, msg, sizeof msg);
         gw_strlcpy(r.code, code, sizeof r.code);
-        set_msg(r.error, sizeof r.error, "HTTP 429 throttled%s%s; realm paused for %lld s",
+        gw_errf(r.error, sizeof r.error, "HTTP 429 throttled%s%s; realm paused for %lld s",
                 msg[0] ? ": " : "", msg, (long long)(pause / 1000));
         gw_log(GW_LOG_WARN, qc->c->name, 0, "QuickBooks throttled the realm: pausing %lld s",
                (long long)(pause / 1000));
@@ -858,7 +848,7 @@ static void http_done(const struct http_response *resp, void *arg)
             body = json_loadb(resp->body, resp->body_len, 0, NULL);
             if (body == NULL) {
                 r.kind = QBO_RETRY;
-                set_msg(r.error, sizeof r.error, "HTTP %ld with a body that is not JSON",
+                gw_errf(r.error, sizeof r.error, "HTTP %ld with a body that is not JSON",
                         resp->status);
             }
         } else if (resp->status == 400 && strcmp(code, "5010") == 0 && call->kind == CALL_UPDATE &&
@@ -874,7 +864,7 @@ static void http_done(const struct http_response *resp, void *arg)
         } else {
             r.kind = resp->status >= 500 || resp->status == 401 || resp->status == 408 ? QBO_RETRY
                                                                                        : QBO_FAULT;
-            set_msg(r.error, sizeof r.error, "HTTP %ld%s%s", resp->status, fault ? " " : "",
+            gw_errf(r.error, sizeof r.error, "HTTP %ld%s%s", resp->status, fault ? " " : "",
                     fault ? msg : "");
         }
     }

@@ -32,18 +32,6 @@ struct store {
     pthread_rwlock_t resize_lock;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static void be64(unsigned char *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--) {
@@ -82,7 +70,7 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
                size_t errlen)
 {
     if (mkdir_p(path) < 0) {
-        set_err(err, errlen, "storage path %s: cannot create: %s", path, strerror(errno));
+        gw_errf(err, errlen, "storage path %s: cannot create: %s", path, strerror(errno));
         return STORE_EFAIL;
     }
     struct store *st = calloc(1, sizeof *st);
@@ -101,7 +89,7 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
     if (rc == 0)
         rc = mdb_env_open(st->env, path, MDB_NOTLS, 0600);
     if (rc != 0) {
-        set_err(err, errlen, "storage path %s: cannot open the store: %s", path, mdb_strerror(rc));
+        gw_errf(err, errlen, "storage path %s: cannot open the store: %s", path, mdb_strerror(rc));
         if (st->env)
             mdb_env_close(st->env);
         free(st);
@@ -132,7 +120,7 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
             mdb_txn_abort(txn);
     }
     if (rc != 0) {
-        set_err(err, errlen, "storage path %s: cannot open databases: %s", path, mdb_strerror(rc));
+        gw_errf(err, errlen, "storage path %s: cannot open databases: %s", path, mdb_strerror(rc));
         mdb_env_close(st->env);
         free(st);
         return STORE_EFAIL;
@@ -555,14 +543,14 @@ int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t 
         if (rc == MDB_MAP_FULL && grow_map(st))
             continue; /* redo the whole transaction in the larger map */
         if (rc == STORE_ENOTFOUND) {
-            set_err(err, errlen, "not found");
+            gw_errf(err, errlen, "not found");
             return STORE_ENOTFOUND;
         }
-        set_err(err, errlen, "store write failed: %s",
+        gw_errf(err, errlen, "store write failed: %s",
                 rc > 0 || rc < -100 ? mdb_strerror(rc) : "bad record");
         return STORE_EFAIL;
     }
-    set_err(err, errlen, "store write failed: the map keeps filling up");
+    gw_errf(err, errlen, "store write failed: the map keeps filling up");
     return STORE_EFAIL;
 }
 
@@ -592,18 +580,18 @@ static int with_read(struct store *st, int (*fn)(struct store *, MDB_txn *, void
     int rc = txn_begin(st, MDB_RDONLY, &txn);
     if (rc != 0) {
         pthread_rwlock_unlock(&st->resize_lock);
-        set_err(err, errlen, "store read failed: %s", mdb_strerror(rc));
+        gw_errf(err, errlen, "store read failed: %s", mdb_strerror(rc));
         return STORE_EFAIL;
     }
     rc = fn(st, txn, arg);
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&st->resize_lock);
     if (rc == MDB_NOTFOUND) {
-        set_err(err, errlen, "not found");
+        gw_errf(err, errlen, "not found");
         return STORE_ENOTFOUND;
     }
     if (rc != 0) {
-        set_err(err, errlen, "store read failed: %s",
+        gw_errf(err, errlen, "store read failed: %s",
                 rc > 0 ? "unreadable record" : mdb_strerror(rc));
         return STORE_EFAIL;
     }
@@ -886,7 +874,7 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
     int rc = txn_begin(st, 0, &txn);
     if (rc != 0) {
         pthread_rwlock_unlock(&st->resize_lock);
-        set_err(err, errlen, "store write failed: %s", mdb_strerror(rc));
+        gw_errf(err, errlen, "store write failed: %s", mdb_strerror(rc));
         return STORE_EFAIL;
     }
     MDB_cursor *cur;
@@ -940,7 +928,7 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
         mdb_txn_abort(txn);
     pthread_rwlock_unlock(&st->resize_lock);
     if (rc != 0) {
-        set_err(err, errlen, "purge failed: %s", mdb_strerror(rc));
+        gw_errf(err, errlen, "purge failed: %s", mdb_strerror(rc));
         return STORE_EFAIL;
     }
     return 0;

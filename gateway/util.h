@@ -34,6 +34,9 @@ void gw_ts_format(int64_t ms, char *out, size_t outlen);
 /* Parse a timestamp (as gw_ts_normalise accepts) into epoch ms. */
 bool gw_ts_parse(const char *s, int64_t *ms);
 
+/* vsnprintf into a caller's message buffer (err may be NULL: nothing written). */
+void gw_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Copy at most dstlen-1 bytes and terminate; returns false when truncated. */
 bool gw_strlcpy(char *dst, const char *src, size_t dstlen);
 

@@ -33,16 +33,6 @@ struct errbuf {
     size_t len;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* jq reports compile errors through a callback; keep the first one. */
 static void on_jq_error(void *data, jv msg)
 {
@@ -58,7 +48,7 @@ static char *read_file(const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        set_err(err, errlen, "%s: cannot read the mapping", path);
+        gw_errf(err, errlen, "%s: cannot read the mapping", path);
         return NULL;
     }
     char *buf = NULL;
@@ -101,7 +91,7 @@ static jq_state *compile(const char *dir, const char *file, char *err, size_t er
     jq_state *jq = program ? jq_init() : NULL;
     if (jq == NULL) {
         free(program);
-        set_err(err, errlen, "%s: out of memory", file);
+        gw_errf(err, errlen, "%s: out of memory", file);
         return NULL;
     }
     char msg[512] = "";
@@ -113,7 +103,7 @@ static jq_state *compile(const char *dir, const char *file, char *err, size_t er
     free(program);
     jq_set_error_cb(jq, NULL, NULL);
     if (!ok) {
-        set_err(err, errlen, "%s: %s", file, msg[0] ? msg : "does not compile");
+        gw_errf(err, errlen, "%s: %s", file, msg[0] ? msg : "does not compile");
         jq_teardown(&jq);
         return NULL;
     }
@@ -134,7 +124,7 @@ static json_t *parse_table(const char *text, const char *key, char *err, size_t 
             tok++;
         char *colon = strchr(tok, ':');
         if (colon == NULL || colon == tok || colon[1] == '\0') {
-            set_err(err, errlen, "key '%s': expected COUNTRY:VALUE pairs, got '%s'", key, tok);
+            gw_errf(err, errlen, "key '%s': expected COUNTRY:VALUE pairs, got '%s'", key, tok);
             json_decref(o);
             return NULL;
         }
@@ -213,7 +203,7 @@ int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, 
         const struct gw_connection *c = &cfg->conns[i];
         char terr[256];
         if (parse_table_ok(c, terr, sizeof terr) != 0) {
-            set_err(err, errlen, "[connection.%s] %s", c->name, terr);
+            gw_errf(err, errlen, "[connection.%s] %s", c->name, terr);
             map_close(m);
             return -1;
         }
@@ -259,7 +249,7 @@ static int run(jq_state *jq, const char *file, json_t *input, json_t **out, char
 {
     char *text = json_dumps(input, JSON_COMPACT | JSON_ENCODE_ANY);
     if (text == NULL) {
-        set_err(err, errlen, "mapping %s: input could not be serialised", file);
+        gw_errf(err, errlen, "mapping %s: input could not be serialised", file);
         return -1;
     }
     jv in = jv_parse(text);
@@ -282,17 +272,17 @@ static int run(jq_state *jq, const char *file, json_t *input, json_t **out, char
         } else {
             json_decref(*out);
             *out = NULL;
-            set_err(err, errlen, "mapping %s: expected an object as output", file);
+            gw_errf(err, errlen, "mapping %s: expected an object as output", file);
         }
     } else {
         jv msg = jv_invalid_get_msg(r);
         if (jv_get_kind(msg) == JV_KIND_STRING)
-            set_err(err, errlen, "mapping %s failed: %s", file, jv_string_value(msg));
+            gw_errf(err, errlen, "mapping %s failed: %s", file, jv_string_value(msg));
         else if (jv_get_kind(msg) == JV_KIND_NULL)
-            set_err(err, errlen, "mapping %s produced no output", file);
+            gw_errf(err, errlen, "mapping %s produced no output", file);
         else {
             jv d = jv_dump_string(jv_copy(msg), 0);
-            set_err(err, errlen, "mapping %s failed: %s", file, jv_string_value(d));
+            gw_errf(err, errlen, "mapping %s failed: %s", file, jv_string_value(d));
             jv_free(d);
         }
         jv_free(msg);
@@ -308,7 +298,7 @@ int map_run(struct mapper *m, const struct gw_connection *c, const char *name, j
         if (m->progs[i].c == c && strcmp(m->progs[i].name, name) == 0)
             p = &m->progs[i];
     if (p == NULL) {
-        set_err(err, errlen, "no mapping %s for connection %s", name, c->name);
+        gw_errf(err, errlen, "no mapping %s for connection %s", name, c->name);
         return -1;
     }
     json_t *input = json_pack("{s:O, s:O, s:O, s:s}", "source", source, "existing",

@@ -228,7 +228,11 @@ static void fail(struct target *t, const char *what, const char *error)
     t->busy = false;
     t->renudge = false; /* the retry after the backoff polls it */
     t->failures++;
-    snprintf(t->last_error, sizeof t->last_error, "%s: %s", what, error);
+    /* The client's messages already name the operation. */
+    if (strncmp(error, what, strlen(what)) == 0)
+        snprintf(t->last_error, sizeof t->last_error, "%s", error);
+    else
+        snprintf(t->last_error, sizeof t->last_error, "%s: %s", what, error);
     int64_t backoff = t->c->mplus_poll_interval_s << (t->failures < 5 ? t->failures : 5);
     if (backoff > FAULT_BACKOFF_MAX_S)
         backoff = FAULT_BACKOFF_MAX_S;

@@ -48,6 +48,7 @@ static void test_shipped_file_loads(void **state)
     setenv("QBO_CLIENT_ID", "id", 1);
     setenv("QBO_CLIENT_SECRET", "cs", 1);
     setenv("QBO_VERIFIER_TOKEN", "vt", 1);
+    setenv("SHOP1_MPLUS_URL", "https://mplus.example:50123/", 1);
     setenv("SHOP1_MPLUS_IDENT", "i", 1);
     setenv("SHOP1_MPLUS_SECRET", "s", 1);
     setenv("SHOP1_MPLUS_WEBHOOK_SECRET", "w", 1);

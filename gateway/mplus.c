@@ -15,6 +15,7 @@
  */
 #include "mplus.h"
 #include "log.h"
+#include "metrics.h"
 #include "sig.h"
 #include "util.h"
 
@@ -2008,6 +2009,11 @@ static void http_done(const struct http_response *resp, void *arg)
                        "; check mplus_ident and mplus_secret of the connection");
         }
     }
+    static const enum metric_outcome outcome_of[] = {[MPLUS_OK] = MO_OK,
+                                                     [MPLUS_FAULT] = MO_FAULT,
+                                                     [MPLUS_RETRY] = MO_RETRY,
+                                                     [MPLUS_AUTH] = MO_AUTH};
+    metrics_delivery(MA_MPLUS, outcome_of[r.kind], resp->seconds);
     if (r.kind == MPLUS_AUTH)
         gw_log(GW_LOG_WARN, c->name, 0, "Mplus refused the credentials: %s", r.error);
     else if (r.kind != MPLUS_OK)

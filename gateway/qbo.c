@@ -9,6 +9,7 @@
  */
 #include "qbo.h"
 #include "log.h"
+#include "metrics.h"
 #include "sig.h"
 #include "util.h"
 
@@ -829,6 +830,7 @@ static void http_done(const struct http_response *resp, void *arg)
     } else if (resp->status == 401 && !call->refreshed) {
         /* Expired or revoked access token: one refresh, then one more try. */
         call->refreshed = true;
+        metrics_delivery(MA_QUICKBOOKS, MO_AUTH, resp->seconds);
         const char *access = tok(qc, "access_token") ?: "";
         unsigned char now_used[32];
         sig_sha256(access, strlen(access), now_used);
@@ -857,6 +859,7 @@ static void http_done(const struct http_response *resp, void *arg)
             if (qbo_read(call->q, qc->c, call->entity,
                          json_string_value(json_object_get(call->update, "Id")) ?: "",
                          stale_read_done, call) == 0) {
+                metrics_delivery(MA_QUICKBOOKS, MO_FAULT, resp->seconds);
                 json_decref(body);
                 return;
             }
@@ -870,6 +873,12 @@ static void http_done(const struct http_response *resp, void *arg)
     }
     if (r.kind == QBO_RETRY || r.kind == QBO_FAULT)
         gw_strlcpy(qc->last_error, r.error, sizeof qc->last_error);
+    static const enum metric_outcome outcome_of[] = {[QBO_OK] = MO_OK,
+                                                     [QBO_FAULT] = MO_FAULT,
+                                                     [QBO_RETRY] = MO_RETRY,
+                                                     [QBO_THROTTLED] = MO_THROTTLED,
+                                                     [QBO_NO_AUTH] = MO_AUTH};
+    metrics_delivery(MA_QUICKBOOKS, outcome_of[r.kind], resp->seconds);
     r.body = body;
     pump(qc);
     finish_call(call, &r);

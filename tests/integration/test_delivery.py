@@ -26,6 +26,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -395,6 +396,16 @@ class Tokens(DeliveryTestCase):
         self.assertEqual(SIM.grants(since=mark), [("refresh_token", 200)])
         for cid in ids:
             self.assertEqual(SIM.api("GET", "/customer/%s" % cid)[-1]["status"], 200)
+        # The API calls are counted: four reads that worked, and the refused one.
+        metrics = gw.admin_get("/metrics").body.decode()
+        ok = re.search(r'gateway_deliveries_total\{api="quickbooks",outcome="ok"\} (\d+)', metrics)
+        self.assertIsNotNone(ok, metrics)
+        self.assertGreaterEqual(int(ok.group(1)), 4)
+        refused = re.search(r'gateway_deliveries_total\{api="quickbooks",outcome="auth"\} (\d+)',
+                            metrics)
+        self.assertGreaterEqual(int(refused.group(1)), 1)
+        count = re.search(r'gateway_delivery_seconds_count\{api="quickbooks"\} (\d+)', metrics)
+        self.assertGreaterEqual(int(count.group(1)), 4)
 
     def test_rotated_refresh_token_survives_restart_and_revocation_waits(self):
         gw = self.start_gateway(authorise=False)

@@ -15,6 +15,7 @@
 #include "poller.h"
 #include "clients.h"
 #include "committer.h"
+#include "dashboard.h"
 #include "http.h"
 #include "ingest.h"
 #include "qbo.h"
@@ -609,6 +610,26 @@ static void handle_admin(struct server *s, struct evhttp_request *req, const cha
         evhttp_add_header(evhttp_request_get_output_headers(req), "Location", url);
         reply_text(req, 302, "Found", url);
         free(url);
+        return;
+    }
+    if (strcmp(path, "/") == 0) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        int rc = dashboard_render(s->st, s->cfg, f);
+        fclose(f);
+        if (rc != 0) {
+            free(text);
+            reply_text(req, 503, "Service Unavailable", "store unavailable");
+            return;
+        }
+        struct evbuffer *b = evbuffer_new();
+        evbuffer_add(b, text, len);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/html; charset=utf-8");
+        evhttp_send_reply(req, 200, "OK", b);
+        evbuffer_free(b);
+        free(text);
         return;
     }
     if (strcmp(path, "/metrics") == 0) {

@@ -490,6 +490,19 @@ class AdminApi(GatewayTestCase):
         self.assertEqual(st.status, 200, st)
         self.assertEqual(st.json()["events"]["pending"], 2)
 
+    def test_dashboard_shows_events_escaped(self):
+        gw = self.gateway()
+        hostile = '<script>alert("x")</script>'
+        body = json.dumps([gwtest.cloudevent("ce-dash", hostile, "310687")]).encode()
+        self.assertEqual(gw.post_qbo(body).status, 200)
+        r = gw.admin_get("/")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("text/html", r.headers.get("Content-Type", ""))
+        page = r.body.decode()
+        self.assertIn("shop2", page)  # the connection of realm 310687
+        self.assertIn("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;", page)
+        self.assertNotIn(hostile, page)
+
 
 class Lifecycle(GatewayTestCase):
 

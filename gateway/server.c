@@ -41,7 +41,6 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>

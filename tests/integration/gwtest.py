@@ -268,6 +268,101 @@ def config_text(listen, admin_listen, storage_path, verifier_token=VERIFIER_TOKE
     return "\n".join(lines) + "\n"
 
 
+# ---- simulators ---------------------------------------------------------------
+
+
+class SimProcess:
+    """A simulator subprocess that prints READY <port>; its stderr goes to a file."""
+
+    def __init__(self, name, argv, call_timeout=10.0):
+        self.name = name
+        self.call_timeout = call_timeout
+        self.dir = tempfile.mkdtemp(prefix="gwtest-%s-" % name)
+        self.log_path = os.path.join(self.dir, name + ".log")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=log, text=True,
+                                         preexec_fn=_die_with_parent)
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY "):
+            self.proc.kill()
+            with open(self.log_path) as f:
+                raise RuntimeError("%s did not start: %r\n%s" % (name, line, f.read()))
+        self.port = int(line.split()[1])
+        self.base = "http://%s:%d" % (HOST, self.port)
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc.stdout.close()
+        if os.environ.get("GWTEST_KEEP"):
+            sys.stderr.write("gwtest: kept %s\n" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        r = request(self.port, method, path, data,
+                           {"Content-Type": "application/json"} if data is not None else {},
+                           timeout=self.call_timeout)
+        if r.status != 200:
+            raise AssertionError("%s %s %s: %r" % (self.name, method, path, r))
+        return r.json()
+
+
+class QboSim(SimProcess):
+    """tests/sim/qbo_sim.py for one realm, and the control API calls the tests share."""
+
+    SCRIPT = os.path.normpath(os.path.join(HERE, "..", "sim", "qbo_sim.py"))
+
+    def __init__(self, realm, client_id, client_secret):
+        self.realm = realm
+        super().__init__("qbo_sim", [
+            sys.executable, self.SCRIPT, "--port", "0", "--realm", realm,
+            "--client-id", client_id, "--client-secret", client_secret,
+            "--verifier-token", VERIFIER_TOKEN])
+
+    def reset(self):
+        self.call("POST", "/_sim/reset")
+
+    def config(self, **settings):
+        return self.call("POST", "/_sim/config", settings)
+
+    def fault(self, kind, count=1, path_contains=None, delay_ms=0):
+        rule = {"kind": kind, "count": count, "delay_ms": delay_ms}
+        if path_contains is not None:
+            rule["path_contains"] = path_contains
+        self.call("POST", "/_sim/fault", rule)
+
+    def refresh_token(self):
+        return self.call("POST", "/_sim/token", {"realm": self.realm})["refresh_token"]
+
+    def entity(self, entity, obj, operation=None):
+        """A change in the QuickBooks UI (sends a webhook); the stored object."""
+        body = {"realm": self.realm, "entity": entity, "object": obj}
+        if operation:
+            body["operation"] = operation
+        return self.call("POST", "/_sim/entity", body)
+
+    def entities(self, entity):
+        return self.call("GET", "/_sim/entities?realm=%s&entity=%s" % (self.realm, entity))
+
+    def requests(self):
+        return self.call("GET", "/_sim/requests")
+
+    def api(self, method=None, contains=None, since=0):
+        """Accounting API requests from the log (from index since on), filtered by
+        method and by a substring of the path."""
+        return [r for r in self.requests()[since:]
+                if r["path"].startswith("/v3/company/")
+                and (not method or r["method"] == method)
+                and (not contains or contains in r["path"])]
+
+
 # ---- the daemon -------------------------------------------------------------
 
 

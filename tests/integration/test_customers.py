@@ -30,7 +30,6 @@ The Mplus simulator needs lxml: run it with Debian's /usr/bin/python3.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,77 +60,11 @@ MPLUS_WRITES = ("createRelation", "updateRelation")
 # ---- the simulators ----------------------------------------------------------------
 
 
-class SimProcess:
-    """A simulator subprocess that prints READY <port>; its stderr goes to a file."""
-
-    def __init__(self, name, argv):
-        self.name = name
-        self.dir = tempfile.mkdtemp(prefix="gwtest-%s-" % name)
-        self.log_path = os.path.join(self.dir, name + ".log")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=log, text=True,
-                                         preexec_fn=gwtest._die_with_parent)
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.proc.kill()
-            with open(self.log_path) as f:
-                raise RuntimeError("%s did not start: %r\n%s" % (name, line, f.read()))
-        self.port = int(line.split()[1])
-        self.base = "http://%s:%d" % (HOST, self.port)
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc.stdout.close()
-        if os.environ.get("GWTEST_KEEP"):
-            sys.stderr.write("gwtest: kept %s\n" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        r = gwtest.request(self.port, method, path, data,
-                           {"Content-Type": "application/json"} if data is not None else {})
-        if r.status != 200:
-            raise AssertionError("%s %s %s: %r" % (self.name, method, path, r))
-        return r.json()
-
-
-class QboSim(SimProcess):
-    """tests/sim/qbo_sim.py and its control API."""
+class QboSim(gwtest.QboSim):
+    """The QuickBooks Online simulator, with what the customer tests look at."""
 
     def __init__(self):
-        super().__init__("qbo_sim", [
-            sys.executable, os.path.join(SIM_DIR, "qbo_sim.py"), "--port", "0", "--realm", REALM,
-            "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
-            "--verifier-token", gwtest.VERIFIER_TOKEN])
-
-    def reset(self):
-        self.call("POST", "/_sim/reset")
-
-    def config(self, **settings):
-        return self.call("POST", "/_sim/config", settings)
-
-    def fault(self, kind, count=1, path_contains=None, delay_ms=0):
-        rule = {"kind": kind, "count": count, "delay_ms": delay_ms}
-        if path_contains is not None:
-            rule["path_contains"] = path_contains
-        self.call("POST", "/_sim/fault", rule)
-
-    def refresh_token(self):
-        return self.call("POST", "/_sim/token", {"realm": REALM})["refresh_token"]
-
-    def entity(self, entity, obj):
-        """A change in the QuickBooks UI (sends a webhook); the stored object."""
-        return self.call("POST", "/_sim/entity", {"realm": REALM, "entity": entity, "object": obj})
-
-    def entities(self, entity):
-        return self.call("GET", "/_sim/entities?realm=%s&entity=%s" % (REALM, entity))
+        super().__init__(REALM, CLIENT_ID, CLIENT_SECRET)
 
     def customers(self):
         return self.entities("Customer")
@@ -140,27 +73,14 @@ class QboSim(SimProcess):
         found = [c for c in self.customers() if c["Id"] == str(cid)]
         return found[0] if found else None
 
-    def api(self, method=None, contains=None, since=0):
-        """Accounting API requests (from log index since on)."""
-        out = []
-        for r in self.call("GET", "/_sim/requests")[since:]:
-            if not r["path"].startswith("/v3/company/"):
-                continue
-            if method and r["method"] != method:
-                continue
-            if contains and contains not in r["path"]:
-                continue
-            out.append(r)
-        return out
-
     def mark(self):
-        return len(self.call("GET", "/_sim/requests"))
+        return len(self.requests())
 
     def webhooks(self):
         return self.call("GET", "/_sim/webhooks")
 
 
-class MplusSim(SimProcess):
+class MplusSim(gwtest.SimProcess):
     """tests/sim/mplus_sim.py (an empty administration) and its control API."""
 
     def __init__(self):

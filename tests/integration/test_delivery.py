@@ -24,13 +24,9 @@ something it must not do.
 
 import base64
 import datetime
-import json
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 
@@ -40,7 +36,6 @@ import gwtest  # noqa: E402
 from gwtest import GatewayTestCase, dumps  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SIM_SCRIPT = os.path.normpath(os.path.join(HERE, "..", "sim", "qbo_sim.py"))
 HOST = gwtest.HOST
 
 REALM = "4620816365031610"
@@ -54,90 +49,11 @@ FINAL = ("done", "skipped", "dead")
 # ---- the simulator ----------------------------------------------------------------
 
 
-class Sim:
-    """The QuickBooks Online simulator as a subprocess, and its control API."""
+class Sim(gwtest.QboSim):
+    """The QuickBooks Online simulator, with what the OAuth tests look at."""
 
     def __init__(self):
-        # Its stderr (e.g. a broken pipe when the gateway is killed mid-request)
-        # goes to a file, shown when it does not start.
-        self.dir = tempfile.mkdtemp(prefix="gwtest-sim-")
-        self.log_path = os.path.join(self.dir, "qbo_sim.log")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, SIM_SCRIPT, "--port", "0", "--realm", REALM,
-                 "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
-                 "--verifier-token", gwtest.VERIFIER_TOKEN],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True,
-                preexec_fn=gwtest._die_with_parent)
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.proc.kill()
-            with open(self.log_path) as f:
-                raise RuntimeError("simulator did not start: %r\n%s" % (line, f.read()))
-        self.port = int(line.split()[1])
-        self.base = "http://%s:%d" % (HOST, self.port)
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc.stdout.close()
-        if os.environ.get("GWTEST_KEEP"):
-            sys.stderr.write("gwtest: kept %s\n" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        r = gwtest.request(self.port, method, path, data,
-                           {"Content-Type": "application/json"} if data is not None else {})
-        if r.status != 200:
-            raise AssertionError("simulator %s %s: %r" % (method, path, r))
-        return r.json()
-
-    def reset(self):
-        self.call("POST", "/_sim/reset")
-
-    def config(self, **settings):
-        return self.call("POST", "/_sim/config", settings)
-
-    def fault(self, kind, count=1, path_contains=None, delay_ms=0):
-        rule = {"kind": kind, "count": count, "delay_ms": delay_ms}
-        if path_contains is not None:
-            rule["path_contains"] = path_contains
-        self.call("POST", "/_sim/fault", rule)
-
-    def refresh_token(self):
-        return self.call("POST", "/_sim/token", {"realm": REALM})["refresh_token"]
-
-    def entity(self, entity, obj, operation=None):
-        body = {"realm": REALM, "entity": entity, "object": obj}
-        if operation:
-            body["operation"] = operation
-        return self.call("POST", "/_sim/entity", body)
-
-    def entities(self, entity):
-        return self.call("GET", "/_sim/entities?realm=%s&entity=%s" % (REALM, entity))
-
-    def requests(self):
-        return self.call("GET", "/_sim/requests")
-
-    def api(self, method=None, contains=None, since=0):
-        """Accounting API requests from the log (from index since on), filtered by
-        method and by a substring of the path."""
-        out = []
-        for r in self.requests()[since:]:
-            if not r["path"].startswith("/v3/company/"):
-                continue
-            if method and r["method"] != method:
-                continue
-            if contains and contains not in r["path"]:
-                continue
-            out.append(r)
-        return out
+        super().__init__(REALM, CLIENT_ID, CLIENT_SECRET)
 
     def grants(self, since=0):
         """Token endpoint requests: [(grant_type, status)]."""

@@ -19,10 +19,7 @@ to do something it must not do.
 import datetime
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,48 +53,15 @@ KINDS = {"sales": ("receipts", "invoices", "orders"), "customers": ("relations",
 # ---- the simulator ----------------------------------------------------------------
 
 
-class MplusSim:
+class MplusSim(gwtest.SimProcess):
     """The MplusKASSA simulator as a subprocess, and its control API."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="gwtest-mplus-sim-")
-        self.log_path = os.path.join(self.dir, "mplus_sim.log")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [PYTHON, SIM_SCRIPT, "--port", "0", "--ident", IDENT, "--secret", SECRET,
-                 "--webhook-secret", WEBHOOK_SECRET, "--webhook-secret-encoding", "raw"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True,
-                preexec_fn=gwtest._die_with_parent)
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.proc.kill()
-            self.proc.wait(5)
-            with open(self.log_path) as f:
-                raise RuntimeError("Mplus simulator did not start: %r\n%s" % (line, f.read()))
-        self.port = int(line.split()[1])
-        self.url = "http://%s:%d/" % (HOST, self.port)
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc.stdout.close()
-        if os.environ.get("GWTEST_KEEP"):
-            sys.stderr.write("gwtest: kept %s\n" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        r = gwtest.request(self.port, method, path, data,
-                           {"Content-Type": "application/json"} if data is not None else {},
-                           timeout=30)
-        if r.status != 200:
-            raise AssertionError("simulator %s %s: %r" % (method, path, r))
-        return r.json()
+        super().__init__("mplus_sim", [
+            PYTHON, SIM_SCRIPT, "--port", "0", "--ident", IDENT, "--secret", SECRET,
+            "--webhook-secret", WEBHOOK_SECRET, "--webhook-secret-encoding", "raw"],
+            call_timeout=30)
+        self.url = self.base + "/"
 
     def reset(self, seed=True, bulk_articles=0):
         return self.call("POST", "/_sim/reset", {"seed": seed, "bulk_articles": bulk_articles})

@@ -99,16 +99,22 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
     evbuffer_free(b);
 }
 
+/* Send data (may be NULL) as the body, of media type ctype. */
+static void reply_bytes(struct evhttp_request *req, int code, const char *reason, const char *ctype,
+                        const char *data, size_t len)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    struct evbuffer *b = evbuffer_new();
+    if (data != NULL)
+        evbuffer_add(b, data, len);
+    evhttp_send_reply(req, code, reason, b);
+    evbuffer_free(b);
+}
+
 static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
 {
     char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "application/json");
-    struct evbuffer *b = evbuffer_new();
-    if (text != NULL)
-        evbuffer_add(b, text, strlen(text));
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
+    reply_bytes(req, code, reason, "application/json", text, text ? strlen(text) : 0);
     free(text);
 }
 
@@ -344,22 +350,16 @@ static void send_mplus(struct server *s, struct evhttp_request *req, const struc
                          : json_object();
     char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(body);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "application/json");
     if (c != NULL && c->mplus_webhook_key_len > 0 && text != NULL) {
         char sig[GW_SIG_B64_LEN];
         sig_key_sign(s->mplus_keys[c - s->cfg->conns], text, strlen(text), sig);
-        evhttp_add_header(h, "X-Mplus-Signature", sig);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "X-Mplus-Signature", sig);
     }
-    struct evbuffer *b = evbuffer_new();
-    if (text != NULL)
-        evbuffer_add(b, text, strlen(text));
     const char *reason = code == 200   ? "OK"
                          : code == 400 ? "Bad Request"
                          : code == 404 ? "Not Found"
                                        : "Service Unavailable";
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
+    reply_bytes(req, code, reason, "application/json", text, text ? strlen(text) : 0);
     free(text);
 }
 
@@ -622,12 +622,7 @@ static void handle_admin(struct server *s, struct evhttp_request *req, const cha
             reply_text(req, 503, "Service Unavailable", "store unavailable");
             return;
         }
-        struct evbuffer *b = evbuffer_new();
-        evbuffer_add(b, text, len);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/html; charset=utf-8");
-        evhttp_send_reply(req, 200, "OK", b);
-        evbuffer_free(b);
+        reply_bytes(req, 200, "OK", "text/html; charset=utf-8", text, len);
         free(text);
         return;
     }
@@ -652,12 +647,7 @@ static void handle_admin(struct server *s, struct evhttp_request *req, const cha
                 "gateway_oldest_pending_seconds %.3f\n",
                 oldest > 0 ? (gw_now_ms() - oldest) / 1000.0 : 0.0);
         fclose(f);
-        struct evbuffer *b = evbuffer_new();
-        evbuffer_add(b, text, len);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/plain; version=0.0.4");
-        evhttp_send_reply(req, 200, "OK", b);
-        evbuffer_free(b);
+        reply_bytes(req, 200, "OK", "text/plain; version=0.0.4", text, len);
         free(text);
         return;
     }

@@ -766,19 +766,6 @@ static const char *kind_name(const struct field *f)
 
 /* ---- messages --------------------------------------------------------------------- */
 
-static void append(char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void append(char *buf, size_t len, const char *fmt, ...)
-{
-    size_t n = strnlen(buf, len);
-    if (n + 1 >= len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf + n, len - n, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- numbers ---------------------------------------------------------------------- */
 
 /* -?digits[.digits] to an unscaled integer and its scale, exactly. */
@@ -1751,9 +1738,9 @@ static int read_fault(const char *op, xmlNodePtr fault, char *code, size_t codel
     gw_errf(msg, msglen, "%s: SOAP fault %s: %s", op, bare[0] ? bare : "(no faultcode)",
             fstring[0] ? fstring : "(no faultstring)");
     if (detail[0] && strcmp(detail, fstring) != 0)
-        append(msg, msglen, " (detail: %s)", detail);
+        gw_appendf(msg, msglen, " (detail: %s)", detail);
     if (kind == MPLUS_AUTH)
-        append(msg, msglen, "; check mplus_ident and mplus_secret of the connection");
+        gw_appendf(msg, msglen, "; check mplus_ident and mplus_secret of the connection");
     return kind;
 }
 
@@ -2003,10 +1990,10 @@ static void http_done(const struct http_response *resp, void *arg)
             gw_errf(r.error, sizeof r.error, "%s: HTTP %ld from Mplus at %s (X-Request-Id %s)",
                     call->op, resp->status, url, call->request_id);
             if (k < 0)
-                append(r.error, sizeof r.error, ": %s", msg);
+                gw_appendf(r.error, sizeof r.error, ": %s", msg);
             if (r.kind == MPLUS_AUTH)
-                append(r.error, sizeof r.error,
-                       "; check mplus_ident and mplus_secret of the connection");
+                gw_appendf(r.error, sizeof r.error,
+                           "; check mplus_ident and mplus_secret of the connection");
         }
     }
     static const enum metric_outcome outcome_of[] = {[MPLUS_OK] = MO_OK,

@@ -134,19 +134,6 @@ static json_t *get_ci(json_t *o, const char *k)
     return NULL;
 }
 
-static void append(char *msg, size_t msglen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void append(char *msg, size_t msglen, const char *fmt, ...)
-{
-    size_t n = strlen(msg);
-    if (n + 1 >= msglen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg + n, msglen - n, fmt, ap);
-    va_end(ap);
-}
-
 static bool json_fault(json_t *root, char *code, size_t codelen, char *msg, size_t msglen)
 {
     json_t *fault = get_ci(root, "Fault");
@@ -157,7 +144,7 @@ static bool json_fault(json_t *root, char *code, size_t codelen, char *msg, size
     msg[0] = '\0';
     code[0] = '\0';
     if (type)
-        append(msg, msglen, "%s", type);
+        gw_appendf(msg, msglen, "%s", type);
     size_t i;
     json_t *e;
     json_array_foreach(errors, i, e)
@@ -168,11 +155,11 @@ static bool json_fault(json_t *root, char *code, size_t codelen, char *msg, size
         const char *el = json_string_value(get_ci(e, "element"));
         if (i == 0 && c)
             gw_strlcpy(code, c, codelen);
-        append(msg, msglen, "%s%s%s%s%s%s%s%s", msg[0] ? "; " : "", c ? c : "", c ? " " : "",
-               m ? m : "", d ? ": " : "", d ? d : "", el && el[0] ? " (element " : "",
-               el && el[0] ? el : "");
+        gw_appendf(msg, msglen, "%s%s%s%s%s%s%s%s", msg[0] ? "; " : "", c ? c : "", c ? " " : "",
+                   m ? m : "", d ? ": " : "", d ? d : "", el && el[0] ? " (element " : "",
+                   el && el[0] ? el : "");
         if (el && el[0])
-            append(msg, msglen, ")");
+            gw_appendf(msg, msglen, ")");
     }
     return true;
 }
@@ -199,13 +186,13 @@ static bool xml_fault(const char *body, size_t len, char *code, size_t codelen, 
             xmlChar *c = xmlGetProp(e, BAD_CAST "code");
             if (c && code[0] == '\0')
                 gw_strlcpy(code, (const char *)c, codelen);
-            append(msg, msglen, "%s%s", msg[0] ? "; " : "", c ? (const char *)c : "");
+            gw_appendf(msg, msglen, "%s%s", msg[0] ? "; " : "", c ? (const char *)c : "");
             xmlFree(c);
             for (xmlNodePtr f = e->children; f; f = f->next) {
                 if (f->type != XML_ELEMENT_NODE)
                     continue;
                 xmlChar *t = xmlNodeGetContent(f);
-                append(msg, msglen, " %s", t ? (const char *)t : "");
+                gw_appendf(msg, msglen, " %s", t ? (const char *)t : "");
                 xmlFree(t);
             }
         }

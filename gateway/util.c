@@ -58,6 +58,17 @@ void gw_errf(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+void gw_appendf(char *buf, size_t len, const char *fmt, ...)
+{
+    size_t n = strnlen(buf, len);
+    if (n + 1 >= len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, len - n, fmt, ap);
+    va_end(ap);
+}
+
 bool gw_strlcpy(char *dst, const char *src, size_t dstlen)
 {
     size_t n = strlen(src);

@@ -37,6 +37,9 @@ bool gw_ts_parse(const char *s, int64_t *ms);
 /* vsnprintf into a caller's message buffer (err may be NULL: nothing written). */
 void gw_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Append to the message already in buf (cut at len-1 bytes). */
+void gw_appendf(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Copy at most dstlen-1 bytes and terminate; returns false when truncated. */
 bool gw_strlcpy(char *dst, const char *src, size_t dstlen);
 

@@ -2,7 +2,6 @@
  * ingest.c - prepare new events for the store.
  */
 #include "ingest.h"
-#include "sig.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +21,8 @@ int ingest_prepare(struct ingest_batch *b)
         if (b->texts[i] == NULL)
             return -1;
         struct store_put *p = &b->puts[i];
-        sig_sha256(e->dedupe_key, strlen(e->dedupe_key), p->key);
+        const char *occurred = json_string_value(json_object_get(e->record, "occurred_at"));
+        store_dedupe_hash(e->dedupe_key, occurred, p->key);
         p->rec = b->texts[i];
         p->rec_len = strlen(b->texts[i]);
         if (e->payload != NULL) {
@@ -41,7 +41,7 @@ int ingest_prepare(struct ingest_batch *b)
         p->entity_key = b->ekeys[i];
         const char *change = json_string_value(json_object_get(e->record, "change_key"));
         if (change != NULL) {
-            sig_sha256(change, strlen(change), p->key2);
+            store_dedupe_hash(change, occurred, p->key2);
             p->has_key2 = true;
             /* Two webhooks may name one second: only CDC rows are deduped by it. */
             const char *source = json_string_value(json_object_get(e->record, "source"));

@@ -17,6 +17,7 @@
 #include "committer.h"
 #include "dashboard.h"
 #include "http.h"
+#include "httpd.h"
 #include "ingest.h"
 #include "qbo.h"
 #include "replay.h"
@@ -55,7 +56,7 @@ enum req_kind { REQ_QBO, REQ_MPLUS };
 struct ingest_req {
     struct commit_job job; /* first: the committer hands it back as this */
     struct server *server;
-    struct evhttp_request *req;
+    struct httpd_req *req;
     enum req_kind kind;
     const struct gw_connection *conn; /* Mplus: signs the reply */
     int verdict;                      /* Mplus: enum mplus_verdict */
@@ -66,8 +67,9 @@ struct server {
     const struct gw_config *cfg;
     struct store *st;
     struct event_base *base;
-    struct evhttp *http, *admin;
-    struct evhttp_bound_socket *sock, *admin_sock;
+    struct httpd *http;
+    struct evhttp *admin;
+    struct evhttp_bound_socket *admin_sock;
     struct event *sigterm, *sigint, *janitor;
     struct committer *committer;
     struct dispatcher *dispatcher;
@@ -81,7 +83,6 @@ struct server {
     char *last_status;
 
     size_t inflight; /* webhook requests between check and reply */
-    size_t replying; /* committed requests whose reply is not yet written */
     bool draining;
     int64_t drain_started_ms;
 };
@@ -136,25 +137,20 @@ static bool is_trusted(const char *list, const char *addr)
     return false;
 }
 
-static void client_ip(const struct server *s, struct evhttp_request *req, char *out, size_t outlen)
+static void client_ip(const struct server *s, const struct httpd_req *req, char *out, size_t outlen)
 {
-    struct evhttp_connection *con = evhttp_request_get_connection(req);
-    char *peer = NULL;
-    ev_uint16_t port = 0;
-    if (con != NULL)
-        evhttp_connection_get_peer(con, &peer, &port);
-    gw_strlcpy(out, peer ? peer : "?", outlen);
-    if (peer == NULL || !is_trusted(s->cfg->trusted_proxies, peer))
+    char peer[64];
+    httpd_peer(req, peer, sizeof peer);
+    gw_strlcpy(out, peer, outlen);
+    if (!is_trusted(s->cfg->trusted_proxies, peer))
         return;
     /* Walk every X-Forwarded-For header, right to left over all entries. */
     char chosen[64] = "";
-    struct evkeyval *kv;
-    TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
-    {
-        if (strcasecmp(kv->key, "X-Forwarded-For") != 0)
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, "X-Forwarded-For") != 0)
             continue;
         char buf[512];
-        gw_strlcpy(buf, kv->value, sizeof buf);
+        gw_strlcpy(buf, req->headers[i].value, sizeof buf);
         char *save = NULL;
         for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
             if (!is_trusted(s->cfg->trusted_proxies, t))
@@ -164,22 +160,16 @@ static void client_ip(const struct server *s, struct evhttp_request *req, char *
         gw_strlcpy(out, chosen, outlen);
 }
 
-/* The raw body, contiguous. evbuffer_pullup returns NULL for an empty body. */
-static const char *raw_body(struct evhttp_request *req, size_t *len)
+/* A plain-text reply on the webhook listener; extra: header lines or NULL. */
+static void pub_text(struct httpd_req *req, int code, const char *reason, const char *extra,
+                     const char *text)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    *len = evbuffer_get_length(in);
-    return *len ? (const char *)evbuffer_pullup(in, -1) : "";
-}
-
-/* Reject framing that evhttp 2.1 would misread (libevent#1860). */
-static bool framing_ok(struct evhttp_request *req)
-{
-    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-    const char *te = evhttp_find_header(h, "Transfer-Encoding");
-    if (te == NULL)
-        return true;
-    return strcasecmp(te, "chunked") == 0 && evhttp_find_header(h, "Content-Length") == NULL;
+    char body[512];
+    int n = snprintf(body, sizeof body, "%s\n", text);
+    httpd_reply(req, code, reason, "text/plain; charset=utf-8", extra, body,
+                n < 0                      ? 0
+                : (size_t)n >= sizeof body ? sizeof body - 1
+                                           : (size_t)n);
 }
 
 static void ingest_free(struct ingest_req *r)
@@ -190,26 +180,16 @@ static void ingest_free(struct ingest_req *r)
 
 /* ---- replies after commit (loop thread) --------------------------------- */
 
-static void send_mplus(struct server *s, struct evhttp_request *req, const struct gw_connection *c,
+static void send_mplus(struct server *s, struct httpd_req *req, const struct gw_connection *c,
                        int code, const char *ecode, const char *message);
-
-/* A committed request's reply has been written out; the drain waits for these. */
-static void reply_sent(struct evhttp_request *req, void *arg)
-{
-    (void)req;
-    struct server *s = arg;
-    s->replying--;
-}
 
 static void reply_committed(struct server *s, struct ingest_req *r)
 {
     enum metric_source src = r->kind == REQ_QBO ? MS_QUICKBOOKS : MS_MPLUS;
-    s->replying++;
-    evhttp_request_set_on_complete_cb(r->req, reply_sent, s);
     if (r->job.status != 0) {
         metrics_webhook(src, MR_UNAVAILABLE);
         if (r->kind == REQ_QBO)
-            reply_text(r->req, 503, "Service Unavailable", "store unavailable, retry later");
+            pub_text(r->req, 503, "Service Unavailable", NULL, "store unavailable, retry later");
         else
             send_mplus(s, r->req, r->conn, 503, "UNAVAILABLE", "store unavailable, retry later");
         return;
@@ -228,7 +208,7 @@ static void reply_committed(struct server *s, struct ingest_req *r)
             gw_log(GW_LOG_DEBUG, r->conn ? r->conn->name : NULL, p->id, "event stored");
     }
     if (r->kind == REQ_QBO)
-        reply_text(r->req, 200, "OK", "ok");
+        pub_text(r->req, 200, "OK", NULL, "ok");
     else if (r->verdict == MPLUS_MALFORMED)
         send_mplus(s, r->req, r->conn, 400, "INVALID_JSON",
                    "the body is not a JSON event; it was kept for the operator");
@@ -245,7 +225,7 @@ static void maybe_finish_drain(struct server *s)
         return;
     /* A client that went away never completes its reply: give up on those
      * after the connection timeout, as evhttp itself would. */
-    if (s->replying == 0 || gw_now_ms() - s->drain_started_ms > s->cfg->timeout_s * 1000)
+    if (httpd_writing(s->http) == 0 || gw_now_ms() - s->drain_started_ms > s->cfg->timeout_s * 1000)
         event_base_loopexit(s->base, NULL);
 }
 
@@ -289,50 +269,42 @@ static void submit(struct server *s, struct ingest_req *r)
 
 /* ---- QuickBooks -------------------------------------------------------- */
 
-static void handle_qbo(struct server *s, struct evhttp_request *req)
+static void handle_qbo(struct server *s, struct httpd_req *req)
 {
     char ip[64];
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        reply_text(req, 405, "Method Not Allowed", "use POST");
+    if (req->method != HTTPD_POST) {
+        pub_text(req, 405, "Method Not Allowed", "Allow: POST\r\n", "use POST");
         return;
     }
-    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-    if (!framing_ok(req)) {
-        metrics_webhook(MS_QUICKBOOKS, MR_REJECTED);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        reply_text(req, 400, "Bad Request", "unsupported Transfer-Encoding");
-        return;
-    }
-    const char *ct = evhttp_find_header(h, "Content-Type");
+    const char *ct = httpd_header(req, "Content-Type");
     if (!gw_media_type_is(ct, "application/json") &&
         !gw_media_type_is(ct, "application/cloudevents+json")) {
         metrics_webhook(MS_QUICKBOOKS, MR_REJECTED);
-        reply_text(req, 415, "Unsupported Media Type",
-                   "expected Content-Type application/json or application/cloudevents+json");
+        pub_text(req, 415, "Unsupported Media Type", NULL,
+                 "expected Content-Type application/json or application/cloudevents+json");
         return;
     }
-    size_t len;
-    const char *body = raw_body(req, &len);
-    const char *sig = evhttp_find_header(h, "intuit-signature");
+    size_t len = req->body_len;
+    const char *body = req->body;
+    const char *sig = httpd_header(req, "intuit-signature");
     if (s->qbo_key == NULL || !sig_key_verify(s->qbo_key, body, len, sig)) {
         metrics_webhook(MS_QUICKBOOKS, MR_UNAUTHORIZED);
         client_ip(s, req, ip, sizeof ip);
         log_warn("quickbooks webhook from %s rejected: %s intuit-signature", ip,
                  sig ? "bad" : "missing");
-        reply_text(req, 401, "Unauthorized",
-                   sig ? "bad intuit-signature" : "missing intuit-signature");
+        pub_text(req, 401, "Unauthorized", NULL,
+                 sig ? "bad intuit-signature" : "missing intuit-signature");
         return;
     }
     if (s->draining) {
-        reply_text(req, 503, "Service Unavailable", "shutting down, retry later");
+        pub_text(req, 503, "Service Unavailable", NULL, "shutting down, retry later");
         return;
     }
     struct ingest_req *r = calloc(1, sizeof *r);
     if (r == NULL || webhook_parse_qbo(s->cfg, body, len, gw_now_ms(), &r->in.events) < 0) {
         if (r)
             ingest_free(r);
-        reply_text(req, 503, "Service Unavailable", "out of memory, retry later");
+        pub_text(req, 503, "Service Unavailable", NULL, "out of memory, retry later");
         return;
     }
     r->req = req;
@@ -343,23 +315,25 @@ static void handle_qbo(struct server *s, struct evhttp_request *req)
 /* ---- MplusKASSA --------------------------------------------------------- */
 
 /* Reply to a till callback; the body is signed when the connection has a secret. */
-static void send_mplus(struct server *s, struct evhttp_request *req, const struct gw_connection *c,
+static void send_mplus(struct server *s, struct httpd_req *req, const struct gw_connection *c,
                        int code, const char *ecode, const char *message)
 {
     json_t *body = ecode ? json_pack("{s:{s:s, s:s}}", "error", "code", ecode, "message", message)
                          : json_object();
     char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(body);
+    char extra[GW_SIG_B64_LEN + 32] = "";
     if (c != NULL && c->mplus_webhook_key_len > 0 && text != NULL) {
         char sig[GW_SIG_B64_LEN];
         sig_key_sign(s->mplus_keys[c - s->cfg->conns], text, strlen(text), sig);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "X-Mplus-Signature", sig);
+        snprintf(extra, sizeof extra, "X-Mplus-Signature: %s\r\n", sig);
     }
     const char *reason = code == 200   ? "OK"
                          : code == 400 ? "Bad Request"
                          : code == 404 ? "Not Found"
                                        : "Service Unavailable";
-    reply_bytes(req, code, reason, "application/json", text, text ? strlen(text) : 0);
+    httpd_reply(req, code, reason, "application/json", extra[0] ? extra : NULL, text,
+                text ? strlen(text) : 0);
     free(text);
 }
 
@@ -374,14 +348,14 @@ static bool name_ok(const char *s, size_t n)
     return true;
 }
 
-static void handle_mplus(struct server *s, struct evhttp_request *req, const char *rest)
+static void handle_mplus(struct server *s, struct httpd_req *req, const char *rest)
 {
     const char *slash = strchr(rest, '/');
     char cname[65], ename[65];
     size_t cn = slash ? (size_t)(slash - rest) : 0;
     size_t en = slash ? strlen(slash + 1) : 0;
     if (!name_ok(rest, cn) || !name_ok(slash + 1, en)) {
-        reply_text(req, 404, "Not Found", "expected /webhooks/mplus/{connection}/{event}");
+        pub_text(req, 404, "Not Found", NULL, "expected /webhooks/mplus/{connection}/{event}");
         return;
     }
     memcpy(cname, rest, cn);
@@ -394,21 +368,13 @@ static void handle_mplus(struct server *s, struct evhttp_request *req, const cha
         send_mplus(s, req, NULL, 404, "UNKNOWN_CONNECTION", "no connection of that name");
         return;
     }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        reply_text(req, 405, "Method Not Allowed", "use POST");
+    if (req->method != HTTPD_POST) {
+        pub_text(req, 405, "Method Not Allowed", "Allow: POST\r\n", "use POST");
         return;
     }
-    if (!framing_ok(req)) {
-        metrics_webhook(MS_MPLUS, MR_REJECTED);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        reply_text(req, 400, "Bad Request", "unsupported Transfer-Encoding");
-        return;
-    }
-    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-    const char *sig = evhttp_find_header(h, "X-Mplus-Signature");
-    size_t len;
-    const char *body = raw_body(req, &len);
+    const char *sig = httpd_header(req, "X-Mplus-Signature");
+    size_t len = req->body_len;
+    const char *body = req->body;
     char ip[64];
     if (sig == NULL || c->mplus_webhook_key_len == 0 ||
         !sig_key_verify(s->mplus_keys[c - s->cfg->conns], body, len, sig)) {
@@ -426,7 +392,7 @@ static void handle_mplus(struct server *s, struct evhttp_request *req, const cha
         return;
     }
     if (c->mplus_subscription_id != NULL && c->mplus_subscription_id[0] != '\0') {
-        const char *sub = evhttp_find_header(h, "X-Mplus-Subscription-Id");
+        const char *sub = httpd_header(req, "X-Mplus-Subscription-Id");
         if (sub == NULL || strcmp(sub, c->mplus_subscription_id) != 0) {
             metrics_webhook(MS_MPLUS, MR_REJECTED);
             send_mplus(s, req, c, 400, sub ? "INVALID_SUBSCRIPTION_ID" : "NO_SUBSCRIPTION_ID",
@@ -434,7 +400,7 @@ static void handle_mplus(struct server *s, struct evhttp_request *req, const cha
             return;
         }
     }
-    const char *ct = evhttp_find_header(h, "Content-Type");
+    const char *ct = httpd_header(req, "Content-Type");
     if (!gw_media_type_is(ct, "application/json")) {
         metrics_webhook(MS_MPLUS, MR_REJECTED);
         send_mplus(s, req, c, 400, ct ? "INVALID_CONTENT_TYPE" : "NO_CONTENT_TYPE",
@@ -707,20 +673,18 @@ static void handle_admin(struct server *s, struct evhttp_request *req, const cha
 
 /* ---- routing -------------------------------------------------------------- */
 
-static void public_cb(struct evhttp_request *req, void *arg)
+static void public_cb(struct httpd_req *req, void *arg)
 {
     struct server *s = arg;
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    if (path == NULL)
-        path = "";
+    const char *path = req->path;
     if (strcmp(path, "/webhooks/quickbooks") == 0)
         handle_qbo(s, req);
     else if (strncmp(path, "/webhooks/mplus/", 16) == 0)
         handle_mplus(s, req, path + 16);
     else if (strcmp(path, "/healthz") == 0)
-        reply_text(req, 200, "OK", "ok");
+        pub_text(req, 200, "OK", NULL, "ok");
     else
-        reply_text(req, 404, "Not Found", "not found");
+        pub_text(req, 404, "Not Found", NULL, "not found");
 }
 
 static void admin_cb(struct evhttp_request *req, void *arg)
@@ -748,10 +712,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     s->drain_timer = event_new(s->base, -1, EV_PERSIST, on_drain_tick, s);
     struct timeval tv = {0, 100000};
     event_add(s->drain_timer, &tv);
-    if (s->sock) {
-        evhttp_del_accept_socket(s->http, s->sock);
-        s->sock = NULL;
-    }
+    httpd_stop(s->http);
     if (s->admin_sock) {
         evhttp_del_accept_socket(s->admin, s->admin_sock);
         s->admin_sock = NULL;
@@ -919,9 +880,16 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
         dispatch_drain(s->dispatcher);
         log_warn("[dispatch] enabled = false: events are stored and wait; nothing is delivered");
     }
-    s->http = make_http(s, cfg->listen, public_cb, &s->sock);
-    if (s->http == NULL)
+    char host[256];
+    unsigned short port;
+    struct httpd_limits lim = {(size_t)cfg->max_header_bytes, (size_t)cfg->max_body_bytes,
+                               (int)cfg->timeout_s};
+    if (config_parse_addr(cfg->listen, host, sizeof host, &port) < 0 ||
+        (s->http = httpd_new(s->base, host, port, &lim, public_cb, s)) == NULL) {
+        log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
         goto out;
+    }
+    log_info("listening on %s", cfg->listen);
     if (cfg->admin_listen[0] != '\0') {
         s->admin = make_http(s, cfg->admin_listen, admin_cb, &s->admin_sock);
         if (s->admin == NULL)
@@ -968,8 +936,7 @@ out:
         event_free(s->status_timer);
     if (s->drain_timer)
         event_free(s->drain_timer);
-    if (s->http)
-        evhttp_free(s->http);
+    httpd_free(s->http);
     if (s->admin)
         evhttp_free(s->admin);
     if (s->dispatcher)

@@ -204,6 +204,17 @@ static int counter_add(MDB_txn *txn, MDB_dbi meta, enum gw_state s, int64_t delt
 
 static void release_map_pages_locked(struct store *st);
 
+void store_dedupe_hash(const char *key, const char *occurred_at, unsigned char out[32])
+{
+    int64_t ms = 0;
+    if (occurred_at == NULL || !gw_ts_parse(occurred_at, &ms) || ms < 0)
+        ms = 0;
+    unsigned char h[32];
+    sig_sha256(key, strlen(key), h);
+    be64(out, (uint64_t)(ms / 1000));
+    memcpy(out + 8, h, 24);
+}
+
 struct store_txn {
     struct store *st;
     MDB_txn *txn;
@@ -521,7 +532,7 @@ int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t 
      * and at least every 100 ms. Releasing after every small commit would
      * cost the dispatcher its pages over and over. */
     int64_t now = gw_now_ms();
-    if (st->ingested_since_release >= 64 || now - st->released_ms >= 100) {
+    if (st->ingested_since_release >= 1024 || now - st->released_ms >= 250) {
         st->ingested_since_release = 0;
         st->released_ms = now;
         release_map_pages(st);
@@ -904,7 +915,7 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
                 if (dkey == NULL)
                     continue;
                 unsigned char h[32];
-                sig_sha256(dkey, strlen(dkey), h);
+                store_dedupe_hash(dkey, json_string_value(json_object_get(rec, "occurred_at")), h);
                 MDB_val dk = {32, h};
                 mdb_del(txn, st->dedupe, &dk, NULL);
             }

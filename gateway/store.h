@@ -43,9 +43,18 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
                size_t errlen);
 void store_close(struct store *st);
 
+/*
+ * The stored form of a dedupe key (DESIGN 4.4): the second the change
+ * happened (occurred_at; 0 when unknown), big-endian, then 24 bytes of the
+ * key's SHA-256. Keys of one moment sit together in the index, so a commit
+ * of new events changes a few neighbouring pages instead of one random page
+ * per event. A redelivery carries the same key and the same time.
+ */
+void store_dedupe_hash(const char *key, const char *occurred_at, unsigned char out[32]);
+
 /* One new event for store_ingest. */
 struct store_put {
-    unsigned char key[32]; /* sha256 of the dedupe key */
+    unsigned char key[32]; /* store_dedupe_hash of the dedupe key */
     const char *rec;       /* serialised record (borrowed); its due_ms is the queue time */
     size_t rec_len;
     const void *payload; /* what came in, kept apart from the record, or NULL (borrowed) */
@@ -57,7 +66,7 @@ struct store_put {
      * webhook and the CDC row of one change. It is recorded; when key2_dedupes
      * (a CDC row) it is also checked: already recorded makes a duplicate. */
     bool has_key2, key2_dedupes;
-    unsigned char key2[32];
+    unsigned char key2[32]; /* store_dedupe_hash of it */
     /* results */
     uint64_t id;    /* the new event's id, or the existing one for a duplicate */
     bool duplicate; /* the key was already stored: nothing written */

@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import shutil
+import socket
 import tempfile
 import time
 
@@ -302,6 +303,149 @@ class QuickBooksWebhooks(GatewayTestCase):
         self.assertEqual(gw.request("GET", "/webhooks/quickbooks/x").status, 404)
         self.assertEqual(gw.request("GET", "/healthz").status, 200)
         self.assertNothingStored(gw)
+
+
+class Listener(GatewayTestCase):
+    """HTTP framing on the webhook listener, spoken over raw sockets."""
+
+    def connect(self, gw):
+        sock = socket.create_connection((gwtest.HOST, gw.port), timeout=10)
+        self.addCleanup(sock.close)
+        return sock
+
+    def signed_post(self, gw, body, extra_headers=b"", chunked=False):
+        head = (b"POST /webhooks/quickbooks HTTP/1.1\r\nHost: gw\r\n"
+                b"Content-Type: application/json\r\nintuit-signature: "
+                + sign(gw.verifier_token, body).encode() + b"\r\n" + extra_headers)
+        if chunked:
+            half = len(body) // 2
+            chunks = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c)
+                              for c in (body[:half], body[half:]))
+            return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    def read_responses(self, sock, n):
+        """n whole responses (status, headers, body) read off sock."""
+        buf, out = b"", []
+        while len(out) < n:
+            while b"\r\n\r\n" not in buf:
+                data = sock.recv(65536)
+                if not data:
+                    self.fail("connection closed after %d responses: %r" % (len(out), buf))
+                buf += data
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode().split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {k.lower(): v.strip() for k, v in
+                       (line.split(":", 1) for line in lines[1:])}
+            length = int(headers.get("content-length", "0"))
+            while len(buf) < length:
+                buf += sock.recv(65536)
+            out.append((status, headers, buf[:length]))
+            buf = buf[length:]
+        return out
+
+    def assertClosed(self, sock):
+        sock.settimeout(10)
+        self.assertEqual(sock.recv(1), b"", "the connection should be closed")
+
+    def test_keep_alive_and_pipelining(self):
+        gw = self.gateway()
+        sock = self.connect(gw)
+        bodies = [dumps([cloudevent("ka-%d" % i, str(100 + i), "310687")]) for i in range(3)]
+        # One request, then two written in one go: answers come in order.
+        sock.sendall(self.signed_post(gw, bodies[0]))
+        self.assertEqual(self.read_responses(sock, 1)[0][0], 200)
+        sock.sendall(self.signed_post(gw, bodies[1]) + self.signed_post(gw, bodies[2]))
+        answers = self.read_responses(sock, 2)
+        self.assertEqual([a[0] for a in answers], [200, 200])
+        for status, headers, body in answers:
+            self.assertEqual(body, b"ok\n")
+            self.assertNotIn("connection", headers)
+            self.assertIn("date", headers)
+        self.assertEqual(sorted(e["entity_id"] for e in gw.events()), ["100", "101", "102"])
+
+    def test_chunked_body_and_expect_continue(self):
+        gw = self.gateway()
+        sock = self.connect(gw)
+        body = dumps([cloudevent("chunked-1", "7", "310687")])
+        sock.sendall(self.signed_post(gw, body, chunked=True))
+        self.assertEqual(self.read_responses(sock, 1)[0][0], 200)
+        # 100-continue: the interim answer comes before the body is sent.
+        body2 = dumps([cloudevent("continue-1", "8", "310687")])
+        req = self.signed_post(gw, body2, b"Expect: 100-continue\r\n")
+        head, _ = req.split(b"\r\n\r\n", 1)
+        sock.sendall(head + b"\r\n\r\n")
+        sock.settimeout(10)
+        self.assertEqual(sock.recv(100), b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body2)
+        self.assertEqual(self.read_responses(sock, 1)[0][0], 200)
+        self.assertEqual(sorted(e["entity_id"] for e in gw.events()), ["7", "8"])
+
+    def test_http10_closes_unless_kept_alive(self):
+        gw = self.gateway()
+        sock = self.connect(gw)
+        sock.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, headers, _ = self.read_responses(sock, 1)[0]
+        self.assertEqual((status, headers.get("connection")), (200, "keep-alive"))
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        status, headers, _ = self.read_responses(sock, 1)[0]
+        self.assertEqual((status, headers.get("connection")), (200, "close"))
+        self.assertClosed(sock)
+
+    def test_bad_framing_is_refused_and_closed(self):
+        gw = self.gateway()
+        body = dumps([cloudevent("bad-1", "9", "310687")])
+        cases = [
+            (b"GARBAGE\r\n\r\n", 400),
+            (b"POST /webhooks/quickbooks HTTP/1.1\r\nContent-Length: 2\r\n"
+             b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 400),
+            (b"POST /webhooks/quickbooks HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"GET / HTTP/3.0\r\n\r\n", 505),
+            (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+            (self.signed_post(gw, body).replace(b"chunked", b"x")
+             .replace(b"Content-Length: %d" % len(body), b"Content-Length: 99999999"), 413),
+        ]
+        for raw, want in cases:
+            sock = self.connect(gw)
+            sock.sendall(raw)
+            status, headers, _ = self.read_responses(sock, 1)[0]
+            self.assertEqual((status, headers.get("connection")), (want, "close"), raw[:60])
+            self.assertClosed(sock)
+        self.assertNothingStored(gw)
+
+    def test_slow_request_times_out(self):
+        gw = self.gateway(extra={"server": {"timeout_s": 1}})
+        sock = self.connect(gw)
+        body = dumps([cloudevent("slow-1", "10", "310687")])
+        req = self.signed_post(gw, body)
+        # Half a request, then silence: 408 after the timeout, nothing stored.
+        sock.sendall(req[:len(req) // 2])
+        t0 = time.monotonic()
+        status, headers, _ = self.read_responses(sock, 1)[0]
+        self.assertEqual(status, 408)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertClosed(sock)
+        # A client trickling bytes is held to the same deadline, and cannot
+        # keep the closing connection open by going on.
+        sock = self.connect(gw)
+        t0 = time.monotonic()
+        for b in req[:100]:  # 5 s of bytes against a 1 s deadline
+            try:
+                sock.sendall(bytes([b]))
+            except OSError:
+                break
+            time.sleep(0.05)
+        self.assertEqual(self.read_responses(sock, 1)[0][0], 408)
+        try:
+            self.assertEqual(sock.recv(1), b"")
+        except ConnectionResetError:
+            pass
+        self.assertLess(time.monotonic() - t0, 10)
+        self.assertNothingStored(gw)
+        # An idle keep-alive connection is closed quietly.
+        sock = self.connect(gw)
+        self.assertClosed(sock)
 
 
 class MplusCallbacks(GatewayTestCase):

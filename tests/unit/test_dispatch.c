@@ -92,7 +92,7 @@ static void test_entity_order_and_queue(void **state)
         memset(&p[i], 0, sizeof p[i]);
         char key[8];
         snprintf(key, sizeof key, "k%d", i);
-        sig_sha256(key, strlen(key), p[i].key);
+        store_dedupe_hash(key, NULL, p[i].key);
         p[i].rec = recs[i];
         p[i].rec_len = strlen(recs[i]);
         p[i].state = GW_PENDING;

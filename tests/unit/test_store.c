@@ -44,7 +44,7 @@ static struct store *open_fresh(const char *sub, size_t map_mb, size_t max_mb)
 static void put_init(struct store_put *p, const char *key, const char *rec, enum gw_state s)
 {
     memset(p, 0, sizeof *p);
-    sig_sha256(key, strlen(key), p->key);
+    store_dedupe_hash(key, NULL, p->key);
     p->rec = rec;
     p->rec_len = strlen(rec);
     p->state = s;

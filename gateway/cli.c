@@ -336,6 +336,9 @@ static int cmd_status(const struct gw_config *cfg, int argc, char **argv)
         json_object_foreach(json_object_get(s, "events"), k, v)
             printf(" %s=%lld", k, (long long)json_integer_value(v));
         printf("\n");
+        if (json_integer_value(json_object_get(s, "inbox")) > 0)
+            printf("inbox: %lld webhooks accepted, becoming events\n",
+                   (long long)json_integer_value(json_object_get(s, "inbox")));
         if (json_object_get(s, "oldest_queued_at"))
             printf("oldest queued: %s\n", str(s, "oldest_queued_at"));
         size_t i;

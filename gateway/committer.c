@@ -6,6 +6,7 @@
 #include "metrics.h"
 #include "util.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -15,6 +16,11 @@ struct committer {
     struct store *st;
     long max_batch;
     struct event *done_ev;
+    struct commit_job *(*idle)(void *arg, bool busy); /* see committer_set_idle */
+    void *idle_arg;
+    double idle_resume; /* after idle work failed, wait until then (commit thread) */
+    double last_idle;   /* when idle work was last asked for (commit thread) */
+    double idle_quiet;  /* seconds without jobs before idle work */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -54,6 +60,8 @@ static void commit_group(struct committer *c, struct commit_job *head)
     unsigned n = 0;
     for (struct commit_job *j = head; j; j = j->next)
         n++;
+    for (struct commit_job *j = head; j; j = j->next)
+        j->group_size = n;
     struct group g = {head};
     char err[GW_ERR_LEN];
     double t0 = mono_seconds();
@@ -69,15 +77,73 @@ static void commit_group(struct committer *c, struct commit_job *head)
     }
 }
 
+/* Hand committed jobs head..tail to the loop (mu held). */
+static void hand_back(struct committer *c, struct commit_job *head, struct commit_job *tail)
+{
+    if (c->done_tail)
+        c->done_tail->next = head;
+    else
+        c->done_head = head;
+    c->done_tail = tail;
+    event_active(c->done_ev, EV_READ, 0);
+}
+
+/* Ask for idle work and commit it on its own (mu held, released meanwhile).
+ * true when there was some. */
+static bool run_idle(struct committer *c, bool busy)
+{
+    double now = mono_seconds();
+    if (c->idle == NULL || c->stop || now < c->idle_resume)
+        return false;
+    c->last_idle = now;
+    pthread_mutex_unlock(&c->mu);
+    struct commit_job *j = c->idle(c->idle_arg, busy);
+    if (j != NULL) {
+        j->next = NULL;
+        j->idle = true;
+        commit_group(c, j);
+        if (j->status != 0)
+            c->idle_resume = mono_seconds() + 1.0; /* let a failing store be */
+    }
+    pthread_mutex_lock(&c->mu);
+    if (j != NULL)
+        hand_back(c, j, j);
+    return j != NULL;
+}
+
+static void wait_for(struct committer *c, double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long ns = ts.tv_nsec + (long)(seconds * 1e9);
+    ts.tv_sec += ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+}
+
 static void *committer_main(void *arg)
 {
     struct committer *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (c->todo_head == NULL && !c->stop)
-            pthread_cond_wait(&c->cv, &c->mu);
-        if (c->todo_head == NULL)
-            break;
+        if (c->todo_head == NULL) {
+            if (c->stop)
+                break;
+            if (c->idle == NULL) {
+                pthread_cond_wait(&c->cv, &c->mu);
+                continue;
+            }
+            /* Idle work waits for a quiet moment: requests that keep coming
+             * closer together than that go first. */
+            wait_for(c, c->idle_quiet);
+            if (c->todo_head == NULL && !c->stop && !run_idle(c, false) && c->todo_head == NULL &&
+                !c->stop)
+                wait_for(c, 1.0);
+            continue;
+        }
+        /* Never quiet: a little idle work every 10 ms all the same. */
+        if (c->idle != NULL && mono_seconds() - c->last_idle >= 0.010)
+            run_idle(c, true);
         struct commit_job *head = c->todo_head, *tail = head;
         long n = 1;
         while (tail->next != NULL && n < c->max_batch) {
@@ -93,12 +159,7 @@ static void *committer_main(void *arg)
         commit_group(c, head);
 
         pthread_mutex_lock(&c->mu);
-        if (c->done_tail)
-            c->done_tail->next = head;
-        else
-            c->done_head = head;
-        c->done_tail = tail;
-        event_active(c->done_ev, EV_READ, 0);
+        hand_back(c, head, tail);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -125,7 +186,8 @@ static void run_done(struct committer *c)
             c->failing = false;
             log_info("store writes again");
         }
-        c->pending--;
+        if (!j->idle)
+            c->pending--;
         j->done(j);
         j = next;
     }
@@ -168,6 +230,16 @@ void committer_submit(struct committer *c, struct commit_job *job)
         c->todo_head = job;
     c->todo_tail = job;
     pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *arg, bool busy),
+                        void *arg, double quiet_seconds)
+{
+    pthread_mutex_lock(&c->mu);
+    c->idle = idle;
+    c->idle_arg = arg;
+    c->idle_quiet = quiet_seconds;
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -29,6 +29,7 @@ struct commit_job {
     int (*apply)(struct store_txn *t, struct commit_job *job);
     void (*done)(struct commit_job *job);
     int status; /* 0 committed, else STORE_E* */
+    bool idle;  /* came from the idle hook */
     double commit_seconds;
     unsigned group_size; /* jobs that shared the transaction */
 };
@@ -38,6 +39,16 @@ struct committer;
 struct committer *committer_start(struct event_base *base, struct store *st, long max_batch);
 /* Queue a job (loop thread). */
 void committer_submit(struct committer *c, struct commit_job *job);
+
+/*
+ * Work for the commit thread when it has time: idle (called on the commit
+ * thread, between groups) returns a job to commit on its own, or NULL when
+ * there is nothing to do. It is asked after quiet_seconds without jobs
+ * (busy false), and, while jobs never stop coming, every 10 ms (busy true:
+ * take a little, or nothing). Its done callback runs on the loop as usual.
+ */
+void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *arg, bool busy),
+                        void *arg, double quiet_seconds);
 /* Jobs submitted and not yet done. */
 size_t committer_pending(const struct committer *c);
 /* Finish what is queued, call its done callbacks, stop the thread. */

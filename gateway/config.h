@@ -66,6 +66,8 @@ struct gw_config {
     long map_max_mb;
     long retention_days;
     long commit_batch;
+    long index_inline_max;
+    long inbox_quiet_ms;
     /* [quickbooks] */
     char *client_id;
     char *client_secret;

@@ -78,6 +78,9 @@ int dashboard_render(struct store *st, const struct gw_config *cfg, FILE *out)
     json_object_foreach(json_object_get(status, "events"), k, v)
         fprintf(out, "<td>%lld</td>", (long long)json_integer_value(v));
     fputs("</tr></table>", out);
+    if (json_integer_value(json_object_get(status, "inbox")) > 0)
+        fprintf(out, "<p>%lld webhooks accepted in a burst are becoming events.</p>",
+                (long long)json_integer_value(json_object_get(status, "inbox")));
 
     fputs("<h2>Connections</h2><table><tr><th>name</th><th>realm</th><th>flows</th>"
           "<th>QuickBooks</th><th>circuit</th><th>Mplus API</th><th>last error</th></tr>",

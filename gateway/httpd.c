@@ -610,13 +610,13 @@ static void process(struct hconn *c)
         conn_free(c);
 }
 
-/* The buffer of a parsed head moved from old to nb: follow it. */
-static void rebase(struct httpd_req *r, uintptr_t old, char *nb)
+/* The buffer of a parsed head moves from old to nb: follow it. */
+static void rebase(struct httpd_req *r, const char *old, char *nb)
 {
-    r->path = nb + ((uintptr_t)r->path - old);
+    r->path = nb + (r->path - old);
     for (size_t i = 0; i < r->nheaders; i++) {
-        r->headers[i].name = nb + ((uintptr_t)r->headers[i].name - old);
-        r->headers[i].value = nb + ((uintptr_t)r->headers[i].value - old);
+        r->headers[i].name = nb + (r->headers[i].name - old);
+        r->headers[i].value = nb + (r->headers[i].value - old);
     }
 }
 
@@ -637,14 +637,17 @@ static bool fill(struct hconn *c)
                 return false;
             }
             size_t ncap = c->cap * 2 > limit ? limit : c->cap * 2;
-            uintptr_t old = (uintptr_t)c->buf;
-            char *nb = realloc(c->buf, ncap);
+            /* Copied, not realloc'd: the parsed head follows while the old
+             * buffer is still there to measure from. */
+            char *nb = malloc(ncap);
             if (nb == NULL) {
                 conn_free(c);
                 return false;
             }
+            memcpy(nb, c->buf, c->len);
             if (c->head_done)
-                rebase(&c->req, old, nb);
+                rebase(&c->req, c->buf, nb);
+            free(c->buf);
             c->buf = nb;
             c->cap = ncap;
         }

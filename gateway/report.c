@@ -97,6 +97,10 @@ json_t *report_status(struct store *st, const struct gw_config *cfg, char *err, 
     for (int s = 0; s < GW_STATE_COUNT; s++)
         json_object_set_new(q, event_state_name(s), json_integer((json_int_t)counts[s]));
     json_object_set_new(o, "events", q);
+    /* Webhooks accepted in a burst, not yet events. */
+    uint64_t inbox = 0;
+    store_inbox_count(st, &inbox, NULL, NULL, 0);
+    json_object_set_new(o, "inbox", json_integer((json_int_t)inbox));
     int64_t oldest = 0;
     if (store_oldest_queued(st, &oldest, NULL, 0) == 0 && oldest > 0) {
         char ts[GW_TS_LEN];

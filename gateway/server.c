@@ -51,8 +51,14 @@
 
 enum req_kind { REQ_QBO, REQ_MPLUS };
 
+/* Where a QuickBooks webhook goes in its commit (decided there, once). */
+enum req_route { ROUTE_UNDECIDED, ROUTE_INLINE, ROUTE_INBOX };
+
 /* One webhook request between check and reply; owned by the loop except
- * while it sits on the commit queue, when the commit thread owns it. */
+ * while it sits on the commit queue, when the commit thread owns it. A
+ * QuickBooks body is parsed on the commit thread, or kept in the inbox and
+ * parsed after the reply (a burst); an Mplus one is parsed on the loop, its
+ * answer depends on it. */
 struct ingest_req {
     struct commit_job job; /* first: the committer hands it back as this */
     struct server *server;
@@ -60,7 +66,33 @@ struct ingest_req {
     enum req_kind kind;
     const struct gw_connection *conn; /* Mplus: signs the reply */
     int verdict;                      /* Mplus: enum mplus_verdict */
+    const char *body;                 /* QuickBooks: in req's buffer until the reply */
+    size_t body_len;
+    int64_t received_ms;
+    enum req_route route;
+    bool prepared; /* in.puts are ready */
     struct ingest_batch in;
+};
+
+/* Turning inbox records into events, on the commit thread when it is idle:
+ * this many records per transaction. While requests never stop coming, the
+ * oldest record may wait this long; then a trickle goes on all the same. */
+#define INBOX_TAKE     64
+#define INBOX_TRICKLE  8
+#define INBOX_MAX_WAIT 30000 /* ms */
+
+struct inbox_note {
+    uint64_t id;
+    enum metric_result result;
+};
+
+struct inbox_job {
+    struct commit_job job; /* first */
+    struct server *server;
+    size_t max, taken;
+    bool queued; /* new pending events */
+    struct inbox_note *notes;
+    size_t nnotes, cap;
 };
 
 struct server {
@@ -180,6 +212,24 @@ static void ingest_free(struct ingest_req *r)
 
 /* ---- replies after commit (loop thread) --------------------------------- */
 
+static enum metric_result put_result(const struct store_put *p)
+{
+    return p->duplicate             ? MR_DUPLICATE
+           : p->state == GW_DEAD    ? MR_MALFORMED
+           : p->state == GW_SKIPPED ? MR_SKIPPED
+                                    : MR_ACCEPTED;
+}
+
+/* Count and log one stored (or duplicate) event of a webhook. */
+static void note_event(enum metric_source src, const char *conn, uint64_t id, enum metric_result mr)
+{
+    metrics_webhook(src, mr);
+    if (mr == MR_MALFORMED)
+        gw_log(GW_LOG_WARN, conn, id, "malformed webhook body kept as a dead event");
+    else if (mr != MR_DUPLICATE)
+        gw_log(GW_LOG_DEBUG, conn, id, "event stored");
+}
+
 static void send_mplus(struct server *s, struct httpd_req *req, const struct gw_connection *c,
                        int code, const char *ecode, const char *message);
 
@@ -194,19 +244,10 @@ static void reply_committed(struct server *s, struct ingest_req *r)
             send_mplus(s, r->req, r->conn, 503, "UNAVAILABLE", "store unavailable, retry later");
         return;
     }
-    for (size_t i = 0; i < r->in.events.n; i++) {
-        struct store_put *p = &r->in.puts[i];
-        enum metric_result mr = p->duplicate             ? MR_DUPLICATE
-                                : p->state == GW_DEAD    ? MR_MALFORMED
-                                : p->state == GW_SKIPPED ? MR_SKIPPED
-                                                         : MR_ACCEPTED;
-        metrics_webhook(src, mr);
-        if (!p->duplicate && p->state == GW_DEAD)
-            gw_log(GW_LOG_WARN, r->conn ? r->conn->name : NULL, p->id,
-                   "malformed webhook body kept as a dead event");
-        else if (!p->duplicate)
-            gw_log(GW_LOG_DEBUG, r->conn ? r->conn->name : NULL, p->id, "event stored");
-    }
+    /* Inbox requests are counted when they become events. */
+    for (size_t i = 0; r->route != ROUTE_INBOX && i < r->in.events.n; i++)
+        note_event(src, r->conn ? r->conn->name : NULL, r->in.puts[i].id,
+                   put_result(&r->in.puts[i]));
     if (r->kind == REQ_QBO)
         pub_text(r->req, 200, "OK", NULL, "ok");
     else if (r->verdict == MPLUS_MALFORMED)
@@ -229,10 +270,141 @@ static void maybe_finish_drain(struct server *s)
         event_base_loopexit(s->base, NULL);
 }
 
+/* Commit thread. A QuickBooks request waits in the inbox when its commit
+ * is a burst, or when older ones wait there (events keep arrival order). */
 static int ingest_apply(struct store_txn *t, struct commit_job *job)
 {
     struct ingest_req *r = (struct ingest_req *)job;
+    const struct gw_config *cfg = r->server->cfg;
+    if (r->kind == REQ_QBO && r->route == ROUTE_UNDECIDED)
+        r->route =
+            job->group_size > (unsigned long)cfg->index_inline_max || !store_txn_inbox_empty(t)
+                ? ROUTE_INBOX
+                : ROUTE_INLINE;
+    if (r->route == ROUTE_INBOX)
+        return store_txn_inbox_add(t, r->received_ms, r->body, r->body_len);
+    if (!r->prepared) {
+        if (r->kind == REQ_QBO &&
+            webhook_parse_qbo(cfg, r->body, r->body_len, r->received_ms, &r->in.events) < 0)
+            return STORE_EFAIL;
+        if (ingest_prepare(&r->in) != 0)
+            return STORE_EFAIL;
+        r->prepared = true;
+    }
     return store_txn_ingest(t, r->in.puts, r->in.events.n);
+}
+
+/* One inbox record to events (commit thread, in the transaction taking it). */
+static int inbox_one(struct store_txn *t, int64_t received_ms, const char *body, size_t len,
+                     void *arg)
+{
+    struct inbox_job *d = arg;
+    struct ingest_batch in = {0};
+    int rc = STORE_EFAIL;
+    if (webhook_parse_qbo(d->server->cfg, body, len, received_ms, &in.events) == 0 &&
+        ingest_prepare(&in) == 0)
+        rc = store_txn_ingest(t, in.puts, in.events.n);
+    for (size_t i = 0; rc == 0 && i < in.events.n; i++) {
+        if (d->nnotes == d->cap) {
+            size_t cap = d->cap ? d->cap * 2 : 64;
+            struct inbox_note *n = realloc(d->notes, cap * sizeof *n);
+            if (n == NULL) {
+                rc = STORE_EFAIL;
+                break;
+            }
+            d->notes = n;
+            d->cap = cap;
+        }
+        d->notes[d->nnotes++] = (struct inbox_note){in.puts[i].id, put_result(&in.puts[i])};
+        d->queued |= !in.puts[i].duplicate && in.puts[i].state == GW_PENDING;
+    }
+    ingest_batch_free(&in);
+    /* A failure aborts the whole transaction: the records stay for later.
+     * STORE_EFAIL would only fail this job, so say it as an LMDB error. */
+    return rc == STORE_EFAIL ? ENOMEM : rc;
+}
+
+static int inbox_apply(struct store_txn *t, struct commit_job *job)
+{
+    struct inbox_job *d = (struct inbox_job *)job;
+    d->nnotes = 0; /* the transaction may run again (the map grew) */
+    d->queued = false;
+    return store_txn_inbox_take(t, d->max, inbox_one, d, &d->taken);
+}
+
+static void inbox_report(struct server *s, struct inbox_job *d)
+{
+    if (d->job.status != 0) {
+        log_error("webhooks in the inbox could not be turned into events; retrying");
+        return;
+    }
+    for (size_t i = 0; i < d->nnotes; i++)
+        note_event(MS_QUICKBOOKS, NULL, d->notes[i].id, d->notes[i].result);
+    if (d->queued && s->dispatcher)
+        dispatch_kick(s->dispatcher);
+}
+
+static void inbox_done(struct commit_job *job)
+{
+    struct inbox_job *d = (struct inbox_job *)job;
+    inbox_report(d->server, d);
+    free(d->notes);
+    free(d);
+}
+
+/* The committer's idle work: the oldest inbox records (commit thread). */
+static struct commit_job *inbox_idle(void *arg, bool busy)
+{
+    struct server *s = arg;
+    uint64_t n = 0;
+    int64_t oldest = 0;
+    char err[GW_ERR_LEN];
+    if (store_inbox_count(s->st, &n, &oldest, err, sizeof err) != 0 || n == 0 ||
+        (busy && gw_now_ms() - oldest < INBOX_MAX_WAIT))
+        return NULL;
+    struct inbox_job *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return NULL;
+    d->server = s;
+    d->max = busy ? INBOX_TRICKLE : INBOX_TAKE;
+    d->job.apply = inbox_apply;
+    d->job.done = inbox_done;
+    return &d->job;
+}
+
+static int inbox_txn(struct store_txn *t, void *arg)
+{
+    return inbox_apply(t, arg);
+}
+
+/* At start: what the last run accepted into the inbox becomes events before
+ * anything else is accepted. */
+static int inbox_empty_now(struct server *s)
+{
+    uint64_t n = 0;
+    char err[GW_ERR_LEN];
+    if (store_inbox_count(s->st, &n, NULL, err, sizeof err) != 0) {
+        log_error("cannot read the inbox: %s", err);
+        return -1;
+    }
+    if (n == 0)
+        return 0;
+    log_info("turning %llu webhooks accepted before the last stop into events",
+             (unsigned long long)n);
+    for (;;) {
+        struct inbox_job d = {.server = s, .max = INBOX_TAKE};
+        int rc = store_write(s->st, inbox_txn, &d.job, err, sizeof err);
+        d.job.status = rc;
+        if (rc != 0) {
+            log_error("cannot turn inbox records into events: %s", err);
+            free(d.notes);
+            return -1;
+        }
+        inbox_report(s, &d);
+        free(d.notes);
+        if (d.taken == 0)
+            return 0;
+    }
 }
 
 static void ingest_done(struct commit_job *job)
@@ -251,16 +423,10 @@ static void ingest_done(struct commit_job *job)
     maybe_finish_drain(s);
 }
 
-/* Serialise the request's events and queue it for the commit thread;
- * consumes r. */
+/* Queue the request for the commit thread; consumes r. */
 static void submit(struct server *s, struct ingest_req *r)
 {
     s->inflight++;
-    if (ingest_prepare(&r->in) != 0) {
-        r->job.status = STORE_EFAIL;
-        ingest_done(&r->job);
-        return;
-    }
     r->server = s;
     r->job.apply = ingest_apply;
     r->job.done = ingest_done;
@@ -301,14 +467,15 @@ static void handle_qbo(struct server *s, struct httpd_req *req)
         return;
     }
     struct ingest_req *r = calloc(1, sizeof *r);
-    if (r == NULL || webhook_parse_qbo(s->cfg, body, len, gw_now_ms(), &r->in.events) < 0) {
-        if (r)
-            ingest_free(r);
+    if (r == NULL) {
         pub_text(req, 503, "Service Unavailable", NULL, "out of memory, retry later");
         return;
     }
     r->req = req;
     r->kind = REQ_QBO;
+    r->body = body;
+    r->body_len = len;
+    r->received_ms = gw_now_ms();
     submit(s, r);
 }
 
@@ -859,6 +1026,8 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     if (s->base == NULL)
         return -1;
     int rc = -1;
+    if (inbox_empty_now(s) != 0)
+        goto out;
     s->committer = committer_start(s->base, st, cfg->commit_batch);
     if (s->committer == NULL) {
         log_error("cannot start the commit thread");
@@ -876,6 +1045,7 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     s->dispatcher = dispatch_new(s->base, cfg, st, s->committer, &s->clients, extra_flows);
     s->cdc = cdc_new(s->base, cfg, s->committer, s->clients.qbo, st, s->dispatcher, extra_flows);
     s->poller = poller_new(s->base, cfg, s->committer, st, s->clients.mplus, s->dispatcher);
+    committer_set_idle(s->committer, inbox_idle, s, cfg->inbox_quiet_ms / 1000.0);
     if (!cfg->dispatch_enabled) {
         dispatch_drain(s->dispatcher);
         log_warn("[dispatch] enabled = false: events are stored and wait; nothing is delivered");

@@ -618,6 +618,18 @@ class Gateway:
     def status(self):
         return self.cli_json("status", "--json")
 
+    def settle(self, timeout=30.0):
+        """Wait until every webhook answered from the inbox is an event."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.status().get("inbox", 0)
+            if left == 0:
+                return
+            if time.monotonic() > deadline:
+                raise GatewayError("the inbox still holds %d webhooks after %.0f s"
+                                   % (left, timeout))
+            time.sleep(0.05)
+
 
 def run_gateway_command(config_path, *args, env=None):
     """Run the binary once with a given config (for config-error tests)."""

@@ -18,6 +18,7 @@ import collections
 import http.client
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -130,13 +131,18 @@ class Blast:
 
 
 class CrashTest(GatewayTestCase):
+    """With the default inbox threshold: at this load most commits index
+    their webhooks before answering."""
+
+    EXTRA = None
 
     def count_by_entity_id(self, gw):
+        gw.settle()
         evs = gw.events()
         return evs, collections.Counter(e["entity_id"] for e in evs)
 
     def test_sigkill_loses_no_acknowledged_webhook(self):
-        gw = self.gateway()
+        gw = self.gateway(extra=self.EXTRA)
         bodies = [body(i) for i in range(N)]
         wanted = {entity_id(i): i for i in range(N)}
         self.assertEqual(len(set(bodies)), N)
@@ -195,7 +201,7 @@ class CrashTest(GatewayTestCase):
         """SIGTERM while clients are posting: exit 0, and every request whose
         events were stored got its answer (the drain finishes the requests
         in flight; it does not drop their replies)."""
-        gw = self.gateway()
+        gw = self.gateway(extra=self.EXTRA)
         n = 1000
         bodies = [body(i) for i in range(n)]
         b = Blast(gw.port, bodies, gw.verifier_token, range(n), 300, gw.proc.pid,
@@ -214,6 +220,26 @@ class CrashTest(GatewayTestCase):
         self.assertEqual(unanswered, [], "stored, but the client got no answer before the "
                          "daemon exited: %s"
                          % ["%d: %s" % (i, b.errors.get(i)) for i in unanswered])
+
+
+class CrashTestInbox(CrashTest):
+    """Every webhook answered from the inbox, and the inbox worked on only
+    after a minute of quiet, that is by a restart: the kill leaves every
+    committed body there, and the restart must turn them into events, each
+    once, before it accepts anything."""
+
+    EXTRA = {"storage": {"index_inline_max": 0, "inbox_quiet_ms": 60000}}
+    TURNING = r"turning [1-9][0-9]* webhooks accepted before the last stop"
+
+    def count_by_entity_id(self, gw):
+        turned = len(re.findall(self.TURNING, gw.log_text()))
+        self.assertGreaterEqual(turned, 1, "the restart found nothing in the inbox")
+        if gw.status()["inbox"] > 0:
+            self.assertEqual(gw.stop(), 0)
+            gw.start()
+            self.assertEqual(len(re.findall(self.TURNING, gw.log_text())), turned + 1)
+        self.assertEqual(gw.status()["inbox"], 0)
+        return super().count_by_entity_id(gw)
 
 
 if __name__ == "__main__":

@@ -448,6 +448,35 @@ class Listener(GatewayTestCase):
         self.assertClosed(sock)
 
 
+class Inbox(GatewayTestCase):
+    """index_inline_max = 0: every QuickBooks webhook is answered once its
+    body is committed, and made an event right after (what a burst gets)."""
+
+    def test_answered_then_stored_once_and_counted(self):
+        gw = self.gateway(extra={"storage": {"index_inline_max": 0}})
+        two = dumps([cloudevent("inbox-1", "71", "310687"),
+                     cloudevent("inbox-2", "72", "999999")])
+        self.assertEqual(gw.post_qbo(two).status, 200)
+        self.assertEqual(gw.post_qbo(two).status, 200)  # a redelivery
+        self.assertEqual(gw.post_qbo(b"not json at all").status, 200)
+        gw.settle()
+        evs = gw.events()
+        got = sorted((e["entity_id"] or "", e["state"], e["reason"] or "") for e in evs)
+        self.assertEqual(got, [("", "dead", "malformed"), ("71", "pending", ""),
+                               ("72", "skipped", "unknown realm")])
+        dead = [e for e in evs if e["state"] == "dead"][0]
+        self.assertEqual(gw.show(dead["id"])["raw_body_bytes"], len(b"not json at all"))
+        st = gw.status()
+        self.assertEqual((st["inbox"], st["events"]["pending"]), (0, 1))
+        metrics = gw.admin_get("/metrics").body.decode()
+        for result, n in (("accepted", 1), ("duplicate", 2), ("skipped", 1), ("malformed", 1)):
+            self.assertIn('gateway_webhooks_total{source="quickbooks",result="%s"} %d'
+                          % (result, n), metrics)
+        # In arrival order: ids follow the posts.
+        ids = {e["entity_id"] or "": e["id"] for e in evs}
+        self.assertLess(ids["71"], ids[""])
+
+
 class MplusCallbacks(GatewayTestCase):
 
     def assertSignedReply(self, r, key):

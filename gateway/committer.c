@@ -17,6 +17,8 @@ struct committer {
     long max_batch;
     struct event *done_ev;
     struct commit_job *(*idle)(void *arg, bool busy); /* see committer_set_idle */
+    void (*before)(void *arg, struct commit_job *head, unsigned n);
+    void *before_arg;
     void *idle_arg;
     double idle_resume; /* after idle work failed, wait until then (commit thread) */
     double last_idle;   /* when idle work was last asked for (commit thread) */
@@ -46,6 +48,8 @@ static int apply_group(struct store_txn *t, void *arg)
 {
     struct group *g = arg;
     for (struct commit_job *j = g->head; j; j = j->next) {
+        if (j->logged)
+            continue;
         int rc = j->apply(t, j);
         if (rc == 0 || rc == STORE_ENOTFOUND || rc == STORE_EFAIL)
             j->status = rc;
@@ -60,20 +64,29 @@ static void commit_group(struct committer *c, struct commit_job *head)
     unsigned n = 0;
     for (struct commit_job *j = head; j; j = j->next)
         n++;
-    for (struct commit_job *j = head; j; j = j->next)
+    for (struct commit_job *j = head; j; j = j->next) {
         j->group_size = n;
+        j->logged = false;
+    }
     struct group g = {head};
     char err[GW_ERR_LEN];
     double t0 = mono_seconds();
-    int rc = store_write(c->st, apply_group, &g, err, sizeof err);
+    if (c->before != NULL)
+        c->before(c->before_arg, head, n);
+    bool txn = false;
+    for (struct commit_job *j = head; j && !txn; j = j->next)
+        txn = !j->logged;
+    int rc = txn ? store_write(c->st, apply_group, &g, err, sizeof err) : 0;
     double dt = mono_seconds() - t0;
     if (rc != 0)
         log_error("commit of %u jobs failed: %s", n, err);
     for (struct commit_job *j = head; j; j = j->next) {
-        if (rc != 0)
+        if (rc != 0 && !j->logged)
             j->status = STORE_EFAIL;
         j->commit_seconds = dt;
         j->group_size = n;
+        if (j->after != NULL)
+            j->after(j);
     }
 }
 
@@ -240,6 +253,15 @@ void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *ar
     c->idle = idle;
     c->idle_arg = arg;
     c->idle_quiet = quiet_seconds;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void committer_set_before(struct committer *c,
+                          void (*before)(void *arg, struct commit_job *head, unsigned n), void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    c->before = before;
+    c->before_arg = arg;
     pthread_mutex_unlock(&c->mu);
 }
 

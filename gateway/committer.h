@@ -30,6 +30,12 @@ struct commit_job {
     void (*done)(struct commit_job *job);
     int status; /* 0 committed, else STORE_E* */
     bool idle;  /* came from the idle hook */
+    /* Set by the before hook: the job was made durable another way (status
+     * says how that went); apply is not called. */
+    bool logged;
+    /* Optional, on the commit thread once the group's commit is done (status
+     * says how); before done. */
+    void (*after)(struct commit_job *job);
     double commit_seconds;
     unsigned group_size; /* jobs that shared the transaction */
 };
@@ -39,6 +45,15 @@ struct committer;
 struct committer *committer_start(struct event_base *base, struct store *st, long max_batch);
 /* Queue a job (loop thread). */
 void committer_submit(struct committer *c, struct commit_job *job);
+
+/*
+ * Called on the commit thread with each group (n jobs, head first) before
+ * its transaction: it may make some jobs durable itself and mark them
+ * logged. A group of logged jobs only needs no transaction.
+ */
+void committer_set_before(struct committer *c,
+                          void (*before)(void *arg, struct commit_job *head, unsigned n),
+                          void *arg);
 
 /*
  * Work for the commit thread when it has time: idle (called on the commit

@@ -18,6 +18,7 @@
 #include "dashboard.h"
 #include "http.h"
 #include "httpd.h"
+#include "inbox.h"
 #include "ingest.h"
 #include "qbo.h"
 #include "replay.h"
@@ -42,6 +43,7 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,9 +52,6 @@
 #include <unistd.h>
 
 enum req_kind { REQ_QBO, REQ_MPLUS };
-
-/* Where a QuickBooks webhook goes in its commit (decided there, once). */
-enum req_route { ROUTE_UNDECIDED, ROUTE_INLINE, ROUTE_INBOX };
 
 /* One webhook request between check and reply; owned by the loop except
  * while it sits on the commit queue, when the commit thread owns it. A
@@ -69,7 +68,7 @@ struct ingest_req {
     const char *body;                 /* QuickBooks: in req's buffer until the reply */
     size_t body_len;
     int64_t received_ms;
-    enum req_route route;
+    bool inboxed;  /* made durable in the inbox (a burst), events later */
     bool prepared; /* in.puts are ready */
     struct ingest_batch in;
 };
@@ -89,10 +88,13 @@ struct inbox_note {
 struct inbox_job {
     struct commit_job job; /* first */
     struct server *server;
-    size_t max, taken;
-    bool queued; /* new pending events */
+    size_t max;
+    long taken;
+    uint64_t last; /* seq of the last record taken */
+    bool queued;   /* new pending events */
     struct inbox_note *notes;
     size_t nnotes, cap;
+    struct store_txn *txn; /* while applying */
 };
 
 struct server {
@@ -110,6 +112,7 @@ struct server {
     struct http_client *http_client;
     struct gw_clients clients;
     struct event *status_timer, *drain_timer;
+    struct inbox *inbox;         /* burst webhooks, commit thread only once serving */
     struct sig_key *qbo_key;     /* the verifier token, prepared */
     struct sig_key **mplus_keys; /* per connection, same order as the config; may be NULL */
     char *last_status;
@@ -245,7 +248,7 @@ static void reply_committed(struct server *s, struct ingest_req *r)
         return;
     }
     /* Inbox requests are counted when they become events. */
-    for (size_t i = 0; r->route != ROUTE_INBOX && i < r->in.events.n; i++)
+    for (size_t i = 0; !r->inboxed && i < r->in.events.n; i++)
         note_event(src, r->conn ? r->conn->name : NULL, r->in.puts[i].id,
                    put_result(&r->in.puts[i]));
     if (r->kind == REQ_QBO)
@@ -270,19 +273,11 @@ static void maybe_finish_drain(struct server *s)
         event_base_loopexit(s->base, NULL);
 }
 
-/* Commit thread. A QuickBooks request waits in the inbox when its commit
- * is a burst, or when older ones wait there (events keep arrival order). */
+/* Commit thread: a request's events, in the group's transaction. */
 static int ingest_apply(struct store_txn *t, struct commit_job *job)
 {
     struct ingest_req *r = (struct ingest_req *)job;
     const struct gw_config *cfg = r->server->cfg;
-    if (r->kind == REQ_QBO && r->route == ROUTE_UNDECIDED)
-        r->route =
-            job->group_size > (unsigned long)cfg->index_inline_max || !store_txn_inbox_empty(t)
-                ? ROUTE_INBOX
-                : ROUTE_INLINE;
-    if (r->route == ROUTE_INBOX)
-        return store_txn_inbox_add(t, r->received_ms, r->body, r->body_len);
     if (!r->prepared) {
         if (r->kind == REQ_QBO &&
             webhook_parse_qbo(cfg, r->body, r->body_len, r->received_ms, &r->in.events) < 0)
@@ -294,16 +289,48 @@ static int ingest_apply(struct store_txn *t, struct commit_job *job)
     return store_txn_ingest(t, r->in.puts, r->in.events.n);
 }
 
+/*
+ * Commit thread, before a group's transaction: in a burst (more QuickBooks
+ * requests than index_inline_max, or older ones still in the inbox, whose
+ * order they keep) the QuickBooks bodies go to the inbox, one write and one
+ * sync for all of them, and become events after their replies.
+ */
+static void ingest_before(void *arg, struct commit_job *head, unsigned n)
+{
+    struct server *s = arg;
+    if (n <= (unsigned long)s->cfg->index_inline_max && inbox_pending(s->inbox) == 0)
+        return;
+    struct inbox_item *items = malloc(n * sizeof *items);
+    if (items == NULL)
+        return; /* then they become events now */
+    size_t k = 0;
+    for (struct commit_job *j = head; j; j = j->next)
+        if (j->apply == ingest_apply && ((struct ingest_req *)j)->kind == REQ_QBO) {
+            struct ingest_req *r = (struct ingest_req *)j;
+            items[k++] = (struct inbox_item){r->received_ms, r->body, r->body_len};
+        }
+    char err[GW_ERR_LEN];
+    int rc = k ? inbox_append(s->inbox, items, k, err, sizeof err) : 0;
+    if (rc != 0)
+        log_error("%s", err);
+    for (struct commit_job *j = head; k && j; j = j->next)
+        if (j->apply == ingest_apply && ((struct ingest_req *)j)->kind == REQ_QBO) {
+            ((struct ingest_req *)j)->inboxed = true;
+            j->logged = true;
+            j->status = rc == 0 ? 0 : STORE_EFAIL;
+        }
+    free(items);
+}
+
 /* One inbox record to events (commit thread, in the transaction taking it). */
-static int inbox_one(struct store_txn *t, int64_t received_ms, const char *body, size_t len,
-                     void *arg)
+static int inbox_one(const struct inbox_rec *rec, void *arg)
 {
     struct inbox_job *d = arg;
     struct ingest_batch in = {0};
     int rc = STORE_EFAIL;
-    if (webhook_parse_qbo(d->server->cfg, body, len, received_ms, &in.events) == 0 &&
+    if (webhook_parse_qbo(d->server->cfg, rec->body, rec->len, rec->received_ms, &in.events) == 0 &&
         ingest_prepare(&in) == 0)
-        rc = store_txn_ingest(t, in.puts, in.events.n);
+        rc = store_txn_ingest(d->txn, in.puts, in.events.n);
     for (size_t i = 0; rc == 0 && i < in.events.n; i++) {
         if (d->nnotes == d->cap) {
             size_t cap = d->cap ? d->cap * 2 : 64;
@@ -324,12 +351,32 @@ static int inbox_one(struct store_txn *t, int64_t received_ms, const char *body,
     return rc == STORE_EFAIL ? ENOMEM : rc;
 }
 
+/* The oldest inbox records to events, and how far the inbox is done, in
+ * one transaction. It may run again (the map grew): it starts over. */
 static int inbox_apply(struct store_txn *t, struct commit_job *job)
 {
     struct inbox_job *d = (struct inbox_job *)job;
-    d->nnotes = 0; /* the transaction may run again (the map grew) */
+    d->nnotes = 0;
     d->queued = false;
-    return store_txn_inbox_take(t, d->max, inbox_one, d, &d->taken);
+    d->txn = t;
+    int fn_rc = 0;
+    d->taken = inbox_read(d->server->inbox, d->max, inbox_one, d, &fn_rc, &d->last);
+    if (d->taken < 0)
+        return fn_rc != 0 ? fn_rc : EIO; /* an unreadable inbox fails the commit */
+    if (d->taken == 0)
+        return 0;
+    json_t *v = json_integer((json_int_t)d->last);
+    int rc = store_txn_meta_put(t, INBOX_DONE_KEY, v);
+    json_decref(v);
+    return rc;
+}
+
+/* Commit thread, once committed: the records are events now. */
+static void inbox_after(struct commit_job *job)
+{
+    struct inbox_job *d = (struct inbox_job *)job;
+    if (job->status == 0 && d->taken > 0)
+        inbox_done(d->server->inbox, d->last);
 }
 
 static void inbox_report(struct server *s, struct inbox_job *d)
@@ -344,7 +391,7 @@ static void inbox_report(struct server *s, struct inbox_job *d)
         dispatch_kick(s->dispatcher);
 }
 
-static void inbox_done(struct commit_job *job)
+static void inbox_job_done(struct commit_job *job)
 {
     struct inbox_job *d = (struct inbox_job *)job;
     inbox_report(d->server, d);
@@ -356,11 +403,8 @@ static void inbox_done(struct commit_job *job)
 static struct commit_job *inbox_idle(void *arg, bool busy)
 {
     struct server *s = arg;
-    uint64_t n = 0;
-    int64_t oldest = 0;
-    char err[GW_ERR_LEN];
-    if (store_inbox_count(s->st, &n, &oldest, err, sizeof err) != 0 || n == 0 ||
-        (busy && gw_now_ms() - oldest < INBOX_MAX_WAIT))
+    if (inbox_pending(s->inbox) == 0 ||
+        (busy && gw_now_ms() - inbox_oldest_ms(s->inbox) < INBOX_MAX_WAIT))
         return NULL;
     struct inbox_job *d = calloc(1, sizeof *d);
     if (d == NULL)
@@ -368,7 +412,8 @@ static struct commit_job *inbox_idle(void *arg, bool busy)
     d->server = s;
     d->max = busy ? INBOX_TRICKLE : INBOX_TAKE;
     d->job.apply = inbox_apply;
-    d->job.done = inbox_done;
+    d->job.after = inbox_after;
+    d->job.done = inbox_job_done;
     return &d->job;
 }
 
@@ -377,34 +422,40 @@ static int inbox_txn(struct store_txn *t, void *arg)
     return inbox_apply(t, arg);
 }
 
-/* At start: what the last run accepted into the inbox becomes events before
- * anything else is accepted. */
-static int inbox_empty_now(struct server *s)
+/* At start: open the inbox; what the last run accepted into it becomes
+ * events before anything else is accepted. */
+static int inbox_start(struct server *s)
 {
-    uint64_t n = 0;
-    char err[GW_ERR_LEN];
-    if (store_inbox_count(s->st, &n, NULL, err, sizeof err) != 0) {
-        log_error("cannot read the inbox: %s", err);
+    char dir[PATH_MAX], err[GW_ERR_LEN];
+    snprintf(dir, sizeof dir, "%s/inbox", s->cfg->storage_path);
+    json_t *v = NULL;
+    uint64_t done = 0;
+    int rc = store_meta_get(s->st, INBOX_DONE_KEY, &v, err, sizeof err);
+    if (rc == 0 && json_is_integer(v) && json_integer_value(v) > 0)
+        done = (uint64_t)json_integer_value(v);
+    json_decref(v);
+    if ((rc != 0 && rc != STORE_ENOTFOUND) || inbox_open(dir, done, &s->inbox, err, sizeof err)) {
+        log_error("cannot open the inbox: %s", err);
         return -1;
     }
-    if (n == 0)
+    if (inbox_pending(s->inbox) == 0)
         return 0;
     log_info("turning %llu webhooks accepted before the last stop into events",
-             (unsigned long long)n);
-    for (;;) {
+             (unsigned long long)inbox_pending(s->inbox));
+    while (inbox_pending(s->inbox) > 0) {
         struct inbox_job d = {.server = s, .max = INBOX_TAKE};
-        int rc = store_write(s->st, inbox_txn, &d.job, err, sizeof err);
+        rc = store_write(s->st, inbox_txn, &d.job, err, sizeof err);
         d.job.status = rc;
-        if (rc != 0) {
-            log_error("cannot turn inbox records into events: %s", err);
-            free(d.notes);
-            return -1;
-        }
+        inbox_after(&d.job);
         inbox_report(s, &d);
         free(d.notes);
-        if (d.taken == 0)
-            return 0;
+        if (rc != 0 || d.taken <= 0) {
+            log_error("cannot turn inbox records into events: %s",
+                      rc != 0 ? err : "the inbox cannot be read");
+            return -1;
+        }
     }
+    return 0;
 }
 
 static void ingest_done(struct commit_job *job)
@@ -1026,7 +1077,7 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     if (s->base == NULL)
         return -1;
     int rc = -1;
-    if (inbox_empty_now(s) != 0)
+    if (inbox_start(s) != 0)
         goto out;
     s->committer = committer_start(s->base, st, cfg->commit_batch);
     if (s->committer == NULL) {
@@ -1045,6 +1096,7 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     s->dispatcher = dispatch_new(s->base, cfg, st, s->committer, &s->clients, extra_flows);
     s->cdc = cdc_new(s->base, cfg, s->committer, s->clients.qbo, st, s->dispatcher, extra_flows);
     s->poller = poller_new(s->base, cfg, s->committer, st, s->clients.mplus, s->dispatcher);
+    committer_set_before(s->committer, ingest_before, s);
     committer_set_idle(s->committer, inbox_idle, s, cfg->inbox_quiet_ms / 1000.0);
     if (!cfg->dispatch_enabled) {
         dispatch_drain(s->dispatcher);
@@ -1112,6 +1164,7 @@ out:
     if (s->dispatcher)
         dispatch_drain(s->dispatcher);
     committer_stop(s->committer);
+    inbox_close(s->inbox);
     /* Transfers still running are dropped first; then their owners go. */
     http_client_free(s->http_client);
     poller_free(s->poller);

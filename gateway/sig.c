@@ -102,6 +102,17 @@ void sig_sha256(const void *msg, size_t msglen, unsigned char out[32])
     SHA256(msg, msglen, out);
 }
 
+bool sig_sha256_2(const void *a, size_t alen, const void *b, size_t blen, unsigned char out[32])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    bool ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+              EVP_DigestUpdate(ctx, a, alen) == 1 && EVP_DigestUpdate(ctx, b, blen) == 1 &&
+              EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(ctx);
+    return ok;
+}
+
 bool sig_token_equal(const char *a, const char *b)
 {
     if (a == NULL || b == NULL)

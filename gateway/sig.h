@@ -32,6 +32,8 @@ bool sig_key_verify(const struct sig_key *k, const void *msg, size_t msglen, con
 
 /* SHA-256 of msg into out[32]; used to make fixed-size dedupe keys. */
 void sig_sha256(const void *msg, size_t msglen, unsigned char out[32]);
+/* SHA-256 of a followed by b; false when OpenSSL fails. */
+bool sig_sha256_2(const void *a, size_t alen, const void *b, size_t blen, unsigned char out[32]);
 
 /* Constant-time equality of two NUL-terminated secrets (e.g. a bearer token). */
 bool sig_token_equal(const char *a, const char *b);

@@ -27,7 +27,7 @@ struct store {
     size_t map_located_size;       /* map size when it was located */
     int64_t released_ms;           /* when the map's pages were last released */
     size_t ingested_since_release; /* new events stored since then */
-    MDB_dbi events, dedupe, queue, entities, payloads, meta, inbox;
+    MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
     pthread_rwlock_t resize_lock;
 };
@@ -114,8 +114,7 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
             (rc = mdb_dbi_open(txn, "queue", MDB_CREATE, &st->queue)) == 0 &&
             (rc = mdb_dbi_open(txn, "entities", MDB_CREATE, &st->entities)) == 0 &&
             (rc = mdb_dbi_open(txn, "payloads", MDB_CREATE, &st->payloads)) == 0 &&
-            (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) == 0 &&
-            (rc = mdb_dbi_open(txn, "inbox", MDB_CREATE, &st->inbox)) == 0)
+            (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) == 0)
             rc = mdb_txn_commit(txn);
         else
             mdb_txn_abort(txn);
@@ -756,114 +755,6 @@ static int counts_fn(struct store *st, MDB_txn *txn, void *arg)
 int store_counts(struct store *st, uint64_t counts[GW_STATE_COUNT], char *err, size_t errlen)
 {
     return with_read(st, counts_fn, counts, err, errlen);
-}
-
-/* ---- the inbox ------------------------------------------------------------ */
-
-/* An inbox record: be64(received_ms), then the request body as it came. */
-#define INBOX_HEAD 8
-
-int store_txn_inbox_add(struct store_txn *t, int64_t received_ms, const void *body, size_t len)
-{
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(t->txn, t->st->inbox, &cur);
-    if (rc != 0)
-        return rc;
-    MDB_val k, v;
-    uint64_t seq = 1;
-    if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
-        seq = get_be64(k.mv_data) + 1;
-    unsigned char kb[8];
-    be64(kb, seq);
-    k.mv_size = 8;
-    k.mv_data = kb;
-    v.mv_size = INBOX_HEAD + len;
-    /* Reserve the value's room in the page and fill it there: one copy. */
-    rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND | MDB_RESERVE);
-    if (rc == 0) {
-        be64(v.mv_data, (uint64_t)(received_ms < 0 ? 0 : received_ms));
-        if (len > 0)
-            memcpy((unsigned char *)v.mv_data + INBOX_HEAD, body, len);
-    }
-    mdb_cursor_close(cur);
-    return rc;
-}
-
-bool store_txn_inbox_empty(struct store_txn *t)
-{
-    MDB_stat s;
-    return mdb_stat(t->txn, t->st->inbox, &s) != 0 || s.ms_entries == 0;
-}
-
-int store_txn_inbox_take(struct store_txn *t, size_t max, store_inbox_fn fn, void *arg,
-                         size_t *taken)
-{
-    MDB_cursor *cur;
-    *taken = 0;
-    int rc = mdb_cursor_open(t->txn, t->st->inbox, &cur);
-    if (rc != 0)
-        return rc;
-    MDB_val k, v;
-    char *copy = NULL;
-    size_t cap = 0;
-    while (*taken < max && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
-        if (v.mv_size < INBOX_HEAD) {
-            rc = MDB_CORRUPTED;
-            break;
-        }
-        /* A value is only good until the transaction writes: fn writes. */
-        size_t len = v.mv_size - INBOX_HEAD;
-        if (len + 1 > cap) {
-            char *n = realloc(copy, len + 1);
-            if (n == NULL) {
-                rc = ENOMEM;
-                break;
-            }
-            copy = n;
-            cap = len + 1;
-        }
-        memcpy(copy, (const char *)v.mv_data + INBOX_HEAD, len);
-        copy[len] = '\0';
-        int64_t received = (int64_t)get_be64(v.mv_data);
-        if ((rc = mdb_cursor_del(cur, 0)) != 0 || (rc = fn(t, received, copy, len, arg)) != 0)
-            break;
-        (*taken)++;
-    }
-    free(copy);
-    mdb_cursor_close(cur);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-struct inbox_info {
-    uint64_t n;
-    int64_t oldest_ms;
-};
-
-static int inbox_info_fn(struct store *st, MDB_txn *txn, void *arg)
-{
-    struct inbox_info *in = arg;
-    MDB_stat s;
-    int rc = mdb_stat(txn, st->inbox, &s);
-    if (rc != 0 || (in->n = s.ms_entries) == 0)
-        return rc;
-    MDB_cursor *cur;
-    if ((rc = mdb_cursor_open(txn, st->inbox, &cur)) != 0)
-        return rc;
-    MDB_val k, v;
-    if ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && v.mv_size >= INBOX_HEAD)
-        in->oldest_ms = (int64_t)get_be64(v.mv_data);
-    mdb_cursor_close(cur);
-    return rc;
-}
-
-int store_inbox_count(struct store *st, uint64_t *n, int64_t *oldest_ms, char *err, size_t errlen)
-{
-    struct inbox_info in = {0, 0};
-    int rc = with_read(st, inbox_info_fn, &in, err, errlen);
-    *n = in.n;
-    if (oldest_ms != NULL)
-        *oldest_ms = in.oldest_ms;
-    return rc;
 }
 
 static int meta_get_fn(struct store *st, MDB_txn *txn, void *arg)

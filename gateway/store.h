@@ -163,23 +163,6 @@ int store_scan_events(struct store *st, store_event_cb cb, void *arg, char *err,
 /* Number of events in each state. */
 int store_counts(struct store *st, uint64_t counts[GW_STATE_COUNT], char *err, size_t errlen);
 
-/*
- * The inbox: webhook bodies that were verified and committed, and answered,
- * but not yet turned into events. In a burst the ingress keeps requests here
- * (one append each, in arrival order) and turns them into events right after,
- * oldest first, in the transaction that removes them.
- */
-int store_txn_inbox_add(struct store_txn *t, int64_t received_ms, const void *body, size_t len);
-bool store_txn_inbox_empty(struct store_txn *t);
-/* fn gets each record's body (valid during the call only) in the transaction. */
-typedef int (*store_inbox_fn)(struct store_txn *t, int64_t received_ms, const char *body,
-                              size_t len, void *arg);
-/* Up to max oldest records: fn, then removed; *taken says how many. */
-int store_txn_inbox_take(struct store_txn *t, size_t max, store_inbox_fn fn, void *arg,
-                         size_t *taken);
-/* Records in the inbox, and when the oldest came in (may be NULL). */
-int store_inbox_count(struct store *st, uint64_t *n, int64_t *oldest_ms, char *err, size_t errlen);
-
 /* Due time (ms) of the earliest event in the queue, 0 if none. */
 int store_oldest_queued(struct store *st, int64_t *received_ms, char *err, size_t errlen);
 

@@ -3,7 +3,6 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
-#include <errno.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,24 +12,21 @@
 #include "sig.h"
 #include "store.h"
 #include "util.h"
+#include "testutil.h"
 
-static char dir[64];
+static char dir[256];
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/gw_store_XXXXXX");
-    return mkdtemp(dir) ? 0 : -1;
+    return temp_dir_make(dir, sizeof dir, "store");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd);
+    return temp_dir_remove(dir);
 }
-
 static struct store *open_fresh(const char *sub, size_t map_mb, size_t max_mb)
 {
     char path[128];
@@ -240,98 +236,6 @@ static void test_purge_keeps_dead_and_recent(void **state)
     store_close(st);
 }
 
-struct taken {
-    char bodies[4][16];
-    int64_t received[4];
-    size_t n;
-    size_t fail_at; /* fn fails on this call (1-based); 0 never */
-};
-
-static int take_fn(struct store_txn *t, int64_t received_ms, const char *body, size_t len,
-                   void *arg)
-{
-    (void)t;
-    struct taken *tk = arg;
-    if (tk->fail_at != 0 && tk->n + 1 == tk->fail_at)
-        return ENOMEM; /* any error aborts the transaction */
-    assert_true(len < sizeof tk->bodies[0]);
-    memcpy(tk->bodies[tk->n], body, len);
-    tk->bodies[tk->n][len] = '\0';
-    tk->received[tk->n++] = received_ms;
-    return 0;
-}
-
-struct inbox_arg {
-    const char *bodies[3];
-    size_t take;
-    struct taken *tk;
-    size_t taken;
-};
-
-static int inbox_add_fn(struct store_txn *t, void *arg)
-{
-    struct inbox_arg *a = arg;
-    for (int i = 0; i < 3; i++) {
-        int rc = store_txn_inbox_add(t, 1000 + i, a->bodies[i], strlen(a->bodies[i]));
-        if (rc != 0)
-            return rc;
-        assert_false(store_txn_inbox_empty(t));
-    }
-    return 0;
-}
-
-static int inbox_take_fn(struct store_txn *t, void *arg)
-{
-    struct inbox_arg *a = arg;
-    return store_txn_inbox_take(t, a->take, take_fn, a->tk, &a->taken);
-}
-
-static void test_inbox_in_order_and_atomic(void **state)
-{
-    (void)state;
-    struct store *st = open_fresh("inbox", 1, 64);
-    char err[GW_ERR_LEN];
-    struct taken tk = {0};
-    struct inbox_arg a = {{"first", "", "third"}, 2, &tk, 0};
-    uint64_t n;
-    assert_int_equal(store_inbox_count(st, &n, NULL, err, sizeof err), 0);
-    assert_int_equal(n, 0);
-    assert_int_equal(store_write(st, inbox_add_fn, &a, err, sizeof err), 0);
-    assert_int_equal(store_inbox_count(st, &n, NULL, err, sizeof err), 0);
-    assert_int_equal(n, 3);
-
-    /* A failure half-way takes nothing: the records stay for later. */
-    tk.fail_at = 2;
-    assert_int_not_equal(store_write(st, inbox_take_fn, &a, err, sizeof err), 0);
-    assert_int_equal(store_inbox_count(st, &n, NULL, err, sizeof err), 0);
-    assert_int_equal(n, 3);
-
-    /* Oldest first, with the time each came in, empty bodies included. */
-    memset(&tk, 0, sizeof tk);
-    assert_int_equal(store_write(st, inbox_take_fn, &a, err, sizeof err), 0);
-    assert_int_equal(a.taken, 2);
-    assert_string_equal(tk.bodies[0], "first");
-    assert_string_equal(tk.bodies[1], "");
-    assert_int_equal(tk.received[0], 1000);
-    assert_int_equal(tk.received[1], 1001);
-    assert_int_equal(store_inbox_count(st, &n, NULL, err, sizeof err), 0);
-    assert_int_equal(n, 1);
-    a.take = 10;
-    assert_int_equal(store_write(st, inbox_take_fn, &a, err, sizeof err), 0);
-    assert_int_equal(a.taken, 1);
-    assert_string_equal(tk.bodies[2], "third");
-    assert_int_equal(store_inbox_count(st, &n, NULL, err, sizeof err), 0);
-    assert_int_equal(n, 0);
-
-    /* An emptied inbox takes new records again. */
-    assert_int_equal(store_write(st, inbox_add_fn, &a, err, sizeof err), 0);
-    memset(&tk, 0, sizeof tk);
-    a.take = 1;
-    assert_int_equal(store_write(st, inbox_take_fn, &a, err, sizeof err), 0);
-    assert_string_equal(tk.bodies[0], "first");
-    store_close(st);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,7 +243,6 @@ int main(void)
         cmocka_unit_test(test_raw_body_kept),
         cmocka_unit_test(test_map_full_grows_and_keeps_everything),
         cmocka_unit_test(test_purge_keeps_dead_and_recent),
-        cmocka_unit_test(test_inbox_in_order_and_atomic),
     };
     return cmocka_run_group_tests_name("store", tests, setup, teardown);
 }

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* Whole file as a new NUL-terminated buffer; aborts the test run if absent. */
 static inline char *read_fixture(const char *rel, size_t *len)
@@ -26,6 +27,20 @@ static inline char *read_fixture(const char *rel, size_t *len)
     if (len)
         *len = (size_t)n;
     return buf;
+}
+
+/* A fresh directory under /tmp for a test group (mkdtemp), and its removal. */
+static inline int temp_dir_make(char *dir, size_t len, const char *tag)
+{
+    snprintf(dir, len, "/tmp/gw-test-%s-XXXXXX", tag);
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static inline int temp_dir_remove(const char *dir)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd);
 }
 
 #endif

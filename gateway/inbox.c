@@ -1,0 +1,586 @@
+/*
+ * inbox.c - the inbox log (see inbox.h).
+ *
+ * Files are filled ahead of use (zeros, by a helper thread, or a done file
+ * taken back): a record written into one changes no file size or block map,
+ * so its fdatasync writes the data and nothing of the file system journal.
+ * The log ends at the first record that is not the next seq whole, so
+ * zeros, a torn write, or the records of a file's earlier life end it.
+ *
+ * Record layout, little-endian:
+ *   0  check     first 8 bytes of SHA-256 over bytes 8 .. end of body
+ *   8  magic     "GWIB"
+ *   12 length    of the body
+ *   16 seq       1, 2, ... with no gaps across files
+ *   24 received  ms since the epoch
+ *   32 body
+ */
+#include "inbox.h"
+#include "sig.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define HEAD     32
+#define MAGIC    "GWIB"
+#define MAX_BODY (INBOX_SEGMENT - HEAD)
+
+struct segment {
+    uint64_t first; /* seq of its first record */
+    int fd;
+    uint64_t size; /* bytes of whole records: where the next one goes */
+    bool filled;   /* filled ahead (else it grows with each write) */
+};
+
+/* The file filled ahead, <dir>/spare.tmp. */
+enum spare_state { SPARE_NONE, SPARE_FILLING, SPARE_READY };
+
+struct pos {
+    size_t seg;
+    uint64_t off;
+    uint64_t seq; /* of the record at seg/off */
+};
+
+struct inbox {
+    char *dir;
+    struct segment *segs;
+    size_t nsegs, cap;
+    uint64_t next_seq; /* of the next record appended */
+    uint64_t done_seq;
+    struct pos rd;   /* record done_seq + 1 */
+    struct pos peek; /* after the last record inbox_read gave */
+    char *buf;       /* one body being read */
+    size_t bufcap;
+
+    pthread_t filler;
+    bool filler_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    enum spare_state spare;
+    bool wanted; /* the inbox was used: keep a spare */
+    bool stop;
+};
+
+static void put_le(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Header for a body; the check covers header bytes 8.. and the body. */
+static bool make_head(unsigned char h[HEAD], uint64_t seq, int64_t received, const void *body,
+                      size_t len)
+{
+    memcpy(h + 8, MAGIC, 4);
+    put_le(h + 12, len, 4);
+    put_le(h + 16, seq, 8);
+    put_le(h + 24, (uint64_t)received, 8);
+    unsigned char d[32];
+    if (!sig_sha256_2(h + 8, HEAD - 8, len ? body : "", len, d))
+        return false;
+    memcpy(h, d, 8);
+    return true;
+}
+
+static bool read_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        got += (size_t)n;
+    }
+    return true;
+}
+
+/*
+ * Read the record at off of a file, expecting seq. true and its parts when
+ * it is whole and sound; false at the end of the log (or a torn tail).
+ */
+static bool read_rec(int fd, uint64_t off, uint64_t seq, char **buf, size_t *cap, int64_t *received,
+                     size_t *len)
+{
+    unsigned char h[HEAD];
+    if (!read_full(fd, h, HEAD, off) || memcmp(h + 8, MAGIC, 4) != 0 || get_le(h + 16, 8) != seq)
+        return false;
+    size_t n = (size_t)get_le(h + 12, 4);
+    if (n > MAX_BODY)
+        return false;
+    if (n + 1 > *cap) {
+        char *b = realloc(*buf, n + 1);
+        if (b == NULL)
+            return false;
+        *buf = b;
+        *cap = n + 1;
+    }
+    if (n > 0 && !read_full(fd, *buf, n, off + HEAD))
+        return false;
+    (*buf)[n] = '\0';
+    unsigned char want[HEAD];
+    if (!make_head(want, seq, (int64_t)get_le(h + 24, 8), *buf, n) || memcmp(want, h, 8) != 0)
+        return false;
+    *received = (int64_t)get_le(h + 24, 8);
+    *len = n;
+    return true;
+}
+
+/* Walk a file's sound records from its start: the offset after them, and
+ * the seq after the last one. Stops early at seq stop (its offset). */
+static uint64_t scan(int fd, uint64_t first, uint64_t stop, uint64_t *next_seq)
+{
+    char *buf = NULL;
+    size_t cap = 0, len;
+    int64_t received;
+    uint64_t off = 0, seq = first;
+    while (seq != stop && read_rec(fd, off, seq, &buf, &cap, &received, &len)) {
+        off += HEAD + len;
+        seq++;
+    }
+    free(buf);
+    *next_seq = seq;
+    return off;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* First seqs of the log files in dir, sorted; *n of them (0 when none). */
+static int list_segments(const char *dir, uint64_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return errno == ENOENT ? 0 : -1;
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t first = 0;
+        if (strlen(e->d_name) != 20 || strcmp(e->d_name + 16, ".log") != 0)
+            continue;
+        bool ok = true;
+        for (int i = 0; i < 16 && ok; i++) {
+            char c = e->d_name[i];
+            int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            ok = v >= 0;
+            first = (first << 4) | (uint64_t)(v < 0 ? 0 : v);
+        }
+        if (!ok)
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            uint64_t *m = realloc(*out, cap * sizeof *m);
+            if (m == NULL) {
+                closedir(d);
+                return -1;
+            }
+            *out = m;
+        }
+        (*out)[(*n)++] = first;
+    }
+    closedir(d);
+    if (*n > 0)
+        qsort(*out, *n, sizeof **out, cmp_u64);
+    return 0;
+}
+
+static void seg_path(const char *dir, uint64_t first, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%016llx.log", dir, (unsigned long long)first);
+}
+
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int add_segment(struct inbox *ib, uint64_t first, int fd, uint64_t size, bool filled)
+{
+    if (ib->nsegs == ib->cap) {
+        size_t cap = ib->cap ? ib->cap * 2 : 8;
+        struct segment *s = realloc(ib->segs, cap * sizeof *s);
+        if (s == NULL)
+            return -1;
+        ib->segs = s;
+        ib->cap = cap;
+    }
+    ib->segs[ib->nsegs++] = (struct segment){first, fd, size, filled};
+    return 0;
+}
+
+static void spare_path(const char *dir, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/spare.tmp", dir);
+}
+
+/* Drop the first file: every record in it is done. It becomes the spare
+ * when there is none (already filled, and its old records end the log). */
+static void drop_first(struct inbox *ib)
+{
+    char path[PATH_MAX], spare[PATH_MAX];
+    seg_path(ib->dir, ib->segs[0].first, path, sizeof path);
+    spare_path(ib->dir, spare, sizeof spare);
+    close(ib->segs[0].fd);
+    pthread_mutex_lock(&ib->mu);
+    if (ib->spare == SPARE_NONE && rename(path, spare) == 0)
+        ib->spare = SPARE_READY;
+    else
+        unlink(path);
+    pthread_mutex_unlock(&ib->mu);
+    memmove(ib->segs, ib->segs + 1, (ib->nsegs - 1) * sizeof *ib->segs);
+    ib->nsegs--;
+    ib->rd.seg--;
+    if (ib->peek.seg > 0)
+        ib->peek.seg--;
+}
+
+/* Place pos at record seq (scanning the file that holds it). */
+static void seek_seq(struct inbox *ib, uint64_t seq, struct pos *p)
+{
+    size_t i = 0;
+    while (i + 1 < ib->nsegs && ib->segs[i + 1].first <= seq)
+        i++;
+    uint64_t at;
+    p->seg = i;
+    p->seq = seq;
+    p->off = ib->nsegs ? scan(ib->segs[i].fd, ib->segs[i].first, seq, &at) : 0;
+}
+
+/* Fill the spare with zeros whenever there is none. */
+static void *filler_main(void *arg)
+{
+    struct inbox *ib = arg;
+    static const char zeros[1 << 16];
+    char path[PATH_MAX];
+    spare_path(ib->dir, path, sizeof path);
+    pthread_mutex_lock(&ib->mu);
+    for (;;) {
+        while (!ib->stop && (ib->spare != SPARE_NONE || !ib->wanted))
+            pthread_cond_wait(&ib->cv, &ib->mu);
+        if (ib->stop)
+            break;
+        ib->spare = SPARE_FILLING;
+        pthread_mutex_unlock(&ib->mu);
+        bool ok = false;
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            uint64_t off = 0;
+            ok = true;
+            while (ok && off < INBOX_SEGMENT) {
+                ssize_t w = pwrite(fd, zeros, sizeof zeros, (off_t)off);
+                ok = w > 0 || (w < 0 && errno == EINTR);
+                off += w > 0 ? (uint64_t)w : 0;
+                pthread_mutex_lock(&ib->mu);
+                ok = ok && !ib->stop;
+                pthread_mutex_unlock(&ib->mu);
+            }
+            ok = ok && fdatasync(fd) == 0;
+            close(fd);
+        }
+        if (!ok)
+            unlink(path);
+        pthread_mutex_lock(&ib->mu);
+        ib->spare = ok ? SPARE_READY : SPARE_NONE;
+        if (!ok && !ib->stop) {
+            /* A full disk, say: try again in a while; appends go on meanwhile. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 10;
+            pthread_cond_timedwait(&ib->cv, &ib->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&ib->mu);
+    return NULL;
+}
+
+void inbox_close(struct inbox *ib)
+{
+    if (ib == NULL)
+        return;
+    if (ib->filler_started) {
+        pthread_mutex_lock(&ib->mu);
+        ib->stop = true;
+        pthread_cond_broadcast(&ib->cv);
+        pthread_mutex_unlock(&ib->mu);
+        pthread_join(ib->filler, NULL);
+    }
+    pthread_mutex_destroy(&ib->mu);
+    pthread_cond_destroy(&ib->cv);
+    for (size_t i = 0; i < ib->nsegs; i++)
+        close(ib->segs[i].fd);
+    free(ib->segs);
+    free(ib->dir);
+    free(ib->buf);
+    free(ib);
+}
+
+int inbox_open(const char *dir, uint64_t done_seq, struct inbox **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        gw_errf(err, errlen, "inbox %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct inbox *ib = calloc(1, sizeof *ib);
+    uint64_t *firsts = NULL;
+    size_t n = 0;
+    if (ib != NULL) {
+        pthread_mutex_init(&ib->mu, NULL);
+        pthread_cond_init(&ib->cv, NULL);
+    }
+    if (ib == NULL || (ib->dir = strdup(dir)) == NULL || list_segments(dir, &firsts, &n) != 0) {
+        gw_errf(err, errlen, "inbox %s: %s", dir, strerror(errno ? errno : ENOMEM));
+        free(firsts);
+        inbox_close(ib);
+        return -1;
+    }
+    uint64_t next = done_seq + 1;
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX];
+        seg_path(dir, firsts[i], path, sizeof path);
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        uint64_t after = firsts[i];
+        /* The log goes on where the sound records end: a torn tail (no
+         * reply ever followed it) is written over. */
+        uint64_t size = fd < 0 ? 0 : scan(fd, firsts[i], UINT64_MAX, &after);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) != 0 ||
+            add_segment(ib, firsts[i], fd, size, (uint64_t)st.st_size >= INBOX_SEGMENT) != 0) {
+            gw_errf(err, errlen, "inbox %s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            free(firsts);
+            inbox_close(ib);
+            return -1;
+        }
+        if (after > next)
+            next = after;
+    }
+    free(firsts);
+    ib->next_seq = next;
+    ib->done_seq = done_seq;
+    seek_seq(ib, done_seq + 1, &ib->rd);
+    /* A spare half filled when the last run stopped is filled again. */
+    char spare[PATH_MAX];
+    spare_path(dir, spare, sizeof spare);
+    unlink(spare);
+    while (ib->nsegs > 1 && ib->rd.seg > 0)
+        drop_first(ib);
+    ib->peek = ib->rd;
+    if (pthread_create(&ib->filler, NULL, filler_main, ib) == 0)
+        ib->filler_started = true;
+    *out = ib;
+    return 0;
+}
+
+uint64_t inbox_pending(const struct inbox *ib)
+{
+    return ib->next_seq - 1 - ib->done_seq;
+}
+
+int64_t inbox_oldest_ms(struct inbox *ib)
+{
+    if (inbox_pending(ib) == 0)
+        return 0;
+    struct pos p = ib->rd;
+    while (p.seg + 1 < ib->nsegs && p.off >= ib->segs[p.seg].size) {
+        p.seg++;
+        p.off = 0;
+    }
+    unsigned char h[HEAD];
+    if (!read_full(ib->segs[p.seg].fd, h, HEAD, p.off))
+        return 0;
+    return (int64_t)get_le(h + 24, 8);
+}
+
+int inbox_append(struct inbox *ib, const struct inbox_item *items, size_t n, char *err,
+                 size_t errlen)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].len > MAX_BODY) {
+            gw_errf(err, errlen, "inbox: a body of %zu bytes is too large", items[i].len);
+            return -1;
+        }
+        total += HEAD + items[i].len;
+    }
+    if (n == 0)
+        return 0;
+    struct segment *s = ib->nsegs ? &ib->segs[ib->nsegs - 1] : NULL;
+    pthread_mutex_lock(&ib->mu);
+    ib->wanted = true; /* the inbox is in use: have a spare filled */
+    bool ready = ib->spare == SPARE_READY;
+    if (ib->spare == SPARE_NONE)
+        pthread_cond_signal(&ib->cv);
+    pthread_mutex_unlock(&ib->mu);
+    /* A new file when this one is full, or, for a growing one, as soon as
+     * a filled one is ready. */
+    if (s == NULL || (s->size > 0 && s->size + total > INBOX_SEGMENT) ||
+        (!s->filled && ready && s->size > 0)) {
+        char path[PATH_MAX], spare[PATH_MAX];
+        seg_path(ib->dir, ib->next_seq, path, sizeof path);
+        spare_path(ib->dir, spare, sizeof spare);
+        bool filled = false;
+        pthread_mutex_lock(&ib->mu);
+        if (ib->spare == SPARE_READY && rename(spare, path) == 0) {
+            ib->spare = SPARE_NONE;
+            filled = true;
+            pthread_cond_signal(&ib->cv);
+        }
+        pthread_mutex_unlock(&ib->mu);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0 || sync_dir(ib->dir) != 0 || add_segment(ib, ib->next_seq, fd, 0, filled) != 0) {
+            gw_errf(err, errlen, "inbox %s: %s", path, strerror(errno));
+            if (fd >= 0) {
+                close(fd);
+                unlink(path);
+            }
+            return -1;
+        }
+        s = &ib->segs[ib->nsegs - 1];
+    }
+    unsigned char(*heads)[HEAD] = malloc(n * HEAD);
+    struct iovec *iov = malloc(2 * n * sizeof *iov);
+    int rc = -1;
+    if (heads == NULL || iov == NULL) {
+        gw_errf(err, errlen, "inbox: out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!make_head(heads[i], ib->next_seq + i, items[i].received_ms, items[i].body,
+                       items[i].len)) {
+            gw_errf(err, errlen, "inbox: cannot checksum a record");
+            goto out;
+        }
+        iov[2 * i] = (struct iovec){heads[i], HEAD};
+        iov[2 * i + 1] = (struct iovec){(void *)items[i].body, items[i].len};
+    }
+    /* One write (in IOV_MAX pieces), then one sync: durable together. */
+    uint64_t off = s->size;
+    size_t at = 0, niov = 2 * n;
+    while (at < niov) {
+        size_t cnt = niov - at > IOV_MAX ? IOV_MAX : niov - at;
+        ssize_t w = pwritev(s->fd, iov + at, (int)cnt, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            gw_errf(err, errlen, "inbox write: %s", w < 0 ? strerror(errno) : "no progress");
+            goto undo;
+        }
+        off += (uint64_t)w;
+        size_t left = (size_t)w;
+        while (at < niov && left >= iov[at].iov_len)
+            left -= iov[at++].iov_len;
+        if (left > 0) {
+            iov[at].iov_base = (char *)iov[at].iov_base + left;
+            iov[at].iov_len -= left;
+        }
+    }
+    if (fdatasync(s->fd) != 0) {
+        gw_errf(err, errlen, "inbox sync: %s", strerror(errno));
+        goto undo;
+    }
+    s->size = off;
+    ib->next_seq += n;
+    rc = 0;
+    goto out;
+undo:
+    /* Nothing counts: the next append writes over whatever got written. */
+out:
+    free(heads);
+    free(iov);
+    return rc;
+}
+
+long inbox_read(struct inbox *ib, size_t max, int (*fn)(const struct inbox_rec *r, void *arg),
+                void *arg, int *fn_rc, uint64_t *last)
+{
+    struct pos p = ib->rd;
+    long got = 0;
+    *fn_rc = 0;
+    while ((size_t)got < max && p.seq < ib->next_seq) {
+        if (p.off >= ib->segs[p.seg].size) {
+            if (p.seg + 1 >= ib->nsegs)
+                return -1; /* records counted but not found: a broken log */
+            p.seg++;
+            p.off = 0;
+            continue;
+        }
+        struct inbox_rec r = {p.seq, 0, NULL, 0};
+        if (!read_rec(ib->segs[p.seg].fd, p.off, p.seq, &ib->buf, &ib->bufcap, &r.received_ms,
+                      &r.len))
+            return -1;
+        r.body = ib->buf;
+        if ((*fn_rc = fn(&r, arg)) != 0)
+            return -1;
+        p.off += HEAD + r.len;
+        *last = p.seq++;
+        got++;
+    }
+    ib->peek = p;
+    return got;
+}
+
+void inbox_done(struct inbox *ib, uint64_t seq)
+{
+    if (seq <= ib->done_seq)
+        return;
+    if (ib->peek.seq == seq + 1)
+        ib->rd = ib->peek;
+    else
+        seek_seq(ib, seq + 1, &ib->rd);
+    ib->done_seq = seq;
+    while (ib->nsegs > 1 && ib->rd.seg > 0)
+        drop_first(ib);
+}
+
+int inbox_count(const char *dir, uint64_t done_seq, uint64_t *n)
+{
+    uint64_t *firsts;
+    size_t k;
+    *n = 0;
+    if (list_segments(dir, &firsts, &k) != 0)
+        return -1;
+    if (k == 0)
+        return 0;
+    char path[PATH_MAX];
+    seg_path(dir, firsts[k - 1], path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint64_t after = firsts[k - 1];
+    if (fd >= 0) {
+        scan(fd, firsts[k - 1], UINT64_MAX, &after);
+        close(fd);
+    }
+    free(firsts);
+    *n = after - 1 > done_seq ? after - 1 - done_seq : 0;
+    return fd < 0 ? -1 : 0;
+}

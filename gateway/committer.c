@@ -23,6 +23,7 @@ struct committer {
     double idle_resume; /* after idle work failed, wait until then (commit thread) */
     double last_idle;   /* when idle work was last asked for (commit thread) */
     double idle_quiet;  /* seconds without jobs before idle work */
+    double last_submit; /* when a job was last queued (under mu) */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -148,7 +149,9 @@ static void *committer_main(void *arg)
             }
             /* Idle work waits for a quiet moment: requests that keep coming
              * closer together than that go first. */
-            wait_for(c, c->idle_quiet);
+            double quiet_left = c->idle_quiet - (mono_seconds() - c->last_submit);
+            if (quiet_left > 0)
+                wait_for(c, quiet_left);
             if (c->todo_head == NULL && !c->stop && !run_idle(c, false) && c->todo_head == NULL &&
                 !c->stop)
                 wait_for(c, 1.0);
@@ -237,6 +240,7 @@ void committer_submit(struct committer *c, struct commit_job *job)
     job->status = 0;
     c->pending++;
     pthread_mutex_lock(&c->mu);
+    c->last_submit = mono_seconds();
     if (c->todo_tail)
         c->todo_tail->next = job;
     else

@@ -76,7 +76,7 @@ struct ingest_req {
 /* Turning inbox records into events, on the commit thread when it is idle:
  * this many records per transaction. While requests never stop coming, the
  * oldest record may wait this long; then a trickle goes on all the same. */
-#define INBOX_TAKE     64
+#define INBOX_TAKE     32
 #define INBOX_TRICKLE  8
 #define INBOX_MAX_WAIT 30000 /* ms */
 

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -61,6 +62,7 @@ struct inbox {
     struct pos peek; /* after the last record inbox_read gave */
     char *buf;       /* one body being read */
     size_t bufcap;
+    int lock_fd; /* <dir>/lock, held: one daemon writes the log */
 
     pthread_t filler;
     bool filler_started;
@@ -335,6 +337,8 @@ void inbox_close(struct inbox *ib)
     }
     pthread_mutex_destroy(&ib->mu);
     pthread_cond_destroy(&ib->cv);
+    if (ib->lock_fd > 0)
+        close(ib->lock_fd);
     for (size_t i = 0; i < ib->nsegs; i++)
         close(ib->segs[i].fd);
     free(ib->segs);
@@ -359,6 +363,16 @@ int inbox_open(const char *dir, uint64_t done_seq, struct inbox **out, char *err
     }
     if (ib == NULL || (ib->dir = strdup(dir)) == NULL || list_segments(dir, &firsts, &n) != 0) {
         gw_errf(err, errlen, "inbox %s: %s", dir, strerror(errno ? errno : ENOMEM));
+        free(firsts);
+        inbox_close(ib);
+        return -1;
+    }
+    char lock[PATH_MAX];
+    snprintf(lock, sizeof lock, "%s/lock", dir);
+    ib->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (ib->lock_fd < 0 || flock(ib->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        gw_errf(err, errlen, "inbox %s: %s", dir,
+                errno == EWOULDBLOCK ? "another gateway is serving this store" : strerror(errno));
         free(firsts);
         inbox_close(ib);
         return -1;

@@ -60,9 +60,12 @@ static void test_append_read_done_reopen(void **state)
     (void)state;
     char err[GW_ERR_LEN], sub[300];
     snprintf(sub, sizeof sub, "%s/a", dir);
-    struct inbox *ib;
+    struct inbox *ib, *other;
     assert_int_equal(inbox_open(sub, 0, &ib, err, sizeof err), 0);
     assert_int_equal(inbox_pending(ib), 0);
+    /* One writer: a second daemon on the same store is refused. */
+    assert_int_equal(inbox_open(sub, 0, &other, err, sizeof err), -1);
+    assert_non_null(strstr(err, "another gateway is serving this store"));
     append(ib, "one", "");
     append(ib, "three", NULL);
     assert_int_equal(inbox_pending(ib), 3);

@@ -277,11 +277,28 @@ static void seek_seq(struct inbox *ib, uint64_t seq, struct pos *p)
     p->off = ib->nsegs ? scan(ib->segs[i].fd, ib->segs[i].first, seq, &at) : 0;
 }
 
-/* Fill the spare with zeros whenever there is none. */
+#define FILL_CHUNK (1u << 20)
+
+/* Open the spare for filling: past the page cache when the file system
+ * allows, so the zeros go out as they are written, not as one big flush
+ * that the inbox's own syncs would wait behind. */
+static int open_spare(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT, 0600);
+    if (fd < 0 && errno == EINVAL)
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    return fd;
+}
+
+/* Fill the spare with zeros whenever there is none, a chunk at a time with
+ * a pause between, leaving the disk to the inbox's syncs. */
 static void *filler_main(void *arg)
 {
     struct inbox *ib = arg;
-    static const char zeros[1 << 16];
+    void *zeros = NULL;
+    if (posix_memalign(&zeros, 4096, FILL_CHUNK) != 0)
+        return NULL;
+    memset(zeros, 0, FILL_CHUNK);
     char path[PATH_MAX];
     spare_path(ib->dir, path, sizeof path);
     pthread_mutex_lock(&ib->mu);
@@ -293,17 +310,19 @@ static void *filler_main(void *arg)
         ib->spare = SPARE_FILLING;
         pthread_mutex_unlock(&ib->mu);
         bool ok = false;
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        int fd = open_spare(path);
         if (fd >= 0) {
             uint64_t off = 0;
             ok = true;
             while (ok && off < INBOX_SEGMENT) {
-                ssize_t w = pwrite(fd, zeros, sizeof zeros, (off_t)off);
+                ssize_t w = pwrite(fd, zeros, FILL_CHUNK, (off_t)off);
                 ok = w > 0 || (w < 0 && errno == EINTR);
                 off += w > 0 ? (uint64_t)w : 0;
                 pthread_mutex_lock(&ib->mu);
                 ok = ok && !ib->stop;
                 pthread_mutex_unlock(&ib->mu);
+                struct timespec pause = {0, 2000000};
+                nanosleep(&pause, NULL);
             }
             ok = ok && fdatasync(fd) == 0;
             close(fd);
@@ -321,6 +340,7 @@ static void *filler_main(void *arg)
         }
     }
     pthread_mutex_unlock(&ib->mu);
+    free(zeros);
     return NULL;
 }
 

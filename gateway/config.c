@@ -47,7 +47,7 @@ static const struct key_def storage_keys[] = {
     {"map_max_mb", K_INT, S(map_max_mb), "16384", false, 1, 1L << 22},
     {"retention_days", K_INT, S(retention_days), "30", false, 1, 36500},
     {"commit_batch", K_INT, S(commit_batch), "512", false, 1, 65536},
-    {"index_inline_max", K_INT, S(index_inline_max), "16", false, 0, 65536},
+    {"index_inline_max", K_INT, S(index_inline_max), "4", false, 0, 65536},
     {"inbox_quiet_ms", K_INT, S(inbox_quiet_ms), "10", false, 1, 3600000},
     {NULL, 0, 0, NULL, false, 0, 0},
 };

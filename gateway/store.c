@@ -108,6 +108,14 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
 
     MDB_txn *txn;
     rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    for (int i = 0; rc == MDB_MAP_RESIZED && i < 8; i++) {
+        /* The serving daemon grew the map since: adopt its size. */
+        mdb_env_set_mapsize(st->env, 0);
+        mdb_env_info(st->env, &info);
+        if (info.me_mapsize > st->map_size)
+            st->map_size = info.me_mapsize;
+        rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    }
     if (rc == 0) {
         if ((rc = mdb_dbi_open(txn, "events", MDB_CREATE, &st->events)) == 0 &&
             (rc = mdb_dbi_open(txn, "dedupe", MDB_CREATE, &st->dedupe)) == 0 &&

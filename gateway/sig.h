@@ -23,6 +23,7 @@ bool sig_verify(const void *key, size_t keylen, const void *msg, size_t msglen, 
 /*
  * A prepared HMAC-SHA256 key: set up once, then each signature costs only
  * the hashing (the one-shot form looks the algorithm up on every call).
+ * It holds the state of the message being signed: one thread at a time.
  */
 struct sig_key;
 struct sig_key *sig_key_new(const void *key, size_t keylen);

@@ -417,20 +417,29 @@ static void conn_close(struct hconn *c, bool linger)
 
 static void process(struct hconn *c);
 
-/* The reply is out: drop the request and go on with what follows it. */
-static void request_done(struct hconn *c)
+/* The reply is out: close when the connection ends with it (false: it is
+ * gone or closing), else drop the request from the buffer and read on. */
+static bool next_request(struct hconn *c)
 {
     if (c->close_after || c->h->stopped) {
         conn_close(c, c->close_after);
-        return;
+        return false;
     }
     c->len -= c->req_bytes;
     memmove(c->buf, c->buf + c->req_bytes, c->len);
     c->req_bytes = 0;
     c->head_done = false;
     c->continue_sent = false;
-    c->started_ms = c->len ? loop_ms(c->h) : 0;
+    c->started_ms = 0;
     c->state = C_READ;
+    return true;
+}
+
+/* The reply went out after the callback returned: go on from here. */
+static void request_done(struct hconn *c)
+{
+    if (!next_request(c))
+        return;
     if (c->cap > KEEP_BUF && c->len < INITIAL_BUF) {
         char *small = malloc(INITIAL_BUF);
         if (small != NULL) {
@@ -590,17 +599,8 @@ static void process(struct hconn *c)
         }
         if (!c->replied_in_cb)
             return; /* replied later: request_done goes on from there */
-        if (c->close_after || h->stopped) {
-            conn_close(c, c->close_after);
+        if (!next_request(c))
             return;
-        }
-        c->len -= c->req_bytes;
-        memmove(c->buf, c->buf + c->req_bytes, c->len);
-        c->req_bytes = 0;
-        c->head_done = false;
-        c->continue_sent = false;
-        c->started_ms = 0;
-        c->state = C_READ;
     }
     if (c->state == C_READ && c->eof) {
         conn_free(c); /* closed mid-request, or after its last one */

@@ -56,7 +56,8 @@ struct inbox {
     char *dir;
     struct segment *segs;
     size_t nsegs, cap;
-    uint64_t next_seq; /* of the next record appended */
+    uint64_t seg_bytes; /* size of a file */
+    uint64_t next_seq;  /* of the next record appended */
     uint64_t done_seq;
     struct pos rd;   /* record done_seq + 1 */
     struct pos peek; /* after the last record inbox_read gave */
@@ -314,8 +315,9 @@ static void *filler_main(void *arg)
         if (fd >= 0) {
             uint64_t off = 0;
             ok = true;
-            while (ok && off < INBOX_SEGMENT) {
-                ssize_t w = pwrite(fd, zeros, FILL_CHUNK, (off_t)off);
+            while (ok && off < ib->seg_bytes) {
+                size_t chunk = ib->seg_bytes - off < FILL_CHUNK ? ib->seg_bytes - off : FILL_CHUNK;
+                ssize_t w = pwrite(fd, zeros, chunk, (off_t)off);
                 ok = w > 0 || (w < 0 && errno == EINTR);
                 off += w > 0 ? (uint64_t)w : 0;
                 pthread_mutex_lock(&ib->mu);
@@ -367,7 +369,8 @@ void inbox_close(struct inbox *ib)
     free(ib);
 }
 
-int inbox_open(const char *dir, uint64_t done_seq, struct inbox **out, char *err, size_t errlen)
+int inbox_open(const char *dir, uint64_t done_seq, size_t segment_bytes, struct inbox **out,
+               char *err, size_t errlen)
 {
     *out = NULL;
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -380,6 +383,8 @@ int inbox_open(const char *dir, uint64_t done_seq, struct inbox **out, char *err
     if (ib != NULL) {
         pthread_mutex_init(&ib->mu, NULL);
         pthread_cond_init(&ib->cv, NULL);
+        /* Whole pages, so the filler can write past the page cache. */
+        ib->seg_bytes = segment_bytes ? (segment_bytes + 4095) / 4096 * 4096 : INBOX_SEGMENT;
     }
     if (ib == NULL || (ib->dir = strdup(dir)) == NULL || list_segments(dir, &firsts, &n) != 0) {
         gw_errf(err, errlen, "inbox %s: %s", dir, strerror(errno ? errno : ENOMEM));
@@ -408,7 +413,7 @@ int inbox_open(const char *dir, uint64_t done_seq, struct inbox **out, char *err
         uint64_t size = fd < 0 ? 0 : scan(fd, firsts[i], UINT64_MAX, &after);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0 ||
-            add_segment(ib, firsts[i], fd, size, (uint64_t)st.st_size >= INBOX_SEGMENT) != 0) {
+            add_segment(ib, firsts[i], fd, size, (uint64_t)st.st_size >= ib->seg_bytes) != 0) {
             gw_errf(err, errlen, "inbox %s: %s", path, strerror(errno));
             if (fd >= 0)
                 close(fd);
@@ -461,7 +466,7 @@ int inbox_append(struct inbox *ib, const struct inbox_item *items, size_t n, cha
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        if (items[i].len > MAX_BODY) {
+        if (items[i].len > ib->seg_bytes - HEAD) {
             gw_errf(err, errlen, "inbox: a body of %zu bytes is too large", items[i].len);
             return -1;
         }
@@ -478,7 +483,7 @@ int inbox_append(struct inbox *ib, const struct inbox_item *items, size_t n, cha
     pthread_mutex_unlock(&ib->mu);
     /* A new file when this one is full, or, for a growing one, as soon as
      * a filled one is ready. */
-    if (s == NULL || (s->size > 0 && s->size + total > INBOX_SEGMENT) ||
+    if (s == NULL || (s->size > 0 && s->size + total > ib->seg_bytes) ||
         (!s->filled && ready && s->size > 0)) {
         char path[PATH_MAX], spare[PATH_MAX];
         seg_path(ib->dir, ib->next_seq, path, sizeof path);

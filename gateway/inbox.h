@@ -28,8 +28,10 @@
 
 struct inbox;
 
-/* Open (creating dir) with records up to done_seq already events. */
-int inbox_open(const char *dir, uint64_t done_seq, struct inbox **out, char *err, size_t errlen);
+/* Open (creating dir) with records up to done_seq already events; files of
+ * segment_bytes (0: INBOX_SEGMENT). */
+int inbox_open(const char *dir, uint64_t done_seq, size_t segment_bytes, struct inbox **out,
+               char *err, size_t errlen);
 void inbox_close(struct inbox *ib);
 
 /* Records not yet events. */

@@ -61,10 +61,10 @@ static void test_append_read_done_reopen(void **state)
     char err[GW_ERR_LEN], sub[300];
     snprintf(sub, sizeof sub, "%s/a", dir);
     struct inbox *ib, *other;
-    assert_int_equal(inbox_open(sub, 0, &ib, err, sizeof err), 0);
+    assert_int_equal(inbox_open(sub, 0, 0, &ib, err, sizeof err), 0);
     assert_int_equal(inbox_pending(ib), 0);
     /* One writer: a second daemon on the same store is refused. */
-    assert_int_equal(inbox_open(sub, 0, &other, err, sizeof err), -1);
+    assert_int_equal(inbox_open(sub, 0, 0, &other, err, sizeof err), -1);
     assert_non_null(strstr(err, "another gateway is serving this store"));
     append(ib, "one", "");
     append(ib, "three", NULL);
@@ -98,7 +98,7 @@ static void test_append_read_done_reopen(void **state)
 
     /* Reopened where the store says it is done: the rest, then new ones
      * numbered after it. */
-    assert_int_equal(inbox_open(sub, 2, &ib, err, sizeof err), 0);
+    assert_int_equal(inbox_open(sub, 2, 0, &ib, err, sizeof err), 0);
     assert_int_equal(inbox_pending(ib), 1);
     append(ib, "four", NULL);
     memset(&s, 0, sizeof s);
@@ -135,7 +135,7 @@ static void test_torn_tail_ends_the_log(void **state)
     char err[GW_ERR_LEN], sub[300], path[400];
     snprintf(sub, sizeof sub, "%s/torn", dir);
     struct inbox *ib;
-    assert_int_equal(inbox_open(sub, 0, &ib, err, sizeof err), 0);
+    assert_int_equal(inbox_open(sub, 0, 0, &ib, err, sizeof err), 0);
     append(ib, "kept", NULL);
     inbox_close(ib);
     off_t size = log_file(sub, path, sizeof path);
@@ -146,7 +146,7 @@ static void test_torn_tail_ends_the_log(void **state)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, "\x01\x02\x03GWIB\x05\0\0\0", 12), 12);
     close(fd);
-    assert_int_equal(inbox_open(sub, 0, &ib, err, sizeof err), 0);
+    assert_int_equal(inbox_open(sub, 0, 0, &ib, err, sizeof err), 0);
     assert_int_equal(inbox_pending(ib), 1);
     append(ib, "next", NULL); /* written over the torn bytes */
     struct seen s = {0};
@@ -163,9 +163,112 @@ static void test_torn_tail_ends_the_log(void **state)
     assert_true(fd >= 0);
     assert_int_equal(pwrite(fd, "X", 1, size + 32 + 1), 1);
     close(fd);
-    assert_int_equal(inbox_open(sub, 0, &ib, err, sizeof err), 0);
+    assert_int_equal(inbox_open(sub, 0, 0, &ib, err, sizeof err), 0);
     assert_int_equal(inbox_pending(ib), 1);
     inbox_close(ib);
+}
+
+/* Files in sub matching a shell pattern. */
+static int count_files(const char *sub, const char *pattern)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "ls '%s'/%s 2>/dev/null | wc -l", sub, pattern);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    assert_non_null(p);
+    assert_int_equal(fscanf(p, "%d", &n), 1);
+    pclose(p);
+    return n;
+}
+
+struct tally {
+    uint64_t next; /* seq expected next */
+    int bad;
+};
+
+static int check_order(const struct inbox_rec *r, void *arg)
+{
+    struct tally *t = arg;
+    char want[64];
+    snprintf(want, sizeof want, "body-%llu-%s", (unsigned long long)r->seq,
+             "padding-padding-padding-padding");
+    if (r->seq != t->next || r->len != strlen(want) || memcmp(r->body, want, r->len) != 0)
+        t->bad++;
+    t->next++;
+    return 0;
+}
+
+static void append_n(struct inbox *ib, uint64_t first, int n)
+{
+    char err[GW_ERR_LEN];
+    char bodies[8][64];
+    struct inbox_item it[8];
+    assert_true(n <= 8);
+    for (int i = 0; i < n; i++) {
+        snprintf(bodies[i], sizeof bodies[i], "body-%llu-%s", (unsigned long long)(first + i),
+                 "padding-padding-padding-padding");
+        it[i] = (struct inbox_item){(int64_t)(first + i), bodies[i], strlen(bodies[i])};
+    }
+    assert_int_equal(inbox_append(ib, it, (size_t)n, err, sizeof err), 0);
+}
+
+/* Files of one page: many rotations, the spare taken, done files given
+ * back, and reading across files, before and after a reopen. */
+static void test_rotation_and_reuse(void **state)
+{
+    (void)state;
+    char err[GW_ERR_LEN], sub[300];
+    snprintf(sub, sizeof sub, "%s/rot", dir);
+    struct inbox *ib;
+    assert_int_equal(inbox_open(sub, 0, 4096, &ib, err, sizeof err), 0);
+    uint64_t seq = 1;
+    /* About 80 bytes a record: 50 a file. Slowly enough for the filler to
+     * have spares ready part of the time, and quickly for the rest. */
+    for (int round = 0; round < 40; round++) {
+        append_n(ib, seq, 8);
+        seq += 8;
+        if (round % 4 == 0)
+            usleep(20000);
+    }
+    assert_int_equal(inbox_pending(ib), seq - 1);
+    assert_true(count_files(sub, "*.log") >= 6);
+
+    /* Everything, in order, across the files; then half of it done. */
+    struct tally t = {1, 0};
+    int fn_rc;
+    uint64_t last = 0;
+    assert_int_equal(inbox_read(ib, 1000, check_order, &t, &fn_rc, &last), (long)(seq - 1));
+    assert_int_equal(t.bad, 0);
+    assert_int_equal(last, seq - 1);
+    t = (struct tally){1, 0};
+    assert_int_equal(inbox_read(ib, 160, check_order, &t, &fn_rc, &last), 160);
+    int before = count_files(sub, "*.log");
+    inbox_done(ib, last);
+    assert_int_equal(inbox_pending(ib), seq - 1 - 160);
+    assert_true(count_files(sub, "*.log") < before);
+    assert_int_equal(count_files(sub, "spare.tmp"), 1);
+    uint64_t n;
+    assert_int_equal(inbox_count(sub, 160, &n), 0);
+    assert_int_equal(n, seq - 1 - 160);
+
+    /* More appends go into reused files; old records in them end nothing
+     * early and are never read as new ones. */
+    for (int round = 0; round < 20; round++) {
+        append_n(ib, seq, 8);
+        seq += 8;
+    }
+    inbox_close(ib);
+    assert_int_equal(inbox_open(sub, 160, 4096, &ib, err, sizeof err), 0);
+    assert_int_equal(inbox_pending(ib), seq - 1 - 160);
+    t = (struct tally){161, 0};
+    assert_int_equal(inbox_read(ib, 10000, check_order, &t, &fn_rc, &last), (long)(seq - 1 - 160));
+    assert_int_equal(t.bad, 0);
+    inbox_done(ib, last);
+    assert_int_equal(inbox_pending(ib), 0);
+    assert_int_equal(count_files(sub, "*.log"), 1);
+    inbox_close(ib);
+    assert_int_equal(inbox_count(sub, seq - 1, &n), 0);
+    assert_int_equal(n, 0);
 }
 
 int main(void)
@@ -173,6 +276,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_read_done_reopen),
         cmocka_unit_test(test_torn_tail_ends_the_log),
+        cmocka_unit_test(test_rotation_and_reuse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

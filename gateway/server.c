@@ -434,7 +434,8 @@ static int inbox_start(struct server *s)
     if (rc == 0 && json_is_integer(v) && json_integer_value(v) > 0)
         done = (uint64_t)json_integer_value(v);
     json_decref(v);
-    if ((rc != 0 && rc != STORE_ENOTFOUND) || inbox_open(dir, done, 0, &s->inbox, err, sizeof err)) {
+    if ((rc != 0 && rc != STORE_ENOTFOUND) ||
+        inbox_open(dir, done, 0, &s->inbox, err, sizeof err)) {
         log_error("cannot open the inbox: %s", err);
         return -1;
     }

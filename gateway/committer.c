@@ -30,8 +30,7 @@ struct committer {
     struct commit_job *todo_head, *todo_tail; /* waiting for commit */
     struct commit_job *done_head, *done_tail; /* committed, waiting for done() */
     bool stop;
-    size_t pending; /* loop thread only */
-    bool failing;   /* loop thread only */
+    bool failing; /* loop thread only */
 };
 
 static double mono_seconds(void)
@@ -66,7 +65,7 @@ static void commit_group(struct committer *c, struct commit_job *head)
     for (struct commit_job *j = head; j; j = j->next)
         n++;
     for (struct commit_job *j = head; j; j = j->next) {
-        j->group_size = n;
+        j->group_size = n; /* the before hook and apply see it */
         j->logged = false;
     }
     struct group g = {head};
@@ -85,7 +84,6 @@ static void commit_group(struct committer *c, struct commit_job *head)
         if (rc != 0 && !j->logged)
             j->status = STORE_EFAIL;
         j->commit_seconds = dt;
-        j->group_size = n;
         if (j->after != NULL)
             j->after(j);
     }
@@ -114,7 +112,6 @@ static bool run_idle(struct committer *c, bool busy)
     struct commit_job *j = c->idle(c->idle_arg, busy);
     if (j != NULL) {
         j->next = NULL;
-        j->idle = true;
         commit_group(c, j);
         if (j->status != 0)
             c->idle_resume = mono_seconds() + 1.0; /* let a failing store be */
@@ -202,8 +199,6 @@ static void run_done(struct committer *c)
             c->failing = false;
             log_info("store writes again");
         }
-        if (!j->idle)
-            c->pending--;
         j->done(j);
         j = next;
     }
@@ -238,7 +233,6 @@ void committer_submit(struct committer *c, struct commit_job *job)
 {
     job->next = NULL;
     job->status = 0;
-    c->pending++;
     pthread_mutex_lock(&c->mu);
     c->last_submit = mono_seconds();
     if (c->todo_tail)
@@ -267,11 +261,6 @@ void committer_set_before(struct committer *c,
     c->before = before;
     c->before_arg = arg;
     pthread_mutex_unlock(&c->mu);
-}
-
-size_t committer_pending(const struct committer *c)
-{
-    return c->pending;
 }
 
 void committer_stop(struct committer *c)

@@ -29,7 +29,6 @@ struct commit_job {
     int (*apply)(struct store_txn *t, struct commit_job *job);
     void (*done)(struct commit_job *job);
     int status; /* 0 committed, else STORE_E* */
-    bool idle;  /* came from the idle hook */
     /* Set by the before hook: the job was made durable another way (status
      * says how that went); apply is not called. */
     bool logged;
@@ -65,7 +64,6 @@ void committer_set_before(struct committer *c,
 void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *arg, bool busy),
                         void *arg, double quiet_seconds);
 /* Jobs submitted and not yet done. */
-size_t committer_pending(const struct committer *c);
 /* Finish what is queued, call its done callbacks, stop the thread. */
 void committer_stop(struct committer *c);
 

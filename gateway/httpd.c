@@ -83,18 +83,14 @@ int httpd_parse_head(char *buf, size_t len, size_t max_head, size_t max_body, st
     while (p < end && (*p == '\r' || *p == '\n')) /* stray CRLF between requests */
         p++;
     char *start = p;
-    size_t lines = 0;
     for (;;) {
         nl = line_end(p, end);
         if (nl == NULL)
             return len >= max_head ? 431 : 0;
-        lines++;
         if (nl == p || (nl == p + 1 && *p == '\r'))
             break;
         p = nl + 1;
     }
-    if (lines - 1 > HTTPD_MAX_HEADERS + 1)
-        return 431;
     char *head_end = nl + 1;
 
     memset(r, 0, sizeof *r);
@@ -851,11 +847,6 @@ void httpd_reply(struct httpd_req *r, int code, const char *reason, const char *
     if (c->eof)
         c->close_after = true;
     reply_on(c, code, reason, ctype, extra_headers, body, len, r->method == HTTPD_HEAD);
-}
-
-void httpd_close_after(struct httpd_req *r)
-{
-    ((struct hconn *)r->conn)->close_after = true;
 }
 
 void httpd_peer(const struct httpd_req *r, char *out, size_t outlen)

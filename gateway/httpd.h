@@ -86,9 +86,6 @@ struct httpd *httpd_new(struct event_base *base, const char *host, unsigned shor
 void httpd_reply(struct httpd_req *r, int code, const char *reason, const char *ctype,
                  const char *extra_headers, const void *body, size_t len);
 
-/* Whether the connection of r is to close after its reply. */
-void httpd_close_after(struct httpd_req *r);
-
 /* The TCP peer's address, as text. */
 void httpd_peer(const struct httpd_req *r, char *out, size_t outlen);
 

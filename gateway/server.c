@@ -304,21 +304,21 @@ static void ingest_before(void *arg, struct commit_job *head, unsigned n)
     if (items == NULL)
         return; /* then they become events now */
     size_t k = 0;
-    for (struct commit_job *j = head; j; j = j->next)
-        if (j->apply == ingest_apply && ((struct ingest_req *)j)->kind == REQ_QBO) {
-            struct ingest_req *r = (struct ingest_req *)j;
-            items[k++] = (struct inbox_item){r->received_ms, r->body, r->body_len};
-        }
+    for (struct commit_job *j = head; j; j = j->next) {
+        struct ingest_req *r = (struct ingest_req *)j;
+        if (j->apply != ingest_apply || r->kind != REQ_QBO)
+            continue;
+        items[k++] = (struct inbox_item){r->received_ms, r->body, r->body_len};
+        r->inboxed = true;
+        j->logged = true;
+    }
     char err[GW_ERR_LEN];
     int rc = k ? inbox_append(s->inbox, items, k, err, sizeof err) : 0;
     if (rc != 0)
         log_error("%s", err);
     for (struct commit_job *j = head; k && j; j = j->next)
-        if (j->apply == ingest_apply && ((struct ingest_req *)j)->kind == REQ_QBO) {
-            ((struct ingest_req *)j)->inboxed = true;
-            j->logged = true;
+        if (j->logged)
             j->status = rc == 0 ? 0 : STORE_EFAIL;
-        }
     free(items);
 }
 

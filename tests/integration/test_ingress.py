@@ -460,6 +460,27 @@ class Inbox(GatewayTestCase):
         self.assertEqual(gw.post_qbo(two).status, 200)  # a redelivery
         self.assertEqual(gw.post_qbo(b"not json at all").status, 200)
         gw.settle()
+        self.check_events_and_metrics(gw)
+
+    def test_answered_before_they_are_events(self):
+        """With the inbox worked on only after a minute of quiet, the answers
+        come first: the bodies wait in the inbox, no event exists yet, and a
+        restart makes them events."""
+        gw = self.gateway(extra={"storage": {"index_inline_max": 0,
+                                             "inbox_quiet_ms": 60000}})
+        two = dumps([cloudevent("inbox-1", "71", "310687"),
+                     cloudevent("inbox-2", "72", "999999")])
+        self.assertEqual(gw.post_qbo(two).status, 200)
+        self.assertEqual(gw.post_qbo(two).status, 200)
+        self.assertEqual(gw.post_qbo(b"not json at all").status, 200)
+        self.assertEqual(gw.status()["inbox"], 3)
+        self.assertEqual(gw.events(), [])
+        self.assertEqual(gw.stop(), 0)
+        gw.start()
+        self.assertEqual(gw.status()["inbox"], 0)
+        self.check_events_and_metrics(gw)
+
+    def check_events_and_metrics(self, gw):
         evs = gw.events()
         got = sorted((e["entity_id"] or "", e["state"], e["reason"] or "") for e in evs)
         self.assertEqual(got, [("", "dead", "malformed"), ("71", "pending", ""),

@@ -428,14 +428,6 @@ static bool next_request(struct hconn *c)
     c->continue_sent = false;
     c->started_ms = 0;
     c->state = C_READ;
-    return true;
-}
-
-/* The reply went out after the callback returned: go on from here. */
-static void request_done(struct hconn *c)
-{
-    if (!next_request(c))
-        return;
     if (c->cap > KEEP_BUF && c->len < INITIAL_BUF) {
         char *small = malloc(INITIAL_BUF);
         if (small != NULL) {
@@ -445,10 +437,15 @@ static void request_done(struct hconn *c)
             c->cap = INITIAL_BUF;
         }
     }
-    if (c->eof && c->len == 0) {
-        conn_free(c);
+    return true;
+}
+
+/* The reply went out after the callback returned: go on from here (process
+ * also closes a connection the client ended). */
+static void request_done(struct hconn *c)
+{
+    if (!next_request(c))
         return;
-    }
     watch(c, EV_READ);
     process(c);
 }

@@ -73,7 +73,6 @@ struct running {
 };
 
 struct dispatcher {
-    struct event_base *base;
     const struct gw_config *cfg;
     struct store *st;
     struct committer *committer;
@@ -100,11 +99,12 @@ static struct dconn *dconn_of(struct dispatcher *d, const char *name)
 }
 
 /*
- * The ids of running events, in an open-addressing set: every scan asks about
- * each queued entry, and running events stay queued until they finish.
- * 0 marks a free slot, GONE a removed one (ids start at 1).
+ * The ids of running events, in an open-addressing set with linear probing:
+ * every scan asks about each queued entry, and running events stay queued
+ * until they finish. 0 marks a free slot (ids start at 1). A removal shifts
+ * the entries after it back, so no tombstones pile up and a miss stops at
+ * the first free slot.
  */
-#define GONE UINT64_MAX
 
 static size_t slot_of(const struct dispatcher *d, uint64_t id)
 {
@@ -124,19 +124,29 @@ static bool is_running(struct dispatcher *d, uint64_t id)
 
 static void set_running(struct dispatcher *d, uint64_t id, bool on)
 {
-    size_t i = slot_of(d, id);
-    for (size_t n = 0; n < d->nslots; i = (i + 1) & (d->nslots - 1), n++) {
-        if (on && (d->slots[i] == 0 || d->slots[i] == GONE)) {
+    size_t mask = d->nslots - 1, i = slot_of(d, id);
+    for (size_t n = 0; n < d->nslots; i = (i + 1) & mask, n++) {
+        if (on && d->slots[i] == 0) {
             d->slots[i] = id;
             return;
         }
-        if (!on && d->slots[i] == id) {
-            /* The next slot free: no probe runs through here, so free it. */
-            d->slots[i] = d->slots[(i + 1) & (d->nslots - 1)] == 0 ? 0 : GONE;
+        if (d->slots[i] == 0)
             return;
+        if (!on && d->slots[i] == id)
+            break;
+    }
+    if (on || d->slots[i] != id)
+        return;
+    d->slots[i] = 0;
+    /* Move back every entry of the run after i whose home is not between
+     * the hole and it, so each stays reachable from its home. */
+    for (size_t j = (i + 1) & mask; d->slots[j] != 0; j = (j + 1) & mask) {
+        size_t home = slot_of(d, d->slots[j]);
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            d->slots[i] = d->slots[j];
+            d->slots[j] = 0;
+            i = j;
         }
-        if (!on && d->slots[i] == 0)
-            return;
     }
 }
 
@@ -251,8 +261,7 @@ static const char *const outcome_names[] = {"done", "skipped",   "retry",
                                             "dead", "throttled", "waiting for authorisation"};
 
 /* Apply the outcome to the record: the single place states change after a run. */
-static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcome *o, json_t *steps,
-                          unsigned *attempt_out)
+static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcome *o, json_t *steps)
 {
     int64_t now = gw_now_ms();
     json_int_t attempts = json_integer_value(json_object_get(rec, "attempts"));
@@ -260,7 +269,6 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
     if (counts)
         attempts++;
     json_object_set_new(rec, "attempts", json_integer(attempts));
-    *attempt_out = (unsigned)attempts;
 
     enum gw_state next;
     const char *reason = o->reason[0] ? o->reason : NULL;
@@ -309,11 +317,6 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
     }
     char ts[GW_TS_LEN];
     gw_ts_format(now, ts, sizeof ts);
-    /* The record is a shallow copy: the history array is copied before it
-     * grows, so the stored original stays as it was. */
-    json_t *h = json_object_get(rec, "history");
-    h = json_is_array(h) ? json_copy(h) : json_array();
-    json_object_set_new(rec, "history", h);
     json_t *entry = json_pack("{s:s, s:s, s:I}", "at", ts, "outcome", outcome_names[o->kind],
                               "attempt", (json_int_t)attempts);
     if (o->reason[0])
@@ -322,10 +325,8 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
         json_object_set_new(entry, "error", json_string(o->error));
     if (steps && json_array_size(steps) > 0)
         json_object_set(entry, "steps", steps);
-    json_array_append_new(h, entry);
-    /* Keep the history bounded: the first attempts and the latest ones. */
-    while (json_array_size(h) > 50)
-        json_array_remove(h, 10);
+    /* The record is a shallow copy: the stored original stays as it was. */
+    event_history_append(rec, entry);
 
     json_object_set_new(rec, "state", json_string(event_state_name(next)));
     json_object_set_new(rec, "reason", reason ? json_string(reason) : json_null());
@@ -379,8 +380,7 @@ static int finish_apply(struct store_txn *t, struct commit_job *job)
     int rc = editable_record(t, r, &copy, &old);
     if (rc != 0)
         return rc;
-    unsigned attempt;
-    apply_outcome(r->d, copy, &r->outcome, r->task.steps, &attempt);
+    apply_outcome(r->d, copy, &r->outcome, r->task.steps);
     rc = write_record(t, r, copy, &old);
     json_decref(copy);
     /* What the flow learnt (id map) is kept only with a final outcome. */
@@ -716,7 +716,6 @@ struct dispatcher *dispatch_new(struct event_base *base, const struct gw_config 
                                 struct gw_clients *clients, const struct flow *extra_flows)
 {
     struct dispatcher *d = calloc(1, sizeof *d);
-    d->base = base;
     d->cfg = cfg;
     d->st = st;
     d->committer = committer;

@@ -55,6 +55,16 @@ json_t *event_new_record(const char *connection, const char *source, const char 
     return r;
 }
 
+void event_history_append(json_t *rec, json_t *entry)
+{
+    json_t *h = json_object_get(rec, "history");
+    h = json_is_array(h) ? json_copy(h) : json_array();
+    json_object_set_new(rec, "history", h);
+    json_array_append_new(h, entry);
+    while (json_array_size(h) > 50)
+        json_array_remove(h, 10);
+}
+
 int batch_add(struct gw_batch *b, char *dedupe_key, json_t *record, enum gw_state state)
 {
     if (b->n == b->cap) {

@@ -31,7 +31,6 @@ int event_state_parse(const char *name);
 #define GW_SRC_MPLUS      "mplus"
 #define GW_SRC_MPLUS_POLL "mplus-poll"
 #define GW_SRC_QBO_CDC    "qbo-cdc"
-#define GW_SRC_REPLAY     "replay"
 
 /* A new event waiting to be stored. */
 struct gw_new_event {
@@ -64,6 +63,13 @@ json_t *event_new_record(const char *connection, const char *source, const char 
  * "connection|entity|entity_id". Events with one key run one at a time.
  */
 void event_entity_key(json_t *rec, char *out, size_t outlen);
+
+/*
+ * Append entry (consumed) to the record's history, bounded: past 50 entries
+ * the oldest after the first 10 go. The array is replaced by a copy first, so
+ * a record that shares it with another (a shallow copy) leaves that one be.
+ */
+void event_history_append(json_t *rec, json_t *entry);
 
 /* Append to the batch; consumes record and dedupe_key (a malloc'd string). */
 int batch_add(struct gw_batch *b, char *dedupe_key, json_t *record, enum gw_state state);

@@ -74,7 +74,6 @@ struct oauth_state {
 };
 
 struct qbo {
-    struct event_base *base;
     const struct gw_config *cfg;
     struct store *st;
     struct committer *committer;
@@ -202,18 +201,22 @@ static bool xml_fault(const char *body, size_t len, char *code, size_t codelen, 
     return found;
 }
 
+/* The fault in a body already parsed as JSON (root), or else read as XML. */
+static bool body_fault(json_t *root, const char *body, size_t len, char *code, size_t codelen,
+                       char *msg, size_t msglen)
+{
+    if (root != NULL)
+        return json_fault(root, code, codelen, msg, msglen);
+    return len > 0 && xml_fault(body, len, code, codelen, msg, msglen);
+}
+
 bool qbo_parse_fault(const char *body, size_t len, char *code, size_t codelen, char *msg,
                      size_t msglen)
 {
-    if (len == 0)
-        return false;
-    json_t *root = json_loadb(body, len, 0, NULL);
-    if (root != NULL) {
-        bool f = json_fault(root, code, codelen, msg, msglen);
-        json_decref(root);
-        return f;
-    }
-    return xml_fault(body, len, code, codelen, msg, msglen);
+    json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
+    bool f = body_fault(root, body, len, code, codelen, msg, msglen);
+    json_decref(root);
+    return f;
 }
 
 /* ---- tokens ------------------------------------------------------------------ */
@@ -705,8 +708,8 @@ static int write_call(struct qbo *q, const struct gw_connection *c, enum call_ki
     gw_strlcpy(call->entity, entity, sizeof call->entity);
     call->body = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     call->requestid = requestid ? strdup(requestid) : NULL;
-    if (kind == CALL_UPDATE)
-        call->update = json_deep_copy(obj);
+    if (kind == CALL_UPDATE) /* qbo_update's own copy: shared, not copied again */
+        call->update = json_incref(obj);
     start_call(call);
     return 0;
 }
@@ -830,11 +833,14 @@ static void http_done(const struct http_response *resp, void *arg)
         return;
     } else {
         char code[16] = "", msg[900] = "";
+        /* One parse serves the fault check and the answer. */
+        json_t *parsed = resp->body_len ? json_loadb(resp->body, resp->body_len, 0, NULL) : NULL;
         bool fault =
-            qbo_parse_fault(resp->body, resp->body_len, code, sizeof code, msg, sizeof msg);
+            body_fault(parsed, resp->body, resp->body_len, code, sizeof code, msg, sizeof msg);
         gw_strlcpy(r.code, code, sizeof r.code);
         if (resp->status >= 200 && resp->status < 300 && !fault) {
-            body = json_loadb(resp->body, resp->body_len, 0, NULL);
+            body = parsed;
+            parsed = NULL;
             if (body == NULL) {
                 r.kind = QBO_RETRY;
                 gw_errf(r.error, sizeof r.error, "HTTP %ld with a body that is not JSON",
@@ -847,7 +853,7 @@ static void http_done(const struct http_response *resp, void *arg)
                          json_string_value(json_object_get(call->update, "Id")) ?: "",
                          stale_read_done, call) == 0) {
                 metrics_delivery(MA_QUICKBOOKS, MO_FAULT, resp->seconds);
-                json_decref(body);
+                json_decref(parsed);
                 return;
             }
             r.kind = QBO_RETRY;
@@ -857,6 +863,7 @@ static void http_done(const struct http_response *resp, void *arg)
             gw_errf(r.error, sizeof r.error, "HTTP %ld%s%s", resp->status, fault ? " " : "",
                     fault ? msg : "");
         }
+        json_decref(parsed); /* NULL when it became the answer */
     }
     if (r.kind == QBO_RETRY || r.kind == QBO_FAULT)
         gw_strlcpy(qc->last_error, r.error, sizeof qc->last_error);
@@ -977,7 +984,6 @@ struct qbo *qbo_new(struct event_base *base, const struct gw_config *cfg, struct
                     struct committer *committer, struct http_client *http)
 {
     struct qbo *q = calloc(1, sizeof *q);
-    q->base = base;
     q->cfg = cfg;
     q->st = st;
     q->committer = committer;

@@ -11,9 +11,9 @@ int ingest_prepare(struct ingest_batch *b)
     size_t n = b->events.n;
     b->puts = calloc(n ? n : 1, sizeof *b->puts);
     b->texts = calloc(n ? n : 1, sizeof *b->texts);
-    b->ekeys = calloc(n ? n : 1, sizeof *b->ekeys);
+    b->keys = calloc(n ? n : 1, sizeof *b->keys);
     b->payloads = calloc(n ? n : 1, sizeof *b->payloads);
-    if (b->puts == NULL || b->texts == NULL || b->ekeys == NULL || b->payloads == NULL)
+    if (b->puts == NULL || b->texts == NULL || b->keys == NULL || b->payloads == NULL)
         return -1;
     for (size_t i = 0; i < n; i++) {
         struct gw_new_event *e = &b->events.ev[i];
@@ -35,10 +35,10 @@ int ingest_prepare(struct ingest_batch *b)
             p->payload = e->raw;
             p->payload_len = e->raw_len;
         }
-        p->state = e->state;
-        p->due_ms = json_integer_value(json_object_get(e->record, "due_ms"));
-        event_entity_key(e->record, b->ekeys[i], sizeof b->ekeys[i]);
-        p->entity_key = b->ekeys[i];
+        store_event_keys(e->record, &b->keys[i]);
+        p->state = b->keys[i].state;
+        p->due_ms = b->keys[i].due_ms;
+        p->entity_key = b->keys[i].ekey;
         const char *change = json_string_value(json_object_get(e->record, "change_key"));
         if (change != NULL) {
             store_dedupe_hash(change, occurred, p->key2);
@@ -70,10 +70,10 @@ void ingest_batch_free(struct ingest_batch *b)
     free(b->texts);
     free(b->payloads);
     b->payloads = NULL;
-    free(b->ekeys);
+    free(b->keys);
     free(b->puts);
     batch_free(&b->events);
     b->texts = NULL;
-    b->ekeys = NULL;
+    b->keys = NULL;
     b->puts = NULL;
 }

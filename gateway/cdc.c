@@ -45,7 +45,8 @@ struct cdc_job {
     bool more;
 };
 
-void cdc_checkpoint_key(const char *conn, char *out, size_t outlen)
+/* The meta key of a connection's checkpoint. */
+static void cdc_checkpoint_key(const char *conn, char *out, size_t outlen)
 {
     snprintf(out, outlen, "qbo.cdc.%s", conn);
 }

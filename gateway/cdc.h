@@ -28,9 +28,6 @@ void cdc_free(struct cdc *c);
 void cdc_drain(struct cdc *c);
 bool cdc_idle(const struct cdc *c);
 
-/* The meta key of a connection's checkpoint. */
-void cdc_checkpoint_key(const char *conn, char *out, size_t outlen);
-
 /*
  * Turn a CDC response into events (source qbo-cdc) for connection conn; sets
  * *latest to the newest LastUpdatedTime seen (normalised), if any, and *rows

@@ -23,7 +23,6 @@ struct http_client {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
-    size_t inflight;
     struct transfer *head; /* transfers running, for cleanup */
     /* Idle easy handles: reusing one keeps its buffers and saves a heap
      * round trip per request. */
@@ -33,7 +32,6 @@ struct http_client {
 
 struct transfer {
     struct transfer *prev, *next;
-    struct http_client *client;
     CURL *easy;
     struct curl_slist *headers;
     char *body;
@@ -66,7 +64,6 @@ static void unlink_transfer(struct http_client *c, struct transfer *t)
         c->head = t->next;
     if (t->next)
         t->next->prev = t->prev;
-    c->inflight--;
 }
 
 static void drain(struct http_client *c)
@@ -212,14 +209,10 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userp)
     while (*v == ' ' || *v == '\t')
         v++;
     v[strcspn(v, "\r\n")] = '\0';
-    if (strcasecmp(buf, "Content-Type") == 0) {
-        gw_strlcpy(t->resp.content_type, v, sizeof t->resp.content_type);
-    } else if (strcasecmp(buf, "Retry-After") == 0) {
+    if (strcasecmp(buf, "Retry-After") == 0) {
         int64_t s;
         if (gw_strtoi64(v, &s) && s >= 0 && s < 86400)
             t->resp.retry_after_s = (long)s;
-    } else if (strcasecmp(buf, "intuit_tid") == 0 || strcasecmp(buf, "Intuit-Tid") == 0) {
-        gw_strlcpy(t->resp.intuit_tid, v, sizeof t->resp.intuit_tid);
     }
     return n;
 }
@@ -272,7 +265,6 @@ int http_start(struct http_client *c, const struct http_request *req, http_done_
     struct transfer *t = calloc(1, sizeof *t);
     if (t == NULL)
         return -1;
-    t->client = c;
     t->done = done;
     t->arg = arg;
     t->resp.retry_after_s = -1;
@@ -311,17 +303,11 @@ int http_start(struct http_client *c, const struct http_request *req, http_done_
         free(t);
         return -1;
     }
-    c->inflight++;
     t->next = c->head;
     if (c->head)
         c->head->prev = t;
     c->head = t;
     return 0;
-}
-
-size_t http_inflight(const struct http_client *c)
-{
-    return c->inflight;
 }
 
 char *http_escape(const char *s)

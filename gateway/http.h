@@ -28,11 +28,9 @@ struct http_response {
     long status;         /* HTTP status, 0 when there was none */
     char *body;          /* NUL-terminated; valid during the callback only */
     size_t body_len;
-    char content_type[96];
-    long retry_after_s;  /* from Retry-After (seconds form), -1 if absent */
-    char intuit_tid[80]; /* Intuit's request id, for support */
-    double seconds;      /* total time */
-    int timed_out;       /* the transport error was a timeout */
+    long retry_after_s; /* from Retry-After (seconds form), -1 if absent */
+    double seconds;     /* total time */
+    int timed_out;      /* the transport error was a timeout */
 };
 
 /* Called once per request from the loop, never from inside libcurl. */
@@ -44,9 +42,6 @@ void http_client_free(struct http_client *c);
 
 /* Start a request; returns 0, or -1 when it could not be started (no callback then). */
 int http_start(struct http_client *c, const struct http_request *req, http_done_fn done, void *arg);
-
-/* Requests started and not yet completed. */
-size_t http_inflight(const struct http_client *c);
 
 /* Percent-encode s for a query string; returns a new malloc'd string. */
 char *http_escape(const char *s);

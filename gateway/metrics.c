@@ -21,11 +21,6 @@ void metrics_webhook(enum metric_source s, enum metric_result r)
     webhooks[s][r]++;
 }
 
-uint64_t metrics_webhook_count(enum metric_source s, enum metric_result r)
-{
-    return webhooks[s][r];
-}
-
 static uint64_t deliveries[MA_COUNT][MO_COUNT];
 static const double delivery_buckets[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 #define NDBUCKETS (sizeof delivery_buckets / sizeof delivery_buckets[0])

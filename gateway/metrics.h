@@ -22,7 +22,6 @@ enum metric_result {
 };
 
 void metrics_webhook(enum metric_source s, enum metric_result r);
-uint64_t metrics_webhook_count(enum metric_source s, enum metric_result r);
 /* Calls to the other side's APIs: which API, how the call ended, how long. */
 enum metric_api { MA_QUICKBOOKS, MA_MPLUS, MA_COUNT };
 enum metric_outcome { MO_OK, MO_FAULT, MO_RETRY, MO_THROTTLED, MO_AUTH, MO_COUNT };

@@ -1908,7 +1908,6 @@ struct call {
 
 struct mplus {
     struct event_base *base;
-    const struct gw_config *cfg;
     struct http_client *http;
     struct call *calls;
     unsigned long seq;
@@ -2118,7 +2117,6 @@ struct mplus *mplus_new(struct event_base *base, const struct gw_config *cfg,
     if (m == NULL)
         return NULL;
     m->base = base;
-    m->cfg = cfg;
     m->http = http;
     pthread_once(&schema_once, schema_init);
     return m;

@@ -160,7 +160,7 @@ static int add_object(const struct gw_connection *c, const struct kind *k, json_
     if (context != NULL) {
         payload = json_pack("{s:o, s:O}", k->entity, payload, "product", context);
     }
-    json_t *rec = event_new_record(c->name, "mplus-poll", k->entity, id, "Change", GW_PENDING,
+    json_t *rec = event_new_record(c->name, GW_SRC_MPLUS_POLL, k->entity, id, "Change", GW_PENDING,
                                    now_ms, changed, NULL, NULL, payload);
     if (rec == NULL) {
         free(key);

@@ -323,7 +323,8 @@ int webhook_parse_qbo(const struct gw_config *cfg, const char *body, size_t len,
     return rc;
 }
 
-bool webhook_mplus_event_syncs(const char *event_name)
+/* True when event_name is a till event the gateway acts on. */
+static bool webhook_mplus_event_syncs(const char *event_name)
 {
     return strcmp(event_name, "completeSession") == 0 || strcmp(event_name, "creditSession") == 0;
 }

@@ -46,7 +46,4 @@ enum mplus_verdict {
 int webhook_parse_mplus(const struct gw_connection *conn, const char *event_name, const char *body,
                         size_t len, int64_t now_ms, struct gw_batch *out);
 
-/* True when event_name is a till event the gateway acts on. */
-bool webhook_mplus_event_syncs(const char *event_name);
-
 #endif

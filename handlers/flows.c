@@ -9,7 +9,7 @@
 
 /* Flows of other entities are to come: their events end skipped, "no flow". */
 static const struct flow shipped[] = {
-    {"customers", GW_FLOW_CUSTOMERS, "mplus-poll", "relation", customers_from_mplus},
+    {"customers", GW_FLOW_CUSTOMERS, GW_SRC_MPLUS_POLL, "relation", customers_from_mplus},
     {"customers", GW_FLOW_CUSTOMERS, "quickbooks", "Customer", customers_from_qbo},
     {NULL, 0, NULL, NULL, NULL},
 };
@@ -30,7 +30,7 @@ const struct flow *flow_for(json_t *rec, const struct gw_connection *conn, const
     const char *source = json_string_value(json_object_get(rec, "source"));
     const char *entity = json_string_value(json_object_get(rec, "entity"));
     /* A change found by a CDC sweep goes where its webhook would have gone. */
-    if (source != NULL && strcmp(source, "qbo-cdc") == 0)
+    if (source != NULL && strcmp(source, GW_SRC_QBO_CDC) == 0)
         source = "quickbooks";
     for (const struct flow *f = extra; f && f->name; f++)
         if (takes(f, source, entity, conn->flows))

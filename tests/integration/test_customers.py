@@ -661,7 +661,9 @@ class QboDown(CustomersTestCase):
         updates = [p for p in posts if "Id" in (p["body"] or {})]
         self.assertEqual([(p["status"], p["body"]["Id"]) for p in updates], [(200, c["Id"])])
         self.wait_quiet()
-        for e in self.customer_events(c["Id"]):
+        evs = self.customer_events(c["Id"])
+        self.assertEqual(len(evs), 2, evs)  # the create's webhook and the update's
+        for e in evs:
             self.assertEcho(self.gw.show(e["id"]))
         self.assertEqual(MPLUS.writes(), [])
         self.assertEqual(len(QBO.customers()), 1)
@@ -734,9 +736,11 @@ class NewInQuickBooks(CustomersTestCase):
         [e] = self.wait_final(1, "the new customer's webhook", entity="Customer",
                               entity_id=an["Id"])
         self.assertDone(e)
-        # Looked for first (createRelation is not idempotent), then created.
+        # Looked for first, by the customer's id and by e-mail (createRelation
+        # is not idempotent), then created.
         self.assertEqual([r["operation"] for r in MPLUS.requests(
-            ("findRelation",) + MPLUS_WRITES, mmark)][-1], "createRelation")
+            ("findRelation",) + MPLUS_WRITES, mmark)],
+            ["findRelation", "findRelation", "createRelation"])
         writes = MPLUS.writes(mmark)
         self.assertEqual([(w["operation"], w["result"]) for w in writes],
                          [("createRelation", "CREATE-RELATION-RESULT-OK")], writes)
@@ -805,7 +809,9 @@ class InactiveAndCreateOnly(CustomersTestCase):
         self.assertEqual((c["Active"], c["DisplayName"]), (True, "Sem Jacobs"))
 
         # None of it came back to Mplus: the relation is as the shop left it.
-        for e in self.customer_events(cid):
+        evs = self.customer_events(cid)
+        self.assertEqual(len(evs), 4, evs)  # the create's webhook and three updates'
+        for e in evs:
             self.assertEcho(e)
         self.assertEqual(MPLUS.writes(), [])
         r = MPLUS.get_relation(number)

@@ -1046,8 +1046,10 @@ static void test_call(void **state)
     json_t *req = json_pack("{s:i}", "branchNumber", 1);
     assert_int_equal(mplus_call(m, &conn, "getStock", req, on_result, &o), 0);
     json_decref(req);
+    int calls = o.calls;
     http_client_free(hc);
     mplus_free(m);
+    assert_int_equal(o.calls, calls);
     free(s.body);
     event_base_free(base);
 }

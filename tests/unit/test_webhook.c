@@ -216,13 +216,14 @@ static void test_bad_entity_among_good_ones(void **state)
 {
     (void)state;
     struct gw_batch b = {0};
-    parse_text("{\"eventNotifications\":[{\"realmId\":\"1185883450\",\"dataChangeEvent\":"
-               "{\"entities\":[{\"name\":\"Customer\",\"id\":\"1\",\"operation\":\"Update\","
-               "\"lastUpdated\":\"2015-10-05T21:42:19Z\"},"
-               "{\"name\":\"Customer\",\"operation\":\"Update\"},"
-               "{\"name\":\"Item\",\"id\":\"2\",\"operation\":\"Update\",\"lastUpdated\":\"soon\"}"
-               "]}}]}",
-               &b);
+    static const char body[] =
+        "{\"eventNotifications\":[{\"realmId\":\"1185883450\",\"dataChangeEvent\":"
+        "{\"entities\":[{\"name\":\"Customer\",\"id\":\"1\",\"operation\":\"Update\","
+        "\"lastUpdated\":\"2015-10-05T21:42:19Z\"},"
+        "{\"name\":\"Customer\",\"operation\":\"Update\"},"
+        "{\"name\":\"Item\",\"id\":\"2\",\"operation\":\"Update\",\"lastUpdated\":\"soon\"}"
+        "]}}]}";
+    parse_text(body, &b);
     assert_int_equal(b.n, 3);
     assert_int_equal(b.ev[0].state, GW_PENDING);
     assert_int_equal(b.ev[1].state, GW_DEAD);
@@ -232,6 +233,12 @@ static void test_bad_entity_among_good_ones(void **state)
     assert_non_null(strstr(field(&b.ev[2], "last_error"), "lastUpdated"));
     /* Distinct dead events get distinct keys, stable across redelivery. */
     assert_string_not_equal(b.ev[1].dedupe_key, b.ev[2].dedupe_key);
+    struct gw_batch again = {0};
+    assert_int_equal(webhook_parse_qbo(cfg, body, strlen(body), NOW + 60000, &again), 0);
+    assert_int_equal(again.n, 3);
+    for (size_t i = 0; i < 3; i++)
+        assert_string_equal(again.ev[i].dedupe_key, b.ev[i].dedupe_key);
+    batch_free(&again);
     batch_free(&b);
 }
 

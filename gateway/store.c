@@ -673,20 +673,6 @@ static int read_copies(struct store *st, struct text_arg *a, char *err, size_t e
     return rc;
 }
 
-int store_get_event_text(struct store *st, uint64_t id, char **text, size_t *len, char **payload,
-                         size_t *payload_len, char *err, size_t errlen)
-{
-    struct text_arg a = {id, true, true, NULL, NULL, 0, 0};
-    int rc = read_copies(st, &a, err, errlen);
-    if (rc == 0) {
-        *text = a.text;
-        *len = a.len;
-        *payload = a.payload;
-        *payload_len = a.payload_len;
-    }
-    return rc;
-}
-
 int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen)
 {
     struct text_arg a = {id, true, false, NULL, NULL, 0, 0};
@@ -884,20 +870,22 @@ int store_oldest_queued(struct store *st, int64_t *received_ms, char *err, size_
     return with_read(st, oldest_fn, received_ms, err, errlen);
 }
 
-int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
-                uint64_t *payloads_dropped, char *err, size_t errlen)
+struct purge_arg {
+    int64_t before_ms;
+    uint64_t events, payloads;
+};
+
+/* One transaction; it may run again after the map grew, so it counts anew. */
+static int purge_fn(struct store_txn *t, void *arg)
 {
-    *events_dropped = *payloads_dropped = 0;
-    pthread_rwlock_rdlock(&st->resize_lock);
-    MDB_txn *txn;
-    int rc = txn_begin(st, 0, &txn);
-    if (rc != 0) {
-        pthread_rwlock_unlock(&st->resize_lock);
-        gw_errf(err, errlen, "store write failed: %s", mdb_strerror(rc));
-        return STORE_EFAIL;
-    }
+    struct purge_arg *a = arg;
+    struct store *st = t->st;
+    MDB_txn *txn = t->txn;
+    a->events = a->payloads = 0;
     MDB_cursor *cur;
-    rc = mdb_cursor_open(txn, st->events, &cur);
+    int rc = mdb_cursor_open(txn, st->events, &cur);
+    if (rc != 0)
+        return rc;
     MDB_val k, v;
     int64_t dropped[GW_STATE_COUNT] = {0};
     for (int op = MDB_FIRST; rc == 0; op = MDB_NEXT) {
@@ -908,7 +896,7 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
         const char *received = json_string_value(json_object_get(rec, "received_at"));
         int state = event_state_parse(json_string_value(json_object_get(rec, "state")) ?: "");
         int64_t ms;
-        if (received == NULL || !gw_ts_parse(received, &ms) || ms >= before_ms) {
+        if (received == NULL || !gw_ts_parse(received, &ms) || ms >= a->before_ms) {
             json_decref(rec);
             /* Ids grow with time: everything after this is newer. */
             if (received != NULL)
@@ -928,10 +916,10 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
                 mdb_del(txn, st->dedupe, &dk, NULL);
             }
             if (mdb_del(txn, st->payloads, &rk, NULL) == 0)
-                (*payloads_dropped)++;
+                a->payloads++;
             rc = mdb_cursor_del(cur, 0);
             dropped[state]++;
-            (*events_dropped)++;
+            a->events++;
         }
         json_decref(rec);
     }
@@ -941,14 +929,16 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
     for (int s = 0; s < GW_STATE_COUNT && rc == 0; s++)
         if (dropped[s])
             rc = counter_add(txn, st->meta, s, -dropped[s]);
-    if (rc == 0)
-        rc = mdb_txn_commit(txn);
-    else
-        mdb_txn_abort(txn);
-    pthread_rwlock_unlock(&st->resize_lock);
-    if (rc != 0) {
-        gw_errf(err, errlen, "purge failed: %s", mdb_strerror(rc));
-        return STORE_EFAIL;
-    }
-    return 0;
+    return rc;
+}
+
+/* Through store_write, so a full map grows as for any other write. */
+int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
+                uint64_t *payloads_dropped, char *err, size_t errlen)
+{
+    struct purge_arg a = {before_ms, 0, 0};
+    int rc = store_write(st, purge_fn, &a, err, errlen);
+    *events_dropped = rc == 0 ? a.events : 0;
+    *payloads_dropped = rc == 0 ? a.payloads : 0;
+    return rc;
 }

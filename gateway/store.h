@@ -144,13 +144,6 @@ int store_scan_due(struct store *st, int64_t now_ms, size_t limit, store_skip_fn
 /* One event as a new JSON object with its "id" added; STORE_ENOTFOUND if absent. */
 int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen);
 
-/*
- * An event's stored record text (without "id") and its payload, as new
- * NUL-terminated buffers; *payload is NULL when there is none.
- */
-int store_get_event_text(struct store *st, uint64_t id, char **text, size_t *len, char **payload,
-                         size_t *payload_len, char *err, size_t errlen);
-
 /* An event's payload bytes, as a new malloc'd buffer; STORE_ENOTFOUND if none. */
 int store_get_payload(struct store *st, uint64_t id, void **out, size_t *len, char *err,
                       size_t errlen);

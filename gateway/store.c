@@ -223,10 +223,60 @@ void store_dedupe_hash(const char *key, const char *occurred_at, unsigned char o
     memcpy(out + 8, h, 24);
 }
 
+/* A write transaction. The id counter and the per-state counts are kept
+ * here and written once, just before the commit, however many batches and
+ * changes the transaction holds. */
 struct store_txn {
     struct store *st;
     MDB_txn *txn;
+    uint64_t next_id; /* 0: not read yet */
+    bool next_dirty;
+    int64_t counts[GW_STATE_COUNT]; /* changes to the counters */
 };
+
+static const char next_name[] = "next_id";
+
+/* The id the next new event gets. */
+static int txn_next_id(struct store_txn *t, uint64_t *out)
+{
+    if (t->next_id == 0) {
+        /* Ids are never given twice, even when purge removed the newest
+         * events: the counter in meta wins; one past the last event is for
+         * a store without it. Read in the transaction, so CLI processes
+         * writing events never collide with the daemon. */
+        MDB_val nk = {sizeof next_name - 1, (void *)next_name}, nv, k, v;
+        if (mdb_get(t->txn, t->st->meta, &nk, &nv) == 0 && nv.mv_size == 8) {
+            t->next_id = get_be64(nv.mv_data);
+        } else {
+            MDB_cursor *cur;
+            int rc = mdb_cursor_open(t->txn, t->st->events, &cur);
+            if (rc != 0)
+                return rc;
+            t->next_id = 1;
+            if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+                t->next_id = get_be64(k.mv_data) + 1;
+            mdb_cursor_close(cur);
+        }
+    }
+    *out = t->next_id;
+    return 0;
+}
+
+/* Write what the transaction kept aside (store_write, before the commit). */
+static int txn_flush(struct store_txn *t)
+{
+    int rc = 0;
+    for (int s = 0; s < GW_STATE_COUNT && rc == 0; s++)
+        if (t->counts[s] != 0)
+            rc = counter_add(t->txn, t->st->meta, s, t->counts[s]);
+    if (rc == 0 && t->next_dirty) {
+        unsigned char nb[8];
+        be64(nb, t->next_id);
+        MDB_val nk = {sizeof next_name - 1, (void *)next_name}, nv = {8, nb};
+        rc = mdb_put(t->txn, t->st->meta, &nk, &nv, 0);
+    }
+    return rc;
+}
 
 bool store_state_queued(enum gw_state s)
 {
@@ -292,25 +342,10 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
 {
     struct store *st = t->st;
     MDB_txn *txn = t->txn;
-    /* Next id: one past the last event; read in the transaction so CLI
-     * processes writing events never collide with the daemon. */
-    uint64_t next_id = 1;
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, st->events, &cur);
+    uint64_t next_id;
+    int rc = txn_next_id(t, &next_id);
     if (rc != 0)
         return rc;
-    MDB_val k, v;
-    if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
-        next_id = get_be64(k.mv_data) + 1;
-    mdb_cursor_close(cur);
-    /* Ids are never given twice, even when purge removed the newest events. */
-    static const char next_name[] = "next_id";
-    MDB_val nk = {sizeof next_name - 1, (void *)next_name}, nv;
-    if (mdb_get(txn, st->meta, &nk, &nv) == 0 && nv.mv_size == 8 && get_be64(nv.mv_data) > next_id)
-        next_id = get_be64(nv.mv_data);
-    uint64_t first_id = next_id;
-
-    int64_t added[GW_STATE_COUNT] = {0};
     for (size_t i = 0; i < n; i++) {
         struct store_put *p = &puts[i];
         /* A large batch (a full poll page) reads many pages through the map
@@ -358,19 +393,10 @@ int store_txn_ingest(struct store_txn *t, struct store_put *puts, size_t n)
         if ((rc = index_add(t, p->id, p->state, p->due_ms, p->entity_key ? p->entity_key : "")) !=
             0)
             return rc;
-        added[p->state]++;
+        t->counts[p->state]++;
+        t->next_id = next_id;
+        t->next_dirty = true;
         st->ingested_since_release++;
-    }
-    for (int s = 0; s < GW_STATE_COUNT; s++)
-        if (added[s] && (rc = counter_add(txn, st->meta, s, added[s])) != 0)
-            return rc;
-    if (next_id != first_id) {
-        unsigned char nb[8];
-        be64(nb, next_id);
-        nv.mv_size = 8;
-        nv.mv_data = nb;
-        if ((rc = mdb_put(txn, st->meta, &nk, &nv, 0)) != 0)
-            return rc;
     }
     return 0;
 }
@@ -450,9 +476,8 @@ int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
     if (rc == 0 && !same_place)
         rc = index_add(t, id, nk.state, nk.due_ms, nk.ekey);
     if (rc == 0 && old->state != nk.state) {
-        rc = counter_add(t->txn, t->st->meta, old->state, -1);
-        if (rc == 0)
-            rc = counter_add(t->txn, t->st->meta, nk.state, 1);
+        t->counts[old->state]--;
+        t->counts[nk.state]++;
     }
     if (rc == 0 && text_out != NULL)
         *text_out = text;
@@ -536,9 +561,9 @@ static void release_map_pages(struct store *st)
 int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t errlen)
 {
     /* Each page fault maps its neighbours too (fault-around), so pages pile
-     * up with every stored event: release after some tens of new events,
-     * and at least every 100 ms. Releasing after every small commit would
-     * cost the dispatcher its pages over and over. */
+     * up with every stored event: release after a thousand new events,
+     * and at least every 250 ms. Releasing after every small commit would
+     * cost the dispatcher and the ingress their pages over and over. */
     int64_t now = gw_now_ms();
     if (st->ingested_since_release >= 1024 || now - st->released_ms >= 250) {
         st->ingested_since_release = 0;
@@ -547,10 +572,12 @@ int store_write(struct store *st, store_txn_fn fn, void *arg, char *err, size_t 
     }
     for (int attempt = 0; attempt < 8; attempt++) {
         pthread_rwlock_rdlock(&st->resize_lock);
-        struct store_txn t = {st, NULL};
+        struct store_txn t = {st, NULL, 0, false, {0}};
         int rc = txn_begin(st, 0, &t.txn);
         if (rc == 0) {
             rc = fn(&t, arg);
+            if (rc == 0)
+                rc = txn_flush(&t);
             if (rc == 0)
                 rc = mdb_txn_commit(t.txn); /* full sync: durable when it returns */
             else
@@ -753,7 +780,7 @@ int store_counts(struct store *st, uint64_t counts[GW_STATE_COUNT], char *err, s
 
 static int meta_get_fn(struct store *st, MDB_txn *txn, void *arg)
 {
-    struct store_txn t = {st, txn};
+    struct store_txn t = {st, txn, 0, false, {0}};
     struct {
         const char *name;
         json_t *out;
@@ -926,9 +953,8 @@ static int purge_fn(struct store_txn *t, void *arg)
     mdb_cursor_close(cur);
     if (rc == MDB_NOTFOUND)
         rc = 0;
-    for (int s = 0; s < GW_STATE_COUNT && rc == 0; s++)
-        if (dropped[s])
-            rc = counter_add(txn, st->meta, s, -dropped[s]);
+    for (int s = 0; s < GW_STATE_COUNT; s++)
+        t->counts[s] -= dropped[s];
     return rc;
 }
 

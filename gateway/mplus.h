@@ -1,7 +1,7 @@
 /*
  * mplus.h - the MplusKASSA client: SOAP 1.1 document/literal calls to the
- * urn:mplusqapi API over the shared HTTP client (the only module that
- * includes libxml2).
+ * urn:mplusqapi API over the shared HTTP client, built and read with libxml2
+ * (qbo.c uses it too, only to read QuickBooks' XML faults).
  *
  * Requests are given and responses returned as canonical JSON: the XSD's
  * element names, money as exact decimal strings in units ("9.95", not 995

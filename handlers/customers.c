@@ -510,8 +510,7 @@ static void relation_written(const struct mplus_result *r, void *arg)
     struct task *t = x->t;
     const char *what = x->existing ? "update relation" : "create relation";
     if (r->kind != MPLUS_OK) {
-        task_fail(t, r->kind == MPLUS_FAULT ? OUTCOME_DEAD : OUTCOME_RETRY,
-                  r->kind == MPLUS_FAULT ? "rejected by Mplus" : NULL, "%s: %s", what, r->error);
+        task_fail_mplus(t, what, r);
         ctx_end(x);
         return;
     }
@@ -589,9 +588,7 @@ static void relation_found(const struct mplus_result *r, void *arg)
 {
     struct cctx *x = arg;
     if (r->kind != MPLUS_OK) {
-        task_fail(x->t, r->kind == MPLUS_FAULT ? OUTCOME_DEAD : OUTCOME_RETRY,
-                  r->kind == MPLUS_FAULT ? "rejected by Mplus" : NULL, "find relation: %s",
-                  r->error);
+        task_fail_mplus(x->t, "find relation", r);
         ctx_end(x);
         return;
     }

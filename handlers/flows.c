@@ -2,6 +2,7 @@
  * flows.c - the table of flows and how an event finds its handler.
  */
 #include "handler.h"
+#include "mplus.h"
 #include "qbo.h"
 
 #include <stdio.h>
@@ -44,6 +45,13 @@ const struct flow *flow_for(json_t *rec, const struct gw_connection *conn, const
 const struct flow *flow_table(void)
 {
     return shipped;
+}
+
+void task_fail_mplus(struct task *t, const char *what, const struct mplus_result *r)
+{
+    bool fault = r->kind == MPLUS_FAULT;
+    task_fail(t, fault ? OUTCOME_DEAD : OUTCOME_RETRY, fault ? "rejected by Mplus" : NULL, "%s: %s",
+              what, r->error);
 }
 
 void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r)

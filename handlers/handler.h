@@ -64,6 +64,11 @@ struct qbo_result;
  */
 void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r);
 
+/* Finish with a failed Mplus call: a fault is dead ("rejected by Mplus"),
+ * anything else is retried. */
+struct mplus_result;
+void task_fail_mplus(struct task *t, const char *what, const struct mplus_result *r);
+
 /*
  * The QBO requestid of one step of the task ("customer", "receipt"):
  * "ev<ID>-<step>", the same on every retry and after a restart, so QBO

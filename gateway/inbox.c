@@ -7,6 +7,11 @@
  * The log ends at the first record that is not the next seq whole, so
  * zeros, a torn write, or the records of a file's earlier life end it.
  *
+ * Appends write whole pages: the page the log ends in is kept in memory and
+ * written again with the new records, and the last page is padded with
+ * zeros. A partial page write would first read the page from the disk
+ * (the filler writes past the page cache), inside the commit.
+ *
  * Record layout, little-endian:
  *   0  check     first 8 bytes of SHA-256 over bytes 8 .. end of body
  *   8  magic     "GWIB"
@@ -35,6 +40,7 @@
 #define HEAD     32
 #define MAGIC    "GWIB"
 #define MAX_BODY (INBOX_SEGMENT - HEAD)
+#define PAGE     4096u
 
 struct segment {
     uint64_t first; /* seq of its first record */
@@ -63,7 +69,8 @@ struct inbox {
     struct pos peek; /* after the last record inbox_read gave */
     char *buf;       /* one body being read */
     size_t bufcap;
-    int lock_fd; /* <dir>/lock, held: one daemon writes the log */
+    unsigned char tail[PAGE]; /* the last file's page at its size, up to it */
+    int lock_fd;              /* <dir>/lock, held: one daemon writes the log */
 
     pthread_t filler;
     bool filler_started;
@@ -384,7 +391,7 @@ int inbox_open(const char *dir, uint64_t done_seq, size_t segment_bytes, struct 
         pthread_mutex_init(&ib->mu, NULL);
         pthread_cond_init(&ib->cv, NULL);
         /* Whole pages, so the filler can write past the page cache. */
-        ib->seg_bytes = segment_bytes ? (segment_bytes + 4095) / 4096 * 4096 : INBOX_SEGMENT;
+        ib->seg_bytes = segment_bytes ? (segment_bytes + PAGE - 1) / PAGE * PAGE : INBOX_SEGMENT;
     }
     if (ib == NULL || (ib->dir = strdup(dir)) == NULL || list_segments(dir, &firsts, &n) != 0) {
         gw_errf(err, errlen, "inbox %s: %s", dir, strerror(errno ? errno : ENOMEM));
@@ -425,6 +432,15 @@ int inbox_open(const char *dir, uint64_t done_seq, size_t segment_bytes, struct 
             next = after;
     }
     free(firsts);
+    if (ib->nsegs > 0) {
+        const struct segment *last = &ib->segs[ib->nsegs - 1];
+        uint64_t in_page = last->size % PAGE;
+        if (in_page > 0 && !read_full(last->fd, ib->tail, in_page, last->size - in_page)) {
+            gw_errf(err, errlen, "inbox %s: cannot read its last page", dir);
+            inbox_close(ib);
+            return -1;
+        }
+    }
     ib->next_seq = next;
     ib->done_seq = done_seq;
     seek_seq(ib, done_seq + 1, &ib->rd);
@@ -507,25 +523,43 @@ int inbox_append(struct inbox *ib, const struct inbox_item *items, size_t n, cha
         }
         s = &ib->segs[ib->nsegs - 1];
     }
+    /* The iovs: the page's records before this write, the records, zeros
+     * to the end of the page. */
+    static const unsigned char zeros[PAGE];
+    uint64_t pre = s->size % PAGE, start = s->size - pre, end = s->size + total;
+    size_t pad = (size_t)((PAGE - end % PAGE) % PAGE), niov = 2 * n + 2;
     unsigned char(*heads)[HEAD] = malloc(n * HEAD);
-    struct iovec *iov = malloc(2 * n * sizeof *iov);
+    struct iovec *iov = malloc(niov * sizeof *iov);
     int rc = -1;
     if (heads == NULL || iov == NULL) {
         gw_errf(err, errlen, "inbox: out of memory");
         goto out;
     }
+    iov[0] = (struct iovec){ib->tail, (size_t)pre};
     for (size_t i = 0; i < n; i++) {
         if (!make_head(heads[i], ib->next_seq + i, items[i].received_ms, items[i].body,
                        items[i].len)) {
             gw_errf(err, errlen, "inbox: cannot checksum a record");
             goto out;
         }
-        iov[2 * i] = (struct iovec){heads[i], HEAD};
-        iov[2 * i + 1] = (struct iovec){(void *)items[i].body, items[i].len};
+        iov[1 + 2 * i] = (struct iovec){heads[i], HEAD};
+        iov[2 + 2 * i] = (struct iovec){(void *)items[i].body, items[i].len};
+    }
+    iov[niov - 1] = (struct iovec){(void *)zeros, pad};
+    /* The new last page, for the next append (kept only once durable). */
+    unsigned char page[PAGE];
+    size_t want = (size_t)(end % PAGE);
+    for (size_t i = niov - 1, got = 0; got < want; i--) {
+        size_t take = i == niov - 1 ? 0 : iov[i].iov_len;
+        if (take > want - got)
+            take = want - got;
+        memcpy(page + want - got - take, (const char *)iov[i].iov_base + iov[i].iov_len - take,
+               take);
+        got += take;
     }
     /* One write (in IOV_MAX pieces), then one sync: durable together. */
-    uint64_t off = s->size;
-    size_t at = 0, niov = 2 * n;
+    uint64_t off = start;
+    size_t at = 0;
     while (at < niov) {
         size_t cnt = niov - at > IOV_MAX ? IOV_MAX : niov - at;
         ssize_t w = pwritev(s->fd, iov + at, (int)cnt, (off_t)off);
@@ -548,7 +582,8 @@ int inbox_append(struct inbox *ib, const struct inbox_item *items, size_t n, cha
         gw_errf(err, errlen, "inbox sync: %s", strerror(errno));
         goto undo;
     }
-    s->size = off;
+    memcpy(ib->tail, page, want);
+    s->size = end;
     ib->next_seq += n;
     rc = 0;
     goto out;

@@ -488,18 +488,65 @@ static bool send_iov(struct hconn *c, struct iovec *iov, int iovcnt)
     return true;
 }
 
+/* A reply head being built: appends that stop at the end of the buffer. */
+struct head {
+    char *p, *end;
+    bool over; /* something did not fit */
+};
+
+static void head_put(struct head *h, const char *s, size_t n)
+{
+    if (n > (size_t)(h->end - h->p)) {
+        h->over = true;
+        return;
+    }
+    memcpy(h->p, s, n);
+    h->p += n;
+}
+
+static void head_str(struct head *h, const char *s)
+{
+    head_put(h, s, strlen(s));
+}
+
+static void head_num(struct head *h, size_t v)
+{
+    char d[24], *q = d + sizeof d;
+    do
+        *--q = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    head_put(h, q, (size_t)(d + sizeof d - q));
+}
+
 static void reply_on(struct hconn *c, int code, const char *reason, const char *ctype,
                      const char *extra, const void *body, size_t len, bool head_only)
 {
+    /* Formatted by hand: this runs once per request, and printf-style
+     * formatting was a tenth of the listener's time. */
     char head[1024];
-    int hn = snprintf(head, sizeof head,
-                      "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s%sContent-Length: %zu\r\n%s%s\r\n", code,
-                      reason, http_date(c->h), ctype ? "Content-Type: " : "", ctype ? ctype : "",
-                      ctype ? "\r\n" : "", len, extra ? extra : "",
-                      c->close_after      ? "Connection: close\r\n"
-                      : c->req.minor == 0 ? "Connection: keep-alive\r\n"
-                                          : "");
-    if (hn < 0 || (size_t)hn >= sizeof head) {
+    struct head h = {head, head + sizeof head, false};
+    head_put(&h, "HTTP/1.1 ", 9);
+    head_num(&h, (size_t)(code >= 100 && code <= 999 ? code : 500));
+    head_put(&h, " ", 1);
+    head_str(&h, reason);
+    head_put(&h, "\r\nDate: ", 8);
+    head_str(&h, http_date(c->h));
+    if (ctype) {
+        head_put(&h, "\r\nContent-Type: ", 16);
+        head_str(&h, ctype);
+    }
+    head_put(&h, "\r\nContent-Length: ", 18);
+    head_num(&h, len);
+    head_put(&h, "\r\n", 2);
+    if (extra)
+        head_str(&h, extra);
+    if (c->close_after)
+        head_put(&h, "Connection: close\r\n", 19);
+    else if (c->req.minor == 0)
+        head_put(&h, "Connection: keep-alive\r\n", 24);
+    head_put(&h, "\r\n", 2);
+    int hn = (int)(h.p - head);
+    if (h.over) {
         hn = snprintf(head, sizeof head,
                       "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
                       "Connection: close\r\n\r\n");

@@ -200,11 +200,12 @@ static void pub_text(struct httpd_req *req, int code, const char *reason, const 
                      const char *text)
 {
     char body[512];
-    int n = snprintf(body, sizeof body, "%s\n", text);
-    httpd_reply(req, code, reason, "text/plain; charset=utf-8", extra, body,
-                n < 0                      ? 0
-                : (size_t)n >= sizeof body ? sizeof body - 1
-                                           : (size_t)n);
+    size_t n = strlen(text);
+    if (n > sizeof body - 1)
+        n = sizeof body - 1;
+    memcpy(body, text, n);
+    body[n++] = '\n';
+    httpd_reply(req, code, reason, "text/plain; charset=utf-8", extra, body, n);
 }
 
 static void ingest_free(struct ingest_req *r)

@@ -43,6 +43,9 @@ static char *line_end(char *p, char *end)
     return memchr(p, '\n', (size_t)(end - p));
 }
 
+/* Whether header h is named lit (a string literal), in any letter case. */
+#define name_is(h, lit) ((h)->name_len == sizeof(lit) - 1 && strcasecmp((h)->name, lit) == 0)
+
 /* Whether the comma-separated list value holds token (any case). */
 static bool list_has(const char *value, const char *token)
 {
@@ -166,24 +169,24 @@ int httpd_parse_head(char *buf, size_t len, size_t max_head, size_t max_body, st
         ((char *)r->headers[i].value)[r->headers[i].value_len] = '\0';
     }
 
-    /* Framing. */
+    /* Framing (names compared by length first: most differ there). */
     const char *conn = NULL, *te = NULL, *expect = NULL;
     bool have_cl = false;
     for (size_t i = 0; i < n; i++) {
         const struct httpd_header *h = &r->headers[i];
-        if (strcasecmp(h->name, "Content-Length") == 0) {
+        if (name_is(h, "Content-Length")) {
             size_t cl;
             if (!parse_size(h->value, &cl) || (have_cl && cl != r->content_length))
                 return 400;
             have_cl = true;
             r->content_length = cl;
-        } else if (strcasecmp(h->name, "Transfer-Encoding") == 0) {
+        } else if (name_is(h, "Transfer-Encoding")) {
             if (te != NULL)
                 return 501;
             te = h->value;
-        } else if (strcasecmp(h->name, "Connection") == 0) {
+        } else if (name_is(h, "Connection")) {
             conn = h->value;
-        } else if (strcasecmp(h->name, "Expect") == 0) {
+        } else if (name_is(h, "Expect")) {
             expect = h->value;
         }
     }
@@ -276,8 +279,9 @@ int httpd_dechunk(char *buf, size_t len, size_t max_body, size_t *body_len, size
 
 const char *httpd_header(const struct httpd_req *r, const char *name)
 {
+    size_t n = strlen(name);
     for (size_t i = 0; i < r->nheaders; i++)
-        if (strcasecmp(r->headers[i].name, name) == 0)
+        if (r->headers[i].name_len == n && strcasecmp(r->headers[i].name, name) == 0)
             return r->headers[i].value;
     return NULL;
 }

@@ -356,6 +356,10 @@ static int cmd_status(const struct gw_config *cfg, int argc, char **argv)
                        (long long)json_integer_value(json_object_get(c, "in_flight")));
             if (json_object_get(c, "throttled_until") != NULL)
                 printf("  throttled until %s\n", str(c, "throttled_until"));
+            if (json_object_get(c, "mplus_login_refused_until") != NULL)
+                printf("  MPLUS REFUSES THE LOGIN (mplus_ident/mplus_secret): work waits, next try "
+                       "%s\n",
+                       str(c, "mplus_login_refused_until"));
             if (json_object_get(c, "last_error") != NULL)
                 printf("  last error: %s\n", str(c, "last_error"));
         }

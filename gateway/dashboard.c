@@ -96,7 +96,8 @@ int dashboard_render(struct store *st, const struct gw_config *cfg, FILE *out)
         cell(out,
              json_is_true(json_object_get(c, "authorised")) ? "authorised" : "needs authorisation");
         cell(out, str(c, "circuit"));
-        cell(out, str(c, "mplus_api_version"));
+        cell(out, json_object_get(c, "mplus_login_refused_until") ? "login refused"
+                                                                  : str(c, "mplus_api_version"));
         const char *e = str(c, "last_error");
         cell(out, e[0] ? e : str(c, "mplus_error"));
         fputs("</tr>", out);

@@ -37,8 +37,10 @@ struct dconn {
     const struct gw_connection *c;
     int running;
     enum circuit circuit;
-    int failures; /* consecutive retryable failures */
-    int opened;   /* times opened in a row, for the cool-down */
+    int failures;             /* consecutive retryable failures */
+    int refused;              /* Mplus logins refused in a row */
+    int64_t refused_until_ms; /* no work before then: Mplus refused the login */
+    int opened;               /* times opened in a row, for the cool-down */
     int64_t open_until_ms;
     bool probing;
     bool blocked; /* can take no event now: worked out at each scan */
@@ -257,15 +259,21 @@ static void adopt_record(struct running *r)
 
 /* ---- outcomes -> states ------------------------------------------------------ */
 
-static const char *const outcome_names[] = {"done", "skipped",   "retry",
-                                            "dead", "throttled", "waiting for authorisation"};
+static const char *const outcome_names[] = {"done",
+                                            "skipped",
+                                            "retry",
+                                            "dead",
+                                            "throttled",
+                                            "waiting for authorisation",
+                                            "waiting for the Mplus login"};
 
 /* Apply the outcome to the record: the single place states change after a run. */
 static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcome *o, json_t *steps)
 {
     int64_t now = gw_now_ms();
     json_int_t attempts = json_integer_value(json_object_get(rec, "attempts"));
-    bool counts = o->kind != OUTCOME_THROTTLED && o->kind != OUTCOME_WAIT_AUTH;
+    bool counts = o->kind != OUTCOME_THROTTLED && o->kind != OUTCOME_WAIT_AUTH &&
+                  o->kind != OUTCOME_LOGIN_REFUSED;
     if (counts)
         attempts++;
     json_object_set_new(rec, "attempts", json_integer(attempts));
@@ -304,6 +312,7 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
         break;
     }
     case OUTCOME_WAIT_AUTH:
+    case OUTCOME_LOGIN_REFUSED: /* held with its connection (conn_can_start) */
         next = GW_RETRYING;
         due = o->not_before_ms > now ? o->not_before_ms : now + AUTH_RECHECK_MS;
         reason = NULL;
@@ -341,6 +350,14 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
     }
 }
 
+/* How long a connection pauses after its n-th pause in a row:
+ * circuit_open_s, doubling, at most CIRCUIT_MAX_OPEN_MS. */
+static int64_t hold_ms(const struct dispatcher *d, int n)
+{
+    int64_t ms = (int64_t)d->cfg->circuit_open_s * 1000 << (n < 5 ? n : 5);
+    return ms > CIRCUIT_MAX_OPEN_MS ? CIRCUIT_MAX_OPEN_MS : ms;
+}
+
 static void circuit_after(struct dispatcher *d, struct running *r)
 {
     struct dconn *dc = r->dc;
@@ -349,13 +366,23 @@ static void circuit_after(struct dispatcher *d, struct running *r)
     if (r->probe)
         dc->probing = false;
     enum outcome_kind k = r->outcome.kind;
-    if (k == OUTCOME_RETRY) {
+    if (k == OUTCOME_LOGIN_REFUSED) {
+        /* Like an open circuit, but no attempt is spent and the events wait
+         * however long it takes: a wrong ident/secret needs a person. */
+        int64_t now = gw_now_ms();
+        int64_t ms = hold_ms(d, dc->refused);
+        if (now >= dc->refused_until_ms)
+            gw_log(GW_LOG_ERROR, dc->c->name, 0,
+                   "Mplus refused the login (mplus_ident/mplus_secret): this connection's work "
+                   "waits %lld s, then tries again; no attempts are spent",
+                   (long long)(ms / 1000));
+        dc->refused++;
+        dc->refused_until_ms = now + ms;
+    } else if (k == OUTCOME_RETRY) {
         dc->failures++;
         if (dc->circuit == CIRCUIT_HALF_OPEN ||
             (dc->circuit == CIRCUIT_CLOSED && dc->failures >= d->cfg->circuit_failures)) {
-            int64_t ms = d->cfg->circuit_open_s * 1000 << (dc->opened < 5 ? dc->opened : 5);
-            if (ms > CIRCUIT_MAX_OPEN_MS)
-                ms = CIRCUIT_MAX_OPEN_MS;
+            int64_t ms = hold_ms(d, dc->opened);
             dc->circuit = CIRCUIT_OPEN;
             dc->opened++;
             dc->open_until_ms = gw_now_ms() + ms;
@@ -366,6 +393,10 @@ static void circuit_after(struct dispatcher *d, struct running *r)
     } else if (k == OUTCOME_DONE || k == OUTCOME_SKIPPED || k == OUTCOME_DEAD) {
         if (dc->circuit != CIRCUIT_CLOSED)
             gw_log(GW_LOG_INFO, dc->c->name, 0, "circuit closed: the connection works again");
+        if (dc->refused > 0)
+            gw_log(GW_LOG_INFO, dc->c->name, 0, "Mplus accepts the login again");
+        dc->refused = 0;
+        dc->refused_until_ms = 0;
         dc->circuit = CIRCUIT_CLOSED;
         dc->failures = 0;
         dc->opened = 0;
@@ -530,6 +561,20 @@ static void claim_done(struct commit_job *job)
     r->flow->run(&r->task);
 }
 
+/* Whether dc can start one more event now: below its in-flight limit, its
+ * circuit not open (one whose time is up becomes half open, for one probe),
+ * authorised with QuickBooks, and Mplus not refusing its login. */
+static bool conn_can_start(struct dispatcher *d, struct dconn *dc, int64_t now)
+{
+    if (dc->running >= d->cfg->max_in_flight_per_connection || now < dc->refused_until_ms)
+        return false;
+    if (dc->circuit == CIRCUIT_OPEN && now >= dc->open_until_ms)
+        dc->circuit = CIRCUIT_HALF_OPEN;
+    if (dc->circuit == CIRCUIT_OPEN || (dc->circuit == CIRCUIT_HALF_OPEN && dc->probing))
+        return false;
+    return !qbo_needs_auth(d->clients->qbo, dc->c);
+}
+
 /* Start one event; returns false when its connection cannot take work now. */
 static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *text, size_t len,
                         char **payload_text, size_t payload_len)
@@ -539,14 +584,7 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *te
     const struct flow *flow = flow_for(rec, dc ? dc->c : NULL, d->extra);
     bool probe = false;
     if (flow != NULL) {
-        if (dc->running >= d->cfg->max_in_flight_per_connection)
-            return false;
-        int64_t now = gw_now_ms();
-        if (dc->circuit == CIRCUIT_OPEN && now >= dc->open_until_ms)
-            dc->circuit = CIRCUIT_HALF_OPEN;
-        if (dc->circuit == CIRCUIT_OPEN || (dc->circuit == CIRCUIT_HALF_OPEN && dc->probing))
-            return false;
-        if (qbo_needs_auth(d->clients->qbo, dc->c))
+        if (!conn_can_start(d, dc, gw_now_ms()))
             return false;
         if (dc->circuit == CIRCUIT_HALF_OPEN) {
             dc->probing = true;
@@ -664,13 +702,8 @@ static void scan(struct dispatcher *d)
      * busy connection turns away. */
     size_t free_slots = (size_t)d->cfg->max_in_flight - d->nrunning;
     int64_t now = gw_now_ms();
-    for (size_t i = 0; i < d->cfg->nconns; i++) {
-        struct dconn *dc = &d->conns[i];
-        dc->blocked = dc->running >= d->cfg->max_in_flight_per_connection ||
-                      (dc->circuit == CIRCUIT_OPEN && now < dc->open_until_ms) ||
-                      (dc->circuit == CIRCUIT_HALF_OPEN && dc->probing) ||
-                      qbo_needs_auth(d->clients->qbo, dc->c);
-    }
+    for (size_t i = 0; i < d->cfg->nconns; i++)
+        d->conns[i].blocked = !conn_can_start(d, &d->conns[i], now);
     struct candidates c = {.d = d, .n = 0, .max = 2 * free_slots + 8};
     if (c.max > sizeof c.list / sizeof c.list[0])
         c.max = sizeof c.list / sizeof c.list[0];
@@ -754,10 +787,14 @@ json_t *dispatch_status(struct dispatcher *d, const struct gw_connection *c)
         return json_object();
     json_t *o = json_pack("{s:s, s:i, s:i}", "circuit", circuit_names[dc->circuit],
                           "failures_in_a_row", dc->failures, "in_flight", dc->running);
+    char ts[GW_TS_LEN];
     if (dc->circuit == CIRCUIT_OPEN) {
-        char ts[GW_TS_LEN];
         gw_ts_format(dc->open_until_ms, ts, sizeof ts);
         json_object_set_new(o, "circuit_open_until", json_string(ts));
+    }
+    if (dc->refused > 0) {
+        gw_ts_format(dc->refused_until_ms, ts, sizeof ts);
+        json_object_set_new(o, "mplus_login_refused_until", json_string(ts));
     }
     return o;
 }

@@ -49,6 +49,14 @@ const struct flow *flow_table(void)
 
 void task_fail_mplus(struct task *t, const char *what, const struct mplus_result *r)
 {
+    if (r->kind == MPLUS_AUTH) {
+        /* Trying again cannot help until the login works: no attempt spent,
+         * and the dispatcher holds the connection (dispatch.c). */
+        struct outcome o = {.kind = OUTCOME_LOGIN_REFUSED};
+        snprintf(o.error, sizeof o.error, "%s: %s", what, r->error);
+        task_finish(t, &o);
+        return;
+    }
     bool fault = r->kind == MPLUS_FAULT;
     task_fail(t, fault ? OUTCOME_DEAD : OUTCOME_RETRY, fault ? "rejected by Mplus" : NULL, "%s: %s",
               what, r->error);

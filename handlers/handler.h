@@ -16,12 +16,14 @@
 #include <stdint.h>
 
 enum outcome_kind {
-    OUTCOME_DONE,      /* the change is applied */
-    OUTCOME_SKIPPED,   /* nothing to do, with a reason (echo, no flow, ...) */
-    OUTCOME_RETRY,     /* failed for now: connection error, timeout, 5xx */
-    OUTCOME_DEAD,      /* failed for good: validation fault; needs a person */
-    OUTCOME_THROTTLED, /* the API said slow down: try later, no attempt used */
-    OUTCOME_WAIT_AUTH, /* the connection needs re-authorisation: wait, no attempt used */
+    OUTCOME_DONE,          /* the change is applied */
+    OUTCOME_SKIPPED,       /* nothing to do, with a reason (echo, no flow, ...) */
+    OUTCOME_RETRY,         /* failed for now: connection error, timeout, 5xx */
+    OUTCOME_DEAD,          /* failed for good: validation fault; needs a person */
+    OUTCOME_THROTTLED,     /* the API said slow down: try later, no attempt used */
+    OUTCOME_WAIT_AUTH,     /* the connection needs re-authorisation: wait, no attempt used */
+    OUTCOME_LOGIN_REFUSED, /* Mplus refused the ident/secret: the connection waits, no attempt used
+                            */
 };
 
 struct outcome {

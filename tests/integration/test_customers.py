@@ -669,6 +669,68 @@ class QboDown(CustomersTestCase):
         self.assertEqual(len(QBO.customers()), 1)
 
 
+# ---- 8b. Mplus refuses the login ---------------------------------------------------------------
+
+
+class LoginRefused(CustomersTestCase):
+
+    def config_extra(self, gw):
+        extra = super().config_extra(gw)
+        extra["dispatch"]["circuit_open_s"] = 1
+        return extra
+
+    def conn_status(self):
+        return [c for c in self.gw.status()["connections"] if c["name"] == CONN][0]
+
+    def test_refused_login_holds_the_work_without_spending_attempts(self):
+        self.start_gateway()
+        self.wait_quiet()
+        # The shop's Mplus secret changed on the Mplus side.
+        MPLUS.call("POST", "/_sim/config", {"secret": "not-the-configured-secret"})
+        self.addCleanup(MPLUS.call, "POST", "/_sim/config", {"secret": MPLUS_SECRET})
+        mmark = MPLUS.mark()
+        c = QBO.entity("Customer", {
+            "DisplayName": "Lotte Bos", "GivenName": "Lotte", "FamilyName": "Bos",
+            "PrimaryEmailAddr": {"Address": "lotte.bos@example.nl"}})
+        refusal = "waiting for the Mplus login"
+
+        def refused(times):
+            evs = self.customer_events(c["Id"])
+            if len(evs) != 1:
+                return None
+            e = self.gw.show(evs[0]["id"])
+            n = sum(h["outcome"] == refusal for h in e.get("history", []))
+            return e if n >= times else None
+
+        # Refused, then refused again after the hold: the event waits, its
+        # attempts untouched, the circuit closed, the hold shown.
+        e = self.wait(lambda: refused(2), "two refused logins")
+        self.assertEqual((e["state"], e["attempts"]), ("retrying", 0), e)
+        self.assertEqual({h["outcome"] for h in e["history"]}, {refusal}, e["history"])
+        self.assertIn("Authentication failed", e["last_error"])
+        self.assertTrue(all(r["auth"] == "failed" for r in MPLUS.requests(since=mmark)))
+        st = self.wait(lambda: (lambda x: x if "mplus_login_refused_until" in x else None)(
+            self.conn_status()), "the hold in status")
+        self.assertEqual(st["circuit"], "closed", st)
+        # Held, not hammered: between refusals the connection sends nothing
+        # for the event (the holds are 1 s, then 2 s, ...).
+        tries = [r for r in MPLUS.requests("findRelation", mmark)]
+        self.assertLessEqual(len(tries), 2 * 3, tries)
+
+        # The secret is right again: the customer becomes one relation, with
+        # one attempt counted.
+        MPLUS.call("POST", "/_sim/config", {"secret": MPLUS_SECRET})
+        [e] = self.wait_final(1, "the customer once the login works", entity="Customer",
+                              entity_id=c["Id"])
+        self.assertDone(e)
+        self.assertEqual(e["attempts"], 1, e)
+        made = [r for r in MPLUS.relations() if r.get("extRelationId") == c["Id"]]
+        self.assertEqual([(r["name"], r["email"]) for r in made],
+                         [("Lotte Bos", "lotte.bos@example.nl")], made)
+        self.wait(lambda: (lambda x: x if "mplus_login_refused_until" not in x else None)(
+            self.conn_status()), "the hold gone from status")
+
+
 # ---- 9. bad data ------------------------------------------------------------------------------
 
 

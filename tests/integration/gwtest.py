@@ -644,9 +644,16 @@ def run_gateway_command(config_path, *args, env=None):
 # ---- unittest glue ------------------------------------------------------------
 
 
+FINAL = ("done", "skipped", "dead")
+
+
 class GatewayTestCase(unittest.TestCase):
     """Gives each test gateway(**kw): a started daemon, stopped (exit 0
-    checked) and removed at the end of the test, whatever happens."""
+    checked) and removed at the end of the test, whatever happens; and the
+    waits the tests share."""
+
+    WAIT = 30.0  # seconds any single wait may take before the test fails
+    gw = None    # the test's daemon, when it keeps one: its log tail goes with a timeout
 
     def gateway(self, start=True, **kw):
         gw = Gateway(**kw)
@@ -654,6 +661,44 @@ class GatewayTestCase(unittest.TestCase):
         if start:
             gw.start()
         return gw
+
+    def wait(self, fn, what, timeout=None, interval=0.1, gw=None):
+        """Poll fn until it returns something true; return that. A timeout
+        fails the test with the log tail of gw (else the test's daemon)."""
+        timeout = self.WAIT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            v = fn()
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                d = gw or self.gw
+                self.fail("timed out after %.0f s waiting for %s (last value %r)\n%s"
+                          % (timeout, what, v, d.log_tail() if d else ""))
+            time.sleep(interval)
+
+    def events_of(self, gw, entity=None, entity_id=None, source=None):
+        """gw's events (of one entity, id, source), oldest first."""
+        return sorted([e for e in gw.events()
+                       if (entity is None or e["entity"] == entity)
+                       and (entity_id is None or e["entity_id"] == str(entity_id))
+                       and (source is None or e["source"] == source)],
+                      key=lambda e: e["id"])
+
+    def wait_final(self, gw, n, what, **filters):
+        """Wait until at least n events match and all of them are final; they,
+        oldest first."""
+        def check():
+            evs = self.events_of(gw, **filters)
+            return evs if len(evs) >= n and all(e["state"] in FINAL for e in evs) else None
+        return self.wait(check, what, gw=gw)
+
+    def conn_status(self, gw, name):
+        """The status of connection name."""
+        for c in gw.status()["connections"]:
+            if c["name"] == name:
+                return c
+        self.fail("no connection %s in status" % name)
 
     def assertNothingStored(self, gw):
         evs = gw.events()

@@ -52,8 +52,7 @@ MPLUS_IDENT = "gwtest-ident"
 MPLUS_SECRET = "gwtest-mplus-api-secret"
 WEBHOOK_SECRET = "shop1-mplus-webhook-secret"
 CONN = "shop1"
-WAIT = 30.0  # seconds any single poll may take before the test fails
-FINAL = ("done", "skipped", "dead")
+FINAL = gwtest.FINAL
 MPLUS_WRITES = ("createRelation", "updateRelation")
 
 
@@ -186,40 +185,15 @@ class CustomersTestCase(GatewayTestCase):
 
     # -- polling --
 
-    def wait(self, fn, what, timeout=WAIT, interval=0.1):
-        """Poll fn until it returns something true; return that."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = fn()
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                tail = self.gw.log_tail() if self.gw else ""
-                self.fail("timed out after %.0f s waiting for %s (last value %r)\n%s"
-                          % (timeout, what, v, tail))
-            time.sleep(interval)
-
-    def events_of(self, entity=None, entity_id=None, source=None):
-        """Events (of one entity, id, source), oldest first."""
-        return sorted([e for e in self.gw.events()
-                       if (entity is None or e["entity"] == entity)
-                       and (entity_id is None or e["entity_id"] == str(entity_id))
-                       and (source is None or e["source"] == source)],
-                      key=lambda e: e["id"])
-
-    def wait_final(self, n, what, **filters):
-        """Wait until at least n events match and all of them are final; they,
-        oldest first, each in full (show)."""
-        def check():
-            evs = self.events_of(**filters)
-            return evs if len(evs) >= n and all(e["state"] in FINAL for e in evs) else None
-        return [self.gw.show(e["id"]) for e in self.wait(check, what)]
+    def wait_shown(self, n, what, **filters):
+        """wait_final on the test's daemon; the events in full (show)."""
+        return [self.gw.show(e["id"]) for e in self.wait_final(self.gw, n, what, **filters)]
 
     def relation_events(self, number):
-        return self.events_of("relation", number, "mplus-poll")
+        return self.events_of(self.gw, "relation", number, "mplus-poll")
 
     def customer_events(self, cid):
-        return self.events_of("Customer", cid, "quickbooks")
+        return self.events_of(self.gw, "Customer", cid, "quickbooks")
 
     def wait_polls(self, n=2, what="relation polls"):
         """Wait until the gateway has polled relations n more times (so any
@@ -237,7 +211,7 @@ class CustomersTestCase(GatewayTestCase):
 
         def counts():
             return len(self.gw.events()), len(QBO.webhooks()), len(MPLUS.writes())
-        deadline = time.monotonic() + WAIT
+        deadline = time.monotonic() + self.WAIT
         while True:
             self.wait(settled, "webhooks delivered and events final")
             before = counts()
@@ -247,7 +221,7 @@ class CustomersTestCase(GatewayTestCase):
                 return
             if time.monotonic() > deadline:
                 self.fail("no quiet after %.0f s: %r -> %r\n%s"
-                          % (WAIT, before, counts(), self.gw.log_tail()))
+                          % (self.WAIT, before, counts(), self.gw.log_tail()))
 
     def steps(self, event):
         return [s for h in event.get("history", []) for s in h.get("steps", [])]
@@ -265,7 +239,7 @@ class CustomersTestCase(GatewayTestCase):
         """Make a relation in Mplus and wait for its first event to end; the
         relation (as stored), the event (in full)."""
         rel = MPLUS.relation(relation)
-        [e] = self.wait_final(1, what, entity="relation", entity_id=rel["relationNumber"])
+        [e] = self.wait_shown(1, what, entity="relation", entity_id=rel["relationNumber"])
         return rel, e
 
     def customer_id_of(self, e):
@@ -316,7 +290,7 @@ class RelationToCustomer(CustomersTestCase):
                          [(200, "ev%d-customer" % e["id"])])
 
         # The create comes back as a webhook: skipped as an echo.
-        [echo] = self.wait_final(1, "the create's webhook", entity="Customer",
+        [echo] = self.wait_shown(1, "the create's webhook", entity="Customer",
                                  entity_id=c["Id"])
         self.assertEcho(echo)
         self.wait_quiet()
@@ -343,7 +317,7 @@ class CustomerToRelation(CustomersTestCase):
         self.assertDone(e)
         number = rel["relationNumber"]
         cid = self.customer_id_of(e)
-        self.assertEcho(self.wait_final(1, "the create's webhook", entity="Customer",
+        self.assertEcho(self.wait_shown(1, "the create's webhook", entity="Customer",
                                         entity_id=cid)[0])
         self.wait_quiet()
         self.assertEqual(MPLUS.writes(), [])
@@ -354,7 +328,7 @@ class CustomerToRelation(CustomersTestCase):
         bill = dict(c["BillAddr"], City="Utrecht-Zuid")
         QBO.entity("Customer", {"Id": cid, "PrimaryPhone": {"FreeFormNumber": "030-9999999"},
                                 "BillAddr": bill})
-        [_, edit] = self.wait_final(2, "the edit's webhook", entity="Customer", entity_id=cid)
+        [_, edit] = self.wait_shown(2, "the edit's webhook", entity="Customer", entity_id=cid)
         self.assertDone(edit)
         self.assertIn("updated relation %d" % number, self.steps(edit))
         writes = MPLUS.writes(mmark)
@@ -372,7 +346,7 @@ class CustomerToRelation(CustomersTestCase):
         self.assertEqual(r["extRelationId"], cid)
 
         # The update comes back with the next relation poll: an echo.
-        later = self.wait_final(2, "the relation's poll after the update", entity="relation",
+        later = self.wait_shown(2, "the relation's poll after the update", entity="relation",
                                 entity_id=number)
         self.assertEqual(len(later), 2, later)
         self.assertEcho(later[1])
@@ -419,7 +393,7 @@ class Adopt(CustomersTestCase):
         self.wait_quiet()
         qmark = QBO.mark()
         MPLUS.relation({"relationNumber": rel["relationNumber"], "city": "Kampen"})
-        later = self.wait_final(2, "the relation's second change", entity="relation",
+        later = self.wait_shown(2, "the relation's second change", entity="relation",
                                 entity_id=rel["relationNumber"])
         self.assertDone(later[-1])
         self.assertEqual(QBO.api("GET", "/query", since=qmark), [])
@@ -499,13 +473,13 @@ class Collision(CustomersTestCase):
                          [(400, "ev%d-customer" % e["id"], "Pieter Post"),
                           (200, "ev%d-customer-renamed" % e["id"], renamed)])
         self.assertEqual([v["DisplayName"] for v in QBO.entities("Vendor")], ["Pieter Post"])
-        self.assertEcho(self.wait_final(1, "the create's webhook", entity="Customer",
+        self.assertEcho(self.wait_shown(1, "the create's webhook", entity="Customer",
                                         entity_id=c["Id"])[0])
 
         # A later change of the relation updates that customer and keeps its name.
         self.wait_quiet()
         MPLUS.relation({"relationNumber": number, "telephone": "015-1234567"})
-        later = self.wait_final(2, "the relation's change", entity="relation", entity_id=number)
+        later = self.wait_shown(2, "the relation's change", entity="relation", entity_id=number)
         self.assertDone(later[1])
         c = QBO.customer(c["Id"])
         self.assertEqual((c["DisplayName"], c["PrimaryPhone"]["FreeFormNumber"]),
@@ -547,7 +521,7 @@ class OwnMapping(CustomersTestCase):
                           "femke@example.nl"))
         self.assertEqual(c["BillAddr"], {"City": "Leiden", "Country": "NL"})
         self.assertNotIn("GivenName", c)  # the default mapping would set it
-        self.assertEcho(self.wait_final(1, "the create's webhook", entity="Customer",
+        self.assertEcho(self.wait_shown(1, "the create's webhook", entity="Customer",
                                         entity_id=c["Id"])[0])
 
         # The preview runs the connection's own program on a sample ...
@@ -641,7 +615,7 @@ class QboDown(CustomersTestCase):
         # Both changes are queued while QuickBooks is still down.
         self.assertNotEqual(evs[0]["state"], "done", evs)
         self.assertEqual(QBO.customers(), [])
-        first, second = self.wait_final(2, "both changes", entity="relation", entity_id=number)
+        first, second = self.wait_shown(2, "both changes", entity="relation", entity_id=number)
         self.assertDone(first)
         self.assertGreater(first["attempts"], 1)
         self.assertIn("HTTP 5", first["history"][0]["error"])
@@ -679,9 +653,6 @@ class LoginRefused(CustomersTestCase):
         extra["dispatch"]["circuit_open_s"] = 1
         return extra
 
-    def conn_status(self):
-        return [c for c in self.gw.status()["connections"] if c["name"] == CONN][0]
-
     def test_refused_login_holds_the_work_without_spending_attempts(self):
         self.start_gateway()
         self.wait_quiet()
@@ -710,7 +681,7 @@ class LoginRefused(CustomersTestCase):
         self.assertIn("Authentication failed", e["last_error"])
         self.assertTrue(all(r["auth"] == "failed" for r in MPLUS.requests(since=mmark)))
         st = self.wait(lambda: (lambda x: x if "mplus_login_refused_until" in x else None)(
-            self.conn_status()), "the hold in status")
+            self.conn_status(self.gw, CONN)), "the hold in status")
         self.assertEqual(st["circuit"], "closed", st)
         # Held, not hammered: between refusals the connection sends nothing
         # for the event (the holds are 1 s, then 2 s, ...).
@@ -720,7 +691,7 @@ class LoginRefused(CustomersTestCase):
         # The secret is right again: the customer becomes one relation, with
         # one attempt counted.
         MPLUS.call("POST", "/_sim/config", {"secret": MPLUS_SECRET})
-        [e] = self.wait_final(1, "the customer once the login works", entity="Customer",
+        [e] = self.wait_shown(1, "the customer once the login works", entity="Customer",
                               entity_id=c["Id"])
         self.assertDone(e)
         self.assertEqual(e["attempts"], 1, e)
@@ -728,7 +699,7 @@ class LoginRefused(CustomersTestCase):
         self.assertEqual([(r["name"], r["email"]) for r in made],
                          [("Lotte Bos", "lotte.bos@example.nl")], made)
         self.wait(lambda: (lambda x: x if "mplus_login_refused_until" not in x else None)(
-            self.conn_status()), "the hold gone from status")
+            self.conn_status(self.gw, CONN)), "the hold gone from status")
 
 
 # ---- 9. bad data ------------------------------------------------------------------------------
@@ -748,7 +719,7 @@ class BadData(CustomersTestCase):
         self.assertEqual(QBO.customers(), [])
         # The operator fixes it in Mplus: the change comes back by itself.
         MPLUS.relation({"relationNumber": rel["relationNumber"], "name": "Lotte Kok"})
-        later = self.wait_final(2, "the fixed relation", entity="relation",
+        later = self.wait_shown(2, "the fixed relation", entity="relation",
                                 entity_id=rel["relationNumber"])
         self.assertDone(later[1])
         self.assertEqual([c["DisplayName"] for c in QBO.customers()], ["Lotte Kok"])
@@ -782,7 +753,7 @@ class NewInQuickBooks(CustomersTestCase):
         jan, e = self.relation_to_customer({"name": "Jan Smit", "email": "jan.smit@example.nl",
                                             "city": "Haarlem"})
         self.assertDone(e)
-        self.assertEcho(self.wait_final(1, "the create's webhook", entity="Customer",
+        self.assertEcho(self.wait_shown(1, "the create's webhook", entity="Customer",
                                         entity_id=self.customer_id_of(e))[0])
         self.wait_quiet()
         mmark = MPLUS.mark()
@@ -795,7 +766,7 @@ class NewInQuickBooks(CustomersTestCase):
             "PrimaryPhone": {"FreeFormNumber": "023-5555555"},
             "BillAddr": {"Line1": "Kerkstraat 5", "City": "Haarlem", "PostalCode": "2011 AA",
                          "Country": "NL"}})
-        [e] = self.wait_final(1, "the new customer's webhook", entity="Customer",
+        [e] = self.wait_shown(1, "the new customer's webhook", entity="Customer",
                               entity_id=an["Id"])
         self.assertDone(e)
         # Looked for first, by the customer's id and by e-mail (createRelation
@@ -821,7 +792,7 @@ class NewInQuickBooks(CustomersTestCase):
         self.assertEqual((old["name"], old["email"], old.get("extRelationId")),
                          ("Jan Smit", "jan.smit@example.nl", None))
         # The new relation comes back with the next poll: an echo.
-        [echo] = self.wait_final(1, "the new relation's poll", entity="relation",
+        [echo] = self.wait_shown(1, "the new relation's poll", entity="relation",
                                  entity_id=new["relationNumber"])
         self.assertEcho(echo)
         self.wait_quiet()
@@ -848,7 +819,7 @@ class InactiveAndCreateOnly(CustomersTestCase):
 
         def change(n, **fields):
             MPLUS.relation(dict(fields, relationNumber=number))
-            evs = self.wait_final(n, "relation change %d" % n, entity="relation",
+            evs = self.wait_shown(n, "relation change %d" % n, entity="relation",
                                   entity_id=number)
             self.assertEqual(len(evs), n, evs)
             self.assertDone(evs[-1])

@@ -42,8 +42,7 @@ REALM = "4620816365031610"
 CLIENT_ID = "gwtest-client-id"
 CLIENT_SECRET = "gwtest-client-secret"
 MPLUS_SECRET = "shop1-mplus-webhook-secret"
-WAIT = 40.0  # seconds any single poll may take before the test fails (ASan builds are slow)
-FINAL = ("done", "skipped", "dead")
+FINAL = gwtest.FINAL
 
 
 # ---- the simulator ----------------------------------------------------------------
@@ -99,6 +98,7 @@ def gw_time(text):
 class DeliveryTestCase(GatewayTestCase):
 
     maxDiff = None
+    WAIT = 40.0  # ASan builds are slow
 
     def setUp(self):
         SIM.reset()
@@ -150,39 +150,7 @@ class DeliveryTestCase(GatewayTestCase):
         gw.cli("tokens", "shop1", "--refresh-token", token)
         return token
 
-    def conn_status(self, gw):
-        return [c for c in gw.status()["connections"] if c["name"] == "shop1"][0]
-
     # -- polling --
-
-    def wait(self, fn, what, timeout=WAIT, interval=0.1):
-        """Poll fn until it returns something true; return that."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = fn()
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                tail = self.gw.log_tail() if self.gw else ""
-                self.fail("timed out after %.0f s waiting for %s (last value %r)\n%s"
-                          % (timeout, what, v, tail))
-            time.sleep(interval)
-
-    def events_of(self, gw, entity=None, entity_id=None, source=None):
-        """Events of one entity (and source), oldest first."""
-        out = [e for e in gw.events()
-               if (entity is None or e["entity"] == entity)
-               and (entity_id is None or e["entity_id"] == str(entity_id))
-               and (source is None or e["source"] == source)]
-        return sorted(out, key=lambda e: e["id"])
-
-    def wait_final(self, gw, n, what, **filters):
-        """Wait until at least n events match and all are in a final state; they,
-        oldest first."""
-        def check():
-            evs = self.events_of(gw, **filters)
-            return evs if len(evs) >= n and all(e["state"] in FINAL for e in evs) else None
-        return self.wait(check, what)
 
     def wait_state(self, gw, event_id, states, what=None):
         states = (states,) if isinstance(states, str) else states
@@ -231,7 +199,7 @@ class OAuth(DeliveryTestCase):
 
     def test_connect_and_callback_store_tokens(self):
         gw = self.start_gateway(authorise=False)
-        self.wait(lambda: self.conn_status(gw).get("authorised") is False,
+        self.wait(lambda: self.conn_status(gw, "shop1").get("authorised") is False,
                   "status to show shop1 not authorised")
 
         # The connect page needs the admin bearer token.
@@ -272,7 +240,7 @@ class OAuth(DeliveryTestCase):
 
         self.assertEqual(SIM.grants(), [("authorization_code", 200)])
         st = self.wait(lambda: (lambda c: c if c.get("authorised") is True else None)(
-            self.conn_status(gw)), "status to show shop1 authorised")
+            self.conn_status(gw, "shop1")), "status to show shop1 authorised")
         self.assertIn("access_token_expires_at", st)
         self.assertIn("refresh_token_expires_at", st)
 
@@ -353,7 +321,7 @@ class Tokens(DeliveryTestCase):
         self.assertIn("invalid_grant", ec["last_error"] or "", ec)
         self.assertEqual(SIM.grants(since=mark), [("refresh_token", 400)])
         st = self.wait(lambda: (lambda s: s if s.get("authorised") is False else None)(
-            self.conn_status(gw)), "status to show shop1 needs authorisation")
+            self.conn_status(gw, "shop1")), "status to show shop1 needs authorisation")
         self.assertIn("invalid_grant", st.get("last_error", ""), st)
         d = self.customer("Revoked D")
         ed = self.wait(lambda: self.events_of(gw, "Customer", d["Id"]), "D's event")[0]
@@ -372,7 +340,7 @@ class Tokens(DeliveryTestCase):
             [e] = self.wait_final(gw, 1, "%s after re-authorisation" % cust["DisplayName"],
                                   entity="Customer", entity_id=cust["Id"])
             self.assertDoneOnce(e)
-        self.wait(lambda: self.conn_status(gw).get("authorised") is True,
+        self.wait(lambda: self.conn_status(gw, "shop1").get("authorised") is True,
                   "status to show shop1 authorised again")
 
 
@@ -414,7 +382,7 @@ class Failures(DeliveryTestCase):
         mark = len(SIM.requests())
         c = self.customer("Throttled Once")
         # status shows the pause while it lasts.
-        self.wait(lambda: "throttled_until" in self.conn_status(gw),
+        self.wait(lambda: "throttled_until" in self.conn_status(gw, "shop1"),
                   "status to show the realm throttled")
         [e] = self.wait_final(gw, 1, "the throttled event", entity="Customer", entity_id=c["Id"])
         self.assertDoneOnce(e)  # the 429 used no attempt
@@ -431,15 +399,15 @@ class Failures(DeliveryTestCase):
         gw = self.start_gateway(dispatch={"circuit_failures": 2, "circuit_open_s": 2})
         warm = self.customer("Warm Up")
         self.wait_final(gw, 1, "the warm-up event", entity="Customer", entity_id=warm["Id"])
-        self.wait(lambda: self.conn_status(gw).get("circuit") == "closed", "circuit closed")
+        self.wait(lambda: self.conn_status(gw, "shop1").get("circuit") == "closed", "circuit closed")
         SIM.fault("500", count=1, path_contains="/customer/")
         SIM.fault("503", count=1, path_contains="/customer/")
         mark = len(SIM.requests())
         ids = [self.customer("Outage %d" % i)["Id"] for i in range(2)]
         seen = set()
-        deadline = time.monotonic() + WAIT
+        deadline = time.monotonic() + self.WAIT
         while True:
-            seen.add(self.conn_status(gw).get("circuit"))
+            seen.add(self.conn_status(gw, "shop1").get("circuit"))
             evs = [e for e in gw.events() if e["entity"] == "Customer" and e["entity_id"] in ids]
             if len(evs) == 2 and all(e["state"] in FINAL for e in evs):
                 break
@@ -452,7 +420,7 @@ class Failures(DeliveryTestCase):
             self.assertEqual([x["outcome"] for x in h], ["retry", "done"], h)
             self.assertRegex(h[0]["error"], r"HTTP 50[03]")
         self.assertIn("open", seen)
-        self.wait(lambda: self.conn_status(gw).get("circuit") == "closed",
+        self.wait(lambda: self.conn_status(gw, "shop1").get("circuit") == "closed",
                   "the circuit to close again")
         statuses = [r["status"] for r in SIM.api("GET", "/customer/", since=mark)]
         self.assertEqual(sorted(statuses), [200, 200, 500, 503])

@@ -37,7 +37,6 @@ SECRET = "gwtest-secret-5f2c9a"
 WEBHOOK_SECRET = "shop1-mplus-webhook-secret"
 CONN = "shop1"
 REALM = "1185883450"
-WAIT = 20.0          # seconds any single wait may take before the test fails
 TILL_LATENCY = 2.0   # a till sale is an event within this many seconds of its callback
 
 # Poll kinds per flow, as in gateway/poller.c, with the simulator's head field
@@ -126,6 +125,7 @@ def utc_time(text):
 class PollerTestCase(GatewayTestCase):
 
     maxDiff = None
+    WAIT = 20.0
 
     def setUp(self):
         SIM.reset()
@@ -149,18 +149,6 @@ class PollerTestCase(GatewayTestCase):
         gw.start()
         self.point_callbacks(gw)
 
-    def wait(self, fn, what, timeout=WAIT, interval=0.05, gw=None):
-        """Poll fn until it returns something truthy; returns that."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = fn()
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                self.fail("timed out after %.0f s waiting for %s%s"
-                          % (timeout, what, "\n" + gw.log_tail() if gw else ""))
-            time.sleep(interval)
-
     # -- what the daemon holds --
 
     def polled(self, gw, entity=None):
@@ -177,14 +165,8 @@ class PollerTestCase(GatewayTestCase):
             out.append(r.json())
         return out
 
-    def conn_status(self, gw):
-        for c in gw.status()["connections"]:
-            if c["name"] == CONN:
-                return c
-        self.fail("no connection %s in status" % CONN)
-
     def poll_status(self, gw, kind):
-        return (self.conn_status(gw).get("mplus_polls") or {}).get(kind) or {}
+        return (self.conn_status(gw, CONN).get("mplus_polls") or {}).get(kind) or {}
 
     def pending(self, gw):
         return gw.status()["events"]["pending"]
@@ -194,7 +176,7 @@ class PollerTestCase(GatewayTestCase):
         heads = heads or SIM.markers()
 
         def caught_up():
-            polls = self.conn_status(gw).get("mplus_polls") or {}
+            polls = self.conn_status(gw, CONN).get("mplus_polls") or {}
             return all((polls.get(k) or {}).get("marker") == heads[HEAD[k]] for k in kinds)
         self.wait(caught_up, "markers %s to reach %s" % (kinds, {k: heads[HEAD[k]] for k in kinds}),
                   gw=gw)
@@ -517,7 +499,7 @@ class BadCredentials(PollerTestCase):
         gw = self.start_gateway("customers", secret=wrong, interval=1)
 
         def refused():
-            c = self.conn_status(gw)
+            c = self.conn_status(gw, CONN)
             err = c.get("mplus_error") or ""
             poll_err = (c.get("mplus_polls") or {}).get("relations", {}).get("last_error")
             return c if err and poll_err else None
@@ -554,7 +536,7 @@ class BadCredentials(PollerTestCase):
 
     def test_wrong_ident(self):
         gw = self.start_gateway("products", ident="no-such-ident", interval=1)
-        c = self.wait(lambda: (lambda c: c if c.get("mplus_error") else None)(self.conn_status(gw)),
+        c = self.wait(lambda: (lambda c: c if c.get("mplus_error") else None)(self.conn_status(gw, CONN)),
                       "mplus_error in status", gw=gw)
         self.assertIn("unknown ident or wrong secret", c["mplus_error"])
         self.assertNotIn(SECRET, gw.log_text())
@@ -567,7 +549,7 @@ class BadCredentials(PollerTestCase):
         self.wait_markers(gw, ["relations"])
 
         def recovered():
-            c = self.conn_status(gw)
+            c = self.conn_status(gw, CONN)
             return c if c.get("mplus_api_version") and "mplus_error" not in c \
                 and "last_error" not in c["mplus_polls"]["relations"] else None
         c = self.wait(recovered, "the version in status and no error", gw=gw)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "fuzz_check.h"
 #include "webhook.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -14,16 +15,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         {.name = "shop2", .realm_id = "1185883450"},
     };
     static struct gw_config cfg = {.conns = conns, .nconns = 2};
-    struct gw_batch b = {0};
-    if (webhook_parse_qbo(&cfg, (const char *)data, size, 1767225600000, &b) == 0) {
+    struct gw_batch b = {0}, again = {0};
+    int rc = webhook_parse_qbo(&cfg, (const char *)data, size, 1767225600000, &b);
+    if (rc == 0) {
+        /* Every event must serialise: that is what the store receives. */
+        check_batch(&b);
         for (size_t i = 0; i < b.n; i++) {
-            /* Every event must serialise: that is what the store receives. */
-            char *s = json_dumps(b.ev[i].record, JSON_COMPACT);
-            if (s == NULL || b.ev[i].dedupe_key == NULL)
-                abort();
-            free(s);
+            const char *c = json_string_value(json_object_get(b.ev[i].record, "connection"));
+            if (c == NULL ||
+                (strcmp(c, "") != 0 && strcmp(c, "shop1") != 0 && strcmp(c, "shop2") != 0))
+                abort(); /* a configured connection, or none (unknown realm) */
         }
     }
+    if (webhook_parse_qbo(&cfg, (const char *)data, size, 1767225600000, &again) != rc)
+        abort();
+    if (rc == 0)
+        check_same_batches(&b, &again);
     batch_free(&b);
+    batch_free(&again);
     return 0;
 }

@@ -39,7 +39,7 @@ static const char usage_text[] =
     "         [--connection C]) [--dry-run]\n"
     "                              re-queue events (attempts reset, history kept)\n"
     "  purge [--older-than DAYS]   drop finished events past retention\n"
-    "  check-config                validate the config; print it with secrets masked\n"
+    "  check-config                validate the config and the mappings; print it, secrets masked\n"
     "  tokens CONNECTION --refresh-token TOKEN\n"
     "                              import a QuickBooks refresh token for a connection\n"
     "  map --flow FLOW --input FILE [--connection C]\n"
@@ -578,11 +578,21 @@ int cli_main(int argc, char **argv)
 
     int rc;
     if (strcmp(cmd, "check-config") == 0) {
-        if (cargc != 1)
+        if (cargc != 1) {
             rc = usage("check-config takes no arguments");
-        else {
-            config_print(cfg, stdout);
-            rc = 0;
+        } else {
+            /* What serve would refuse at its start is refused here too: the
+             * mappings compile and the per-country tables parse. */
+            struct mapper *m = NULL;
+            char merr[1024];
+            if (map_open(cfg, cfg->mapping_dir, &m, merr, sizeof merr) != 0) {
+                fprintf(stderr, "gateway: %s\n", merr);
+                rc = EXIT_USAGE;
+            } else {
+                config_print(cfg, stdout);
+                rc = 0;
+            }
+            map_close(m);
         }
     } else if (strcmp(cmd, "serve") == 0) {
         struct store *st;

@@ -583,6 +583,13 @@ class BrokenMapping(CustomersTestCase):
         # Nothing was polled or asked of QuickBooks.
         self.assertEqual(MPLUS.requests(), [])
         self.assertEqual(QBO.api(), [])
+        # check-config refuses it the same way, before any restart.
+        p = gwtest.run_gateway_command(gw.config_path, "check-config")
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 2, err)
+        self.assertIn(own, err)
+        self.assertIn("line 3", err)
+        self.assertEqual(p.stdout, b"")
         # The preview names it the same way.
         sample = self.write_file("sample.json", json.dumps({"name": "X"}))
         p = gw.cli("map", "--flow", "customers-to-qbo", "--input", sample, "--connection", CONN,
@@ -590,6 +597,23 @@ class BrokenMapping(CustomersTestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("%s: jq: error: syntax error" % own, p.stderr.decode())
         self.assertIn("line 3", p.stderr.decode())
+
+    def test_country_table_without_pairs_is_refused_by_check_config(self):
+        gw = self.gateway(start=False, connections=[self.connection(
+            tax_code_by_country="NL:3, BE4")], extra=self.config_extra)
+        gw._write_config()
+        p = gwtest.run_gateway_command(gw.config_path, "check-config")
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 2, err)
+        self.assertIn("[connection.%s] key 'tax_code_by_country': expected COUNTRY:VALUE pairs, "
+                      "got 'BE4'" % CONN, err)
+        # Set right, the same connection passes.
+        gw = self.gateway(start=False, connections=[self.connection(
+            tax_code_by_country="NL:3, BE:4")], extra=self.config_extra)
+        gw._write_config()
+        p = gwtest.run_gateway_command(gw.config_path, "check-config")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertIn(b"tax_code_by_country = NL:3, BE:4", p.stdout)
 
 
 # ---- 8. changed twice while QuickBooks is down ------------------------------------------------

@@ -16,6 +16,8 @@ struct committer {
     struct store *st;
     long max_batch;
     struct event *done_ev;
+    struct event *stage_ev; /* hands the staged jobs over, once per loop turn */
+    struct commit_job *staged_head, *staged_tail;     /* loop thread: submitted this turn */
     struct commit_job *(*idle)(void *arg, bool busy); /* see committer_set_idle */
     void (*before)(void *arg, struct commit_job *head, unsigned n);
     void *before_arg;
@@ -211,6 +213,31 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     run_done(arg);
 }
 
+/* Move the jobs submitted during this loop turn to the commit thread. */
+static void hand_over(struct committer *c)
+{
+    struct commit_job *head = c->staged_head, *tail = c->staged_tail;
+    if (head == NULL)
+        return;
+    c->staged_head = c->staged_tail = NULL;
+    pthread_mutex_lock(&c->mu);
+    c->last_submit = mono_seconds();
+    if (c->todo_tail)
+        c->todo_tail->next = head;
+    else
+        c->todo_head = head;
+    c->todo_tail = tail;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_stage(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    hand_over(arg);
+}
+
 struct committer *committer_start(struct event_base *base, struct store *st, long max_batch)
 {
     struct committer *c = calloc(1, sizeof *c);
@@ -221,27 +248,37 @@ struct committer *committer_start(struct event_base *base, struct store *st, lon
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     c->done_ev = event_new(base, -1, EV_PERSIST | EV_READ, on_done, c);
-    if (pthread_create(&c->thread, NULL, committer_main, c) != 0) {
-        event_free(c->done_ev);
+    c->stage_ev = event_new(base, -1, EV_PERSIST | EV_READ, on_stage, c);
+    if (c->done_ev == NULL || c->stage_ev == NULL ||
+        pthread_create(&c->thread, NULL, committer_main, c) != 0) {
+        if (c->done_ev)
+            event_free(c->done_ev);
+        if (c->stage_ev)
+            event_free(c->stage_ev);
         free(c);
         return NULL;
     }
     return c;
 }
 
+/*
+ * Jobs are staged on the loop thread and handed over together once the loop
+ * has run every callback that was ready with them (stage_ev, activated by the
+ * first job of a turn, runs after those): the requests one read of the
+ * sockets brought share a commit, and the hand-over takes one lock and one
+ * wake-up instead of one per job.
+ */
 void committer_submit(struct committer *c, struct commit_job *job)
 {
     job->next = NULL;
     job->status = 0;
-    pthread_mutex_lock(&c->mu);
-    c->last_submit = mono_seconds();
-    if (c->todo_tail)
-        c->todo_tail->next = job;
-    else
-        c->todo_head = job;
-    c->todo_tail = job;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
+    if (c->staged_tail) {
+        c->staged_tail->next = job;
+    } else {
+        c->staged_head = job;
+        event_active(c->stage_ev, EV_READ, 0);
+    }
+    c->staged_tail = job;
 }
 
 void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *arg, bool busy),
@@ -267,6 +304,7 @@ void committer_stop(struct committer *c)
 {
     if (c == NULL)
         return;
+    hand_over(c);
     pthread_mutex_lock(&c->mu);
     c->stop = true;
     pthread_cond_signal(&c->cv);
@@ -274,6 +312,7 @@ void committer_stop(struct committer *c)
     pthread_join(c->thread, NULL);
     run_done(c);
     event_free(c->done_ev);
+    event_free(c->stage_ev);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     free(c);

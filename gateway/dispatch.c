@@ -370,14 +370,14 @@ static void circuit_after(struct dispatcher *d, struct running *r)
         /* Like an open circuit, but no attempt is spent and the events wait
          * however long it takes: a wrong ident/secret needs a person. */
         int64_t now = gw_now_ms();
-        int64_t ms = hold_ms(d, dc->refused);
-        if (now >= dc->refused_until_ms)
+        if (now >= dc->refused_until_ms) { /* not for others refused in the same hold */
+            int64_t ms = hold_ms(d, dc->refused++);
             gw_log(GW_LOG_ERROR, dc->c->name, 0,
                    "Mplus refused the login (mplus_ident/mplus_secret): this connection's work "
                    "waits %lld s, then tries again; no attempts are spent",
                    (long long)(ms / 1000));
-        dc->refused++;
-        dc->refused_until_ms = now + ms;
+            dc->refused_until_ms = now + ms;
+        }
     } else if (k == OUTCOME_RETRY) {
         dc->failures++;
         if (dc->circuit == CIRCUIT_HALF_OPEN ||

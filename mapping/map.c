@@ -198,7 +198,11 @@ int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, 
              size_t errlen)
 {
     struct mapper *m = calloc(1, sizeof *m);
-    m->progs = calloc(cfg->nconns * NNAMES + 1, sizeof *m->progs);
+    if (m == NULL || (m->progs = calloc(cfg->nconns * NNAMES + 1, sizeof *m->progs)) == NULL) {
+        gw_errf(err, errlen, "mappings: out of memory");
+        free(m);
+        return -1;
+    }
     for (size_t i = 0; i < cfg->nconns; i++) {
         const struct gw_connection *c = &cfg->conns[i];
         char terr[256];

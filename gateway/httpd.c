@@ -37,6 +37,17 @@ static bool is_tchar(unsigned char c)
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
+/* Whether p .. end is a token: one or more tchars (the method, a field name). */
+static bool is_token(const char *p, const char *end)
+{
+    if (p == end)
+        return false;
+    for (; p < end; p++)
+        if (!is_tchar((unsigned char)*p))
+            return false;
+    return true;
+}
+
 /* The end of the line starting at p (its '\n'), or NULL. */
 static char *line_end(char *p, char *end)
 {
@@ -104,11 +115,8 @@ int httpd_parse_head(char *buf, size_t len, size_t max_head, size_t max_body, st
     nl = line_end(start, head_end);
     char *le = (nl > start && nl[-1] == '\r') ? nl - 1 : nl;
     char *sp1 = memchr(start, ' ', (size_t)(le - start));
-    if (sp1 == NULL || sp1 == start)
+    if (sp1 == NULL || !is_token(start, sp1))
         return 400;
-    for (char *q = start; q < sp1; q++)
-        if (!is_tchar((unsigned char)*q))
-            return 400;
     char *target = sp1 + 1;
     char *sp2 = memchr(target, ' ', (size_t)(le - target));
     if (sp2 == NULL || sp2 == target)
@@ -139,11 +147,8 @@ int httpd_parse_head(char *buf, size_t len, size_t max_head, size_t max_body, st
         if (le == p)
             break;
         char *colon = memchr(p, ':', (size_t)(le - p));
-        if (colon == NULL || colon == p)
+        if (colon == NULL || !is_token(p, colon))
             return 400;
-        for (char *q = p; q < colon; q++)
-            if (!is_tchar((unsigned char)*q))
-                return 400;
         char *v = colon + 1, *ve = le;
         while (v < ve && (*v == ' ' || *v == '\t'))
             v++;

@@ -10,14 +10,21 @@
 
 #include "event.h"
 
-/* Every event has a key and a record that serialises; abort otherwise. */
-static inline void check_batch(const struct gw_batch *b)
+/* Every event has a key, a record that serialises, and one of the
+ * connection names in conns (a NULL-terminated list); abort otherwise. */
+static inline void check_batch(const struct gw_batch *b, const char *const *conns)
 {
     for (size_t i = 0; i < b->n; i++) {
         char *s = json_dumps(b->ev[i].record, JSON_COMPACT | JSON_SORT_KEYS);
         if (s == NULL || b->ev[i].dedupe_key == NULL || b->ev[i].dedupe_key[0] == '\0')
             abort();
         free(s);
+        const char *c = json_string_value(json_object_get(b->ev[i].record, "connection"));
+        const char *const *k = conns;
+        while (c != NULL && *k != NULL && strcmp(*k, c) != 0)
+            k++;
+        if (c == NULL || *k == NULL)
+            abort();
     }
 }
 

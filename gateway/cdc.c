@@ -3,7 +3,7 @@
  */
 #include "cdc.h"
 #include "dispatch.h"
-#include "handler.h"
+#include "task.h"
 #include "ingest.h"
 #include "log.h"
 #include "qbo.h"

@@ -44,7 +44,7 @@ static const char usage_text[] =
     "                              import a QuickBooks refresh token for a connection\n"
     "  map --flow FLOW --input FILE [--connection C]\n"
     "                              run a mapping on a sample and print the result; FLOW is\n"
-    "                              customers-to-qbo or customers-to-mplus\n";
+    "                              customers-to-qbo, customers-to-mplus or sales-to-qbo\n";
 
 static int usage(const char *msg)
 {
@@ -480,8 +480,8 @@ static int cmd_map(const struct gw_config *cfg, int argc, char **argv)
         return rc;
     if (optind != argc || o.flow == NULL || o.input == NULL)
         return usage("map: expected --flow FLOW --input FILE [--connection C]");
-    if (strcmp(o.flow, MAP_CUSTOMERS_TO_QBO) != 0 && strcmp(o.flow, MAP_CUSTOMERS_TO_MPLUS) != 0)
-        return usage("map: --flow is customers-to-qbo or customers-to-mplus");
+    if (!map_known(o.flow))
+        return usage("map: --flow is customers-to-qbo, customers-to-mplus or sales-to-qbo");
     const struct gw_connection *c = NULL;
     if (o.filter.connection != NULL && (c = config_connection(cfg, o.filter.connection)) == NULL) {
         fprintf(stderr, "gateway: map: no [connection.%s] in %s\n", o.filter.connection, cfg->file);
@@ -496,10 +496,7 @@ static int cmd_map(const struct gw_config *cfg, int argc, char **argv)
     /* A sample is the source record, or a whole {source, existing} input. */
     json_t *source = json_object_get(sample, "source") ? json_object_get(sample, "source") : sample;
     json_t *existing = json_object_get(sample, "existing");
-    const char *own = NULL;
-    if (c != NULL)
-        own = strcmp(o.flow, MAP_CUSTOMERS_TO_QBO) == 0 ? c->map_customers_to_qbo
-                                                        : c->map_customers_to_mplus;
+    const char *own = c ? map_override(c, o.flow) : NULL;
     char file[1024];
     if (own != NULL && own[0] != '\0')
         snprintf(file, sizeof file, "%s", own);

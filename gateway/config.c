@@ -116,6 +116,20 @@ static const struct key_def connection_keys[] = {
     {"mplus_employee_number", K_INT, C(mplus_employee_number), "999999", false, 1, 2147483647},
     {"default_country", K_STR, C(default_country), NULL, false, 0, 0},
     {"flows", K_FLOWS, C(flows_text), "", false, 0, 0},
+    {"sales_documents", K_STR, C(sales_documents), "receipts, invoices, orders", false, 0, 0},
+    {"sales_order_as", K_STR, C(sales_order_as), "invoice", false, 0, 0},
+    {"sales_default_customer", K_STR, C(sales_default_customer), "Till sales", false, 0, 0},
+    {"sales_tax_codes", K_STR, C(sales_tax_codes), NULL, false, 0, 0},
+    {"sales_payment_methods", K_STR, C(sales_payment_methods), NULL, false, 0, 0},
+    {"sales_deposit_accounts", K_STR, C(sales_deposit_accounts), NULL, false, 0, 0},
+    {"sales_split_account", K_STR, C(sales_split_account), NULL, false, 0, 0},
+    {"sales_rounding_item", K_STR, C(sales_rounding_item), NULL, false, 0, 0},
+    {"sales_create_items", K_BOOL, C(sales_create_items), "false", false, 0, 0},
+    {"sales_item_income_account", K_STR, C(sales_item_income_account), NULL, false, 0, 0},
+    {"sales_zero_lines", K_STR, C(sales_zero_lines), "drop", false, 0, 0},
+    {"sales_class_by_branch", K_STR, C(sales_class_by_branch), NULL, false, 0, 0},
+    {"sales_terms", K_STR, C(sales_terms), NULL, false, 0, 0},
+    {"map_sales_to_qbo", K_STR, C(map_sales_to_qbo), NULL, false, 0, 0},
     {NULL, 0, 0, NULL, false, 0, 0},
 };
 
@@ -385,6 +399,49 @@ int config_parse_addr(const char *s, char *host, size_t hostlen, unsigned short 
     return 0;
 }
 
+
+/* Is word one of the comma-separated choices? */
+static bool in_choices(const char *word, size_t len, const char *choices)
+{
+    for (const char *p = choices; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == len && strncmp(p, word, len) == 0)
+            return true;
+        p += n;
+        while (*p == ',' || *p == ' ')
+            p++;
+    }
+    return false;
+}
+
+static int check_choice(const struct gw_config *cfg, const struct gw_connection *c,
+                        const char *key, const char *value, const char *choices, char *err,
+                        size_t errlen)
+{
+    if (value != NULL && in_choices(value, strlen(value), choices))
+        return 0;
+    gw_errf(err, errlen, "%s: key '%s' in [connection.%s]: expected one of %s, got '%s'",
+            cfg->file, key, c->name, choices, value ? value : "");
+    return -1;
+}
+
+/* Every word of a list must be one of choices. */
+static int check_list(const struct gw_config *cfg, const struct gw_connection *c, const char *key,
+                      const char *value, const char *choices, char *err, size_t errlen)
+{
+    for (const char *p = value ? value : ""; *p;) {
+        p += strspn(p, ", \t");
+        size_t n = strcspn(p, ", \t");
+        if (n > 0 && !in_choices(p, n, choices)) {
+            gw_errf(err, errlen, "%s: key '%s' in [connection.%s]: '%.*s' is not one of %s",
+                    cfg->file, key, c->name, (int)n, p, choices);
+            return -1;
+        }
+        p += n;
+    }
+    return 0;
+}
+
 static int validate(struct gw_config *cfg, char *err, size_t errlen)
 {
     char host[256];
@@ -431,6 +488,13 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                     cfg->file, c->name, dir);
             return -1;
         }
+        if (check_choice(cfg, c, "sales_order_as", c->sales_order_as, "invoice, receipt_when_paid",
+                         err, errlen) != 0 ||
+            check_choice(cfg, c, "sales_zero_lines", c->sales_zero_lines, "drop, keep", err,
+                         errlen) != 0 ||
+            check_list(cfg, c, "sales_documents", c->sales_documents, "receipts, invoices, orders",
+                       err, errlen) != 0)
+            return -1;
         const char *secret = c->mplus_webhook_secret;
         if (secret == NULL || secret[0] == '\0')
             continue;

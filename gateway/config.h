@@ -43,6 +43,21 @@ struct gw_connection {
     char *relation_create_only;
     long mplus_employee_number;
     char *default_country;
+    /* sales flow (gateway.ini documents each) */
+    char *sales_documents;
+    char *sales_order_as;
+    char *sales_default_customer;
+    char *sales_tax_codes;
+    char *sales_payment_methods;
+    char *sales_deposit_accounts;
+    char *sales_split_account;
+    char *sales_rounding_item;
+    bool sales_create_items;
+    char *sales_item_income_account;
+    char *sales_zero_lines;
+    char *sales_class_by_branch;
+    char *sales_terms;
+    char *map_sales_to_qbo;
     char *flows_text;
     unsigned flows; /* enum gw_flow bits, derived from flows_text */
     /* The webhook secret as key bytes (decoded when the encoding is base64). */

@@ -11,13 +11,12 @@
  */
 #include "dispatch.h"
 #include "clients.h"
-#include "handler.h"
+#include "task.h"
 #include "log.h"
 #include "qbo.h"
 #include "util.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -445,13 +444,10 @@ static void finish_done(struct commit_job *job)
     schedule_scan(d);
 }
 
-void task_finish(struct task *t, const struct outcome *o)
+/* The task operations the dispatcher gives its flows (task.h). */
+static void op_finish(struct task *t, const struct outcome *o)
 {
-    struct running *r = t->dispatcher_data;
-    if (r->phase != PH_RUN) {
-        gw_log(GW_LOG_ERROR, NULL, t->id, "handler finished a task twice");
-        return;
-    }
+    struct running *r = t->owner;
     r->phase = PH_FINISH;
     r->outcome = *o;
     r->job.apply = finish_apply;
@@ -459,41 +455,17 @@ void task_finish(struct task *t, const struct outcome *o)
     committer_submit(r->d->committer, &r->job);
 }
 
-void task_done(struct task *t)
+static json_t *op_payload(struct task *t)
 {
-    struct outcome o = {.kind = OUTCOME_DONE};
-    task_finish(t, &o);
-}
-
-void task_skip(struct task *t, const char *reason)
-{
-    struct outcome o = {.kind = OUTCOME_SKIPPED};
-    gw_strlcpy(o.reason, reason, sizeof o.reason);
-    task_finish(t, &o);
-}
-
-void task_fail(struct task *t, enum outcome_kind kind, const char *reason, const char *fmt, ...)
-{
-    struct outcome o = {.kind = kind};
-    gw_strlcpy(o.reason, reason ? reason : "", sizeof o.reason);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(o.error, sizeof o.error, fmt, ap);
-    va_end(ap);
-    task_finish(t, &o);
-}
-
-json_t *task_payload(struct task *t)
-{
-    struct running *r = t->dispatcher_data;
+    struct running *r = t->owner;
     if (r->payload == NULL && r->payload_text != NULL)
         r->payload = json_loadb(r->payload_text, r->payload_len, JSON_DECODE_ANY, NULL);
     return r->payload;
 }
 
-json_t *task_get_meta(struct task *t, const char *name)
+static json_t *op_get_meta(struct task *t, const char *name)
 {
-    struct running *r = t->dispatcher_data;
+    struct running *r = t->owner;
     json_t *pending = json_object_get(r->meta_writes, name);
     if (pending != NULL)
         return json_incref(pending);
@@ -503,24 +475,15 @@ json_t *task_get_meta(struct task *t, const char *name)
     return v;
 }
 
-void task_put_meta(struct task *t, const char *name, json_t *value)
+static void op_put_meta(struct task *t, const char *name, json_t *value)
 {
-    struct running *r = t->dispatcher_data;
+    struct running *r = t->owner;
     if (r->meta_writes == NULL)
         r->meta_writes = json_object();
     json_object_set(r->meta_writes, name, value);
 }
 
-void task_note(struct task *t, const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (json_array_size(t->steps) < 20)
-        json_array_append_new(t->steps, json_string(buf));
-}
+static const struct task_ops dispatch_task_ops = {op_finish, op_payload, op_get_meta, op_put_meta};
 
 /* ---- claiming ------------------------------------------------------------------ */
 
@@ -609,7 +572,8 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *te
     r->task.conn = dc ? dc->c : NULL;
     r->task.clients = d->clients;
     r->task.steps = json_array();
-    r->task.dispatcher_data = r;
+    r->task.ops = &dispatch_task_ops;
+    r->task.owner = r;
     r->next = d->head;
     if (d->head)
         d->head->prev = r;

@@ -26,7 +26,7 @@
 #define THROTTLE_PAUSE_MS 60000           /* Intuit: wait 60 s after a 429 */
 #define STATE_TTL_MS      (15 * 60 * 1000)
 
-enum call_kind { CALL_READ, CALL_QUERY, CALL_CREATE, CALL_UPDATE, CALL_CDC };
+enum call_kind { CALL_READ, CALL_QUERY, CALL_CREATE, CALL_UPDATE, CALL_VOID, CALL_CDC };
 
 struct qconn;
 
@@ -692,21 +692,82 @@ int qbo_query(struct qbo *q, const struct gw_connection *c, const char *query, q
     return 0;
 }
 
+/* Keys whose values are QuickBooks decimals (money, quantities, rates). */
+static const char *const decimal_keys[] = {
+    "Amount", "UnitPrice", "Qty", "TaxInclusiveAmt", "TotalTax", "TotalAmt", "NetAmountTaxable",
+    "TaxPercent", "TaxInclusiveAmount", "DiscountRate", "DiscountAmt", "QtyOnHand", "PurchaseCost",
+    "UnitAmount", NULL,
+};
+
+static bool decimal_text(const char *s, size_t n)
+{
+    size_t i = s[0] == '-' ? 1 : 0, digits = 0, dots = 0;
+    for (; i < n; i++) {
+        if (s[i] == '.' && dots++ == 0 && digits > 0)
+            continue;
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        digits++;
+    }
+    return digits > 0 && s[n - 1] != '.';
+}
+
+void qbo_exact_numbers(char *text)
+{
+    char *w = text;
+    for (char *r = text; *r;) {
+        bool done = false;
+        if (*r == '"') {
+            for (const char *const *k = decimal_keys; *k && !done; k++) {
+                size_t kl = strlen(*k);
+                if (strncmp(r + 1, *k, kl) != 0 || strncmp(r + 1 + kl, "\":\"", 3) != 0)
+                    continue;
+                char *v = r + kl + 4, *end = strchr(v, '"');
+                if (end == NULL || end - v > 40 || !decimal_text(v, (size_t)(end - v)))
+                    break;
+                /* "Key":"9.95" -> "Key":9.95 */
+                size_t head = kl + 3;
+                memmove(w, r, head);
+                w += head;
+                memmove(w, v, (size_t)(end - v));
+                w += end - v;
+                r = end + 1;
+                done = true;
+            }
+        }
+        if (!done)
+            *w++ = *r++;
+    }
+    *w = '\0';
+}
+
+static char *dump_body(json_t *obj)
+{
+    char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text != NULL)
+        qbo_exact_numbers(text);
+    return text;
+}
+
 static int write_call(struct qbo *q, const struct gw_connection *c, enum call_kind kind,
                       const char *entity, json_t *obj, const char *requestid, qbo_cb cb, void *arg)
 {
-    char ent[64], extra[128];
+    char ent[64], extra[160];
     entity_path(entity, ent, sizeof ent);
     char *rid = requestid ? http_escape(requestid) : NULL;
+    size_t n = 0;
+    extra[0] = '\0';
     if (rid)
-        snprintf(extra, sizeof extra, "requestid=%s", rid);
+        n = (size_t)snprintf(extra, sizeof extra, "requestid=%s", rid);
     free(rid);
+    if (kind == CALL_VOID && n < sizeof extra)
+        snprintf(extra + n, sizeof extra - n, "%soperation=void", n ? "&" : "");
     struct call *call =
-        new_call(q, c, kind, "POST", make_url(q, c, ent, requestid ? extra : NULL), cb, arg);
+        new_call(q, c, kind, "POST", make_url(q, c, ent, extra[0] ? extra : NULL), cb, arg);
     if (call == NULL)
         return -1;
     gw_strlcpy(call->entity, entity, sizeof call->entity);
-    call->body = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    call->body = dump_body(obj);
     call->requestid = requestid ? strdup(requestid) : NULL;
     if (kind == CALL_UPDATE) /* qbo_update's own copy: shared, not copied again */
         call->update = json_incref(obj);
@@ -726,6 +787,15 @@ int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity,
     json_t *o = json_deep_copy(obj);
     json_object_set_new(o, "sparse", json_true());
     int rc = write_call(q, c, CALL_UPDATE, entity, o, requestid, cb, arg);
+    json_decref(o);
+    return rc;
+}
+
+int qbo_void(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
+             const char *sync_token, const char *requestid, qbo_cb cb, void *arg)
+{
+    json_t *o = json_pack("{s:s, s:s}", "Id", id, "SyncToken", sync_token);
+    int rc = o ? write_call(q, c, CALL_VOID, entity, o, requestid, cb, arg) : -1;
     json_decref(o);
     return rc;
 }
@@ -768,7 +838,7 @@ static void stale_read_done(const struct qbo_result *r, void *arg)
     }
     json_object_set(call->update, "SyncToken", token);
     free(call->body);
-    call->body = json_dumps(call->update, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    call->body = dump_body(call->update);
     call->stale_retried = true;
     if (call->requestid != NULL) {
         /* QBO answers a repeated requestid with its first answer - the 5010

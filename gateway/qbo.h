@@ -62,6 +62,19 @@ int qbo_create(struct qbo *q, const struct gw_connection *c, const char *entity,
  */
 int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity, json_t *obj,
                const char *requestid, qbo_cb cb, void *arg);
+/* POST .../{entity}?operation=void with Id and SyncToken (SalesReceipt, Invoice, Payment...). */
+int qbo_void(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
+             const char *sync_token, const char *requestid, qbo_cb cb, void *arg);
+
+/*
+ * Money never passes through a double: flows give decimal fields (Amount,
+ * UnitPrice, Qty, TotalTax, ...) as decimal text, "9.95", and the request
+ * body carries them as the JSON numbers QuickBooks wants, digit for digit.
+ * This rewrites "Key":"9.95" to "Key":9.95 in a compact JSON text, in place,
+ * for those keys only and only when the text is a plain decimal.
+ */
+void qbo_exact_numbers(char *text);
+
 /* GET .../cdc?entities=...&changedSince=... */
 int qbo_cdc(struct qbo *q, const struct gw_connection *c, const char *entities,
             const char *changed_since, qbo_cb cb, void *arg);

@@ -12,9 +12,9 @@
  * comes back (a webhook, a CDC row, a poll) and maps to the same fingerprint,
  * the event ends skipped with reason "echo": one edit, one write.
  *
- * The id map lives in the store (meta), written with the event's outcome:
- *   idmap.<connection>.relation.<number> -> {customer, qbo_fp, mplus_fp}
- *   idmap.<connection>.customer.<id>     -> {relation}
+ * The way from a relation to its customer (id map, e-mail, create) is the
+ * shared lookup of handlers/lookup.c, which the sales flow uses too; this
+ * file adds what only this flow does: update what differs, and the way back.
  */
 #include "clients.h"
 #include "handler.h"
@@ -37,8 +37,6 @@ struct cctx {
     json_t *source;     /* the changed relation or customer */
     json_t *existing;   /* the other side's record, once found */
     json_t *target;     /* what the mapping made of source */
-    char key_other[96]; /* customer id or relation number on the other side */
-    int renames;        /* DisplayName made unique once already */
     int lookup;         /* which relation lookup is running: id map, extRelationId, e-mail */
 };
 
@@ -60,32 +58,6 @@ static void finish_skip(struct cctx *x, const char *reason)
 {
     task_skip(x->t, reason);
     ctx_end(x);
-}
-
-static void idmap_key(struct task *t, const char *side, const char *id, char *out, size_t len)
-{
-    snprintf(out, len, "idmap.%s.%s.%s", t->conn->name, side, id);
-}
-
-/* Fingerprint of a record as the mapping toward the other side sees it. */
-static bool fingerprint(struct task *t, const char *mapping, json_t *record, char out[65])
-{
-    json_t *mapped = NULL;
-    char err[512];
-    if (map_run(t->clients->mapper, t->conn, mapping, record, NULL, &mapped, err, sizeof err) != 0)
-        return false;
-    /* Ids and identity fields say which record, not what it holds. */
-    json_object_del(mapped, "extRelationId");
-    char *text = json_dumps(mapped, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(mapped);
-    if (text == NULL)
-        return false;
-    unsigned char h[32];
-    sig_sha256(text, strlen(text), h);
-    free(text);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", h[i]);
-    return true;
 }
 
 static bool same_fp(json_t *map, const char *field, const char *fp)
@@ -148,35 +120,6 @@ static void keep_qbo_name(json_t *target, json_t *customer, const char *number)
         json_object_del(target, "DisplayName");
 }
 
-static void customer_written(const struct qbo_result *r, void *arg);
-static void create_customer(struct cctx *x);
-
-/* Remember the pair and what each side now holds. */
-static void record_pair(struct cctx *x, const char *relation, const char *customer,
-                        json_t *customer_now, json_t *relation_now)
-{
-    struct task *t = x->t;
-    char k[160];
-    char qfp[65] = "", mfp[65] = "";
-    if (customer_now)
-        fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, customer_now, qfp);
-    if (relation_now)
-        fingerprint(t, MAP_CUSTOMERS_TO_QBO, relation_now, mfp);
-    idmap_key(t, "relation", relation, k, sizeof k);
-    json_t *prev = task_get_meta(t, k);
-    json_t *v = json_pack("{s:s, s:s, s:s}", "customer", customer, "qbo_fp",
-                          qfp[0] ? qfp : json_string_value(json_object_get(prev, "qbo_fp")) ?: "",
-                          "mplus_fp",
-                          mfp[0] ? mfp : json_string_value(json_object_get(prev, "mplus_fp")) ?: "");
-    json_decref(prev);
-    task_put_meta(t, k, v);
-    json_decref(v);
-    idmap_key(t, "customer", customer, k, sizeof k);
-    v = json_pack("{s:s}", "relation", relation);
-    task_put_meta(t, k, v);
-    json_decref(v);
-}
-
 /* The customer fields that differ from the existing one: a sparse update. */
 static json_t *diff_fields(json_t *target, json_t *existing)
 {
@@ -210,151 +153,56 @@ static json_t *diff_fields(json_t *target, json_t *existing)
     return d;
 }
 
-static void customer_written(const struct qbo_result *r, void *arg)
+static void customer_updated(const struct qbo_result *res, void *arg)
 {
-    struct cctx *x = arg;
-    struct task *t = x->t;
-    if (r->kind == QBO_FAULT && strcmp(r->code, "6240") == 0 && x->existing == NULL &&
-        x->renames == 0) {
-        /* DisplayName is unique across customers, vendors and employees:
-         * make it unique with the relation number, and say so. */
-        const char *name = json_string_value(json_object_get(x->target, "DisplayName")) ?: "";
-        char renamed[600];
-        snprintf(renamed, sizeof renamed, "%.480s (%s)", name,
-                 json_string_value(json_object_get(t->rec, "entity_id")) ?: "");
-        task_note(t, "DisplayName \"%s\" is taken in QuickBooks: created as \"%s\"", name, renamed);
-        json_object_set_new(x->target, "DisplayName", json_string(renamed));
-        x->renames++;
-        create_customer(x);
+    struct run *r = arg;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "update Customer", res);
         return;
     }
-    if (r->kind != QBO_OK) {
-        task_fail_qbo(t, x->existing ? "update Customer" : "create Customer", r);
-        ctx_end(x);
-        return;
-    }
-    json_t *c = json_object_get(r->body, "Customer");
-    const char *id = json_string_value(json_object_get(c, "Id"));
-    if (id == NULL) {
-        task_fail(t, OUTCOME_RETRY, NULL, "QuickBooks answered without a Customer Id");
-        ctx_end(x);
-        return;
-    }
-    task_note(t, "%s Customer %s", x->existing ? "updated" : "created", id);
-    record_pair(x, json_string_value(json_object_get(t->rec, "entity_id")), id, c, x->source);
-    finish_done(x);
+    json_t *c = json_object_get(res->body, "Customer");
+    task_note(r->t, "updated Customer %s", r->customer_id);
+    lookup_record_pair(r->t, r->relation_number, r->customer_id, c, r->relation);
+    run_next(r);
 }
 
-static void create_customer(struct cctx *x)
+/* With the customer found (the lookup created it when there was none), write what differs. */
+static void customer_update(struct run *r)
 {
-    char rid[64];
-    task_requestid(x->t, x->renames ? "customer-renamed" : "customer", rid, sizeof rid);
-    qbo_create(x->t->clients->qbo, x->t->conn, "Customer", x->target, rid, customer_written, x);
-}
-
-/* With the customer found (or not), write what differs. */
-static void write_customer(struct cctx *x)
-{
-    struct task *t = x->t;
+    struct task *t = r->t;
+    if (r->customer_created) {
+        run_next(r);
+        return;
+    }
     char err[512];
     json_t *target = NULL;
-    if (map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_QBO, x->source, x->existing, &target,
-                err, sizeof err) != 0) {
-        task_fail(t, OUTCOME_DEAD, "mapping failed", "%s", err);
-        ctx_end(x);
-        return;
-    }
-    json_decref(x->target);
-    x->target = target;
-    if (x->existing == NULL) {
-        create_customer(x);
+    if (map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_QBO, r->relation, r->customer,
+                &target, err, sizeof err) != 0) {
+        run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
         return;
     }
     drop_create_only(target, t->conn->customer_create_only);
-    keep_qbo_name(target, x->existing, json_string_value(json_object_get(t->rec, "entity_id")));
-    json_t *d = diff_fields(target, x->existing);
-    const char *id = json_string_value(json_object_get(x->existing, "Id"));
+    keep_qbo_name(target, r->customer, r->relation_number);
+    json_t *d = diff_fields(target, r->customer);
+    json_decref(target);
     if (json_object_size(d) == 0) {
         json_decref(d);
-        task_note(t, "Customer %s already holds this relation's data", id);
-        record_pair(x, json_string_value(json_object_get(t->rec, "entity_id")), id, x->existing,
-                    x->source);
-        finish_done(x);
+        task_note(t, "Customer %s already holds this relation's data", r->customer_id);
+        lookup_record_pair(t, r->relation_number, r->customer_id, r->customer, r->relation);
+        run_next(r);
         return;
     }
-    json_object_set(d, "Id", json_object_get(x->existing, "Id"));
-    json_object_set(d, "SyncToken", json_object_get(x->existing, "SyncToken"));
+    json_object_set(d, "Id", json_object_get(r->customer, "Id"));
+    json_object_set(d, "SyncToken", json_object_get(r->customer, "SyncToken"));
     char rid[64];
     task_requestid(t, "customer-update", rid, sizeof rid);
-    qbo_update(t->clients->qbo, t->conn, "Customer", d, rid, customer_written, x);
+    qbo_update(t->clients->qbo, t->conn, "Customer", d, rid, customer_updated, r);
     json_decref(d);
 }
 
-static void found_by_email(const struct qbo_result *r, void *arg)
-{
-    struct cctx *x = arg;
-    if (r->kind != QBO_OK) {
-        task_fail_qbo(x->t, "find Customer by e-mail", r);
-        ctx_end(x);
-        return;
-    }
-    json_t *list = json_object_get(json_object_get(r->body, "QueryResponse"), "Customer");
-    if (json_array_size(list) > 1) {
-        char ids[256] = "";
-        size_t i;
-        json_t *c;
-        json_array_foreach(list, i, c)
-        {
-            size_t n = strlen(ids);
-            snprintf(ids + n, sizeof ids - n, "%s%s", n ? ", " : "",
-                     json_string_value(json_object_get(c, "Id")) ?: "?");
-        }
-        task_fail(x->t, OUTCOME_DEAD, "ambiguous e-mail",
-                  "the relation's e-mail matches %zu QuickBooks customers (%s): merge them, or "
-                  "give the relation another e-mail, then replay",
-                  json_array_size(list), ids);
-        ctx_end(x);
-        return;
-    }
-    if (json_array_size(list) == 1) {
-        x->existing = json_incref(json_array_get(list, 0));
-        task_note(x->t, "adopted Customer %s (same e-mail)",
-                  json_string_value(json_object_get(x->existing, "Id")) ?: "?");
-    }
-    write_customer(x);
-}
-
-static void find_by_email(struct cctx *x)
-{
-    const char *email = json_string_value(json_object_get(x->source, "email"));
-    if (email == NULL || email[0] == '\0') {
-        write_customer(x);
-        return;
-    }
-    char *q = qbo_quote(email);
-    char query[600];
-    snprintf(query, sizeof query, "select * from Customer where PrimaryEmailAddr = %s",
-             q ? q : "''");
-    free(q);
-    qbo_query(x->t->clients->qbo, x->t->conn, query, found_by_email, x);
-}
-
-static void read_mapped_customer(const struct qbo_result *r, void *arg)
-{
-    struct cctx *x = arg;
-    if (r->kind == QBO_FAULT && strcmp(r->code, "610") == 0) {
-        task_note(x->t, "mapped Customer %s no longer exists: looking again", x->key_other);
-        find_by_email(x);
-        return;
-    }
-    if (r->kind != QBO_OK) {
-        task_fail_qbo(x->t, "read Customer", r);
-        ctx_end(x);
-        return;
-    }
-    x->existing = json_incref(json_object_get(r->body, "Customer"));
-    write_customer(x);
-}
+static const step_fn relation_steps[] = {
+    lookup_customer_mapped, lookup_customer_email, lookup_customer_create, customer_update, NULL,
+};
 
 static void relation_to_customer(struct task *t)
 {
@@ -376,7 +224,7 @@ static void relation_to_customer(struct task *t)
         return;
     }
     char fp[65], k[160];
-    if (!fingerprint(t, MAP_CUSTOMERS_TO_QBO, rel, fp)) {
+    if (!lookup_fingerprint(t, MAP_CUSTOMERS_TO_QBO, rel, fp)) {
         char err[512];
         json_t *out = NULL;
         map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_QBO, rel, NULL, &out, err,
@@ -385,24 +233,21 @@ static void relation_to_customer(struct task *t)
         task_fail(t, OUTCOME_DEAD, "mapping failed", "%s", err);
         return;
     }
-    idmap_key(t, "relation", number, k, sizeof k);
+    lookup_idmap_key(t, "relation", number, k, sizeof k);
     json_t *pair = task_get_meta(t, k);
-    if (same_fp(pair, "mplus_fp", fp)) {
-        json_decref(pair);
+    bool echo = same_fp(pair, "mplus_fp", fp);
+    json_decref(pair);
+    if (echo) {
         task_skip(t, "echo");
         return;
     }
-    struct cctx *x = calloc(1, sizeof *x);
-    x->t = t;
-    x->source = json_incref(rel);
-    const char *customer = json_string_value(json_object_get(pair, "customer"));
-    if (customer != NULL) {
-        snprintf(x->key_other, sizeof x->key_other, "%s", customer);
-        qbo_read(t->clients->qbo, t->conn, "Customer", customer, read_mapped_customer, x);
-    } else {
-        find_by_email(x);
-    }
-    json_decref(pair);
+    struct run *r = run_new(t, relation_steps, NULL, NULL);
+    if (r == NULL)
+        return;
+    gw_strlcpy(r->relation_number, number, sizeof r->relation_number);
+    r->relation = json_incref(rel);
+    r->want_customer = true;
+    run_begin(r);
 }
 
 /* ---- customer -> relation ---------------------------------------------------- */
@@ -433,8 +278,8 @@ static bool relation_holds_customer(struct cctx *x)
     json_t *after = json_deep_copy(x->source);
     json_object_update(after, image);
     json_decref(image);
-    bool same = fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, after, then_fp) &&
-                fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, x->source, now_fp) &&
+    bool same = lookup_fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, after, then_fp) &&
+                lookup_fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, x->source, now_fp) &&
                 strcmp(then_fp, now_fp) == 0;
     json_decref(after);
     return same;
@@ -452,7 +297,7 @@ static void relation_write(struct cctx *x)
         const char *customer = json_string_value(json_object_get(t->rec, "entity_id"));
         json_t *pair = NULL;
         if (number != NULL) {
-            idmap_key(t, "relation", number, k, sizeof k);
+            lookup_idmap_key(t, "relation", number, k, sizeof k);
             pair = task_get_meta(t, k);
         }
         const char *paired = json_string_value(json_object_get(pair, "customer"));
@@ -462,7 +307,7 @@ static void relation_write(struct cctx *x)
         json_decref(pair);
         if (echo) {
             task_note(t, "relation %s already holds this customer's data", number);
-            record_pair(x, number, customer, x->source, x->existing);
+            lookup_record_pair(t, number, customer, x->source, x->existing);
             finish_skip(x, "echo");
             return;
         }
@@ -524,7 +369,7 @@ static void relation_written(const struct mplus_result *r, void *arg)
         return;
     }
     task_note(t, "%s relation %s", x->existing ? "updated" : "created", number);
-    record_pair(x, number, json_string_value(json_object_get(t->rec, "entity_id")), x->source,
+    lookup_record_pair(t, number, json_string_value(json_object_get(t->rec, "entity_id")), x->source,
                 x->target);
     finish_done(x);
 }
@@ -554,7 +399,7 @@ static void find_relation(struct cctx *x, int step)
     json_t *q = NULL;
     if (step == 0) {
         char k[160];
-        idmap_key(t, "customer", json_string_value(json_object_get(t->rec, "entity_id")), k,
+        lookup_idmap_key(t, "customer", json_string_value(json_object_get(t->rec, "entity_id")), k,
                   sizeof k);
         json_t *m = task_get_meta(t, k);
         const char *num = json_string_value(json_object_get(m, "relation"));
@@ -619,11 +464,11 @@ static void customer_read(const struct qbo_result *r, void *arg)
     x->source = json_incref(json_object_get(r->body, "Customer"));
     /* Echo: the relation's pair says the customer holds what we wrote. */
     char fp[65], k[160];
-    idmap_key(t, "customer", json_string_value(json_object_get(t->rec, "entity_id")), k, sizeof k);
+    lookup_idmap_key(t, "customer", json_string_value(json_object_get(t->rec, "entity_id")), k, sizeof k);
     json_t *m = task_get_meta(t, k);
     const char *num = json_string_value(json_object_get(m, "relation"));
-    if (num != NULL && fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, x->source, fp)) {
-        idmap_key(t, "relation", num, k, sizeof k);
+    if (num != NULL && lookup_fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, x->source, fp)) {
+        lookup_idmap_key(t, "relation", num, k, sizeof k);
         json_t *pair = task_get_meta(t, k);
         bool echo = same_fp(pair, "qbo_fp", fp);
         json_decref(pair);

@@ -1,17 +1,18 @@
 /*
  * flows.c - the table of flows and how an event finds its handler.
  */
+#include "event.h"
 #include "handler.h"
-#include "mplus.h"
-#include "qbo.h"
 
-#include <stdio.h>
 #include <string.h>
 
 /* Flows of other entities are to come: their events end skipped, "no flow". */
 static const struct flow shipped[] = {
     {"customers", GW_FLOW_CUSTOMERS, GW_SRC_MPLUS_POLL, "relation", customers_from_mplus},
     {"customers", GW_FLOW_CUSTOMERS, "quickbooks", "Customer", customers_from_qbo},
+    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "receipt", sales_from_mplus},
+    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "invoice", sales_from_mplus},
+    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "order", sales_from_mplus},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -45,51 +46,4 @@ const struct flow *flow_for(json_t *rec, const struct gw_connection *conn, const
 const struct flow *flow_table(void)
 {
     return shipped;
-}
-
-void task_fail_mplus(struct task *t, const char *what, const struct mplus_result *r)
-{
-    if (r->kind == MPLUS_AUTH) {
-        /* Trying again cannot help until the login works: no attempt spent,
-         * and the dispatcher holds the connection (dispatch.c). */
-        struct outcome o = {.kind = OUTCOME_LOGIN_REFUSED};
-        snprintf(o.error, sizeof o.error, "%s: %s", what, r->error);
-        task_finish(t, &o);
-        return;
-    }
-    bool fault = r->kind == MPLUS_FAULT;
-    task_fail(t, fault ? OUTCOME_DEAD : OUTCOME_RETRY, fault ? "rejected by Mplus" : NULL, "%s: %s",
-              what, r->error);
-}
-
-void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r)
-{
-    struct outcome o = {.kind = OUTCOME_RETRY};
-    switch (r->kind) {
-    case QBO_FAULT:
-        o.kind = OUTCOME_DEAD;
-        snprintf(o.reason, sizeof o.reason, "rejected by QuickBooks");
-        break;
-    case QBO_THROTTLED:
-        o.kind = OUTCOME_THROTTLED;
-        o.not_before_ms = r->retry_at_ms;
-        break;
-    case QBO_NO_AUTH:
-        o.kind = OUTCOME_WAIT_AUTH;
-        break;
-    case QBO_RETRY:
-    case QBO_OK:
-        break;
-    }
-    snprintf(o.error, sizeof o.error, "%s: %s", what, r->error);
-    task_finish(t, &o);
-}
-
-void task_requestid(const struct task *t, const char *step, char *out, size_t outlen)
-{
-    json_int_t gen = json_integer_value(json_object_get(t->rec, "replays"));
-    if (gen > 0)
-        snprintf(out, outlen, "ev%llur%lld-%s", (unsigned long long)t->id, (long long)gen, step);
-    else
-        snprintf(out, outlen, "ev%llu-%s", (unsigned long long)t->id, step);
 }

@@ -8,11 +8,12 @@
 #include <jq.h>
 #include <jv.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const names[] = {MAP_CUSTOMERS_TO_QBO, MAP_CUSTOMERS_TO_MPLUS};
+static const char *const names[] = {MAP_CUSTOMERS_TO_QBO, MAP_CUSTOMERS_TO_MPLUS, MAP_SALES_TO_QBO};
 #define NNAMES (sizeof names / sizeof names[0])
 
 struct program {
@@ -151,14 +152,35 @@ static json_t *parse_list(const char *text)
     return a;
 }
 
+/* The settings that are tables of KEY:VALUE pairs. */
+#define TABLE(field) {#field, offsetof(struct gw_connection, field)}
+static const struct {
+    const char *name;
+    size_t off;
+} tables[] = {
+    TABLE(tax_code_by_country),   TABLE(income_account_by_country), TABLE(sales_tax_codes),
+    TABLE(sales_payment_methods), TABLE(sales_deposit_accounts),    TABLE(sales_class_by_branch),
+    TABLE(sales_terms),
+};
+#define NTABLES (sizeof tables / sizeof tables[0])
+
+static const char *table_text(const struct gw_connection *c, size_t i)
+{
+    return *(char *const *)((const char *)c + tables[i].off);
+}
+
 json_t *map_settings(const struct gw_connection *c)
 {
     char err[256];
     json_t *s = json_object();
-    json_t *t = parse_table(c->tax_code_by_country, "tax_code_by_country", err, sizeof err);
-    json_object_set_new(s, "tax_code_by_country", t ? t : json_object());
-    t = parse_table(c->income_account_by_country, "income_account_by_country", err, sizeof err);
-    json_object_set_new(s, "income_account_by_country", t ? t : json_object());
+    for (size_t i = 0; i < NTABLES; i++) {
+        json_t *t = parse_table(table_text(c, i), tables[i].name, err, sizeof err);
+        json_object_set_new(s, tables[i].name, t ? t : json_object());
+    }
+    json_object_set_new(s, "sales_default_customer", json_string(c->sales_default_customer ?: ""));
+    json_object_set_new(s, "sales_split_account", json_string(c->sales_split_account ?: ""));
+    json_object_set_new(s, "sales_rounding_item", json_string(c->sales_rounding_item ?: ""));
+    json_object_set_new(s, "sales_order_as", json_string(c->sales_order_as ?: "invoice"));
     json_object_set_new(s, "customer_create_only", parse_list(c->customer_create_only));
     json_object_set_new(s, "relation_create_only", parse_list(c->relation_create_only));
     json_object_set_new(s, "employee_number", json_integer(c->mplus_employee_number));
@@ -168,30 +190,33 @@ json_t *map_settings(const struct gw_connection *c)
 
 static int parse_table_ok(const struct gw_connection *c, char *err, size_t errlen)
 {
-    json_t *t = parse_table(c->tax_code_by_country, "tax_code_by_country", err, errlen);
-    if (t == NULL)
-        return -1;
-    json_decref(t);
-    t = parse_table(c->income_account_by_country, "income_account_by_country", err, errlen);
-    if (t == NULL)
-        return -1;
-    json_decref(t);
+    for (size_t i = 0; i < NTABLES; i++) {
+        json_t *t = parse_table(table_text(c, i), tables[i].name, err, errlen);
+        if (t == NULL)
+            return -1;
+        json_decref(t);
+    }
     return 0;
 }
 
-static const char *override_for(const struct gw_connection *c, const char *name)
+const char *map_override(const struct gw_connection *c, const char *name)
 {
     if (strcmp(name, MAP_CUSTOMERS_TO_QBO) == 0)
         return c->map_customers_to_qbo;
     if (strcmp(name, MAP_CUSTOMERS_TO_MPLUS) == 0)
         return c->map_customers_to_mplus;
+    if (strcmp(name, MAP_SALES_TO_QBO) == 0)
+        return c->map_sales_to_qbo;
     return NULL;
 }
 
+/* Both customer directions belong to the customers flow; the sales flow
+ * finds and makes customers with them too. */
 static bool uses(const struct gw_connection *c, const char *name)
 {
-    (void)name; /* both customer directions belong to the customers flow */
-    return (c->flows & GW_FLOW_CUSTOMERS) != 0;
+    if (strcmp(name, MAP_SALES_TO_QBO) == 0)
+        return (c->flows & GW_FLOW_SALES) != 0;
+    return (c->flows & (GW_FLOW_CUSTOMERS | GW_FLOW_SALES)) != 0;
 }
 
 int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, char *err,
@@ -215,7 +240,7 @@ int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, 
             if (!uses(c, names[k]))
                 continue;
             struct program *p = &m->progs[m->n];
-            const char *own = override_for(c, names[k]);
+            const char *own = map_override(c, names[k]);
             if (own != NULL && own[0] != '\0')
                 gw_strlcpy(p->file, own, sizeof p->file);
             else
@@ -322,4 +347,20 @@ int map_preview(const char *dir, const char *file, json_t *input, json_t **out, 
     int rc = run(jq, file, input, out, err, errlen);
     jq_teardown(&jq);
     return rc;
+}
+
+json_t *map_connection_settings(struct mapper *m, const struct gw_connection *c)
+{
+    for (size_t i = 0; m && i < m->n; i++)
+        if (m->progs[i].c == c)
+            return m->progs[i].settings;
+    return NULL;
+}
+
+bool map_known(const char *name)
+{
+    for (size_t i = 0; i < NNAMES; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
 }

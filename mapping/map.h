@@ -13,12 +13,20 @@
 #include "config.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 
 /* The mappings a flow direction can have, by name. */
 #define MAP_CUSTOMERS_TO_QBO   "customers-to-qbo"
 #define MAP_CUSTOMERS_TO_MPLUS "customers-to-mplus"
+#define MAP_SALES_TO_QBO       "sales-to-qbo"
 
 struct mapper;
+
+/* Whether name is one of the mappings above. */
+bool map_known(const char *name);
+
+/* The connection's own program for mapping name (map_<name> key), or NULL. */
+const char *map_override(const struct gw_connection *c, const char *name);
 
 /*
  * Compile the mappings of every connection's enabled flows: the connection's
@@ -37,8 +45,12 @@ void map_close(struct mapper *m);
 int map_run(struct mapper *m, const struct gw_connection *c, const char *name, json_t *source,
             json_t *existing, json_t **out, char *err, size_t errlen);
 
-/* The settings object a connection's programs see. New object. */
+/* The settings object a connection's programs see (its tables parsed). New object. */
 json_t *map_settings(const struct gw_connection *c);
+
+/* The same, kept by the mapper for a connection with a compiled program
+ * (borrowed, valid until map_close), or NULL. */
+json_t *map_connection_settings(struct mapper *m, const struct gw_connection *c);
 
 /*
  * Compile the program in file (with the library in dir) and run it once on

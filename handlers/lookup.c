@@ -1,0 +1,475 @@
+/*
+ * lookup.c - steps that several flows share: the QuickBooks customer of an
+ * Mplus relation, and the QuickBooks Items of Mplus articles.
+ *
+ * The id map lives in the store (meta), written with the event's outcome:
+ *   idmap.<connection>.relation.<number> -> {customer, qbo_fp, mplus_fp}
+ *   idmap.<connection>.customer.<id>     -> {relation}
+ *   idmap.<connection>.article.<number>  -> {item, name}
+ */
+#include "clients.h"
+#include "handler.h"
+#include "map.h"
+#include "mplus.h"
+#include "qbo.h"
+#include "sig.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void lookup_idmap_key(const struct task *t, const char *side, const char *id, char *out,
+                      size_t len)
+{
+    snprintf(out, len, "idmap.%s.%s.%s", t->conn->name, side, id);
+}
+
+bool lookup_fingerprint(struct task *t, const char *mapping, json_t *record, char out[65])
+{
+    json_t *mapped = NULL;
+    char err[512];
+    if (map_run(t->clients->mapper, t->conn, mapping, record, NULL, &mapped, err, sizeof err) != 0)
+        return false;
+    /* Ids and identity fields say which record, not what it holds. */
+    json_object_del(mapped, "extRelationId");
+    char *text = json_dumps(mapped, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(mapped);
+    if (text == NULL)
+        return false;
+    unsigned char h[32];
+    sig_sha256(text, strlen(text), h);
+    free(text);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+    return true;
+}
+
+void lookup_record_pair(struct task *t, const char *relation, const char *customer,
+                        json_t *customer_now, json_t *relation_now)
+{
+    char k[160];
+    char qfp[65] = "", mfp[65] = "";
+    if (customer_now)
+        lookup_fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, customer_now, qfp);
+    if (relation_now)
+        lookup_fingerprint(t, MAP_CUSTOMERS_TO_QBO, relation_now, mfp);
+    lookup_idmap_key(t, "relation", relation, k, sizeof k);
+    json_t *prev = task_get_meta(t, k);
+    json_t *v = json_pack("{s:s, s:s, s:s}", "customer", customer, "qbo_fp",
+                          qfp[0] ? qfp : json_string_value(json_object_get(prev, "qbo_fp")) ?: "",
+                          "mplus_fp",
+                          mfp[0] ? mfp : json_string_value(json_object_get(prev, "mplus_fp")) ?: "");
+    json_decref(prev);
+    task_put_meta(t, k, v);
+    json_decref(v);
+    lookup_idmap_key(t, "customer", customer, k, sizeof k);
+    v = json_pack("{s:s}", "relation", relation);
+    task_put_meta(t, k, v);
+    json_decref(v);
+}
+
+/* ---- the customer of a relation --------------------------------------------- */
+
+static void mapped_read(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind == QBO_FAULT && strcmp(res->code, "610") == 0) {
+        task_note(r->t, "mapped Customer %s no longer exists: looking again", r->customer_id);
+        r->customer_id[0] = '\0';
+        run_next(r);
+        return;
+    }
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "read Customer", res);
+        return;
+    }
+    r->customer = json_incref(json_object_get(res->body, "Customer"));
+    run_next(r);
+}
+
+void lookup_customer_mapped(struct run *r)
+{
+    if (r->customer_id[0] || !r->relation_number[0]) {
+        run_next(r);
+        return;
+    }
+    char k[160];
+    lookup_idmap_key(r->t, "relation", r->relation_number, k, sizeof k);
+    json_t *pair = task_get_meta(r->t, k);
+    gw_strlcpy(r->customer_id, json_string_value(json_object_get(pair, "customer")) ?: "",
+               sizeof r->customer_id);
+    json_decref(pair);
+    if (r->customer_id[0] && r->want_customer)
+        qbo_read(r->t->clients->qbo, r->t->conn, "Customer", r->customer_id, mapped_read, r);
+    else
+        run_next(r);
+}
+
+static void relation_read(const struct mplus_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != MPLUS_OK) {
+        run_fail_mplus(r, "find relation", res);
+        return;
+    }
+    json_t *rel = json_object_get(res->body, "relation");
+    if (strstr(res->code, "NOT-FOUND") != NULL || !json_is_object(rel)) {
+        run_fail(r, OUTCOME_RETRY, NULL,
+                 "relation %s is not in Mplus (yet): the document names it as its customer",
+                 r->relation_number);
+        return;
+    }
+    r->relation = json_incref(rel);
+    run_next(r);
+}
+
+void lookup_relation(struct run *r)
+{
+    int64_t n;
+    if (r->customer_id[0] || r->relation != NULL || !gw_strtoi64(r->relation_number, &n)) {
+        run_next(r);
+        return;
+    }
+    json_t *q = json_pack("{s:I}", "relationNumber", (json_int_t)n);
+    mplus_call(r->t->clients->mplus, r->t->conn, "findRelation", q, relation_read, r);
+    json_decref(q);
+}
+
+static const char *relation_email(struct run *r)
+{
+    const char *e = json_string_value(json_object_get(r->relation, "email"));
+    return e && e[0] ? e : NULL;
+}
+
+static void email_query(struct run *r, bool any_case);
+
+/*
+ * QuickBooks may compare e-mail addresses with or without regard to case:
+ * the first query asks for the address as written (=), the second with LIKE
+ * on the address in lower case, and only answers equal to the relation's
+ * address ignoring case count, whatever the query matched.
+ */
+static void email_found(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "find Customer by e-mail", res);
+        return;
+    }
+    const char *email = relation_email(r);
+    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Customer");
+    json_t *hits = json_array();
+    size_t i;
+    json_t *c;
+    json_array_foreach(list, i, c)
+    {
+        const char *have =
+            json_string_value(json_object_get(json_object_get(c, "PrimaryEmailAddr"), "Address"));
+        if (have != NULL && strcasecmp(have, email) == 0)
+            json_array_append(hits, c);
+    }
+    bool asked_any_case = r->email_any_case;
+    if (json_array_size(hits) > 1) {
+        char ids[256] = "";
+        json_array_foreach(hits, i, c)
+        {
+            size_t n = strlen(ids);
+            snprintf(ids + n, sizeof ids - n, "%s%s", n ? ", " : "",
+                     json_string_value(json_object_get(c, "Id")) ?: "?");
+        }
+        size_t n = json_array_size(hits);
+        json_decref(hits);
+        run_fail(r, OUTCOME_DEAD, "ambiguous e-mail",
+                 "the relation's e-mail matches %zu QuickBooks customers (%s): merge them, or "
+                 "give the relation another e-mail, then replay",
+                 n, ids);
+        return;
+    }
+    if (json_array_size(hits) == 1) {
+        r->customer = json_incref(json_array_get(hits, 0));
+        gw_strlcpy(r->customer_id, json_string_value(json_object_get(r->customer, "Id")) ?: "",
+                   sizeof r->customer_id);
+        task_note(r->t, "adopted Customer %s (same e-mail)", r->customer_id);
+        json_decref(hits);
+        run_next(r);
+        return;
+    }
+    json_decref(hits);
+    if (!asked_any_case) {
+        email_query(r, true);
+        return;
+    }
+    run_next(r);
+}
+
+static void email_query(struct run *r, bool any_case)
+{
+    const char *email = relation_email(r);
+    char lower[256];
+    size_t n = 0;
+    for (; email[n] && n + 1 < sizeof lower; n++)
+        lower[n] = (char)tolower((unsigned char)email[n]);
+    lower[n] = '\0';
+    char *q = qbo_quote(any_case ? lower : email);
+    char query[700];
+    snprintf(query, sizeof query, "select * from Customer where PrimaryEmailAddr %s %s",
+             any_case ? "LIKE" : "=", q ? q : "''");
+    free(q);
+    r->email_any_case = any_case;
+    qbo_query(r->t->clients->qbo, r->t->conn, query, email_found, r);
+}
+
+void lookup_customer_email(struct run *r)
+{
+    const char *email = relation_email(r);
+    if (r->customer_id[0] || email == NULL || strlen(email) > 200) {
+        run_next(r);
+        return;
+    }
+    email_query(r, false);
+}
+
+static void customer_create(struct run *r);
+
+static void customer_created(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct task *t = r->t;
+    if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && r->renames == 0) {
+        /* DisplayName is unique across customers, vendors and employees:
+         * make it unique with the relation number, and say so. */
+        const char *name =
+            json_string_value(json_object_get(r->customer_target, "DisplayName")) ?: "";
+        char renamed[600];
+        snprintf(renamed, sizeof renamed, "%.480s (%s)", name, r->relation_number);
+        task_note(t, "DisplayName \"%s\" is taken in QuickBooks: created as \"%s\"", name, renamed);
+        json_object_set_new(r->customer_target, "DisplayName", json_string(renamed));
+        r->renames++;
+        customer_create(r);
+        return;
+    }
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "create Customer", res);
+        return;
+    }
+    json_t *c = json_object_get(res->body, "Customer");
+    const char *id = json_string_value(json_object_get(c, "Id"));
+    if (id == NULL) {
+        run_fail(r, OUTCOME_RETRY, NULL, "QuickBooks answered without a Customer Id");
+        return;
+    }
+    task_note(t, "created Customer %s", id);
+    gw_strlcpy(r->customer_id, id, sizeof r->customer_id);
+    json_decref(r->customer);
+    r->customer = json_incref(c);
+    r->customer_created = true;
+    lookup_record_pair(t, r->relation_number, id, c, r->relation);
+    run_next(r);
+}
+
+static void customer_create(struct run *r)
+{
+    char rid[64];
+    task_requestid(r->t, r->renames ? "customer-renamed" : "customer", rid, sizeof rid);
+    qbo_create(r->t->clients->qbo, r->t->conn, "Customer", r->customer_target, rid,
+               customer_created, r);
+}
+
+void lookup_customer_create(struct run *r)
+{
+    if (r->customer_id[0]) {
+        run_next(r);
+        return;
+    }
+    char err[512];
+    json_t *target = NULL;
+    if (map_run(r->t->clients->mapper, r->t->conn, MAP_CUSTOMERS_TO_QBO, r->relation, NULL,
+                &target, err, sizeof err) != 0) {
+        run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
+        return;
+    }
+    json_decref(r->customer_target);
+    r->customer_target = target;
+    customer_create(r);
+}
+
+/* ---- every article must exist as an Item -------------------------------------- */
+
+static void items_next_missing(struct run *r);
+
+/* The SKUs of r->skus not yet in r->items. */
+static json_t *missing_skus(struct run *r)
+{
+    json_t *left = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(r->skus, i, s)
+    {
+        if (json_object_get(r->items, json_string_value(s)) == NULL)
+            json_array_append(left, s);
+    }
+    return left;
+}
+
+static void item_known(struct run *r, const char *sku, const char *id, const char *name,
+                       bool remember)
+{
+    json_object_set_new(r->items, sku, json_pack("{s:s, s:s}", "id", id, "name", name ?: ""));
+    if (remember) {
+        char k[160];
+        lookup_idmap_key(r->t, "article", sku, k, sizeof k);
+        json_t *v = json_pack("{s:s, s:s}", "item", id, "name", name ?: "");
+        task_put_meta(r->t, k, v);
+        json_decref(v);
+    }
+}
+
+static bool may_create_items(const struct gw_connection *c)
+{
+    return c->sales_create_items || (c->flows & GW_FLOW_PRODUCTS) != 0;
+}
+
+static void item_created(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "create Item", res);
+        return;
+    }
+    json_t *item = json_object_get(res->body, "Item");
+    const char *sku = json_string_value(json_object_get(item, "Sku"));
+    const char *id = json_string_value(json_object_get(item, "Id"));
+    if (sku == NULL || id == NULL) {
+        run_fail(r, OUTCOME_RETRY, NULL, "QuickBooks answered an Item create without Sku or Id");
+        return;
+    }
+    task_note(r->t, "created Item %s for article %s", id, sku);
+    item_known(r, sku, id, json_string_value(json_object_get(item, "Name")), true);
+    items_next_missing(r);
+}
+
+/* Create the first missing item from what the document says of the article. */
+static void items_next_missing(struct run *r)
+{
+    json_t *left = missing_skus(r);
+    if (json_array_size(left) == 0) {
+        json_decref(left);
+        run_next(r);
+        return;
+    }
+    const struct gw_connection *c = r->t->conn;
+    if (!may_create_items(c)) {
+        char list[256] = "";
+        size_t i;
+        json_t *s;
+        json_array_foreach(left, i, s)
+        {
+            size_t n = strlen(list);
+            snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", json_string_value(s));
+        }
+        json_decref(left);
+        run_fail(r, OUTCOME_RETRY, "unknown item",
+                 "no QuickBooks Item has SKU %s: sync the article (products flow) or create the "
+                 "Item with that SKU; the event tries again",
+                 list);
+        return;
+    }
+    const char *sku = json_string_value(json_array_get(left, 0));
+    json_t *texts = json_object_get(r->item_texts, sku);
+    const char *text = json_string_value(texts) ?: "";
+    char name[128];
+    /* Names are unique in QuickBooks and at most 100 characters, no colon. */
+    snprintf(name, sizeof name, "%.70s (%s)", text[0] ? text : "Article", sku);
+    for (char *p = name; *p; p++)
+        if (*p == ':' || *p == '\t' || *p == '\n' || *p == '"')
+            *p = ' ';
+    const char *account = c->sales_item_income_account;
+    if (account == NULL || account[0] == '\0') {
+        json_t *settings = map_connection_settings(r->t->clients->mapper, c);
+        account = json_string_value(
+            json_object_get(json_object_get(settings, "income_account_by_country"), "*"));
+    }
+    if (account == NULL || account[0] == '\0') {
+        json_decref(left);
+        run_fail(r, OUTCOME_DEAD, "no income account",
+                 "article %s has no QuickBooks Item and the gateway may create it, but neither "
+                 "sales_item_income_account nor income_account_by_country (*) names an income "
+                 "account",
+                 sku);
+        return;
+    }
+    json_t *item = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "Name", name, "Sku", sku, "Type",
+                             "NonInventory", "Description", text, "IncomeAccountRef", "value",
+                             account);
+    char step[64], rid[96];
+    snprintf(step, sizeof step, "item-%s", sku);
+    task_requestid(r->t, step, rid, sizeof rid);
+    qbo_create(r->t->clients->qbo, c, "Item", item, rid, item_created, r);
+    json_decref(item);
+    json_decref(left);
+}
+
+static void items_found(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "find Items by SKU", res);
+        return;
+    }
+    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Item");
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        const char *sku = json_string_value(json_object_get(item, "Sku"));
+        const char *id = json_string_value(json_object_get(item, "Id"));
+        if (sku && id && json_object_get(r->items, sku) == NULL)
+            item_known(r, sku, id, json_string_value(json_object_get(item, "Name")), true);
+    }
+    items_next_missing(r);
+}
+
+void lookup_items(struct run *r)
+{
+    /* The id map first: a known article costs no request. */
+    size_t i;
+    json_t *s;
+    json_array_foreach(r->skus, i, s)
+    {
+        const char *sku = json_string_value(s);
+        if (json_object_get(r->items, sku) != NULL)
+            continue;
+        char k[160];
+        lookup_idmap_key(r->t, "article", sku, k, sizeof k);
+        json_t *m = task_get_meta(r->t, k);
+        const char *id = json_string_value(json_object_get(m, "item"));
+        if (id != NULL)
+            item_known(r, sku, id, json_string_value(json_object_get(m, "name")), false);
+        json_decref(m);
+    }
+    json_t *left = missing_skus(r);
+    if (json_array_size(left) == 0) {
+        json_decref(left);
+        run_next(r);
+        return;
+    }
+    /* One query for all that are left. */
+    char query[4096];
+    size_t n = (size_t)snprintf(query, sizeof query, "select * from Item where Sku in (");
+    json_array_foreach(left, i, s)
+    {
+        char *q = qbo_quote(json_string_value(s));
+        if (q != NULL && n < sizeof query)
+            n += (size_t)snprintf(query + n, sizeof query - n, "%s%s", i ? ", " : "", q);
+        free(q);
+        if (i == 99)
+            break; /* the rest is found by the next event of this document or created */
+    }
+    if (n < sizeof query)
+        snprintf(query + n, sizeof query - n, ")");
+    json_decref(left);
+    qbo_query(r->t->clients->qbo, r->t->conn, query, items_found, r);
+}

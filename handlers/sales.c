@@ -1,0 +1,727 @@
+/*
+ * sales.c - the sales flow: Mplus receipts, invoices and orders booked in
+ * QuickBooks Online once, exact to the cent.
+ *
+ *   receipt          -> SalesReceipt    credit receipt -> RefundReceipt
+ *   invoice          -> Invoice         credit invoice -> CreditMemo
+ *                       + a Payment per Mplus payment on it
+ *   order (complete) -> Invoice, or a SalesReceipt when fully paid and
+ *                       sales_order_as = receipt_when_paid
+ *   order cancelled  -> its document voided
+ *
+ * Steps: what the document is and whether it is booked (id map) -> the
+ * customer (the relation's, through the shared lookup, or the connection's
+ * default customer) -> every article as an Item (shared lookup) -> on a
+ * rerun, the document in QuickBooks itself -> the document, from the
+ * sales-to-qbo mapping -> the payments of an invoice.
+ *
+ * Money: the flow computes every amount here in integer cents (money.h)
+ * and hands the mapping decimal text; the QuickBooks client sends it as
+ * JSON numbers digit for digit (qbo_exact_numbers). Line amounts are
+ * Mplus's own excl. VAT line totals, the tax is Mplus's vatGroupList, and
+ * whatever cent the lines and the tax do not add up to the Mplus total goes
+ * on a line of the rounding item: the QuickBooks total is the Mplus total.
+ *
+ * The id map, written with the outcome:
+ *   idmap.<connection>.<receipt|invoice|order>.<mplus id> ->
+ *       {entity, id, sync, version, payments: [mplus payment ids booked]}
+ *   idmap.<connection>.default_customer -> {customer}
+ */
+#include "clients.h"
+#include "handler.h"
+#include "map.h"
+#include "money.h"
+#include "mplus.h"
+#include "qbo.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct sale {
+    const char *kind;     /* receipt, invoice, order (borrowed from the record) */
+    const char *mplus_id; /* receiptId, invoiceId, orderId */
+    json_t *doc;          /* the Mplus document (borrowed payload) */
+    const char *entity;   /* the QuickBooks document type */
+    bool credit;          /* amounts are negated: refunds and credit memos are positive */
+    bool void_it;         /* an order cancelled after it was booked */
+    char map_key[200];
+    json_t *booked;  /* the id map entry, or NULL */
+    json_t *written; /* the QuickBooks document once written */
+    size_t payment_at;
+};
+
+static void sale_free(void *p)
+{
+    struct sale *s = p;
+    json_decref(s->booked);
+    json_decref(s->written);
+    free(s);
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static bool has_word(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = list ? list : ""; *p;) {
+        p += strspn(p, ", \t");
+        size_t l = strcspn(p, ", \t");
+        if (l == n && strncmp(p, word, n) == 0)
+            return true;
+        p += l;
+    }
+    return false;
+}
+
+static long doc_version(json_t *doc)
+{
+    return (long)json_integer_value(json_object_get(doc, "changeCounter")) * 100000 +
+           (long)json_integer_value(json_object_get(doc, "versionNumber"));
+}
+
+static json_t *settings_of(struct run *r)
+{
+    return map_connection_settings(r->t->clients->mapper, r->t->conn);
+}
+
+/* A value of one of the connection's tables (borrowed), or NULL. */
+static const char *table(struct run *r, const char *name, const char *key)
+{
+    return str(json_object_get(settings_of(r), name), key);
+}
+
+/* ---- what the document is ------------------------------------------------------ */
+
+static void sale_begin(struct run *r)
+{
+    struct task *t = r->t;
+    struct sale *s = r->flow;
+    const char *plural = strcmp(s->kind, "receipt") == 0   ? "receipts"
+                         : strcmp(s->kind, "invoice") == 0 ? "invoices"
+                                                           : "orders";
+    if (!has_word(t->conn->sales_documents, plural)) {
+        run_skip(r, "kind not booked");
+        return;
+    }
+    json_t *doc = s->doc;
+    const char *type = str(doc, strcmp(s->kind, "receipt") == 0   ? "receiptType"
+                                : strcmp(s->kind, "invoice") == 0 ? "invoiceType"
+                                                                  : "orderType") ?: "";
+    s->credit = strstr(type, "CREDIT") != NULL;
+    if (strcmp(s->kind, "receipt") == 0) {
+        if (strcmp(type, "RECEIPT-TYPE-RECEIPT") != 0 && !s->credit) {
+            run_skip(r, "not a sale"); /* cash in/out, payment method transfers */
+            return;
+        }
+        s->entity = s->credit ? "RefundReceipt" : "SalesReceipt";
+    } else if (strcmp(s->kind, "invoice") == 0) {
+        s->entity = s->credit ? "CreditMemo" : "Invoice";
+    } else {
+        bool paid = json_is_true(json_object_get(doc, "fullyPaid"));
+        s->entity = paid && strcmp(t->conn->sales_order_as, "receipt_when_paid") == 0
+                        ? "SalesReceipt"
+                        : "Invoice";
+    }
+    lookup_idmap_key(t, s->kind, s->mplus_id, s->map_key, sizeof s->map_key);
+    s->booked = task_get_meta(t, s->map_key);
+    if (strcmp(s->kind, "order") == 0) {
+        const char *cancel = str(doc, "cancelState") ?: "";
+        const char *complete = str(doc, "completeState") ?: "";
+        if (strstr(cancel, "COMPLETE") != NULL) {
+            if (s->booked == NULL || json_is_true(json_object_get(s->booked, "voided"))) {
+                run_skip(r, s->booked ? "already voided" : "cancelled before booking");
+                return;
+            }
+            s->void_it = true;
+            run_next(r); /* straight on: the void needs no customer or items */
+            return;
+        }
+        if (s->booked == NULL && strstr(complete, "-COMPLETE") == NULL) {
+            run_skip(r, "order not complete");
+            return;
+        }
+    }
+    if (s->booked != NULL) {
+        const char *entity = str(s->booked, "entity");
+        if (entity != NULL)
+            s->entity = strcmp(entity, "SalesReceipt") == 0     ? "SalesReceipt"
+                        : strcmp(entity, "RefundReceipt") == 0  ? "RefundReceipt"
+                        : strcmp(entity, "CreditMemo") == 0     ? "CreditMemo"
+                                                                : "Invoice";
+        bool same = json_integer_value(json_object_get(s->booked, "version")) == doc_version(doc);
+        size_t paid = json_array_size(json_object_get(doc, "paymentList"));
+        size_t done = json_array_size(json_object_get(s->booked, "payments"));
+        bool pays = strcmp(s->entity, "Invoice") == 0 && paid > done;
+        if (same && !pays) {
+            task_note(t, "%s %s is booked as %s %s", s->kind, s->mplus_id, s->entity,
+                      str(s->booked, "id") ?: "?");
+            run_skip(r, "already booked");
+            return;
+        }
+    }
+    /* The shared lookups' input. */
+    json_t *rel = json_object_get(doc, "relationNumber");
+    if (json_is_integer(rel))
+        snprintf(r->relation_number, sizeof r->relation_number, "%lld",
+                 (long long)json_integer_value(rel));
+    r->skus = json_array();
+    r->item_texts = json_object();
+    size_t i;
+    json_t *line;
+    json_array_foreach(json_object_get(doc, "lineList"), i, line)
+    {
+        json_t *n = json_object_get(line, "articleNumber");
+        if (!json_is_integer(n))
+            continue;
+        char sku[32];
+        snprintf(sku, sizeof sku, "%lld", (long long)json_integer_value(n));
+        if (json_object_get(r->item_texts, sku) == NULL) {
+            json_array_append_new(r->skus, json_string(sku));
+            json_object_set_new(r->item_texts, sku, json_string(str(line, "text") ?: ""));
+        }
+    }
+    run_next(r);
+}
+
+/* ---- the customer ------------------------------------------------------------- */
+
+static void default_written(const struct qbo_result *res, void *arg);
+
+static void default_found(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "find the default customer", res);
+        return;
+    }
+    json_t *c = json_array_get(
+        json_object_get(json_object_get(res->body, "QueryResponse"), "Customer"), 0);
+    if (c != NULL) {
+        default_written(res, arg);
+        return;
+    }
+    json_t *obj = json_pack("{s:s}", "DisplayName", r->t->conn->sales_default_customer);
+    char rid[64];
+    task_requestid(r->t, "default-customer", rid, sizeof rid);
+    qbo_create(r->t->clients->qbo, r->t->conn, "Customer", obj, rid, default_written, r);
+    json_decref(obj);
+}
+
+static void default_written(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "create the default customer", res);
+        return;
+    }
+    json_t *c = json_object_get(res->body, "Customer");
+    if (c == NULL)
+        c = json_array_get(
+            json_object_get(json_object_get(res->body, "QueryResponse"), "Customer"), 0);
+    const char *id = str(c, "Id");
+    if (id == NULL) {
+        run_fail(r, OUTCOME_RETRY, NULL, "QuickBooks answered without a Customer Id");
+        return;
+    }
+    gw_strlcpy(r->customer_id, id, sizeof r->customer_id);
+    char k[160];
+    lookup_idmap_key(r->t, "default", "customer", k, sizeof k);
+    json_t *v = json_pack("{s:s}", "customer", id);
+    task_put_meta(r->t, k, v);
+    json_decref(v);
+    task_note(r->t, "default customer \"%s\" is Customer %s", r->t->conn->sales_default_customer,
+              id);
+    run_next(r);
+}
+
+/* A sale without a relation (anonymous till sale): the connection's default
+ * customer, found by its name once, created if absent. */
+static void sale_default_customer(struct run *r)
+{
+    if (r->relation_number[0] || r->customer_id[0]) {
+        run_next(r);
+        return;
+    }
+    char k[160];
+    lookup_idmap_key(r->t, "default", "customer", k, sizeof k);
+    json_t *m = task_get_meta(r->t, k);
+    const char *id = str(m, "customer");
+    if (id != NULL) {
+        gw_strlcpy(r->customer_id, id, sizeof r->customer_id);
+        json_decref(m);
+        run_next(r);
+        return;
+    }
+    json_decref(m);
+    char *q = qbo_quote(r->t->conn->sales_default_customer);
+    char query[600];
+    snprintf(query, sizeof query, "select * from Customer where DisplayName = %s", q ? q : "''");
+    free(q);
+    qbo_query(r->t->clients->qbo, r->t->conn, query, default_found, r);
+}
+
+/* ---- the document -------------------------------------------------------------- */
+
+static void money_text(int64_t cents, char *out, size_t len)
+{
+    mplus_cents_format(cents, out, len);
+}
+
+/* Cents of a canonical money field; false when absent or not money. */
+static bool cents_of(json_t *o, const char *k, int64_t *out)
+{
+    const char *v = str(o, k);
+    char err[128];
+    return v != NULL && mplus_cents_parse(v, out, err, sizeof err) == 0;
+}
+
+static const char *vat_country(struct run *r, json_int_t code)
+{
+    size_t i;
+    json_t *g;
+    json_array_foreach(json_object_get(((struct sale *)r->flow)->doc, "vatGroupList"), i, g)
+    {
+        if (json_integer_value(json_object_get(g, "vatCode")) == code && str(g, "countryIso3"))
+            return str(g, "countryIso3");
+    }
+    return r->t->conn->default_country ?: "";
+}
+
+/* The QuickBooks TaxCode of an Mplus VAT code: by COUNTRY/CODE, then any-country (star), then CODE. */
+static const char *tax_code(struct run *r, json_int_t code, char *why, size_t whylen)
+{
+    const char *country = vat_country(r, code);
+    char key[64];
+    snprintf(key, sizeof key, "%s/%lld", country, (long long)code);
+    const char *v = table(r, "sales_tax_codes", key);
+    if (v == NULL) {
+        snprintf(key, sizeof key, "*/%lld", (long long)code);
+        v = table(r, "sales_tax_codes", key);
+    }
+    if (v == NULL) {
+        snprintf(key, sizeof key, "%lld", (long long)code);
+        v = table(r, "sales_tax_codes", key);
+    }
+    if (v == NULL)
+        snprintf(why, whylen,
+                 "no QuickBooks tax code for Mplus VAT code %lld in country %s: add %s/%lld:<TaxCode "
+                 "Id> to sales_tax_codes, then replay",
+                 (long long)code, country[0] ? country : "(none)", country[0] ? country : "*",
+                 (long long)code);
+    return v;
+}
+
+struct totals {
+    int64_t lines;    /* sum of line amounts, cents */
+    int64_t tax;      /* Mplus's VAT */
+    int64_t total;    /* Mplus's total incl. VAT */
+    int64_t rounding; /* what the rounding line carries */
+};
+
+/* The document's lines as the mapping gets them, every amount decimal text. */
+static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t whylen)
+{
+    struct sale *s = r->flow;
+    int sign = s->credit ? -1 : 1;
+    bool drop_zero = strcmp(r->t->conn->sales_zero_lines, "drop") == 0;
+    json_t *out = json_array();
+    size_t i;
+    json_t *line;
+    json_array_foreach(json_object_get(s->doc, "lineList"), i, line)
+    {
+        json_t *data = json_object_get(line, "data");
+        char sku[32];
+        snprintf(sku, sizeof sku, "%lld",
+                 (long long)json_integer_value(json_object_get(line, "articleNumber")));
+        int64_t qty, excl, incl;
+        int qp;
+        char err[128];
+        if (str(data, "quantity") == NULL ||
+            mplus_quantity_parse(str(data, "quantity"), &qty, &qp, err, sizeof err) != 0 ||
+            !cents_of(data, "totalExclAmount", &excl) || !cents_of(data, "totalInclAmount", &incl)) {
+            snprintf(why, whylen, "line %zu (article %s) has no quantity or totals", i + 1, sku);
+            json_decref(out);
+            return NULL;
+        }
+        qty *= sign;
+        excl *= sign;
+        incl *= sign;
+        if (qty == 0 || (excl == 0 && incl == 0 && drop_zero))
+            continue;
+        const char *tc = tax_code(r, json_integer_value(json_object_get(data, "vatCode")), why,
+                                  whylen);
+        if (tc == NULL) {
+            json_decref(out);
+            return NULL;
+        }
+        int64_t unit;
+        int up;
+        money_unit_price(excl, qty, qp, &unit, &up);
+        int64_t amount = money_line_amount(qty, qp, unit, up);
+        char a[MPLUS_NUM_LEN], q[MPLUS_NUM_LEN], u[MPLUS_NUM_LEN], g[MPLUS_NUM_LEN];
+        money_text(amount, a, sizeof a);
+        mplus_quantity_format(qty, qp, q, sizeof q);
+        mplus_quantity_format(unit, up, u, sizeof u);
+        money_text(incl, g, sizeof g);
+        json_t *item = json_object_get(r->items, sku);
+        json_array_append_new(
+            out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "sku", sku, "item",
+                           str(item, "id") ?: "", "tax_code", tc, "amount", a, "qty", q,
+                           "unit_price", u, "amount_incl", g, "description", str(line, "text") ?: "",
+                           "mplus", line));
+        tot->lines += amount;
+    }
+    json_t *grp;
+    json_array_foreach(json_object_get(s->doc, "vatGroupList"), i, grp)
+    {
+        int64_t vat;
+        if (cents_of(grp, "vatAmount", &vat))
+            tot->tax += sign * vat;
+    }
+    if (!cents_of(s->doc, "totalInclAmount", &tot->total)) {
+        snprintf(why, whylen, "the document has no totalInclAmount");
+        json_decref(out);
+        return NULL;
+    }
+    tot->total *= sign;
+    tot->rounding = tot->total - tot->lines - tot->tax;
+    return out;
+}
+
+/* The payment method and deposit account of a receipt. */
+static void receipt_payment(struct run *r, json_t *input)
+{
+    struct sale *s = r->flow;
+    json_t *pays = json_object_get(s->doc, "paymentList");
+    const char *method = str(json_array_get(pays, 0), "method");
+    if (method == NULL)
+        return;
+    const char *pm = table(r, "sales_payment_methods", method);
+    const char *acct = table(r, "sales_deposit_accounts", method)
+                           ?: table(r, "sales_deposit_accounts", "*");
+    if (json_array_size(pays) > 1 && r->t->conn->sales_split_account &&
+        r->t->conn->sales_split_account[0])
+        acct = r->t->conn->sales_split_account; /* a clearing account for split payments */
+    if (pm)
+        json_object_set_new(input, "payment_method", json_string(pm));
+    if (acct)
+        json_object_set_new(input, "deposit_account", json_string(acct));
+}
+
+static void sale_written(const struct qbo_result *res, void *arg);
+
+static void sale_write(struct run *r)
+{
+    struct task *t = r->t;
+    struct sale *s = r->flow;
+    if (s->void_it) {
+        run_next(r);
+        return;
+    }
+    char why[512] = "";
+    struct totals tot = {0};
+    json_t *lines = sale_lines(r, &tot, why, sizeof why);
+    if (lines == NULL) {
+        run_fail(r, OUTCOME_DEAD, "cannot book", "%s %s: %s", s->kind, s->mplus_id, why);
+        return;
+    }
+    const char *rounding_item = t->conn->sales_rounding_item;
+    if (tot.rounding != 0 && (rounding_item == NULL || !rounding_item[0])) {
+        json_decref(lines);
+        run_fail(r, OUTCOME_DEAD, "cannot book",
+                 "%s %s: its lines and VAT add up to %lld cents less than its total; set "
+                 "sales_rounding_item to the Item Id that books such differences, then replay",
+                 s->kind, s->mplus_id, (long long)tot.rounding);
+        return;
+    }
+    char tax[MPLUS_NUM_LEN], total[MPLUS_NUM_LEN], rnd[MPLUS_NUM_LEN];
+    money_text(tot.tax, tax, sizeof tax);
+    money_text(tot.total, total, sizeof total);
+    money_text(tot.rounding, rnd, sizeof rnd);
+    char note[200];
+    snprintf(note, sizeof note, "Mplus %s %s", s->kind, s->mplus_id);
+    const char *docnum = str(s->doc, "transactionString") ?: "";
+    char branch[16];
+    snprintf(branch, sizeof branch, "%lld",
+             (long long)json_integer_value(json_object_get(s->doc, "financialBranchNumber")));
+    json_t *input = json_pack(
+        "{s:s, s:s, s:O, s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:b, s:s*, s:s*}", "entity",
+        s->entity, "kind", s->kind, "document", s->doc, "customer", r->customer_id, "doc_number",
+        docnum, "private_note", note, "mplus_id", s->mplus_id, "lines", lines, "tax_total", tax,
+        "total", total, "rounding", rnd, "credit", s->credit, "rounding_item", rounding_item,
+        "class", table(r, "sales_class_by_branch", branch));
+    receipt_payment(r, input);
+    json_t *days = json_object_get(r->relation, "paymentWithinDays");
+    if (json_is_integer(days)) {
+        char d[24];
+        snprintf(d, sizeof d, "%lld", (long long)json_integer_value(days));
+        const char *term = table(r, "sales_terms", d);
+        if (term)
+            json_object_set_new(input, "term", json_string(term));
+    }
+    json_t *target = NULL;
+    char err[512];
+    int rc = map_run(t->clients->mapper, t->conn, MAP_SALES_TO_QBO, input, s->booked, &target, err,
+                     sizeof err);
+    json_decref(input);
+    if (rc != 0) {
+        run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
+        return;
+    }
+    char rid[96];
+    if (s->booked != NULL) {
+        /* A change to a booked document: replace its lines and totals. */
+        json_object_set_new(target, "Id", json_string(str(s->booked, "id") ?: ""));
+        json_object_set_new(target, "SyncToken", json_string(str(s->booked, "sync") ?: "0"));
+        char step[48];
+        snprintf(step, sizeof step, "%s-v%ld", s->kind, doc_version(s->doc));
+        task_requestid(t, step, rid, sizeof rid);
+        qbo_update(t->clients->qbo, t->conn, s->entity, target, rid, sale_written, r);
+    } else {
+        task_requestid(t, s->kind, rid, sizeof rid);
+        qbo_create(t->clients->qbo, t->conn, s->entity, target, rid, sale_written, r);
+    }
+    json_decref(target);
+}
+
+static void remember(struct run *r, json_t *written, bool voided)
+{
+    struct sale *s = r->flow;
+    json_t *pays = json_object_get(s->booked, "payments");
+    json_t *v = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b}", "entity", s->entity, "id",
+                          str(written, "Id") ?: str(s->booked, "id") ?: "", "sync",
+                          str(written, "SyncToken") ?: str(s->booked, "sync") ?: "0", "version",
+                          (json_int_t)doc_version(s->doc), "payments",
+                          pays ? json_incref(pays) : json_array(), "voided", voided);
+    json_decref(s->booked);
+    s->booked = v;
+    task_put_meta(r->t, s->map_key, v);
+}
+
+static void sale_written(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct sale *s = r->flow;
+    char what[64];
+    snprintf(what, sizeof what, "%s %s", s->booked ? "update" : "create", s->entity);
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, what, res);
+        return;
+    }
+    json_t *doc = json_object_get(res->body, s->entity);
+    if (str(doc, "Id") == NULL) {
+        run_fail(r, OUTCOME_RETRY, NULL, "%s: QuickBooks answered without an Id", what);
+        return;
+    }
+    task_note(r->t, "%s %s %s for %s %s", s->booked ? "updated" : "created", s->entity,
+              str(doc, "Id"), s->kind, s->mplus_id);
+    remember(r, doc, false);
+    run_next(r);
+}
+
+/* ---- looking in QuickBooks before a create, on a rerun -------------------------- */
+
+static void existing_found(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct sale *s = r->flow;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "find the document in QuickBooks", res);
+        return;
+    }
+    char note[200];
+    snprintf(note, sizeof note, "Mplus %s %s", s->kind, s->mplus_id);
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(json_object_get(res->body, "QueryResponse"), s->entity), i,
+                       d)
+    {
+        const char *pn = str(d, "PrivateNote") ?: "";
+        if (strstr(pn, note) == NULL)
+            continue;
+        task_note(r->t, "%s %s already holds %s %s: adopted", s->entity, str(d, "Id"), s->kind,
+                  s->mplus_id);
+        remember(r, d, false);
+        /* Booked before from this version: nothing to write but payments. */
+        r->at++; /* past sale_write */
+        run_next(r);
+        return;
+    }
+    run_next(r);
+}
+
+static void sale_existing(struct run *r)
+{
+    struct sale *s = r->flow;
+    const char *docnum = str(s->doc, "transactionString");
+    if (s->void_it || s->booked != NULL || !task_is_rerun(r->t) || docnum == NULL) {
+        run_next(r);
+        return;
+    }
+    char *q = qbo_quote(docnum);
+    char query[300];
+    snprintf(query, sizeof query, "select * from %s where DocNumber = %s", s->entity,
+             q ? q : "''");
+    free(q);
+    qbo_query(r->t->clients->qbo, r->t->conn, query, existing_found, r);
+}
+
+/* ---- payments on an invoice, and voids ----------------------------------------- */
+
+static void pay_next(struct run *r);
+
+static void payment_written(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct sale *s = r->flow;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "create Payment", res);
+        return;
+    }
+    json_t *p = json_array_get(json_object_get(s->doc, "paymentList"), s->payment_at);
+    const char *pid = str(p, "paymentId") ?: "";
+    json_t *done = json_object_get(s->booked, "payments");
+    json_array_append_new(done, json_string(pid));
+    task_put_meta(r->t, s->map_key, s->booked);
+    task_note(r->t, "created Payment %s for %s", str(json_object_get(res->body, "Payment"), "Id"),
+              pid);
+    s->payment_at++;
+    pay_next(r);
+}
+
+static bool payment_booked(json_t *done, const char *pid)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(done, i, v)
+    {
+        if (strcmp(json_string_value(v) ?: "", pid) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void pay_next(struct run *r)
+{
+    struct sale *s = r->flow;
+    json_t *pays = json_object_get(s->doc, "paymentList");
+    json_t *done = json_object_get(s->booked, "payments");
+    for (; s->payment_at < json_array_size(pays); s->payment_at++) {
+        json_t *p = json_array_get(pays, s->payment_at);
+        const char *pid = str(p, "paymentId") ?: "";
+        int64_t cents;
+        if (payment_booked(done, pid) || !cents_of(p, "amount", &cents) || cents == 0)
+            continue;
+        char amount[MPLUS_NUM_LEN];
+        money_text(cents, amount, sizeof amount);
+        json_t *pay = json_pack("{s:{s:s}, s:s, s:[{s:s, s:[{s:s, s:s}]}]}", "CustomerRef",
+                                "value", r->customer_id, "TotalAmt", amount, "Line", "Amount",
+                                amount, "LinkedTxn", "TxnId", str(s->booked, "id") ?: "",
+                                "TxnType", "Invoice");
+        const char *method = str(p, "method");
+        const char *pm = method ? table(r, "sales_payment_methods", method) : NULL;
+        const char *acct = method ? table(r, "sales_deposit_accounts", method) : NULL;
+        if (pm)
+            json_object_set_new(pay, "PaymentMethodRef", json_pack("{s:s}", "value", pm));
+        if (acct)
+            json_object_set_new(pay, "DepositToAccountRef", json_pack("{s:s}", "value", acct));
+        if (str(p, "financialDate"))
+            json_object_set_new(pay, "TxnDate", json_string(str(p, "financialDate")));
+        json_object_set_new(pay, "PrivateNote", json_sprintf("Mplus payment %s", pid));
+        char step[96], rid[128];
+        snprintf(step, sizeof step, "payment-%.60s", pid);
+        task_requestid(r->t, step, rid, sizeof rid);
+        qbo_create(r->t->clients->qbo, r->t->conn, "Payment", pay, rid, payment_written, r);
+        json_decref(pay);
+        return;
+    }
+    run_next(r);
+}
+
+static void sale_payments(struct run *r)
+{
+    struct sale *s = r->flow;
+    if (s->void_it || s->booked == NULL || strcmp(s->entity, "Invoice") != 0) {
+        run_next(r);
+        return;
+    }
+    s->payment_at = 0;
+    pay_next(r);
+}
+
+static void voided(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct sale *s = r->flow;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "void the document", res);
+        return;
+    }
+    task_note(r->t, "voided %s %s: the order was cancelled", s->entity, str(s->booked, "id"));
+    remember(r, json_object_get(res->body, s->entity), true);
+    run_next(r);
+}
+
+static void sale_void(struct run *r)
+{
+    struct sale *s = r->flow;
+    if (!s->void_it) {
+        run_next(r);
+        return;
+    }
+    char rid[64];
+    task_requestid(r->t, "void", rid, sizeof rid);
+    qbo_void(r->t->clients->qbo, r->t->conn, s->entity, str(s->booked, "id") ?: "",
+             str(s->booked, "sync") ?: "0", rid, voided, r);
+}
+
+/* ---- the flow ------------------------------------------------------------------ */
+
+/* A void goes from sale_begin straight to sale_void; the lookups skip it. */
+static void sale_lookups_unless_void(struct run *r);
+
+static const step_fn sale_steps[] = {
+    sale_begin,    sale_lookups_unless_void, sale_default_customer, lookup_customer_mapped,
+    lookup_relation, lookup_customer_email,  lookup_customer_create, lookup_items,
+    sale_existing, sale_write,               sale_payments,          sale_void,
+    NULL,
+};
+
+static void sale_lookups_unless_void(struct run *r)
+{
+    struct sale *s = r->flow;
+    if (s->void_it) {
+        /* Jump to the void: the steps between need a customer and items. */
+        while (r->steps[r->at + 1] != sale_void)
+            r->at++;
+    }
+    run_next(r);
+}
+
+void sales_from_mplus(struct task *t)
+{
+    json_t *doc = task_payload(t);
+    const char *kind = json_string_value(json_object_get(t->rec, "entity"));
+    const char *id = json_string_value(json_object_get(t->rec, "entity_id"));
+    if (!json_is_object(doc) || kind == NULL || id == NULL) {
+        task_fail(t, OUTCOME_DEAD, "malformed", "the polled document has no id");
+        return;
+    }
+    struct sale *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
+        return;
+    }
+    s->kind = kind;
+    s->mplus_id = id;
+    s->doc = doc;
+    struct run *r = run_new(t, sale_steps, s, sale_free);
+    if (r != NULL)
+        run_begin(r);
+}

@@ -1,0 +1,59 @@
+# Mplus sales document -> QuickBooks Online SalesReceipt, RefundReceipt,
+# Invoice or CreditMemo (the default mapping).
+#
+# Input: {source, existing, settings, connection}. The gateway has done the
+# arithmetic: source holds
+#   entity         the QuickBooks document type to make
+#   kind           receipt | invoice | order;  credit: true for refunds/credit memos
+#   document       the Mplus document as polled (money as decimal text)
+#   customer       the QuickBooks Customer Id
+#   lines[]        {item, sku, tax_code, amount, qty, unit_price, amount_incl, description, mplus}
+#                  amount = round(qty x unit_price, 2), excl. VAT, in the document's sign
+#   tax_total, total, rounding   decimal text; rounding_item: the Item for a rounding line
+#   doc_number, private_note, mplus_id, payment_method, deposit_account, class, term
+# existing is the booked document's id map entry on an update, else null.
+#
+# Keep amounts as the text they come in: the gateway sends them to QuickBooks
+# as exact numbers. Do not compute with them here (jq numbers are doubles).
+.source as $s | $s.document as $d
+| (if $d.vatMethod == "VAT-METHOD-EXCLUSIVE" then "TaxExcluded" else "TaxInclusive" end) as $taxcalc
+| {
+    DocNumber: ($s.doc_number | gw_nonempty | gw_trunc(21)),
+    TxnDate: ($d.financialDate | gw_nonempty),
+    PrivateNote: $s.private_note,
+    CustomerRef: {value: $s.customer},
+    GlobalTaxCalculation: $taxcalc,
+    Line: (
+      [ $s.lines[] | {
+          DetailType: "SalesItemLineDetail",
+          Amount: .amount,
+          Description: (.description | gw_nonempty | gw_trunc(4000)),
+          SalesItemLineDetail: {
+            ItemRef: {value: .item},
+            Qty: .qty,
+            UnitPrice: .unit_price,
+            TaxCodeRef: {value: .tax_code},
+            TaxInclusiveAmt: (if $taxcalc == "TaxInclusive" then .amount_incl else null end),
+            ClassRef: ($s.class | if . then {value: .} else null end)
+          } | gw_compact
+        } | gw_compact ]
+      + (if $s.rounding != "0.00" then
+          [ { DetailType: "SalesItemLineDetail", Amount: $s.rounding, Description: "Rounding",
+              SalesItemLineDetail: {ItemRef: {value: $s.rounding_item}, Qty: "1", UnitPrice: $s.rounding} } ]
+        else [] end)
+    ),
+    TxnTaxDetail: {TotalTax: $s.tax_total},
+    PaymentMethodRef: ($s.payment_method | if . and ($s.entity | test("Receipt")) then {value: .} else null end),
+    DepositToAccountRef: ($s.deposit_account | if . and ($s.entity | test("Receipt")) then {value: .} else null end),
+    SalesTermRef: ($s.term | if . and $s.entity == "Invoice" then {value: .} else null end),
+    DueDate: (if $s.entity == "Invoice" then ($d.dueDate | gw_nonempty) else null end),
+    BillAddr: (($d.invoiceAddress // null) as $a | if $a then
+      {Line1: ($a.address | gw_nonempty | gw_trunc(500)), City: ($a.city | gw_nonempty | gw_trunc(255)),
+       PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)} | gw_compact
+      else null end),
+    ShipAddr: (($d.deliveryAddress // null) as $a | if $a then
+      {Line1: ($a.address | gw_nonempty | gw_trunc(500)), City: ($a.city | gw_nonempty | gw_trunc(255)),
+       PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)} | gw_compact
+      else null end)
+  }
+| gw_compact

@@ -686,6 +686,236 @@ class MplusSimTest(unittest.TestCase):
         self.assertEqual((page.count, page.max_marker), (30, 30))
 
 
+    # -- till: VAT exclusive, later payments, order changes, bulk sales, preparations --
+
+    def validating(self):
+        self.assertTrue(self.control("POST", "/_sim/config", {"validate_responses": True})["validate_responses"])
+
+    def soap_documents(self, kind, marker, limit=100):
+        """getReceipts/getInvoices/getOrders from marker: the document elements (validated both ends)."""
+        op = "get" + kind.capitalize() + "s"
+        resp = self.soap(req_documents(op, marker, limit))
+        return resp.find(q(kind + "List")).findall(q(kind))
+
+    def test_vat_exclusive_documents(self):
+        self.validating()
+        sale = self.sale({"kind": "cash", "vatMethod": "exclusive", "lines": [
+            {"articleNumber": 1001, "quantity": 3, "price": 229},          # 687 excl + 61.83 -> 62
+            {"articleNumber": 1002, "quantity": "1.5", "price": 293},      # 439.5 -> 440 excl + 39.6 -> 40
+            {"articleNumber": 2001, "discountAmount": 100}]})             # 1649 (article excl) - 100
+        self.listener.next()
+        receipt = sale["receipt"]
+        self.assertEqual(receipt["vatMethod"], "VAT-METHOD-EXCLUSIVE")
+        data = [l["data"] for l in receipt["lineList"]["line"]]
+        self.assertEqual([(d["priceExcl"], d["price"]) for d in data], [(229, 250), (293, 319), (1649, 1995)])
+        self.assertEqual([d["totalExclAmount"] for d in data], [687, 440, 1549])
+        self.assertEqual([d["totalInclAmount"] for d in data], [749, 480, 1874])
+        self.assertEqual((data[2]["discountAmountExcl"], data[2]["discountAmount"]), (100, 121))
+        # VAT per group on the group's excl amount: 9 % of 1127 = 101.43 -> 101 (the lines say 102).
+        groups = {g["vatCode"]: (g["exclAmount"], g["vatAmount"]) for g in receipt["vatGroupList"]["vatGroup"]}
+        self.assertEqual(groups, {1: (1127, 101), 2: (1549, 325)})
+        self.assertEqual((receipt["totalExclAmount"], receipt["totalInclAmount"]), (2676, 3102))
+        self.assertEqual(sum(d["totalInclAmount"] for d in data), 3103)
+        self.assertEqual((receipt["paidAmount"], receipt["state"]), (3102, "RECEIPT-STATE-PAID"))
+        r = self.soap_documents("receipt", 1)[0]
+        self.assertEqual((text(r, "vatMethod"), num(r, "totalInclAmount")), ("VAT-METHOD-EXCLUSIVE", 3102))
+        # A credit copies the method and the excl prices: everything exactly negated.
+        credit = self.sale({"kind": "credit", "credits": receipt["receiptId"], "callback": False})["receipt"]
+        self.assertEqual(credit["vatMethod"], "VAT-METHOD-EXCLUSIVE")
+        self.assertEqual((credit["totalExclAmount"], credit["totalInclAmount"]), (-2676, -3102))
+        self.assertEqual({g["vatCode"]: (g["exclAmount"], g["vatAmount"]) for g in credit["vatGroupList"]["vatGroup"]},
+                         {1: (-1127, -101), 2: (-1549, -325)})
+        self.assertEqual([l["data"]["totalInclAmount"] for l in credit["lineList"]["line"]], [-749, -480, -1874])
+        # Inclusive stays the default, and the name may be the schema's.
+        plain = self.sale({"kind": "cash", "lines": [{"articleNumber": 1001}], "callback": False})["receipt"]
+        self.assertEqual((plain["vatMethod"], plain["totalInclAmount"], plain["totalExclAmount"]),
+                         ("VAT-METHOD-INCLUSIVE", 250, 229))
+        invoice = self.sale({"kind": "card", "document": "invoice", "customer": 10001, "callback": False,
+                             "vatMethod": "VAT-METHOD-EXCLUSIVE", "lines": [{"articleNumber": 4001, "quantity": 7}]})
+        self.assertEqual((invoice["invoice"]["totalExclAmount"], invoice["invoice"]["totalInclAmount"]), (798, 798))
+        self.assertEqual(len(self.soap_documents("invoice", 1)), 1)
+        error = self.sale({"vatMethod": "shifted", "lines": [{"articleNumber": 1001}]}, status=400)
+        self.assertIn("vatMethod", error["error"])
+
+    def test_later_payments_on_an_invoice(self):
+        self.validating()
+        sale = self.sale({"document": "invoice", "customer": 10001, "payments": [], "callback": False,
+                          "lines": [{"articleNumber": 2002, "quantity": 2}]})
+        invoice = sale["invoice"]
+        self.assertEqual((invoice["totalInclAmount"], invoice["paidAmount"], invoice["state"]),
+                         (3990, 0, "INVOICE-STATE-OUTSTANDING"))
+        pay = {"invoiceId": invoice["invoiceId"], "method": "PIN", "amount": 1000}
+        changed = self.control("POST", "/_sim/till/pay", pay)
+        self.assertEqual(changed["document"], "invoice")
+        changed = changed["invoice"]
+        self.assertEqual((changed["paidAmount"], changed["state"], changed["changeCounter"], changed["versionNumber"]),
+                         (1000, "INVOICE-STATE-PARTLY-PAID", 1, 2))
+        self.assertEqual(changed["syncMarker"], invoice["syncMarker"] + 1)
+        self.assertEqual(self.markers()["invoiceSyncMarker"], invoice["syncMarker"] + 1)
+        # A poll by marker sees the change, and the invoice only at its new marker.
+        self.assertEqual(self.soap_documents("invoice", invoice["syncMarker"] + 1)[0].findtext(q("state")),
+                         "INVOICE-STATE-PARTLY-PAID")
+        self.assertEqual(len(self.soap_documents("invoice", 1)), 1)
+        # Over-payment is refused and changes nothing; the rest pays it, on another day.
+        error = self.control("POST", "/_sim/till/pay", dict(pay, amount=2991), status=400)
+        self.assertIn("over-payment", error["error"])
+        done = self.control("POST", "/_sim/till/pay", dict(pay, method="ON-ACCOUNT", amount=2990,
+                                                           timestamp="2025-03-31T10:00:00+02:00"))["invoice"]
+        self.assertEqual((done["paidAmount"], done["state"], done["changeCounter"], done["versionNumber"]),
+                         (3990, "INVOICE-STATE-PAID", 2, 3))
+        payments = done["paymentList"]["payment"]
+        self.assertEqual([(p["method"], p["amount"]) for p in payments], [("PIN", 1000), ("ON-ACCOUNT", 2990)])
+        self.assertEqual((payments[1]["financialDate"], payments[1]["accountNumber"], payments[1]["branchNumber"]),
+                         ({"day": 31, "mon": 3, "year": 2025}, 1300, 1))
+        i = self.soap_documents("invoice", done["syncMarker"])[0]
+        self.assertEqual([num(p, "amount") for p in i.iter(q("payment"))], [1000, 2990])
+        self.assertEqual(num(i, "paidAmount"), 3990)
+        self.control("POST", "/_sim/till/pay", dict(pay, amount=1), status=400)        # paid in full
+        # A credit invoice is paid back with negative amounts.
+        credit = self.sale({"kind": "credit", "document": "invoice", "credits": invoice["invoiceId"],
+                            "payments": [], "callback": False})["invoice"]
+        self.assertEqual(credit["state"], "INVOICE-STATE-OUTSTANDING-CREDIT")
+        back = {"invoiceId": credit["invoiceId"], "method": "CASH", "amount": -3990}
+        self.control("POST", "/_sim/till/pay", dict(back, amount=10), status=400)
+        self.assertEqual(self.control("POST", "/_sim/till/pay", back)["invoice"]["state"], "INVOICE-STATE-PAID")
+        for bad in ({"invoiceId": "nope", "method": "PIN", "amount": 1}, {"invoiceId": invoice["invoiceId"]},
+                    dict(pay, method="BITCOIN"), dict(pay, amount=0), dict(pay, amount=1.5),
+                    dict(pay, amount="10"), dict(pay, extra=1), dict(pay, timestamp="yesterday")):
+            with self.subTest(bad=bad):
+                self.assertIn("error", self.control("POST", "/_sim/till/pay", bad, status=400))
+        self.assertEqual(self.markers()["invoiceSyncMarker"], credit["syncMarker"] + 1)
+
+    def test_order_state_changes_and_payments(self):
+        self.validating()
+        order = self.sale({"document": "order", "customer": 10002, "payments": [], "extOrderId": "WEB-1",
+                           "lines": [{"articleNumber": 2001, "quantity": 2}, {"articleNumber": 3001,
+                                                                               "quantity": "0.500"}]})["order"]
+        self.assertEqual((order["completeState"], order["fullyPaid"], order["prepaidAmount"]),
+                         ("ORDER-COMPLETE-STATE-NOTHING", False, 0))
+        oid = order["orderId"]
+        changed = self.control("POST", "/_sim/till/order", {"orderId": oid, "payments": [
+            {"method": "PIN", "amount": 2000}, {"method": "CASH", "amount": order["totalInclAmount"] - 2000}]})
+        changed = changed["order"]
+        self.assertEqual((changed["prepaidAmount"], changed["fullyPaid"], changed["changeCounter"],
+                          changed["versionNumber"], changed["syncMarker"]),
+                         (order["totalInclAmount"], True, 1, 2, order["syncMarker"] + 1))
+        self.assertEqual(len(changed["paymentList"]["payment"]), 2)
+        self.control("POST", "/_sim/till/order", {"orderId": oid, "payments": [{"method": "CASH", "amount": 1}]},
+                     status=400)
+        done = self.control("POST", "/_sim/till/order", {"orderId": oid, "deliveryState": "COMPLETE",
+                                                         "completeState": "ORDER-COMPLETE-STATE-COMPLETE"})["order"]
+        self.assertEqual((done["deliveryState"], done["completeState"], done["cancelState"]),
+                         ("ORDER-DELIVERY-STATE-COMPLETE", "ORDER-COMPLETE-STATE-COMPLETE",
+                          "ORDER-CANCEL-STATE-NOTHING"))
+        self.assertEqual([(l["data"]["deliveredQuantity"], l["data"]["deliveredDecimalPlaces"])
+                          for l in done["lineList"]["line"]], [(2, 0), (500, 3)])
+        self.assertEqual((done["changeCounter"], done["versionNumber"], done["syncMarker"]),
+                         (2, 3, order["syncMarker"] + 2))
+        o = self.soap_documents("order", done["syncMarker"])[0]
+        self.assertEqual((text(o, "completeState"), text(o, "deliveryState"), text(o, "fullyPaid")),
+                         ("ORDER-COMPLETE-STATE-COMPLETE", "ORDER-DELIVERY-STATE-COMPLETE", "true"))
+        self.assertEqual(num(o, "lineList/line/data/deliveredQuantity"), 2)
+        other = self.sale({"document": "order", "payments": [], "lines": [{"articleNumber": 1001}]})["order"]
+        cancelled = self.control("POST", "/_sim/till/order", {"orderId": other["orderId"], "cancelState": "COMPLETE",
+                                                              "completeState": "PARTIAL"})["order"]
+        self.assertEqual((cancelled["cancelState"], cancelled["completeState"],
+                          cancelled["lineList"]["line"][0]["data"]["cancelledQuantity"]),
+                         ("ORDER-CANCEL-STATE-COMPLETE", "ORDER-COMPLETE-STATE-PARTIAL", 1))
+        self.assertEqual(len(self.soap_documents("order", 1)), 2)
+        head = self.markers()["orderSyncMarker"]
+        for bad in ({"orderId": oid}, {"orderId": "nope", "completeState": "COMPLETE"},
+                    {"orderId": oid, "completeState": "DONE"},
+                    {"orderId": oid, "cancelState": "PARTIAL-DELIVERY-PENDING"},
+                    {"orderId": oid, "payments": {"method": "PIN"}}, {"orderId": oid, "state": "COMPLETE"}):
+            with self.subTest(bad=bad):
+                self.assertIn("error", self.control("POST", "/_sim/till/order", bad, status=400))
+        self.assertIn("PARTIAL-DELIVERY-PENDING", self.control(
+            "POST", "/_sim/till/order", {"orderId": oid, "completeState": "x"}, status=400)["error"])
+        self.assertEqual(self.markers()["orderSyncMarker"], head)
+
+    def test_bulk_sales(self):
+        started = time.monotonic()
+        bulk = self.control("POST", "/_sim/till/sales", {"count": 20000, "spec": {"kind": "card"}, "vary": True})
+        elapsed = time.monotonic() - started
+        self.assertEqual((bulk["document"], bulk["count"], bulk["lines"]), ("receipt", 20000, 100000))
+        self.assertEqual((bulk["first_sync_marker"], bulk["last_sync_marker"]), (1, 20000))
+        self.assertEqual(bulk["markers"]["receiptSyncMarker"], 20000)
+        self.assertIsNone(bulk["callbacks"])
+        self.assertLess(elapsed, 30)   # about 3.5 s on an idle 2-core machine
+        self.validating()
+        receipts = self.soap_documents("receipt", 1, 3)
+        lines = [[(num(l, "articleNumber"), text(l, "data/quantity"), num(l, "data/decimalPlaces"))
+                  for l in r.find(q("lineList")).findall(q("line"))] for r in receipts]
+        # Catalogue order 1001 1002 2001 2002 2003 3001 4001, cycling; kg quantities with 3 decimals.
+        self.assertEqual([[a for a, _, _ in doc] for doc in lines],
+                         [[1001, 1002, 2001, 2002, 2003], [3001, 4001, 1001, 1002, 2001],
+                          [2002, 2003, 3001, 4001, 1001]])
+        self.assertEqual(lines[1][0], (3001, "1234", 3))
+        self.assertEqual([num(p, "amount") for p in receipts[0].iter(q("payment"))],
+                         [num(receipts[0], "totalInclAmount")])
+        self.assertEqual(len(self.soap_documents("receipt", 19990, 100)), 11)
+        self.assertEqual(self.control("GET", "/_sim/callbacks"), [])
+        # Without vary: the spec as it is; callbacks on request; invoices too.
+        self.listener.drain()
+        few = self.control("POST", "/_sim/till/sales", {"count": 3, "wait": True, "spec": {
+            "kind": "cash", "document": "invoice", "customer": 10001, "callback": True, "vatMethod": "exclusive",
+            "lines": [{"articleNumber": 1001, "quantity": 2, "price": 229}]}})
+        self.assertEqual((few["document"], few["count"], few["totalInclAmount"]), ("invoice", 3, 3 * 499))
+        self.assertEqual(few["callbacks"], {"sent": 3, "status": {"200": 3}})
+        bodies = [json.loads(self.listener.next()[2]) for _ in range(3)]
+        self.assertEqual([b["session"]["totalInclAmount"] for b in bodies], [4.99] * 3)
+        invoices = self.soap_documents("invoice", 1)
+        self.assertEqual([text(i, "sessionId") for i in invoices], [b["session"]["sessionId"] for b in bodies])
+        head = self.markers()
+        for bad in ({"count": 0, "spec": {}}, {"count": "5", "spec": {"lines": [{"articleNumber": 1001}]}},
+                    {"count": 2}, {"count": 2, "spec": {"lines": [{"articleNumber": 99}]}},
+                    {"count": 2, "spec": {"lines": [{"articleNumber": 1001}]}, "nope": 1},
+                    {"count": 2, "spec": {"lines": "x"}, "vary": True}):
+            with self.subTest(bad=bad):
+                self.assertIn("error", self.control("POST", "/_sim/till/sales", bad, status=400))
+        self.assertEqual(self.markers(), head)
+
+    def test_preparation_and_component_lines(self):
+        self.validating()
+        sale = self.sale({"kind": "cash", "lines": [
+            {"articleNumber": 1002, "quantity": 2},
+            {"articleNumber": 1001, "lineType": "PREPARATION", "text": "extra shot"},
+            {"articleNumber": 4001, "lineType": "COMPONENT", "quantity": 2},
+            {"articleNumber": 2001}]})
+        receipt = sale["receipt"]
+        lines = receipt["lineList"]["line"]
+        self.assertEqual([l["articleNumber"] for l in lines], [1002, 2001])
+        preps = lines[0]["preparationList"]["line"]
+        self.assertEqual([(p["articleNumber"], p["lineType"], p["text"], p["data"]["price"], p["data"]["quantity"],
+                           p["data"]["totalInclAmount"]) for p in preps],
+                         [(1001, "LINE-TYPE-PREPARATION", "extra shot", 0, 1, 0),
+                          (4001, "LINE-TYPE-COMPONENT", "Postzegel NL 1", 0, 2, 0)])
+        self.assertEqual(receipt["totalInclAmount"], 2 * 320 + 1995)
+        self.assertEqual({g["vatCode"] for g in receipt["vatGroupList"]["vatGroup"]}, {1, 2})
+        self.assertEqual([l["articleNumber"] for l in json.loads(self.listener.next()[2])["session"]["lines"]],
+                         [1002, 2001])
+        r = self.soap_documents("receipt", 1)[0]
+        top = r.find(q("lineList")).findall(q("line"))
+        nested = top[0].find(q("preparationList")).findall(q("line"))
+        self.assertEqual([(num(l, "articleNumber"), text(l, "lineType")) for l in nested],
+                         [(1001, "LINE-TYPE-PREPARATION"), (4001, "LINE-TYPE-COMPONENT")])
+        self.assertEqual(text(top[0], "lineType"), "LINE-TYPE-NONE")
+        # A credit copies the preparations, negated.
+        credit = self.sale({"kind": "credit", "credits": receipt["receiptId"], "callback": False})["receipt"]
+        preps = credit["lineList"]["line"][0]["preparationList"]["line"]
+        self.assertEqual([(p["lineType"], p["data"]["quantity"]) for p in preps],
+                         [("LINE-TYPE-PREPARATION", -1), ("LINE-TYPE-COMPONENT", -2)])
+        self.assertEqual(credit["totalInclAmount"], -receipt["totalInclAmount"])
+        for lines in ([{"articleNumber": 1001, "lineType": "PREPARATION"}],
+                      [{"articleNumber": 1002}, {"articleNumber": 1001, "lineType": "PREPARATION", "price": 50}],
+                      [{"articleNumber": 1002}, {"articleNumber": 1001, "lineType": "COMPONENT",
+                                                 "discountPercentage": 10}],
+                      [{"articleNumber": 1002}, {"articleNumber": 1001, "lineType": "MENU"}]):
+            with self.subTest(lines=lines):
+                self.assertIn("error", self.sale({"lines": lines}, status=400))
+        self.assertEqual(self.markers()["receiptSyncMarker"], 2)
+
+
 def operations_from_wsdl():
     wsdl = "http://schemas.xmlsoap.org/wsdl/"
     root = etree.parse(os.path.join(FIXTURES, "mplusqapi.wsdl")).getroot()

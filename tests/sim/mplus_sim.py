@@ -814,6 +814,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 answer = self._control_seed(data)
             elif route == ("POST", "/_sim/till/sale"):
                 answer = self._control_sale(data)
+            elif route == ("POST", "/_sim/till/sales"):
+                answer = self._control_sales(data)
+            elif route == ("POST", "/_sim/till/pay"):
+                answer = self._control_change("invoice", data)
+            elif route == ("POST", "/_sim/till/order"):
+                answer = self._control_change("order", data)
             elif route == ("POST", "/_sim/till/event"):
                 answer = self._control_event(data)
             elif route == ("GET", "/_sim/callbacks"):
@@ -944,6 +950,63 @@ class Handler(http.server.BaseHTTPRequestHandler):
             threading.Thread(target=sim.callbacks.deliver, args=(event, payload), daemon=True).start()
             answer["callback"] = "sending"
         return answer
+
+    def _control_sales(self, data):
+        """Many sales in one request (benchmarks): counts and the first/last marker, not the documents."""
+        sim = self.sim
+        store = sim.store
+        unknown = set(data) - {"count", "spec", "vary", "wait"}
+        if unknown:
+            raise ControlError("unknown fields: %s (allowed: count, spec, vary, wait)" % ", ".join(sorted(unknown)))
+        spec = data.get("spec")
+        if not isinstance(spec, dict):
+            raise ControlError("spec must be a JSON object (a sale spec)")
+        callback = bool(spec.get("callback", False))
+        started = time.monotonic()
+        payloads = []
+        with store.lock:
+            made = store.sales(data.get("count"), spec, bool(data.get("vary", False)), mplus_store.now(),
+                               sim.settings)
+            for document, doc in made:
+                if document == "invoice":
+                    doc["sessionId"] = str(uuid.uuid4())
+                if callback:
+                    event = spec.get("event") or ("creditSession" if spec.get("kind") == "credit"
+                                                  else "completeSession")
+                    session_id = doc.get("sessionId") or str(uuid.uuid4())
+                    payloads.append((event, sim.callbacks.session_payload(event, doc, session_id)))
+            document = made[0][0]
+            answer = {"document": document, "count": len(made),
+                      "lines": sum(len(doc["lineList"]["line"]) for _, doc in made),
+                      "totalInclAmount": sum(doc["totalInclAmount"] for _, doc in made),
+                      "first_sync_marker": made[0][1]["syncMarker"], "last_sync_marker": made[-1][1]["syncMarker"],
+                      "markers": store.markers()}
+        answer["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        if not payloads:
+            answer["callbacks"] = None
+        elif data.get("wait", False):
+            statuses = {}
+            for event, payload in payloads:
+                status = str(sim.callbacks.deliver(event, payload)["status"])
+                statuses[status] = statuses.get(status, 0) + 1
+            answer["callbacks"] = {"sent": len(payloads), "status": statuses}
+        else:
+            def send():
+                for event, payload in payloads:
+                    sim.callbacks.deliver(event, payload)
+            threading.Thread(target=send, daemon=True).start()
+            answer["callbacks"] = {"sending": len(payloads)}
+        return answer
+
+    def _control_change(self, kind, data):
+        """A later payment on an invoice, or an order's state change / payments."""
+        store = self.sim.store
+        with store.lock:
+            if kind == "invoice":
+                doc = store.pay_invoice(data, mplus_store.now(), self.sim.settings)
+            else:
+                doc = store.change_order(data, mplus_store.now(), self.sim.settings)
+            return {"document": kind, kind: copy.deepcopy(doc)}
 
     def _control_event(self, data):
         """Any other till event (scanCode, addSessionLine, ...) with the usual envelope."""

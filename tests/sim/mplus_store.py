@@ -122,6 +122,8 @@ class ChangeLog:
 # ---- master data -------------------------------------------------------------------
 
 VAT_RATES = {1: 9, 2: 21, 3: 0}   # vatCode -> whole percent (NL: low, high, zero)
+VAT_METHODS = {"inclusive": "VAT-METHOD-INCLUSIVE", "exclusive": "VAT-METHOD-EXCLUSIVE"}
+LINE_TYPES = {"NONE": "LINE-TYPE-NONE", "PREPARATION": "LINE-TYPE-PREPARATION", "COMPONENT": "LINE-TYPE-COMPONENT"}
 
 BRANCHES = [
     {"branchNumber": 1, "branchName": "Amsterdam Centrum", "abbreviation": "AMS", "extBranchId": "AMS-01",
@@ -1137,13 +1139,16 @@ class Store:
                 raise StoreError("no receipt or invoice %s to credit" % spec["credits"])
             if not credit:
                 raise StoreError("credits needs kind credit")
+        vat_method = spec.get("vatMethod")
+        if vat_method is None:
+            vat_method = (original or {}).get("vatMethod", "VAT-METHOD-INCLUSIVE")
+        vat_method = VAT_METHODS.get(str(vat_method), str(vat_method))
+        if vat_method not in ("VAT-METHOD-INCLUSIVE", "VAT-METHOD-EXCLUSIVE"):
+            raise StoreError("vatMethod must be inclusive or exclusive")
+        exclusive = vat_method == "VAT-METHOD-EXCLUSIVE"
         line_specs = spec.get("lines")
         if line_specs is None and original is not None:
-            line_specs = [{"articleNumber": l["articleNumber"],
-                           "quantity": str(unscaled(l["data"]["quantity"], l["data"].get("decimalPlaces"))),
-                           "price": l["data"].get("price"), "discountAmount": abs(l["data"].get("discountAmount", 0)),
-                           "text": l.get("text")}
-                          for l in original["lineList"]["line"]]
+            line_specs = self._copied_lines(original, exclusive)
             if relation is None and original.get("relationNumber"):
                 relation = self.relations.get(original["relationNumber"])
         if not line_specs or not isinstance(line_specs, list):
@@ -1153,8 +1158,7 @@ class Store:
                 stamp = mplus_schema.parse_iso(spec["timestamp"], "timestamp").astimezone(TZ)
             except SchemaError as e:
                 raise StoreError(str(e))
-        lines = [self._sale_line(i, ls, credit, employee_no, relation) for i, ls in enumerate(line_specs)]
-        total_incl = sum(l["data"]["totalInclAmount"] for l in lines)
+        lines = self._sale_lines(line_specs, credit, employee_no, relation, exclusive)
         total_excl = sum(l["data"]["totalExclAmount"] for l in lines)
         vat = {}
         for l in lines:
@@ -1162,7 +1166,16 @@ class Store:
                                                       "vatPercentage": l["data"]["vatPercentage"],
                                                       "exclAmount": 0, "vatAmount": 0})
             g["exclAmount"] += l["data"]["totalExclAmount"]
-            g["vatAmount"] += l["data"]["totalInclAmount"] - l["data"]["totalExclAmount"]
+            if not exclusive:
+                g["vatAmount"] += l["data"]["totalInclAmount"] - l["data"]["totalExclAmount"]
+        if exclusive:
+            # As a POS does it: VAT per group on the group's excl amount, so the lines'
+            # incl totals need not add up to the document's.
+            for g in vat.values():
+                g["vatAmount"] = cents(D(g["exclAmount"]) * g["vatPercentage"] / 100)
+            total_incl = sum(g["exclAmount"] + g["vatAmount"] for g in vat.values())
+        else:
+            total_incl = sum(l["data"]["totalInclAmount"] for l in lines)
         b = self.branch(branch)
         for g in vat.values():
             g.update({"branchNumber": branch, "countryIso3": b["countryIso3"],
@@ -1174,7 +1187,7 @@ class Store:
             "entryTimestamp": mplus_datetime(stamp), "financialDate": mplus_date(stamp.date()),
             "financialBranchNumber": branch, "financialExtBranchId": b.get("extBranchId"),
             "workplaceNumber": workplace, "entryBranchNumber": branch, "totalInclAmount": total_incl,
-            "totalExclAmount": total_excl, "vatMethod": "VAT-METHOD-INCLUSIVE",
+            "totalExclAmount": total_excl, "vatMethod": vat_method,
             "vatGroupList": {"vatGroup": [vat[c] for c in sorted(vat)]}, "changeCounter": 0, "versionNumber": 1,
             "lineList": {"line": lines}, "paymentList": {"payment": payments},
         }
@@ -1240,6 +1253,153 @@ class Store:
                     self.set_stock(branch, l["articleNumber"], -qty, stamp, relative=True)
         return document, doc
 
+    # ---- till: later changes to documents ----
+
+    @staticmethod
+    def _check_keys(spec, allowed):
+        unknown = set(spec) - set(allowed)
+        if unknown:
+            raise StoreError("unknown fields: %s (allowed: %s)" % (", ".join(sorted(unknown)), ", ".join(allowed)))
+
+    @staticmethod
+    def _spec_stamp(spec, stamp):
+        if "timestamp" not in spec:
+            return stamp
+        try:
+            return mplus_schema.parse_iso(spec["timestamp"], "timestamp").astimezone(TZ)
+        except SchemaError as e:
+            raise StoreError(str(e))
+
+    def _later_payments(self, doc, wanted, already, spec, stamp, defaults):
+        """Payments added to a stored invoice/order: [(method, amount)] -> Payment dicts.
+        Refuses a payment of the wrong sign and any that would pay more than the total."""
+        branch = int(spec.get("branchNumber", doc.get("financialBranchNumber") or defaults["till_branch"]))
+        workplace = int(spec.get("workplaceNumber", doc.get("workplaceNumber") or defaults["till_workplace"]))
+        employee = self.employees.get(int(spec.get("employeeNumber", defaults["till_employee"])))
+        if employee is None:
+            raise StoreError("employee %s does not exist" % spec.get("employeeNumber", defaults["till_employee"]))
+        if self.workplace(branch, workplace) is None:
+            raise StoreError("branch %d has no workplace %d" % (branch, workplace))
+        total, paid, out = doc.get("totalInclAmount", 0), already, []
+        sign = -1 if total < 0 else 1
+        for method, amount in wanted:
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount * sign <= 0:
+                raise StoreError("amount must be a whole number of cents, %s (the total is %d)"
+                                 % ("negative" if sign < 0 else "positive", total))
+            if (paid + amount) * sign > total * sign:
+                raise StoreError("over-payment: %d paid of %d, %d more is too much" % (paid, total, amount))
+            paid += amount
+            out.append(self._payment(str(method), amount, branch, workplace, employee, stamp))
+        return out, paid
+
+    def _changed(self, kind, doc):
+        doc["changeCounter"] = doc.get("changeCounter", 0) + 1
+        doc["versionNumber"] = doc.get("versionNumber", 0) + 1
+        doc["syncMarker"] = self.logs[kind].bump(doc[kind + "Id"])
+        return doc
+
+    def pay_invoice(self, spec, stamp, defaults):
+        """A later payment on an invoice: {invoiceId, method, amount (cents), timestamp?, branchNumber?,
+        workplaceNumber?, employeeNumber?}.  Returns the changed invoice."""
+        self._check_keys(spec, ("invoiceId", "method", "amount", "timestamp", "branchNumber", "workplaceNumber",
+                                "employeeNumber"))
+        doc = self.invoices.get(spec.get("invoiceId"))
+        if doc is None:
+            raise StoreError("no invoice %s" % spec.get("invoiceId"))
+        if not isinstance(spec.get("method"), str) or "amount" not in spec:
+            raise StoreError("a payment needs method and amount (cents)")
+        stamp = self._spec_stamp(spec, stamp)
+        added, paid = self._later_payments(doc, [(spec["method"], spec["amount"])], doc.get("paidAmount", 0),
+                                           spec, stamp, defaults)
+        doc["paymentList"] = {"payment": doc.get("paymentList", {}).get("payment", []) + added}
+        doc["paidAmount"] = paid
+        doc["state"] = self._state("INVOICE-STATE-", paid, doc.get("totalInclAmount", 0),
+                                   doc.get("invoiceType") == "INVOICE-TYPE-CREDIT-INVOICE")
+        return self._changed("invoice", doc)
+
+    def change_order(self, spec, stamp, defaults):
+        """Order state changes and payments: {orderId, completeState?, deliveryState?, cancelState?,
+        payments? [{method, amount}], timestamp?, ...}.  Returns the changed order."""
+        self._check_keys(spec, ("orderId", "completeState", "deliveryState", "cancelState", "payments",
+                                "timestamp", "branchNumber", "workplaceNumber", "employeeNumber"))
+        doc = self.orders.get(spec.get("orderId"))
+        if doc is None:
+            raise StoreError("no order %s" % spec.get("orderId"))
+        states = {}
+        for field, enum, prefix in (("completeState", "OrderCompleteState", "ORDER-COMPLETE-STATE-"),
+                                    ("deliveryState", "OrderDeliveryState", "ORDER-DELIVERY-STATE-"),
+                                    ("cancelState", "OrderCancelState", "ORDER-CANCEL-STATE-")):
+            if field in spec:
+                allowed = self.schema.enums[enum]
+                value = str(spec[field])
+                value = value if value.startswith(prefix) else prefix + value
+                if value not in allowed:
+                    raise StoreError("%s must be one of %s" % (field, ", ".join(a[len(prefix):] for a in allowed)))
+                states[field] = value
+        wanted = spec.get("payments")
+        if wanted is not None:
+            if not isinstance(wanted, list) or not all(isinstance(p, dict) and "method" in p and "amount" in p
+                                                       for p in wanted):
+                raise StoreError("payments must be a list of {method, amount (cents)}")
+            wanted = [(p["method"], p["amount"]) for p in wanted]
+        if not states and not wanted:
+            raise StoreError("nothing to change: give completeState, deliveryState, cancelState or payments")
+        stamp = self._spec_stamp(spec, stamp)
+        if wanted:
+            added, paid = self._later_payments(doc, wanted, doc.get("prepaidAmount", 0), spec, stamp, defaults)
+            doc["paymentList"] = {"payment": doc.get("paymentList", {}).get("payment", []) + added}
+            doc["prepaidAmount"] = paid
+            doc["fullyPaid"] = paid == doc.get("totalInclAmount", 0)
+        doc.update(states)
+        # Lines follow a complete (or reset) delivery or cancellation.
+        for field, qty_field, places_field in (("deliveryState", "deliveredQuantity", "deliveredDecimalPlaces"),
+                                               ("cancelState", "cancelledQuantity", "cancelledDecimalPlaces")):
+            value = states.get(field, "")
+            for line in (doc.get("lineList") or {}).get("line", []):
+                data = line["data"]
+                if value.endswith("-COMPLETE"):
+                    data[qty_field], data[places_field] = data["quantity"], data.get("decimalPlaces", 0)
+                elif value.endswith("-NOTHING"):
+                    data.pop(qty_field, None)
+                    data.pop(places_field, None)
+        return self._changed("order", doc)
+
+    # ---- till: many sales at once ----
+
+    UNIT_QUANTITIES = ("1", "2", "1", "3", "1", "5")
+    WEIGHED_QUANTITIES = ("0.250", "1.234", "0.875", "2.500", "0.125")
+
+    def sales(self, count, spec, vary, stamp, defaults):
+        """count sales from one spec (see sale); with vary, document i's line j sells the ordinary
+        article number (i * L + j) of the catalogue (in number order, cycling; L lines, 5 when the
+        spec has none) with a cycling quantity (3 decimals for articles with a unit such as kg).
+        Returns [(document, doc)] in order."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100000:
+            raise StoreError("count must be a whole number from 1 to 100000")
+        if not isinstance(spec, dict):
+            raise StoreError("spec must be a JSON object")
+        base = spec.get("lines")
+        if base is not None and (not isinstance(base, list) or not all(isinstance(l, dict) for l in base)):
+            raise StoreError("lines must be a list of objects")
+        if not vary:
+            return [self.sale(spec, stamp, defaults) for _ in range(count)]
+        cycle = sorted(self.article_product)
+        if not cycle:
+            raise StoreError("vary needs articles in the catalogue (it has none)")
+        base = [{k: v for k, v in l.items() if k not in ("articleNumber", "quantity", "price")}
+                for l in base or [{}] * 5]
+        weighed = {n for n in cycle if self.article(n)[1].get("unit")}
+        n, width, out = len(cycle), len(base), []
+        for i in range(count):
+            lines = []
+            for j, extra in enumerate(base):
+                number = cycle[(i * width + j) % n]
+                qtys = self.WEIGHED_QUANTITIES if number in weighed else self.UNIT_QUANTITIES
+                line = dict(extra, articleNumber=number, quantity=qtys[(i + j) % len(qtys)])
+                lines.append(line)
+            out.append(self.sale(dict(spec, lines=lines), stamp, defaults))
+        return out
+
     @staticmethod
     def _state(prefix, paid, total, credit):
         if total != 0 and paid == 0:
@@ -1248,7 +1408,51 @@ class Store:
             return prefix + "PARTLY-PAID"
         return prefix + "PAID"
 
-    def _sale_line(self, index, ls, credit, employee_no, relation):
+    def _copied_lines(self, original, exclusive):
+        """Line specs that repeat a credited document's lines (preparations after their parent)."""
+        out = []
+
+        def copy_line(l, line_type=None):
+            d = l["data"]
+            ls = {"articleNumber": l["articleNumber"],
+                  "quantity": str(unscaled(d["quantity"], d.get("decimalPlaces"))), "text": l.get("text")}
+            if line_type is None:
+                ls["price"] = d.get("priceExcl") if exclusive else d.get("price")
+                ls["discountAmount"] = abs(d.get("discountAmountExcl" if exclusive else "discountAmount", 0))
+            else:
+                ls["lineType"] = line_type
+            out.append(ls)
+            for prep in (l.get("preparationList") or {}).get("line", []):
+                copy_line(prep, prep.get("lineType", "LINE-TYPE-PREPARATION"))
+
+        for l in original["lineList"]["line"]:
+            copy_line(l)
+        return out
+
+    def _sale_lines(self, line_specs, credit, employee_no, relation, exclusive):
+        """The document's lines; a PREPARATION/COMPONENT line goes into the preparationList of
+        the ordinary line before it, at price 0, and adds nothing to the totals."""
+        lines = []
+        for i, ls in enumerate(line_specs):
+            line_type = ls.get("lineType", "NONE") if isinstance(ls, dict) else "NONE"
+            line_type = LINE_TYPES.get(str(line_type), str(line_type))
+            if line_type not in LINE_TYPES.values():
+                raise StoreError("line %d: lineType must be NONE, PREPARATION or COMPONENT" % i)
+            if line_type == "LINE-TYPE-NONE":
+                lines.append(self._sale_line(i, ls, credit, employee_no, relation, exclusive))
+                continue
+            if not lines:
+                raise StoreError("line %d: a %s line needs an ordinary line before it" % (i, line_type[10:]))
+            if ls.get("price") not in (None, 0) or ls.get("discountAmount") or ls.get("discountPercentage"):
+                raise StoreError("line %d: a %s line has price 0 and no discount" % (i, line_type[10:]))
+            prep = self._sale_line(i, dict(ls, price=0), credit, employee_no, None, exclusive)
+            prep["lineType"] = line_type
+            lines[-1].setdefault("preparationList", {"line": []})["line"].append(prep)
+        return lines
+
+    def _sale_line(self, index, ls, credit, employee_no, relation, exclusive=False):
+        """One line; price is incl. VAT, or excl. VAT for an exclusive document, in which case
+        the line's VAT (and so its totalInclAmount) is rounded per line."""
         if not isinstance(ls, dict) or "articleNumber" not in ls:
             raise StoreError("line %d needs an articleNumber" % index)
         try:
@@ -1269,7 +1473,7 @@ class Store:
             qty = -abs(qty)
         qty_value, places = scaled(qty, fewest=False)
         price = ls.get("price")
-        price = int(price) if price is not None else article.get("priceIncl", 0)
+        price = int(price) if price is not None else article.get("priceExcl" if exclusive else "priceIncl", 0)
         pct = VAT_RATES.get(article.get("vatCode", 2), 21)
         gross = cents(D(price) * qty)
         if ls.get("discountAmount"):
@@ -1284,10 +1488,15 @@ class Store:
         else:
             discount, disc_pct = 0, None
         total = gross - discount
-        total_excl = cents(D(total) * 100 / (100 + pct))
+        if exclusive:
+            total_excl, total = total, total + cents(D(total) * pct / 100)
+            price_incl, price_excl = cents(D(price) * (100 + pct) / 100), price
+        else:
+            total_excl = cents(D(total) * 100 / (100 + pct))
+            price_incl, price_excl = price, cents(D(price) * 100 / (100 + pct))
         tg = self.turnover_group(article.get("turnoverGroup", 1)) or {}
-        data = {"quantity": qty_value, "decimalPlaces": places, "price": price,
-                "priceExcl": cents(D(price) * 100 / (100 + pct)), "originalPrice": article.get("priceIncl", 0),
+        data = {"quantity": qty_value, "decimalPlaces": places, "price": price_incl,
+                "priceExcl": price_excl, "originalPrice": article.get("priceIncl", 0),
                 "originalPriceExcl": article.get("priceExcl", 0), "purchasePrice": article.get("purchasePrice"),
                 "turnoverGroup": article.get("turnoverGroup", 1), "turnoverGroupName": tg.get("turnoverGroupName"),
                 "turnoverGroupType": tg.get("turnoverGroupType"),
@@ -1300,8 +1509,12 @@ class Store:
                 else "DISCOUNT-TYPE-EXTERNAL-DISCOUNT")
             if disc_pct is not None:
                 data["discountPercentage"] = disc_pct
-            data["discountAmount"] = discount
-            data["discountAmountExcl"] = cents(D(discount) * 100 / (100 + pct))
+            if exclusive:
+                data["discountAmount"] = cents(D(discount) * (100 + pct) / 100)
+                data["discountAmountExcl"] = discount
+            else:
+                data["discountAmount"] = discount
+                data["discountAmountExcl"] = cents(D(discount) * 100 / (100 + pct))
         data = {k: v for k, v in data.items() if v is not None}
         return {"lineId": str(uuid.uuid4()), "employeeNumber": employee_no, "articleNumber": number,
                 "pluNumber": article.get("pluNumber"), "text": ls.get("text") or article.get("receiptText")
@@ -1331,16 +1544,16 @@ class Store:
                 methods = [p["method"] for p in original["paymentList"]["payment"]]
                 refund = methods[0] if methods else "CASH"
             pairs = [(refund or "CASH", total)]
-        out = []
-        for method, amount in pairs:
-            pm = self.payment_method(method)
-            if pm is None:
-                raise StoreError("payment method %s does not exist" % method)
-            out.append({"paymentId": str(uuid.uuid4()), "financialDate": mplus_date(stamp.date()),
-                        "entryTimestamp": mplus_datetime(stamp), "branchNumber": branch,
-                        "workplaceNumber": workplace, "employeeNumber": employee["employeeNumber"],
-                        "employeeName": employee.get("name", ""), "method": method,
-                        "description": pm["description"], "amount": amount,
-                        "paymentMethodType": pm["type"], "accountNumber": pm.get("accountNumber")})
-        return out
+        return [self._payment(method, amount, branch, workplace, employee, stamp) for method, amount in pairs]
+
+    def _payment(self, method, amount, branch, workplace, employee, stamp):
+        pm = self.payment_method(method)
+        if pm is None:
+            raise StoreError("payment method %s does not exist" % method)
+        return {"paymentId": str(uuid.uuid4()), "financialDate": mplus_date(stamp.date()),
+                "entryTimestamp": mplus_datetime(stamp), "branchNumber": branch,
+                "workplaceNumber": workplace, "employeeNumber": employee["employeeNumber"],
+                "employeeName": employee.get("name", ""), "method": method,
+                "description": pm["description"], "amount": amount,
+                "paymentMethodType": pm["type"], "accountNumber": pm.get("accountNumber")}
 

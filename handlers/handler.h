@@ -40,6 +40,20 @@ void lookup_customer_create(struct run *r);
 void lookup_record_pair(struct task *t, const char *relation, const char *customer,
                         json_t *customer_now, json_t *relation_now);
 
+/*
+ * Records made by the daemon, kept in memory by (what, id) - "relation"
+ * 10002 -> Customer 58 - so concurrent events of one new relation or
+ * article make it once. lookup_claim: true when r is to make it; false when
+ * another run is making it, and then resume runs again once it is released
+ * (lookup_made_id then answers). lookup_release ends a claim with what was
+ * made (NULL: nothing, the next waiter tries). lookup_made records a known
+ * pair without a claim.
+ */
+bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resume);
+void lookup_release(struct run *r, const char *made);
+void lookup_made(const struct task *t, const char *what, const char *id, const char *made);
+const char *lookup_made_id(const struct task *t, const char *what, const char *id);
+
 /* Fingerprint (hex SHA-256) of a record as the mapping toward the other side sees it. */
 bool lookup_fingerprint(struct task *t, const char *mapping, json_t *record, char out[65]);
 

@@ -21,6 +21,159 @@
 #include <string.h>
 #include <strings.h>
 
+/*
+ * What the daemon has made, and what it is making now. Events of different
+ * documents run at once; two sales of one new relation (or of one new
+ * article, or two anonymous sales) would each create the customer. The
+ * first to need a record claims its key; the others wait for it and go on
+ * with what it made. Made records stay known here for the daemon's life, so
+ * the next document costs no lookup. The id map in the store stays the
+ * truth across restarts; this is its in-memory shortcut.
+ */
+struct waiter {
+    struct run *run;
+    step_fn resume;
+    struct waiter *next;
+};
+
+struct made {
+    char key[200];
+    char id[40]; /* "" while being made */
+    bool busy;
+    struct waiter *waiters;
+    struct made *next;
+};
+
+#define MADE_BUCKETS 4096
+static struct made *made_table[MADE_BUCKETS];
+
+static struct made **made_slot(const char *key)
+{
+    unsigned h = 2166136261u;
+    for (const char *p = key; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return &made_table[h % MADE_BUCKETS];
+}
+
+static struct made *made_find(const char *key, bool create)
+{
+    struct made **slot = made_slot(key);
+    for (struct made *m = *slot; m; m = m->next)
+        if (strcmp(m->key, key) == 0)
+            return m;
+    if (!create)
+        return NULL;
+    struct made *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return NULL;
+    gw_strlcpy(m->key, key, sizeof m->key);
+    m->next = *slot;
+    *slot = m;
+    return m;
+}
+
+/* The id made for key, or NULL. */
+static const char *made_id(const char *key)
+{
+    struct made *m = made_find(key, false);
+    return m && m->id[0] ? m->id : NULL;
+}
+
+/*
+ * Claim key for r: true when r is to make it. False when another run is
+ * making it: r waits, and resume runs again once that one has released it.
+ */
+static bool made_claim(const char *key, struct run *r, step_fn resume)
+{
+    struct made *m = made_find(key, true);
+    if (m == NULL || !m->busy) {
+        if (m)
+            m->busy = true;
+        return true;
+    }
+    struct waiter *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return true;
+    w->run = r;
+    w->resume = resume;
+    w->next = m->waiters;
+    m->waiters = w;
+    return false;
+}
+
+/* The claim of key ends; id is what was made (NULL: nothing). Waiters go on. */
+static void made_release(const char *key, const char *id)
+{
+    struct made *m = made_find(key, false);
+    if (m == NULL)
+        return;
+    if (id != NULL)
+        gw_strlcpy(m->id, id, sizeof m->id);
+    m->busy = false;
+    struct waiter *w = m->waiters;
+    m->waiters = NULL;
+    while (w) {
+        struct waiter *next = w->next;
+        w->resume(w->run);
+        free(w);
+        w = next;
+    }
+}
+
+static void made_key(const struct task *t, const char *what, const char *id, char *out,
+                     size_t len)
+{
+    snprintf(out, len, "%s|%s|%s", t->conn->name, what, id);
+}
+
+void lookup_made(const struct task *t, const char *what, const char *id, const char *made)
+{
+    char k[200];
+    made_key(t, what, id, k, sizeof k);
+    struct made *m = made_find(k, true);
+    if (m != NULL)
+        gw_strlcpy(m->id, made, sizeof m->id);
+}
+
+const char *lookup_made_id(const struct task *t, const char *what, const char *id)
+{
+    char k[200];
+    made_key(t, what, id, k, sizeof k);
+    return made_id(k);
+}
+
+static void claim_end(struct run *r)
+{
+    char k[200];
+    gw_strlcpy(k, r->claim, sizeof k);
+    r->claim[0] = '\0';
+    r->claim_end = NULL;
+    made_release(k, NULL);
+}
+
+bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resume)
+{
+    char k[200];
+    made_key(r->t, what, id, k, sizeof k);
+    if (!made_claim(k, r, resume))
+        return false;
+    if (r->claim_end)
+        claim_end(r); /* one claim at a time */
+    gw_strlcpy(r->claim, k, sizeof r->claim);
+    r->claim_end = claim_end;
+    return true;
+}
+
+void lookup_release(struct run *r, const char *made)
+{
+    char k[200];
+    gw_strlcpy(k, r->claim, sizeof k);
+    r->claim[0] = '\0';
+    r->claim_end = NULL;
+    if (k[0])
+        made_release(k, made);
+}
+
 void lookup_idmap_key(const struct task *t, const char *side, const char *id, char *out,
                       size_t len)
 {
@@ -96,12 +249,20 @@ void lookup_customer_mapped(struct run *r)
         run_next(r);
         return;
     }
+    const char *made = lookup_made_id(r->t, "relation", r->relation_number);
+    if (made != NULL && !r->want_customer) {
+        gw_strlcpy(r->customer_id, made, sizeof r->customer_id);
+        run_next(r);
+        return;
+    }
     char k[160];
     lookup_idmap_key(r->t, "relation", r->relation_number, k, sizeof k);
     json_t *pair = task_get_meta(r->t, k);
     gw_strlcpy(r->customer_id, json_string_value(json_object_get(pair, "customer")) ?: "",
                sizeof r->customer_id);
     json_decref(pair);
+    if (r->customer_id[0])
+        lookup_made(r->t, "relation", r->relation_number, r->customer_id);
     if (r->customer_id[0] && r->want_customer)
         qbo_read(r->t->clients->qbo, r->t->conn, "Customer", r->customer_id, mapped_read, r);
     else
@@ -144,13 +305,14 @@ static const char *relation_email(struct run *r)
     return e && e[0] ? e : NULL;
 }
 
-static void email_query(struct run *r, bool any_case);
+static void email_query(struct run *r, bool lower);
 
 /*
- * QuickBooks may compare e-mail addresses with or without regard to case:
- * the first query asks for the address as written (=), the second with LIKE
- * on the address in lower case, and only answers equal to the relation's
- * address ignoring case count, whatever the query matched.
+ * QuickBooks may compare e-mail addresses with or without regard to case.
+ * The query uses LIKE, which is = when QuickBooks minds case and ignores it
+ * when QuickBooks does not; an address with capitals is asked for a second
+ * time in lower case (the form shops and QuickBooks mostly keep). Only
+ * answers equal to the relation's address, ignoring case, count.
  */
 static void email_found(const struct qbo_result *res, void *arg)
 {
@@ -171,7 +333,6 @@ static void email_found(const struct qbo_result *res, void *arg)
         if (have != NULL && strcasecmp(have, email) == 0)
             json_array_append(hits, c);
     }
-    bool asked_any_case = r->email_any_case;
     if (json_array_size(hits) > 1) {
         char ids[256] = "";
         json_array_foreach(hits, i, c)
@@ -198,27 +359,30 @@ static void email_found(const struct qbo_result *res, void *arg)
         return;
     }
     json_decref(hits);
-    if (!asked_any_case) {
+    bool capitals = false;
+    for (const char *p = email; *p; p++)
+        capitals |= *p >= 'A' && *p <= 'Z';
+    if (!r->email_any_case && capitals) {
         email_query(r, true);
         return;
     }
     run_next(r);
 }
 
-static void email_query(struct run *r, bool any_case)
+static void email_query(struct run *r, bool lower)
 {
     const char *email = relation_email(r);
-    char lower[256];
+    char buf[256];
     size_t n = 0;
-    for (; email[n] && n + 1 < sizeof lower; n++)
-        lower[n] = (char)tolower((unsigned char)email[n]);
-    lower[n] = '\0';
-    char *q = qbo_quote(any_case ? lower : email);
+    for (; email[n] && n + 1 < sizeof buf; n++)
+        buf[n] = lower ? (char)tolower((unsigned char)email[n]) : email[n];
+    buf[n] = '\0';
+    char *q = qbo_quote(buf);
     char query[700];
-    snprintf(query, sizeof query, "select * from Customer where PrimaryEmailAddr %s %s",
-             any_case ? "LIKE" : "=", q ? q : "''");
+    snprintf(query, sizeof query, "select * from Customer where PrimaryEmailAddr LIKE %s",
+             q ? q : "''");
     free(q);
-    r->email_any_case = any_case;
+    r->email_any_case = lower;
     qbo_query(r->t->clients->qbo, r->t->conn, query, email_found, r);
 }
 
@@ -267,6 +431,7 @@ static void customer_created(const struct qbo_result *res, void *arg)
     r->customer = json_incref(c);
     r->customer_created = true;
     lookup_record_pair(t, r->relation_number, id, c, r->relation);
+    lookup_release(r, id);
     run_next(r);
 }
 
@@ -280,10 +445,15 @@ static void customer_create(struct run *r)
 
 void lookup_customer_create(struct run *r)
 {
+    const char *made = lookup_made_id(r->t, "relation", r->relation_number);
+    if (!r->customer_id[0] && made != NULL)
+        gw_strlcpy(r->customer_id, made, sizeof r->customer_id);
     if (r->customer_id[0]) {
         run_next(r);
         return;
     }
+    if (!lookup_claim(r, "relation", r->relation_number, lookup_customer_create))
+        return; /* another event is creating this relation's customer */
     char err[512];
     json_t *target = NULL;
     if (map_run(r->t->clients->mapper, r->t->conn, MAP_CUSTOMERS_TO_QBO, r->relation, NULL,
@@ -318,6 +488,7 @@ static void item_known(struct run *r, const char *sku, const char *id, const cha
                        bool remember)
 {
     json_object_set_new(r->items, sku, json_pack("{s:s, s:s}", "id", id, "name", name ?: ""));
+    lookup_made(r->t, "article", sku, id);
     if (remember) {
         char k[160];
         lookup_idmap_key(r->t, "article", sku, k, sizeof k);
@@ -348,6 +519,7 @@ static void item_created(const struct qbo_result *res, void *arg)
     }
     task_note(r->t, "created Item %s for article %s", id, sku);
     item_known(r, sku, id, json_string_value(json_object_get(item, "Name")), true);
+    lookup_release(r, id);
     items_next_missing(r);
 }
 
@@ -378,6 +550,17 @@ static void items_next_missing(struct run *r)
         return;
     }
     const char *sku = json_string_value(json_array_get(left, 0));
+    const char *made = lookup_made_id(r->t, "article", sku);
+    if (made != NULL) {
+        item_known(r, sku, made, "", false);
+        json_decref(left);
+        items_next_missing(r);
+        return;
+    }
+    if (!lookup_claim(r, "article", sku, items_next_missing)) {
+        json_decref(left);
+        return; /* another event is creating this Item */
+    }
     json_t *texts = json_object_get(r->item_texts, sku);
     const char *text = json_string_value(texts) ?: "";
     char name[128];
@@ -446,6 +629,8 @@ void lookup_items(struct run *r)
         lookup_idmap_key(r->t, "article", sku, k, sizeof k);
         json_t *m = task_get_meta(r->t, k);
         const char *id = json_string_value(json_object_get(m, "item"));
+        if (id == NULL)
+            id = lookup_made_id(r->t, "article", sku);
         if (id != NULL)
             item_known(r, sku, id, json_string_value(json_object_get(m, "name")), false);
         json_decref(m);

@@ -79,6 +79,12 @@ static bool has_word(const char *list, const char *word)
     return false;
 }
 
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
 static long doc_version(json_t *doc)
 {
     return (long)json_integer_value(json_object_get(doc, "changeCounter")) * 100000 +
@@ -95,6 +101,8 @@ static const char *table(struct run *r, const char *name, const char *key)
 {
     return str(json_object_get(settings_of(r), name), key);
 }
+
+static const char *tax_code(struct run *r, json_int_t code, char *why, size_t whylen);
 
 /* ---- what the document is ------------------------------------------------------ */
 
@@ -133,7 +141,7 @@ static void sale_begin(struct run *r)
     if (strcmp(s->kind, "order") == 0) {
         const char *cancel = str(doc, "cancelState") ?: "";
         const char *complete = str(doc, "completeState") ?: "";
-        if (strstr(cancel, "COMPLETE") != NULL) {
+        if (ends_with(cancel, "STATE-COMPLETE")) {
             if (s->booked == NULL || json_is_true(json_object_get(s->booked, "voided"))) {
                 run_skip(r, s->booked ? "already voided" : "cancelled before booking");
                 return;
@@ -142,7 +150,7 @@ static void sale_begin(struct run *r)
             run_next(r); /* straight on: the void needs no customer or items */
             return;
         }
-        if (s->booked == NULL && strstr(complete, "-COMPLETE") == NULL) {
+        if (s->booked == NULL && !ends_with(complete, "STATE-COMPLETE")) {
             run_skip(r, "order not complete");
             return;
         }
@@ -162,6 +170,18 @@ static void sale_begin(struct run *r)
             task_note(t, "%s %s is booked as %s %s", s->kind, s->mplus_id, s->entity,
                       str(s->booked, "id") ?: "?");
             run_skip(r, "already booked");
+            return;
+        }
+    }
+    /* Nothing is written while a line's VAT code has no tax code. */
+    json_t *ln;
+    size_t li;
+    json_array_foreach(json_object_get(doc, "lineList"), li, ln)
+    {
+        char why[400];
+        json_t *code = json_object_get(json_object_get(ln, "data"), "vatCode");
+        if (json_is_integer(code) && tax_code(r, json_integer_value(code), why, sizeof why) == NULL) {
+            run_fail(r, OUTCOME_DEAD, "cannot book", "%s %s: %s", s->kind, s->mplus_id, why);
             return;
         }
     }
@@ -230,6 +250,7 @@ static void default_written(const struct qbo_result *res, void *arg)
         return;
     }
     gw_strlcpy(r->customer_id, id, sizeof r->customer_id);
+    lookup_release(r, id);
     char k[160];
     lookup_idmap_key(r->t, "default", "customer", k, sizeof k);
     json_t *v = json_pack("{s:s}", "customer", id);
@@ -248,17 +269,26 @@ static void sale_default_customer(struct run *r)
         run_next(r);
         return;
     }
+    const char *made = lookup_made_id(r->t, "default", "customer");
+    if (made != NULL) {
+        gw_strlcpy(r->customer_id, made, sizeof r->customer_id);
+        run_next(r);
+        return;
+    }
     char k[160];
     lookup_idmap_key(r->t, "default", "customer", k, sizeof k);
     json_t *m = task_get_meta(r->t, k);
     const char *id = str(m, "customer");
     if (id != NULL) {
         gw_strlcpy(r->customer_id, id, sizeof r->customer_id);
+        lookup_made(r->t, "default", "customer", id);
         json_decref(m);
         run_next(r);
         return;
     }
     json_decref(m);
+    if (!lookup_claim(r, "default", "customer", sale_default_customer))
+        return; /* another sale is finding or creating it */
     char *q = qbo_quote(r->t->conn->sales_default_customer);
     char query[600];
     snprintf(query, sizeof query, "select * from Customer where DisplayName = %s", q ? q : "''");

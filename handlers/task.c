@@ -138,6 +138,8 @@ bool task_is_rerun(const struct task *t)
 
 static void run_free(struct run *r)
 {
+    if (r->claim_end)
+        r->claim_end(r);
     json_decref(r->relation);
     json_decref(r->customer);
     json_decref(r->customer_target);

@@ -178,7 +178,7 @@ struct run {
     json_t *customer;         /* the QuickBooks customer, when read */
     json_t *customer_target;  /* what the mapping made of the relation */
     int renames;              /* DisplayName made unique once already */
-    bool email_any_case;      /* the second e-mail query (LIKE, lower case) is running */
+    bool email_any_case;      /* the second e-mail query (in lower case) is running */
     bool customer_created;
 
     /* every article must exist as an Item (lookup.c) */
@@ -188,6 +188,9 @@ struct run {
 
     void *flow;
     void (*flow_free)(void *flow);
+    /* A claim the run holds (lookup_claim), ended with nothing if the run ends first. */
+    char claim[200];
+    void (*claim_end)(struct run *r);
 };
 
 /*

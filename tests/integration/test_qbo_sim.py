@@ -3,8 +3,10 @@
 Starts the simulator as a subprocess and checks through HTTP the behaviours
 the gateway's tests rely on: OAuth (code exchange, refresh-token rotation,
 expiry, revocation), reads and writes with SyncToken, requestid idempotency,
-QBO's validation faults, the query language, CDC, throttling, every injected
-fault kind and signed webhooks.
+QBO's validation faults (references, line amounts, tax totals), payments
+against invoices, void, exact decimal amounts, the query language (with
+case-sensitive '='), CDC, throttling, every injected fault kind and signed
+webhooks.
 
     python3 tests/integration/test_qbo_sim.py [GATEWAY_BINARY] [unittest args]
 
@@ -180,6 +182,27 @@ class SimTest(unittest.TestCase):
     def query(self, statement):
         return self.api("GET", "query?" + urllib.parse.urlencode({"query": statement}))
 
+    def seed(self, entity, obj, realm=REALM):
+        """An object made "in the QuickBooks UI" (control API: no checks)."""
+        return self.control("POST", "/_sim/entity", {"realm": realm, "entity": entity, "object": obj})
+
+    def raw_post(self, path, text):
+        """(status, body bytes) of an API POST whose JSON body is sent exactly as written."""
+        status, _, data = self.http("POST", "/v3/company/%s/%s" % (REALM, path), text,
+                                    {"Authorization": "Bearer " + self.token, "Accept": "application/json",
+                                     "Content-Type": "application/json"})
+        return status, data
+
+    def sales_line(self, amount, item_id="1", **detail):
+        return {"Amount": amount, "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": dict({"ItemRef": {"value": item_id}}, **detail)}
+
+    def payment(self, total, *applied, **fields):
+        """A Payment body: applied is (TxnType, TxnId, Amount) per line."""
+        lines = [{"Amount": amount, "LinkedTxn": [{"TxnId": txn_id, "TxnType": txn_type}]}
+                 for txn_type, txn_id, amount in applied]
+        return dict({"CustomerRef": {"value": "1"}, "TotalAmt": total, "Line": lines}, **fields)
+
     def assertFault(self, status, data, code, http_status=400):
         self.assertEqual(status, http_status, data)
         self.assertEqual(data["Fault"]["Error"][0]["code"], code, data)
@@ -327,6 +350,7 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.create("Item", item)["Name"], "Pump")
 
     def test_sales_receipt_line_amounts_totals_and_doc_numbers(self):
+        self.create("Item", {"Name": "Hours", "Type": "Service"})  # the ItemRef below
         line = {"Amount": 10.01, "DetailType": "SalesItemLineDetail",
                 "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": 3, "UnitPrice": 3.335}}
         receipt = self.create("SalesReceipt", {"DocNumber": "R-1", "Line": [line, dict(line, Amount=10.01)],
@@ -346,6 +370,7 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.assertFault(status, data, "6140")["Message"], "Duplicate Document Number Error")
 
     def test_void_and_delete(self):
+        self.create("Item", {"Name": "Hours", "Type": "Service"})  # the ItemRef below
         line = {"Amount": 5, "DetailType": "SalesItemLineDetail",
                 "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": 1, "UnitPrice": 5}}
         receipt = self.create("SalesReceipt", {"Line": [line]})
@@ -372,6 +397,162 @@ class SimTest(unittest.TestCase):
                              ["QueryResponse"]["Customer"]), 1)
         self.create("Customer", {"DisplayName": "Thrifty Meats"})  # the name is free again
 
+    def test_void_covers_refunds_credit_memos_and_invoices(self):
+        self.create("Item", {"Name": "Hours", "Type": "Service"})
+        for entity in ("Invoice", "RefundReceipt", "CreditMemo", "SalesReceipt"):
+            doc = self.create(entity, {"Line": [self.sales_line(8)], "TxnTaxDetail": {"TotalTax": 1}})
+            self.assertEqual(doc["TotalAmt"], 9, entity)
+            status, data, _ = self.api("POST", entity.lower() + "?operation=void",
+                                       {"Id": doc["Id"], "SyncToken": "0"})
+            self.assertEqual(status, 200, data)
+            voided = data[entity]
+            self.assertEqual((voided["PrivateNote"], voided["TotalAmt"], voided["Balance"],
+                              voided["TxnTaxDetail"]["TotalTax"], voided["Line"][0]["Amount"]),
+                             ("Voided", 0, 0, 0, 0), entity)
+        customer = self.create("Customer", {"DisplayName": "Not Voidable"})
+        status, data, _ = self.api("POST", "customer?operation=void", {"Id": customer["Id"], "SyncToken": "0"})
+        self.assertEqual(self.assertFault(status, data, "500")["Message"], "Unsupported Operation")
+
+    # -- references, tax, payments and exact amounts --
+
+    def test_references_must_name_stored_objects(self):
+        self.create("Customer", {"DisplayName": "Cool Cars"})           # Customer 1
+        self.create("Item", {"Name": "Hours", "Type": "Service"})       # Item 1
+        self.create("Item", {"Name": "Old Stock", "Type": "Service"})   # Item 2
+        self.seed("TaxCode", {"Id": "3", "Name": "21% S"})             # TaxCode create is not in the API
+        good = [self.sales_line(10, TaxCodeRef={"value": "TAX"}), self.sales_line(5, TaxCodeRef={"value": "NON"}),
+                self.sales_line(2, TaxCodeRef={"value": "3"})]
+        receipt = self.create("SalesReceipt", {"CustomerRef": {"value": "1"}, "Line": good})
+        self.assertEqual(receipt["TotalAmt"], 17)
+
+        def refused(entity, body, element):
+            status, data, _ = self.api("POST", entity.lower(), body)
+            error = self.assertFault(status, data, "2500")
+            self.assertEqual((error["Message"], error["element"]), ("Invalid Reference Id", element), entity)
+            self.assertTrue(error["Detail"].startswith("Invalid Reference Id : "), error)
+            return error
+
+        refused("SalesReceipt", {"Line": [good[0], self.sales_line(1, item_id="99")]},
+                "Line[2].SalesItemLineDetail.ItemRef")
+        refused("Invoice", {"Line": [self.sales_line(1, TaxCodeRef={"value": "7"})]},
+                "Line[1].SalesItemLineDetail.TaxCodeRef")
+        for entity in ("SalesReceipt", "Invoice", "RefundReceipt", "CreditMemo"):
+            refused(entity, {"CustomerRef": {"value": "42"}, "Line": good}, "CustomerRef")
+        refused("Payment", self.payment(1, CustomerRef={"value": "42"}), "CustomerRef")
+
+        # A deleted (inactive) item or customer is refused too, also when an old
+        # transaction that uses it is modified.
+        self.api("POST", "item?operation=delete", {"Id": "2", "SyncToken": "0"})
+        error = refused("SalesReceipt", {"Line": [self.sales_line(1, item_id="2")]},
+                        "Line[1].SalesItemLineDetail.ItemRef")
+        self.assertIn("Item assigned to this transaction has been deleted", error["Detail"])
+        self.assertIn("you must restore Old Stock (deleted).", error["Detail"])
+        self.api("POST", "customer?operation=delete", {"Id": "1", "SyncToken": "0"})
+        error = refused("SalesReceipt", dict(receipt, sparse=True), "CustomerRef")
+        self.assertIn("you must restore Cool Cars (deleted).", error["Detail"])
+
+        # Changes "in the QuickBooks UI" are not checked.
+        stored = self.seed("SalesReceipt", {"CustomerRef": {"value": "42"}, "Line": [self.sales_line(3, "99")]})
+        self.assertEqual(stored["TotalAmt"], 3)
+
+    def test_tax_lines_must_add_up_to_total_tax(self):
+        self.create("Item", {"Name": "Hours", "Type": "Service"})
+        tax_line = {"Amount": 2.10, "DetailType": "TaxLineDetail",
+                    "TaxLineDetail": {"TaxRateRef": {"value": "999"}, "PercentBased": True, "TaxPercent": 21,
+                                      "NetAmountTaxable": 10}}
+        # Line amounts are net; TaxInclusiveAmt is accepted and changes no total.
+        receipt = self.create("SalesReceipt", {
+            "GlobalTaxCalculation": "TaxInclusive",
+            "Line": [self.sales_line(10, Qty=1, UnitPrice=10, TaxInclusiveAmt=12.10)],
+            "TxnTaxDetail": {"TotalTax": 2.10, "TaxLine": [tax_line]}})
+        self.assertEqual(receipt["TotalAmt"], 12.10)
+        self.assertEqual(receipt["Line"][0]["SalesItemLineDetail"]["TaxInclusiveAmt"], 12.10)
+        self.assertEqual(receipt["GlobalTaxCalculation"], "TaxInclusive")
+
+        split = [dict(tax_line, Amount=1.00), dict(tax_line, Amount=1.05)]
+        status, data, _ = self.api("POST", "salesreceipt", {"Line": [self.sales_line(10)],
+                                                            "TxnTaxDetail": {"TotalTax": 2.10, "TaxLine": split}})
+        error = self.assertFault(status, data, "6000")
+        self.assertEqual(error["element"], "TxnTaxDetail.TotalTax")
+        self.assertIn("TotalTax 2.1 is not the sum of the TaxLine amounts (2.05)", error["Detail"])
+        # Without TotalTax it is the sum of the tax lines.
+        receipt = self.create("SalesReceipt", {"Line": [self.sales_line(10)], "TxnTaxDetail": {"TaxLine": split}})
+        self.assertEqual((receipt["TxnTaxDetail"]["TotalTax"], receipt["TotalAmt"]), (2.05, 12.05))
+
+    def test_payments_reduce_and_restore_invoice_balances(self):
+        self.create("Customer", {"DisplayName": "Cool Cars"})
+        self.create("Item", {"Name": "Hours", "Type": "Service"})
+        invoice = self.create("Invoice", {"CustomerRef": {"value": "1"},
+                                          "Line": [self.sales_line(60), self.sales_line("40.00")]})
+        self.assertEqual((invoice["TotalAmt"], invoice["Balance"]), (100, 100))
+
+        def balance():
+            return self.api("GET", "invoice/" + invoice["Id"])[1]["Invoice"]["Balance"]
+
+        status, data, _ = self.api("POST", "payment", self.payment(None, ("Invoice", invoice["Id"], 30)))
+        self.assertEqual(self.assertFault(status, data, "2020")["element"], "TotalAmt")
+
+        first = self.create("Payment", self.payment(30, ("Invoice", invoice["Id"], 30)))
+        self.assertEqual((first["TotalAmt"], first["UnappliedAmt"], balance()), (30, 0, 70))
+
+        status, data, _ = self.api("POST", "payment", self.payment("80.00", ("Invoice", invoice["Id"], "80.00")))
+        error = self.assertFault(status, data, "6000")
+        self.assertEqual(error["element"], "Line[1].Amount")
+        self.assertIn("more than its open balance (70)", error["Detail"])
+        status, data, _ = self.api("POST", "payment", self.payment(5, ("Invoice", "999", 5)))
+        self.assertEqual(self.assertFault(status, data, "2500")["element"], "Line[1].LinkedTxn[1].TxnId")
+        status, data, _ = self.api("POST", "payment", self.payment(10, ("Invoice", invoice["Id"], 20)))
+        self.assertEqual(self.assertFault(status, data, "6000")["element"], "TotalAmt")
+        self.assertEqual(balance(), 70, "refused payments change nothing")
+
+        second = self.create("Payment", self.payment(75, ("Invoice", invoice["Id"], 70)))
+        self.assertEqual((second["UnappliedAmt"], balance()), (5, 0))
+        # An update of the invoice keeps what is paid; an update of a payment
+        # gives back what its old version applied.
+        self.create("Invoice", {"Id": invoice["Id"], "SyncToken": "0", "sparse": True, "PrivateNote": "paid"})
+        self.assertEqual(balance(), 0)
+        second = self.create("Payment", dict(self.payment(50, ("Invoice", invoice["Id"], 50)),
+                                             Id=second["Id"], SyncToken="0"))
+        self.assertEqual(balance(), 20)
+
+        status, data, _ = self.api("POST", "payment?operation=void", {"Id": first["Id"], "SyncToken": "0"})
+        self.assertEqual(status, 200, data)
+        self.assertEqual((data["Payment"]["TotalAmt"], data["Payment"]["PrivateNote"]), (0, "Voided"))
+        self.assertEqual(balance(), 50)
+        status, data, _ = self.api("POST", "payment?operation=delete", {"Id": second["Id"], "SyncToken": "1"})
+        self.assertEqual(status, 200, data)
+        self.assertEqual(balance(), 100)
+
+        # A credit memo's credit can pay an invoice: it counts against the payment.
+        memo = self.create("CreditMemo", {"CustomerRef": {"value": "1"}, "Line": [self.sales_line(25)]})
+        self.assertEqual(memo["Balance"], 25)
+        paid = self.create("Payment", self.payment(0, ("Invoice", invoice["Id"], 25), ("CreditMemo", memo["Id"], 25)))
+        self.assertEqual((paid["UnappliedAmt"], balance(),
+                          self.api("GET", "creditmemo/" + memo["Id"])[1]["CreditMemo"]["Balance"]), (0, 75, 0))
+
+    def test_amounts_are_exact_decimals(self):
+        self.create("Item", {"Name": "Hours", "Type": "Service"})
+        # 0.530 x 18.7736 = 9.950008: Amount 9.95 is right, 9.96 is not.
+        for qty, price, amount in ((0.530, 18.7736, 9.95), ("0.530", "18.7736", "9.95")):
+            receipt = self.create("SalesReceipt", {"Line": [self.sales_line(amount, Qty=qty, UnitPrice=price)]})
+            self.assertEqual(receipt["TotalAmt"], 9.95)
+        status, data, _ = self.api("POST", "salesreceipt",
+                                   {"Line": [self.sales_line(9.96, Qty=0.530, UnitPrice=18.7736)]})
+        self.assertFault(status, data, "6070")
+        # Parsed as a float this Amount would be 9.95 and pass.
+        status, data = self.raw_post("salesreceipt", '{"Line":[{"Amount":9.950000000000000001,"DetailType":'
+                                     '"SalesItemLineDetail","SalesItemLineDetail":{"ItemRef":{"value":"1"},'
+                                     '"Qty":0.530,"UnitPrice":18.7736}}]}')
+        self.assertEqual((status, json.loads(data)["Fault"]["Error"][0]["code"]), (400, "6070"), data)
+        # Answers carry numbers, not strings, with every digit that was sent.
+        status, data = self.raw_post("salesreceipt", '{"Line":[{"Amount":"9.95","DetailType":'
+                                     '"SalesItemLineDetail","SalesItemLineDetail":{"ItemRef":{"value":"1"},'
+                                     '"Qty":"0.530","UnitPrice":"18.7736","TaxInclusiveAmt":12.345678901234567891}}]}')
+        self.assertEqual(status, 200, data)
+        for text in (b'"Amount":9.95,', b'"Qty":0.53,', b'"UnitPrice":18.7736',
+                     b'"TaxInclusiveAmt":12.345678901234567891', b'"TotalAmt":9.95'):
+            self.assertIn(text, data)
+
     # -- queries and CDC --
 
     def test_query_escaping(self):
@@ -385,7 +566,7 @@ class SimTest(unittest.TestCase):
         self.assertEqual((response["startPosition"], response["maxResults"]), (1, 1))
         status, data, _ = self.query("select * from customer where DisplayName = 'Back\\\\slash'")
         self.assertEqual(data["QueryResponse"]["Customer"][0]["DisplayName"], "Back\\slash")
-        status, data, _ = self.query("SELECT * FROM Customer WHERE PrimaryEmailAddr = 'birds@intuit.com'")
+        status, data, _ = self.query("SELECT * FROM Customer WHERE PrimaryEmailAddr = 'Birds@Intuit.com'")
         self.assertEqual(len(data["QueryResponse"]["Customer"]), 1)
 
         status, data, _ = self.query("SELECT * FROM Customer WHERE DisplayName = 'Amy's Bird Sanctuary'")
@@ -396,6 +577,31 @@ class SimTest(unittest.TestCase):
         self.assertFault(status, data, "4000")
         status, data, _ = self.query("SELECT * FROM Customer WHERE Colour = 'red'")
         self.assertFault(status, data, "4001")
+
+    def test_query_equals_is_case_sensitive_unless_configured(self):
+        self.create("Customer", {"DisplayName": "Amy's Bird Sanctuary",
+                                 "PrimaryEmailAddr": {"Address": "Birds@Intuit.com"}})
+        self.assertIs(self.control("POST", "/_sim/config", {})["query_equals_case_sensitive"], True)
+
+        def found(where):
+            status, data, _ = self.query("SELECT * FROM Customer WHERE " + where)
+            self.assertEqual(status, 200, data)
+            return len(data["QueryResponse"].get("Customer", []))
+
+        self.assertEqual(found("PrimaryEmailAddr = 'birds@intuit.com'"), 0)
+        self.assertEqual(found("PrimaryEmailAddr IN ('birds@intuit.com')"), 0)
+        self.assertEqual(found("DisplayName = 'amy\\'s bird sanctuary'"), 0)
+        self.assertEqual(found("PrimaryEmailAddr = 'Birds@Intuit.com'"), 1)
+        self.assertEqual(found("PrimaryEmailAddr LIKE 'birds@%'"), 1, "LIKE ignores case")
+
+        answer = self.control("POST", "/_sim/config", {"query_equals_case_sensitive": False})
+        self.assertIs(answer["query_equals_case_sensitive"], False)
+        self.assertEqual(found("PrimaryEmailAddr = 'birds@intuit.com'"), 1)
+        self.assertEqual(found("PrimaryEmailAddr IN ('x@y.z', 'BIRDS@intuit.com')"), 1)
+        status, _, _ = self.http("POST", "/_sim/config", {"query_equals_case_sensitive": "no"})
+        self.assertEqual(status, 400)
+        self.control("POST", "/_sim/reset")
+        self.assertIs(self.control("POST", "/_sim/config", {})["query_equals_case_sensitive"], True)
 
     def test_query_paging_filters_and_count(self):
         for name in ("Delta", "alpha", "Echo", "Bravo", "Charlie"):

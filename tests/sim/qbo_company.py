@@ -4,8 +4,11 @@ Holds the entities of one realm and applies QBO's rules when they are
 written: Ids and SyncTokens, sparse versus full updates, delete and void, the
 unknown-property check against Intuit's schema (2010), unique display names
 (6240), document numbers (6140), the line-amount rule of sales documents
-(6070), queries and change data capture.  Every rule answers with the fault
-shape of the real fixtures in tests/fixtures/quickbooks/.
+(6070), references to items, tax codes, customers and linked transactions
+(2500), the tax total (6000), payments against invoices and credit memos,
+queries and change data capture.  Every rule answers with the fault shape of
+the real fixtures in tests/fixtures/quickbooks/.  Amounts are Decimal from the
+request body to the answer, never float.
 
 Nothing here is thread-safe on its own: callers hold Company.lock.
 """
@@ -33,8 +36,18 @@ UNIQUE_NAME_ENTITIES = ("Item", "Account", "PaymentMethod", "Term", "Class", "De
 FORBIDDEN_NAME_CHARS = (":", "\t", "\n")
 # Sales documents whose DocNumber must be unique per type.
 DOC_NUMBER_UNIQUE = ("SalesReceipt", "Invoice", "CreditMemo", "RefundReceipt")
-# Transactions that ?operation=void applies to.
-VOIDABLE = ("SalesReceipt", "Invoice", "Payment")
+# Transactions that ?operation=void applies to.  The research notes show void
+# only for SalesReceipt (rest/salesreceipt_void.json) and name Invoice and
+# Payment; they are silent on RefundReceipt and CreditMemo, allowed here too.
+VOIDABLE = ("SalesReceipt", "Invoice", "Payment", "RefundReceipt", "CreditMemo")
+# Writes whose references are checked against stored objects (2500).
+REFERENCE_CHECKED = ("SalesReceipt", "Invoice", "RefundReceipt", "CreditMemo", "Payment")
+# TaxCodeRef values a US company accepts without a stored TaxCode
+# (rest/salesreceipt_create.json uses "NON"; Automated Sales Tax uses TAX/NON).
+US_TAX_CODES = ("TAX", "NON")
+# What a Payment line can be linked to, and the sign of the line in the
+# payment: an invoice is paid (+), a credit memo's credit is used up (-).
+PAYMENT_LINKABLE = {"Invoice": 1, "CreditMemo": -1}
 # Sales documents that stay open for payment: Balance = TotalAmt.
 OPEN_BALANCE = ("Invoice", "CreditMemo")
 # Sales documents paid on the spot: Balance = 0.
@@ -72,15 +85,31 @@ def parse_time(text):
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.timezone.utc)
 
 
-def _json_default(value):
+def _decimal_text(value):
+    """A Decimal as the text of a JSON number, exactly: 10 for 10.00, 9.950008, never 1E+1."""
+    if not value.is_finite():
+        raise TypeError("not JSON serialisable: %r" % (value,))
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def _encode(value):
+    # json.dumps can only turn a Decimal into a float (not exact), so the
+    # containers are walked here and everything else is left to json.dumps.
     if isinstance(value, D):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError("not JSON serialisable: %r" % (value,))
+        return _decimal_text(value)
+    if isinstance(value, dict):
+        return "{%s}" % ",".join("%s:%s" % (json.dumps(k if isinstance(k, str) else str(k), ensure_ascii=False),
+                                            _encode(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[%s]" % ",".join(_encode(v) for v in value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def dumps(obj):
-    """Compact JSON bytes; Decimal amounts become JSON numbers."""
-    return json.dumps(obj, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON bytes; Decimal amounts become JSON numbers with their exact digits."""
+    return _encode(obj).encode()
 
 
 def loads(data):
@@ -133,6 +162,29 @@ def unsupported_operation(what):
 def malformed(detail):
     return Fault("2010", "Request has invalid or unsupported property",
                  "Property Name:%s specified is unsupported or invalid" % detail)
+
+
+# The tail of the 610 fixture's Detail; integrators report it after "Invalid
+# Reference Id : " for code 2500 (intuit/QuickBooks-V3-PHP-SDK#95, #110).
+INACTIVE_TEXT = ("Something you're trying to use has been made inactive. "
+                 "Check the fields with accounts, customers, items, vendors or employees.")
+
+
+def invalid_reference(element, detail=INACTIVE_TEXT):
+    # No fixture: code, Message and Detail as integrators report them (see
+    # INACTIVE_TEXT); element names the field, with the line as for 6070.
+    return Fault("2500", "Invalid Reference Id", "Invalid Reference Id : " + detail, element)
+
+
+def business_validation(detail, element=None):
+    # 6000 is QBO's generic business rule code (shared/docs §2.5); no fixture.
+    return Fault("6000", "A business validation error has occurred while processing your request",
+                 "Business Validation Error: " + detail, element)
+
+
+def _money(value):
+    """An amount for a Detail text: 9.95, 100, never 1E+2."""
+    return _decimal_text(D(value))
 
 
 def _number(value, element):
@@ -192,8 +244,12 @@ class Company:
         rows += [self._tombstone_view(t) for t in self.tombstones.get(entity, {}).values()]
         return sorted(rows, key=lambda o: int(o["Id"]))
 
-    def query(self, text):
-        """The body of a query answer (without "time"); raises Fault."""
+    def query(self, text, equals_case_sensitive=True):
+        """The body of a query answer (without "time"); raises Fault.
+
+        equals_case_sensitive: whether '=' and IN compare strings exactly
+        (the runtime setting query_equals_case_sensitive).
+        """
         try:
             q, entity = self._parse_query(text)
         except qbo_query.QueryError as e:
@@ -203,7 +259,7 @@ class Company:
         if self._has_field(entity, "Active") and not mentions_active:
             # Like QBO, a name list query returns active objects unless it asks about Active.
             rows = [r for r in rows if r.get("Active") is not False]
-        page, total = qbo_query.run(q, rows)
+        page, total = qbo_query.run(q, rows, equals_case_sensitive)
         if q.count:
             return {"QueryResponse": {"totalCount": total}}
         if not page:
@@ -269,6 +325,7 @@ class Company:
                     "MetaData": {"CreateTime": meta_time(stamp), "LastUpdatedTime": meta_time(stamp)}})
         self._derive(entity, obj, None, validate)
         self.objects.setdefault(entity, {})[obj_id] = obj
+        self._payment_written(entity, None, obj)
         return copy.deepcopy(obj), "Create"
 
     def update(self, entity, body, stamp):
@@ -290,6 +347,7 @@ class Company:
         if self.is_transaction(entity):
             del self.objects[entity][current["Id"]]
             self.tombstones.setdefault(entity, {})[current["Id"]] = {"Id": current["Id"], "deleted_at": stamp}
+            self._payment_written(entity, current, None)  # a deleted payment gives the balances back
             return {"domain": "QBO", "status": "Deleted", "Id": current["Id"]}, "Delete"
         if not self._has_field(entity, "Active"):
             raise unsupported_operation("delete")
@@ -304,17 +362,22 @@ class Company:
         current = self._current_for_write(entity, body)
         obj = copy.deepcopy(current)
         # rest/salesreceipt_void.json: amounts and quantities zeroed, PrivateNote "Voided".
+        # A voided payment's lines apply nothing, so its invoices are open again.
         for line in obj.get("Line", []):
             line["Amount"] = 0
             detail = line.get("SalesItemLineDetail")
             if detail is not None:
-                detail.update({k: 0 for k in ("Qty", "UnitPrice") if k in detail})
+                detail.update({k: 0 for k in ("Qty", "UnitPrice", "TaxInclusiveAmt") if k in detail})
         obj["PrivateNote"] = "Voided"
         obj["TotalAmt"] = 0
-        if "Balance" in obj:
-            obj["Balance"] = 0
+        for key in ("Balance", "UnappliedAmt"):
+            if key in obj:
+                obj[key] = 0
         if "TxnTaxDetail" in obj:
             obj["TxnTaxDetail"]["TotalTax"] = 0
+            for tax_line in obj["TxnTaxDetail"].get("TaxLine", []):
+                if isinstance(tax_line, dict) and "Amount" in tax_line:
+                    tax_line["Amount"] = 0
         return self._store_version(entity, obj, current, stamp), "Void"
 
     def put_direct(self, entity, body, stamp):
@@ -356,6 +419,7 @@ class Company:
         obj["SyncToken"] = str(int(current["SyncToken"]) + 1)
         obj["MetaData"] = {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": meta_time(stamp)}
         self.objects[entity][obj["Id"]] = obj
+        self._payment_written(entity, current, obj)
         return copy.deepcopy(obj)
 
     def _check_properties(self, entity, body):
@@ -376,8 +440,12 @@ class Company:
             self._derive_list_name(entity, obj, validate)
         if self._has_field(entity, "Active"):
             obj.setdefault("Active", True)
+        if validate and entity in REFERENCE_CHECKED:
+            self._check_references(obj)
         if self._is_sales(entity):
             self._derive_sales(entity, obj, validate)
+        elif entity == "Payment":
+            self._derive_payment(obj, validate)
 
     def _derive_name(self, entity, obj, current, validate):
         if not obj.get("DisplayName"):
@@ -436,8 +504,13 @@ class Company:
                 continue  # a comment line: its amount, if any, does not count
             if validate and "Amount" not in line:
                 raise required("Line.Amount")
-            amount = _number(line.get("Amount", 0), "Amount")
+            # Amounts may arrive as JSON numbers or decimal strings; QBO answers numbers.
+            line["Amount"] = amount = _number(line.get("Amount", 0), "Amount")
             detail = line.get("SalesItemLineDetail")
+            if isinstance(detail, dict):
+                # TaxInclusiveAmt (the gross of a tax-inclusive line) is kept as sent: no total uses it.
+                detail.update({k: _number(detail[k], k) for k in ("Qty", "UnitPrice", "TaxInclusiveAmt")
+                               if k in detail})
             if validate and detail and "Qty" in detail and "UnitPrice" in detail:
                 expected = (_number(detail["Qty"], "Qty") * _number(detail["UnitPrice"], "UnitPrice")).quantize(
                     CENT, decimal.ROUND_HALF_UP)
@@ -449,15 +522,146 @@ class Company:
             subtotal += -amount if line.get("DetailType") == "DiscountLineDetail" else amount
         lines.append({"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}})
         obj["Line"] = lines
-        tax = obj.setdefault("TxnTaxDetail", {"TotalTax": 0}).get("TotalTax", 0)
-        obj["TotalAmt"] = subtotal + _number(tax, "TotalTax")
+        # Line amounts are tax-exclusive whatever GlobalTaxCalculation says (so QBO
+        # answers for non-US companies): the tax comes on top.
+        obj["TotalAmt"] = subtotal + self._derive_tax(obj, validate)
         if entity in OPEN_BALANCE:
-            obj["Balance"] = obj["TotalAmt"]
+            obj["Balance"] = self._open_balance(entity, obj)  # less what payments applied already
         elif entity in PAID_ON_ISSUE:
             obj["Balance"] = 0
         obj.setdefault("TxnDate", now().date().isoformat())
         obj.setdefault("CurrencyRef", copy.deepcopy(USD))
         self._derive_doc_number(entity, obj, validate)
+
+    def _derive_tax(self, obj, validate):
+        """TxnTaxDetail.TotalTax as Decimal; it must be the sum of the TaxLine amounts given.
+
+        Without TotalTax it is that sum (0 without tax lines).  A tax line's
+        TaxLineDetail.TaxRateRef is not checked: the simulator knows no rates.
+        """
+        detail = obj.setdefault("TxnTaxDetail", {})
+        if not isinstance(detail, dict):
+            raise malformed("TxnTaxDetail=%r is not an object" % (detail,))
+        tax_lines = [t for t in detail.get("TaxLine") or [] if isinstance(t, dict) and "Amount" in t]
+        for tax_line in tax_lines:
+            tax_line["Amount"] = _number(tax_line["Amount"], "TaxLine.Amount")
+        line_sum = sum((t["Amount"] for t in tax_lines), D(0))
+        detail["TotalTax"] = total = _number(detail.get("TotalTax", line_sum), "TotalTax")
+        if validate and tax_lines and total != line_sum:
+            raise business_validation("TotalTax %s is not the sum of the TaxLine amounts (%s)."
+                                      % (_money(total), _money(line_sum)), "TxnTaxDetail.TotalTax")
+        return total
+
+    def _check_references(self, obj):
+        """Refuse a CustomerRef, ItemRef or TaxCodeRef naming no stored object, or a deleted one.
+
+        Lines are numbered as for 6070 (the subtotal line does not count).
+        Payment lines' LinkedTxn are checked in _derive_payment.
+        """
+        self._referenced("Customer", obj, "CustomerRef", "CustomerRef")
+        lines = [l for l in obj.get("Line") or [] if isinstance(l, dict)
+                 and l.get("DetailType") != "SubTotalLineDetail"]
+        for number, line in enumerate(lines, 1):
+            detail = line.get("SalesItemLineDetail")
+            if not isinstance(detail, dict):
+                continue
+            where = "Line[%d].SalesItemLineDetail." % number
+            self._referenced("Item", detail, "ItemRef", where + "ItemRef")
+            tax_code = detail.get("TaxCodeRef")
+            if not (isinstance(tax_code, dict) and tax_code.get("value") in US_TAX_CODES):
+                self._referenced("TaxCode", detail, "TaxCodeRef", where + "TaxCodeRef")
+
+    def _referenced(self, entity, holder, key, element):
+        """The stored object holder[key] names (None without the key); raises 2500."""
+        if key not in holder:
+            return None
+        ref = holder[key]
+        value = ref.get("value") if isinstance(ref, dict) else ref
+        target = self.objects.get(entity, {}).get(str(value)) if value not in (None, "") else None
+        if target is None:
+            raise invalid_reference(element)
+        if target.get("Active") is False:
+            # Wording as an integrator quotes it for a deleted customer (no fixture).
+            name = str(target.get("DisplayName") or target.get("Name") or target["Id"])
+            if not name.endswith(" (deleted)"):
+                name += " (deleted)"
+            raise invalid_reference(element, "%s assigned to this transaction has been deleted. Before you can "
+                                             "modify this transaction, you must restore %s." % (entity, name))
+        return target
+
+    # -- payments --
+
+    def _derive_payment(self, obj, validate):
+        """TotalAmt, the amounts applied to linked invoices and credit memos, UnappliedAmt.
+
+        A line's Amount applies to each Invoice or CreditMemo in its LinkedTxn
+        (QBO's payment lines link one each).  The balances of those are
+        recomputed from all stored payments once this one is stored
+        (_payment_written), so an update, void or delete gives back what the
+        old version applied.  Other TxnTypes are kept and change nothing.
+        """
+        if validate and obj.get("TotalAmt") in (None, ""):
+            raise required("TotalAmt")
+        obj["TotalAmt"] = total = _number(obj.get("TotalAmt", 0), "TotalAmt")
+        applied, first_line, net = {}, {}, D(0)   # (type, Id) -> amount / line number
+        for number, line in enumerate(obj.get("Line") or [], 1):
+            if not isinstance(line, dict):
+                continue
+            if validate and "Amount" not in line:
+                raise required("Line.Amount")
+            line["Amount"] = amount = _number(line.get("Amount", 0), "Amount")
+            for link_number, link in enumerate(line.get("LinkedTxn") or [], 1):
+                if not isinstance(link, dict) or link.get("TxnType") not in PAYMENT_LINKABLE:
+                    continue
+                key = (link["TxnType"], str(link.get("TxnId", "")))
+                if validate and key[1] not in self.objects.get(key[0], {}):
+                    raise invalid_reference("Line[%d].LinkedTxn[%d].TxnId" % (number, link_number))
+                applied[key] = applied.get(key, D(0)) + amount
+                first_line.setdefault(key, number)
+                net += PAYMENT_LINKABLE[key[0]] * amount
+        if validate:
+            for key, amount in applied.items():
+                open_balance = self._open_balance(key[0], self.objects[key[0]][key[1]], skip_payment=obj["Id"])
+                if amount > open_balance:
+                    # No fixture for this rule: QBO's generic business rule code.
+                    raise business_validation("The amount applied to %s %s (%s) is more than its open balance (%s)."
+                                              % (key[0], key[1], _money(amount), _money(open_balance)),
+                                              "Line[%d].Amount" % first_line[key])
+            if net > total:
+                raise business_validation("TotalAmt %s is less than the amount applied to transactions (%s)."
+                                          % (_money(total), _money(net)), "TotalAmt")
+        obj["UnappliedAmt"] = max(D(0), total - net)
+        obj.setdefault("TxnDate", now().date().isoformat())
+        obj.setdefault("CurrencyRef", copy.deepcopy(USD))
+
+    @staticmethod
+    def _payment_links(payment):
+        """(TxnType, TxnId, line Amount) of every invoice or credit memo a payment version links."""
+        for line in (payment or {}).get("Line") or []:
+            if not isinstance(line, dict):
+                continue
+            for link in line.get("LinkedTxn") or []:
+                if isinstance(link, dict) and link.get("TxnType") in PAYMENT_LINKABLE:
+                    yield link["TxnType"], str(link.get("TxnId", "")), line.get("Amount", 0)
+
+    def _open_balance(self, entity, txn, skip_payment=None):
+        """TotalAmt of an invoice or credit memo less what stored payments apply to it, never below 0."""
+        applied = D(0)
+        for payment in self.objects.get("Payment", {}).values():
+            if payment["Id"] != skip_payment:
+                applied += sum((_number(amount, "Amount") for txn_type, txn_id, amount in self._payment_links(payment)
+                                if (txn_type, txn_id) == (entity, txn["Id"])), D(0))
+        return max(D(0), _number(txn.get("TotalAmt", 0), "TotalAmt") - applied)
+
+    def _payment_written(self, entity, old, new):
+        """After a payment is stored, voided or deleted: the balances of what either version links."""
+        if entity != "Payment":
+            return
+        touched = {(t, i) for version in (old, new) for t, i, _ in self._payment_links(version)}
+        for txn_type, txn_id in touched:
+            txn = self.objects.get(txn_type, {}).get(txn_id)
+            if txn is not None:
+                txn["Balance"] = self._open_balance(txn_type, txn)
 
     def _derive_doc_number(self, entity, obj, validate):
         others = [o for o in self.objects.get(entity, {}).values() if o["Id"] != obj["Id"]]

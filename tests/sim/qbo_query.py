@@ -16,6 +16,11 @@ unescaped quote ends the literal so the rest fails to parse (fault 4000,
 QueryParserError), and typographic quotes or dashes are a lexical error even
 inside a literal (reported by integrators: quickbooks-ruby#309, PHP SDK #397).
 Field paths use dots (PrimaryEmailAddr.Address, MetaData.LastUpdatedTime).
+
+String comparison: '=' and IN are case-sensitive unless the caller asks
+otherwise (real QBO differs by field, so a test can prove the gateway does not
+lean on case-insensitive matching); LIKE is case-insensitive, and <, >, <=,
+>= and ORDERBY compare text ignoring case.
 """
 
 import datetime
@@ -295,7 +300,7 @@ def _sort_key(value):
     return (4, text.lower())
 
 
-def _compare(actual, op, wanted):
+def _compare(actual, op, wanted, equals_case_sensitive=True):
     if actual is None:
         return False
     if isinstance(actual, bool) or isinstance(wanted, bool):
@@ -304,6 +309,8 @@ def _compare(actual, op, wanted):
     if a[0] != w[0]:
         # Mixed kinds (e.g. a number field against a quoted string): compare text.
         a, w = (4, str(actual).lower()), (4, str(wanted).lower())
+    if op == "=" and a[0] == 4 and equals_case_sensitive:
+        return str(actual) == str(wanted)
     return {"=": a == w, "<": a < w, ">": a > w, "<=": a <= w, ">=": a >= w}[op]
 
 
@@ -314,26 +321,26 @@ def _like(actual, pattern):
     return re.fullmatch(regex, str(actual), re.IGNORECASE | re.DOTALL) is not None
 
 
-def matches(obj, conditions):
+def matches(obj, conditions, equals_case_sensitive=True):
     for field, op, wanted in conditions:
         actual = field_value(obj, field)
         if op == "LIKE":
             ok = _like(actual, wanted)
         elif op == "IN":
-            ok = any(_compare(actual, "=", w) for w in wanted)
+            ok = any(_compare(actual, "=", w, equals_case_sensitive) for w in wanted)
         else:
-            ok = _compare(actual, op, wanted)
+            ok = _compare(actual, op, wanted, equals_case_sensitive)
         if not ok:
             return False
     return True
 
 
-def run(query, objects):
+def run(query, objects, equals_case_sensitive=True):
     """Rows of one page: filter, order (Id by default), then STARTPOSITION/MAXRESULTS.
 
     Returns (page, total) where total counts all matching rows.
     """
-    rows = [o for o in objects if matches(o, query.conditions)]
+    rows = [o for o in objects if matches(o, query.conditions, equals_case_sensitive)]
     order = query.order or [("Id", False)]
     for field, descending in reversed(order):
         rows.sort(key=lambda o: _sort_key(field_value(o, field)), reverse=descending)

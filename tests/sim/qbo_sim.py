@@ -63,7 +63,7 @@ WEBHOOK_OPS = {"Create": "created", "Update": "updated", "Delete": "deleted", "M
                "Void": "void", "Emailed": "emailed"}
 CONFIG_FIELDS = ("access_ttl", "rotate_refresh", "refresh_grace", "rate_per_min", "rate_per_sec",
                  "max_concurrent", "retry_after", "webhook_url", "webhook_format", "verifier_token",
-                 "authorize_realm")
+                 "authorize_realm", "query_equals_case_sensitive")
 
 
 def iso_utc(stamp):
@@ -387,6 +387,9 @@ class Simulator:
             "rate_per_min": 500, "rate_per_sec": 10, "max_concurrent": 10, "retry_after": None,
             "webhook_url": args.webhook_url, "webhook_format": args.webhook_format,
             "verifier_token": args.verifier_token, "authorize_realm": None,
+            # '=' in queries compares strings exactly, so a test proves the gateway
+            # does not rely on QBO matching some fields case-insensitively.
+            "query_equals_case_sensitive": True,
         }
         self.settings = dict(self.initial_settings)
         self.schema = qbo_schema.load()
@@ -594,7 +597,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         head = parts[0].lower()
         if head == "query" and len(parts) == 1:
             text = self.params.get("query") if self.command == "GET" else self.body.decode("utf-8", "replace")
-            return 200, dumps(dict(company.query(text or ""), time=response_time(stamp)))
+            answer = company.query(text or "", self.sim.settings["query_equals_case_sensitive"])
+            return 200, dumps(dict(answer, time=response_time(stamp)))
         if head == "cdc" and len(parts) == 1 and self.command == "GET":
             answer = company.cdc(self.params.get("entities"), self.params.get("changedSince"), stamp)
             return 200, dumps(dict(answer, time=response_time(stamp)))
@@ -723,6 +727,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ControlError("webhook_format must be legacy or cloudevents")
         if data.get("authorize_realm") not in (None,) + tuple(self.sim.realms):
             raise ControlError("authorize_realm must be one of the realms")
+        if not isinstance(data.get("query_equals_case_sensitive", True), bool):
+            raise ControlError("query_equals_case_sensitive must be true or false")
         self.sim.settings.update(data)
         return self.sim.settings
 
@@ -732,7 +738,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         obj = data.get("object")
         if not isinstance(obj, dict):
             raise ControlError("object must be a JSON object")
-        obj = qbo_company.loads(json.dumps(obj))  # amounts as Decimal, as from the API
+        obj = qbo_company.loads(self.body)["object"]  # amounts exact (Decimal), as from the API
         stamp = now()
         operation = data.get("operation", "")
         with company.lock:
@@ -749,7 +755,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except Fault as fault:
                 raise ControlError("%s: %s" % (fault.message, fault.detail))
         self.sim.webhooks.notify(company.realm, entity, stored["Id"], op, stamp)
-        return json.loads(dumps(stored))
+        return stored  # a copy; dumps writes its Decimal amounts exactly
 
     def _control_webhook(self, data):
         company = self._company(data.get("realm", ""))

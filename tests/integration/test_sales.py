@@ -1,0 +1,285 @@
+#!/usr/bin/python3
+"""Sales flow end to end: the real daemon between both simulators.
+
+Mplus receipts, invoices and orders -> QuickBooks SalesReceipt,
+RefundReceipt, Invoice, CreditMemo, Payment (handlers/sales.c,
+mapping/sales-to-qbo.jq). Each test starts its own daemon with one
+connection, shop1, and the sales flow:
+
+  - the MplusKASSA simulator (its sample catalogue and relations) is polled
+    every second from marker 0; till sales are made through its control API
+    (/_sim/till/sale, /_sim/till/sales, /_sim/till/pay, /_sim/till/order);
+  - the QuickBooks simulator holds the tax codes and accounts of a Dutch
+    company, checks every reference (Item, TaxCode, Customer) and the rule
+    Amount = round(Qty x UnitPrice, 2), and compares e-mail addresses with
+    = case-sensitively;
+  - totals are compared to the cent with Decimal, never floats.
+
+    /usr/bin/python3 tests/integration/test_sales.py build/test/gateway [unittest args]
+"""
+
+import decimal
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gwtest  # noqa: E402
+from gwtest import GatewayTestCase  # noqa: E402
+from test_customers import MplusSim, QboSim, CONN, REALM, WEBHOOK_SECRET, MPLUS_IDENT, \
+    MPLUS_SECRET, CLIENT_ID, CLIENT_SECRET  # noqa: E402
+import test_customers  # noqa: E402
+
+D = decimal.Decimal
+HOST = gwtest.HOST
+FINAL = gwtest.FINAL
+# Mplus VAT code -> the QuickBooks TaxCode Id of this company (NL low, high, zero).
+TAX_CODES = {1: "7", 2: "5", 3: "9"}
+
+
+class SalesMplus(MplusSim):
+    def __init__(self):
+        gwtest.SimProcess.__init__(self, "mplus_sim", [
+            test_customers.PYTHON, os.path.join(test_customers.SIM_DIR, "mplus_sim.py"),
+            "--port", "0", "--ident", MPLUS_IDENT, "--secret", MPLUS_SECRET])
+
+    def reset(self):
+        self.call("POST", "/_sim/reset", {})
+
+    def sale(self, **spec):
+        spec.setdefault("callback", False)
+        return self.call("POST", "/_sim/till/sale", spec)
+
+    def docs(self, kind):
+        return self.call("GET", "/_sim/entities?kind=%s" % kind)
+
+
+QBO = None
+MPLUS = None
+
+
+def setUpModule():
+    global QBO, MPLUS
+    QBO = QboSim()
+    try:
+        MPLUS = SalesMplus()
+    except Exception:
+        QBO.close()
+        raise
+
+
+def tearDownModule():
+    for sim in (QBO, MPLUS):
+        if sim is not None:
+            sim.close()
+
+
+def cents(value):
+    """Mplus cents (int) or QBO decimals (number or text) as Decimal units."""
+    return D(str(value))
+
+
+class SalesTestCase(GatewayTestCase):
+    maxDiff = None
+    WAIT = 60.0
+
+    def setUp(self):
+        QBO.reset()
+        QBO.config(rate_per_sec=1000, rate_per_min=100000, max_concurrent=100)
+        MPLUS.reset()
+        self.gw = None
+        self.tmp = tempfile.mkdtemp(prefix="gwtest-sales-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        # The company's tax codes, accounts and the rounding item.
+        for code in TAX_CODES.values():
+            QBO.entity("TaxCode", {"Id": code, "Name": "BTW %s" % code, "Active": True})
+        QBO.entity("Account", {"Id": "79", "Name": "Omzet", "AccountType": "Income"})
+        QBO.entity("Item", {"Id": "900", "Name": "Afronding", "Sku": "ROUNDING", "Type": "Service"})
+
+    def start_gateway(self, **keys):
+        conf = {"mplus_url": "%s/" % MPLUS.base, "mplus_ident": MPLUS_IDENT,
+                "mplus_secret": MPLUS_SECRET, "mplus_poll_interval_s": 1, "mplus_backfill": "true",
+                "default_country": "NL",
+                "sales_tax_codes": ", ".join("NLD/%d:%s" % kv for kv in TAX_CODES.items()),
+                "sales_payment_methods": "CASH:1, PIN:2",
+                "sales_deposit_accounts": "CASH:35, PIN:36",
+                "sales_rounding_item": "900", "sales_create_items": "true",
+                "sales_item_income_account": "79"}
+        conf.update(keys)
+        conn = gwtest.connection(CONN, REALM, WEBHOOK_SECRET, flows="sales", **conf)
+
+        def extra(gw):
+            callback = "http://%s:%d/oauth/quickbooks/callback" % (HOST, gw.admin_port)
+            return {"quickbooks": {
+                        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                        "redirect_url": callback, "api_base": QBO.base,
+                        "oauth_token_url": QBO.base + "/oauth2/v1/tokens/bearer",
+                        "oauth_authorize_url": QBO.base + "/connect/oauth2",
+                        "timeout_s": 5, "cdc_interval_s": 0,
+                        "rate_per_sec": 1000, "rate_per_min": 100000},
+                    "dispatch": {"enabled": "true", "retry_first_s": 1, "retry_max_s": 2,
+                                 "retry_give_up_s": 6, "circuit_failures": 50}}
+        gw = self.gateway(connections=[conn], extra=extra)
+        self.gw = gw
+        gw.cli("tokens", CONN, "--refresh-token", QBO.refresh_token())
+        return gw
+
+    def docs_of(self, entity):
+        return [d for d in QBO.entities(entity) if d.get("status") != "Deleted"]
+
+    def by_note(self, entity):
+        out = {}
+        for d in self.docs_of(entity):
+            out.setdefault(d.get("PrivateNote", ""), []).append(d)
+        return out
+
+    def sale_events(self, kind, n):
+        return self.wait_final(self.gw, n, "%d %s events final" % (n, kind), entity=kind,
+                               source="mplus-poll")
+
+    def assertBookedOnce(self, mplus_doc, kind, entity, id_field):
+        docs = self.by_note(entity).get("Mplus %s %s" % (kind, mplus_doc[id_field]), [])
+        self.assertEqual(len(docs), 1, (mplus_doc[id_field], docs))
+        d = docs[0]
+        total = abs(cents(mplus_doc["totalInclAmount"]) / 100)
+        self.assertEqual(cents(d["TotalAmt"]), total, d)
+        return d
+
+    # -- the tests --
+
+    def test_a_day_of_till_sales_is_booked_once_each_exact_to_the_cent(self):
+        gw = self.start_gateway()
+        # 200 varied receipts, then the hard cases one by one.
+        MPLUS.call("POST", "/_sim/till/sales", {"count": 200, "vary": True, "spec": {"kind": "cash"}})
+        MPLUS.sale(kind="split", card_amount=1000,
+                   lines=[{"articleNumber": 3001, "quantity": "0.537"},
+                          {"articleNumber": 1001, "quantity": "3", "discountPercentage": 10}])
+        MPLUS.sale(kind="card", lines=[{"articleNumber": 1002, "quantity": "7", "discountAmount": 33}])
+        MPLUS.sale(kind="cash", vatMethod="exclusive",
+                   lines=[{"articleNumber": 1001, "quantity": "1.333"},
+                          {"articleNumber": 2001, "quantity": "2"}])
+        first = MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "2"}])
+        MPLUS.sale(kind="credit", credits=first["receipt"]["receiptId"])
+        receipts = MPLUS.docs("receipt")
+        self.assertEqual(len(receipts), 205)
+        evs = self.sale_events("receipt", 205)
+        bad = [(e["id"], e["state"], e["reason"], e["last_error"]) for e in evs if e["state"] != "done"]
+        self.assertEqual(bad, [])
+        sales = [r for r in receipts if r["receiptType"] == "RECEIPT-TYPE-RECEIPT"]
+        credits = [r for r in receipts if r["receiptType"] == "RECEIPT-TYPE-CREDIT-RECEIPT"]
+        self.assertEqual((len(sales), len(credits)), (204, 1))
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 204)
+        self.assertEqual(len(self.docs_of("RefundReceipt")), 1)
+        for r in sales:
+            d = self.assertBookedOnce(r, "receipt", "SalesReceipt", "receiptId")
+            # VAT per code as Mplus has it: the tax total and the lines' tax codes.
+            vat = sum(cents(g["vatAmount"]) for g in r["vatGroupList"]["vatGroup"]) / 100
+            self.assertEqual(cents(d["TxnTaxDetail"]["TotalTax"]), vat, d)
+            for code, _ in {(g["vatCode"], 0) for g in r["vatGroupList"]["vatGroup"]}:
+                excl = sum(cents(l["data"]["totalExclAmount"]) for l in r["lineList"]["line"]
+                           if l["data"]["vatCode"] == code) / 100
+                booked = sum(cents(l["Amount"]) for l in d["Line"]
+                             if l.get("SalesItemLineDetail", {}).get("TaxCodeRef", {}).get("value")
+                             == TAX_CODES[code])
+                self.assertEqual(booked, excl, (code, d))
+        self.assertBookedOnce(credits[0], "receipt", "RefundReceipt", "receiptId")
+        split = [r for r in sales if len(r["paymentList"]["payment"]) == 2][0]
+        self.assertEqual(self.assertBookedOnce(split, "receipt", "SalesReceipt", "receiptId")
+                         ["PaymentMethodRef"]["value"], "2")
+        # The anonymous sales share one default customer; the articles became Items once.
+        customers = QBO.entities("Customer")
+        self.assertEqual([c["DisplayName"] for c in customers], ["Till sales"])
+        skus = [i["Sku"] for i in QBO.entities("Item") if i["Sku"] != "ROUNDING"]
+        self.assertEqual(len(skus), len(set(skus)))
+
+        # Replayed and re-polled: nothing new.
+        before = len(QBO.requests())
+        for e in evs[:20]:
+            gw.cli("replay", "--event", str(e["id"]))
+        ids = [e["id"] for e in evs[:20]]
+
+        def replayed():
+            shown = [gw.show(i) for i in ids]
+            return all(x.get("replays", 0) >= 1 and x["state"] in FINAL for x in shown) and shown
+        for x in self.wait(replayed, "the replays final"):
+            self.assertEqual((x["state"], x["reason"]), ("skipped", "already booked"), x)
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 204)
+        creates = [q for q in QBO.requests()[before:] if q["method"] == "POST"]
+        self.assertEqual(creates, [])
+
+    def test_an_unknown_tax_code_is_dead_and_names_code_and_country(self):
+        self.start_gateway(sales_tax_codes="NLD/2:5")
+        MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "1"}])   # vatCode 1 (9 %)
+        MPLUS.sale(kind="cash", lines=[{"articleNumber": 1002, "quantity": "1"}])
+        evs = self.sale_events("receipt", 2)
+        states = sorted((e["state"], e["reason"]) for e in evs)
+        self.assertIn(("dead", "cannot book"), states)
+        dead = [e for e in evs if e["state"] == "dead"]
+        for e in dead:
+            self.assertIn("VAT code", e["last_error"])
+            self.assertIn("NLD", e["last_error"])
+            self.assertIn("sales_tax_codes", e["last_error"])
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 2 - len(dead))
+
+    def test_an_unknown_sku_retries_naming_it_then_goes_dead(self):
+        self.start_gateway(sales_create_items="false")
+        MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "1"}])
+        e = self.sale_events("receipt", 1)[0]
+        self.assertEqual(e["state"], "dead", e)
+        self.assertIn("SKU 1001", e["last_error"])
+        self.assertGreater(e["attempts"], 1)
+        self.assertEqual(self.docs_of("SalesReceipt"), [])
+        # Once the Item exists, a replay books it.
+        QBO.entity("Item", {"Name": "Koffie", "Sku": "1001", "Type": "NonInventory"})
+        self.gw.cli("replay", "--event", str(e["id"]))
+        self.wait(lambda: len(self.docs_of("SalesReceipt")) == 1, "the receipt booked after replay")
+
+    def test_an_invoice_paid_in_two_payments_shows_paid(self):
+        self.start_gateway()
+        inv = MPLUS.sale(document="invoice", customer=10002, payments=[],
+                         lines=[{"articleNumber": 2001, "quantity": "4"}])["invoice"]
+        self.sale_events("invoice", 1)
+        total = cents(inv["totalInclAmount"])
+        MPLUS.call("POST", "/_sim/till/pay", {"invoiceId": inv["invoiceId"], "method": "PIN",
+                                               "amount": int(total) - 500})
+        self.sale_events("invoice", 2)
+        MPLUS.call("POST", "/_sim/till/pay", {"invoiceId": inv["invoiceId"], "method": "CASH",
+                                               "amount": 500})
+        self.sale_events("invoice", 3)
+        d = self.assertBookedOnce(inv, "invoice", "Invoice", "invoiceId")
+        self.assertEqual(cents(d["Balance"]), 0, d)
+        self.assertEqual(len(self.docs_of("Payment")), 2)
+        # The relation became one customer, found again by the id map.
+        self.assertEqual(len(QBO.entities("Customer")), 1)
+
+    def test_a_cancelled_order_voids_its_document(self):
+        self.start_gateway()
+        order = MPLUS.sale(document="order", customer=10003,
+                           lines=[{"articleNumber": 1001, "quantity": "2"}])["order"]
+        e = self.sale_events("order", 1)[0]
+        self.assertEqual((e["state"], e["reason"]), ("skipped", "order not complete"))
+        MPLUS.call("POST", "/_sim/till/order", {"orderId": order["orderId"], "completeState": "COMPLETE"})
+        self.sale_events("order", 2)
+        self.assertEqual(len(self.docs_of("Invoice")), 1)
+        MPLUS.call("POST", "/_sim/till/order", {"orderId": order["orderId"], "cancelState": "COMPLETE"})
+        evs = self.sale_events("order", 3)
+        self.assertEqual(evs[-1]["state"], "done", evs[-1])
+        inv = self.docs_of("Invoice")[0]
+        self.assertEqual(inv["PrivateNote"], "Voided")
+        self.assertEqual(cents(inv["TotalAmt"]), 0)
+
+    def test_an_email_in_other_letter_case_finds_the_existing_customer(self):
+        QBO.entity("Customer", {"DisplayName": "Piet", "PrimaryEmailAddr": {"Address": "PIET.DEVRIES@example.nl"}})
+        self.start_gateway()
+        MPLUS.sale(document="invoice", customer=10002, lines=[{"articleNumber": 2001, "quantity": "1"}])
+        e = self.sale_events("invoice", 1)[0]
+        self.assertEqual(e["state"], "done", e)
+        customers = QBO.entities("Customer")
+        self.assertEqual(len(customers), 1, customers)
+        self.assertEqual(self.docs_of("Invoice")[0]["CustomerRef"]["value"], customers[0]["Id"])
+
+
+if __name__ == "__main__":
+    gwtest.main()

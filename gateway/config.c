@@ -399,7 +399,6 @@ int config_parse_addr(const char *s, char *host, size_t hostlen, unsigned short 
     return 0;
 }
 
-
 /* Is word one of the comma-separated choices? */
 static bool in_choices(const char *word, size_t len, const char *choices)
 {
@@ -414,14 +413,13 @@ static bool in_choices(const char *word, size_t len, const char *choices)
     return false;
 }
 
-static int check_choice(const struct gw_config *cfg, const struct gw_connection *c,
-                        const char *key, const char *value, const char *choices, char *err,
-                        size_t errlen)
+static int check_choice(const struct gw_config *cfg, const struct gw_connection *c, const char *key,
+                        const char *value, const char *choices, char *err, size_t errlen)
 {
     if (value != NULL && in_choices(value, strlen(value), choices))
         return 0;
-    gw_errf(err, errlen, "%s: key '%s' in [connection.%s]: expected one of %s, got '%s'",
-            cfg->file, key, c->name, choices, value ? value : "");
+    gw_errf(err, errlen, "%s: key '%s' in [connection.%s]: expected one of %s, got '%s'", cfg->file,
+            key, c->name, choices, value ? value : "");
     return -1;
 }
 

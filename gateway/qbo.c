@@ -694,9 +694,9 @@ int qbo_query(struct qbo *q, const struct gw_connection *c, const char *query, q
 
 /* Keys whose values are QuickBooks decimals (money, quantities, rates). */
 static const char *const decimal_keys[] = {
-    "Amount", "UnitPrice", "Qty", "TaxInclusiveAmt", "TotalTax", "TotalAmt", "NetAmountTaxable",
-    "TaxPercent", "TaxInclusiveAmount", "DiscountRate", "DiscountAmt", "QtyOnHand", "PurchaseCost",
-    "UnitAmount", NULL,
+    "Amount",      "UnitPrice",        "Qty",          "TaxInclusiveAmt",    "TotalTax",
+    "TotalAmt",    "NetAmountTaxable", "TaxPercent",   "TaxInclusiveAmount", "DiscountRate",
+    "DiscountAmt", "QtyOnHand",        "PurchaseCost", "UnitAmount",         NULL,
 };
 
 static bool decimal_text(const char *s, size_t n)

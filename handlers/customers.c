@@ -34,10 +34,10 @@
 
 struct cctx {
     struct task *t;
-    json_t *source;     /* the changed relation or customer */
-    json_t *existing;   /* the other side's record, once found */
-    json_t *target;     /* what the mapping made of source */
-    int lookup;         /* which relation lookup is running: id map, extRelationId, e-mail */
+    json_t *source;   /* the changed relation or customer */
+    json_t *existing; /* the other side's record, once found */
+    json_t *target;   /* what the mapping made of source */
+    int lookup;       /* which relation lookup is running: id map, extRelationId, e-mail */
 };
 
 static void ctx_end(struct cctx *x)
@@ -369,8 +369,8 @@ static void relation_written(const struct mplus_result *r, void *arg)
         return;
     }
     task_note(t, "%s relation %s", x->existing ? "updated" : "created", number);
-    lookup_record_pair(t, number, json_string_value(json_object_get(t->rec, "entity_id")), x->source,
-                x->target);
+    lookup_record_pair(t, number, json_string_value(json_object_get(t->rec, "entity_id")),
+                       x->source, x->target);
     finish_done(x);
 }
 
@@ -400,7 +400,7 @@ static void find_relation(struct cctx *x, int step)
     if (step == 0) {
         char k[160];
         lookup_idmap_key(t, "customer", json_string_value(json_object_get(t->rec, "entity_id")), k,
-                  sizeof k);
+                         sizeof k);
         json_t *m = task_get_meta(t, k);
         const char *num = json_string_value(json_object_get(m, "relation"));
         if (num != NULL) {
@@ -464,7 +464,8 @@ static void customer_read(const struct qbo_result *r, void *arg)
     x->source = json_incref(json_object_get(r->body, "Customer"));
     /* Echo: the relation's pair says the customer holds what we wrote. */
     char fp[65], k[160];
-    lookup_idmap_key(t, "customer", json_string_value(json_object_get(t->rec, "entity_id")), k, sizeof k);
+    lookup_idmap_key(t, "customer", json_string_value(json_object_get(t->rec, "entity_id")), k,
+                     sizeof k);
     json_t *m = task_get_meta(t, k);
     const char *num = json_string_value(json_object_get(m, "relation"));
     if (num != NULL && lookup_fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, x->source, fp)) {

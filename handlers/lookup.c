@@ -120,8 +120,7 @@ static void made_release(const char *key, const char *id)
     }
 }
 
-static void made_key(const struct task *t, const char *what, const char *id, char *out,
-                     size_t len)
+static void made_key(const struct task *t, const char *what, const char *id, char *out, size_t len)
 {
     snprintf(out, len, "%s|%s|%s", t->conn->name, what, id);
 }
@@ -174,8 +173,7 @@ void lookup_release(struct run *r, const char *made)
         made_release(k, made);
 }
 
-void lookup_idmap_key(const struct task *t, const char *side, const char *id, char *out,
-                      size_t len)
+void lookup_idmap_key(const struct task *t, const char *side, const char *id, char *out, size_t len)
 {
     snprintf(out, len, "idmap.%s.%s.%s", t->conn->name, side, id);
 }
@@ -456,8 +454,8 @@ void lookup_customer_create(struct run *r)
         return; /* another event is creating this relation's customer */
     char err[512];
     json_t *target = NULL;
-    if (map_run(r->t->clients->mapper, r->t->conn, MAP_CUSTOMERS_TO_QBO, r->relation, NULL,
-                &target, err, sizeof err) != 0) {
+    if (map_run(r->t->clients->mapper, r->t->conn, MAP_CUSTOMERS_TO_QBO, r->relation, NULL, &target,
+                err, sizeof err) != 0) {
         run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
         return;
     }
@@ -584,9 +582,9 @@ static void items_next_missing(struct run *r)
                  sku);
         return;
     }
-    json_t *item = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "Name", name, "Sku", sku, "Type",
-                             "NonInventory", "Description", text, "IncomeAccountRef", "value",
-                             account);
+    json_t *item =
+        json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "Name", name, "Sku", sku, "Type", "NonInventory",
+                  "Description", text, "IncomeAccountRef", "value", account);
     char step[64], rid[96];
     snprintf(step, sizeof step, "item-%s", sku);
     task_requestid(r->t, step, rid, sizeof rid);

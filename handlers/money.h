@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-/* Most decimal places a unit price gets (QuickBooks keeps more; the books show 5). */
+/* The most decimal places of a unit price (QuickBooks keeps more; the books show 5). */
 #define MONEY_UNIT_PLACES 5
 
 /* round_half_away_from_zero(qty/10^qp * unit/10^up, 2 places), in cents. */

@@ -120,7 +120,8 @@ static void sale_begin(struct run *r)
     json_t *doc = s->doc;
     const char *type = str(doc, strcmp(s->kind, "receipt") == 0   ? "receiptType"
                                 : strcmp(s->kind, "invoice") == 0 ? "invoiceType"
-                                                                  : "orderType") ?: "";
+                                                                  : "orderType")
+                           ?: "";
     s->credit = strstr(type, "CREDIT") != NULL;
     if (strcmp(s->kind, "receipt") == 0) {
         if (strcmp(type, "RECEIPT-TYPE-RECEIPT") != 0 && !s->credit) {
@@ -158,10 +159,10 @@ static void sale_begin(struct run *r)
     if (s->booked != NULL) {
         const char *entity = str(s->booked, "entity");
         if (entity != NULL)
-            s->entity = strcmp(entity, "SalesReceipt") == 0     ? "SalesReceipt"
-                        : strcmp(entity, "RefundReceipt") == 0  ? "RefundReceipt"
-                        : strcmp(entity, "CreditMemo") == 0     ? "CreditMemo"
-                                                                : "Invoice";
+            s->entity = strcmp(entity, "SalesReceipt") == 0    ? "SalesReceipt"
+                        : strcmp(entity, "RefundReceipt") == 0 ? "RefundReceipt"
+                        : strcmp(entity, "CreditMemo") == 0    ? "CreditMemo"
+                                                               : "Invoice";
         bool same = json_integer_value(json_object_get(s->booked, "version")) == doc_version(doc);
         size_t paid = json_array_size(json_object_get(doc, "paymentList"));
         size_t done = json_array_size(json_object_get(s->booked, "payments"));
@@ -180,7 +181,8 @@ static void sale_begin(struct run *r)
     {
         char why[400];
         json_t *code = json_object_get(json_object_get(ln, "data"), "vatCode");
-        if (json_is_integer(code) && tax_code(r, json_integer_value(code), why, sizeof why) == NULL) {
+        if (json_is_integer(code) &&
+            tax_code(r, json_integer_value(code), why, sizeof why) == NULL) {
             run_fail(r, OUTCOME_DEAD, "cannot book", "%s %s: %s", s->kind, s->mplus_id, why);
             return;
         }
@@ -220,8 +222,8 @@ static void default_found(const struct qbo_result *res, void *arg)
         run_fail_qbo(r, "find the default customer", res);
         return;
     }
-    json_t *c = json_array_get(
-        json_object_get(json_object_get(res->body, "QueryResponse"), "Customer"), 0);
+    json_t *c =
+        json_array_get(json_object_get(json_object_get(res->body, "QueryResponse"), "Customer"), 0);
     if (c != NULL) {
         default_written(res, arg);
         return;
@@ -242,8 +244,8 @@ static void default_written(const struct qbo_result *res, void *arg)
     }
     json_t *c = json_object_get(res->body, "Customer");
     if (c == NULL)
-        c = json_array_get(
-            json_object_get(json_object_get(res->body, "QueryResponse"), "Customer"), 0);
+        c = json_array_get(json_object_get(json_object_get(res->body, "QueryResponse"), "Customer"),
+                           0);
     const char *id = str(c, "Id");
     if (id == NULL) {
         run_fail(r, OUTCOME_RETRY, NULL, "QuickBooks answered without a Customer Id");
@@ -323,7 +325,8 @@ static const char *vat_country(struct run *r, json_int_t code)
     return r->t->conn->default_country ?: "";
 }
 
-/* The QuickBooks TaxCode of an Mplus VAT code: by COUNTRY/CODE, then any-country (star), then CODE. */
+/* The QuickBooks TaxCode of an Mplus VAT code: by COUNTRY/CODE, then any-country (star), then CODE.
+ */
 static const char *tax_code(struct run *r, json_int_t code, char *why, size_t whylen)
 {
     const char *country = vat_country(r, code);
@@ -339,11 +342,12 @@ static const char *tax_code(struct run *r, json_int_t code, char *why, size_t wh
         v = table(r, "sales_tax_codes", key);
     }
     if (v == NULL)
-        snprintf(why, whylen,
-                 "no QuickBooks tax code for Mplus VAT code %lld in country %s: add %s/%lld:<TaxCode "
-                 "Id> to sales_tax_codes, then replay",
-                 (long long)code, country[0] ? country : "(none)", country[0] ? country : "*",
-                 (long long)code);
+        snprintf(
+            why, whylen,
+            "no QuickBooks tax code for Mplus VAT code %lld in country %s: add %s/%lld:<TaxCode "
+            "Id> to sales_tax_codes, then replay",
+            (long long)code, country[0] ? country : "(none)", country[0] ? country : "*",
+            (long long)code);
     return v;
 }
 
@@ -374,7 +378,8 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
         char err[128];
         if (str(data, "quantity") == NULL ||
             mplus_quantity_parse(str(data, "quantity"), &qty, &qp, err, sizeof err) != 0 ||
-            !cents_of(data, "totalExclAmount", &excl) || !cents_of(data, "totalInclAmount", &incl)) {
+            !cents_of(data, "totalExclAmount", &excl) ||
+            !cents_of(data, "totalInclAmount", &incl)) {
             snprintf(why, whylen, "line %zu (article %s) has no quantity or totals", i + 1, sku);
             json_decref(out);
             return NULL;
@@ -384,8 +389,8 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
         incl *= sign;
         if (qty == 0 || (excl == 0 && incl == 0 && drop_zero))
             continue;
-        const char *tc = tax_code(r, json_integer_value(json_object_get(data, "vatCode")), why,
-                                  whylen);
+        const char *tc =
+            tax_code(r, json_integer_value(json_object_get(data, "vatCode")), why, whylen);
         if (tc == NULL) {
             json_decref(out);
             return NULL;
@@ -400,11 +405,11 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
         mplus_quantity_format(unit, up, u, sizeof u);
         money_text(incl, g, sizeof g);
         json_t *item = json_object_get(r->items, sku);
-        json_array_append_new(
-            out, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "sku", sku, "item",
-                           str(item, "id") ?: "", "tax_code", tc, "amount", a, "qty", q,
-                           "unit_price", u, "amount_incl", g, "description", str(line, "text") ?: "",
-                           "mplus", line));
+        json_array_append_new(out,
+                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "sku", sku,
+                                        "item", str(item, "id") ?: "", "tax_code", tc, "amount", a,
+                                        "qty", q, "unit_price", u, "amount_incl", g, "description",
+                                        str(line, "text") ?: "", "mplus", line));
         tot->lines += amount;
     }
     json_t *grp;
@@ -433,8 +438,8 @@ static void receipt_payment(struct run *r, json_t *input)
     if (method == NULL)
         return;
     const char *pm = table(r, "sales_payment_methods", method);
-    const char *acct = table(r, "sales_deposit_accounts", method)
-                           ?: table(r, "sales_deposit_accounts", "*");
+    const char *acct =
+        table(r, "sales_deposit_accounts", method) ?: table(r, "sales_deposit_accounts", "*");
     if (json_array_size(pays) > 1 && r->t->conn->sales_split_account &&
         r->t->conn->sales_split_account[0])
         acct = r->t->conn->sales_split_account; /* a clearing account for split payments */
@@ -596,8 +601,7 @@ static void sale_existing(struct run *r)
     }
     char *q = qbo_quote(docnum);
     char query[300];
-    snprintf(query, sizeof query, "select * from %s where DocNumber = %s", s->entity,
-             q ? q : "''");
+    snprintf(query, sizeof query, "select * from %s where DocNumber = %s", s->entity, q ? q : "''");
     free(q);
     qbo_query(r->t->clients->qbo, r->t->conn, query, existing_found, r);
 }
@@ -650,10 +654,10 @@ static void pay_next(struct run *r)
             continue;
         char amount[MPLUS_NUM_LEN];
         money_text(cents, amount, sizeof amount);
-        json_t *pay = json_pack("{s:{s:s}, s:s, s:[{s:s, s:[{s:s, s:s}]}]}", "CustomerRef",
-                                "value", r->customer_id, "TotalAmt", amount, "Line", "Amount",
-                                amount, "LinkedTxn", "TxnId", str(s->booked, "id") ?: "",
-                                "TxnType", "Invoice");
+        json_t *pay =
+            json_pack("{s:{s:s}, s:s, s:[{s:s, s:[{s:s, s:s}]}]}", "CustomerRef", "value",
+                      r->customer_id, "TotalAmt", amount, "Line", "Amount", amount, "LinkedTxn",
+                      "TxnId", str(s->booked, "id") ?: "", "TxnType", "Invoice");
         const char *method = str(p, "method");
         const char *pm = method ? table(r, "sales_payment_methods", method) : NULL;
         const char *acct = method ? table(r, "sales_deposit_accounts", method) : NULL;
@@ -717,9 +721,18 @@ static void sale_void(struct run *r)
 static void sale_lookups_unless_void(struct run *r);
 
 static const step_fn sale_steps[] = {
-    sale_begin,    sale_lookups_unless_void, sale_default_customer, lookup_customer_mapped,
-    lookup_relation, lookup_customer_email,  lookup_customer_create, lookup_items,
-    sale_existing, sale_write,               sale_payments,          sale_void,
+    sale_begin,
+    sale_lookups_unless_void,
+    sale_default_customer,
+    lookup_customer_mapped,
+    lookup_relation,
+    lookup_customer_email,
+    lookup_customer_create,
+    lookup_items,
+    sale_existing,
+    sale_write,
+    sale_payments,
+    sale_void,
     NULL,
 };
 

@@ -182,8 +182,8 @@ struct run {
     bool customer_created;
 
     /* every article must exist as an Item (lookup.c) */
-    json_t *skus;  /* array of article numbers (strings) the document needs */
-    json_t *items; /* SKU -> {"id", "name"} once found */
+    json_t *skus;       /* array of article numbers (strings) the document needs */
+    json_t *items;      /* SKU -> {"id", "name"} once found */
     json_t *item_texts; /* SKU -> the document's text for it (names a created Item) */
 
     void *flow;

@@ -153,7 +153,10 @@ static json_t *parse_list(const char *text)
 }
 
 /* The settings that are tables of KEY:VALUE pairs. */
-#define TABLE(field) {#field, offsetof(struct gw_connection, field)}
+#define TABLE(field)                                                                               \
+    {                                                                                              \
+#field, offsetof(struct gw_connection, field)                                              \
+    }
 static const struct {
     const char *name;
     size_t off;

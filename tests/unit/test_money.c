@@ -73,14 +73,14 @@ static void test_documents_add_up(void **state)
         int n = 1 + (int)(next_rand() % 8);
         int64_t mplus_total = 0, booked = 0;
         for (int i = 0; i < n; i++) {
-            int qp = (int)(next_rand() % 4);                       /* 0..3 decimals */
+            int qp = (int)(next_rand() % 4); /* 0..3 decimals */
             int64_t scale = qp == 0 ? 1 : qp == 1 ? 10 : qp == 2 ? 100 : 1000;
             /* up to 20 units, now and then up to 50,000 (a wholesale line) */
             int64_t most = next_rand() % 50 == 0 ? 50000 : 20;
             int64_t qty = 1 + (int64_t)(next_rand() % (uint64_t)(most * scale));
             if (next_rand() % 10 == 0)
-                qty = -qty;                                         /* a returned line */
-            int64_t price = (int64_t)(next_rand() % 200000);        /* up to 2000.00 */
+                qty = -qty;                                  /* a returned line */
+            int64_t price = (int64_t)(next_rand() % 200000); /* up to 2000.00 */
             int64_t gross = qbo_rule(qty, qp, price, 2);
             int64_t discount = next_rand() % 3 == 0 ? (int64_t)(next_rand() % 500) : 0;
             if (gross < 0)

@@ -8,6 +8,7 @@ struct gw_clients {
     struct qbo *qbo;
     struct mplus *mplus;
     struct mapper *mapper;
+    struct lookup_cache *made; /* what the flows are making (handlers/lookup.c) */
 };
 
 #endif

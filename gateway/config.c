@@ -399,38 +399,44 @@ int config_parse_addr(const char *s, char *host, size_t hostlen, unsigned short 
     return 0;
 }
 
-/* Is word one of the comma-separated choices? */
-static bool in_choices(const char *word, size_t len, const char *choices)
+/* Which of the comma-separated choices word is (0-based), or -1. */
+static int choice_of(const char *word, size_t len, const char *choices)
 {
-    for (const char *p = choices; *p;) {
+    int i = 0;
+    for (const char *p = choices; *p; i++) {
         size_t n = strcspn(p, ",");
         if (n == len && strncmp(p, word, len) == 0)
-            return true;
+            return i;
         p += n;
         while (*p == ',' || *p == ' ')
             p++;
     }
-    return false;
+    return -1;
 }
 
 static int check_choice(const struct gw_config *cfg, const struct gw_connection *c, const char *key,
                         const char *value, const char *choices, char *err, size_t errlen)
 {
-    if (value != NULL && in_choices(value, strlen(value), choices))
+    if (value != NULL && choice_of(value, strlen(value), choices) >= 0)
         return 0;
     gw_errf(err, errlen, "%s: key '%s' in [connection.%s]: expected one of %s, got '%s'", cfg->file,
             key, c->name, choices, value ? value : "");
     return -1;
 }
 
-/* Every word of a list must be one of choices. */
+/* Every word of a list must be one of choices; *mask gets bit i for the i-th. */
 static int check_list(const struct gw_config *cfg, const struct gw_connection *c, const char *key,
-                      const char *value, const char *choices, char *err, size_t errlen)
+                      const char *value, const char *choices, unsigned *mask, char *err,
+                      size_t errlen)
 {
+    *mask = 0;
     for (const char *p = value ? value : ""; *p;) {
         p += strspn(p, ", \t");
         size_t n = strcspn(p, ", \t");
-        if (n > 0 && !in_choices(p, n, choices)) {
+        int i = n > 0 ? choice_of(p, n, choices) : 0;
+        if (n > 0 && i >= 0)
+            *mask |= 1u << i;
+        if (i < 0) {
             gw_errf(err, errlen, "%s: key '%s' in [connection.%s]: '%.*s' is not one of %s",
                     cfg->file, key, c->name, (int)n, p, choices);
             return -1;
@@ -477,21 +483,14 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                 return -1;
             }
         }
-        const char *dir = c->customers_direction;
-        if (strcmp(dir, "both") != 0 && strcmp(dir, "to_qbo") != 0 &&
-            strcmp(dir, "to_mplus") != 0) {
-            gw_errf(err, errlen,
-                    "%s: key 'customers_direction' in [connection.%s]: expected both, to_qbo or "
-                    "to_mplus, got '%s'",
-                    cfg->file, c->name, dir);
-            return -1;
-        }
-        if (check_choice(cfg, c, "sales_order_as", c->sales_order_as, "invoice, receipt_when_paid",
+        if (check_choice(cfg, c, "customers_direction", c->customers_direction,
+                         "both, to_qbo, to_mplus", err, errlen) != 0 ||
+            check_choice(cfg, c, "sales_order_as", c->sales_order_as, "invoice, receipt_when_paid",
                          err, errlen) != 0 ||
             check_choice(cfg, c, "sales_zero_lines", c->sales_zero_lines, "drop, keep", err,
                          errlen) != 0 ||
             check_list(cfg, c, "sales_documents", c->sales_documents, "receipts, invoices, orders",
-                       err, errlen) != 0)
+                       &c->sales_kinds, err, errlen) != 0)
             return -1;
         const char *secret = c->mplus_webhook_secret;
         if (secret == NULL || secret[0] == '\0')

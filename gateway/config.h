@@ -18,6 +18,13 @@ enum gw_flow {
     GW_FLOW_STOCK = 1 << 3,
 };
 
+/* The Mplus documents the sales flow books (sales_documents, in this order). */
+enum gw_sales_kind {
+    GW_SALES_RECEIPTS = 1 << 0,
+    GW_SALES_INVOICES = 1 << 1,
+    GW_SALES_ORDERS = 1 << 2,
+};
+
 enum gw_secret_encoding { GW_SECRET_RAW, GW_SECRET_BASE64 };
 
 struct gw_connection {
@@ -45,6 +52,7 @@ struct gw_connection {
     char *default_country;
     /* sales flow (gateway.ini documents each) */
     char *sales_documents;
+    unsigned sales_kinds; /* enum gw_sales_kind bits, derived from sales_documents */
     char *sales_order_as;
     char *sales_default_customer;
     char *sales_tax_codes;

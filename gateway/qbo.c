@@ -712,31 +712,38 @@ static bool decimal_text(const char *s, size_t n)
     return digits > 0 && s[n - 1] != '.';
 }
 
+static bool decimal_key(const char *k, size_t n)
+{
+    for (const char *const *d = decimal_keys; *d; d++)
+        if (strlen(*d) == n && memcmp(*d, k, n) == 0)
+            return true;
+    return false;
+}
+
 void qbo_exact_numbers(char *text)
 {
-    char *w = text;
-    for (char *r = text; *r;) {
-        bool done = false;
-        if (*r == '"') {
-            for (const char *const *k = decimal_keys; *k && !done; k++) {
-                size_t kl = strlen(*k);
-                if (strncmp(r + 1, *k, kl) != 0 || strncmp(r + 1 + kl, "\":\"", 3) != 0)
-                    continue;
-                char *v = r + kl + 4, *end = strchr(v, '"');
-                if (end == NULL || end - v > 40 || !decimal_text(v, (size_t)(end - v)))
-                    break;
-                /* "Key":"9.95" -> "Key":9.95 */
-                size_t head = kl + 3;
-                memmove(w, r, head);
-                w += head;
-                memmove(w, v, (size_t)(end - v));
-                w += end - v;
-                r = end + 1;
-                done = true;
-            }
-        }
-        if (!done)
+    /* In compact JSON a member is "Key":value, and no string holds an
+     * unescaped quote: a quote that starts such a pair starts a key. */
+    char *w = text, *r = text;
+    while (*r) {
+        char *key_end = *r == '"' ? strchr(r + 1, '"') : NULL;
+        if (key_end == NULL || key_end[1] != ':' || key_end[2] != '"' ||
+            !decimal_key(r + 1, (size_t)(key_end - r - 1))) {
             *w++ = *r++;
+            continue;
+        }
+        char *v = key_end + 3, *end = strchr(v, '"');
+        size_t head = (size_t)(key_end - r) + 2; /* "Key": */
+        memmove(w, r, head);
+        w += head;
+        if (end != NULL && end - v <= 40 && decimal_text(v, (size_t)(end - v))) {
+            /* "Key":"9.95" -> "Key":9.95 */
+            memmove(w, v, (size_t)(end - v));
+            w += end - v;
+            r = end + 1;
+        } else {
+            r = key_end + 2; /* the value is copied as text */
+        }
     }
     *w = '\0';
 }

@@ -24,6 +24,7 @@
 #include "replay.h"
 #include "dispatch.h"
 #include "event.h"
+#include "handler.h"
 #include "log.h"
 #include "metrics.h"
 #include "report.h"
@@ -1089,6 +1090,7 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     s->http_client = http_client_new(s->base, 0);
     s->clients.qbo = qbo_new(s->base, cfg, st, s->committer, s->http_client);
     s->clients.mplus = mplus_new(s->base, cfg, s->http_client);
+    s->clients.made = lookup_cache_new();
     char merr[1024];
     if (map_open(cfg, cfg->mapping_dir, &s->clients.mapper, merr, sizeof merr) != 0) {
         log_error("cannot start: %s", merr);
@@ -1175,6 +1177,7 @@ out:
     qbo_free(s->clients.qbo);
     mplus_free(s->clients.mplus);
     map_close(s->clients.mapper);
+    lookup_cache_free(s->clients.made);
     free(s->last_status);
     sig_key_free(s->qbo_key);
     for (size_t i = 0; s->mplus_keys && i < cfg->nconns; i++)

@@ -41,17 +41,19 @@ void lookup_record_pair(struct task *t, const char *relation, const char *custom
                         json_t *customer_now, json_t *relation_now);
 
 /*
- * Records made by the daemon, kept in memory by (what, id) - "relation"
- * 10002 -> Customer 58 - so concurrent events of one new relation or
- * article make it once. lookup_claim: true when r is to make it; false when
- * another run is making it, and then resume runs again once it is released
- * (lookup_made_id then answers). lookup_release ends a claim with what was
- * made (NULL: nothing, the next waiter tries). lookup_made records a known
- * pair without a claim.
+ * Records the daemon is making or has just made, by (what, id) - "relation"
+ * 10002 -> Customer 58 - so concurrent events of one new relation or article
+ * make it once (the table is struct gw_clients' made). lookup_claim: true
+ * when r is to make it; false when another run is making it, and then resume
+ * runs again once that one is done, when lookup_made_id answers.
+ * lookup_release ends r's claim with what it made; a run that ends while it
+ * holds a claim releases it with nothing, and the next waiter tries.
  */
+struct lookup_cache;
+struct lookup_cache *lookup_cache_new(void);
+void lookup_cache_free(struct lookup_cache *lc);
 bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resume);
 void lookup_release(struct run *r, const char *made);
-void lookup_made(const struct task *t, const char *what, const char *id, const char *made);
 const char *lookup_made_id(const struct task *t, const char *what, const char *id);
 
 /* Fingerprint (hex SHA-256) of a record as the mapping toward the other side sees it. */

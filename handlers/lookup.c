@@ -26,10 +26,15 @@
  * documents run at once; two sales of one new relation (or of one new
  * article, or two anonymous sales) would each create the customer. The
  * first to need a record claims its key; the others wait for it and go on
- * with what it made. Made records stay known here for the daemon's life, so
- * the next document costs no lookup. The id map in the store stays the
- * truth across restarts; this is its in-memory shortcut.
+ * with what it made. The id map in the store stays the truth: it is written
+ * with the maker's outcome, a moment after the record exists, and this
+ * table answers in between. Entries nobody holds are dropped after
+ * MADE_KEEP_MS once the table has MADE_MAX of them.
  */
+#define MADE_BUCKETS 4096
+#define MADE_MAX     8192
+#define MADE_KEEP_MS (10 * 60 * 1000)
+
 struct waiter {
     struct run *run;
     step_fn resume;
@@ -37,78 +42,115 @@ struct waiter {
 };
 
 struct made {
-    char key[200];
+    struct made *next;
     char id[40]; /* "" while being made */
     bool busy;
+    int64_t at_ms; /* when it was made */
     struct waiter *waiters;
-    struct made *next;
+    char key[]; /* connection|what|id */
 };
 
-#define MADE_BUCKETS 4096
-static struct made *made_table[MADE_BUCKETS];
+struct lookup_cache {
+    struct made *buckets[MADE_BUCKETS];
+    size_t n;
+};
 
-static struct made **made_slot(const char *key)
+struct lookup_cache *lookup_cache_new(void)
+{
+    return calloc(1, sizeof(struct lookup_cache));
+}
+
+void lookup_cache_free(struct lookup_cache *lc)
+{
+    if (lc == NULL)
+        return;
+    for (size_t i = 0; i < MADE_BUCKETS; i++) {
+        for (struct made *m = lc->buckets[i], *next; m; m = next) {
+            next = m->next;
+            for (struct waiter *w = m->waiters, *wn; w; w = wn) {
+                wn = w->next;
+                free(w);
+            }
+            free(m);
+        }
+    }
+    free(lc);
+}
+
+static struct made **made_slot(struct lookup_cache *lc, const char *key)
 {
     unsigned h = 2166136261u;
     for (const char *p = key; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
-    return &made_table[h % MADE_BUCKETS];
+    return &lc->buckets[h % MADE_BUCKETS];
 }
 
-static struct made *made_find(const char *key, bool create)
+/* Drop what nobody holds or waits for and was made long enough ago. */
+static void made_sweep(struct lookup_cache *lc)
 {
-    struct made **slot = made_slot(key);
+    int64_t old = gw_now_ms() - MADE_KEEP_MS;
+    for (size_t i = 0; i < MADE_BUCKETS; i++) {
+        for (struct made **pp = &lc->buckets[i]; *pp;) {
+            struct made *m = *pp;
+            if (!m->busy && m->waiters == NULL && m->at_ms < old) {
+                *pp = m->next;
+                free(m);
+                lc->n--;
+            } else {
+                pp = &m->next;
+            }
+        }
+    }
+}
+
+static struct made *made_find(struct lookup_cache *lc, const char *key, bool create)
+{
+    struct made **slot = made_slot(lc, key);
     for (struct made *m = *slot; m; m = m->next)
         if (strcmp(m->key, key) == 0)
             return m;
     if (!create)
         return NULL;
-    struct made *m = calloc(1, sizeof *m);
+    if (lc->n >= MADE_MAX)
+        made_sweep(lc);
+    size_t len = strlen(key) + 1;
+    struct made *m = calloc(1, sizeof *m + len);
     if (m == NULL)
         return NULL;
-    gw_strlcpy(m->key, key, sizeof m->key);
+    memcpy(m->key, key, len);
+    m->at_ms = gw_now_ms();
     m->next = *slot;
     *slot = m;
+    lc->n++;
     return m;
 }
 
-/* The id made for key, or NULL. */
-static const char *made_id(const char *key)
+static void made_key(const struct task *t, const char *what, const char *id, char *out, size_t len)
 {
-    struct made *m = made_find(key, false);
+    snprintf(out, len, "%s|%s|%s", t->conn->name, what, id);
+}
+
+const char *lookup_made_id(const struct task *t, const char *what, const char *id)
+{
+    char k[200];
+    made_key(t, what, id, k, sizeof k);
+    struct made *m = made_find(t->clients->made, k, false);
     return m && m->id[0] ? m->id : NULL;
 }
 
-/*
- * Claim key for r: true when r is to make it. False when another run is
- * making it: r waits, and resume runs again once that one has released it.
- */
-static bool made_claim(const char *key, struct run *r, step_fn resume)
+/* The claim of r ends; made is what was made (NULL: nothing). Waiters go on. */
+static void claim_end_with(struct run *r, const char *made)
 {
-    struct made *m = made_find(key, true);
-    if (m == NULL || !m->busy) {
-        if (m)
-            m->busy = true;
-        return true;
-    }
-    struct waiter *w = calloc(1, sizeof *w);
-    if (w == NULL)
-        return true;
-    w->run = r;
-    w->resume = resume;
-    w->next = m->waiters;
-    m->waiters = w;
-    return false;
-}
-
-/* The claim of key ends; id is what was made (NULL: nothing). Waiters go on. */
-static void made_release(const char *key, const char *id)
-{
-    struct made *m = made_find(key, false);
+    struct lookup_cache *lc = r->t->clients->made;
+    struct made *m = r->claim[0] ? made_find(lc, r->claim, false) : NULL;
+    r->claim[0] = '\0';
+    r->claim_end = NULL;
     if (m == NULL)
         return;
-    if (id != NULL)
-        gw_strlcpy(m->id, id, sizeof m->id);
+    if (made != NULL) {
+        gw_strlcpy(m->id, made, sizeof m->id);
+        m->at_ms = gw_now_ms();
+    }
     m->busy = false;
     struct waiter *w = m->waiters;
     m->waiters = NULL;
@@ -120,57 +162,39 @@ static void made_release(const char *key, const char *id)
     }
 }
 
-static void made_key(const struct task *t, const char *what, const char *id, char *out, size_t len)
-{
-    snprintf(out, len, "%s|%s|%s", t->conn->name, what, id);
-}
-
-void lookup_made(const struct task *t, const char *what, const char *id, const char *made)
-{
-    char k[200];
-    made_key(t, what, id, k, sizeof k);
-    struct made *m = made_find(k, true);
-    if (m != NULL)
-        gw_strlcpy(m->id, made, sizeof m->id);
-}
-
-const char *lookup_made_id(const struct task *t, const char *what, const char *id)
-{
-    char k[200];
-    made_key(t, what, id, k, sizeof k);
-    return made_id(k);
-}
-
 static void claim_end(struct run *r)
 {
-    char k[200];
-    gw_strlcpy(k, r->claim, sizeof k);
-    r->claim[0] = '\0';
-    r->claim_end = NULL;
-    made_release(k, NULL);
+    claim_end_with(r, NULL);
 }
 
 bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resume)
 {
     char k[200];
     made_key(r->t, what, id, k, sizeof k);
-    if (!made_claim(k, r, resume))
-        return false;
+    struct made *m = made_find(r->t->clients->made, k, true);
+    if (m != NULL && m->busy) {
+        struct waiter *w = calloc(1, sizeof *w);
+        if (w != NULL) {
+            w->run = r;
+            w->resume = resume;
+            w->next = m->waiters;
+            m->waiters = w;
+            return false;
+        }
+    }
     if (r->claim_end)
         claim_end(r); /* one claim at a time */
-    gw_strlcpy(r->claim, k, sizeof r->claim);
-    r->claim_end = claim_end;
+    if (m != NULL) {
+        m->busy = true;
+        gw_strlcpy(r->claim, k, sizeof r->claim);
+        r->claim_end = claim_end;
+    }
     return true;
 }
 
 void lookup_release(struct run *r, const char *made)
 {
-    char k[200];
-    gw_strlcpy(k, r->claim, sizeof k);
-    r->claim[0] = '\0';
-    r->claim_end = NULL;
-    if (k[0])
-        made_release(k, made);
+    claim_end_with(r, made);
 }
 
 void lookup_idmap_key(const struct task *t, const char *side, const char *id, char *out, size_t len)
@@ -247,20 +271,12 @@ void lookup_customer_mapped(struct run *r)
         run_next(r);
         return;
     }
-    const char *made = lookup_made_id(r->t, "relation", r->relation_number);
-    if (made != NULL && !r->want_customer) {
-        gw_strlcpy(r->customer_id, made, sizeof r->customer_id);
-        run_next(r);
-        return;
-    }
     char k[160];
     lookup_idmap_key(r->t, "relation", r->relation_number, k, sizeof k);
     json_t *pair = task_get_meta(r->t, k);
     gw_strlcpy(r->customer_id, json_string_value(json_object_get(pair, "customer")) ?: "",
                sizeof r->customer_id);
     json_decref(pair);
-    if (r->customer_id[0])
-        lookup_made(r->t, "relation", r->relation_number, r->customer_id);
     if (r->customer_id[0] && r->want_customer)
         qbo_read(r->t->clients->qbo, r->t->conn, "Customer", r->customer_id, mapped_read, r);
     else
@@ -441,11 +457,28 @@ static void customer_create(struct run *r)
                customer_created, r);
 }
 
+static void made_read(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "read Customer", res);
+        return;
+    }
+    r->customer = json_incref(json_object_get(res->body, "Customer"));
+    run_next(r);
+}
+
 void lookup_customer_create(struct run *r)
 {
     const char *made = lookup_made_id(r->t, "relation", r->relation_number);
-    if (!r->customer_id[0] && made != NULL)
+    if (!r->customer_id[0] && made != NULL) {
+        /* Another event has just made it. */
         gw_strlcpy(r->customer_id, made, sizeof r->customer_id);
+        if (r->want_customer) {
+            qbo_read(r->t->clients->qbo, r->t->conn, "Customer", made, made_read, r);
+            return;
+        }
+    }
     if (r->customer_id[0]) {
         run_next(r);
         return;
@@ -486,7 +519,6 @@ static void item_known(struct run *r, const char *sku, const char *id, const cha
                        bool remember)
 {
     json_object_set_new(r->items, sku, json_pack("{s:s, s:s}", "id", id, "name", name ?: ""));
-    lookup_made(r->t, "article", sku, id);
     if (remember) {
         char k[160];
         lookup_idmap_key(r->t, "article", sku, k, sizeof k);
@@ -593,6 +625,35 @@ static void items_next_missing(struct run *r)
     json_decref(left);
 }
 
+static void items_found(const struct qbo_result *res, void *arg);
+
+/* Ask QuickBooks for the missing SKUs not asked for yet, ITEMS_PER_QUERY at a
+ * time; then create what none of the answers had. */
+#define ITEMS_PER_QUERY 50
+static void items_query(struct run *r)
+{
+    char query[4096];
+    size_t n = (size_t)snprintf(query, sizeof query, "select * from Item where Sku in (");
+    int asked = 0;
+    for (; r->items_asked < json_array_size(r->skus) && asked < ITEMS_PER_QUERY; r->items_asked++) {
+        const char *sku = json_string_value(json_array_get(r->skus, r->items_asked));
+        if (json_object_get(r->items, sku) != NULL)
+            continue;
+        char *q = qbo_quote(sku);
+        if (q != NULL && n < sizeof query)
+            n += (size_t)snprintf(query + n, sizeof query - n, "%s%s", asked ? ", " : "", q);
+        free(q);
+        asked++;
+    }
+    if (asked == 0) {
+        items_next_missing(r);
+        return;
+    }
+    if (n < sizeof query)
+        snprintf(query + n, sizeof query - n, ")");
+    qbo_query(r->t->clients->qbo, r->t->conn, query, items_found, r);
+}
+
 static void items_found(const struct qbo_result *res, void *arg)
 {
     struct run *r = arg;
@@ -610,7 +671,7 @@ static void items_found(const struct qbo_result *res, void *arg)
         if (sku && id && json_object_get(r->items, sku) == NULL)
             item_known(r, sku, id, json_string_value(json_object_get(item, "Name")), true);
     }
-    items_next_missing(r);
+    items_query(r);
 }
 
 void lookup_items(struct run *r)
@@ -633,26 +694,6 @@ void lookup_items(struct run *r)
             item_known(r, sku, id, json_string_value(json_object_get(m, "name")), false);
         json_decref(m);
     }
-    json_t *left = missing_skus(r);
-    if (json_array_size(left) == 0) {
-        json_decref(left);
-        run_next(r);
-        return;
-    }
-    /* One query for all that are left. */
-    char query[4096];
-    size_t n = (size_t)snprintf(query, sizeof query, "select * from Item where Sku in (");
-    json_array_foreach(left, i, s)
-    {
-        char *q = qbo_quote(json_string_value(s));
-        if (q != NULL && n < sizeof query)
-            n += (size_t)snprintf(query + n, sizeof query - n, "%s%s", i ? ", " : "", q);
-        free(q);
-        if (i == 99)
-            break; /* the rest is found by the next event of this document or created */
-    }
-    if (n < sizeof query)
-        snprintf(query + n, sizeof query - n, ")");
-    json_decref(left);
-    qbo_query(r->t->clients->qbo, r->t->conn, query, items_found, r);
+    r->items_asked = 0;
+    items_query(r);
 }

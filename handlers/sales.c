@@ -40,13 +40,26 @@
 #include <string.h>
 #include <strings.h>
 
+/* The Mplus documents, and the QuickBooks documents they become. */
+struct kind {
+    const char *name; /* the event's entity */
+    unsigned bit;     /* enum gw_sales_kind */
+    const char *type_field;
+};
+static const struct kind kinds[] = {
+    {"receipt", GW_SALES_RECEIPTS, "receiptType"},
+    {"invoice", GW_SALES_INVOICES, "invoiceType"},
+    {"order", GW_SALES_ORDERS, "orderType"},
+};
+static const char *const entities[] = {"SalesReceipt", "RefundReceipt", "Invoice", "CreditMemo"};
+
 struct sale {
-    const char *kind;     /* receipt, invoice, order (borrowed from the record) */
+    const struct kind *k;
+    const char *kind;     /* k->name */
     const char *mplus_id; /* receiptId, invoiceId, orderId */
     json_t *doc;          /* the Mplus document (borrowed payload) */
     const char *entity;   /* the QuickBooks document type */
     bool credit;          /* amounts are negated: refunds and credit memos are positive */
-    bool void_it;         /* an order cancelled after it was booked */
     char map_key[200];
     json_t *booked;  /* the id map entry, or NULL */
     json_t *written; /* the QuickBooks document once written */
@@ -64,19 +77,6 @@ static void sale_free(void *p)
 static const char *str(json_t *o, const char *k)
 {
     return json_string_value(json_object_get(o, k));
-}
-
-static bool has_word(const char *list, const char *word)
-{
-    size_t n = strlen(word);
-    for (const char *p = list ? list : ""; *p;) {
-        p += strspn(p, ", \t");
-        size_t l = strcspn(p, ", \t");
-        if (l == n && strncmp(p, word, n) == 0)
-            return true;
-        p += l;
-    }
-    return false;
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -103,6 +103,16 @@ static const char *table(struct run *r, const char *name, const char *key)
 }
 
 static const char *tax_code(struct run *r, json_int_t code, char *why, size_t whylen);
+static void sale_void(struct run *r);
+
+/* The entities entry named name (a stored id map entry's), or NULL. */
+static const char *entity_named(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof entities / sizeof entities[0]; i++)
+        if (strcmp(entities[i], name) == 0)
+            return entities[i];
+    return NULL;
+}
 
 /* ---- what the document is ------------------------------------------------------ */
 
@@ -110,18 +120,12 @@ static void sale_begin(struct run *r)
 {
     struct task *t = r->t;
     struct sale *s = r->flow;
-    const char *plural = strcmp(s->kind, "receipt") == 0   ? "receipts"
-                         : strcmp(s->kind, "invoice") == 0 ? "invoices"
-                                                           : "orders";
-    if (!has_word(t->conn->sales_documents, plural)) {
+    if ((t->conn->sales_kinds & s->k->bit) == 0) {
         run_skip(r, "kind not booked");
         return;
     }
     json_t *doc = s->doc;
-    const char *type = str(doc, strcmp(s->kind, "receipt") == 0   ? "receiptType"
-                                : strcmp(s->kind, "invoice") == 0 ? "invoiceType"
-                                                                  : "orderType")
-                           ?: "";
+    const char *type = str(doc, s->k->type_field) ?: "";
     s->credit = strstr(type, "CREDIT") != NULL;
     if (strcmp(s->kind, "receipt") == 0) {
         if (strcmp(type, "RECEIPT-TYPE-RECEIPT") != 0 && !s->credit) {
@@ -147,8 +151,7 @@ static void sale_begin(struct run *r)
                 run_skip(r, s->booked ? "already voided" : "cancelled before booking");
                 return;
             }
-            s->void_it = true;
-            run_next(r); /* straight on: the void needs no customer or items */
+            sale_void(r); /* the void needs no customer or items */
             return;
         }
         if (s->booked == NULL && !ends_with(complete, "STATE-COMPLETE")) {
@@ -157,12 +160,7 @@ static void sale_begin(struct run *r)
         }
     }
     if (s->booked != NULL) {
-        const char *entity = str(s->booked, "entity");
-        if (entity != NULL)
-            s->entity = strcmp(entity, "SalesReceipt") == 0    ? "SalesReceipt"
-                        : strcmp(entity, "RefundReceipt") == 0 ? "RefundReceipt"
-                        : strcmp(entity, "CreditMemo") == 0    ? "CreditMemo"
-                                                               : "Invoice";
+        s->entity = entity_named(str(s->booked, "entity")) ?: s->entity;
         bool same = json_integer_value(json_object_get(s->booked, "version")) == doc_version(doc);
         size_t paid = json_array_size(json_object_get(doc, "paymentList"));
         size_t done = json_array_size(json_object_get(s->booked, "payments"));
@@ -283,7 +281,6 @@ static void sale_default_customer(struct run *r)
     const char *id = str(m, "customer");
     if (id != NULL) {
         gw_strlcpy(r->customer_id, id, sizeof r->customer_id);
-        lookup_made(r->t, "default", "customer", id);
         json_decref(m);
         run_next(r);
         return;
@@ -455,10 +452,6 @@ static void sale_write(struct run *r)
 {
     struct task *t = r->t;
     struct sale *s = r->flow;
-    if (s->void_it) {
-        run_next(r);
-        return;
-    }
     char why[512] = "";
     struct totals tot = {0};
     json_t *lines = sale_lines(r, &tot, why, sizeof why);
@@ -595,7 +588,7 @@ static void sale_existing(struct run *r)
 {
     struct sale *s = r->flow;
     const char *docnum = str(s->doc, "transactionString");
-    if (s->void_it || s->booked != NULL || !task_is_rerun(r->t) || docnum == NULL) {
+    if (s->booked != NULL || !task_is_rerun(r->t) || docnum == NULL) {
         run_next(r);
         return;
     }
@@ -610,6 +603,16 @@ static void sale_existing(struct run *r)
 
 static void pay_next(struct run *r);
 
+/* What the id map keeps of a booked Mplus payment: its paymentId, or its place. */
+static const char *payment_key(json_t *p, size_t at, char *buf, size_t len)
+{
+    const char *pid = str(p, "paymentId");
+    if (pid != NULL && pid[0])
+        return pid;
+    snprintf(buf, len, "#%zu", at);
+    return buf;
+}
+
 static void payment_written(const struct qbo_result *res, void *arg)
 {
     struct run *r = arg;
@@ -619,9 +622,9 @@ static void payment_written(const struct qbo_result *res, void *arg)
         return;
     }
     json_t *p = json_array_get(json_object_get(s->doc, "paymentList"), s->payment_at);
-    const char *pid = str(p, "paymentId") ?: "";
-    json_t *done = json_object_get(s->booked, "payments");
-    json_array_append_new(done, json_string(pid));
+    char buf[32];
+    const char *pid = payment_key(p, s->payment_at, buf, sizeof buf);
+    json_array_append_new(json_object_get(s->booked, "payments"), json_string(pid));
     task_put_meta(r->t, s->map_key, s->booked);
     task_note(r->t, "created Payment %s for %s", str(json_object_get(res->body, "Payment"), "Id"),
               pid);
@@ -648,10 +651,16 @@ static void pay_next(struct run *r)
     json_t *done = json_object_get(s->booked, "payments");
     for (; s->payment_at < json_array_size(pays); s->payment_at++) {
         json_t *p = json_array_get(pays, s->payment_at);
-        const char *pid = str(p, "paymentId") ?: "";
+        char buf[32];
+        const char *pid = payment_key(p, s->payment_at, buf, sizeof buf);
         int64_t cents;
-        if (payment_booked(done, pid) || !cents_of(p, "amount", &cents) || cents == 0)
+        if (payment_booked(done, pid))
             continue;
+        if (!cents_of(p, "amount", &cents) || cents == 0) {
+            json_array_append_new(done, json_string(pid)); /* nothing to book */
+            task_put_meta(r->t, s->map_key, s->booked);
+            continue;
+        }
         char amount[MPLUS_NUM_LEN];
         money_text(cents, amount, sizeof amount);
         json_t *pay =
@@ -681,7 +690,7 @@ static void pay_next(struct run *r)
 static void sale_payments(struct run *r)
 {
     struct sale *s = r->flow;
-    if (s->void_it || s->booked == NULL || strcmp(s->entity, "Invoice") != 0) {
+    if (s->booked == NULL || strcmp(s->entity, "Invoice") != 0) {
         run_next(r);
         return;
     }
@@ -699,16 +708,13 @@ static void voided(const struct qbo_result *res, void *arg)
     }
     task_note(r->t, "voided %s %s: the order was cancelled", s->entity, str(s->booked, "id"));
     remember(r, json_object_get(res->body, s->entity), true);
-    run_next(r);
+    run_done(r);
 }
 
+/* An order cancelled after it was booked: void its document, and end. */
 static void sale_void(struct run *r)
 {
     struct sale *s = r->flow;
-    if (!s->void_it) {
-        run_next(r);
-        return;
-    }
     char rid[64];
     task_requestid(r->t, "void", rid, sizeof rid);
     qbo_void(r->t->clients->qbo, r->t->conn, s->entity, str(s->booked, "id") ?: "",
@@ -717,12 +723,8 @@ static void sale_void(struct run *r)
 
 /* ---- the flow ------------------------------------------------------------------ */
 
-/* A void goes from sale_begin straight to sale_void; the lookups skip it. */
-static void sale_lookups_unless_void(struct run *r);
-
 static const step_fn sale_steps[] = {
     sale_begin,
-    sale_lookups_unless_void,
     sale_default_customer,
     lookup_customer_mapped,
     lookup_relation,
@@ -732,27 +734,19 @@ static const step_fn sale_steps[] = {
     sale_existing,
     sale_write,
     sale_payments,
-    sale_void,
     NULL,
 };
-
-static void sale_lookups_unless_void(struct run *r)
-{
-    struct sale *s = r->flow;
-    if (s->void_it) {
-        /* Jump to the void: the steps between need a customer and items. */
-        while (r->steps[r->at + 1] != sale_void)
-            r->at++;
-    }
-    run_next(r);
-}
 
 void sales_from_mplus(struct task *t)
 {
     json_t *doc = task_payload(t);
     const char *kind = json_string_value(json_object_get(t->rec, "entity"));
     const char *id = json_string_value(json_object_get(t->rec, "entity_id"));
-    if (!json_is_object(doc) || kind == NULL || id == NULL) {
+    const struct kind *k = NULL;
+    for (size_t i = 0; kind && i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strcmp(kinds[i].name, kind) == 0)
+            k = &kinds[i];
+    if (!json_is_object(doc) || k == NULL || id == NULL) {
         task_fail(t, OUTCOME_DEAD, "malformed", "the polled document has no id");
         return;
     }
@@ -761,7 +755,8 @@ void sales_from_mplus(struct task *t)
         task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
         return;
     }
-    s->kind = kind;
+    s->k = k;
+    s->kind = k->name;
     s->mplus_id = id;
     s->doc = doc;
     struct run *r = run_new(t, sale_steps, s, sale_free);

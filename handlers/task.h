@@ -185,6 +185,7 @@ struct run {
     json_t *skus;       /* array of article numbers (strings) the document needs */
     json_t *items;      /* SKU -> {"id", "name"} once found */
     json_t *item_texts; /* SKU -> the document's text for it (names a created Item) */
+    size_t items_asked; /* SKUs of skus asked of QuickBooks so far */
 
     void *flow;
     void (*flow_free)(void *flow);

@@ -177,7 +177,7 @@ class SalesTestCase(GatewayTestCase):
             # VAT per code as Mplus has it: the tax total and the lines' tax codes.
             vat = sum(cents(g["vatAmount"]) for g in r["vatGroupList"]["vatGroup"]) / 100
             self.assertEqual(cents(d["TxnTaxDetail"]["TotalTax"]), vat, d)
-            for code, _ in {(g["vatCode"], 0) for g in r["vatGroupList"]["vatGroup"]}:
+            for code in {g["vatCode"] for g in r["vatGroupList"]["vatGroup"]}:
                 excl = sum(cents(l["data"]["totalExclAmount"]) for l in r["lineList"]["line"]
                            if l["data"]["vatCode"] == code) / 100
                 booked = sum(cents(l["Amount"]) for l in d["Line"]
@@ -188,6 +188,15 @@ class SalesTestCase(GatewayTestCase):
         split = [r for r in sales if len(r["paymentList"]["payment"]) == 2][0]
         self.assertEqual(self.assertBookedOnce(split, "receipt", "SalesReceipt", "receiptId")
                          ["PaymentMethodRef"]["value"], "2")
+        # Amounts travel as JSON numbers, not strings.
+        posted = [q["body"] for q in QBO.requests()
+                  if q["method"] == "POST" and q["path"].endswith("/salesreceipt")]
+        self.assertEqual(len(posted), 204)
+        for line in posted[0]["Line"]:
+            self.assertIsInstance(line["Amount"], (int, float), line)
+            self.assertIsInstance(line["SalesItemLineDetail"]["Qty"], (int, float), line)
+            self.assertIsInstance(line["SalesItemLineDetail"]["UnitPrice"], (int, float), line)
+        self.assertIsInstance(posted[0]["TxnTaxDetail"]["TotalTax"], (int, float))
         # The anonymous sales share one default customer; the articles became Items once.
         customers = QBO.entities("Customer")
         self.assertEqual([c["DisplayName"] for c in customers], ["Till sales"])
@@ -211,17 +220,18 @@ class SalesTestCase(GatewayTestCase):
 
     def test_an_unknown_tax_code_is_dead_and_names_code_and_country(self):
         self.start_gateway(sales_tax_codes="NLD/2:5")
-        MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "1"}])   # vatCode 1 (9 %)
-        MPLUS.sale(kind="cash", lines=[{"articleNumber": 1002, "quantity": "1"}])
-        evs = self.sale_events("receipt", 2)
-        states = sorted((e["state"], e["reason"]) for e in evs)
-        self.assertIn(("dead", "cannot book"), states)
-        dead = [e for e in evs if e["state"] == "dead"]
-        for e in dead:
-            self.assertIn("VAT code", e["last_error"])
-            self.assertIn("NLD", e["last_error"])
-            self.assertIn("sales_tax_codes", e["last_error"])
-        self.assertEqual(len(self.docs_of("SalesReceipt")), 2 - len(dead))
+        low = MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "1"}])["receipt"]
+        high = MPLUS.sale(kind="cash", lines=[{"articleNumber": 2001, "quantity": "1"}])["receipt"]
+        self.assertEqual(low["lineList"]["line"][0]["data"]["vatCode"], 1)
+        self.assertEqual(high["lineList"]["line"][0]["data"]["vatCode"], 2)
+        evs = {e["entity_id"]: e for e in self.sale_events("receipt", 2)}
+        dead, done = evs[low["receiptId"]], evs[high["receiptId"]]
+        self.assertEqual((dead["state"], dead["reason"], dead["attempts"]), ("dead", "cannot book", 1), dead)
+        self.assertIn("Mplus VAT code 1 in country NLD", dead["last_error"])
+        self.assertIn("sales_tax_codes", dead["last_error"])
+        self.assertEqual(done["state"], "done", done)
+        # Nothing was written for the dead one.
+        self.assertEqual(list(self.by_note("SalesReceipt")), ["Mplus receipt %s" % high["receiptId"]])
 
     def test_an_unknown_sku_retries_naming_it_then_goes_dead(self):
         self.start_gateway(sales_create_items="false")
@@ -269,6 +279,17 @@ class SalesTestCase(GatewayTestCase):
         inv = self.docs_of("Invoice")[0]
         self.assertEqual(inv["PrivateNote"], "Voided")
         self.assertEqual(cents(inv["TotalAmt"]), 0)
+
+    def test_sales_of_one_new_relation_at_once_make_one_customer(self):
+        self.start_gateway()
+        MPLUS.call("POST", "/_sim/till/sales",
+                   {"count": 12, "vary": True, "spec": {"kind": "card", "customer": 10003}})
+        evs = self.sale_events("receipt", 12)
+        self.assertEqual([e["state"] for e in evs], ["done"] * 12)
+        customers = QBO.entities("Customer")
+        self.assertEqual([c["DisplayName"] for c in customers], ["Caf\u00e9 't Hoekje V.O.F."])
+        self.assertEqual({d["CustomerRef"]["value"] for d in self.docs_of("SalesReceipt")},
+                         {customers[0]["Id"]})
 
     def test_an_email_in_other_letter_case_finds_the_existing_customer(self):
         QBO.entity("Customer", {"DisplayName": "Piet", "PrimaryEmailAddr": {"Address": "PIET.DEVRIES@example.nl"}})

@@ -104,6 +104,7 @@ static const struct key_def connection_keys[] = {
     {"mplus_subscription_id", K_STR, C(mplus_subscription_id), NULL, false, 0, 0},
     {"mplus_poll_interval_s", K_INT, C(mplus_poll_interval_s), "60", false, 1, 86400},
     {"mplus_page_size", K_INT, C(mplus_page_size), "500", false, 1, 10000},
+    {"mplus_document_page_size", K_INT, C(mplus_document_page_size), "100", false, 1, 10000},
     {"mplus_stock_branch", K_INT, C(mplus_stock_branch), "1", false, 0, 1000000},
     {"mplus_backfill", K_BOOL, C(mplus_backfill), "false", false, 0, 0},
     {"customers_direction", K_STR, C(customers_direction), "both", false, 0, 0},

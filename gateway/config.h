@@ -38,6 +38,7 @@ struct gw_connection {
     char *mplus_subscription_id;
     long mplus_poll_interval_s;
     long mplus_page_size;
+    long mplus_document_page_size;
     long mplus_stock_branch;
     bool mplus_backfill;
     /* customers flow and its mappings */

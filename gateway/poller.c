@@ -27,25 +27,33 @@ struct kind {
     const char *marker;  /* the object's marker field (and the request's) */
     const char *current; /* field of getCurrentSyncMarkers */
     bool paged;          /* takes syncMarkerLimit */
+    bool document;       /* sales documents: pages of mplus_document_page_size */
 };
 
 static const struct kind kinds[] = {
     {"receipts", GW_FLOW_SALES, "getReceipts", "receiptList", "receipt", "receiptId", "syncMarker",
-     "receiptSyncMarker", true},
+     "receiptSyncMarker", true, true},
     {"invoices", GW_FLOW_SALES, "getInvoices", "invoiceList", "invoice", "invoiceId", "syncMarker",
-     "invoiceSyncMarker", true},
+     "invoiceSyncMarker", true, true},
     {"orders", GW_FLOW_SALES, "getOrders", "orderList", "order", "orderId", "syncMarker",
-     "orderSyncMarker", true},
+     "orderSyncMarker", true, true},
     {"relations", GW_FLOW_CUSTOMERS, "getRelations", "relationList", "relation", "relationNumber",
-     "syncMarker", "relationSyncMarker", true},
+     "syncMarker", "relationSyncMarker", true, false},
     {"articles", GW_FLOW_PRODUCTS, "getProducts", "productList", "article", "articleNumber",
-     "syncMarker", "articleSyncMarker", true},
+     "syncMarker", "articleSyncMarker", true, false},
     {"article_groups", GW_FLOW_PRODUCTS, "getArticleGroupChanges", "changedArticleGroupList",
-     "article_group", "groupNumber", "syncMarker", "articleGroupSyncMarker", true},
+     "article_group", "groupNumber", "syncMarker", "articleGroupSyncMarker", true, false},
     {"stock", GW_FLOW_STOCK, "getStock", "articleStocks", "stock", "articleNumber", "stockId",
-     "stockId", false},
+     "stockId", false, false},
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
+
+/* Changes asked for per request. Documents carry their lines and payments
+ * (some twenty times an article), so a page of them is kept smaller. */
+static long kind_page_size(const struct kind *k, const struct gw_connection *c)
+{
+    return k->document ? c->mplus_document_page_size : c->mplus_page_size;
+}
 
 struct conn_state;
 
@@ -331,7 +339,7 @@ static void page_answer(const struct mplus_result *r, void *arg)
     }
     pj->t = t;
     pj->marker = marker;
-    pj->more = t->k->paged && objects >= (size_t)t->c->mplus_page_size && marker > t->marker;
+    pj->more = t->k->paged && objects >= (size_t)kind_page_size(t->k, t->c) && marker > t->marker;
     pj->job.apply = page_apply;
     pj->job.done = page_done;
     committer_submit(t->p->cm, &pj->job);
@@ -342,7 +350,7 @@ static void poll_once(struct target *t)
     json_t *req = json_object();
     json_object_set_new(req, t->k->marker, json_integer((json_int_t)(t->marker + 1)));
     if (t->k->paged)
-        json_object_set_new(req, "syncMarkerLimit", json_integer(t->c->mplus_page_size));
+        json_object_set_new(req, "syncMarkerLimit", json_integer(kind_page_size(t->k, t->c)));
     if (strcmp(t->k->name, "stock") == 0) {
         json_object_set_new(req, "branchNumber", json_integer(t->c->mplus_stock_branch));
         json_object_set_new(req, "articleNumbers", json_array());

@@ -26,4 +26,3 @@
     country: (($a.Country | gw_country) // ($s.default_country | gw_nonempty)),
     active: ($c.Active != false)
   }
-| gw_compact

@@ -26,4 +26,3 @@
     Active: ($r.active != false),
     DefaultTaxCodeRef: (gw_lookup($s.tax_code_by_country; $country) as $t | if $t then {value: $t} else null end)
   }
-| gw_compact

@@ -17,9 +17,13 @@ def gw_clean:
   else . end;
 
 # Drop members that are null (and objects left empty by that).
+# (The gateway drops them from a mapping's output itself; this is for values
+# a program goes on working with. A reduce: with_entries is several times slower.)
 def gw_compact:
   if type == "object" then
-    with_entries(.value |= gw_compact) | with_entries(select(.value != null and .value != {}))
+    . as $o
+    | reduce keys_unsorted[] as $k ({}; ($o[$k] | gw_compact) as $v
+        | if $v == null or $v == {} then . else .[$k] = $v end)
   else . end;
 
 # A value from a table of settings ({"NL": "3", "*": "0"}): by key, else "*".

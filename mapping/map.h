@@ -39,7 +39,8 @@ void map_close(struct mapper *m);
 
 /*
  * Run mapping name of connection c. existing may be NULL. *out is a new
- * object. Returns 0, or -1 with err saying what went wrong (for the event's
+ * object, without the members the program left null (nor objects left
+ * empty by that). Returns 0, or -1 with err saying what went wrong (for the event's
  * last_error).
  */
 int map_run(struct mapper *m, const struct gw_connection *c, const char *name, json_t *source,

@@ -5,7 +5,8 @@
 # arithmetic: source holds
 #   entity         the QuickBooks document type to make
 #   kind           receipt | invoice | order;  credit: true for refunds/credit memos
-#   document       the Mplus document as polled (money as decimal text)
+#   document       the Mplus document as polled (money as decimal text), but
+#                  its lines: each is in lines[].mplus
 #   customer       the QuickBooks Customer Id
 #   lines[]        {item, sku, tax_code, amount, qty, unit_price, amount_incl, description, mplus}
 #                  amount = round(qty x unit_price, 2), excl. VAT, in the document's sign
@@ -13,6 +14,7 @@
 #   doc_number, private_note, mplus_id, payment_method, deposit_account, class, term
 # existing is the booked document's id map entry on an update, else null.
 #
+# Members left null (and objects left empty) are dropped by the gateway.
 # Keep amounts as the text they come in: the gateway sends them to QuickBooks
 # as exact numbers. Do not compute with them here (jq numbers are doubles).
 .source as $s | $s.document as $d
@@ -35,8 +37,8 @@
             TaxCodeRef: {value: .tax_code},
             TaxInclusiveAmt: (if $taxcalc == "TaxInclusive" then .amount_incl else null end),
             ClassRef: ($s.class | if . then {value: .} else null end)
-          } | gw_compact
-        } | gw_compact ]
+          }
+        } ]
       + (if $s.rounding != "0.00" then
           [ { DetailType: "SalesItemLineDetail", Amount: $s.rounding, Description: "Rounding",
               SalesItemLineDetail: {ItemRef: {value: $s.rounding_item}, Qty: "1", UnitPrice: $s.rounding} } ]
@@ -49,11 +51,10 @@
     DueDate: (if $s.entity == "Invoice" then ($d.dueDate | gw_nonempty) else null end),
     BillAddr: (($d.invoiceAddress // null) as $a | if $a then
       {Line1: ($a.address | gw_nonempty | gw_trunc(500)), City: ($a.city | gw_nonempty | gw_trunc(255)),
-       PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)} | gw_compact
+       PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)}
       else null end),
     ShipAddr: (($d.deliveryAddress // null) as $a | if $a then
       {Line1: ($a.address | gw_nonempty | gw_trunc(500)), City: ($a.city | gw_nonempty | gw_trunc(255)),
-       PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)} | gw_compact
+       PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)}
       else null end)
   }
-| gw_compact

@@ -150,7 +150,7 @@ class SalesTestCase(GatewayTestCase):
     # -- the tests --
 
     def test_a_day_of_till_sales_is_booked_once_each_exact_to_the_cent(self):
-        gw = self.start_gateway()
+        gw = self.start_gateway(mplus_document_page_size=50)
         # 200 varied receipts, then the hard cases one by one.
         MPLUS.call("POST", "/_sim/till/sales", {"count": 200, "vary": True, "spec": {"kind": "cash"}})
         MPLUS.sale(kind="split", card_amount=1000,
@@ -165,6 +165,10 @@ class SalesTestCase(GatewayTestCase):
         receipts = MPLUS.docs("receipt")
         self.assertEqual(len(receipts), 205)
         evs = self.sale_events("receipt", 205)
+        # Documents come in pages of mplus_document_page_size.
+        limits = [q["params"].get("syncMarkerLimit") for q in MPLUS.requests("getReceipts")]
+        self.assertGreaterEqual(len(limits), 5)
+        self.assertEqual(set(limits), {50})
         bad = [(e["id"], e["state"], e["reason"], e["last_error"]) for e in evs if e["state"] != "done"]
         self.assertEqual(bad, [])
         sales = [r for r in receipts if r["receiptType"] == "RECEIPT-TYPE-RECEIPT"]

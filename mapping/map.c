@@ -22,8 +22,11 @@ struct program {
     const char *name;
     jq_state *jq;
     json_t *settings;
+    jv settings_jv; /* the same, as jq holds it: shared by every run */
     char file[1024];
 };
+
+static jv jv_of(json_t *v);
 
 struct mapper {
     struct program *progs;
@@ -257,6 +260,7 @@ int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, 
             p->c = c;
             p->name = names[k];
             p->settings = map_settings(c);
+            p->settings_jv = jv_of(p->settings);
             m->n++;
         }
     }
@@ -271,6 +275,7 @@ void map_close(struct mapper *m)
     for (size_t i = 0; i < m->n; i++) {
         jq_teardown(&m->progs[i].jq);
         json_decref(m->progs[i].settings);
+        jv_free(m->progs[i].settings_jv);
     }
     free(m->progs);
     free(m);
@@ -367,11 +372,10 @@ static json_t *json_of(jv v)
     return out;
 }
 
-/* Run a compiled program on input; the first output is the result. */
-static int run(jq_state *jq, const char *file, json_t *input, json_t **out, char *err,
-               size_t errlen)
+/* Run a compiled program on input (consumed); the first output is the result. */
+static int run(jq_state *jq, const char *file, jv input, json_t **out, char *err, size_t errlen)
 {
-    jq_start(jq, jv_of(input), 0);
+    jq_start(jq, input, 0);
     jv r = jq_next(jq);
     int rc = -1;
     if (jv_is_valid(r)) {
@@ -418,12 +422,12 @@ int map_run(struct mapper *m, const struct gw_connection *c, const char *name, j
         gw_errf(err, errlen, "no mapping %s for connection %s", name, c->name);
         return -1;
     }
-    json_t *input = json_pack("{s:O, s:O, s:O, s:s}", "source", source, "existing",
-                              existing ? existing : json_null(), "settings", p->settings,
-                              "connection", c->name);
-    int rc = run(p->jq, p->file, input, out, err, errlen);
-    json_decref(input);
-    return rc;
+    jv input = jv_object();
+    input = jv_object_set(input, jv_string("source"), jv_of(source));
+    input = jv_object_set(input, jv_string("existing"), existing ? jv_of(existing) : jv_null());
+    input = jv_object_set(input, jv_string("settings"), jv_copy(p->settings_jv));
+    input = jv_object_set(input, jv_string("connection"), jv_string(c->name));
+    return run(p->jq, p->file, input, out, err, errlen);
 }
 
 int map_preview(const char *dir, const char *file, json_t *input, json_t **out, char *err,
@@ -432,7 +436,7 @@ int map_preview(const char *dir, const char *file, json_t *input, json_t **out, 
     jq_state *jq = compile(dir, file, err, errlen);
     if (jq == NULL)
         return -1;
-    int rc = run(jq, file, input, out, err, errlen);
+    int rc = run(jq, file, jv_of(input), out, err, errlen);
     jq_teardown(&jq);
     return rc;
 }

@@ -45,8 +45,8 @@
         else [] end)
     ),
     TxnTaxDetail: {TotalTax: $s.tax_total},
-    PaymentMethodRef: ($s.payment_method | if . and ($s.entity | test("Receipt")) then {value: .} else null end),
-    DepositToAccountRef: ($s.deposit_account | if . and ($s.entity | test("Receipt")) then {value: .} else null end),
+    PaymentMethodRef: ($s.payment_method | if . and ($s.entity | endswith("Receipt")) then {value: .} else null end),
+    DepositToAccountRef: ($s.deposit_account | if . and ($s.entity | endswith("Receipt")) then {value: .} else null end),
     SalesTermRef: ($s.term | if . and $s.entity == "Invoice" then {value: .} else null end),
     DueDate: (if $s.entity == "Invoice" then ($d.dueDate | gw_nonempty) else null end),
     BillAddr: (($d.invoiceAddress // null) as $a | if $a then

@@ -317,8 +317,9 @@ static jv jv_of(json_t *v)
 }
 
 /* jq to jansson, consuming v. Members that are null, and objects left
- * empty by that, are left out (objects in arrays too). NULL for such a
- * value. Whole numbers come back as integers, as they would through text. */
+ * empty by that, are left out (objects in arrays too, where an emptied
+ * object stays {}). NULL for such a value. Whole numbers come back as integers, as they would
+ * through text. */
 static json_t *json_of(jv v)
 {
     json_t *out = NULL;
@@ -342,8 +343,11 @@ static json_t *json_of(jv v)
         out = json_array();
         int n = jv_array_length(jv_copy(v));
         for (int i = 0; i < n; i++) {
-            json_t *e = json_of(jv_array_get(jv_copy(v), i));
-            json_array_append_new(out, e ? e : json_null());
+            jv ev = jv_array_get(jv_copy(v), i);
+            bool object = jv_get_kind(ev) == JV_KIND_OBJECT;
+            json_t *e = json_of(ev);
+            /* An element keeps its place: an emptied object stays {}. */
+            json_array_append_new(out, e ? e : object ? json_object() : json_null());
         }
         break;
     }

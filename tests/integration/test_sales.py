@@ -222,6 +222,23 @@ class SalesTestCase(GatewayTestCase):
         creates = [q for q in QBO.requests()[before:] if q["method"] == "POST"]
         self.assertEqual(creates, [])
 
+    def test_sigkill_mid_day_then_restart_loses_none_and_books_none_twice(self):
+        gw = self.start_gateway()
+        MPLUS.call("POST", "/_sim/till/sales", {"count": 150, "vary": True, "spec": {"kind": "cash"}})
+        # Slow answers keep many creates in flight when the daemon dies.
+        QBO.fault("slow", count=10000, path_contains="salesreceipt", delay_ms=40)
+        self.wait(lambda: len(self.docs_of("SalesReceipt")) >= 30, "30 receipts booked")
+        gw.kill()
+        booked_before = len(self.docs_of("SalesReceipt"))
+        self.assertLess(booked_before, 150)
+        gw.start()
+        evs = self.sale_events("receipt", 150)
+        self.assertEqual(len(evs), 150)
+        self.assertEqual([e["id"] for e in evs if e["state"] != "done"], [])
+        for r in MPLUS.docs("receipt"):
+            self.assertBookedOnce(r, "receipt", "SalesReceipt", "receiptId")
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 150)
+
     def test_an_unknown_tax_code_is_dead_and_names_code_and_country(self):
         self.start_gateway(sales_tax_codes="NLD/2:5")
         low = MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "1"}])["receipt"]

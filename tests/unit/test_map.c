@@ -144,6 +144,41 @@ static void test_override_and_errors(void **state)
     unlink("/tmp/gw_map_bad.jq");
 }
 
+/* Values cross to jq and back as they are (text with a NUL, whole and
+ * fractional numbers, nesting, order), and members left null go, with the
+ * objects emptied by that, also inside arrays. */
+static void test_values_and_nulls(void **state)
+{
+    (void)state;
+    write_file("/tmp/gw_map_nulls.jq",
+               "{Echo: .source, Gone: null, Empty: {a: null}, Kept: {a: null, b: 1},\n"
+               " Line: [{Amount: \"9.95\", X: null}, null, {Y: {z: null}}], Conn: .connection,\n"
+               " Tax: .settings.tax_code_by_country.NL}\n");
+    struct gw_config *cfg = load("[connection.a]\nflows = customers\ntax_code_by_country = NL:5\n"
+                                 "map_customers_to_qbo = /tmp/gw_map_nulls.jq\n");
+    struct mapper *m;
+    char err[512];
+    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    json_t *src = json_loads("{\"t\":\"a\\u0000b\",\"n\":12,\"f\":0.5,\"neg\":-3,"
+                             "\"deep\":{\"x\":[true,false,\"s\"]},\"z\":\"last\"}",
+                             JSON_ALLOW_NUL, NULL);
+    assert_non_null(src);
+    json_t *out;
+    assert_int_equal(
+        map_run(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, src, NULL, &out, err, sizeof err), 0);
+    char *text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(text, "{\"Echo\":{\"t\":\"a\\u0000b\",\"n\":12,\"f\":0.5,\"neg\":-3,"
+                              "\"deep\":{\"x\":[true,false,\"s\"]},\"z\":\"last\"},"
+                              "\"Kept\":{\"b\":1},\"Line\":[{\"Amount\":\"9.95\"},null,{}],"
+                              "\"Conn\":\"a\",\"Tax\":\"5\"}");
+    free(text);
+    json_decref(out);
+    json_decref(src);
+    map_close(m);
+    config_free(cfg);
+    unlink("/tmp/gw_map_nulls.jq");
+}
+
 static void test_bad_settings_table(void **state)
 {
     (void)state;
@@ -160,6 +195,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_company_and_person_relations),
         cmocka_unit_test(test_override_and_errors),
+        cmocka_unit_test(test_values_and_nulls),
         cmocka_unit_test(test_bad_settings_table),
     };
     return cmocka_run_group_tests_name("map", tests, NULL, NULL);

@@ -4,9 +4,10 @@ Starts the simulator as a subprocess and checks through HTTP the behaviours
 the gateway's tests rely on: OAuth (code exchange, refresh-token rotation,
 expiry, revocation), reads and writes with SyncToken, requestid idempotency,
 QBO's validation faults (references, line amounts, tax totals), payments
-against invoices, void, exact decimal amounts, the query language (with
-case-sensitive '='), CDC, throttling, every injected fault kind and signed
-webhooks.
+against invoices, void, exact decimal amounts, the seeded accounts and the
+Item rules (types, accounts, inventory, categories, quantity on hand), the
+query language (with case-sensitive '='), CDC, throttling, every injected
+fault kind, the request log's filters and signed webhooks.
 
     python3 tests/integration/test_qbo_sim.py [GATEWAY_BINARY] [unittest args]
 
@@ -193,6 +194,11 @@ class SimTest(unittest.TestCase):
                                      "Content-Type": "application/json"})
         return status, data
 
+    @staticmethod
+    def service(name, **fields):
+        """A Service Item body; Account 1 "Services" is in every new company."""
+        return dict({"Name": name, "Type": "Service", "IncomeAccountRef": {"value": "1"}}, **fields)
+
     def sales_line(self, amount, item_id="1", **detail):
         return {"Amount": amount, "DetailType": "SalesItemLineDetail",
                 "SalesItemLineDetail": dict({"ItemRef": {"value": item_id}}, **detail)}
@@ -350,7 +356,7 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.create("Item", item)["Name"], "Pump")
 
     def test_sales_receipt_line_amounts_totals_and_doc_numbers(self):
-        self.create("Item", {"Name": "Hours", "Type": "Service"})  # the ItemRef below
+        self.create("Item", self.service("Hours"))  # the ItemRef below
         line = {"Amount": 10.01, "DetailType": "SalesItemLineDetail",
                 "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": 3, "UnitPrice": 3.335}}
         receipt = self.create("SalesReceipt", {"DocNumber": "R-1", "Line": [line, dict(line, Amount=10.01)],
@@ -370,7 +376,7 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.assertFault(status, data, "6140")["Message"], "Duplicate Document Number Error")
 
     def test_void_and_delete(self):
-        self.create("Item", {"Name": "Hours", "Type": "Service"})  # the ItemRef below
+        self.create("Item", self.service("Hours"))  # the ItemRef below
         line = {"Amount": 5, "DetailType": "SalesItemLineDetail",
                 "SalesItemLineDetail": {"ItemRef": {"value": "1"}, "Qty": 1, "UnitPrice": 5}}
         receipt = self.create("SalesReceipt", {"Line": [line]})
@@ -398,7 +404,7 @@ class SimTest(unittest.TestCase):
         self.create("Customer", {"DisplayName": "Thrifty Meats"})  # the name is free again
 
     def test_void_covers_refunds_credit_memos_and_invoices(self):
-        self.create("Item", {"Name": "Hours", "Type": "Service"})
+        self.create("Item", self.service("Hours"))
         for entity in ("Invoice", "RefundReceipt", "CreditMemo", "SalesReceipt"):
             doc = self.create(entity, {"Line": [self.sales_line(8)], "TxnTaxDetail": {"TotalTax": 1}})
             self.assertEqual(doc["TotalAmt"], 9, entity)
@@ -417,8 +423,8 @@ class SimTest(unittest.TestCase):
 
     def test_references_must_name_stored_objects(self):
         self.create("Customer", {"DisplayName": "Cool Cars"})           # Customer 1
-        self.create("Item", {"Name": "Hours", "Type": "Service"})       # Item 1
-        self.create("Item", {"Name": "Old Stock", "Type": "Service"})   # Item 2
+        self.create("Item", self.service("Hours"))       # Item 1
+        self.create("Item", self.service("Old Stock"))   # Item 2
         self.seed("TaxCode", {"Id": "3", "Name": "21% S"})             # TaxCode create is not in the API
         good = [self.sales_line(10, TaxCodeRef={"value": "TAX"}), self.sales_line(5, TaxCodeRef={"value": "NON"}),
                 self.sales_line(2, TaxCodeRef={"value": "3"})]
@@ -456,7 +462,7 @@ class SimTest(unittest.TestCase):
         self.assertEqual(stored["TotalAmt"], 3)
 
     def test_tax_lines_must_add_up_to_total_tax(self):
-        self.create("Item", {"Name": "Hours", "Type": "Service"})
+        self.create("Item", self.service("Hours"))
         tax_line = {"Amount": 2.10, "DetailType": "TaxLineDetail",
                     "TaxLineDetail": {"TaxRateRef": {"value": "999"}, "PercentBased": True, "TaxPercent": 21,
                                       "NetAmountTaxable": 10}}
@@ -481,7 +487,7 @@ class SimTest(unittest.TestCase):
 
     def test_payments_reduce_and_restore_invoice_balances(self):
         self.create("Customer", {"DisplayName": "Cool Cars"})
-        self.create("Item", {"Name": "Hours", "Type": "Service"})
+        self.create("Item", self.service("Hours"))
         invoice = self.create("Invoice", {"CustomerRef": {"value": "1"},
                                           "Line": [self.sales_line(60), self.sales_line("40.00")]})
         self.assertEqual((invoice["TotalAmt"], invoice["Balance"]), (100, 100))
@@ -531,7 +537,7 @@ class SimTest(unittest.TestCase):
                           self.api("GET", "creditmemo/" + memo["Id"])[1]["CreditMemo"]["Balance"]), (0, 75, 0))
 
     def test_amounts_are_exact_decimals(self):
-        self.create("Item", {"Name": "Hours", "Type": "Service"})
+        self.create("Item", self.service("Hours"))
         # 0.530 x 18.7736 = 9.950008: Amount 9.95 is right, 9.96 is not.
         for qty, price, amount in ((0.530, 18.7736, 9.95), ("0.530", "18.7736", "9.95")):
             receipt = self.create("SalesReceipt", {"Line": [self.sales_line(amount, Qty=qty, UnitPrice=price)]})
@@ -552,6 +558,253 @@ class SimTest(unittest.TestCase):
         for text in (b'"Amount":9.95,', b'"Qty":0.53,', b'"UnitPrice":18.7736',
                      b'"TaxInclusiveAmt":12.345678901234567891', b'"TotalAmt":9.95'):
             self.assertIn(text, data)
+
+    # -- Items: accounts, types, inventory, categories, quantity on hand --
+
+    def inventory(self, name, **fields):
+        """An Inventory Item body with the seeded accounts (as rest/item_create_inventory.json)."""
+        return dict({"Name": name, "Type": "Inventory", "IncomeAccountRef": {"value": "79"},
+                     "AssetAccountRef": {"value": "81"}, "ExpenseAccountRef": {"value": "80"},
+                     "TrackQtyOnHand": True, "QtyOnHand": 10, "InvStartDate": "2015-01-01"}, **fields)
+
+    def refused(self, entity, body, code, element):
+        """The first error of a refused write, checked for its code and element."""
+        status, data, _ = self.api("POST", entity.lower(), body)
+        error = self.assertFault(status, data, code)
+        self.assertEqual(error.get("element"), element, error)
+        return error
+
+    def test_new_company_has_the_accounts_an_item_needs(self):
+        expected = {"Services": ("1", "Income"), "Sales of Product Income": ("79", "Income"),
+                    "Cost of Goods Sold": ("80", "Cost of Goods Sold"),
+                    "Inventory Asset": ("81", "Other Current Asset")}
+        for name, (account_id, account_type) in expected.items():
+            status, data, _ = self.query("select * from Account where Name = '%s'" % name)
+            self.assertEqual(status, 200, data)
+            [account] = data["QueryResponse"]["Account"]
+            self.assertEqual((account["Id"], account["AccountType"], account["Active"]),
+                             (account_id, account_type, True))
+        self.assertLessEqual(set(fixture_json("rest", "account_read.json")["Account"]), set(account))
+        # The same accounts the recorded inventory item uses: creating it works, and the
+        # answer names its accounts as the recording does.
+        recorded = fixture_json("rest", "item_create_inventory.json")["Item"]
+        body = {k: v for k, v in recorded.items() if k not in ("Id", "SyncToken", "MetaData", "domain", "sparse")}
+        created = self.create("Item", body)
+        for key in ("IncomeAccountRef", "AssetAccountRef", "ExpenseAccountRef", "QtyOnHand", "TrackQtyOnHand",
+                    "InvStartDate", "FullyQualifiedName", "Type"):
+            self.assertEqual(created[key], recorded[key], key)
+        self.assertEqual(self.create("Account", {"Name": "Omzet", "AccountType": "Income"})["Id"], "82")
+
+    def test_inventory_items_need_accounts_tracking_and_an_opening_quantity(self):
+        for key in ("IncomeAccountRef", "AssetAccountRef", "ExpenseAccountRef", "QtyOnHand", "InvStartDate"):
+            body = self.inventory("Pump")
+            del body[key]
+            error = self.refused("Item", body, "2020", key)
+            self.assertEqual(error["Detail"], "Required parameter %s is missing in the request" % key)
+        for key in ("IncomeAccountRef", "AssetAccountRef", "ExpenseAccountRef"):
+            self.refused("Item", self.inventory("Pump", **{key: {"value": "999"}}), "2500", key)
+        for tracked in (False, None):
+            error = self.refused("Item", self.inventory("Pump", TrackQtyOnHand=tracked), "6000", "TrackQtyOnHand")
+            self.assertIn("the item cannot be of type Inventory", error["Detail"])
+        self.refused("Item", self.inventory("Pump", InvStartDate="31-01-2017"), "2010", None)
+        # A deactivated account cannot be used any more.
+        self.seed("Account", {"Id": "80", "Active": False})
+        self.refused("Item", self.inventory("Pump"), "2500", "ExpenseAccountRef")
+        self.assertEqual(self.control("GET", "/_sim/entities?realm=%s&entity=Item" % REALM), [],
+                         "refused creates store nothing")
+        self.assertEqual(self.create("Item", self.service("Hours"))["Id"], "1", "and use up no Id")
+
+    def test_non_inventory_and_service_items_need_an_income_account(self):
+        for item_type in ("NonInventory", "Service"):
+            self.refused("Item", {"Name": "Koffie", "Type": item_type}, "2020", "IncomeAccountRef")
+            self.refused("Item", {"Name": "Koffie", "Type": item_type, "IncomeAccountRef": {"value": "4"}},
+                         "2500", "IncomeAccountRef")
+            error = self.refused("Item", {"Name": "Koffie", "Type": item_type, "IncomeAccountRef": {"value": "79"},
+                                          "TrackQtyOnHand": True, "QtyOnHand": 3}, "6000", "TrackQtyOnHand")
+            self.assertIn("Only an Inventory item", error["Detail"])
+            self.refused("Item", {"Name": "Koffie", "Type": item_type, "IncomeAccountRef": {"value": "79"},
+                                  "QtyOnHand": 3}, "6000", "QtyOnHand")
+        item = self.create("Item", {"Name": "Koffie", "Type": "NonInventory", "Sku": "1001",
+                                    "IncomeAccountRef": {"value": "79"}, "UnitPrice": "2.50"})
+        self.assertEqual(item["IncomeAccountRef"], {"value": "79", "name": "Sales of Product Income"})
+        self.assertEqual(item["UnitPrice"], 2.5)
+        self.assertNotIn("Level", item)
+
+    def test_item_types_names_and_lengths(self):
+        self.refused("Item", {"Name": "Koffie", "IncomeAccountRef": {"value": "79"}}, "2020", "Type")
+        for item_type in ("Group", "Bundle", "Other Charge"):
+            error = self.refused("Item", {"Name": "Set", "Type": item_type}, "500", None)
+            self.assertEqual(error["Detail"], "Operation CREATE %s is not supported." % item_type.upper())
+        self.refused("Item", {"Name": "Set", "Type": "Gadget"}, "2010", None)
+        for name in ("", "   "):
+            self.refused("Item", self.service(name), "2020", "Name")
+        for bad in ('Shirt "Logo"', "Tops:Shirt", "Tab\tName", "New\nLine"):
+            self.refused("Item", self.service(bad), "2040", "Name")
+        for key, limit in (("Name", 100), ("Sku", 100), ("Description", 4000)):
+            body = self.service("x" * 100, **{key: "y" * (limit + 1)})
+            error = self.refused("Item", body, "2050", key)
+            self.assertIn("Max:%d supported. Supplied length:%d" % (limit, limit + 1), error["Detail"])
+        self.create("Item", self.service("x" * 100, Sku="y" * 100))   # the limits themselves are fine
+        # Names are unique among Items, ignoring case, on create and on a rename.
+        self.create("Item", self.service("Koffie"))
+        self.refused("Item", self.service("KOFFIE"), "6240", None)
+        thee = self.create("Item", self.service("Thee"))
+        self.refused("Item", {"Id": thee["Id"], "SyncToken": "0", "sparse": True, "Name": "koffie"}, "6240", None)
+        self.refused("Item", dict(self.service("KOFFIE"), Id=thee["Id"], SyncToken="0"), "6240", None)
+        renamed = self.create("Item", {"Id": thee["Id"], "SyncToken": "0", "sparse": True, "Name": "THEE"})
+        self.assertEqual((renamed["Name"], renamed["FullyQualifiedName"]), ("THEE", "THEE"), "its own name is free")
+        # Another type's name (an Account's) does not clash.
+        self.create("Item", self.service("Services"))
+
+    def test_categories_and_sub_items(self):
+        drinks = self.create("Item", {"Name": "Dranken", "Type": "Category"})
+        self.assertEqual((drinks["FullyQualifiedName"], drinks["Active"]), ("Dranken", True))
+        self.assertNotIn("Level", drinks)
+        for key, value in (("Sku", "1"), ("UnitPrice", 1), ("PurchaseCost", 1),
+                           ("IncomeAccountRef", {"value": "79"}), ("ExpenseAccountRef", {"value": "80"}),
+                           ("AssetAccountRef", {"value": "81"}),
+                           ("QtyOnHand", 1), ("InvStartDate", "2025-01-01"), ("TrackQtyOnHand", True)):
+            error = self.refused("Item", {"Name": "Eten", "Type": "Category", key: value}, "6000", key)
+            self.assertIn("A Category only groups other items", error["Detail"])
+        warm = self.create("Item", {"Name": "Warm", "Type": "Category", "SubItem": True,
+                                    "ParentRef": {"value": drinks["Id"]}})
+        self.assertEqual((warm["FullyQualifiedName"], warm["Level"], warm["ParentRef"]),
+                         ("Dranken:Warm", 1, {"value": drinks["Id"], "name": "Dranken"}))
+        coffee = self.create("Item", self.service("Koffie", SubItem=True, ParentRef={"value": warm["Id"]}))
+        self.assertEqual((coffee["FullyQualifiedName"], coffee["Level"]), ("Dranken:Warm:Koffie", 2))
+        # ParentRef must name a stored Category, with SubItem true, and SubItem needs a ParentRef.
+        self.refused("Item", self.service("Thee", SubItem=True, ParentRef={"value": "999"}), "2500", "ParentRef")
+        error = self.refused("Item", self.service("Thee", SubItem=True, ParentRef={"value": coffee["Id"]}),
+                             "6000", "ParentRef")
+        self.assertIn("must name a Category", error["Detail"])
+        self.refused("Item", self.service("Thee", ParentRef={"value": warm["Id"]}), "6000", "SubItem")
+        self.refused("Item", self.service("Thee", SubItem=False, ParentRef={"value": warm["Id"]}), "6000", "SubItem")
+        self.refused("Item", self.service("Thee", SubItem=True), "2020", "ParentRef")
+        # No cycles, and at most 5 levels (Level 0 to 4), counting what hangs below a moved category.
+        self.refused("Item", {"Id": drinks["Id"], "SyncToken": "0", "sparse": True, "SubItem": True,
+                              "ParentRef": {"value": warm["Id"]}}, "6000", "ParentRef")
+        parent = warm
+        for level in (2, 3, 4):
+            parent = self.create("Item", {"Name": "L%d" % level, "Type": "Category", "SubItem": True,
+                                          "ParentRef": {"value": parent["Id"]}})
+            self.assertEqual(parent["Level"], level)
+        self.refused("Item", {"Name": "L5", "Type": "Category", "SubItem": True,
+                              "ParentRef": {"value": parent["Id"]}}, "6000", "ParentRef")
+        other = self.create("Item", {"Name": "Andere", "Type": "Category"})
+        self.refused("Item", {"Id": drinks["Id"], "SyncToken": "0", "sparse": True, "SubItem": True,
+                              "ParentRef": {"value": other["Id"]}}, "6000", "ParentRef")
+        # A renamed category renames what is below it; a sub-item moved to the top loses its Level.
+        self.create("Item", {"Id": drinks["Id"], "SyncToken": "0", "sparse": True, "Name": "Drinken"})
+        status, read, _ = self.api("GET", "item/" + coffee["Id"])
+        self.assertEqual(read["Item"]["FullyQualifiedName"], "Drinken:Warm:Koffie")
+        self.assertEqual(read["Item"]["SyncToken"], "0")
+        moved = self.create("Item", dict(self.service("Koffie"), Id=coffee["Id"], SyncToken="0"))
+        self.assertEqual(moved["FullyQualifiedName"], "Koffie")
+        self.assertNotIn("Level", moved)
+        # A sparse update with SubItem false moves an item to the top, with what is below it.
+        l2 = self.query("select * from Item where Name = 'L2'")[1]["QueryResponse"]["Item"][0]
+        self.refused("Item", {"Id": l2["Id"], "SyncToken": "0", "sparse": True, "SubItem": False,
+                              "ParentRef": {"value": warm["Id"]}}, "6000", "SubItem")
+        top = self.create("Item", {"Id": l2["Id"], "SyncToken": "0", "sparse": True, "SubItem": False})
+        self.assertEqual((top["FullyQualifiedName"], top["SubItem"]), ("L2", False))
+        self.assertNotIn("ParentRef", top)
+        self.assertNotIn("Level", top)
+        l4 = self.query("select * from Item where Name = 'L4'")[1]["QueryResponse"]["Item"][0]
+        self.assertEqual((l4["FullyQualifiedName"], l4["Level"]), ("L2:L3:L4", 2))
+        self.create("Item", {"Id": l2["Id"], "SyncToken": "1", "sparse": True, "SubItem": True,
+                             "ParentRef": {"value": warm["Id"]}})
+        status, data, _ = self.query("select * from Item where Type = 'Category' ORDERBY Name")
+        self.assertEqual([i["FullyQualifiedName"] for i in data["QueryResponse"]["Item"]],
+                         ["Andere", "Drinken", "Drinken:Warm:L2", "Drinken:Warm:L2:L3", "Drinken:Warm:L2:L3:L4",
+                          "Drinken:Warm"])
+        # A category can be made inactive (deleted) like any name-list object.
+        gone = self.create("Item", {"Id": other["Id"], "SyncToken": "0", "sparse": True, "Active": False})
+        self.assertIs(gone["Active"], False)
+        status, data, _ = self.query("select * from Item where Type = 'Category'")
+        self.assertNotIn("Andere", [i["Name"] for i in data["QueryResponse"]["Item"]])
+        self.refused("Item", self.service("Thee", SubItem=True, ParentRef={"value": other["Id"]}), "2500",
+                     "ParentRef")
+
+    def test_quantity_on_hand_is_exact_and_needs_tracking(self):
+        pump = self.create("Item", self.inventory("Pump", QtyOnHand="12.500"))
+        self.assertEqual(pump["QtyOnHand"], 12.5)
+        status, data = self.raw_post(
+            "item", '{"Id":"%s","SyncToken":"0","sparse":true,"QtyOnHand":7.125000000000000001}' % pump["Id"])
+        self.assertEqual(status, 200, data)
+        self.assertIn(b'"QtyOnHand":7.125000000000000001,', data)
+        self.assertIn(b'"SyncToken":"1"', data)
+        updated = self.create("Item", {"Id": pump["Id"], "SyncToken": "1", "sparse": True, "QtyOnHand": "-3"})
+        self.assertEqual(updated["QtyOnHand"], -3)
+        # A full update without QtyOnHand keeps it: it is the item's balance.
+        body = self.inventory("Pump", Id=pump["Id"], SyncToken="2", Description="full")
+        del body["QtyOnHand"], body["InvStartDate"]
+        kept = self.create("Item", body)
+        self.assertEqual((kept["QtyOnHand"], kept["InvStartDate"], kept["SyncToken"]), (-3, "2015-01-01", "3"))
+        # Tracking cannot be switched off on an Inventory item, and an untracked item takes no quantity.
+        self.refused("Item", {"Id": pump["Id"], "SyncToken": "3", "sparse": True, "TrackQtyOnHand": False},
+                     "6000", "TrackQtyOnHand")
+        tea = self.create("Item", {"Name": "Thee", "Type": "NonInventory", "IncomeAccountRef": {"value": "79"}})
+        error = self.refused("Item", {"Id": tea["Id"], "SyncToken": "0", "sparse": True, "QtyOnHand": 5},
+                             "6000", "QtyOnHand")
+        self.assertIn("TrackQtyOnHand true", error["Detail"])
+        # Sparse updates keep the rest of the item; a refused one changes nothing.
+        status, read, _ = self.api("GET", "item/" + pump["Id"])
+        self.assertEqual((read["Item"]["SyncToken"], read["Item"]["TrackQtyOnHand"], read["Item"]["Description"]),
+                         ("3", True, "full"))
+
+    def test_items_made_in_the_ui_get_their_accounts(self):
+        widget = self.seed("Item", {"Name": "Widget", "Type": "NonInventory"})
+        self.assertEqual(widget["IncomeAccountRef"], {"value": "79", "name": "Sales of Product Income"})
+        self.assertEqual(self.seed("Item", {"Name": "Uren", "Type": "Service"})["IncomeAccountRef"]["value"], "1")
+        stock = self.seed("Item", {"Name": "Stock", "Type": "Inventory"})
+        self.assertEqual((stock["AssetAccountRef"]["value"], stock["ExpenseAccountRef"]["value"],
+                          stock["TrackQtyOnHand"], stock["QtyOnHand"]), ("81", "80", True, 0))
+        # So the API may update them as they are.
+        self.create("Item", {"Id": widget["Id"], "SyncToken": "0", "sparse": True, "Description": "checked"})
+        self.create("Item", {"Id": stock["Id"], "SyncToken": "0", "sparse": True, "QtyOnHand": 4})
+        # What the test gives is kept.
+        mine = self.seed("Item", {"Name": "Mine", "Type": "NonInventory", "IncomeAccountRef": {"value": "1"}})
+        self.assertEqual(mine["IncomeAccountRef"]["value"], "1")
+
+    def test_item_queries_by_sku_name_and_type(self):
+        for sku, name in (("1", "Koffie"), ("01", "Koffie oud"), ("2", "Thee"), ("20", "Thee groot")):
+            self.create("Item", {"Name": name, "Sku": sku, "Type": "NonInventory",
+                                 "IncomeAccountRef": {"value": "79"}})
+        self.create("Item", {"Name": "Dranken", "Type": "Category"})
+
+        def names(where):
+            status, data, _ = self.query("select * from Item where " + where)
+            self.assertEqual(status, 200, data)
+            return sorted(i["Name"] for i in data["QueryResponse"].get("Item", []))
+
+        self.assertEqual(names("Sku in ('1', '2')"), ["Koffie", "Thee"])
+        self.assertEqual(names("Sku = '1'"), ["Koffie"], "'01' is another SKU")
+        self.assertEqual(names("Sku = '01'"), ["Koffie oud"])
+        self.assertEqual(names("Name = 'Thee groot'"), ["Thee groot"])
+        self.assertEqual(names("Name = 'thee groot'"), [])
+        self.assertEqual(names("Type = 'Category'"), ["Dranken"])
+        self.assertEqual(names("Type = 'NonInventory' AND Sku IN ('2', '20', '3')"), ["Thee", "Thee groot"])
+
+    def test_request_log_filters_and_counts(self):
+        self.create("Item", self.service("Hours"))
+        self.create("Item", {"Id": "1", "SyncToken": "0", "sparse": True, "Description": "x"})
+        self.query("select * from Item where Sku in ('1')")
+        self.api("POST", "query", "SELECT * FROM Customer")
+        self.api("GET", "item/1")
+        posts = self.control("GET", "/_sim/requests?method=POST&path_contains=/item")
+        self.assertEqual([(e["body"].get("sparse"), e["status"]) for e in posts], [(None, 200), (True, 200)])
+        queries = self.control("GET", "/_sim/requests?statement_contains=from%20item")
+        self.assertEqual([e["method"] for e in queries], ["GET"])
+        self.assertEqual(len(self.control("GET", "/_sim/requests?statement_contains=FROM%20CUSTOMER")), 1)
+        path = "/v3/company/%s/" % REALM
+        counted = self.control("GET", "/_sim/requests/count?path_contains=/v3/")
+        self.assertEqual(counted, {"count": 5, "by": {"GET " + path + "item/1": 1, "GET " + path + "query": 1,
+                                                       "POST " + path + "item": 2, "POST " + path + "query": 1}})
+        everything = self.control("GET", "/_sim/requests")
+        self.assertEqual(self.control("GET", "/_sim/requests/count?since=%d" % (len(everything) - 1))["count"], 1)
+        self.assertEqual(self.control("GET", "/_sim/requests/count?method=get&path_contains=/item/")["count"], 1)
+        status, _, _ = self.http("GET", "/_sim/requests?since=many")
+        self.assertEqual(status, 400)
 
     # -- queries and CDC --
 
@@ -605,7 +858,7 @@ class SimTest(unittest.TestCase):
 
     def test_query_paging_filters_and_count(self):
         for name in ("Delta", "alpha", "Echo", "Bravo", "Charlie"):
-            self.create("Item", {"Name": name, "Type": "Service", "Sku": "SKU-" + name.upper()})
+            self.create("Item", self.service(name, Sku="SKU-" + name.upper()))
         status, data, _ = self.query("SELECT * FROM Item ORDERBY Name STARTPOSITION 2 MAXRESULTS 2")
         self.assertEqual(status, 200, data)
         response = data["QueryResponse"]
@@ -767,7 +1020,7 @@ class SimTest(unittest.TestCase):
                                                         "object": {"Id": "40", "Name": "Seeded", "QtyOnHand": 3}})
         self.assertEqual((seeded["Id"], seeded["SyncToken"]), ("40", "0"))
         other = self.connect(OTHER_REALM)["access_token"]
-        item = self.create("Item", {"Name": "Next"}, token=other, realm=OTHER_REALM)
+        item = self.create("Item", self.service("Next"), token=other, realm=OTHER_REALM)
         self.assertEqual(item["Id"], "41", "creates continue after a seeded Id")
         listed = self.control("GET", "/_sim/entities?realm=%s&entity=item" % OTHER_REALM)
         self.assertEqual([i["Name"] for i in listed], ["Seeded", "Next"])

@@ -923,6 +923,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return copy.deepcopy(items[offset:offset + limit])
 
     def _control_seed(self, data):
+        if data.get("touch"):
+            with self.sim.store.lock:
+                return self.sim.store.touch_bulk()
         n = int(data.get("articles", 0))
         with self.sim.store.lock:
             return self.sim.store.seed_bulk(

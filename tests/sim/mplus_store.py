@@ -248,16 +248,37 @@ def bulk_ean(j):
 
 # ---- bulk-seeded articles ----------------------------------------------------------
 
+# Variants of a bulk product (per_product > 1): sizes first, then colours, as
+# sibling articles of one product differ in Mplus (shared/docs/mplus-api.md §2.3).
+BULK_SIZES = ("S", "M", "L", "XL")
+BULK_COLOURS = ("Zwart", "Wit", "Rood", "Blauw", "Groen")
+
+
+def bulk_variant(k):
+    """(colour, colourSequenceNumber, size, sizeSequenceNumber) of the k-th article of a
+    bulk product: k = 0..3 are Zwart S, M, L, XL, k = 4..7 Wit S..XL, and so on.  After
+    the five colours they come round again as "Zwart 2" ... so every article of a
+    product has its own colour and size."""
+    c, s = divmod(k, len(BULK_SIZES))
+    colour = BULK_COLOURS[c % len(BULK_COLOURS)]
+    if c >= len(BULK_COLOURS):
+        colour += " %d" % (c // len(BULK_COLOURS) + 1)
+    return colour, c + 1, BULK_SIZES[s], s + 1
+
 
 class Bulk:
     """n articles (per_product to a product) whose fields follow from their index j.
 
-    Article j: number a0+j, product p0+j//per_product, syncMarker m0+j.
+    Article j: number a0+j, product p0+j//per_product, syncMarker m0+j.  With
+    more than one article per product, the articles are variants: colour and
+    size (with their sequence numbers) from bulk_variant(j % per_product).
     """
 
     _SENT = {"a": 7310000001, "m": 7310000002, "vc": 7310000003, "vp": 7310000004, "pi": 7310000005,
              "pe": 7310000006, "pp": 7310000007, "tg": 7310000008, "p": 7310000009, "pm": 7310000010,
-             "g": 7310000011}
+             "g": 7310000011, "cs": 7310000012, "ss": 7310000013}
+    # Text sentinels (no digits, nothing XML escapes) for the fields that are strings.
+    _TEXT = {"ean": "@@EAN@@", "colour": "@@COLOUR@@", "size": "@@SIZE@@"}
 
     def __init__(self, schema, n, per_product, a0, p0, m0, stamp, stock):
         self.n, self.per_product, self.a0, self.p0, self.m0 = n, per_product, a0, p0, m0
@@ -282,20 +303,27 @@ class Bulk:
         vat_pct = VAT_RATES[vat_code]
         price = 95 + (j * 7919) % 19900
         base = 100 + vat_pct
-        return {"a": self.a0 + j, "m": self.m0 + j, "vc": vat_code, "vp": vat_pct, "pi": price,
-                "pe": (price * 200 + base) // (2 * base),   # cents(price * 100 / base), half up
-                "pp": price * 45 // 100, "tg": 1 + j % 4,
-                "p": self.p0 + j // self.per_product, "g": (11, 12, 2, 3, 4)[(j // self.per_product) % 5],
-                "ean": bulk_ean(j)}
+        values = {"a": self.a0 + j, "m": self.m0 + j, "vc": vat_code, "vp": vat_pct, "pi": price,
+                  "pe": (price * 200 + base) // (2 * base),   # cents(price * 100 / base), half up
+                  "pp": price * 45 // 100, "tg": 1 + j % 4,
+                  "p": self.p0 + j // self.per_product, "g": (11, 12, 2, 3, 4)[(j // self.per_product) % 5],
+                  "ean": bulk_ean(j)}
+        if self.per_product > 1:
+            values["colour"], values["cs"], values["size"], values["ss"] = bulk_variant(j % self.per_product)
+        return values
 
     def _article(self, v):
         a = v["a"]
-        return {"articleNumber": a, "extArticleId": "BULK-%d" % a, "pluNumber": str(a), "syncMarker": v["m"],
-                "changeTimestamp": self.stamp, "createTimestamp": self.stamp, "active": True,
-                "description": "Artikel %d" % a, "receiptText": "Artikel %d" % a, "barcode": v["ean"],
-                "turnoverGroup": v["tg"], "vatCode": v["vc"], "vatPercentage": v["vp"],
-                "purchasePrice": v["pp"], "priceIncl": v["pi"], "priceExcl": v["pe"],
-                "webshop": True, "stockArticle": self.stock}
+        article = {"articleNumber": a, "extArticleId": "BULK-%d" % a, "pluNumber": str(a), "syncMarker": v["m"],
+                   "changeTimestamp": self.stamp, "createTimestamp": self.stamp, "active": True,
+                   "description": "Artikel %d" % a, "receiptText": "Artikel %d" % a, "barcode": v["ean"],
+                   "turnoverGroup": v["tg"], "vatCode": v["vc"], "vatPercentage": v["vp"],
+                   "purchasePrice": v["pp"], "priceIncl": v["pi"], "priceExcl": v["pe"],
+                   "webshop": True, "stockArticle": self.stock}
+        if self.per_product > 1:
+            article.update({"colour": v["colour"], "colourSequenceNumber": v["cs"], "size": v["size"],
+                            "sizeSequenceNumber": v["ss"]})
+        return article
 
     def _product(self, v, articles, marker):
         return {"productNumber": v["p"], "syncMarker": marker, "description": "Product %d" % v["p"],
@@ -316,15 +344,14 @@ class Bulk:
         """XML templates of a product and an article, made by the schema serializer from
         sentinel values so that element order and namespaces are exactly the schema's."""
         s = self._SENT
-        v = dict(s, ean="@@EAN@@")
+        v = dict(s, **self._TEXT)
         product = self._product(v, [self._article(v)], s["m"])
         product["syncMarker"] = s["pm"]
         el = etree.Element("{%s}product" % URN, nsmap={"ns": URN})
         schema.build(el, "Product", product)
         xml = etree.tostring(el, encoding="unicode").replace("{", "{{").replace("}", "}}")
-        for name, value in s.items():
+        for name, value in list(s.items()) + list(self._TEXT.items()):
             xml = xml.replace(str(value), "{%s}" % name)
-        xml = xml.replace("@@EAN@@", "{ean}")
         head, rest = xml.split("<ns:articleList>", 1)
         article, tail = rest.split("</ns:articleList>", 1)
         self.product_tpl = head + "<ns:articleList>{articles}</ns:articleList>" + tail
@@ -632,6 +659,14 @@ class Store:
                 "last_article_number": a0 + n - 1, "first_product_number": p0,
                 "first_sync_marker": m0, "last_sync_marker": m0 + n - 1}
 
+    def touch_bulk(self):
+        """Reports every bulk article again, unchanged: each range takes fresh sync markers."""
+        touched = 0
+        for bulk in self.bulks:
+            bulk.m0 = self.logs["article"].reserve(bulk.n)
+            touched += bulk.n - len(bulk.overridden)
+        return {"articles": touched}
+
     def _article_changes(self, start):
         log = self.logs["article"]
         products = self.article_product
@@ -772,6 +807,10 @@ class Store:
         parent = group.get("parentGroupNumber")
         if parent is not None and parent not in self.groups:
             raise StoreError("parent group %d does not exist" % parent)
+        if parent is not None and self.groups[parent].get("isDeleted"):
+            raise StoreError("parent group %d is deleted" % parent)
+        if parent is not None and number in self._group_top_chain(self.groups[parent]):
+            raise StoreError("group %d cannot be placed under itself or one of its subgroups" % number)
         # A parent whose subGroupNumbers change is changed too.
         affected = set()
         if old is None or bool(old.get("isDeleted")) != bool(group.get("isDeleted")):

@@ -6,7 +6,9 @@ unknown-property check against Intuit's schema (2010), unique display names
 (6240), document numbers (6140), the line-amount rule of sales documents
 (6070), references to items, tax codes, customers and linked transactions
 (2500), the tax total (6000), payments against invoices and credit memos,
-queries and change data capture.  Every rule answers with the fault shape of
+the rules of Items (types, accounts, quantity on hand, categories and
+sub-items), queries and change data capture.  A new company has the accounts
+an Item needs (SEED_ACCOUNTS).  Every rule answers with the fault shape of
 the real fixtures in tests/fixtures/quickbooks/.  Amounts are Decimal from the
 request body to the answer, never float.
 
@@ -34,6 +36,40 @@ NAME_ENTITIES = ("Customer", "Vendor", "Employee")
 UNIQUE_NAME_ENTITIES = ("Item", "Account", "PaymentMethod", "Term", "Class", "Department")
 # Characters QBO refuses in a display name or item name.
 FORBIDDEN_NAME_CHARS = (":", "\t", "\n")
+# An Item name may not hold a double quote either (QBO's import rules for
+# products and services, shared/docs/quickbooks-api.md §3 Item).
+FORBIDDEN_ITEM_NAME_CHARS = FORBIDDEN_NAME_CHARS + ('"',)
+# Item limits from Intuit's XSD (Name and Sku 100, Description 4000).
+ITEM_MAX_LENGTHS = (("Name", 100), ("Sku", 100), ("Description", 4000))
+# Item types the API writes; the schema's other ItemTypeEnum values (Group,
+# Bundle, Assembly, ...) get "Unsupported Operation", as Category did before
+# minorversion 4 (intuit/QuickBooks-V3-PHP-SDK#70).
+ITEM_WRITABLE_TYPES = ("Inventory", "NonInventory", "Service", "Category")
+# What each type requires (shared/docs §3 Item; the fixture rest/item_create_inventory.json).
+ITEM_REQUIRED_ACCOUNTS = {"Inventory": ("IncomeAccountRef", "AssetAccountRef", "ExpenseAccountRef"),
+                          "NonInventory": ("IncomeAccountRef",), "Service": ("IncomeAccountRef",)}
+ITEM_ACCOUNT_REFS = ("IncomeAccountRef", "ExpenseAccountRef", "AssetAccountRef")
+# Fields a Category does not take: it only groups other items.
+CATEGORY_REFUSED = ("Sku", "UnitPrice", "PurchaseCost", "IncomeAccountRef", "ExpenseAccountRef",
+                    "AssetAccountRef", "QtyOnHand", "InvStartDate", "ReorderPoint")
+# Item amounts kept as Decimal (request bodies may send decimal strings).
+ITEM_NUMBERS = ("QtyOnHand", "UnitPrice", "PurchaseCost", "ReorderPoint")
+# A FullyQualifiedName is "Limited to 5 levels" (XSD): Level 0 to 4.
+ITEM_MAX_LEVEL = 4
+# The accounts of a new company: (Id, Name, AccountType, AccountSubType,
+# Classification).  Ids and names are those of the Item fixtures
+# (rest/item_*_inventory.json: 79, 80, 81; rest/query_items_response.json: 1).
+SEED_ACCOUNTS = (
+    ("1", "Services", "Income", "ServiceFeeIncome", "Revenue"),
+    ("79", "Sales of Product Income", "Income", "SalesOfProductIncome", "Revenue"),
+    ("80", "Cost of Goods Sold", "Cost of Goods Sold", "SuppliesMaterialsCogs", "Expense"),
+    ("81", "Inventory Asset", "Other Current Asset", "Inventory", "Asset"),
+)
+# What the QuickBooks UI fills in for an Item made there without it
+# (control API): the income account by type, and for inventory the asset and
+# cost accounts with tracking on.
+UI_ITEM_INCOME_ACCOUNT = {"Inventory": "79", "NonInventory": "79", "Service": "1"}
+UI_INVENTORY_ACCOUNTS = {"AssetAccountRef": "81", "ExpenseAccountRef": "80"}
 # Sales documents whose DocNumber must be unique per type.
 DOC_NUMBER_UNIQUE = ("SalesReceipt", "Invoice", "CreditMemo", "RefundReceipt")
 # Transactions that ?operation=void applies to.  The research notes show void
@@ -182,6 +218,14 @@ def business_validation(detail, element=None):
                  "Business Validation Error: " + detail, element)
 
 
+def too_long(element, limit, length):
+    # Code, Message and Detail as integrators quote QBO's answer for an
+    # over-long DocNumber or CompanyName (consolibyte/quickbooks-php#79); no fixture.
+    return Fault("2050", "String length is either shorter or longer than supported by specification",
+                 "String length specified does not match the supported length. Min:0 Max:%d supported. "
+                 "Supplied length:%d" % (limit, length), element)
+
+
 def _money(value):
     """An amount for a Detail text: 9.95, 100, never 1E+2."""
     return _decimal_text(D(value))
@@ -215,6 +259,17 @@ class Company:
             "CompanyName": "Simulated Company %s" % realm, "LegalName": "Simulated Company %s" % realm,
             "Country": "US", "domain": "QBO", "sparse": False, "Id": realm, "SyncToken": "0",
             "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp}}}
+        # The accounts an Item needs, shaped like rest/account_read.json; later
+        # Accounts continue after the highest Id.
+        accounts = self.objects["Account"] = {}
+        for obj_id, name, account_type, sub_type, classification in SEED_ACCOUNTS:
+            accounts[obj_id] = {
+                "Name": name, "SubAccount": False, "FullyQualifiedName": name, "Active": True,
+                "Classification": classification, "AccountType": account_type, "AccountSubType": sub_type,
+                "CurrentBalance": 0, "CurrentBalanceWithSubAccounts": 0, "CurrencyRef": copy.deepcopy(USD),
+                "domain": "QBO", "sparse": False, "Id": obj_id, "SyncToken": "0",
+                "MetaData": {"CreateTime": stamp, "LastUpdatedTime": stamp}}
+        self.next_id["Account"] = max(int(i) for i in accounts) + 1
 
     # -- entity traits from the schema --
 
@@ -320,10 +375,13 @@ class Company:
         obj = copy.deepcopy(body)
         for key in ("Id", "SyncToken", "MetaData", "status"):
             obj.pop(key, None)
-        obj_id = obj_id or str(self._take_id(entity))
+        fresh = obj_id is None
+        obj_id = obj_id or str(self.next_id.get(entity, 1))
         obj.update({"domain": "QBO", "sparse": False, "Id": obj_id, "SyncToken": "0",
                     "MetaData": {"CreateTime": meta_time(stamp), "LastUpdatedTime": meta_time(stamp)}})
-        self._derive(entity, obj, None, validate)
+        self._derive(entity, obj, None, validate, sent=body)
+        if fresh:
+            self._take_id(entity)  # only now: a refused create uses up no Id
         self.objects.setdefault(entity, {})[obj_id] = obj
         self._payment_written(entity, None, obj)
         return copy.deepcopy(obj), "Create"
@@ -338,8 +396,13 @@ class Company:
             # A full update replaces every writable field; what the server owns survives.
             obj = copy.deepcopy({k: v for k, v in body.items() if k not in ("MetaData", "status")})
             obj.update({k: copy.deepcopy(current[k]) for k in SYSTEM_KEYS if k in current})
+            if entity == "Item":
+                # The quantity on hand is a balance of the item's transactions:
+                # a full update that leaves it out keeps it (and its start date).
+                obj.update({k: copy.deepcopy(current[k]) for k in ("QtyOnHand", "InvStartDate")
+                            if k in current and k not in body})
         obj["sparse"] = False
-        self._derive(entity, obj, current, validate=True)
+        self._derive(entity, obj, current, validate=True, sent=body)
         return self._store_version(entity, obj, current, stamp), "Update"
 
     def delete(self, entity, body, stamp):
@@ -388,11 +451,29 @@ class Company:
             if obj_id:
                 # Seed a chosen Id; later creates continue after it.
                 self.next_id[entity] = max(self.next_id.get(entity, 1), int(obj_id) + 1)
+            if entity == "Item":
+                body = self._ui_item_defaults(body)
             return self.create(entity, body, stamp, validate=False, obj_id=obj_id or None)
         obj = copy.deepcopy(current)
         obj.update({k: copy.deepcopy(v) for k, v in body.items() if k not in ("SyncToken", "MetaData")})
-        self._derive(entity, obj, current, validate=False)
+        self._derive(entity, obj, current, validate=False, sent=body)
         return self._store_version(entity, obj, current, stamp), "Update"
+
+    def _ui_item_defaults(self, body):
+        """An Item made in the QuickBooks UI always has its type's accounts (the
+        form fills them in), so later API updates of it pass the Item rules."""
+        item_type = body.get("Type")
+        body = dict(body)
+        income = UI_ITEM_INCOME_ACCOUNT.get(item_type)
+        if income and "IncomeAccountRef" not in body:
+            body["IncomeAccountRef"] = {"value": income}
+        if item_type == "Inventory":
+            for key, value in UI_INVENTORY_ACCOUNTS.items():
+                body.setdefault(key, {"value": value})
+            body.setdefault("TrackQtyOnHand", True)
+            body.setdefault("QtyOnHand", 0)
+            body.setdefault("InvStartDate", now().date().isoformat())
+        return body
 
     # -- write helpers --
 
@@ -420,7 +501,25 @@ class Company:
         obj["MetaData"] = {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": meta_time(stamp)}
         self.objects[entity][obj["Id"]] = obj
         self._payment_written(entity, current, obj)
+        if entity == "Item" and (obj.get("FullyQualifiedName"), obj.get("Level")) != (
+                current.get("FullyQualifiedName"), current.get("Level")):
+            self._rename_sub_items(obj, {obj["Id"]})
         return copy.deepcopy(obj)
+
+    def _rename_sub_items(self, parent, seen):
+        """A renamed or moved Item's sub-items (to any depth) get its new
+        FullyQualifiedName prefix and their Level.  They keep their SyncToken
+        and MetaData and no webhook is sent: whether QBO bumps them is not
+        confirmed."""
+        for child in self.objects.get("Item", {}).values():
+            ref = child.get("ParentRef")
+            if child["Id"] in seen or not isinstance(ref, dict) or str(ref.get("value")) != parent["Id"]:
+                continue
+            seen.add(child["Id"])
+            ref["name"] = parent.get("FullyQualifiedName", "")
+            child["FullyQualifiedName"] = "%s:%s" % (parent.get("FullyQualifiedName", ""), child.get("Name", ""))
+            child["Level"] = parent.get("Level", 0) + 1
+            self._rename_sub_items(child, seen)
 
     def _check_properties(self, entity, body):
         found = self.schema.unknown_property(self.schema.entities[entity], body)
@@ -432,12 +531,18 @@ class Company:
                             "ignorable (%d known properties: %s])"
                             % (key, type_name, len(known), ", ".join('"%s"' % k for k in known)))
 
-    def _derive(self, entity, obj, current, validate):
-        """Fill the fields QBO computes and enforce the rules of the entity's kind."""
+    def _derive(self, entity, obj, current, validate, sent=None):
+        """Fill the fields QBO computes and enforce the rules of the entity's kind.
+
+        sent is the request body (None for a delete): some rules look at what
+        the request set, not at the merged object.
+        """
         if entity in NAME_ENTITIES:
             self._derive_name(entity, obj, current, validate)
         elif entity in UNIQUE_NAME_ENTITIES:
             self._derive_list_name(entity, obj, validate)
+        if entity == "Item":
+            self._derive_item(obj, current, sent or {}, validate)
         if self._has_field(entity, "Active"):
             obj.setdefault("Active", True)
         if validate and entity in REFERENCE_CHECKED:
@@ -478,15 +583,151 @@ class Company:
     def _derive_list_name(self, entity, obj, validate):
         name = obj.get("Name")
         if validate:
-            if not name:
+            if not isinstance(name, str) or not name.strip():
                 raise required("Name")
-            if entity == "Item" and any(ch in name for ch in FORBIDDEN_NAME_CHARS):
-                raise Fault("2040", "Invalid String", "Name must not contain a colon (:), tab or newline", "Name")
+            if entity == "Item":
+                for key, limit in ITEM_MAX_LENGTHS:
+                    value = obj.get(key)
+                    if isinstance(value, str) and len(value) > limit:
+                        raise too_long(key, limit, len(value))
+                if any(ch in name for ch in FORBIDDEN_ITEM_NAME_CHARS):
+                    # No fixture for 2040: the code as integrators report it for ':' (shared/docs §2.5).
+                    raise Fault("2040", "Invalid String",
+                                'Name must not contain a colon (:), tab, newline or double quote (")', "Name")
+            # Unique within the type, ignoring case, inactive objects included.
             for o in self.objects.get(entity, {}).values():
-                if o.get("Name", "").lower() == name.lower() and o["Id"] != obj["Id"]:
+                if str(o.get("Name", "")).lower() == name.lower() and o["Id"] != obj["Id"]:
                     raise Fault("6240", "Duplicate Name Exists Error", "The name supplied already exists. : null")
         if name is not None and "FullyQualifiedName" in self.schema.type_info(self.schema.entities[entity]).fields:
             obj["FullyQualifiedName"] = name
+
+    def _derive_item(self, obj, current, sent, validate):
+        """The rules of an Item write, then what QBO fills in: amounts as Decimal,
+        the names of the account and parent references, FullyQualifiedName
+        "Parent:Child" and Level from the ParentRef chain (no Level at the top,
+        as in the fixtures)."""
+        for key in ITEM_NUMBERS:
+            if obj.get(key) is not None:
+                obj[key] = _number(obj[key], key)
+        if current is not None and sent.get("SubItem") is False and "ParentRef" not in sent:
+            # "SubItem": false moves a sub-item to the top (a sparse update cannot drop ParentRef).
+            obj.pop("ParentRef", None)
+        if validate:
+            self._check_item(obj, current, sent)
+        for key in ITEM_ACCOUNT_REFS:
+            account = self._ref_target("Account", obj.get(key))
+            if account is not None and isinstance(obj[key], dict):
+                obj[key]["name"] = account.get("Name", "")
+        parent_ref = obj.get("ParentRef")
+        parent = self._ref_target("Item", parent_ref)
+        if parent is not None and parent["Id"] != obj["Id"]:
+            parent_name = parent.get("FullyQualifiedName") or parent.get("Name", "")
+            if isinstance(parent_ref, dict):
+                parent_ref["name"] = parent_name
+            obj["FullyQualifiedName"] = "%s:%s" % (parent_name, obj.get("Name", ""))
+            obj["Level"] = parent.get("Level", 0) + 1
+        elif parent_ref is None:
+            obj.pop("Level", None)
+
+    def _check_item(self, obj, current, sent):
+        """Refuse an Item QBO would refuse (shared/docs/quickbooks-api.md §3 Item).
+
+        Codes: 2020 (fixture errors/fault_2020_required_param.json) for a missing
+        Type, account, QtyOnHand, InvStartDate or ParentRef; 2500 for an account
+        or parent that names no stored (active) object, as for other
+        references; 2010 for a Type outside ItemTypeEnum or a bad date; 500
+        "Unsupported Operation" for the types the API does not write; 6000 for
+        the business rules (no fixture: QBO's generic code, and for inventory
+        without tracking the Detail QBO answered an integrator,
+        intuit/QuickBooks-V3-DotNET-SDK#10).
+        """
+        item_type = obj.get("Type")
+        previous = (current or {}).get("Type")
+        types = self.schema.enums.get("ItemTypeEnum", ITEM_WRITABLE_TYPES)
+        if item_type is None:
+            # Items made in the UI without a Type (control API) may be updated as they are.
+            if current is None or previous is not None:
+                raise required("Type")
+        elif item_type not in types:
+            raise malformed("Type=%r is not one of %s" % (item_type, ", ".join(types)))
+        elif item_type not in ITEM_WRITABLE_TYPES and item_type != previous:
+            raise unsupported_operation("%s %s" % ("UPDATE" if current else "CREATE", item_type.upper()))
+        tracked = obj.get("TrackQtyOnHand") is True
+        if item_type == "Category":
+            for key in CATEGORY_REFUSED + (("TrackQtyOnHand",) if tracked else ()):
+                if obj.get(key) is not None:
+                    raise business_validation("A Category only groups other items: it has no %s." % key, key)
+        for key in ITEM_REQUIRED_ACCOUNTS.get(item_type, ()):
+            if obj.get(key) in (None, "", {}):
+                raise required(key)
+        for key in ITEM_ACCOUNT_REFS:
+            if obj.get(key) is not None:
+                self._referenced("Account", obj, key, key)
+        if item_type == "Inventory" and not tracked:
+            raise business_validation("When you create an item, if Track quantity on hand is turned off, "
+                                      "the item cannot be of type Inventory.", "TrackQtyOnHand")
+        if item_type in ("NonInventory", "Service") and tracked:
+            raise business_validation("Only an Inventory item tracks its quantity on hand: TrackQtyOnHand "
+                                      "must be false for a %s item." % item_type, "TrackQtyOnHand")
+        if item_type == "Inventory" and current is None:
+            for key in ("QtyOnHand", "InvStartDate"):
+                if obj.get(key) in (None, ""):
+                    raise required(key)
+        if sent.get("QtyOnHand") is not None and not tracked:
+            raise business_validation("QtyOnHand can only be set on an item that tracks its quantity on hand "
+                                      "(TrackQtyOnHand true).", "QtyOnHand")
+        start = obj.get("InvStartDate")
+        if start is not None:
+            try:
+                datetime.date.fromisoformat(str(start))
+            except ValueError:
+                raise malformed("InvStartDate=%r is not a date (YYYY-MM-DD)" % (start,))
+        self._check_item_parent(obj, current)
+
+    def _check_item_parent(self, obj, current):
+        """ParentRef names a stored Category (SubItem true with it, and only with
+        it); no cycles; at most ITEM_MAX_LEVEL levels below the top, sub-items
+        of a moved category included."""
+        parent_ref, sub_item = obj.get("ParentRef"), obj.get("SubItem")
+        if parent_ref is None:
+            if sub_item is True:
+                raise required("ParentRef")
+            return
+        if sub_item is not True:
+            raise business_validation("An item with a ParentRef is a sub-item: SubItem must be true.", "SubItem")
+        parent = self._referenced("Item", obj, "ParentRef", "ParentRef")
+        if parent.get("Type") != "Category":
+            raise business_validation("ParentRef must name a Category; Item %s is of type %s."
+                                      % (parent["Id"], parent.get("Type")), "ParentRef")
+        ancestor, seen = parent, set()
+        while ancestor is not None and ancestor["Id"] not in seen:
+            if ancestor["Id"] == obj["Id"]:
+                raise business_validation("An item cannot be placed under itself or one of its sub-items.",
+                                          "ParentRef")
+            seen.add(ancestor["Id"])
+            ancestor = self._ref_target("Item", ancestor.get("ParentRef"))
+        level = parent.get("Level", 0) + 1
+        below = self._sub_item_depth(obj["Id"], set()) if current is not None else 0
+        if level + below > ITEM_MAX_LEVEL:
+            raise business_validation("Items nest at most %d levels (Level 0 to %d); this one would be at Level %d."
+                                      % (ITEM_MAX_LEVEL + 1, ITEM_MAX_LEVEL, level + below), "ParentRef")
+
+    def _sub_item_depth(self, item_id, seen):
+        """How many levels of sub-items hang below an Item (0: none)."""
+        seen.add(item_id)
+        depth = 0
+        for child in self.objects.get("Item", {}).values():
+            ref = child.get("ParentRef")
+            if (isinstance(ref, dict) and str(ref.get("value")) == item_id and child["Id"] not in seen):
+                depth = max(depth, 1 + self._sub_item_depth(child["Id"], seen))
+        return depth
+
+    def _ref_target(self, entity, ref):
+        """The stored object a reference names, or None."""
+        value = ref.get("value") if isinstance(ref, dict) else ref
+        if value in (None, "") or isinstance(value, (dict, list)):
+            return None
+        return self.objects.get(entity, {}).get(str(value))
 
     def _derive_sales(self, entity, obj, validate):
         """Line ids, the amount rule, the subtotal line, TotalAmt, Balance and DocNumber."""

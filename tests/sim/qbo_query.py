@@ -17,7 +17,8 @@ QueryParserError), and typographic quotes or dashes are a lexical error even
 inside a literal (reported by integrators: quickbooks-ruby#309, PHP SDK #397).
 Field paths use dots (PrimaryEmailAddr.Address, MetaData.LastUpdatedTime).
 
-String comparison: '=' and IN are case-sensitive unless the caller asks
+String comparison: '=' and IN compare a text field with a string literal as
+text (Sku '01' is not '1'), case-sensitively unless the caller asks
 otherwise (real QBO differs by field, so a test can prove the gateway does not
 lean on case-insensitive matching); LIKE is case-insensitive, and <, >, <=,
 >= and ORDERBY compare text ignoring case.
@@ -305,6 +306,9 @@ def _compare(actual, op, wanted, equals_case_sensitive=True):
         return False
     if isinstance(actual, bool) or isinstance(wanted, bool):
         return op == "=" and str(actual).lower() == str(wanted).lower()
+    if op == "=" and isinstance(actual, str) and isinstance(wanted, str):
+        # A text field equals a string literal as text: Sku '01' is not '1'.
+        return actual == wanted if equals_case_sensitive else actual.lower() == wanted.lower()
     a, w = _sort_key(actual), _sort_key(wanted)
     if a[0] != w[0]:
         # Mixed kinds (e.g. a number field against a quoted string): compare text.

@@ -5,8 +5,9 @@ a JSON object may only carry the XSD element and attribute names of its type
 (and those of its base types).  Anything else is answered with fault 2010
 "Request has invalid or unsupported property".  This module reads the schema
 in tests/fixtures/quickbooks/xsd/ once (xml.etree, no third-party parser) and
-answers two questions: which entities exist, and which keys a given type
-allows, with the type of each key so nested objects can be checked too.
+answers three questions: which entities exist, which keys a given type
+allows (with the type of each key, so nested objects can be checked too),
+and which values an enumeration such as ItemTypeEnum has.
 """
 
 import functools
@@ -39,10 +40,15 @@ class Schema:
         self._types = {}    # complexType name -> xml element
         self._groups = {}   # group name -> xml element
         self.entities = {}  # entity (IntuitObject substitution) name -> type name
+        self.enums = {}     # simpleType name -> its enumeration values, in schema order
         for path in sorted(glob.glob(os.path.join(xsd_dir, "*.xsd"))):
             root = ET.parse(path).getroot()
             for node in root.findall(XS + "complexType"):
                 self._types[node.get("name")] = node
+            for node in root.findall(XS + "simpleType"):
+                values = [e.get("value") for e in node.iter(XS + "enumeration")]
+                if values:
+                    self.enums[node.get("name")] = values
             for node in root.findall(XS + "group"):
                 self._groups[node.get("name")] = node
             for node in root.findall(XS + "element"):

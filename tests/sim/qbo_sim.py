@@ -460,6 +460,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if self.entry is not None:
+            # QuickBooks names every API answer with a transaction id for its support.
+            self.entry["intuit_tid"] = "1-%s" % uuid.uuid4().hex[:24]
+            self.send_header("intuit_tid", self.entry["intuit_tid"])
         self.end_headers()
         self.wfile.write(body)
         if self.entry is not None:
@@ -661,14 +665,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 sim.reset()
                 answer = {"ok": True}
             elif route == ("GET", "/_sim/requests"):
-                with sim.log_lock:
-                    answer = copy.deepcopy(sim.request_log)
+                answer = self._logged_requests()
+            elif route == ("GET", "/_sim/requests/count"):
+                rows = self._logged_requests()
+                by = collections.Counter("%s %s" % (e["method"], e["path"]) for e in rows)
+                answer = {"count": len(rows), "by": dict(sorted(by.items()))}
             elif route == ("POST", "/_sim/requests/clear"):
                 with sim.log_lock:
                     sim.request_log = []
                 answer = {"ok": True}
             elif route == ("POST", "/_sim/fault"):
                 answer = self._control_fault(data)
+            elif route == ("POST", "/_sim/faults/clear"):
+                self.sim.faults.clear()
+                answer = {"ok": True}
             elif route == ("POST", "/_sim/config"):
                 answer = self._control_config(data)
             elif route == ("POST", "/_sim/expire_tokens"):
@@ -698,6 +708,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send_json(400, {"error": str(e)})
             return
         self._send_json(200, answer)
+
+    def _logged_requests(self):
+        """The request log, filtered by the query parameters: method (any case),
+        path_contains, statement_contains (the text of a query request,
+        ignoring case) and since (the index of the first entry to look at)."""
+        method = self.params.get("method")
+        path_part = self.params.get("path_contains")
+        statement_part = (self.params.get("statement_contains") or "").lower()
+        since = int(self.params.get("since") or 0)
+        with self.sim.log_lock:
+            rows = copy.deepcopy(self.sim.request_log[since:])
+        if method:
+            rows = [e for e in rows if e["method"] == method.upper()]
+        if path_part:
+            rows = [e for e in rows if path_part in e["path"]]
+        if statement_part:
+            rows = [e for e in rows if statement_part in self._statement(e).lower()]
+        return rows
+
+    @staticmethod
+    def _statement(entry):
+        """The query text of a logged query request, else ""."""
+        if not entry["path"].endswith("/query"):
+            return ""
+        text = entry["query"].get("query") if entry["method"] == "GET" else entry["body"]
+        return text if isinstance(text, str) else ""
 
     def _company(self, realm):
         company = self.sim.companies.get(str(realm))

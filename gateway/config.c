@@ -88,6 +88,15 @@ static const struct key_def mapping_keys[] = {
     {NULL, 0, 0, NULL, false, 0, 0},
 };
 
+static const struct key_def alerts_keys[] = {
+    {"webhook_url", K_STR, S(alert_url), NULL, false, 0, 0},
+    {"secret", K_STR, S(alert_secret), NULL, true, 0, 0},
+    {"period_s", K_INT, S(alert_period_s), "3600", false, 1, 7 * 86400},
+    {"oldest_pending_s", K_INT, S(alert_oldest_pending_s), "900", false, 0, 30 * 86400},
+    {"timeout_s", K_INT, S(alert_timeout_s), "10", false, 1, 300},
+    {NULL, 0, 0, NULL, false, 0, 0},
+};
+
 static const struct key_def log_keys[] = {
     {"level", K_STR, S(log_level), "info", false, 0, 0},
     {NULL, 0, 0, NULL, false, 0, 0},
@@ -131,6 +140,23 @@ static const struct key_def connection_keys[] = {
     {"sales_class_by_branch", K_STR, C(sales_class_by_branch), NULL, false, 0, 0},
     {"sales_terms", K_STR, C(sales_terms), NULL, false, 0, 0},
     {"map_sales_to_qbo", K_STR, C(map_sales_to_qbo), NULL, false, 0, 0},
+    {"products_update_existing", K_BOOL, C(products_update_existing), "true", false, 0, 0},
+    {"products_create_only", K_STR, C(products_create_only), NULL, false, 0, 0},
+    {"products_price", K_STR, C(products_price), "incl", false, 0, 0},
+    {"products_track_stock", K_BOOL, C(products_track_stock), "false", false, 0, 0},
+    {"products_inventory_start", K_STR, C(products_inventory_start), NULL, false, 0, 0},
+    {"products_income_accounts", K_STR, C(products_income_accounts), NULL, false, 0, 0},
+    {"products_expense_accounts", K_STR, C(products_expense_accounts), NULL, false, 0, 0},
+    {"products_asset_accounts", K_STR, C(products_asset_accounts), NULL, false, 0, 0},
+    {"products_categories", K_BOOL, C(products_categories), "true", false, 0, 0},
+    {"products_only_active", K_BOOL, C(products_only_active), "false", false, 0, 0},
+    {"products_only_webshop", K_BOOL, C(products_only_webshop), "false", false, 0, 0},
+    {"products_groups", K_STR, C(products_groups), NULL, false, 0, 0},
+    {"products_exclude_groups", K_STR, C(products_exclude_groups), NULL, false, 0, 0},
+    {"products_turnover_groups", K_STR, C(products_turnover_groups), NULL, false, 0, 0},
+    {"map_products_to_qbo", K_STR, C(map_products_to_qbo), NULL, false, 0, 0},
+    {"stock_amount", K_STR, C(stock_amount), "free", false, 0, 0},
+    {"stock_branches", K_STR, C(stock_branches), NULL, false, 0, 0},
     {NULL, 0, 0, NULL, false, 0, 0},
 };
 
@@ -140,6 +166,7 @@ static const struct {
 } sections[] = {
     {"server", server_keys},     {"storage", storage_keys}, {"quickbooks", quickbooks_keys},
     {"dispatch", dispatch_keys}, {"mapping", mapping_keys}, {"log", log_keys},
+    {"alerts", alerts_keys},
 };
 
 static const struct {
@@ -356,6 +383,7 @@ void config_free(struct gw_config *cfg)
         free(cfg->conns[i].mplus_webhook_key);
     }
     free(cfg->conns);
+    free(cfg->trusted);
     free(cfg->file);
     free(cfg);
 }
@@ -397,6 +425,28 @@ int config_parse_addr(const char *s, char *host, size_t hostlen, unsigned short 
     if (!gw_strtou64(colon + 1, &p) || p > 65535)
         return -1;
     *port = (unsigned short)p;
+    return 0;
+}
+
+/* Every word of a list must be a whole number (group, branch numbers). */
+static int check_numbers(const struct gw_config *cfg, const struct gw_connection *c,
+                         const char *key, const char *value, char *err, size_t errlen)
+{
+    char buf[1024];
+    if (value == NULL)
+        return 0;
+    gw_strlcpy(buf, value, sizeof buf);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        int64_t n;
+        if (!gw_strtoi64(t, &n) || n < 0) {
+            gw_errf(err, errlen,
+                    "%s: key '%s' in [connection.%s]: expected numbers separated by commas, "
+                    "got '%s'",
+                    cfg->file, key, c->name, t);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -447,6 +497,37 @@ static int check_list(const struct gw_config *cfg, const struct gw_connection *c
     return 0;
 }
 
+/* trusted_proxies into cfg->trusted: numeric addresses only, since the
+ * peer address is compared with them as it is, never resolved. */
+static int parse_trusted(struct gw_config *cfg, char *err, size_t errlen)
+{
+    const char *list = cfg->trusted_proxies ? cfg->trusted_proxies : "";
+    size_t n = 0;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    cfg->trusted = calloc(n + 1, sizeof *cfg->trusted);
+    if (cfg->trusted == NULL) {
+        gw_errf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (const char *p = list; *p;) {
+        p += strspn(p, ", \t");
+        size_t len = strcspn(p, ", \t");
+        if (len == 0)
+            break;
+        if (!gw_ip_parse(p, len, &cfg->trusted[cfg->ntrusted])) {
+            gw_errf(err, errlen,
+                    "%s: key 'trusted_proxies' in [server]: expected IP addresses separated by "
+                    "commas (no host names, networks or ports), got '%.*s'",
+                    cfg->file, (int)len, p);
+            return -1;
+        }
+        cfg->ntrusted++;
+        p += len;
+    }
+    return 0;
+}
+
 static int validate(struct gw_config *cfg, char *err, size_t errlen)
 {
     char host[256];
@@ -462,8 +543,24 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                 cfg->file, cfg->admin_listen);
         return -1;
     }
+    if (parse_trusted(cfg, err, errlen) < 0)
+        return -1;
     if (gw_log_level_parse(cfg->log_level) < 0) {
         gw_errf(err, errlen, "%s: key 'level' in [log]: expected debug, info, warn or error",
+                cfg->file);
+        return -1;
+    }
+    if (cfg->alert_url && cfg->alert_url[0] &&
+        (strncmp(cfg->alert_url, "https://", 8) != 0 &&
+         strncmp(cfg->alert_url, "http://", 7) != 0)) {
+        gw_errf(err, errlen, "%s: key 'webhook_url' in [alerts]: expected an http(s) URL",
+                cfg->file);
+        return -1;
+    }
+    if (cfg->alert_url && cfg->alert_url[0] &&
+        (cfg->alert_secret == NULL || !cfg->alert_secret[0])) {
+        gw_errf(err, errlen,
+                "%s: key 'secret' in [alerts]: needed with webhook_url (the messages are signed)",
                 cfg->file);
         return -1;
     }
@@ -490,8 +587,18 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                          err, errlen) != 0 ||
             check_choice(cfg, c, "sales_zero_lines", c->sales_zero_lines, "drop, keep", err,
                          errlen) != 0 ||
+            check_choice(cfg, c, "products_price", c->products_price, "incl, excl", err, errlen) !=
+                0 ||
+            check_choice(cfg, c, "stock_amount", c->stock_amount, "free, free_incoming", err,
+                         errlen) != 0 ||
             check_list(cfg, c, "sales_documents", c->sales_documents, "receipts, invoices, orders",
-                       &c->sales_kinds, err, errlen) != 0)
+                       &c->sales_kinds, err, errlen) != 0 ||
+            check_numbers(cfg, c, "products_groups", c->products_groups, err, errlen) != 0 ||
+            check_numbers(cfg, c, "products_exclude_groups", c->products_exclude_groups, err,
+                          errlen) != 0 ||
+            check_numbers(cfg, c, "products_turnover_groups", c->products_turnover_groups, err,
+                          errlen) != 0 ||
+            check_numbers(cfg, c, "stock_branches", c->stock_branches, err, errlen) != 0)
             return -1;
         const char *secret = c->mplus_webhook_secret;
         if (secret == NULL || secret[0] == '\0')
@@ -597,7 +704,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
             if (keys == NULL) {
                 gw_errf(err, errlen,
                         "%s:%d: unknown section [%s] (expected server, storage, quickbooks, "
-                        "dispatch, mapping, log or connection.NAME)",
+                        "dispatch, mapping, log, alerts or connection.NAME)",
                         path, lineno, name);
                 goto fail;
             }

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+struct gw_ip;
+
 enum gw_flow {
     GW_FLOW_SALES = 1 << 0,
     GW_FLOW_CUSTOMERS = 1 << 1,
@@ -67,6 +69,24 @@ struct gw_connection {
     char *sales_class_by_branch;
     char *sales_terms;
     char *map_sales_to_qbo;
+    /* products and stock flows (gateway.ini documents each) */
+    bool products_update_existing;
+    char *products_create_only;
+    char *products_price; /* incl | excl */
+    bool products_track_stock;
+    char *products_inventory_start;
+    char *products_income_accounts;
+    char *products_expense_accounts;
+    char *products_asset_accounts;
+    bool products_categories;
+    bool products_only_active;
+    bool products_only_webshop;
+    char *products_groups;
+    char *products_exclude_groups;
+    char *products_turnover_groups;
+    char *map_products_to_qbo;
+    char *stock_amount;   /* free | free_incoming */
+    char *stock_branches; /* branch numbers summed; empty: mplus_stock_branch */
     char *flows_text;
     unsigned flows; /* enum gw_flow bits, derived from flows_text */
     /* The webhook secret as key bytes (decoded when the encoding is base64). */
@@ -84,6 +104,8 @@ struct gw_config {
     long max_header_bytes;
     long timeout_s;
     char *trusted_proxies;
+    struct gw_ip *trusted; /* trusted_proxies parsed, ntrusted of them */
+    size_t ntrusted;
     /* [storage] */
     char *storage_path;
     long map_size_mb;
@@ -105,6 +127,12 @@ struct gw_config {
     long qbo_max_concurrent;
     long qbo_timeout_s;
     long cdc_interval_s;
+    /* [alerts] */
+    char *alert_url;
+    char *alert_secret;
+    long alert_period_s;
+    long alert_oldest_pending_s;
+    long alert_timeout_s;
     /* [dispatch] */
     bool dispatch_enabled;
     long max_in_flight;

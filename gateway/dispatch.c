@@ -183,6 +183,7 @@ static void remove_running(struct dispatcher *d, struct running *r)
     json_decref(r->payload);
     free(r->payload_text);
     json_decref(r->task.steps);
+    json_decref(r->task.calls);
     json_decref(r->meta_writes);
     json_decref(r->next_rec);
     free(r->text);
@@ -264,11 +265,14 @@ static const char *const outcome_names[] = {"done",
                                             "dead",
                                             "throttled",
                                             "waiting for authorisation",
-                                            "waiting for the Mplus login"};
+                                            "waiting for the Mplus login",
+                                            "waiting for another record"};
 
 /* Apply the outcome to the record: the single place states change after a run. */
-static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcome *o, json_t *steps)
+static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcome *o,
+                          const struct task *t)
 {
+    json_t *steps = t ? t->steps : NULL;
     int64_t now = gw_now_ms();
     json_int_t attempts = json_integer_value(json_object_get(rec, "attempts"));
     bool counts = o->kind != OUTCOME_THROTTLED && o->kind != OUTCOME_WAIT_AUTH &&
@@ -276,6 +280,9 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
     if (counts)
         attempts++;
     json_object_set_new(rec, "attempts", json_integer(attempts));
+    if (o->kind == OUTCOME_WAIT) /* ended before it wrote anything (task_is_rerun) */
+        json_object_set_new(rec, "waits",
+                            json_integer(json_integer_value(json_object_get(rec, "waits")) + 1));
 
     enum gw_state next;
     const char *reason = o->reason[0] ? o->reason : NULL;
@@ -292,10 +299,11 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
     case OUTCOME_DEAD:
         next = GW_DEAD;
         break;
-    case OUTCOME_RETRY: {
+    case OUTCOME_RETRY:
+    case OUTCOME_WAIT: {
         int64_t wait = dispatch_backoff_ms(d->cfg, (unsigned)attempts, rnd01(d));
         due = now + wait;
-        if (o->not_before_ms > due)
+        if (o->not_before_ms > due || (o->kind == OUTCOME_WAIT && o->not_before_ms > 0))
             due = o->not_before_ms;
         const char *first = json_string_value(json_object_get(rec, "received_at"));
         int64_t received = now;
@@ -333,6 +341,10 @@ static void apply_outcome(struct dispatcher *d, json_t *rec, const struct outcom
         json_object_set_new(entry, "error", json_string(o->error));
     if (steps && json_array_size(steps) > 0)
         json_object_set(entry, "steps", steps);
+    if (t && t->calls && json_array_size(t->calls) > 0)
+        json_object_set(entry, "calls", t->calls);
+    if (t && t->calls_dropped > 0)
+        json_object_set_new(entry, "calls_not_kept", json_integer(t->calls_dropped));
     /* The record is a shallow copy: the stored original stays as it was. */
     event_history_append(rec, entry);
 
@@ -410,7 +422,7 @@ static int finish_apply(struct store_txn *t, struct commit_job *job)
     int rc = editable_record(t, r, &copy, &old);
     if (rc != 0)
         return rc;
-    apply_outcome(r->d, copy, &r->outcome, r->task.steps);
+    apply_outcome(r->d, copy, &r->outcome, &r->task);
     rc = write_record(t, r, copy, &old);
     json_decref(copy);
     /* What the flow learnt (id map) is kept only with a final outcome. */

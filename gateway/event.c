@@ -55,6 +55,8 @@ json_t *event_new_record(const char *connection, const char *source, const char 
     return r;
 }
 
+#define HISTORY_CALLS_KEPT 3 /* attempts whose exchanges are kept */
+
 void event_history_append(json_t *rec, json_t *entry)
 {
     json_t *h = json_object_get(rec, "history");
@@ -63,6 +65,18 @@ void event_history_append(json_t *rec, json_t *entry)
     json_array_append_new(h, entry);
     while (json_array_size(h) > 50)
         json_array_remove(h, 10);
+    /* The activity log (what was sent and answered) of the latest attempts
+     * only: it is the bulk of a record, rewritten with every change. */
+    size_t n = json_array_size(h);
+    for (size_t i = 0; i + HISTORY_CALLS_KEPT < n; i++) {
+        json_t *e = json_array_get(h, i);
+        if (json_object_get(e, "calls") == NULL)
+            continue;
+        json_t *lean = json_copy(e); /* entries are shared with the stored record */
+        json_object_del(lean, "calls");
+        json_object_set_new(lean, "calls_removed", json_true());
+        json_array_set_new(h, i, lean);
+    }
 }
 
 int batch_add(struct gw_batch *b, char *dedupe_key, json_t *record, enum gw_state state)

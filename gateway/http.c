@@ -209,6 +209,8 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userp)
     while (*v == ' ' || *v == '\t')
         v++;
     v[strcspn(v, "\r\n")] = '\0';
+    if (strcasecmp(buf, "intuit_tid") == 0)
+        gw_strlcpy(t->resp.intuit_tid, v, sizeof t->resp.intuit_tid);
     if (strcasecmp(buf, "Retry-After") == 0) {
         int64_t s;
         if (gw_strtoi64(v, &s) && s >= 0 && s < 86400)

@@ -28,9 +28,10 @@ struct http_response {
     long status;         /* HTTP status, 0 when there was none */
     char *body;          /* NUL-terminated; valid during the callback only */
     size_t body_len;
-    long retry_after_s; /* from Retry-After (seconds form), -1 if absent */
-    double seconds;     /* total time */
-    int timed_out;      /* the transport error was a timeout */
+    long retry_after_s;  /* from Retry-After (seconds form), -1 if absent */
+    double seconds;      /* total time */
+    char intuit_tid[64]; /* QuickBooks' transaction id (intuit_tid header), for Intuit support */
+    int timed_out;       /* the transport error was a timeout */
 };
 
 /* Called once per request from the loop, never from inside libcurl. */

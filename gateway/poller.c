@@ -39,10 +39,11 @@ static const struct kind kinds[] = {
      "orderSyncMarker", true, true},
     {"relations", GW_FLOW_CUSTOMERS, "getRelations", "relationList", "relation", "relationNumber",
      "syncMarker", "relationSyncMarker", true, false},
-    {"articles", GW_FLOW_PRODUCTS, "getProducts", "productList", "article", "articleNumber",
-     "syncMarker", "articleSyncMarker", true, false},
+    /* Groups before articles: an Item is made in its group's Category. */
     {"article_groups", GW_FLOW_PRODUCTS, "getArticleGroupChanges", "changedArticleGroupList",
      "article_group", "groupNumber", "syncMarker", "articleGroupSyncMarker", true, false},
+    {"articles", GW_FLOW_PRODUCTS, "getProducts", "productList", "article", "articleNumber",
+     "syncMarker", "articleSyncMarker", true, false},
     {"stock", GW_FLOW_STOCK, "getStock", "articleStocks", "stock", "articleNumber", "stockId",
      "stockId", false, false},
 };
@@ -79,6 +80,7 @@ struct conn_state {
     char api_version[64];
     char last_error[1100];
     bool asking;
+    bool login_refused; /* the last answer was Mplus refusing the ident/secret */
 };
 
 struct poller {
@@ -178,6 +180,48 @@ static int add_object(const struct gw_connection *c, const struct kind *k, json_
     return batch_add(out, key, rec, GW_PENDING);
 }
 
+/*
+ * Article groups, parents before their subgroups (Mplus lists changes in
+ * marker order): a subgroup's Category is made under its parent's, so the
+ * parent's event comes first. A new array (the objects shared).
+ */
+static json_t *parents_first(json_t *list)
+{
+    size_t n = json_array_size(list), left = n;
+    json_t *out = json_array();
+    char *done = calloc(n ? n : 1, 1);
+    if (out == NULL || done == NULL) {
+        free(done);
+        json_decref(out);
+        return json_incref(list);
+    }
+    while (left > 0) {
+        size_t before = left;
+        for (size_t i = 0; i < n; i++) {
+            if (done[i])
+                continue;
+            json_t *parent = json_object_get(json_array_get(list, i), "parentGroupNumber");
+            bool waits = false;
+            for (size_t j = 0; j < n && !waits && json_is_integer(parent); j++)
+                waits = !done[j] && j != i &&
+                        json_equal(json_object_get(json_array_get(list, j), "groupNumber"), parent);
+            if (!waits) {
+                json_array_append(out, json_array_get(list, i));
+                done[i] = 1;
+                left--;
+            }
+        }
+        if (left == before) { /* a cycle in the tree: the rest as listed */
+            for (size_t i = 0; i < n; i++)
+                if (!done[i])
+                    json_array_append(out, json_array_get(list, i));
+            break;
+        }
+    }
+    free(done);
+    return out;
+}
+
 int poller_parse_page(const struct gw_connection *c, const char *kind, json_t *response,
                       int64_t now_ms, struct gw_batch *out, int64_t *max_marker, size_t *objects)
 {
@@ -186,6 +230,20 @@ int poller_parse_page(const struct gw_connection *c, const char *kind, json_t *r
     if (k == NULL)
         return -1;
     json_t *list = list_of(response, k->list);
+    if (strcmp(k->name, "article_groups") == 0) {
+        json_t *ordered = parents_first(list);
+        int rc = 0;
+        size_t i;
+        json_t *o;
+        json_array_foreach(ordered, i, o)
+        {
+            (*objects)++;
+            if ((rc = add_object(c, k, o, NULL, now_ms, out, max_marker)) < 0)
+                break;
+        }
+        json_decref(ordered);
+        return rc < 0 ? -1 : 0;
+    }
     size_t i, j;
     json_t *o, *a;
     json_array_foreach(list, i, o)
@@ -319,6 +377,7 @@ static void page_answer(const struct mplus_result *r, void *arg)
 {
     struct target *t = arg;
     gw_ts_format(gw_now_ms(), t->last_poll, sizeof t->last_poll);
+    t->cs->login_refused = r->kind == MPLUS_AUTH;
     if (r->kind != MPLUS_OK) {
         fail(t, t->k->op, r->error);
         return;
@@ -352,8 +411,24 @@ static void poll_once(struct target *t)
     if (t->k->paged)
         json_object_set_new(req, "syncMarkerLimit", json_integer(kind_page_size(t->k, t->c)));
     if (strcmp(t->k->name, "stock") == 0) {
-        json_object_set_new(req, "branchNumber", json_integer(t->c->mplus_stock_branch));
+        /* The branches the stock flow sums (stock_branches), else one. */
+        json_t *branches = json_array();
+        char buf[1024];
+        gw_strlcpy(buf, t->c->stock_branches ? t->c->stock_branches : "", sizeof buf);
+        char *save = NULL;
+        int64_t n;
+        for (char *w = strtok_r(buf, ", \t", &save); w; w = strtok_r(NULL, ", \t", &save))
+            if (gw_strtoi64(w, &n))
+                json_array_append_new(branches, json_integer((json_int_t)n));
+        json_int_t first = json_array_size(branches) > 0
+                               ? json_integer_value(json_array_get(branches, 0))
+                               : (json_int_t)t->c->mplus_stock_branch;
+        json_object_set_new(req, "branchNumber", json_integer(first));
         json_object_set_new(req, "articleNumbers", json_array());
+        if (json_array_size(branches) > 1)
+            json_object_set_new(req, "branchNumbers", branches);
+        else
+            json_decref(branches);
     }
     t->busy = true;
     if (mplus_call(t->p->mplus, t->c, t->k->op, req, page_answer, t) != 0)
@@ -366,6 +441,7 @@ static void poll_once(struct target *t)
 static void current_answer(const struct mplus_result *r, void *arg)
 {
     struct target *t = arg;
+    t->cs->login_refused = r->kind == MPLUS_AUTH;
     if (r->kind != MPLUS_OK) {
         fail(t, "getCurrentSyncMarkers", r->error);
         return;
@@ -459,6 +535,7 @@ static void version_answer(const struct mplus_result *r, void *arg)
 {
     struct conn_state *cs = arg;
     cs->asking = false;
+    cs->login_refused = r->kind == MPLUS_AUTH;
     if (r->kind != MPLUS_OK) {
         snprintf(cs->last_error, sizeof cs->last_error, "getApiVersion: %s", r->error);
         gw_log(GW_LOG_ERROR, cs->c->name, 0, "Mplus API %s: %s",
@@ -493,6 +570,8 @@ json_t *poller_status(struct poller *p, const struct gw_connection *c)
             json_object_set_new(o, "mplus_api_version", json_string(cs->api_version));
         if (cs->last_error[0])
             json_object_set_new(o, "mplus_error", json_string(cs->last_error));
+        if (cs->login_refused)
+            json_object_set_new(o, "mplus_login_refused", json_true());
     }
     for (size_t i = 0; p && i < p->n; i++) {
         struct target *t = &p->targets[i];

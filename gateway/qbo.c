@@ -876,6 +876,7 @@ static void http_done(const struct http_response *resp, void *arg)
     struct qconn *qc = call->qc;
     qc->active--;
     struct qbo_result r = {.kind = QBO_OK, .status = resp->status};
+    gw_strlcpy(r.intuit_tid, resp->intuit_tid, sizeof r.intuit_tid);
     json_t *body = NULL;
 
     if (resp->transport_error) {

@@ -36,6 +36,7 @@ struct qbo_result {
     char code[16];       /* first fault code ("6240"), or "" */
     char error[1024];    /* readable: status, fault type, code, message and detail of each error */
     int64_t retry_at_ms; /* throttled: when the realm may go on */
+    char intuit_tid[64]; /* of the last answer, or "" */
 };
 
 typedef void (*qbo_cb)(const struct qbo_result *r, void *arg);

@@ -87,7 +87,10 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
     if (rc == 0)
         rc = mdb_env_set_mapsize(st->env, st->map_size);
     if (rc == 0)
-        rc = mdb_env_open(st->env, path, MDB_NOTLS, 0600);
+        /* NORDAHEAD (MADV_RANDOM on the map): a read maps the page it needs,
+         * not its neighbours too, so the daemon's resident memory follows
+         * the pages it uses rather than the size of the store. */
+        rc = mdb_env_open(st->env, path, MDB_NOTLS | MDB_NORDAHEAD, 0600);
     if (rc != 0) {
         gw_errf(err, errlen, "storage path %s: cannot open the store: %s", path, mdb_strerror(rc));
         if (st->env)
@@ -149,6 +152,15 @@ void store_close(struct store *st)
 size_t store_map_size(struct store *st)
 {
     return st->map_size;
+}
+
+size_t store_used_bytes(struct store *st)
+{
+    MDB_envinfo info;
+    MDB_stat stat;
+    if (mdb_env_info(st->env, &info) != 0 || mdb_env_stat(st->env, &stat) != 0)
+        return 0;
+    return (info.me_last_pgno + 1) * (size_t)stat.ms_psize;
 }
 
 int store_reader_check(struct store *st, int *dead)

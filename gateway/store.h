@@ -173,7 +173,8 @@ int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
 /* Clear reader slots left by dead processes; *dead says how many. */
 int store_reader_check(struct store *st, int *dead);
 
-/* Current map size in bytes (for status). */
+/* Current map size in bytes (for status), and how much of it holds pages. */
 size_t store_map_size(struct store *st);
+size_t store_used_bytes(struct store *st);
 
 #endif

@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <errno.h>
@@ -217,4 +218,21 @@ bool gw_media_type_is(const char *value, const char *type)
     while (*rest == ' ' || *rest == '\t')
         rest++;
     return *rest == '\0' || *rest == ';';
+}
+
+bool gw_ip_parse(const char *s, size_t len, struct gw_ip *out)
+{
+    char text[INET6_ADDRSTRLEN];
+    if (len == 0 || len >= sizeof text)
+        return false;
+    memcpy(text, s, len);
+    text[len] = '\0';
+    struct in_addr v4;
+    if (inet_pton(AF_INET, text, &v4) == 1) {
+        memset(out->b, 0, 10);
+        out->b[10] = out->b[11] = 0xff;
+        memcpy(out->b + 12, &v4, 4);
+        return true;
+    }
+    return inet_pton(AF_INET6, text, out->b) == 1;
 }

@@ -46,4 +46,14 @@ bool gw_strlcpy(char *dst, const char *src, size_t dstlen);
 /* Case-insensitive comparison of a header value's media type (before ';'). */
 bool gw_media_type_is(const char *value, const char *type);
 
+/* An IP address as 16 bytes, IPv4 as ::ffff:a.b.c.d, so that a peer reached
+ * over an IPv6 socket compares equal to its IPv4 spelling. */
+struct gw_ip {
+    unsigned char b[16];
+};
+
+/* Parse the len bytes at s as a numeric IPv4 or IPv6 address (no port, no
+ * brackets, no host name). False when they are anything else. */
+bool gw_ip_parse(const char *s, size_t len, struct gw_ip *out);
+
 #endif

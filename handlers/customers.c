@@ -66,18 +66,6 @@ static bool same_fp(json_t *map, const char *field, const char *fp)
     return have != NULL && strcmp(have, fp) == 0;
 }
 
-/* Drop the fields set only on create (settings.*_create_only). */
-static void drop_create_only(json_t *target, const char *list)
-{
-    if (list == NULL)
-        return;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", list);
-    char *save = NULL;
-    for (char *f = strtok_r(buf, ", \t", &save); f; f = strtok_r(NULL, ", \t", &save))
-        json_object_del(target, f);
-}
-
 static const char *text_of(json_t *v, char *buf, size_t len)
 {
     if (json_is_string(v))
@@ -120,39 +108,6 @@ static void keep_qbo_name(json_t *target, json_t *customer, const char *number)
         json_object_del(target, "DisplayName");
 }
 
-/* The customer fields that differ from the existing one: a sparse update. */
-static json_t *diff_fields(json_t *target, json_t *existing)
-{
-    json_t *d = json_object();
-    const char *k;
-    json_t *v;
-    json_object_foreach(target, k, v)
-    {
-        json_t *have = json_object_get(existing, k);
-        json_t *cmp = v;
-        if (json_is_object(v) && json_is_object(have)) {
-            /* Compare only the members we set (QuickBooks adds Id, Lat...). */
-            json_t *sub = json_object();
-            const char *sk;
-            json_t *sv;
-            json_object_foreach(v, sk, sv)
-            {
-                json_t *hv = json_object_get(have, sk);
-                if (hv != NULL)
-                    json_object_set(sub, sk, hv);
-            }
-            bool eq = json_equal(sub, cmp);
-            json_decref(sub);
-            if (eq)
-                continue;
-        } else if (have != NULL && json_equal(have, cmp)) {
-            continue;
-        }
-        json_object_set(d, k, v);
-    }
-    return d;
-}
-
 static void customer_updated(const struct qbo_result *res, void *arg)
 {
     struct run *r = arg;
@@ -181,9 +136,9 @@ static void customer_update(struct run *r)
         run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
         return;
     }
-    drop_create_only(target, t->conn->customer_create_only);
+    lookup_drop_fields(target, t->conn->customer_create_only);
     keep_qbo_name(target, r->customer, r->relation_number);
-    json_t *d = diff_fields(target, r->customer);
+    json_t *d = lookup_diff_fields(target, r->customer);
     json_decref(target);
     if (json_object_size(d) == 0) {
         json_decref(d);
@@ -196,7 +151,7 @@ static void customer_update(struct run *r)
     json_object_set(d, "SyncToken", json_object_get(r->customer, "SyncToken"));
     char rid[64];
     task_requestid(t, "customer-update", rid, sizeof rid);
-    qbo_update(t->clients->qbo, t->conn, "Customer", d, rid, customer_updated, r);
+    task_qbo_update(t, "Customer", d, rid, customer_updated, r);
     json_decref(d);
 }
 
@@ -271,7 +226,7 @@ static bool relation_holds_customer(struct cctx *x)
     if (map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_QBO, x->existing, x->source, &image,
                 err, sizeof err) != 0)
         return false;
-    drop_create_only(image, t->conn->customer_create_only);
+    lookup_drop_fields(image, t->conn->customer_create_only);
     char nbuf[32];
     keep_qbo_name(image, x->source,
                   text_of(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf));
@@ -337,7 +292,7 @@ static void relation_write(struct cctx *x)
     json_decref(x->target);
     if (x->existing != NULL) {
         /* Mplus replaces the relation: start from what it holds. */
-        drop_create_only(target, t->conn->relation_create_only);
+        lookup_drop_fields(target, t->conn->relation_create_only);
         json_t *merged = json_deep_copy(x->existing);
         json_object_del(merged, "syncMarker");
         json_object_update(merged, target);
@@ -345,8 +300,8 @@ static void relation_write(struct cctx *x)
         target = merged;
     }
     x->target = target;
-    mplus_call(t->clients->mplus, t->conn, x->existing ? "updateRelation" : "createRelation",
-               target, relation_written, x);
+    task_mplus_call(t, x->existing ? "updateRelation" : "createRelation", target, relation_written,
+                    x);
 }
 
 static void relation_written(const struct mplus_result *r, void *arg)
@@ -425,7 +380,7 @@ static void find_relation(struct cctx *x, int step)
         q = json_pack("{s:s}", "email", email);
     }
     x->lookup = step;
-    mplus_call(t->clients->mplus, t->conn, "findRelation", q, relation_found, x);
+    task_mplus_call(t, "findRelation", q, relation_found, x);
     json_decref(q);
 }
 
@@ -494,8 +449,8 @@ static void customer_to_relation(struct task *t)
     struct cctx *x = calloc(1, sizeof *x);
     x->t = t;
     /* A delete makes the customer inactive in QuickBooks: read it all the same. */
-    qbo_read(t->clients->qbo, t->conn, "Customer",
-             json_string_value(json_object_get(t->rec, "entity_id")), customer_read, x);
+    task_qbo_read(t, "Customer", json_string_value(json_object_get(t->rec, "entity_id")),
+                  customer_read, x);
 }
 
 /* ---- entry points ------------------------------------------------------------ */

@@ -6,13 +6,16 @@
 
 #include <string.h>
 
-/* Flows of other entities are to come: their events end skipped, "no flow". */
+/* Events no enabled flow takes end skipped, "no flow". */
 static const struct flow shipped[] = {
     {"customers", GW_FLOW_CUSTOMERS, GW_SRC_MPLUS_POLL, "relation", customers_from_mplus},
     {"customers", GW_FLOW_CUSTOMERS, "quickbooks", "Customer", customers_from_qbo},
     {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "receipt", sales_from_mplus},
     {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "invoice", sales_from_mplus},
     {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "order", sales_from_mplus},
+    {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article", products_from_mplus},
+    {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article_group", products_from_mplus},
+    {"stock", GW_FLOW_STOCK, GW_SRC_MPLUS_POLL, "stock", stock_from_mplus},
     {NULL, 0, NULL, NULL, NULL},
 };
 

@@ -14,6 +14,20 @@
 void customers_from_mplus(struct task *t);
 void customers_from_qbo(struct task *t);
 void sales_from_mplus(struct task *t);
+void products_from_mplus(struct task *t);
+void stock_from_mplus(struct task *t);
+
+/*
+ * The Item of one article (products.c), a step of the products flow that
+ * the sales flow uses for an article it sells and QuickBooks lacks: the
+ * products mapping of r->article ({article, product, category}), then
+ * unchanged / updated / found by SKU / created; then r->item_then(r), with
+ * r->items holding the article's SKU. When the mapping leaves the article
+ * out, r->item_skip(r, reason) instead.
+ */
+void products_item(struct run *r);
+/* The same for the Mplus article with number sku, read from Mplus first. */
+void products_item_of_article(struct run *r, const char *sku);
 
 /* ---- shared lookups (lookup.c) -------------------------------------------- */
 
@@ -55,6 +69,19 @@ void lookup_cache_free(struct lookup_cache *lc);
 bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resume);
 void lookup_release(struct run *r, const char *made);
 const char *lookup_made_id(const struct task *t, const char *what, const char *id);
+/* Another run holds the claim of (what, id): true, and r goes on at resume
+ * once it ends (r takes no claim). False when nobody holds it. */
+bool lookup_claim_wait(struct run *r, const char *what, const char *id, step_fn resume);
+
+/* Drop the fields named in list (a create-only setting: "Description, PurchaseDesc"). */
+void lookup_drop_fields(json_t *target, const char *list);
+
+/* The fields of target that existing does not hold (a sparse update; for
+ * an object, only the members target sets count). New object. */
+json_t *lookup_diff_fields(json_t *target, json_t *existing);
+
+/* Fingerprint (hex SHA-256) of a value's canonical JSON. */
+bool lookup_fp_of(json_t *value, char out[65]);
 
 /* Fingerprint (hex SHA-256) of a record as the mapping toward the other side sees it. */
 bool lookup_fingerprint(struct task *t, const char *mapping, json_t *record, char out[65]);
@@ -65,12 +92,22 @@ void lookup_idmap_key(const struct task *t, const char *side, const char *id, ch
 
 /*
  * Every SKU in r->skus must exist as a QuickBooks Item: found in r->items
- * through the id map, else by one query on Sku for all that are left, else
- * created from the Mplus article when the connection lets the gateway create
- * items (products flow on, or sales_create_items). A missing item that may
- * not be created is a retry naming the SKUs; the event goes dead when its
- * attempts run out.
+ * through the id map, else in the company's Items by SKU (a rerun asks
+ * QuickBooks, 50 SKUs a query), else made: by the products flow's step from
+ * the Mplus article when products is on, else from the sale line when
+ * sales_create_items is true. A missing item that may not be made is a wait
+ * naming the SKUs; the event goes dead when its attempts run out.
  */
 void lookup_items(struct run *r);
+
+/*
+ * The company's Items by SKU, read once (in pages) and kept in memory with
+ * what the gateway makes; read again when older than a quarter of an hour.
+ * lookup_item_index makes sure it is there, then runs then(r).
+ * lookup_index_find: the index's {"id", "name"} of sku (borrowed), or NULL.
+ */
+void lookup_item_index(struct run *r, step_fn then);
+json_t *lookup_index_find(const struct task *t, const char *sku);
+void lookup_index_item(const struct task *t, const char *sku, const char *id, const char *name);
 
 #endif

@@ -53,11 +53,19 @@ struct made {
 struct lookup_cache {
     struct made *buckets[MADE_BUCKETS];
     size_t n;
+    /* Per connection: {"at": ms, "skus": {SKU: {"id", "name"}}}, every Item
+     * of the company with a SKU, read in pages (lookup_item_index). */
+    json_t *indexes;
 };
 
 struct lookup_cache *lookup_cache_new(void)
 {
-    return calloc(1, sizeof(struct lookup_cache));
+    struct lookup_cache *lc = calloc(1, sizeof(struct lookup_cache));
+    if (lc != NULL && (lc->indexes = json_object()) == NULL) {
+        free(lc);
+        return NULL;
+    }
+    return lc;
 }
 
 void lookup_cache_free(struct lookup_cache *lc)
@@ -74,6 +82,7 @@ void lookup_cache_free(struct lookup_cache *lc)
             free(m);
         }
     }
+    json_decref(lc->indexes);
     free(lc);
 }
 
@@ -167,21 +176,34 @@ static void claim_end(struct run *r)
     claim_end_with(r, NULL);
 }
 
+/* m is busy: r waits for it, or false (out of memory: it goes on at once). */
+static bool made_wait(struct made *m, struct run *r, step_fn resume)
+{
+    struct waiter *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return false;
+    w->run = r;
+    w->resume = resume;
+    w->next = m->waiters;
+    m->waiters = w;
+    return true;
+}
+
+bool lookup_claim_wait(struct run *r, const char *what, const char *id, step_fn resume)
+{
+    char k[200];
+    made_key(r->t, what, id, k, sizeof k);
+    struct made *m = made_find(r->t->clients->made, k, false);
+    return m != NULL && m->busy && made_wait(m, r, resume);
+}
+
 bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resume)
 {
     char k[200];
     made_key(r->t, what, id, k, sizeof k);
     struct made *m = made_find(r->t->clients->made, k, true);
-    if (m != NULL && m->busy) {
-        struct waiter *w = calloc(1, sizeof *w);
-        if (w != NULL) {
-            w->run = r;
-            w->resume = resume;
-            w->next = m->waiters;
-            m->waiters = w;
-            return false;
-        }
-    }
+    if (m != NULL && m->busy && made_wait(m, r, resume))
+        return false;
     if (r->claim_end)
         claim_end(r); /* one claim at a time */
     if (m != NULL) {
@@ -202,16 +224,9 @@ void lookup_idmap_key(const struct task *t, const char *side, const char *id, ch
     snprintf(out, len, "idmap.%s.%s.%s", t->conn->name, side, id);
 }
 
-bool lookup_fingerprint(struct task *t, const char *mapping, json_t *record, char out[65])
+bool lookup_fp_of(json_t *value, char out[65])
 {
-    json_t *mapped = NULL;
-    char err[512];
-    if (map_run(t->clients->mapper, t->conn, mapping, record, NULL, &mapped, err, sizeof err) != 0)
-        return false;
-    /* Ids and identity fields say which record, not what it holds. */
-    json_object_del(mapped, "extRelationId");
-    char *text = json_dumps(mapped, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(mapped);
+    char *text = json_dumps(value, JSON_COMPACT | JSON_SORT_KEYS);
     if (text == NULL)
         return false;
     unsigned char h[32];
@@ -220,6 +235,19 @@ bool lookup_fingerprint(struct task *t, const char *mapping, json_t *record, cha
     for (int i = 0; i < 32; i++)
         snprintf(out + 2 * i, 3, "%02x", h[i]);
     return true;
+}
+
+bool lookup_fingerprint(struct task *t, const char *mapping, json_t *record, char out[65])
+{
+    json_t *mapped = NULL;
+    char err[512];
+    if (map_run(t->clients->mapper, t->conn, mapping, record, NULL, &mapped, err, sizeof err) != 0)
+        return false;
+    /* Ids and identity fields say which record, not what it holds. */
+    json_object_del(mapped, "extRelationId");
+    bool ok = lookup_fp_of(mapped, out);
+    json_decref(mapped);
+    return ok;
 }
 
 void lookup_record_pair(struct task *t, const char *relation, const char *customer,
@@ -244,6 +272,84 @@ void lookup_record_pair(struct task *t, const char *relation, const char *custom
     v = json_pack("{s:s}", "relation", relation);
     task_put_meta(t, k, v);
     json_decref(v);
+}
+
+void lookup_drop_fields(json_t *target, const char *list)
+{
+    if (list == NULL)
+        return;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", list);
+    char *save = NULL;
+    for (char *f = strtok_r(buf, ", \t", &save); f; f = strtok_r(NULL, ", \t", &save))
+        json_object_del(target, f);
+}
+
+/* A number as QuickBooks answers it and the decimal text a mapping gives
+ * ("9.9" and "9.90") are the same amount: compare the digits, without
+ * trailing zeros of the fraction. */
+static bool same_number(json_t *a, json_t *b)
+{
+    char x[64], y[64];
+    json_t *v[2] = {a, b};
+    char *out[2] = {x, y};
+    for (int i = 0; i < 2; i++) {
+        if (json_is_string(v[i]))
+            snprintf(out[i], 64, "%s", json_string_value(v[i]));
+        else if (json_is_integer(v[i]))
+            snprintf(out[i], 64, "%lld", (long long)json_integer_value(v[i]));
+        else if (json_is_real(v[i]))
+            snprintf(out[i], 64, "%.15g", json_real_value(v[i]));
+        else
+            return false;
+        char *dot = strchr(out[i], '.');
+        if (dot != NULL) {
+            char *e = out[i] + strlen(out[i]);
+            while (e > dot + 1 && e[-1] == '0')
+                *--e = '\0';
+            if (e == dot + 1)
+                *dot = '\0';
+        }
+    }
+    return strcmp(x, y) == 0;
+}
+
+static bool same_value(json_t *have, json_t *want)
+{
+    if (have == NULL)
+        return false;
+    if (json_equal(have, want))
+        return true;
+    bool numeric = json_is_number(have) || json_is_number(want);
+    return numeric && same_number(have, want);
+}
+
+json_t *lookup_diff_fields(json_t *target, json_t *existing)
+{
+    json_t *d = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(target, k, v)
+    {
+        json_t *have = json_object_get(existing, k);
+        if (json_is_object(v) && json_is_object(have)) {
+            /* Compare only the members we set (QuickBooks adds name, Id, Lat...). */
+            bool eq = true;
+            const char *sk;
+            json_t *sv;
+            json_object_foreach(v, sk, sv)
+            {
+                if (!same_value(json_object_get(have, sk), sv))
+                    eq = false;
+            }
+            if (eq)
+                continue;
+        } else if (same_value(have, v)) {
+            continue;
+        }
+        json_object_set(d, k, v);
+    }
+    return d;
 }
 
 /* ---- the customer of a relation --------------------------------------------- */
@@ -278,7 +384,7 @@ void lookup_customer_mapped(struct run *r)
                sizeof r->customer_id);
     json_decref(pair);
     if (r->customer_id[0] && r->want_customer)
-        qbo_read(r->t->clients->qbo, r->t->conn, "Customer", r->customer_id, mapped_read, r);
+        task_qbo_read(r->t, "Customer", r->customer_id, mapped_read, r);
     else
         run_next(r);
 }
@@ -309,7 +415,7 @@ void lookup_relation(struct run *r)
         return;
     }
     json_t *q = json_pack("{s:I}", "relationNumber", (json_int_t)n);
-    mplus_call(r->t->clients->mplus, r->t->conn, "findRelation", q, relation_read, r);
+    task_mplus_call(r->t, "findRelation", q, relation_read, r);
     json_decref(q);
 }
 
@@ -397,7 +503,7 @@ static void email_query(struct run *r, bool lower)
              q ? q : "''");
     free(q);
     r->email_any_case = lower;
-    qbo_query(r->t->clients->qbo, r->t->conn, query, email_found, r);
+    task_qbo_query(r->t, query, email_found, r);
 }
 
 void lookup_customer_email(struct run *r)
@@ -453,8 +559,7 @@ static void customer_create(struct run *r)
 {
     char rid[64];
     task_requestid(r->t, r->renames ? "customer-renamed" : "customer", rid, sizeof rid);
-    qbo_create(r->t->clients->qbo, r->t->conn, "Customer", r->customer_target, rid,
-               customer_created, r);
+    task_qbo_create(r->t, "Customer", r->customer_target, rid, customer_created, r);
 }
 
 static void made_read(const struct qbo_result *res, void *arg)
@@ -475,7 +580,7 @@ void lookup_customer_create(struct run *r)
         /* Another event has just made it. */
         gw_strlcpy(r->customer_id, made, sizeof r->customer_id);
         if (r->want_customer) {
-            qbo_read(r->t->clients->qbo, r->t->conn, "Customer", made, made_read, r);
+            task_qbo_read(r->t, "Customer", made, made_read, r);
             return;
         }
     }
@@ -495,6 +600,125 @@ void lookup_customer_create(struct run *r)
     json_decref(r->customer_target);
     r->customer_target = target;
     customer_create(r);
+}
+
+/* ---- the company's Items by SKU ------------------------------------------------ */
+
+/*
+ * A first sync of a catalogue would ask QuickBooks for each article's SKU
+ * before making its Item: two requests an Item. Instead the company's Items
+ * are read once, in pages of INDEX_PAGE, and kept by SKU in memory with what
+ * the gateway makes after; the index is read again when an article is not in
+ * it and it is older than INDEX_MAX_AGE_MS. A rerun (a later attempt, a
+ * replay) asks QuickBooks itself: a person may have made the Item since.
+ */
+#define INDEX_PAGE       1000
+#define INDEX_MAX_AGE_MS (15 * 60 * 1000)
+
+struct index_load {
+    struct run *r;
+    json_t *skus;
+    long start;
+};
+
+static json_t *index_of(const struct task *t)
+{
+    return json_object_get(t->clients->made->indexes, t->conn->name);
+}
+
+static bool index_fresh(const struct task *t)
+{
+    json_t *ix = index_of(t);
+    return ix != NULL &&
+           gw_now_ms() - json_integer_value(json_object_get(ix, "at")) <= INDEX_MAX_AGE_MS;
+}
+
+json_t *lookup_index_find(const struct task *t, const char *sku)
+{
+    return json_object_get(json_object_get(index_of(t), "skus"), sku);
+}
+
+void lookup_index_item(const struct task *t, const char *sku, const char *id, const char *name)
+{
+    json_t *skus = json_object_get(index_of(t), "skus");
+    if (skus != NULL && id != NULL)
+        json_object_set_new(skus, sku, json_pack("{s:s, s:s}", "id", id, "name", name ?: ""));
+}
+
+static void index_ask(struct index_load *l);
+
+static void index_page(const struct qbo_result *res, void *arg)
+{
+    struct index_load *l = arg;
+    struct run *r = l->r;
+    if (res->kind != QBO_OK) {
+        json_decref(l->skus);
+        free(l);
+        run_fail_qbo(r, "read the company's Items", res);
+        return;
+    }
+    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Item");
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        const char *sku = json_string_value(json_object_get(item, "Sku"));
+        const char *id = json_string_value(json_object_get(item, "Id"));
+        const char *name = json_string_value(json_object_get(item, "Name"));
+        if (sku != NULL && sku[0] != '\0' && id != NULL && json_object_get(l->skus, sku) == NULL)
+            json_object_set_new(l->skus, sku,
+                                json_pack("{s:s, s:s}", "id", id, "name", name ?: ""));
+    }
+    if (json_array_size(list) >= INDEX_PAGE) {
+        l->start += INDEX_PAGE;
+        index_ask(l);
+        return;
+    }
+    task_note(r->t, "read the company's Items: %zu with a SKU", json_object_size(l->skus));
+    json_object_set_new(r->t->clients->made->indexes, r->t->conn->name,
+                        json_pack("{s:I, s:o}", "at", (json_int_t)gw_now_ms(), "skus", l->skus));
+    free(l);
+    lookup_release(r, "read");
+    r->index_then(r);
+}
+
+static void index_ask(struct index_load *l)
+{
+    char q[160];
+    snprintf(q, sizeof q,
+             "select * from Item where Active in (true, false) STARTPOSITION %ld MAXRESULTS %d",
+             l->start, INDEX_PAGE);
+    task_qbo_query(l->r->t, q, index_page, l);
+}
+
+static void index_waited(struct run *r)
+{
+    lookup_item_index(r, r->index_then);
+}
+
+void lookup_item_index(struct run *r, step_fn then)
+{
+    r->index_then = then;
+    if (index_fresh(r->t)) {
+        then(r);
+        return;
+    }
+    if (!lookup_claim(r, "item-index", "all", index_waited))
+        return; /* another event is reading it */
+    if (index_fresh(r->t)) {
+        lookup_release(r, "read");
+        then(r);
+        return;
+    }
+    struct index_load *l = calloc(1, sizeof *l);
+    if (l == NULL || (l->skus = json_object()) == NULL) {
+        free(l);
+        run_fail(r, OUTCOME_RETRY, NULL, "out of memory");
+        return;
+    }
+    l->r = r;
+    l->start = 1;
+    index_ask(l);
 }
 
 /* ---- every article must exist as an Item -------------------------------------- */
@@ -525,12 +749,8 @@ static void item_known(struct run *r, const char *sku, const char *id, const cha
         json_t *v = json_pack("{s:s, s:s}", "item", id, "name", name ?: "");
         task_put_meta(r->t, k, v);
         json_decref(v);
+        lookup_index_item(r->t, sku, id, name);
     }
-}
-
-static bool may_create_items(const struct gw_connection *c)
-{
-    return c->sales_create_items || (c->flows & GW_FLOW_PRODUCTS) != 0;
 }
 
 static void item_created(const struct qbo_result *res, void *arg)
@@ -553,44 +773,19 @@ static void item_created(const struct qbo_result *res, void *arg)
     items_next_missing(r);
 }
 
-/* Create the first missing item from what the document says of the article. */
-static void items_next_missing(struct run *r)
+/* An article the products mapping leaves out has no Item to come. */
+static void item_left_out(struct run *r, const char *reason)
 {
-    json_t *left = missing_skus(r);
-    if (json_array_size(left) == 0) {
-        json_decref(left);
-        run_next(r);
-        return;
-    }
+    run_wait(r, 0, "unknown item",
+             "article %s has no QuickBooks Item and the products flow leaves it out (%s); the "
+             "event tries again",
+             r->item_sku, reason);
+}
+
+/* A NonInventory Item named after the sale line (sales_create_items). */
+static void item_from_line(struct run *r, const char *sku)
+{
     const struct gw_connection *c = r->t->conn;
-    if (!may_create_items(c)) {
-        char list[256] = "";
-        size_t i;
-        json_t *s;
-        json_array_foreach(left, i, s)
-        {
-            size_t n = strlen(list);
-            snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", json_string_value(s));
-        }
-        json_decref(left);
-        run_fail(r, OUTCOME_RETRY, "unknown item",
-                 "no QuickBooks Item has SKU %s: sync the article (products flow) or create the "
-                 "Item with that SKU; the event tries again",
-                 list);
-        return;
-    }
-    const char *sku = json_string_value(json_array_get(left, 0));
-    const char *made = lookup_made_id(r->t, "article", sku);
-    if (made != NULL) {
-        item_known(r, sku, made, "", false);
-        json_decref(left);
-        items_next_missing(r);
-        return;
-    }
-    if (!lookup_claim(r, "article", sku, items_next_missing)) {
-        json_decref(left);
-        return; /* another event is creating this Item */
-    }
     json_t *texts = json_object_get(r->item_texts, sku);
     const char *text = json_string_value(texts) ?: "";
     char name[128];
@@ -606,7 +801,6 @@ static void items_next_missing(struct run *r)
             json_object_get(json_object_get(settings, "income_account_by_country"), "*"));
     }
     if (account == NULL || account[0] == '\0') {
-        json_decref(left);
         run_fail(r, OUTCOME_DEAD, "no income account",
                  "article %s has no QuickBooks Item and the gateway may create it, but neither "
                  "sales_item_income_account nor income_account_by_country (*) names an income "
@@ -620,9 +814,57 @@ static void items_next_missing(struct run *r)
     char step[64], rid[96];
     snprintf(step, sizeof step, "item-%s", sku);
     task_requestid(r->t, step, rid, sizeof rid);
-    qbo_create(r->t->clients->qbo, c, "Item", item, rid, item_created, r);
+    task_qbo_create(r->t, "Item", item, rid, item_created, r);
     json_decref(item);
+}
+
+/* Make the first missing Item: from its Mplus article when the products flow
+ * is on (the products flow's own step), else from the sale line when
+ * sales_create_items allows it, else wait for it. */
+static void items_next_missing(struct run *r)
+{
+    json_t *left = missing_skus(r);
+    if (json_array_size(left) == 0) {
+        json_decref(left);
+        run_next(r);
+        return;
+    }
+    const struct gw_connection *c = r->t->conn;
+    bool from_line = c->sales_create_items && !r->items_from_article_only;
+    if ((c->flows & GW_FLOW_PRODUCTS) == 0 && !from_line) {
+        char list[256] = "";
+        size_t i;
+        json_t *s;
+        json_array_foreach(left, i, s)
+        {
+            size_t n = strlen(list);
+            snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", json_string_value(s));
+        }
+        json_decref(left);
+        run_wait(r, 0, "unknown item",
+                 "no QuickBooks Item has SKU %s: sync the article (products flow) or create the "
+                 "Item with that SKU; the event tries again",
+                 list);
+        return;
+    }
+    char sku[32];
+    gw_strlcpy(sku, json_string_value(json_array_get(left, 0)), sizeof sku);
     json_decref(left);
+    const char *made = lookup_made_id(r->t, "article", sku);
+    if (made != NULL) {
+        item_known(r, sku, made, "", false);
+        items_next_missing(r);
+        return;
+    }
+    if ((c->flows & GW_FLOW_PRODUCTS) != 0) {
+        r->item_then = items_next_missing;
+        r->item_skip = item_left_out;
+        products_item_of_article(r, sku);
+        return;
+    }
+    if (!lookup_claim(r, "article", sku, items_next_missing))
+        return; /* another event is creating this Item */
+    item_from_line(r, sku);
 }
 
 static void items_found(const struct qbo_result *res, void *arg);
@@ -651,7 +893,7 @@ static void items_query(struct run *r)
     }
     if (n < sizeof query)
         snprintf(query + n, sizeof query - n, ")");
-    qbo_query(r->t->clients->qbo, r->t->conn, query, items_found, r);
+    task_qbo_query(r->t, query, items_found, r);
 }
 
 static void items_found(const struct qbo_result *res, void *arg)
@@ -674,6 +916,21 @@ static void items_found(const struct qbo_result *res, void *arg)
     items_query(r);
 }
 
+static void items_from_index(struct run *r)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(r->skus, i, s)
+    {
+        const char *sku = json_string_value(s);
+        json_t *hit = json_object_get(r->items, sku) ? NULL : lookup_index_find(r->t, sku);
+        if (hit != NULL)
+            item_known(r, sku, json_string_value(json_object_get(hit, "id")) ?: "",
+                       json_string_value(json_object_get(hit, "name")), true);
+    }
+    items_next_missing(r);
+}
+
 void lookup_items(struct run *r)
 {
     /* The id map first: a known article costs no request. */
@@ -694,6 +951,17 @@ void lookup_items(struct run *r)
             item_known(r, sku, id, json_string_value(json_object_get(m, "name")), false);
         json_decref(m);
     }
-    r->items_asked = 0;
-    items_query(r);
+    json_t *left = missing_skus(r);
+    size_t missing = json_array_size(left);
+    json_decref(left);
+    if (missing == 0) {
+        run_next(r);
+        return;
+    }
+    if (task_is_rerun(r->t)) {
+        r->items_asked = 0;
+        items_query(r);
+        return;
+    }
+    lookup_item_index(r, items_from_index);
 }

@@ -229,7 +229,7 @@ static void default_found(const struct qbo_result *res, void *arg)
     json_t *obj = json_pack("{s:s}", "DisplayName", r->t->conn->sales_default_customer);
     char rid[64];
     task_requestid(r->t, "default-customer", rid, sizeof rid);
-    qbo_create(r->t->clients->qbo, r->t->conn, "Customer", obj, rid, default_written, r);
+    task_qbo_create(r->t, "Customer", obj, rid, default_written, r);
     json_decref(obj);
 }
 
@@ -292,7 +292,7 @@ static void sale_default_customer(struct run *r)
     char query[600];
     snprintf(query, sizeof query, "select * from Customer where DisplayName = %s", q ? q : "''");
     free(q);
-    qbo_query(r->t->clients->qbo, r->t->conn, query, default_found, r);
+    task_qbo_query(r->t, query, default_found, r);
 }
 
 /* ---- the document -------------------------------------------------------------- */
@@ -513,10 +513,10 @@ static void sale_write(struct run *r)
         char step[48];
         snprintf(step, sizeof step, "%s-v%ld", s->kind, doc_version(s->doc));
         task_requestid(t, step, rid, sizeof rid);
-        qbo_update(t->clients->qbo, t->conn, s->entity, target, rid, sale_written, r);
+        task_qbo_update(t, s->entity, target, rid, sale_written, r);
     } else {
         task_requestid(t, s->kind, rid, sizeof rid);
-        qbo_create(t->clients->qbo, t->conn, s->entity, target, rid, sale_written, r);
+        task_qbo_create(t, s->entity, target, rid, sale_written, r);
     }
     json_decref(target);
 }
@@ -599,7 +599,7 @@ static void sale_existing(struct run *r)
     char query[300];
     snprintf(query, sizeof query, "select * from %s where DocNumber = %s", s->entity, q ? q : "''");
     free(q);
-    qbo_query(r->t->clients->qbo, r->t->conn, query, existing_found, r);
+    task_qbo_query(r->t, query, existing_found, r);
 }
 
 /* ---- payments on an invoice, and voids ----------------------------------------- */
@@ -683,7 +683,7 @@ static void pay_next(struct run *r)
         char step[96], rid[128];
         snprintf(step, sizeof step, "payment-%.60s", pid);
         task_requestid(r->t, step, rid, sizeof rid);
-        qbo_create(r->t->clients->qbo, r->t->conn, "Payment", pay, rid, payment_written, r);
+        task_qbo_create(r->t, "Payment", pay, rid, payment_written, r);
         json_decref(pay);
         return;
     }
@@ -720,8 +720,8 @@ static void sale_void(struct run *r)
     struct sale *s = r->flow;
     char rid[64];
     task_requestid(r->t, "void", rid, sizeof rid);
-    qbo_void(r->t->clients->qbo, r->t->conn, s->entity, str(s->booked, "id") ?: "",
-             str(s->booked, "sync") ?: "0", rid, voided, r);
+    task_qbo_void(r->t, s->entity, str(s->booked, "id") ?: "", str(s->booked, "sync") ?: "0", rid,
+                  voided, r);
 }
 
 /* ---- the flow ------------------------------------------------------------------ */

@@ -131,7 +131,10 @@ void task_requestid(const struct task *t, const char *step, char *out, size_t ou
 
 bool task_is_rerun(const struct task *t)
 {
-    return t->attempt > 1 || json_integer_value(json_object_get(t->rec, "replays")) > 0;
+    /* Attempts that ended waiting for another record wrote nothing. */
+    json_int_t waits = json_integer_value(json_object_get(t->rec, "waits"));
+    return (json_int_t)t->attempt - 1 > waits ||
+           json_integer_value(json_object_get(t->rec, "replays")) > 0;
 }
 
 /* ---- steps ------------------------------------------------------------------- */
@@ -146,6 +149,10 @@ static void run_free(struct run *r)
     json_decref(r->skus);
     json_decref(r->items);
     json_decref(r->item_texts);
+    json_decref(r->article);
+    json_decref(r->item_target);
+    json_decref(r->item_entry);
+    json_decref(r->item_now);
     if (r->flow_free)
         r->flow_free(r->flow);
     free(r);
@@ -203,6 +210,20 @@ void run_fail(struct run *r, enum outcome_kind kind, const char *reason, const c
     va_start(ap, fmt);
     fail_v(r->t, kind, reason, fmt, ap);
     va_end(ap);
+    run_free(r);
+}
+
+void run_wait(struct run *r, int64_t delay_ms, const char *reason, const char *fmt, ...)
+{
+    struct outcome o = {.kind = OUTCOME_WAIT};
+    if (delay_ms > 0)
+        o.not_before_ms = gw_now_ms() + delay_ms;
+    snprintf(o.reason, sizeof o.reason, "%s", reason);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o.error, sizeof o.error, fmt, ap);
+    va_end(ap);
+    task_finish(r->t, &o);
     run_free(r);
 }
 

@@ -38,6 +38,9 @@ enum outcome_kind {
     OUTCOME_WAIT_AUTH,     /* the connection needs re-authorisation: wait, no attempt used */
     OUTCOME_LOGIN_REFUSED, /* Mplus refused the ident/secret: the connection waits, no attempt
                               used */
+    OUTCOME_WAIT,          /* needs a record another event makes (an article group, an Item):
+                              try again at not_before_ms (0: the retry policy); an attempt is
+                              used, the connection's circuit is not touched */
 };
 
 struct outcome {
@@ -67,8 +70,10 @@ struct task {
     json_t *rec;                      /* the event record (borrowed, read-only) */
     const struct gw_connection *conn; /* NULL for events of no connection */
     struct gw_clients *clients;
-    json_t *steps;    /* array the handler may append step summaries to (history) */
-    unsigned attempt; /* 1 on the first try */
+    json_t *steps;          /* array the handler may append step summaries to (history) */
+    json_t *calls;          /* the exchanges with QuickBooks and Mplus (activity.c), or NULL */
+    unsigned calls_dropped; /* exchanges past the cap, counted only */
+    unsigned attempt;       /* 1 on the first try */
     const struct task_ops *ops;
     void *owner; /* the owner's own data */
     bool finished;
@@ -113,7 +118,8 @@ void task_fail_mplus(struct task *t, const char *what, const struct mplus_result
 void task_requestid(const struct task *t, const char *step, char *out, size_t outlen);
 
 /* Whether this run may repeat an earlier one of the same event: a later
- * attempt, or a replay. Flows look in QuickBooks before a create then. */
+ * attempt (not counting those that ended waiting for another record, which
+ * wrote nothing), or a replay. Flows look in QuickBooks before a create then. */
 bool task_is_rerun(const struct task *t);
 
 /*
@@ -125,6 +131,25 @@ bool task_is_rerun(const struct task *t);
  */
 json_t *task_get_meta(struct task *t, const char *name);
 void task_put_meta(struct task *t, const char *name, json_t *value);
+
+/*
+ * Calls to QuickBooks and Mplus on behalf of the task: as qbo_read ...
+ * qbo_void and mplus_call on the task's connection, and each exchange is
+ * kept in the attempt's activity log (activity.c): what was sent and what
+ * came back, secrets removed, bodies capped.
+ */
+struct qbo_result;
+typedef void (*task_qbo_cb)(const struct qbo_result *r, void *arg);
+typedef void (*task_mplus_cb)(const struct mplus_result *r, void *arg);
+int task_qbo_read(struct task *t, const char *entity, const char *id, task_qbo_cb cb, void *arg);
+int task_qbo_query(struct task *t, const char *query, task_qbo_cb cb, void *arg);
+int task_qbo_create(struct task *t, const char *entity, json_t *obj, const char *requestid,
+                    task_qbo_cb cb, void *arg);
+int task_qbo_update(struct task *t, const char *entity, json_t *obj, const char *requestid,
+                    task_qbo_cb cb, void *arg);
+int task_qbo_void(struct task *t, const char *entity, const char *id, const char *sync_token,
+                  const char *requestid, task_qbo_cb cb, void *arg);
+int task_mplus_call(struct task *t, const char *op, json_t *request, task_mplus_cb cb, void *arg);
 
 /* Record a step (request summary) in the event's history (at most 20). */
 void task_note(struct task *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -182,10 +207,24 @@ struct run {
     bool customer_created;
 
     /* every article must exist as an Item (lookup.c) */
-    json_t *skus;       /* array of article numbers (strings) the document needs */
-    json_t *items;      /* SKU -> {"id", "name"} once found */
-    json_t *item_texts; /* SKU -> the document's text for it (names a created Item) */
-    size_t items_asked; /* SKUs of skus asked of QuickBooks so far */
+    json_t *skus;                 /* array of article numbers (strings) the document needs */
+    json_t *items;                /* SKU -> {"id", "name"} once found */
+    json_t *item_texts;           /* SKU -> the document's text for it (names a created Item) */
+    size_t items_asked;           /* SKUs of skus asked of QuickBooks so far */
+    bool items_from_article_only; /* never make an Item from a sale line (stock) */
+
+    /* one article's Item, made or brought up to date (products.c) */
+    char item_sku[32];
+    json_t *article;     /* {article, product, category}: what the products mapping takes */
+    json_t *item_target; /* what the mapping made of it */
+    json_t *item_entry;  /* its id map entry, or NULL */
+    json_t *item_now;    /* the QuickBooks Item, when read */
+    char item_fp[65];    /* fingerprint of the target's fields kept up to date */
+    int item_renames;    /* Name made unique once already */
+    bool item_written;   /* a request changed QuickBooks, or an Item got linked */
+    step_fn item_then;   /* where the run goes on once r->items has item_sku */
+    void (*item_skip)(struct run *r, const char *reason); /* the mapping left it out */
+    step_fn index_then; /* where the run goes on once the Items by SKU are read */
 
     void *flow;
     void (*flow_free)(void *flow);
@@ -212,6 +251,9 @@ void run_skip(struct run *r, const char *reason);
 void run_fail(struct run *r, enum outcome_kind kind, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void run_fail_qbo(struct run *r, const char *what, const struct qbo_result *res);
+/* End with OUTCOME_WAIT: try again after delay_ms (0: the retry policy). */
+void run_wait(struct run *r, int64_t delay_ms, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 void run_fail_mplus(struct run *r, const char *what, const struct mplus_result *res);
 
 #endif

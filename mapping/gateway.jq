@@ -19,9 +19,16 @@ def gw_nonempty:
 def gw_trunc($n): if type == "string" and length > $n then .[0:$n] else . end;
 
 # A name QuickBooks accepts: no ':', '"', tabs or line breaks, single spaces.
+# (Regular expressions are compiled at each call in jq 1.6, and most names
+# need no change: only those holding one of the characters are rewritten.)
 def gw_clean:
   if type == "string" then
-    gsub("[:\"]"; "") | gsub("[\\t\\r\\n]+"; " ") | gsub(" {2,}"; " ") | gw_nonempty
+    (if contains(":") or contains("\"") or contains("\t") or contains("\n") or contains("\r")
+        or contains("  ") then
+       explode | map(select(. != 58 and . != 34) | if . == 9 or . == 10 or . == 13 then 32 else . end)
+       | implode | split(" ") | map(select(. != "")) | join(" ")
+     else . end)
+    | gw_nonempty
   else . end;
 
 # Drop members that are null (and objects left empty by that).

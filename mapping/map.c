@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const names[] = {MAP_CUSTOMERS_TO_QBO, MAP_CUSTOMERS_TO_MPLUS, MAP_SALES_TO_QBO};
+static const char *const names[] = {MAP_CUSTOMERS_TO_QBO, MAP_CUSTOMERS_TO_MPLUS, MAP_SALES_TO_QBO,
+                                    MAP_PRODUCTS_TO_QBO};
 #define NNAMES (sizeof names / sizeof names[0])
 
 struct program {
@@ -167,7 +168,8 @@ static const struct {
 } tables[] = {
     TABLE(tax_code_by_country),   TABLE(income_account_by_country), TABLE(sales_tax_codes),
     TABLE(sales_payment_methods), TABLE(sales_deposit_accounts),    TABLE(sales_class_by_branch),
-    TABLE(sales_terms),
+    TABLE(sales_terms),           TABLE(products_income_accounts),  TABLE(products_expense_accounts),
+    TABLE(products_asset_accounts),
 };
 #define NTABLES (sizeof tables / sizeof tables[0])
 
@@ -192,6 +194,15 @@ json_t *map_settings(const struct gw_connection *c)
     json_object_set_new(s, "relation_create_only", parse_list(c->relation_create_only));
     json_object_set_new(s, "employee_number", json_integer(c->mplus_employee_number));
     json_object_set_new(s, "default_country", json_string(c->default_country ?: ""));
+    json_object_set_new(s, "products_price", json_string(c->products_price ?: "incl"));
+    json_object_set_new(s, "products_track_stock", json_boolean(c->products_track_stock));
+    json_object_set_new(s, "products_inventory_start",
+                        json_string(c->products_inventory_start ?: ""));
+    json_object_set_new(s, "products_only_active", json_boolean(c->products_only_active));
+    json_object_set_new(s, "products_only_webshop", json_boolean(c->products_only_webshop));
+    json_object_set_new(s, "products_groups", parse_list(c->products_groups));
+    json_object_set_new(s, "products_exclude_groups", parse_list(c->products_exclude_groups));
+    json_object_set_new(s, "products_turnover_groups", parse_list(c->products_turnover_groups));
     return s;
 }
 
@@ -214,6 +225,8 @@ const char *map_override(const struct gw_connection *c, const char *name)
         return c->map_customers_to_mplus;
     if (strcmp(name, MAP_SALES_TO_QBO) == 0)
         return c->map_sales_to_qbo;
+    if (strcmp(name, MAP_PRODUCTS_TO_QBO) == 0)
+        return c->map_products_to_qbo;
     return NULL;
 }
 
@@ -223,6 +236,9 @@ static bool uses(const struct gw_connection *c, const char *name)
 {
     if (strcmp(name, MAP_SALES_TO_QBO) == 0)
         return (c->flows & GW_FLOW_SALES) != 0;
+    /* The sales flow makes a missing Item from its article when products is on. */
+    if (strcmp(name, MAP_PRODUCTS_TO_QBO) == 0)
+        return (c->flows & GW_FLOW_PRODUCTS) != 0;
     return (c->flows & (GW_FLOW_CUSTOMERS | GW_FLOW_SALES)) != 0;
 }
 

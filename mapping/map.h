@@ -19,6 +19,7 @@
 #define MAP_CUSTOMERS_TO_QBO   "customers-to-qbo"
 #define MAP_CUSTOMERS_TO_MPLUS "customers-to-mplus"
 #define MAP_SALES_TO_QBO       "sales-to-qbo"
+#define MAP_PRODUCTS_TO_QBO    "products-to-qbo"
 
 struct mapper;
 

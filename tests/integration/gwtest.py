@@ -232,7 +232,8 @@ def config_text(listen, admin_listen, storage_path, verifier_token=VERIFIER_TOKE
                 admin_token=ADMIN_TOKEN, connections=None, max_body_bytes=None,
                 extra=None):
     """The text of a complete gateway.ini. extra: {section: {key: value}} for
-    further keys of [server], [storage], [quickbooks], [dispatch] or [log].
+    further keys of [server], [storage], [quickbooks], [dispatch] or [log], or
+    whole further sections ([alerts]).
     Delivery is paused unless extra["dispatch"] says otherwise, so ingress
     tests see events exactly as they were stored."""
     extra = extra or {}
@@ -257,6 +258,8 @@ def config_text(listen, admin_listen, storage_path, verifier_token=VERIFIER_TOKE
     log = {"level": "info"}
     log.update(extra.get("log", {}))
     lines += ["%s = %s" % kv for kv in log.items()]
+    for section in sorted(set(extra) - {"server", "storage", "quickbooks", "dispatch", "log"}):
+        lines += ["", "[%s]" % section] + ["%s = %s" % kv for kv in extra[section].items()]
     for c in DEFAULT_CONNECTIONS if connections is None else connections:
         lines += ["", "[connection.%s]" % c["name"]]
         for k in _CONNECTION_KEYS:
@@ -364,6 +367,24 @@ class QboSim(SimProcess):
 
 
 # ---- the daemon -------------------------------------------------------------
+
+
+def start_simulators(*factories):
+    """Starts each simulator in turn; if one fails, closes those already started."""
+    sims = []
+    try:
+        for make in factories:
+            sims.append(make())
+    except Exception:
+        close_simulators(*sims)
+        raise
+    return sims
+
+
+def close_simulators(*sims):
+    for sim in sims:
+        if sim is not None:
+            sim.close()
 
 
 class GatewayError(AssertionError):

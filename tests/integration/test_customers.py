@@ -114,24 +114,32 @@ class MplusSim(gwtest.SimProcess):
         return self.requests(MPLUS_WRITES, since)
 
 
+def app_config(gw, qbo, quickbooks=None, dispatch=None):
+    """The [quickbooks] and [dispatch] sections of a daemon talking to the simulator qbo:
+    the Intuit app, its OAuth callback on the daemon's admin listener, quick retries."""
+    callback = "http://%s:%d/oauth/quickbooks/callback" % (HOST, gw.admin_port)
+    app = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+           "redirect_url": callback, "api_base": qbo.base,
+           "oauth_token_url": qbo.base + "/oauth2/v1/tokens/bearer",
+           "oauth_authorize_url": qbo.base + "/connect/oauth2",
+           "timeout_s": 5, "cdc_interval_s": 0}
+    app.update(quickbooks or {})
+    retries = {"enabled": "true", "retry_first_s": 1, "retry_max_s": 2, "circuit_failures": 50}
+    retries.update(dispatch or {})
+    return {"quickbooks": app, "dispatch": retries}
+
+
 QBO = None
 MPLUS = None
 
 
 def setUpModule():
     global QBO, MPLUS
-    QBO = QboSim()
-    try:
-        MPLUS = MplusSim()
-    except Exception:
-        QBO.close()
-        raise
+    QBO, MPLUS = gwtest.start_simulators(QboSim, MplusSim)
 
 
 def tearDownModule():
-    for sim in (QBO, MPLUS):
-        if sim is not None:
-            sim.close()
+    gwtest.close_simulators(QBO, MPLUS)
 
 
 # ---- the test case ------------------------------------------------------------------
@@ -151,15 +159,7 @@ class CustomersTestCase(GatewayTestCase):
     # -- daemon --
 
     def config_extra(self, gw):
-        callback = "http://%s:%d/oauth/quickbooks/callback" % (HOST, gw.admin_port)
-        return {"quickbooks": {
-                    "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                    "redirect_url": callback, "api_base": QBO.base,
-                    "oauth_token_url": QBO.base + "/oauth2/v1/tokens/bearer",
-                    "oauth_authorize_url": QBO.base + "/connect/oauth2",
-                    "timeout_s": 5, "cdc_interval_s": 0},
-                "dispatch": {"enabled": "true", "retry_first_s": 1, "retry_max_s": 2,
-                             "circuit_failures": 50}}
+        return app_config(gw, QBO)
 
     def connection(self, **keys):
         c = {"mplus_url": "%s/" % MPLUS.base, "mplus_ident": MPLUS_IDENT,

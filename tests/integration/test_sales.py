@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gwtest  # noqa: E402
 from gwtest import GatewayTestCase  # noqa: E402
 from test_customers import MplusSim, QboSim, CONN, REALM, WEBHOOK_SECRET, MPLUS_IDENT, \
-    MPLUS_SECRET, CLIENT_ID, CLIENT_SECRET  # noqa: E402
+    MPLUS_SECRET, app_config  # noqa: E402
 import test_customers  # noqa: E402
 
 D = decimal.Decimal
@@ -62,18 +62,11 @@ MPLUS = None
 
 def setUpModule():
     global QBO, MPLUS
-    QBO = QboSim()
-    try:
-        MPLUS = SalesMplus()
-    except Exception:
-        QBO.close()
-        raise
+    QBO, MPLUS = gwtest.start_simulators(QboSim, SalesMplus)
 
 
 def tearDownModule():
-    for sim in (QBO, MPLUS):
-        if sim is not None:
-            sim.close()
+    gwtest.close_simulators(QBO, MPLUS)
 
 
 def cents(value):
@@ -111,16 +104,8 @@ class SalesTestCase(GatewayTestCase):
         conn = gwtest.connection(CONN, REALM, WEBHOOK_SECRET, flows="sales", **conf)
 
         def extra(gw):
-            callback = "http://%s:%d/oauth/quickbooks/callback" % (HOST, gw.admin_port)
-            return {"quickbooks": {
-                        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                        "redirect_url": callback, "api_base": QBO.base,
-                        "oauth_token_url": QBO.base + "/oauth2/v1/tokens/bearer",
-                        "oauth_authorize_url": QBO.base + "/connect/oauth2",
-                        "timeout_s": 5, "cdc_interval_s": 0,
-                        "rate_per_sec": 1000, "rate_per_min": 100000},
-                    "dispatch": {"enabled": "true", "retry_first_s": 1, "retry_max_s": 2,
-                                 "retry_give_up_s": 6, "circuit_failures": 50}}
+            return app_config(gw, QBO, {"rate_per_sec": 1000, "rate_per_min": 100000},
+                              {"retry_give_up_s": 6})
         gw = self.gateway(connections=[conn], extra=extra)
         self.gw = gw
         gw.cli("tokens", CONN, "--refresh-token", QBO.refresh_token())

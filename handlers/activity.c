@@ -1,0 +1,306 @@
+/*
+ * activity.c - what an event's run asked of QuickBooks and Mplus, and what
+ * they answered: the activity log `show ID` and the dashboard display per
+ * attempt.
+ *
+ * Flows make their calls through task_qbo_* and task_mplus_call, which pass
+ * them on to the clients and note each exchange in the task (t->calls, kept
+ * with the attempt in the event's history): the system, the request (method
+ * and path, or the Mplus operation), status, QuickBooks' intuit_tid or the
+ * X-Request-Id sent to Mplus, the time taken, and both bodies as JSON text,
+ * with values of secret-looking members replaced by "***" and each body cut
+ * at ACTIVITY_BODY_MAX bytes. Bodies go with the event's payload after
+ * retention_days.
+ */
+#include "clients.h"
+#include "mplus.h"
+#include "qbo.h"
+#include "task.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define ACTIVITY_BODY_MAX  2048 /* bytes of one body kept */
+#define ACTIVITY_CALLS_MAX 16   /* exchanges kept per attempt; later ones are counted */
+
+/* Member names whose values never reach the log, in any letter case: those
+ * holding one of these parts, and these names (SyncToken is no secret). */
+static const char *const secret_parts[] = {"password", "secret",       "authorization", "apikey",
+                                           "api_key",  "access_token", "refresh_token", NULL};
+static const char *const secret_names[] = {"token", "id_token", "ident", "pin", NULL};
+
+static bool secret_name(const char *name)
+{
+    for (size_t i = 0; secret_parts[i]; i++)
+        if (strcasestr(name, secret_parts[i]) != NULL)
+            return true;
+    for (size_t i = 0; secret_names[i]; i++)
+        if (strcasecmp(name, secret_names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* A copy of v with secret-looking members' values replaced. */
+static json_t *redacted(json_t *v)
+{
+    if (json_is_object(v)) {
+        json_t *out = json_object();
+        const char *k;
+        json_t *m;
+        json_object_foreach(v, k, m)
+        {
+            json_object_set_new(out, k, secret_name(k) ? json_string("***") : redacted(m));
+        }
+        return out;
+    }
+    if (json_is_array(v)) {
+        json_t *out = json_array();
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m)
+        {
+            json_array_append_new(out, redacted(m));
+        }
+        return out;
+    }
+    return json_incref(v);
+}
+
+/* The body as JSON text of at most ACTIVITY_BODY_MAX bytes, or NULL; sent to
+ * QuickBooks, decimals are written as numbers, as qbo.c sends them. */
+static json_t *body_text(json_t *body, bool to_qbo)
+{
+    if (body == NULL)
+        return NULL;
+    json_t *clean = redacted(body);
+    char *text = json_dumps(clean, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    json_decref(clean);
+    if (text == NULL)
+        return NULL;
+    if (to_qbo)
+        qbo_exact_numbers(text);
+    size_t len = strlen(text);
+    json_t *out;
+    if (len <= ACTIVITY_BODY_MAX) {
+        out = json_string(text);
+    } else {
+        /* Cut on a UTF-8 character boundary, and say how much there was. */
+        size_t cut = ACTIVITY_BODY_MAX;
+        while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
+            cut--;
+        char *buf = NULL;
+        out =
+            asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len) < 0 ? NULL : json_string(buf);
+        free(buf);
+    }
+    free(text);
+    return out;
+}
+
+/* One exchange on its way: the entry to complete and whom to answer. */
+struct pending {
+    struct task *t;
+    json_t *entry;
+    int64_t started_ms;
+    qbo_cb qcb;
+    mplus_cb mcb;
+    void *arg;
+};
+
+static struct pending *pending_new(struct task *t, json_t *entry, void *arg)
+{
+    struct pending *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        json_decref(entry);
+        return NULL;
+    }
+    p->t = t;
+    p->entry = entry;
+    p->arg = arg;
+    p->started_ms = gw_now_ms();
+    return p;
+}
+
+static void pending_record(struct pending *p)
+{
+    struct task *t = p->t;
+    json_object_set_new(p->entry, "ms", json_integer((json_int_t)(gw_now_ms() - p->started_ms)));
+    if (t->calls == NULL)
+        t->calls = json_array();
+    if (json_array_size(t->calls) < ACTIVITY_CALLS_MAX)
+        json_array_append(t->calls, p->entry);
+    else
+        t->calls_dropped++;
+    json_decref(p->entry);
+}
+
+static void set_text(json_t *entry, const char *key, const char *value)
+{
+    if (value != NULL && value[0] != '\0')
+        json_object_set_new(entry, key, json_string(value));
+}
+
+/* ---- QuickBooks ---------------------------------------------------------------- */
+
+static void qbo_answered(const struct qbo_result *res, void *arg)
+{
+    struct pending *p = arg;
+    static const char *const kinds[] = {[QBO_OK] = "ok",
+                                        [QBO_FAULT] = "fault",
+                                        [QBO_RETRY] = "retry",
+                                        [QBO_THROTTLED] = "throttled",
+                                        [QBO_NO_AUTH] = "not authorised"};
+    json_object_set_new(p->entry, "status", json_integer(res->status));
+    json_object_set_new(p->entry, "outcome", json_string(kinds[res->kind]));
+    set_text(p->entry, "intuit_tid", res->intuit_tid);
+    set_text(p->entry, "error", res->error);
+    json_t *answer = body_text(res->body, false);
+    if (answer != NULL)
+        json_object_set_new(p->entry, "response", answer);
+    qbo_cb cb = p->qcb;
+    void *cb_arg = p->arg;
+    pending_record(p);
+    free(p);
+    cb(res, cb_arg);
+}
+
+/* The entry of a QuickBooks request: method, path below the company, body. */
+static struct pending *qbo_pending(struct task *t, const char *method, const char *path,
+                                   json_t *body, qbo_cb cb, void *arg)
+{
+    json_t *e =
+        json_pack("{s:s, s:s, s:s}", "system", "quickbooks", "method", method, "path", path);
+    json_t *sent = body_text(body, true);
+    if (sent != NULL)
+        json_object_set_new(e, "request", sent);
+    struct pending *p = e ? pending_new(t, e, arg) : NULL;
+    if (p != NULL)
+        p->qcb = cb;
+    return p;
+}
+
+static void lower(const char *in, char *out, size_t len)
+{
+    size_t i = 0;
+    for (; in[i] && i + 1 < len; i++)
+        out[i] = (char)(in[i] >= 'A' && in[i] <= 'Z' ? in[i] + 32 : in[i]);
+    out[i] = '\0';
+}
+
+/* A call that did not start answers nothing: the entry goes. */
+static int started(int rc, struct pending *p)
+{
+    if (rc != 0) {
+        json_decref(p->entry);
+        free(p);
+    }
+    return rc;
+}
+
+int task_qbo_read(struct task *t, const char *entity, const char *id, qbo_cb cb, void *arg)
+{
+    char ent[64], path[200];
+    lower(entity, ent, sizeof ent);
+    snprintf(path, sizeof path, "/%s/%s", ent, id);
+    struct pending *p = qbo_pending(t, "GET", path, NULL, cb, arg);
+    if (p == NULL)
+        return -1;
+    return started(qbo_read(t->clients->qbo, t->conn, entity, id, qbo_answered, p), p);
+}
+
+int task_qbo_query(struct task *t, const char *query, qbo_cb cb, void *arg)
+{
+    char *path = NULL;
+    if (asprintf(&path, "/query?query=%s", query) < 0)
+        return -1;
+    struct pending *p = qbo_pending(t, "GET", path, NULL, cb, arg);
+    free(path);
+    if (p == NULL)
+        return -1;
+    return started(qbo_query(t->clients->qbo, t->conn, query, qbo_answered, p), p);
+}
+
+static struct pending *write_pending(struct task *t, const char *entity, const char *what,
+                                     json_t *obj, qbo_cb cb, void *arg)
+{
+    char ent[64], path[200];
+    lower(entity, ent, sizeof ent);
+    snprintf(path, sizeof path, "/%s%s", ent, what);
+    return qbo_pending(t, "POST", path, obj, cb, arg);
+}
+
+int task_qbo_create(struct task *t, const char *entity, json_t *obj, const char *requestid,
+                    qbo_cb cb, void *arg)
+{
+    struct pending *p = write_pending(t, entity, "", obj, cb, arg);
+    if (p == NULL)
+        return -1;
+    set_text(p->entry, "requestid", requestid);
+    return started(qbo_create(t->clients->qbo, t->conn, entity, obj, requestid, qbo_answered, p),
+                   p);
+}
+
+int task_qbo_update(struct task *t, const char *entity, json_t *obj, const char *requestid,
+                    qbo_cb cb, void *arg)
+{
+    struct pending *p = write_pending(t, entity, " (sparse update)", obj, cb, arg);
+    if (p == NULL)
+        return -1;
+    set_text(p->entry, "requestid", requestid);
+    return started(qbo_update(t->clients->qbo, t->conn, entity, obj, requestid, qbo_answered, p),
+                   p);
+}
+
+int task_qbo_void(struct task *t, const char *entity, const char *id, const char *sync_token,
+                  const char *requestid, qbo_cb cb, void *arg)
+{
+    json_t *obj = json_pack("{s:s, s:s}", "Id", id, "SyncToken", sync_token);
+    struct pending *p = write_pending(t, entity, "?operation=void", obj, cb, arg);
+    json_decref(obj);
+    if (p == NULL)
+        return -1;
+    set_text(p->entry, "requestid", requestid);
+    return started(
+        qbo_void(t->clients->qbo, t->conn, entity, id, sync_token, requestid, qbo_answered, p), p);
+}
+
+/* ---- Mplus ------------------------------------------------------------------- */
+
+static void mplus_answered(const struct mplus_result *res, void *arg)
+{
+    struct pending *p = arg;
+    static const char *const kinds[] = {[MPLUS_OK] = "ok",
+                                        [MPLUS_FAULT] = "fault",
+                                        [MPLUS_RETRY] = "retry",
+                                        [MPLUS_AUTH] = "login refused"};
+    json_object_set_new(p->entry, "status", json_integer(res->status));
+    if ((size_t)res->kind < sizeof kinds / sizeof kinds[0] && kinds[res->kind])
+        json_object_set_new(p->entry, "outcome", json_string(kinds[res->kind]));
+    set_text(p->entry, "request_id", res->request_id);
+    set_text(p->entry, "result", res->code);
+    set_text(p->entry, "error", res->error);
+    json_t *answer = body_text(res->body, false);
+    if (answer != NULL)
+        json_object_set_new(p->entry, "response", answer);
+    mplus_cb cb = p->mcb;
+    void *cb_arg = p->arg;
+    pending_record(p);
+    free(p);
+    cb(res, cb_arg);
+}
+
+int task_mplus_call(struct task *t, const char *op, json_t *request, mplus_cb cb, void *arg)
+{
+    json_t *e = json_pack("{s:s, s:s}", "system", "mplus", "operation", op);
+    json_t *sent = body_text(request, false);
+    if (sent != NULL)
+        json_object_set_new(e, "request", sent);
+    struct pending *p = e ? pending_new(t, e, arg) : NULL;
+    if (p == NULL)
+        return -1;
+    p->mcb = cb;
+    return started(mplus_call(t->clients->mplus, t->conn, op, request, mplus_answered, p), p);
+}

@@ -1,0 +1,732 @@
+/*
+ * products.c - the products flow: Mplus articles as QuickBooks Items, and
+ * Mplus article groups as Category items.
+ *
+ *   article changed (poll) -> the products mapping, which also filters
+ *       -> the same as the gateway last wrote: skipped "unchanged", no request
+ *       -> known (id map, else the company's Items by SKU): a sparse update
+ *          of what changed in Mplus since the gateway last wrote it; fields
+ *          set only on create are left to the accountant
+ *       -> else created; a Name another Item holds becomes "Name (SKU)"
+ *   article group changed -> its Category item (parents first): created,
+ *       renamed, moved, or made inactive when Mplus deletes the group
+ *
+ * The Item of one article is made by products_item, a step the sales flow's
+ * "every article must exist as an Item" lookup uses too.
+ *
+ * The id map (meta, written with the event's outcome):
+ *   idmap.<connection>.article.<number> -> {item, name, sync, fp, sent}
+ *   idmap.<connection>.group.<number>   -> {item, name, sync, parent}
+ * sent is what the gateway last wrote of the fields it keeps up to date (or
+ * found there), fp its fingerprint.
+ */
+#include "clients.h"
+#include "handler.h"
+#include "map.h"
+#include "mplus.h"
+#include "qbo.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Fields only a create sets, whatever products_create_only says: the stock
+ * flow keeps QtyOnHand, and the start date and tracking are fixed then. */
+#define ALWAYS_CREATE_ONLY "QtyOnHand, InvStartDate, TrackQtyOnHand"
+
+/* An article whose group has no Category item yet waits this long, this many
+ * times, for the group's own event; then it is booked without a category. */
+#define GROUP_WAIT_MS       3000
+#define GROUP_WAIT_ATTEMPTS 4
+
+#define NAME_MAX_LEN 100
+
+static const char *str(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+/* A whole number or its text, as text. */
+static const char *number_text(json_t *v, char *buf, size_t len)
+{
+    if (json_is_integer(v)) {
+        snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+        return buf;
+    }
+    return json_string_value(v);
+}
+
+/* ---- one Item from one article ------------------------------------------------- */
+
+static void item_step(struct run *r);
+
+/* The target without what only a create sets: what updates keep in step. */
+static json_t *kept_fields(struct run *r)
+{
+    json_t *k = json_deep_copy(r->item_target);
+    lookup_drop_fields(k, ALWAYS_CREATE_ONLY);
+    lookup_drop_fields(k, r->t->conn->products_create_only);
+    return k;
+}
+
+/* The article's Item is id: note it in the run, the index and the id map. */
+static void item_remember(struct run *r, const char *id, const char *name, const char *sync)
+{
+    struct task *t = r->t;
+    json_t *kept = kept_fields(r);
+    json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:o}", "item", id, "name", name ?: "", "sync",
+                          sync ?: "", "fp", r->item_fp, "sent", kept);
+    char k[160];
+    lookup_idmap_key(t, "article", r->item_sku, k, sizeof k);
+    task_put_meta(t, k, v);
+    json_decref(v);
+    json_object_set_new(r->items, r->item_sku,
+                        json_pack("{s:s, s:s}", "id", id, "name", name ?: ""));
+    lookup_index_item(t, r->item_sku, id, name);
+}
+
+static void item_done(struct run *r)
+{
+    json_decref(r->item_target);
+    json_decref(r->item_entry);
+    json_decref(r->item_now);
+    json_decref(r->article);
+    r->item_target = r->item_entry = r->item_now = r->article = NULL;
+    r->item_renames = 0;
+    r->item_then(r);
+}
+
+/* Write what QuickBooks is to hold, remember the answer. */
+static void item_answered(struct run *r, const char *what, const struct qbo_result *res)
+{
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, what, res);
+        return;
+    }
+    json_t *item = json_object_get(res->body, "Item");
+    const char *id = str(item, "Id");
+    if (id == NULL) {
+        run_fail(r, OUTCOME_RETRY, NULL, "%s: QuickBooks answered without an Item Id", what);
+        return;
+    }
+    task_note(r->t, "%s %s for article %s", what, id, r->item_sku);
+    r->item_written = true;
+    item_remember(r, id, str(item, "Name"), str(item, "SyncToken"));
+    lookup_release(r, id);
+    item_done(r);
+}
+
+/* "Name (SKU)", at most NAME_MAX_LEN characters: the name of an article
+ * whose Name another Item holds. The same article always gets the same. */
+static void unique_name(struct run *r)
+{
+    const char *name = str(r->item_target, "Name") ?: "";
+    char suffix[48], out[NAME_MAX_LEN * 4 + 1];
+    snprintf(suffix, sizeof suffix, " (%s)", r->item_sku);
+    size_t room = NAME_MAX_LEN - strlen(suffix);
+    /* Cut at a character, not inside one (names are UTF-8). */
+    size_t n = 0, chars = 0;
+    while (name[n] && chars < room) {
+        n++;
+        while (((unsigned char)name[n] & 0xC0) == 0x80)
+            n++;
+        chars++;
+    }
+    snprintf(out, sizeof out, "%.*s%s", (int)n, name, suffix);
+    task_note(r->t, "Item Name \"%s\" is taken in QuickBooks: article %s is \"%s\"", name,
+              r->item_sku, out);
+    json_object_set_new(r->item_target, "Name", json_string(out));
+    r->item_renames++;
+}
+
+static void item_updated(const struct qbo_result *res, void *arg);
+
+/* Send what differs from base (what QuickBooks holds, as far as known). */
+static void item_update(struct run *r, json_t *base, const char *id, const char *sync)
+{
+    json_t *kept = kept_fields(r);
+    json_t *d = lookup_diff_fields(kept, base);
+    json_decref(kept);
+    if (json_object_size(d) == 0) {
+        json_decref(d);
+        task_note(r->t, "Item %s already holds article %s", id, r->item_sku);
+        /* Linking an Item the id map did not have yet is this event's work
+         * (e.g. one made by a run a crash cut short): done, not unchanged. */
+        const char *mapped = str(r->item_entry, "item");
+        if (mapped == NULL || strcmp(mapped, id) != 0)
+            r->item_written = true;
+        item_remember(r, id, str(base, "Name") ?: str(r->item_target, "Name"), sync);
+        item_done(r);
+        return;
+    }
+    json_object_set_new(d, "Id", json_string(id));
+    json_object_set_new(d, "SyncToken", json_string(sync ?: "0"));
+    json_object_set_new(d, "sparse", json_true());
+    char step[64], rid[96];
+    snprintf(step, sizeof step, "item-update%d-%s", r->item_renames, r->item_sku);
+    task_requestid(r->t, step, rid, sizeof rid);
+    task_qbo_update(r->t, "Item", d, rid, item_updated, r);
+    json_decref(d);
+}
+
+static void item_updated(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && r->item_renames == 0 &&
+        r->item_now != NULL) {
+        unique_name(r);
+        item_update(r, r->item_now, str(r->item_now, "Id"), str(r->item_now, "SyncToken"));
+        return;
+    }
+    item_answered(r, "updated Item", res);
+}
+
+static void item_read(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    json_t *item = json_object_get(res->body, "Item");
+    if (res->kind != QBO_OK || str(item, "Id") == NULL) {
+        run_fail_qbo(r, "read Item", res);
+        return;
+    }
+    json_decref(r->item_now);
+    r->item_now = json_incref(item);
+    item_update(r, item, str(item, "Id"), str(item, "SyncToken"));
+}
+
+/* The article's Item exists (id): bring it up to date, if the connection says so. */
+static void item_adopt(struct run *r, const char *id)
+{
+    if (!r->t->conn->products_update_existing) {
+        task_note(r->t, "Item %s of article %s is left as it is (products_update_existing = false)",
+                  id, r->item_sku);
+        item_remember(r, id, str(r->item_entry, "name"), str(r->item_entry, "sync"));
+        lookup_release(r, id);
+        item_done(r);
+        return;
+    }
+    json_t *sent = json_object_get(r->item_entry, "sent");
+    const char *mapped = str(r->item_entry, "item");
+    if (json_is_object(sent) && mapped && strcmp(mapped, id) == 0) {
+        /* What changed in Mplus since the gateway wrote it; nothing else. */
+        item_update(r, sent, id, str(r->item_entry, "sync"));
+        return;
+    }
+    task_qbo_read(r->t, "Item", id, item_read, r);
+}
+
+static void item_create(struct run *r);
+
+static void item_created(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && r->item_renames == 0) {
+        unique_name(r);
+        item_create(r);
+        return;
+    }
+    item_answered(r, "created Item", res);
+}
+
+static void item_create(struct run *r)
+{
+    json_t *item = json_deep_copy(r->item_target);
+    char step[64], rid[96];
+    snprintf(step, sizeof step, "item%d-%s", r->item_renames, r->item_sku);
+    task_requestid(r->t, step, rid, sizeof rid);
+    task_qbo_create(r->t, "Item", item, rid, item_created, r);
+    json_decref(item);
+}
+
+/* No Item has the SKU: make it, once, however many events need it now. */
+static void item_claim_create(struct run *r)
+{
+    if (!lookup_claim(r, "article", r->item_sku, item_step))
+        return; /* another event is making it: start again when it is done */
+    const char *made = lookup_made_id(r->t, "article", r->item_sku);
+    if (made != NULL) {
+        char id[40];
+        gw_strlcpy(id, made, sizeof id);
+        item_adopt(r, id);
+        return;
+    }
+    item_create(r);
+}
+
+static void item_queried(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "find Item by SKU", res);
+        return;
+    }
+    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Item");
+    json_t *item = json_array_get(list, 0);
+    if (str(item, "Id") != NULL) {
+        json_decref(r->item_now);
+        r->item_now = json_incref(item);
+        if (!r->t->conn->products_update_existing) {
+            item_adopt(r, str(item, "Id"));
+            return;
+        }
+        item_update(r, item, str(item, "Id"), str(item, "SyncToken"));
+        return;
+    }
+    item_claim_create(r);
+}
+
+static void item_from_index(struct run *r)
+{
+    json_t *hit = lookup_index_find(r->t, r->item_sku);
+    if (hit != NULL) {
+        char id[40];
+        gw_strlcpy(id, str(hit, "id") ?: "", sizeof id);
+        item_adopt(r, id);
+        return;
+    }
+    item_claim_create(r);
+}
+
+/* Not in the id map: by SKU among the company's Items. A rerun asks
+ * QuickBooks itself (someone may have made it since the index was read). */
+static void item_find(struct run *r)
+{
+    if (!task_is_rerun(r->t)) {
+        lookup_item_index(r, item_from_index);
+        return;
+    }
+    char *q = qbo_quote(r->item_sku);
+    char query[160];
+    snprintf(query, sizeof query, "select * from Item where Sku = %s", q ? q : "''");
+    free(q);
+    task_qbo_query(r->t, query, item_queried, r);
+}
+
+/* Map the article, then: unchanged, update, or find-or-create. */
+static void item_step(struct run *r)
+{
+    struct task *t = r->t;
+    json_t *target = NULL;
+    char err[512];
+    json_decref(r->item_target);
+    r->item_target = NULL;
+    if (map_run(t->clients->mapper, t->conn, MAP_PRODUCTS_TO_QBO, r->article, NULL, &target, err,
+                sizeof err) != 0) {
+        run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
+        return;
+    }
+    const char *skip = str(target, "gw_skip");
+    if (skip != NULL) {
+        char why[64];
+        gw_strlcpy(why, skip, sizeof why);
+        json_decref(target);
+        r->item_skip(r, why);
+        return;
+    }
+    if (str(target, "Name") == NULL) {
+        json_decref(target);
+        run_fail(r, OUTCOME_DEAD, "mapping failed",
+                 "the products mapping gave article %s no Item Name", r->item_sku);
+        return;
+    }
+    r->item_target = target;
+    json_t *kept = kept_fields(r);
+    lookup_fp_of(kept, r->item_fp);
+    json_decref(kept);
+
+    char k[160];
+    lookup_idmap_key(t, "article", r->item_sku, k, sizeof k);
+    json_decref(r->item_entry);
+    r->item_entry = task_get_meta(t, k);
+    const char *id = str(r->item_entry, "item");
+    const char *fp = str(r->item_entry, "fp");
+    if (id != NULL && fp != NULL && strcmp(fp, r->item_fp) == 0) {
+        json_object_set_new(
+            r->items, r->item_sku,
+            json_pack("{s:s, s:s}", "id", id, "name", str(r->item_entry, "name") ?: ""));
+        item_done(r);
+        return;
+    }
+    if (id == NULL)
+        id = lookup_made_id(t, "article", r->item_sku);
+    if (id != NULL) {
+        char copy[40];
+        gw_strlcpy(copy, id, sizeof copy);
+        item_adopt(r, copy);
+        return;
+    }
+    item_find(r);
+}
+
+void products_item(struct run *r)
+{
+    const char *number = NULL;
+    char buf[32];
+    number = number_text(json_object_get(json_object_get(r->article, "article"), "articleNumber"),
+                         buf, sizeof buf);
+    if (number == NULL || strlen(number) >= sizeof r->item_sku) {
+        run_fail(r, OUTCOME_DEAD, "malformed", "the article has no articleNumber");
+        return;
+    }
+    gw_strlcpy(r->item_sku, number, sizeof r->item_sku);
+    r->item_renames = 0;
+    item_step(r);
+}
+
+static json_t *category_of(struct task *t, json_t *product, bool may_wait, char *group,
+                           size_t grouplen);
+
+/* ---- the sales flow's missing Items: from the Mplus article ---------------------- */
+
+static void article_read(const struct mplus_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != MPLUS_OK) {
+        run_fail_mplus(r, "getProducts", res);
+        return;
+    }
+    json_t *products = json_object_get(res->body, "productList");
+    size_t i, j;
+    json_t *p, *a;
+    json_array_foreach(products, i, p)
+    {
+        json_array_foreach(json_object_get(p, "articleList"), j, a)
+        {
+            char buf[32];
+            const char *n = number_text(json_object_get(a, "articleNumber"), buf, sizeof buf);
+            if (n == NULL || strcmp(n, r->item_sku) != 0)
+                continue;
+            json_t *product = json_deep_copy(p);
+            json_object_del(product, "articleList");
+            json_decref(r->article);
+            r->article = json_pack("{s:O, s:o, s:o}", "article", a, "product", product, "category",
+                                   category_of(r->t, product, false, buf, sizeof buf));
+            products_item(r);
+            return;
+        }
+    }
+    run_wait(r, 0, "unknown item",
+             "Mplus has no article %s, and no QuickBooks Item has it as SKU; the event tries again",
+             r->item_sku);
+}
+
+void products_item_of_article(struct run *r, const char *sku)
+{
+    gw_strlcpy(r->item_sku, sku, sizeof r->item_sku);
+    int64_t n;
+    if (!gw_strtoi64(sku, &n)) {
+        run_wait(r, 0, "unknown item",
+                 "no QuickBooks Item has SKU %s, and it is no Mplus article number; the event "
+                 "tries again",
+                 sku);
+        return;
+    }
+    json_t *req = json_pack("{s:[I]}", "articleNumbers", (json_int_t)n);
+    task_mplus_call(r->t, "getProducts", req, article_read, r);
+    json_decref(req);
+}
+
+/* ---- the article flow ------------------------------------------------------------- */
+
+static void article_skip(struct run *r, const char *reason)
+{
+    run_skip(r, reason);
+}
+
+static void article_end(struct run *r)
+{
+    if (r->item_written)
+        run_done(r);
+    else
+        run_skip(r, "unchanged");
+}
+
+/*
+ * The Category item of the product's first article group (its number in
+ * group): a new string, or json_null() when there is none (none asked for,
+ * no group, a deleted one, or not synced yet and the article may not wait);
+ * NULL when it is to wait.
+ */
+static json_t *category_of(struct task *t, json_t *product, bool may_wait, char *group,
+                           size_t grouplen)
+{
+    const char *g =
+        number_text(json_array_get(json_object_get(product, "groupNumbers"), 0), group, grouplen);
+    if (!t->conn->products_categories || g == NULL || strcmp(g, "0") == 0)
+        return json_null();
+    char k[160];
+    lookup_idmap_key(t, "group", g, k, sizeof k);
+    json_t *m = task_get_meta(t, k);
+    const char *id = str(m, "item");
+    const char *made = m == NULL ? lookup_made_id(t, "group", g) : NULL;
+    json_t *category = json_null();
+    if (id != NULL && id[0] && !json_is_true(json_object_get(m, "deleted")))
+        category = json_string(id);
+    else if (made != NULL) /* just made; its id map entry comes with that event's outcome */
+        category = json_string(made);
+    else if (m == NULL && may_wait && t->attempt < GROUP_WAIT_ATTEMPTS)
+        category = NULL;
+    else if (m == NULL)
+        task_note(t, "article group %s has no QuickBooks Category: the Item has none", g);
+    json_decref(m);
+    return category;
+}
+
+/* The article and its product, and the Category item of its first group. */
+static void article_begin(struct run *r)
+{
+    struct task *t = r->t;
+    json_t *p = task_payload(t);
+    json_t *article = json_object_get(p, "article");
+    json_t *product = json_object_get(p, "product");
+    if (!json_is_object(article)) {
+        run_fail(r, OUTCOME_DEAD, "malformed", "the polled change holds no article");
+        return;
+    }
+    char group[32];
+    json_t *category = category_of(t, product, true, group, sizeof group);
+    if (category == NULL) {
+        if (lookup_claim_wait(r, "group", group, article_begin))
+            return; /* the group's event is making its Category: go on once it is done */
+        run_wait(r, GROUP_WAIT_MS, "waiting for article group",
+                 "the article's group has no QuickBooks Category yet; the article waits for it");
+        return;
+    }
+    r->article =
+        json_pack("{s:O, s:O*, s:o}", "article", article, "product", product, "category", category);
+    r->item_then = article_end;
+    r->item_skip = article_skip;
+    products_item(r);
+}
+
+static const step_fn article_steps[] = {article_begin, NULL};
+
+/* ---- the article group flow ----------------------------------------------------- */
+
+struct group {
+    char number[32];
+    char parent[40]; /* the parent's Category item, or "" */
+    json_t *entry;   /* the id map entry, or NULL */
+    json_t *body;    /* what the Category item is to hold */
+    int renames;
+};
+
+static void group_free(void *p)
+{
+    struct group *g = p;
+    json_decref(g->entry);
+    json_decref(g->body);
+    free(g);
+}
+
+static void group_remember(struct run *r, json_t *item, bool deleted)
+{
+    struct group *g = r->flow;
+    char k[160];
+    lookup_idmap_key(r->t, "group", g->number, k, sizeof k);
+    json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:b}", "item", str(item, "Id") ?: "", "name",
+                          str(item, "Name") ?: "", "sync", str(item, "SyncToken") ?: "0", "parent",
+                          g->parent, "deleted", deleted);
+    task_put_meta(r->t, k, v);
+    json_decref(v);
+    /* Subgroups and articles waiting for this Category go on at once. */
+    lookup_release(r, deleted ? NULL : str(item, "Id"));
+}
+
+static void group_write(struct run *r);
+
+static void group_written(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct group *g = r->flow;
+    if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && g->renames == 0) {
+        const char *name = str(g->body, "Name") ?: "";
+        char renamed[NAME_MAX_LEN * 4 + 1];
+        snprintf(renamed, sizeof renamed, "%.80s (group %s)", name, g->number);
+        task_note(r->t, "Category Name \"%s\" is taken in QuickBooks: group %s is \"%s\"", name,
+                  g->number, renamed);
+        json_object_set_new(g->body, "Name", json_string(renamed));
+        g->renames++;
+        group_write(r);
+        return;
+    }
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, g->entry ? "update Category" : "create Category", res);
+        return;
+    }
+    json_t *item = json_object_get(res->body, "Item");
+    task_note(r->t, "%s Category %s for article group %s", g->entry ? "updated" : "created",
+              str(item, "Id") ?: "?", g->number);
+    group_remember(r, item, json_is_false(json_object_get(g->body, "Active")));
+    run_next(r);
+}
+
+static void group_write(struct run *r)
+{
+    struct group *g = r->flow;
+    char step[64], rid[96];
+    snprintf(step, sizeof step, "category%d", g->renames);
+    task_requestid(r->t, step, rid, sizeof rid);
+    if (g->entry != NULL) {
+        json_t *d = json_deep_copy(g->body);
+        json_object_set_new(d, "Id", json_string(str(g->entry, "item") ?: ""));
+        json_object_set_new(d, "SyncToken", json_string(str(g->entry, "sync") ?: "0"));
+        json_object_set_new(d, "sparse", json_true());
+        task_qbo_update(r->t, "Item", d, rid, group_written, r);
+        json_decref(d);
+        return;
+    }
+    task_qbo_create(r->t, "Item", g->body, rid, group_written, r);
+}
+
+static void group_found(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct group *g = r->flow;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "find Category by name", res);
+        return;
+    }
+    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Item");
+    size_t i;
+    json_t *item;
+    json_array_foreach(list, i, item)
+    {
+        const char *parent = str(json_object_get(item, "ParentRef"), "value") ?: "";
+        if (strcmp(parent, g->parent) == 0) {
+            /* A Category of this name and place: the group's (made before the
+             * id map knew, or by hand). */
+            task_note(r->t, "Category %s already is article group %s", str(item, "Id") ?: "?",
+                      g->number);
+            group_remember(r, item, false);
+            run_next(r);
+            return;
+        }
+    }
+    group_write(r);
+}
+
+static void group_begin(struct run *r)
+{
+    struct task *t = r->t;
+    struct group *g = r->flow;
+    json_t *grp = task_payload(t);
+    if (!t->conn->products_categories) {
+        run_skip(r, "article groups are not synced (products_categories = false)");
+        return;
+    }
+    char buf[32];
+    const char *number = number_text(json_object_get(grp, "groupNumber"), buf, sizeof buf);
+    if (number == NULL || strlen(number) >= sizeof g->number) {
+        run_fail(r, OUTCOME_DEAD, "malformed", "the polled article group has no groupNumber");
+        return;
+    }
+    gw_strlcpy(g->number, number, sizeof g->number);
+    char k[160];
+    lookup_idmap_key(t, "group", g->number, k, sizeof k);
+    json_decref(g->entry); /* a run that waited for its parent starts here again */
+    g->entry = task_get_meta(t, k);
+    if (str(g->entry, "item") == NULL || str(g->entry, "item")[0] == '\0') {
+        json_decref(g->entry);
+        g->entry = NULL;
+    }
+    bool deleted = json_is_true(json_object_get(grp, "isDeleted"));
+    if (deleted) {
+        if (g->entry == NULL) {
+            run_skip(r, "deleted before it was synced");
+            return;
+        }
+        if (json_is_true(json_object_get(g->entry, "deleted"))) {
+            run_skip(r, "unchanged");
+            return;
+        }
+        gw_strlcpy(g->parent, str(g->entry, "parent") ?: "", sizeof g->parent);
+        g->body = json_pack("{s:b}", "Active", false);
+        group_write(r);
+        return;
+    }
+    const char *parent = number_text(json_object_get(grp, "parentGroupNumber"), buf, sizeof buf);
+    if (parent != NULL && strcmp(parent, "0") != 0) {
+        lookup_idmap_key(t, "group", parent, k, sizeof k);
+        json_t *m = task_get_meta(t, k);
+        const char *id = str(m, "item");
+        if ((id == NULL || id[0] == '\0') && m == NULL)
+            id = lookup_made_id(t, "group", parent);
+        if (id == NULL || id[0] == '\0') {
+            json_decref(m);
+            if (lookup_claim_wait(r, "group", parent, group_begin))
+                return; /* the parent's event is making it: go on once it is done */
+            run_wait(r, GROUP_WAIT_MS, "waiting for article group",
+                     "parent article group %s has no QuickBooks Category yet; group %s waits "
+                     "for it",
+                     parent, g->number);
+            return;
+        }
+        gw_strlcpy(g->parent, id, sizeof g->parent);
+        json_decref(m);
+    }
+    /* Held until the Category is written (group_remember), so that subgroups
+     * and articles of this group wait for it rather than for a retry. */
+    if (!lookup_claim(r, "group", g->number, group_begin))
+        return;
+    /* A name QuickBooks accepts: no colon, quote or line break, at most 100. */
+    char name[NAME_MAX_LEN + 1];
+    snprintf(name, sizeof name, "%s", str(grp, "name") ?: "");
+    for (char *c = name; *c; c++)
+        if (*c == ':' || *c == '"' || *c == '\t' || *c == '\n' || *c == '\r')
+            *c = ' ';
+    if (name[0] == '\0')
+        snprintf(name, sizeof name, "Group %s", g->number);
+    g->body = json_pack("{s:s, s:s, s:b}", "Name", name, "Type", "Category", "Active", true);
+    if (g->parent[0]) {
+        json_object_set_new(g->body, "SubItem", json_true());
+        json_object_set_new(g->body, "ParentRef", json_pack("{s:s}", "value", g->parent));
+    } else if (g->entry != NULL && str(g->entry, "parent") && str(g->entry, "parent")[0]) {
+        json_object_set_new(g->body, "SubItem", json_false()); /* moved to the top */
+    }
+    if (g->entry != NULL) {
+        const char *was = str(g->entry, "name") ?: "";
+        const char *was_parent = str(g->entry, "parent") ?: "";
+        bool was_deleted = json_is_true(json_object_get(g->entry, "deleted"));
+        char ours[NAME_MAX_LEN * 4 + 1];
+        snprintf(ours, sizeof ours, "%.80s (group %s)", name, g->number);
+        bool renamed_by_us = strcmp(was, ours) == 0;
+        if ((strcmp(was, name) == 0 || renamed_by_us) && strcmp(was_parent, g->parent) == 0 &&
+            !was_deleted) {
+            run_skip(r, "unchanged");
+            return;
+        }
+        if (renamed_by_us)
+            json_object_del(g->body, "Name");
+        group_write(r);
+        return;
+    }
+    char *q = qbo_quote(name);
+    char query[400];
+    snprintf(query, sizeof query, "select * from Item where Type = 'Category' and Name = %s",
+             q ? q : "''");
+    free(q);
+    task_qbo_query(t, query, group_found, r);
+}
+
+static const step_fn group_steps[] = {group_begin, NULL};
+
+void products_from_mplus(struct task *t)
+{
+    const char *entity = json_string_value(json_object_get(t->rec, "entity"));
+    if (entity != NULL && strcmp(entity, "article_group") == 0) {
+        struct group *g = calloc(1, sizeof *g);
+        if (g == NULL) {
+            task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
+            return;
+        }
+        struct run *r = run_new(t, group_steps, g, group_free);
+        if (r != NULL)
+            run_begin(r);
+        return;
+    }
+    struct run *r = run_new(t, article_steps, NULL, NULL);
+    if (r != NULL)
+        run_begin(r);
+}

@@ -1,0 +1,438 @@
+#!/usr/bin/python3
+"""Products and stock flows end to end: the real daemon between both simulators.
+
+Mplus articles -> QuickBooks Items, article groups -> Category items, Mplus
+stock -> the Item's QtyOnHand (handlers/products.c, handlers/stock.c,
+mapping/products-to-qbo.jq). Each test starts its own daemon with one
+connection, shop1:
+
+  - the MplusKASSA simulator holds its sample catalogue (articles 1001-4001,
+    groups 1 with 11 and 12, 2, 3, 4, stock in branches 1 and 2) and, where a
+    test seeds them, bulk variant articles ("Product N", sizes and colours);
+    it is polled every second from marker 0;
+  - the QuickBooks simulator checks Items as QuickBooks does: unique names
+    (case-insensitive, categories included), at most 100 characters, the
+    accounts an Inventory item needs, and ParentRef pointing at a Category.
+
+    /usr/bin/python3 tests/integration/test_products.py build/test/gateway [unittest args]
+"""
+
+import collections
+import decimal
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gwtest  # noqa: E402
+from gwtest import GatewayTestCase  # noqa: E402
+from test_customers import QboSim, CONN, REALM, WEBHOOK_SECRET, MPLUS_IDENT, MPLUS_SECRET, \
+    app_config  # noqa: E402
+from test_sales import SalesMplus, TAX_CODES  # noqa: E402
+
+D = decimal.Decimal
+HOST = gwtest.HOST
+FINAL = gwtest.FINAL
+SAMPLE_ARTICLES = {"1001", "1002", "2001", "2002", "2003", "3001", "4001"}
+SAMPLE_GROUPS = {"1", "11", "12", "2", "3", "4"}
+
+QBO = None
+MPLUS = None
+
+
+def setUpModule():
+    global QBO, MPLUS
+    QBO, MPLUS = gwtest.start_simulators(QboSim, SalesMplus)
+
+
+def tearDownModule():
+    gwtest.close_simulators(QBO, MPLUS)
+
+
+class ProductsTestCase(GatewayTestCase):
+    maxDiff = None
+    WAIT = 120.0
+
+    def setUp(self):
+        QBO.reset()
+        QBO.config(rate_per_sec=1000, rate_per_min=100000, max_concurrent=100)
+        MPLUS.reset()
+        self.gw = None
+        self.tmp = tempfile.mkdtemp(prefix="gwtest-products-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        for code in TAX_CODES.values():
+            QBO.entity("TaxCode", {"Id": code, "Name": "BTW %s" % code, "Active": True})
+
+    def start_gateway(self, flows="products", **keys):
+        conf = {"mplus_url": "%s/" % MPLUS.base, "mplus_ident": MPLUS_IDENT,
+                "mplus_secret": MPLUS_SECRET, "mplus_poll_interval_s": 1, "mplus_backfill": "true",
+                "mplus_page_size": 250, "default_country": "NL",
+                "sales_tax_codes": ", ".join("*/%d:%s" % kv for kv in TAX_CODES.items()),
+                "products_income_accounts": "*:79", "products_expense_accounts": "*:80",
+                "products_asset_accounts": "*:81"}
+        conf.update(keys)
+        conn = gwtest.connection(CONN, REALM, WEBHOOK_SECRET, flows=flows, **conf)
+
+        def extra(gw):
+            return app_config(gw, QBO, {"rate_per_sec": 1000, "rate_per_min": 100000},
+                              {"retry_give_up_s": 20})
+        gw = self.gateway(connections=[conn], extra=extra)
+        self.gw = gw
+        gw.cli("tokens", CONN, "--refresh-token", QBO.refresh_token())
+        return gw
+
+    # -- what the simulators hold --
+
+    def items(self):
+        return QBO.entities("Item")
+
+    def by_sku(self):
+        out = {}
+        for i in self.items():
+            if i.get("Sku"):
+                out.setdefault(i["Sku"], []).append(i)
+        return out
+
+    def categories(self):
+        return {i["Name"]: i for i in self.items() if i["Type"] == "Category"}
+
+    def qbo_count(self, **filters):
+        q = "&".join("%s=%s" % kv for kv in filters.items())
+        return QBO.call("GET", "/_sim/requests/count?" + q)["count"]
+
+    def item_writes(self, since=0):
+        """The Item creates and updates the gateway sent (POST /item), from index since."""
+        return [r for r in QBO.call("GET", "/_sim/requests?method=POST&path_contains=/item&since=%d"
+                                    % since) if "/v3/company/" in r["path"]]
+
+    def request_summary(self):
+        """What the gateway asked of QuickBooks, counted by method and path or query text."""
+        rows = QBO.call("GET", "/_sim/requests?path_contains=/v3/company/")
+        def what(r):
+            q = r.get("query", {}).get("query") if r["method"] == "GET" else None
+            if r["path"].endswith("/query"):
+                text = q if isinstance(q, str) else r.get("body")
+                return "query " + re.sub(r"'[^']*'|\d+", "N", str(text))[:70]
+            return "%s %s" % (r["method"], r["path"].rsplit("/", 1)[-1])
+        return collections.Counter(what(r) for r in rows).most_common(12)
+
+    def mark(self):
+        return self.qbo_count()
+
+    def change_article(self, product, article, **fields):
+        fields["articleNumber"] = article
+        return MPLUS.call("POST", "/_sim/entity", {"kind": "product", "object": {
+            "productNumber": product, "articleList": [fields]}})
+
+    def wait_articles(self, n, what=None):
+        return self.wait_final(self.gw, n, what or "%d article events final" % n, entity="article")
+
+    def wait_new_final(self, entity, before, what):
+        """Wait for an event of entity with an id above before, and all such final."""
+        def check():
+            evs = [e for e in self.events_of(self.gw, entity=entity) if e["id"] > before]
+            return evs if evs and all(e["state"] in FINAL for e in evs) else None
+        return self.wait(check, what)
+
+    def last_event_id(self):
+        evs = self.gw.events()
+        return max([e["id"] for e in evs] or [0])
+
+    def assertAllOnce(self, skus):
+        got = self.by_sku()
+        twice = {s: len(v) for s, v in got.items() if len(v) > 1}
+        self.assertEqual(twice, {}, "Items with the same SKU")
+        self.assertEqual(set(skus) - set(got), set(), "articles without an Item")
+
+
+class Catalogue(ProductsTestCase):
+
+    def test_a_catalogue_with_variants_and_groups_arrives_as_items_once(self):
+        seeded = MPLUS.call("POST", "/_sim/seed", {"articles": 1000, "articles_per_product": 4})
+        first_a, first_p = seeded["first_article_number"], seeded["first_product_number"]
+        bulk = {str(first_a + j) for j in range(1000)}
+        self.start_gateway()
+        groups = self.wait_final(self.gw, len(SAMPLE_GROUPS), "the group events final",
+                                 entity="article_group")
+        evs = self.wait_articles(1007)
+        self.assertEqual([(e["entity_id"], e["state"], e["last_error"]) for e in evs
+                          if e["state"] != "done"], [])
+        self.assertEqual([(e["entity_id"], e["state"]) for e in groups if e["state"] != "done"], [])
+        self.assertAllOnce(bulk | SAMPLE_ARTICLES)
+
+        # The group tree, parents first: 11 and 12 sit under 1.
+        cats = self.categories()
+        self.assertEqual(set(cats), {"Dranken", "Warme dranken", "Koude dranken", "Kleding",
+                                     "Levensmiddelen", "Overig"})
+        by_id = {c["Id"]: c for c in cats.values()}
+        subs = [c for c in cats.values() if c.get("ParentRef")]
+        self.assertEqual(len(subs), 2, subs)
+        for c in subs:
+            self.assertEqual(by_id[c["ParentRef"]["value"]]["ParentRef"] if "ParentRef" in
+                             by_id[c["ParentRef"]["value"]] else None, None)
+            self.assertTrue(c["FullyQualifiedName"].startswith(by_id[c["ParentRef"]["value"]]["Name"] + ":"))
+
+        # Variants: "Product – Colour / Size", in their group's category, with the EAN.
+        items = {s: v[0] for s, v in self.by_sku().items()}
+        sizes = ("S", "M", "L", "XL")
+        group_names = {11: "Dranken:Warme dranken", 12: "Dranken:Koude dranken", 2: "Kleding",
+                       3: "Levensmiddelen", 4: "Overig"}
+        for j in (0, 1, 3, 4, 997, 999):
+            item = items[str(first_a + j)]
+            product = first_p + j // 4
+            self.assertEqual(item["Name"], "Product %d – Zwart / %s" % (product, sizes[j % 4]), item)
+            self.assertEqual(item["Type"], "NonInventory")
+            self.assertIn("EAN 2", item["Description"])
+            self.assertIn("Product %d" % product, item["Description"])
+            parent = by_id[item["ParentRef"]["value"]]
+            self.assertEqual(parent["Type"], "Category")
+            self.assertTrue(item["SubItem"])
+            self.assertEqual(parent["FullyQualifiedName"], group_names[(11, 12, 2, 3, 4)[(j // 4) % 5]])
+            self.assertEqual(item["FullyQualifiedName"], parent["FullyQualifiedName"] + ":" + item["Name"])
+        # A simple article: its own description, its price incl. VAT, its tax code.
+        koffie = items["1001"]
+        self.assertEqual((koffie["Name"], D(str(koffie["UnitPrice"])), koffie["SalesTaxIncluded"]),
+                         ("Koffie", D("2.50"), True))
+        self.assertEqual(koffie["SalesTaxCodeRef"]["value"], TAX_CODES[1])
+        self.assertEqual(koffie["IncomeAccountRef"]["value"], "79")
+        self.assertEqual(koffie["ExpenseAccountRef"]["value"], "80")
+
+        # At most 1.1 QuickBooks requests per Item on the first sync (the index
+        # of the company's Items, then one create each).
+        item_requests = self.qbo_count(path_contains="/item") + self.qbo_count(
+            path_contains="/query", statement_contains="from%20Item")
+        self.assertLessEqual(item_requests, 1.1 * len(items), self.request_summary())
+
+        # An article that Mplus reports again unchanged costs no request.
+        before, last = self.mark(), self.last_event_id()
+        self.change_article(first_p, first_a, description="Artikel %d" % first_a)
+        e = self.wait_new_final("article", last, "the unchanged article's event")[0]
+        self.assertEqual((e["state"], e["reason"]), ("skipped", "unchanged"), e)
+        self.assertEqual(self.mark(), before)
+
+    def test_show_tells_what_was_sent_and_answered(self):
+        self.start_gateway()
+        evs = {e["entity_id"]: e for e in self.wait_articles(7)}
+        shown = self.gw.show(evs["1001"]["id"])
+        calls = shown["history"][-1]["calls"]
+        create = [c for c in calls if c["method"] == "POST" and c["path"] == "/item"]
+        self.assertEqual(len(create), 1, calls)
+        create = create[0]
+        self.assertEqual((create["system"], create["status"], create["outcome"]),
+                         ("quickbooks", 200, "ok"))
+        sent = json.loads(create["request"])
+        self.assertEqual((sent["Sku"], sent["Name"]), ("1001", "Koffie"))
+        answered = json.loads(create["response"])
+        item = self.by_sku()["1001"][0]
+        self.assertEqual(answered["Item"]["Id"], item["Id"])
+        # QuickBooks' own transaction id, as its log has it, for Intuit support.
+        logged = [r for r in QBO.call("GET", "/_sim/requests?method=POST&path_contains=/item")
+                  if r["body"].get("Sku") == "1001"]
+        self.assertEqual(create["intuit_tid"], logged[0]["intuit_tid"])
+        self.assertTrue(create["requestid"].startswith("ev%d-" % evs["1001"]["id"]), create)
+        # No secret of either side in any event's record.
+        for e in self.gw.events():
+            text = json.dumps(self.gw.show(e["id"]))
+            for secret in (MPLUS_SECRET, MPLUS_IDENT, "Bearer"):
+                self.assertNotIn(secret, text, e["id"])
+
+    def test_a_price_change_updates_only_the_price(self):
+        self.start_gateway()
+        self.wait_articles(7)
+        before_item = self.by_sku()["2002"][0]
+        before, last = self.mark(), self.last_event_id()
+        self.change_article(3, 2002, priceIncl=2195)
+        e = self.wait_new_final("article", last, "the price change's event")[0]
+        self.assertEqual(e["state"], "done", e)
+        writes = self.item_writes(before)
+        self.assertEqual(len(writes), 1, writes)
+        body = writes[0]["body"]
+        self.assertEqual(set(body), {"Id", "SyncToken", "sparse", "UnitPrice"}, body)
+        self.assertEqual(D(str(body["UnitPrice"])), D("21.95"))
+        after = self.by_sku()["2002"][0]
+        self.assertEqual(D(str(after["UnitPrice"])), D("21.95"))
+        for k in ("Name", "Description", "PurchaseCost", "ParentRef", "Sku"):
+            self.assertEqual(after.get(k), before_item.get(k), k)
+
+    def test_a_create_only_field_enriched_in_qbo_survives_the_next_change(self):
+        self.start_gateway(products_create_only="Description")
+        self.wait_articles(7)
+        item = self.by_sku()["1002"][0]
+        enriched = "Dubbele espresso met opgeschuimde melk. Allergenen: melk."
+        QBO.entity("Item", {"Id": item["Id"], "Description": enriched})
+        last = self.last_event_id()
+        self.change_article(2, 1002, description="Cappuccino groot", priceIncl=350)
+        e = self.wait_new_final("article", last, "the article change's event")[0]
+        self.assertEqual(e["state"], "done", e)
+        after = self.by_sku()["1002"][0]
+        self.assertEqual(after["Description"], enriched)
+        self.assertEqual((after["Name"], D(str(after["UnitPrice"]))), ("Cappuccino groot", D("3.50")))
+
+    def test_a_filter_keeps_an_excluded_group_out(self):
+        # Products in group 2 (the T-shirts) stay out; nothing is asked of QuickBooks for them.
+        self.start_gateway(products_exclude_groups="2")
+        evs = {e["entity_id"]: e for e in self.wait_articles(7)}
+        for sku in ("2001", "2002", "2003"):
+            self.assertEqual((evs[sku]["state"], evs[sku]["reason"]),
+                             ("skipped", "article group in products_exclude_groups"), evs[sku])
+        self.assertEqual(set(self.by_sku()), SAMPLE_ARTICLES - {"2001", "2002", "2003"})
+        self.assertEqual(self.qbo_count(statement_contains="2002"), 0)
+
+    def test_a_taken_name_gets_the_sku_and_a_long_one_is_cut_deterministically(self):
+        QBO.entity("Item", {"Name": "Koffie", "Type": "Service"})
+        long_name = "Oude kaas " + "extra belegen " * 10
+        MPLUS.call("POST", "/_sim/entity", {"kind": "product", "object": {
+            "productNumber": 4, "articleList": [{"articleNumber": 3001, "description": long_name}]}})
+        self.start_gateway()
+        evs = self.wait_articles(7)
+        self.assertEqual([e["entity_id"] for e in evs if e["state"] != "done"], [])
+        items = self.by_sku()
+        self.assertEqual(items["1001"][0]["Name"], "Koffie (1001)")
+        cheese = items["3001"][0]["Name"]
+        self.assertEqual(len(cheese), 100)
+        self.assertEqual(cheese, long_name[:100])
+
+
+class SigKill(ProductsTestCase):
+
+    def test_sigkill_mid_catalogue_then_restart_makes_no_item_twice(self):
+        seeded = MPLUS.call("POST", "/_sim/seed", {"articles": 1000, "articles_per_product": 3})
+        skus = {str(seeded["first_article_number"] + j) for j in range(1000)} | SAMPLE_ARTICLES
+        QBO.fault("slow", count=100000, path_contains="/item", delay_ms=30)
+        gw = self.start_gateway()
+        self.wait(lambda: len(self.by_sku()) >= 150, "150 Items made")
+        gw.kill()
+        made = len(self.by_sku())
+        self.assertLess(made, len(skus))
+        QBO.call("POST", "/_sim/faults/clear", {})
+        gw.start()
+        evs = self.wait_articles(1007)
+        self.assertEqual([(e["entity_id"], e["state"], e["last_error"]) for e in evs
+                          if e["state"] != "done"], [])
+        self.assertAllOnce(skus)
+        self.assertEqual(len(self.by_sku()), len(skus))
+
+
+class Stock(ProductsTestCase):
+
+    def stock(self, **row):
+        return MPLUS.call("POST", "/_sim/entity", {"kind": "stock", "object": row})
+
+    def qty(self, sku):
+        return D(str(self.by_sku()[sku][0]["QtyOnHand"]))
+
+    def test_stock_of_a_till_sale_reaches_qty_on_hand_exactly(self):
+        # Free stock summed over branches 1 and 2: amountFree - amountReserved.
+        self.stock(branchNumber=1, articleNumber=3001, amount="12.500", amountReserved="0.250")
+        self.stock(branchNumber=2, articleNumber=3001, amount="3.125")
+        self.start_gateway(flows="products, stock", products_track_stock="true",
+                           products_inventory_start="2026-01-01", stock_branches="1, 2")
+        self.wait_articles(7)
+        cheese = self.by_sku()["3001"][0]
+        self.assertEqual((cheese["Type"], cheese["TrackQtyOnHand"]), ("Inventory", True))
+        self.assertEqual(cheese["AssetAccountRef"]["value"], "81")
+        self.wait(lambda: self.qty("3001") == D("15.375"), "QtyOnHand 12.500 - 0.250 + 3.125")
+        # The event's activity: what Mplus was asked and said, what QuickBooks was sent.
+        booked = [e for e in self.events_of(self.gw, entity="stock") if e["state"] == "done"
+                  and e["entity_id"].endswith("/3001")][0]
+        calls = self.gw.show(booked["id"])["history"][-1]["calls"]
+        read = [c for c in calls if c["system"] == "mplus"][0]
+        self.assertEqual((read["operation"], read["outcome"]), ("getStock", "ok"), read)
+        self.assertTrue(read["request_id"].startswith("gw-"), read)
+        self.assertEqual(json.loads(read["request"])["articleNumbers"], [3001], read)
+        self.assertIn("3.125", read["response"])
+        write = [c for c in calls if c["system"] == "quickbooks" and c["method"] == "POST"][-1]
+        self.assertEqual((write["path"], write["status"]), ("/item (sparse update)", 200), write)
+        self.assertEqual(json.loads(write["request"])["QtyOnHand"], 15.375)
+        # A till sale of 1.234 kg in branch 1.
+        MPLUS.sale(kind="cash", branchNumber=1, lines=[{"articleNumber": 3001, "quantity": "1.234"}])
+        self.wait(lambda: self.qty("3001") == D("14.141"), "QtyOnHand after the sale")
+        # Articles that are no stock articles are NonInventory; their stock events say so.
+        self.assertEqual(self.by_sku()["1001"][0]["Type"], "NonInventory")
+
+    def test_free_plus_incoming_in_one_branch(self):
+        self.stock(branchNumber=1, articleNumber=2002, amount="30", amountReserved="4",
+                   amountIncoming="12.5")
+        self.stock(branchNumber=2, articleNumber=2002, amount="100")
+        self.start_gateway(flows="products, stock", products_track_stock="true",
+                           stock_amount="free_incoming")
+        self.wait_articles(7)
+        self.wait(lambda: self.qty("2002") == D("38.5"), "QtyOnHand 30 - 4 + 12.5 (branch 1 only)")
+
+    def test_a_burst_of_changes_books_the_latest_quantity(self):
+        self.start_gateway(flows="products, stock", products_track_stock="true")
+        self.wait_articles(7)
+        self.wait(lambda: self.qty("2001") == D("25"), "the first quantity")
+        before = self.mark()
+        # QuickBooks takes 3 s per Item write while the till changes the stock
+        # 16 times in 4 s (about five polls): the events queue behind the slow
+        # write, and the one that runs next reads the stock as it is by then.
+        QBO.fault("slow", count=1000, path_contains="/item", delay_ms=3000)
+        for n in range(16):
+            self.stock(branchNumber=1, articleNumber=2001, amount=str(40 + n))
+            time.sleep(0.25)
+        self.wait(lambda: self.qty("2001") == D("55"), "the latest quantity")
+        self.wait_final(self.gw, 1, "the stock events final", entity="stock")
+        QBO.call("POST", "/_sim/faults/clear", {})
+        writes = [D(str(w["body"]["QtyOnHand"])) for w in self.item_writes(before)
+                  if "QtyOnHand" in w["body"]]
+        self.assertLess(len(writes), 8, writes)
+        # In order, never an older quantity after a newer one; the last is the latest.
+        self.assertEqual(writes, sorted(set(writes)), writes)
+        self.assertEqual(writes[-1], D("55"))
+        evs = self.events_of(self.gw, entity="stock", entity_id="1/2001")
+        superseded = [e for e in evs if e["reason"] == "superseded"]
+        self.assertGreater(len(superseded), 0, [(e["state"], e["reason"]) for e in evs])
+        self.assertEqual({e["state"] for e in evs} - {"done", "skipped"}, set())
+
+    def test_without_tracked_stock_stock_events_are_skipped_saying_why(self):
+        self.start_gateway(flows="products, stock")
+        self.wait_articles(7)
+        evs = self.wait_final(self.gw, 1, "a stock event final", entity="stock")
+        self.assertEqual({(e["state"], e["reason"]) for e in evs},
+                         {("skipped", "QuickBooks does not keep stock (products_track_stock = false)")})
+        self.assertEqual(self.qbo_count(method="POST", path_contains="/item",
+                                        statement_contains="QtyOnHand"), 0)
+
+    def test_stock_of_an_unknown_item_waits_and_never_makes_a_bare_item(self):
+        # The stock flow alone: the article has no Item, so its stock event waits.
+        self.start_gateway(flows="stock", products_track_stock="true")
+        evs = self.wait(lambda: [e for e in self.events_of(self.gw, entity="stock")
+                                 if e["reason"] == "unknown item" or e["state"] in FINAL],
+                        "a stock event waiting")
+        self.assertNotIn("done", {e["state"] for e in evs})
+        self.assertEqual(self.by_sku(), {})
+
+
+class SalesNeedItems(ProductsTestCase):
+
+    def test_the_sales_flow_makes_a_missing_item_through_the_products_flow(self):
+        seeded = MPLUS.call("POST", "/_sim/seed", {"articles": 40, "articles_per_product": 4})
+        first = seeded["first_article_number"]
+        for j in range(0, 40, 2):
+            MPLUS.sale(kind="cash", lines=[{"articleNumber": first + j, "quantity": "1"},
+                                           {"articleNumber": first + j + 1, "quantity": "2"}])
+        QBO.entity("Account", {"Id": "79", "Name": "Omzet", "AccountType": "Income"})
+        QBO.entity("Item", {"Id": "900", "Name": "Afronding", "Sku": "ROUNDING", "Type": "Service"})
+        self.start_gateway(flows="sales, products", sales_payment_methods="CASH:1",
+                           sales_deposit_accounts="CASH:35", sales_rounding_item="900",
+                           sales_create_items="false")
+        receipts = self.wait_final(self.gw, 20, "the receipts final", entity="receipt")
+        self.assertEqual([(e["entity_id"], e["last_error"]) for e in receipts if e["state"] != "done"], [])
+        self.wait_articles(47)
+        skus = {str(first + j) for j in range(40)}
+        self.assertAllOnce(skus)
+        items = self.by_sku()
+        # Made by the products mapping (variant name, description with EAN), not from a line.
+        for s in skus:
+            self.assertRegex(items[s][0]["Name"], r"^Product \d+ – Zwart / (S|M|L|XL)$")
+            self.assertIn("EAN", items[s][0]["Description"])
+
+
+if __name__ == "__main__":
+    gwtest.main()

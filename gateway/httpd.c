@@ -682,7 +682,12 @@ static bool fill(struct hconn *c)
                     watch(c, 0);
                     return true;
                 }
-                refuse(c, c->head_done ? 413 : 431);
+                /* A head and the start of its body that came in one go (as
+                 * from a proxy): the head decides, 413 for a length over
+                 * max_body, 431 for a head over max_head. */
+                if (!c->head_done)
+                    return true;
+                refuse(c, 413);
                 return false;
             }
             size_t ncap = c->cap * 2 > limit ? limit : c->cap * 2;

@@ -132,6 +132,9 @@ json_t *report_status(struct store *st, const struct gw_config *cfg, char *err, 
             json_object_update(co, l);
         json_array_append_new(conns, co);
     }
+    /* Conditions that need a person (alerts.c), while the daemon runs. */
+    json_t *alerts = json_object_get(live, "alerts");
+    json_object_set_new(o, "alerts", json_is_array(alerts) ? json_incref(alerts) : json_array());
     json_decref(live);
     json_object_set_new(o, "connections", conns);
     return o;

@@ -15,6 +15,7 @@
 #include "poller.h"
 #include "clients.h"
 #include "committer.h"
+#include "alerts.h"
 #include "dashboard.h"
 #include "http.h"
 #include "httpd.h"
@@ -111,6 +112,8 @@ struct server {
     struct cdc *cdc;
     struct poller *poller;
     struct http_client *http_client;
+    struct alerts *alerts;
+    json_t *live; /* the last live view, for /metrics */
     struct gw_clients clients;
     struct event *status_timer, *drain_timer;
     struct inbox *inbox;         /* burst webhooks, commit thread only once serving */
@@ -122,6 +125,8 @@ struct server {
     bool draining;
     int64_t drain_started_ms;
 };
+
+static void metrics_live(struct server *s, FILE *f);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -156,44 +161,84 @@ static void reply_json(struct evhttp_request *req, int code, const char *reason,
 }
 
 /*
- * The client address for logs: the right-most X-Forwarded-For entry that is
- * not a trusted proxy, when the TCP peer is a trusted proxy; else the peer.
+ * Who sent a request, for the logs: the TCP peer, unless that is one of
+ * trusted_proxies. Then it is the right-most X-Forwarded-For entry that is
+ * not a trusted proxy (the address the outermost trusted proxy saw; entries
+ * left of it are the client's own word), and the scheme is the proxy's
+ * X-Forwarded-Proto. From any other peer both headers are ignored: anyone
+ * can send them.
  */
-static bool is_trusted(const char *list, const char *addr)
+struct client {
+    char ip[INET6_ADDRSTRLEN];
+    const char *proto; /* "http" or "https" */
+};
+
+static bool is_trusted(const struct gw_config *cfg, const struct gw_ip *ip)
 {
-    size_t n = strlen(addr);
-    for (const char *p = list; p && *p;) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        size_t len = strcspn(p, ", ");
-        if (len == n && strncmp(p, addr, n) == 0)
+    for (size_t i = 0; i < cfg->ntrusted; i++)
+        if (memcmp(cfg->trusted[i].b, ip->b, sizeof ip->b) == 0)
             return true;
-        p += len;
-    }
     return false;
 }
 
-static void client_ip(const struct server *s, const struct httpd_req *req, char *out, size_t outlen)
+/* The last entry of the comma-separated list [list, *end); *end moves to its
+ * start. NULL when none is left. */
+static const char *list_last(const char *list, const char **end, size_t *len)
 {
-    char peer[64];
-    httpd_peer(req, peer, sizeof peer);
-    gw_strlcpy(out, peer, outlen);
-    if (!is_trusted(s->cfg->trusted_proxies, peer))
-        return;
-    /* Walk every X-Forwarded-For header, right to left over all entries. */
-    char chosen[64] = "";
-    for (size_t i = 0; i < req->nheaders; i++) {
-        if (strcasecmp(req->headers[i].name, "X-Forwarded-For") != 0)
+    const char *e = *end;
+    while (e > list && (e[-1] == ',' || e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    const char *b = e;
+    while (b > list && b[-1] != ',' && b[-1] != ' ' && b[-1] != '\t')
+        b--;
+    *len = (size_t)(e - b);
+    *end = b;
+    return b == e ? NULL : b;
+}
+
+/* The right-most entry of the last header called name, or NULL. */
+static const char *header_last(const struct httpd_req *req, const char *name, size_t *len)
+{
+    for (size_t i = req->nheaders; i-- > 0;) {
+        if (strcasecmp(req->headers[i].name, name) != 0)
             continue;
-        char buf[512];
-        gw_strlcpy(buf, req->headers[i].value, sizeof buf);
-        char *save = NULL;
-        for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
-            if (!is_trusted(s->cfg->trusted_proxies, t))
-                gw_strlcpy(chosen, t, sizeof chosen);
+        const char *end = req->headers[i].value + req->headers[i].value_len;
+        return list_last(req->headers[i].value, &end, len);
     }
-    if (chosen[0] != '\0')
-        gw_strlcpy(out, chosen, outlen);
+    return NULL;
+}
+
+static void client_of(const struct server *s, const struct httpd_req *req, struct client *out)
+{
+    struct gw_ip ip;
+    httpd_peer(req, out->ip, sizeof out->ip);
+    out->proto = "http";
+    if (!gw_ip_parse(out->ip, strlen(out->ip), &ip) || !is_trusted(s->cfg, &ip))
+        return;
+    /* Right to left over every entry of every X-Forwarded-For header (a
+     * later header continues the list). Something that is not an address
+     * ends the walk at the hop right of it. */
+    bool found = false;
+    for (size_t i = req->nheaders; i-- > 0 && !found;) {
+        const struct httpd_header *h = &req->headers[i];
+        if (strcasecmp(h->name, "X-Forwarded-For") != 0)
+            continue;
+        const char *t, *end = h->value + h->value_len;
+        size_t len;
+        while (!found && (t = list_last(h->value, &end, &len)) != NULL) {
+            if (!gw_ip_parse(t, len, &ip)) {
+                found = true;
+                break;
+            }
+            memcpy(out->ip, t, len);
+            out->ip[len] = '\0';
+            found = !is_trusted(s->cfg, &ip);
+        }
+    }
+    size_t len;
+    const char *proto = header_last(req, "X-Forwarded-Proto", &len);
+    if (proto != NULL && len == 5 && strncasecmp(proto, "https", 5) == 0)
+        out->proto = "https";
 }
 
 /* A plain-text reply on the webhook listener; extra: header lines or NULL. */
@@ -491,7 +536,7 @@ static void submit(struct server *s, struct ingest_req *r)
 
 static void handle_qbo(struct server *s, struct httpd_req *req)
 {
-    char ip[64];
+    struct client from;
     if (req->method != HTTPD_POST) {
         pub_text(req, 405, "Method Not Allowed", "Allow: POST\r\n", "use POST");
         return;
@@ -509,13 +554,16 @@ static void handle_qbo(struct server *s, struct httpd_req *req)
     const char *sig = httpd_header(req, "intuit-signature");
     if (s->qbo_key == NULL || !sig_key_verify(s->qbo_key, body, len, sig)) {
         metrics_webhook(MS_QUICKBOOKS, MR_UNAUTHORIZED);
-        client_ip(s, req, ip, sizeof ip);
-        log_warn("quickbooks webhook from %s rejected: %s intuit-signature", ip,
-                 sig ? "bad" : "missing");
+        client_of(s, req, &from);
+        log_warn("quickbooks webhook from %s over %s rejected: %s intuit-signature", from.ip,
+                 from.proto, sig ? "bad" : "missing");
         pub_text(req, 401, "Unauthorized", NULL,
                  sig ? "bad intuit-signature" : "missing intuit-signature");
         return;
     }
+    client_of(s, req, &from);
+    log_debug("quickbooks webhook from %s over %s: %zu bytes, signature good", from.ip, from.proto,
+              len);
     if (s->draining) {
         pub_text(req, 503, "Service Unavailable", NULL, "shutting down, retry later");
         return;
@@ -596,12 +644,13 @@ static void handle_mplus(struct server *s, struct httpd_req *req, const char *re
     const char *sig = httpd_header(req, "X-Mplus-Signature");
     size_t len = req->body_len;
     const char *body = req->body;
-    char ip[64];
+    struct client from;
+    client_of(s, req, &from);
     if (sig == NULL || c->mplus_webhook_key_len == 0 ||
         !sig_key_verify(s->mplus_keys[c - s->cfg->conns], body, len, sig)) {
         metrics_webhook(MS_MPLUS, MR_UNAUTHORIZED);
-        client_ip(s, req, ip, sizeof ip);
-        gw_log(GW_LOG_WARN, c->name, 0, "mplus callback from %s rejected: %s", ip,
+        gw_log(GW_LOG_WARN, c->name, 0, "mplus callback from %s over %s rejected: %s", from.ip,
+               from.proto,
                sig == NULL                     ? "no X-Mplus-Signature"
                : c->mplus_webhook_key_len == 0 ? "no mplus_webhook_secret configured"
                                                : "bad X-Mplus-Signature");
@@ -621,6 +670,8 @@ static void handle_mplus(struct server *s, struct httpd_req *req, const char *re
             return;
         }
     }
+    gw_log(GW_LOG_DEBUG, c->name, 0, "mplus callback %s from %s over %s: %zu bytes, signature good",
+           ename, from.ip, from.proto, len);
     const char *ct = httpd_header(req, "Content-Type");
     if (!gw_media_type_is(ct, "application/json")) {
         metrics_webhook(MS_MPLUS, MR_REJECTED);
@@ -731,6 +782,20 @@ static void reply_replay(struct server *s, struct evhttp_request *req,
 static void handle_admin(struct server *s, struct evhttp_request *req, const char *path)
 {
     char err[GW_ERR_LEN];
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Content-Security-Policy", DASHBOARD_CSP);
+    evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+    evhttp_add_header(out, "X-Frame-Options", "DENY");
+    evhttp_add_header(out, "Referrer-Policy", "no-referrer");
+    evhttp_add_header(out, "Cache-Control", "no-store");
+    /* The dashboard's own files hold no data: the page asks the API for it
+     * with the token, so a browser can open it without a header. */
+    const struct dashboard_asset *asset =
+        evhttp_request_get_command(req) == EVHTTP_REQ_GET ? dashboard_asset(path) : NULL;
+    if (asset != NULL) {
+        reply_bytes(req, 200, "OK", asset->content_type, (const char *)asset->data, asset->len);
+        return;
+    }
     if (strcmp(path, "/healthz") == 0) {
         reply_text(req, 200, "OK", "ok");
         return;
@@ -798,21 +863,6 @@ static void handle_admin(struct server *s, struct evhttp_request *req, const cha
         free(url);
         return;
     }
-    if (strcmp(path, "/") == 0) {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        int rc = dashboard_render(s->st, s->cfg, f);
-        fclose(f);
-        if (rc != 0) {
-            free(text);
-            reply_text(req, 503, "Service Unavailable", "store unavailable");
-            return;
-        }
-        reply_bytes(req, 200, "OK", "text/html; charset=utf-8", text, len);
-        free(text);
-        return;
-    }
     if (strcmp(path, "/metrics") == 0) {
         char *text = NULL;
         size_t len = 0;
@@ -833,6 +883,7 @@ static void handle_admin(struct server *s, struct evhttp_request *req, const cha
                 "# TYPE gateway_oldest_pending_seconds gauge\n"
                 "gateway_oldest_pending_seconds %.3f\n",
                 oldest > 0 ? (gw_now_ms() - oldest) / 1000.0 : 0.0);
+        metrics_live(s, f);
         fclose(f);
         reply_bytes(req, 200, "OK", "text/plain; version=0.0.4", text, len);
         free(text);
@@ -1007,6 +1058,58 @@ static struct evhttp *make_http(struct server *s, const char *addr,
     return h;
 }
 
+/* Gauges of the daemon's live view: per connection, the open alerts, the
+ * inbox and the store. */
+static void metrics_live(struct server *s, FILE *f)
+{
+    static const struct {
+        const char *name, *help;
+    } gauges[] = {
+        {"gateway_connection_authorised", "1 while QuickBooks accepts the connection's tokens."},
+        {"gateway_circuit_open", "1 while the connection's circuit breaker is open."},
+        {"gateway_mplus_login_refused", "1 while Mplus refuses the connection's login."},
+    };
+    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help,
+                gauges[g].name);
+        for (size_t i = 0; i < s->cfg->nconns; i++) {
+            const char *name = s->cfg->conns[i].name;
+            json_t *l = json_object_get(s->live, name);
+            const char *circuit = json_string_value(json_object_get(l, "circuit"));
+            bool v = g == 0   ? json_is_true(json_object_get(l, "authorised"))
+                     : g == 1 ? circuit != NULL && strcmp(circuit, "open") == 0
+                              : json_object_get(l, "mplus_login_refused_until") != NULL ||
+                                    json_is_true(json_object_get(l, "mplus_login_refused"));
+            fprintf(f, "%s{connection=\"%s\"} %d\n", gauges[g].name, name, v);
+        }
+    }
+    fputs("# HELP gateway_alert_open 1 for each condition that needs a person (see status).\n"
+          "# TYPE gateway_alert_open gauge\n",
+          f);
+    json_t *open = s->alerts ? alerts_open(s->alerts) : json_array();
+    size_t i;
+    json_t *a;
+    json_array_foreach(open, i, a)
+    {
+        fprintf(f, "gateway_alert_open{connection=\"%s\",condition=\"%s\"} 1\n",
+                json_string_value(json_object_get(a, "connection")),
+                json_string_value(json_object_get(a, "condition")));
+    }
+    json_decref(open);
+    char err[256];
+    json_t *st = report_status(s->st, s->cfg, err, sizeof err);
+    fprintf(f,
+            "# HELP gateway_inbox_depth Webhooks accepted in a burst, not yet events.\n"
+            "# TYPE gateway_inbox_depth gauge\ngateway_inbox_depth %lld\n"
+            "# HELP gateway_store_map_bytes Size of the store's memory map.\n"
+            "# TYPE gateway_store_map_bytes gauge\ngateway_store_map_bytes %zu\n"
+            "# HELP gateway_store_used_bytes Bytes of the map that hold pages.\n"
+            "# TYPE gateway_store_used_bytes gauge\ngateway_store_used_bytes %zu\n",
+            (long long)json_integer_value(json_object_get(st, "inbox")), store_map_size(s->st),
+            store_used_bytes(s->st));
+    json_decref(st);
+}
+
 /* The daemon's live view of each connection, kept in the store so `gateway
  * status` in another process shows it too. Written when it changes. */
 struct status_job {
@@ -1047,7 +1150,14 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct server *s = arg;
-    json_t *snap = json_pack("{s:o, s:i}", "connections", live_status(s), "pid", (int)getpid());
+    json_t *conns = live_status(s);
+    if (s->alerts)
+        alerts_update(s->alerts, conns);
+    json_decref(s->live);
+    s->live = json_incref(conns);
+    json_t *snap = json_pack("{s:o, s:i}", "connections", conns, "pid", (int)getpid());
+    if (s->alerts)
+        json_object_set_new(snap, "alerts", alerts_open(s->alerts));
     char *text = json_dumps(snap, JSON_COMPACT | JSON_SORT_KEYS);
     bool changed = text && (s->last_status == NULL || strcmp(text, s->last_status) != 0);
     if (changed) {
@@ -1088,6 +1198,7 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
         goto out;
     }
     s->http_client = http_client_new(s->base, 0);
+    s->alerts = alerts_new(s->base, cfg, s->http_client, st);
     s->clients.qbo = qbo_new(s->base, cfg, st, s->committer, s->http_client);
     s->clients.mplus = mplus_new(s->base, cfg, s->http_client);
     s->clients.made = lookup_cache_new();
@@ -1171,6 +1282,8 @@ out:
     inbox_close(s->inbox);
     /* Transfers still running are dropped first; then their owners go. */
     http_client_free(s->http_client);
+    alerts_free(s->alerts);
+    json_decref(s->live);
     poller_free(s->poller);
     cdc_free(s->cdc);
     dispatch_free(s->dispatcher);

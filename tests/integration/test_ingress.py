@@ -16,7 +16,9 @@ import sys
 import shutil
 import socket
 import tempfile
+import subprocess
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,6 +27,20 @@ from gwtest import GatewayTestCase, fixture, sign, dumps, cloudevent, mplus_call
 
 JAVA = "java_sdk_WebhooksServiceTest"
 DOTNET = "dotnet_sdk_WebhooksServiceTest"
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def browse(url):
+    """The page's DOM after its scripts ran, as headless Chromium (Debian's
+    chromium) renders it; a fresh profile each time, so nothing is remembered."""
+    with tempfile.TemporaryDirectory(prefix="gwtest-chromium-") as profile:
+        p = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                            "--no-first-run", "--disable-extensions", "--user-data-dir=" + profile,
+                            "--virtual-time-budget=3000", "--dump-dom", url],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=60)
+    return p.stdout.decode()
 
 
 def by_entity_id(events):
@@ -648,7 +664,7 @@ class AdminApi(GatewayTestCase):
         self.assertEqual(gw.post_mplus("shop2", "completeSession",
                                        mplus_callback("sess-admin")).status, 200)
 
-        for path in ("/metrics", "/api/events", "/api/status", "/api/events/1", "/"):
+        for path in ("/metrics", "/api/events", "/api/status", "/api/events/1"):  # the page itself: below
             r = gw.admin_get(path, token=None)
             self.assertEqual(r.status, 401, "%s: %r" % (path, r))
             r = gw.admin_get(path, token="Bearer not-the-token")
@@ -684,18 +700,49 @@ class AdminApi(GatewayTestCase):
         self.assertEqual(st.status, 200, st)
         self.assertEqual(st.json()["events"]["pending"], 2)
 
-    def test_dashboard_shows_events_escaped(self):
+    def test_dashboard_page_holds_no_data_and_sets_its_policy(self):
         gw = self.gateway()
-        hostile = '<script>alert("x")</script>'
+        body = json.dumps([gwtest.cloudevent("ce-dash", "dash-entity-77", "310687")]).encode()
+        self.assertEqual(gw.post_qbo(body).status, 200)
+        for path, ctype in (("/", "text/html"), ("/dashboard.js", "text/javascript"),
+                            ("/dashboard.css", "text/css")):
+            r = gwtest.request(gw.admin_port, "GET", path)  # no token
+            self.assertEqual(r.status, 200, (path, r))
+            self.assertIn(ctype, r.headers.get("Content-Type", ""), path)
+            self.assertIn("script-src 'self'", r.headers.get("Content-Security-Policy", ""))
+            self.assertEqual(r.headers.get("X-Content-Type-Options"), "nosniff")
+            page = r.body.decode()
+            for data in ("shop2", "310687", "dash-entity-77", gw.admin_token):
+                self.assertNotIn(data, page, path)
+        # What the page reads needs the token.
+        self.assertEqual(gwtest.request(gw.admin_port, "GET", "/api/events").status, 401)
+        self.assertEqual(gwtest.request(gw.admin_port, "GET", "/index.htm").status, 401)
+        self.assertEqual(gw.request("GET", "/dashboard.js").status, 404)  # public listener
+
+    @unittest.skipUnless(os.path.exists(CHROMIUM), "needs Debian's chromium")
+    def test_dashboard_in_a_real_browser_shows_events_as_text_only_with_the_token(self):
+        gw = self.gateway()
+        hostile = '<img src=x onerror=document.title="owned">'
         body = json.dumps([gwtest.cloudevent("ce-dash", hostile, "310687")]).encode()
         self.assertEqual(gw.post_qbo(body).status, 200)
-        r = gw.admin_get("/")
-        self.assertEqual(r.status, 200, r)
-        self.assertIn("text/html", r.headers.get("Content-Type", ""))
-        page = r.body.decode()
-        self.assertIn("shop2", page)  # the connection of realm 310687
-        self.assertIn("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;", page)
-        self.assertNotIn(hostile, page)
+        base = "http://%s:%d/" % (gwtest.HOST, gw.admin_port)
+
+        dom = browse(base + "#token=" + gw.admin_token)
+        counts = re.search(r'<td class="pending" data-state="pending">(\d+)</td>', dom)
+        self.assertIsNotNone(counts, dom)
+        self.assertEqual(int(counts.group(1)), gw.status()["events"]["pending"])
+        self.assertIn('data-connection="shop2"', dom)
+        self.assertIn("&lt;img src=x onerror=", dom)  # the entity id, as text
+        self.assertNotIn("<img", dom)
+        self.assertNotIn("owned", re.search(r"<title>(.*?)</title>", dom).group(1))
+        self.assertIn('<main id="data">', dom)  # shown
+
+        for url in (base, base + "#token=wrong-" + gw.admin_token):
+            dom = browse(url)
+            self.assertIn('<main id="data" hidden="">', dom, url)
+            self.assertNotIn("shop2", dom, url)
+            self.assertNotIn("onerror", dom, url)
+        self.assertIn("refused", browse(base + "#token=wrong"))
 
 
 class Lifecycle(GatewayTestCase):

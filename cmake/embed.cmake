@@ -1,0 +1,33 @@
+# Writes OUT: a C file holding the dashboard's files as byte arrays and the
+# table dashboard_assets[] (URL path, media type, bytes, length), so the daemon
+# serves its page without reading anything from disk.
+#
+#   cmake -DDIR=gateway/dashboard -DFILES=index.html,dashboard.js -DOUT=x.c -P embed.cmake
+string(REPLACE "," ";" FILES "${FILES}")
+set(out "/* Made by cmake/embed.cmake from gateway/dashboard/; edit those files. */\n")
+string(APPEND out "#include \"dashboard.h\"\n\n#include <stddef.h>\n\n")
+set(table "")
+set(i 0)
+foreach(f IN LISTS FILES)
+  file(READ "${DIR}/${f}" hex HEX)
+  file(SIZE "${DIR}/${f}" size)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(REGEX REPLACE "((0x..,){16})" "\\1\n" bytes "${bytes}")
+  if(f MATCHES "\\.html$")
+    set(type "text/html; charset=utf-8")
+  elseif(f MATCHES "\\.js$")
+    set(type "text/javascript; charset=utf-8")
+  elseif(f MATCHES "\\.css$")
+    set(type "text/css; charset=utf-8")
+  else()
+    message(FATAL_ERROR "embed.cmake: no media type for ${f}")
+  endif()
+  string(APPEND out "static const unsigned char asset${i}[] = {\n${bytes}0};\n\n")
+  string(APPEND table "    {\"/${f}\", \"${type}\", asset${i}, ${size}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND out "const struct dashboard_asset dashboard_assets[] = {\n${table}")
+string(APPEND out "    {NULL, NULL, NULL, 0},\n};\n")
+file(WRITE "${OUT}.new" "${out}")
+file(COPY_FILE "${OUT}.new" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.new")

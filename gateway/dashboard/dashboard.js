@@ -1,0 +1,222 @@
+// The dashboard: reads the admin API (/api/status, /api/events,
+// /api/events/ID) with the admin token and replays an event
+// (POST /api/events/ID/replay). The page itself holds no data; without a
+// token that the daemon accepts it shows nothing but the login form.
+// The token comes from the form or from the address (#token=..., which a
+// browser never sends to a server) and is kept for this tab only
+// (sessionStorage). Every value from the API is set as text, never as markup.
+"use strict";
+
+const REFRESH_MS = 5000;
+let token = sessionStorage.getItem("gateway-token") || "";
+let openEvent = null;
+let timer = null;
+
+function $(id) { return document.getElementById(id); }
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function row(cells, cls) {
+  const tr = el("tr", null, cls);
+  for (const c of cells) tr.appendChild(c instanceof Node ? c : el("td", c));
+  return tr;
+}
+
+function say(text, error) {
+  const m = $("message");
+  m.textContent = text;
+  m.className = error ? "error" : "";
+}
+
+class Refused extends Error {}
+
+async function api(method, path) {
+  const r = await fetch(path, {
+    method: method,
+    headers: { "Authorization": "Bearer " + token },
+    cache: "no-store",
+    credentials: "omit",
+  });
+  if (r.status === 401) throw new Refused("the admin token was refused");
+  if (!r.ok) throw new Error(method + " " + path + ": HTTP " + r.status + " " + (await r.text()).trim());
+  return r.json();
+}
+
+function signOut(why) {
+  token = "";
+  sessionStorage.removeItem("gateway-token");
+  openEvent = null;
+  $("data").hidden = true;
+  $("detail").hidden = true;
+  for (const part of ["#counts thead tr", "#counts tbody tr", "#connections tbody",
+                      "#events tbody", "#alerts", "#attempts", "#detail-fields"])
+    document.querySelector(part).replaceChildren();
+  $("login").hidden = false;
+  say(why, true);
+}
+
+function showStatus(st) {
+  const head = $("counts").querySelector("thead tr"), body = $("counts").querySelector("tbody tr");
+  head.replaceChildren();
+  body.replaceChildren();
+  for (const [state, n] of Object.entries(st.events || {})) {
+    head.appendChild(el("th", state, state));
+    const td = el("td", n, state);
+    td.dataset.state = state;
+    body.appendChild(td);
+  }
+  $("inbox").textContent = st.inbox > 0
+    ? st.inbox + " webhooks accepted in a burst are becoming events." : "";
+  const alerts = $("alerts");
+  alerts.replaceChildren();
+  for (const a of st.alerts || [])
+    alerts.appendChild(el("li", (a.connection ? a.connection + ": " : "") + a.condition +
+                              " since " + a.since + " - " + a.detail, "bad"));
+  const tbody = $("connections").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const c of st.connections || []) {
+    const auth = el("td", c.authorised ? "authorised" : "needs authorisation",
+                    c.authorised ? "good" : "bad");
+    const circuit = el("td", c.circuit || "", c.circuit === "open" ? "bad" : "");
+    const mplus = c.mplus_login_refused_until
+      ? el("td", "login refused until " + c.mplus_login_refused_until, "bad")
+      : el("td", c.mplus_api_version ? "API " + c.mplus_api_version : (c.mplus_error || ""));
+    const tr = row([c.name, c.realm_id || "", c.flows || "", auth, circuit, mplus,
+                    c.last_error || c.mplus_error || ""]);
+    tr.dataset.connection = c.name;
+    tbody.appendChild(tr);
+  }
+}
+
+function showEvents(list) {
+  const tbody = $("events").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const e of list) {
+    const open = el("button", e.id, "open");
+    open.type = "button";
+    open.addEventListener("click", () => { openEvent = e.id; loadEvent(); });
+    const idCell = el("td");
+    idCell.appendChild(open);
+    const tr = row([idCell, e.state, e.source, e.connection || "", e.entity || "",
+                    e.entity_id || "", e.operation || "", e.attempts, e.received_at,
+                    e.last_error || e.reason || ""], e.state);
+    tr.dataset.id = e.id;
+    tbody.appendChild(tr);
+  }
+}
+
+function text(v) { return typeof v === "string" ? v : JSON.stringify(v, null, 2); }
+
+function showEvent(e) {
+  $("detail").hidden = false;
+  $("detail-id").textContent = e.id;
+  const dl = $("detail-fields");
+  dl.replaceChildren();
+  for (const k of ["state", "source", "connection", "entity", "entity_id", "operation",
+                   "attempts", "received_at", "occurred_at", "next_attempt_at", "reason",
+                   "last_error", "qbo_id"]) {
+    if (e[k] === undefined || e[k] === null || e[k] === "") continue;
+    dl.appendChild(el("dt", k));
+    dl.appendChild(el("dd", text(e[k]), k === "state" ? e[k] : ""));
+  }
+  const box = $("attempts");
+  box.replaceChildren();
+  for (const h of e.history || []) {
+    const div = el("div", null, "attempt");
+    div.appendChild(el("h3", h.at + " " + h.outcome + (h.attempt ? " (attempt " + h.attempt + ")" : "")));
+    if (h.reason) div.appendChild(el("p", h.reason));
+    if (h.error) div.appendChild(el("p", h.error, "bad"));
+    if (h.calls && h.calls.length) {
+      const t = el("table", null, "calls");
+      t.appendChild(row(["system", "request", "status", "id", "ms", "sent", "answered"].map(
+        (x) => el("th", x))));
+      for (const c of h.calls) {
+        const sent = el("td"), got = el("td");
+        if (c.request !== undefined) sent.appendChild(el("pre", text(c.request)));
+        if (c.response !== undefined) got.appendChild(el("pre", text(c.response)));
+        if (c.error) got.appendChild(el("p", c.error, "bad"));
+        t.appendChild(row([c.system, c.operation || (c.method + " " + c.path),
+                           c.status === undefined ? (c.outcome || "") : c.status + " " + (c.outcome || ""),
+                           c.intuit_tid || c.request_id || "", c.ms === undefined ? "" : c.ms,
+                           sent, got], "call"));
+      }
+      div.appendChild(t);
+    }
+    if (h.calls_not_kept) div.appendChild(el("p", h.calls_not_kept + " further calls not kept"));
+    box.appendChild(div);
+  }
+  $("replay").hidden = !(e.state === "dead" || e.state === "skipped" || e.state === "done");
+  $("replay").dataset.id = e.id;
+}
+
+async function loadEvent() {
+  if (openEvent === null) return;
+  try {
+    showEvent(await api("GET", "/api/events/" + encodeURIComponent(openEvent)));
+  } catch (err) {
+    failed(err);
+  }
+}
+
+function failed(err) {
+  if (err instanceof Refused) signOut(err.message + ": enter the admin token again.");
+  else say(err.message, true);
+}
+
+async function refresh() {
+  if (!token) return;
+  clearTimeout(timer);
+  try {
+    const state = $("state").value;
+    const [st, list] = await Promise.all([
+      api("GET", "/api/status"),
+      api("GET", "/api/events?limit=100" + (state ? "&state=" + encodeURIComponent(state) : "")),
+    ]);
+    $("login").hidden = true;
+    $("data").hidden = false;
+    showStatus(st);
+    showEvents(list);
+    $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+    say("Connected to the admin API.", false);
+    if (openEvent !== null && $("detail").hidden === false) await loadEvent();
+  } catch (err) {
+    failed(err);
+  }
+  if (token) timer = setTimeout(refresh, REFRESH_MS);
+}
+
+async function replay() {
+  const id = $("replay").dataset.id;
+  try {
+    const r = await api("POST", "/api/events/" + encodeURIComponent(id) + "/replay");
+    say("Replayed event " + (r.replayed || []).join(", ") + ".", false);
+    await refresh();
+  } catch (err) {
+    failed(err);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const m = /^#token=(.+)$/.exec(location.hash);
+  if (m) {
+    token = decodeURIComponent(m[1]);
+    sessionStorage.setItem("gateway-token", token);
+    history.replaceState(null, "", location.pathname);
+  }
+  $("login").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = $("token").value;
+    $("token").value = "";
+    sessionStorage.setItem("gateway-token", token);
+    refresh();
+  });
+  $("state").addEventListener("change", refresh);
+  $("replay").addEventListener("click", replay);
+  $("close").addEventListener("click", () => { openEvent = null; $("detail").hidden = true; });
+  if (token) refresh();
+});

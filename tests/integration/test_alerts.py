@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""Alerts end to end: the real daemon tells a webhook when something needs a person.
+
+The daemon runs the customers flow between both simulators (as in
+test_customers) with an [alerts] section pointing at a small receiver in this
+test, which records each message with its signature and can refuse the first
+ones. Conditions: dead events, a connection that needs re-authorisation, an
+open circuit, a refused Mplus login, an old pending event.
+
+    /usr/bin/python3 tests/integration/test_alerts.py build/test/gateway [unittest args]
+"""
+
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gwtest  # noqa: E402
+import test_customers  # noqa: E402
+from test_customers import CustomersTestCase, app_config  # noqa: E402
+
+HOST = gwtest.HOST
+ALERT_SECRET = "alert-signing-secret-7b1e"
+
+
+class Receiver:
+    """An HTTP endpoint that keeps every POST: (headers, body); the first
+    `refuse` get a 500."""
+
+    def __init__(self, refuse=0):
+        self.lock = threading.Lock()
+        self.got = []
+        self.refused = 0
+        self.refuse = refuse
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, fmt, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    refuse = receiver.refused < receiver.refuse
+                    if refuse:
+                        receiver.refused += 1
+                    else:
+                        receiver.got.append((dict(self.headers), body))
+                self.send_response(500 if refuse else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def messages(self):
+        with self.lock:
+            return [(h, b) for h, b in self.got]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def setUpModule():
+    test_customers.setUpModule()
+
+
+def tearDownModule():
+    test_customers.tearDownModule()
+
+
+class AlertsTestCase(CustomersTestCase):
+    WAIT = 60.0
+    ALERTS = {}
+
+    def setUp(self):
+        super().setUp()
+        self.receiver = Receiver(refuse=getattr(self, "REFUSE", 0))
+        self.addCleanup(self.receiver.close)
+
+    def config_extra(self, gw):
+        extra = app_config(gw, test_customers.QBO, dispatch=getattr(self, "DISPATCH", None))
+        extra["alerts"] = dict({"webhook_url": "http://%s:%d/hook" % (HOST, self.receiver.port),
+                                "secret": ALERT_SECRET, "period_s": 3600,
+                                "oldest_pending_s": 0}, **self.ALERTS)
+        return extra
+
+    def alerts(self, condition=None):
+        """The messages received, verified and parsed, in order."""
+        out = []
+        for headers, body in self.receiver.messages():
+            want = base64.b64encode(hmac.new(ALERT_SECRET.encode(), body, hashlib.sha256).digest())
+            self.assertEqual(headers.get("X-Gateway-Signature"), want.decode(), body)
+            self.assertEqual(headers.get("Content-Type"), "application/json")
+            m = json.loads(body)
+            if condition is None or m["condition"] == condition:
+                out.append(m)
+        return out
+
+    def wait_alerts(self, condition, n, what):
+        return self.wait(lambda: (lambda a: a if len(a) >= n else None)(self.alerts(condition)),
+                         what)
+
+    def open_conditions(self):
+        return {(a["connection"], a["condition"]) for a in self.gw.status()["alerts"]}
+
+    def metrics(self):
+        r = gwtest.request(self.gw.admin_port, "GET", "/metrics", None,
+                           {"Authorization": "Bearer " + self.gw.admin_token})
+        return r.body.decode()
+
+
+class DeadEvents(AlertsTestCase):
+    REFUSE = 1  # the first delivery fails: the message comes again
+
+    def test_a_dead_event_is_sent_once_per_period_signed_and_listed(self):
+        self.start_gateway()
+        rel, e = self.relation_to_customer({"telephone": "06-11112222", "city": "Assen"})
+        self.assertEqual(e["state"], "dead")
+        [m] = self.wait_alerts("dead_events", 1, "the dead event's alert (after one refusal)")
+        self.assertEqual((m["connection"], m["state"]), ("shop1", "open"), m)
+        self.assertIn("1 dead events; the latest, %d" % e["id"], m["detail"])
+        self.assertIn("incomplete relation", m["detail"] + json.dumps(e))
+        self.assertEqual(self.receiver.refused, 1)
+        self.assertIn(("shop1", "dead_events"), self.open_conditions())
+        self.assertIn('gateway_alert_open{connection="shop1",condition="dead_events"} 1',
+                      self.metrics())
+
+        # A second one within the period: listed, counted, not sent again.
+        rel2, e2 = self.relation_to_customer({"telephone": "06-33334444", "city": "Emmen"})
+        self.assertEqual(e2["state"], "dead")
+        self.wait(lambda: [a for a in self.gw.status()["alerts"]
+                           if a["condition"] == "dead_events" and a["detail"].startswith("2 dead")],
+                  "status to count two dead events")
+        self.wait_polls(2)
+        self.assertEqual(len(self.alerts("dead_events")), 1)
+        self.assertIn("alert dead_events", self.gw.log_text())
+
+
+class Authorisation(AlertsTestCase):
+    DISPATCH = {"circuit_failures": 3, "circuit_open_s": 2}
+
+    def test_reauthorisation_and_the_circuit_open_and_resolve(self):
+        gw = self.start_gateway()
+        self.wait(lambda: 'gateway_connection_authorised{connection="shop1"} 1' in self.metrics(),
+                  "the connection authorised in /metrics")
+        test_customers.QBO.call("POST", "/_sim/revoke")
+        test_customers.QBO.entity("Customer", {"DisplayName": "Revoked", "PrimaryEmailAddr": {
+            "Address": "revoked@example.nl"}})
+        [m] = self.wait_alerts("needs_reauth", 1, "the re-authorisation alert")
+        self.assertEqual((m["connection"], m["state"]), ("shop1", "open"))
+        self.assertIn("connect the company again", m["detail"])
+        self.assertIn(("shop1", "needs_reauth"), self.open_conditions())
+        self.assertIn('gateway_connection_authorised{connection="shop1"} 0', self.metrics())
+        # Connected again: one "resolved", and the condition is gone.
+        gw.cli("tokens", "shop1", "--refresh-token", test_customers.QBO.refresh_token())
+        done = self.wait_alerts("needs_reauth", 2, "the resolved message")
+        self.assertEqual(done[1]["state"], "resolved")
+        self.wait(lambda: ("shop1", "needs_reauth") not in self.open_conditions(),
+                  "needs_reauth to leave status")
+
+        # QuickBooks answers 503: the circuit opens, then closes once it works.
+        test_customers.QBO.fault("503", count=30)
+        for n in range(4):
+            test_customers.QBO.entity("Customer", {"DisplayName": "Down %d" % n})
+        [m] = self.wait_alerts("circuit_open", 1, "the circuit alert")
+        self.assertIn("failures in a row", m["detail"])
+        test_customers.QBO.call("POST", "/_sim/faults/clear", {})
+        self.wait_alerts("circuit_open", 2, "the circuit's resolved message")
+
+
+class MplusLogin(AlertsTestCase):
+
+    def test_a_refused_mplus_login_is_sent(self):
+        self.start_gateway(mplus_secret="not-the-secret")
+        [m] = self.wait_alerts("mplus_login_refused", 1, "the Mplus login alert")
+        self.assertEqual(m["connection"], "shop1")
+        self.assertIn("mplus_ident/mplus_secret", m["detail"])
+        self.assertIn('gateway_mplus_login_refused{connection="shop1"} 1', self.metrics())
+
+
+class OldPending(AlertsTestCase):
+    ALERTS = {"oldest_pending_s": 2}
+    DISPATCH = {"enabled": "false"}  # nothing is delivered: events wait past their time
+
+    def test_an_event_waiting_too_long_is_sent(self):
+        self.start_gateway()
+        test_customers.QBO.entity("Customer", {"DisplayName": "Waiting"})
+        [m] = self.wait_alerts("oldest_pending", 1, "the old pending alert")
+        self.assertEqual(m["connection"], "")
+        self.assertIn("threshold 2 s", m["detail"])
+        self.assertEqual([a["condition"] for a in self.alerts()], ["oldest_pending"])
+        self.assertIn(("", "oldest_pending"), self.open_conditions())
+
+
+if __name__ == "__main__":
+    gwtest.main()

@@ -117,6 +117,49 @@ char *qbo_quote(const char *s)
     return out;
 }
 
+/* The length of the character at s when QuickBooks' query lexer refuses it
+ * (curly quotes, en and em dash: "QueryParserError: Lexical error" even
+ * inside a literal), else 0. */
+static size_t lexer_refuses(const char *s)
+{
+    static const char *const refused[] = {"\u2018", "\u2019", "\u201c",
+                                          "\u201d", "\u2013", "\u2014"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (strncmp(s, refused[i], strlen(refused[i])) == 0)
+            return strlen(refused[i]);
+    return 0;
+}
+
+char *qbo_where_equals(const char *field, const char *value, bool *exact)
+{
+    size_t n = strlen(value);
+    char *lit = malloc(2 * n + 3);
+    if (lit == NULL)
+        return NULL;
+    char *p = lit;
+    *exact = true;
+    *p++ = '\'';
+    for (size_t i = 0; i < n; i++) {
+        size_t skip = lexer_refuses(value + i);
+        if (skip > 0) {
+            *p++ = '%';
+            *exact = false;
+            i += skip - 1;
+            continue;
+        }
+        if (value[i] == '\'' || value[i] == '\\')
+            *p++ = '\\';
+        *p++ = value[i];
+    }
+    *p++ = '\'';
+    *p = '\0';
+    char *out = NULL;
+    if (asprintf(&out, "%s %s %s", field, *exact ? "=" : "LIKE", lit) < 0)
+        out = NULL;
+    free(lit);
+    return out;
+}
+
 /* ---- faults ------------------------------------------------------------------ */
 
 static json_t *get_ci(json_t *o, const char *k)

@@ -84,6 +84,15 @@ int qbo_cdc(struct qbo *q, const struct gw_connection *c, const char *entities,
 char *qbo_quote(const char *s);
 
 /*
+ * The condition "field = 'value'" (new string). QuickBooks refuses some
+ * characters in a query even inside a literal (curly quotes, en and em
+ * dash); a value with them becomes "field LIKE 'pattern'" with % in their
+ * place and *exact false: the caller keeps only the rows whose field equals
+ * value.
+ */
+char *qbo_where_equals(const char *field, const char *value, bool *exact);
+
+/*
  * Parse a QuickBooks error response (JSON Fault or fault, one or more
  * errors; or the XML throttle body) into code and a readable message.
  * Returns false when body holds no fault.

@@ -236,3 +236,27 @@ bool gw_ip_parse(const char *s, size_t len, struct gw_ip *out)
     }
     return inet_pton(AF_INET6, text, out->b) == 1;
 }
+
+size_t gw_utf8_prefix(const char *s, size_t max_chars)
+{
+    size_t n = 0;
+    for (size_t chars = 0; s[n] != '\0' && chars < max_chars; chars++) {
+        n++;
+        while (((unsigned char)s[n] & 0xC0) == 0x80)
+            n++;
+    }
+    return n;
+}
+
+bool gw_list_has(const char *list, const char *word)
+{
+    size_t wlen = strlen(word);
+    for (const char *p = list; p != NULL && *p != '\0';) {
+        p += strspn(p, ", \t");
+        size_t len = strcspn(p, ", \t");
+        if (len == wlen && len > 0 && memcmp(p, word, len) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}

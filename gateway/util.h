@@ -43,6 +43,14 @@ void gw_appendf(char *buf, size_t len, const char *fmt, ...) __attribute__((form
 /* Copy at most dstlen-1 bytes and terminate; returns false when truncated. */
 bool gw_strlcpy(char *dst, const char *src, size_t dstlen);
 
+/* How many bytes of the UTF-8 text s make its first max_chars characters (all
+ * of it when it is shorter): a cut there never splits a character. */
+size_t gw_utf8_prefix(const char *s, size_t max_chars);
+
+/* Whether word is one of the entries of a list separated by commas and
+ * white space ("1, 12 3"). */
+bool gw_list_has(const char *list, const char *word);
+
 /* Case-insensitive comparison of a header value's media type (before ';'). */
 bool gw_media_type_is(const char *value, const char *type);
 

@@ -119,25 +119,38 @@ static void item_answered(struct run *r, const char *what, const struct qbo_resu
 
 /* "Name (SKU)", at most NAME_MAX_LEN characters: the name of an article
  * whose Name another Item holds. The same article always gets the same. */
+static void unique_form(const char *name, const char *sku, char *out, size_t outlen)
+{
+    char suffix[48];
+    snprintf(suffix, sizeof suffix, " (%s)", sku);
+    size_t n = gw_utf8_prefix(name, NAME_MAX_LEN - strlen(suffix));
+    snprintf(out, outlen, "%.*s%s", (int)n, name, suffix);
+}
+
 static void unique_name(struct run *r)
 {
     const char *name = str(r->item_target, "Name") ?: "";
-    char suffix[48], out[NAME_MAX_LEN * 4 + 1];
-    snprintf(suffix, sizeof suffix, " (%s)", r->item_sku);
-    size_t room = NAME_MAX_LEN - strlen(suffix);
-    /* Cut at a character, not inside one (names are UTF-8). */
-    size_t n = 0, chars = 0;
-    while (name[n] && chars < room) {
-        n++;
-        while (((unsigned char)name[n] & 0xC0) == 0x80)
-            n++;
-        chars++;
-    }
-    snprintf(out, sizeof out, "%.*s%s", (int)n, name, suffix);
+    char out[NAME_MAX_LEN * 4 + 1];
+    unique_form(name, r->item_sku, out, sizeof out);
     task_note(r->t, "Item Name \"%s\" is taken in QuickBooks: article %s is \"%s\"", name,
               r->item_sku, out);
     json_object_set_new(r->item_target, "Name", json_string(out));
     r->item_renames++;
+}
+
+/* An article the gateway once had to name "Name (SKU)" keeps that name while
+ * Mplus keeps calling it Name: otherwise each change would ask for the taken
+ * name again. */
+static void keep_unique_name(struct run *r)
+{
+    const char *was = str(r->item_entry, "name");
+    const char *name = str(r->item_target, "Name");
+    if (was == NULL || name == NULL)
+        return;
+    char ours[NAME_MAX_LEN * 4 + 1];
+    unique_form(name, r->item_sku, ours, sizeof ours);
+    if (strcmp(was, ours) == 0)
+        json_object_set_new(r->item_target, "Name", json_string(ours));
 }
 
 static void item_updated(const struct qbo_result *res, void *arg);
@@ -173,10 +186,14 @@ static void item_update(struct run *r, json_t *base, const char *id, const char 
 static void item_updated(const struct qbo_result *res, void *arg)
 {
     struct run *r = arg;
-    if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && r->item_renames == 0 &&
-        r->item_now != NULL) {
+    if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && r->item_renames == 0) {
+        /* Mplus renamed the article to a Name another Item holds. */
         unique_name(r);
-        item_update(r, r->item_now, str(r->item_now, "Id"), str(r->item_now, "SyncToken"));
+        if (r->item_now != NULL)
+            item_update(r, r->item_now, str(r->item_now, "Id"), str(r->item_now, "SyncToken"));
+        else
+            item_update(r, json_object_get(r->item_entry, "sent"), str(r->item_entry, "item"),
+                        str(r->item_entry, "sync"));
         return;
     }
     item_answered(r, "updated Item", res);
@@ -330,15 +347,25 @@ static void item_step(struct run *r)
                  "the products mapping gave article %s no Item Name", r->item_sku);
         return;
     }
+    const char *name = str(target, "Name");
+    size_t cut = gw_utf8_prefix(name, NAME_MAX_LEN);
+    if (name[cut] != '\0') {
+        char *shorter = strndup(name, cut);
+        task_note(t, "Item Name of article %s cut to %d characters: \"%s\"", r->item_sku,
+                  NAME_MAX_LEN, shorter ?: "");
+        json_object_set_new(target, "Name", json_string(shorter ?: ""));
+        free(shorter);
+    }
     r->item_target = target;
-    json_t *kept = kept_fields(r);
-    lookup_fp_of(kept, r->item_fp);
-    json_decref(kept);
-
     char k[160];
     lookup_idmap_key(t, "article", r->item_sku, k, sizeof k);
     json_decref(r->item_entry);
     r->item_entry = task_get_meta(t, k);
+    keep_unique_name(r);
+    json_t *kept = kept_fields(r);
+    lookup_fp_of(kept, r->item_fp);
+    json_decref(kept);
+
     const char *id = str(r->item_entry, "item");
     const char *fp = str(r->item_entry, "fp");
     if (id != NULL && fp != NULL && strcmp(fp, r->item_fp) == 0) {
@@ -520,6 +547,30 @@ static void group_free(void *p)
     free(g);
 }
 
+/* "Name (group N)", at most NAME_MAX_LEN characters: the name of a group
+ * whose Name another Category holds. */
+static void group_unique_form(const char *name, const char *number, char *out, size_t outlen)
+{
+    char suffix[48];
+    snprintf(suffix, sizeof suffix, " (group %s)", number);
+    size_t n = gw_utf8_prefix(name, NAME_MAX_LEN - strlen(suffix));
+    snprintf(out, outlen, "%.*s%s", (int)n, name, suffix);
+}
+
+/* Why the filters leave article group number out, or NULL: the same
+ * settings that keep its articles out (products_groups,
+ * products_exclude_groups), so no Category is made for a group none of
+ * whose articles arrive. */
+static const char *group_filtered(const struct gw_connection *c, const char *number)
+{
+    if (gw_list_has(c->products_exclude_groups, number))
+        return "article group in products_exclude_groups";
+    if (c->products_groups != NULL && c->products_groups[strspn(c->products_groups, ", \t")] &&
+        !gw_list_has(c->products_groups, number))
+        return "article group not in products_groups";
+    return NULL;
+}
+
 static void group_remember(struct run *r, json_t *item, bool deleted)
 {
     struct group *g = r->flow;
@@ -543,7 +594,7 @@ static void group_written(const struct qbo_result *res, void *arg)
     if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && g->renames == 0) {
         const char *name = str(g->body, "Name") ?: "";
         char renamed[NAME_MAX_LEN * 4 + 1];
-        snprintf(renamed, sizeof renamed, "%.80s (group %s)", name, g->number);
+        group_unique_form(name, g->number, renamed, sizeof renamed);
         task_note(r->t, "Category Name \"%s\" is taken in QuickBooks: group %s is \"%s\"", name,
                   g->number, renamed);
         json_object_set_new(g->body, "Name", json_string(renamed));
@@ -594,7 +645,7 @@ static void group_found(const struct qbo_result *res, void *arg)
     json_array_foreach(list, i, item)
     {
         const char *parent = str(json_object_get(item, "ParentRef"), "value") ?: "";
-        if (strcmp(parent, g->parent) == 0) {
+        if (strcmp(parent, g->parent) == 0 && strcmp(str(item, "Name") ?: "", str(g->body, "Name")) == 0) {
             /* A Category of this name and place: the group's (made before the
              * id map knew, or by hand). */
             task_note(r->t, "Category %s already is article group %s", str(item, "Id") ?: "?",
@@ -623,6 +674,11 @@ static void group_begin(struct run *r)
         return;
     }
     gw_strlcpy(g->number, number, sizeof g->number);
+    const char *filtered = group_filtered(t->conn, g->number);
+    if (filtered != NULL) {
+        run_skip(r, filtered);
+        return;
+    }
     char k[160];
     lookup_idmap_key(t, "group", g->number, k, sizeof k);
     json_decref(g->entry); /* a run that waited for its parent starts here again */
@@ -647,6 +703,11 @@ static void group_begin(struct run *r)
         return;
     }
     const char *parent = number_text(json_object_get(grp, "parentGroupNumber"), buf, sizeof buf);
+    if (parent != NULL && strcmp(parent, "0") != 0 && group_filtered(t->conn, parent) != NULL) {
+        task_note(t, "parent article group %s is filtered out: group %s is a top Category", parent,
+                  g->number);
+        parent = NULL;
+    }
     if (parent != NULL && strcmp(parent, "0") != 0) {
         lookup_idmap_key(t, "group", parent, k, sizeof k);
         json_t *m = task_get_meta(t, k);
@@ -670,9 +731,11 @@ static void group_begin(struct run *r)
      * and articles of this group wait for it rather than for a retry. */
     if (!lookup_claim(r, "group", g->number, group_begin))
         return;
-    /* A name QuickBooks accepts: no colon, quote or line break, at most 100. */
-    char name[NAME_MAX_LEN + 1];
-    snprintf(name, sizeof name, "%s", str(grp, "name") ?: "");
+    /* A name QuickBooks accepts: no colon, quote or line break, at most 100
+     * characters (cut between characters, not inside one). */
+    const char *full = str(grp, "name") ?: "";
+    char name[NAME_MAX_LEN * 4 + 1];
+    snprintf(name, sizeof name, "%.*s", (int)gw_utf8_prefix(full, NAME_MAX_LEN), full);
     for (char *c = name; *c; c++)
         if (*c == ':' || *c == '"' || *c == '\t' || *c == '\n' || *c == '\r')
             *c = ' ';
@@ -690,7 +753,7 @@ static void group_begin(struct run *r)
         const char *was_parent = str(g->entry, "parent") ?: "";
         bool was_deleted = json_is_true(json_object_get(g->entry, "deleted"));
         char ours[NAME_MAX_LEN * 4 + 1];
-        snprintf(ours, sizeof ours, "%.80s (group %s)", name, g->number);
+        group_unique_form(name, g->number, ours, sizeof ours);
         bool renamed_by_us = strcmp(was, ours) == 0;
         if ((strcmp(was, name) == 0 || renamed_by_us) && strcmp(was_parent, g->parent) == 0 &&
             !was_deleted) {
@@ -702,11 +765,12 @@ static void group_begin(struct run *r)
         group_write(r);
         return;
     }
-    char *q = qbo_quote(name);
-    char query[400];
-    snprintf(query, sizeof query, "select * from Item where Type = 'Category' and Name = %s",
-             q ? q : "''");
-    free(q);
+    bool exact;
+    char *cond = qbo_where_equals("Name", name, &exact);
+    char query[1000];
+    snprintf(query, sizeof query, "select * from Item where Type = 'Category' and %s",
+             cond ? cond : "Name = ''");
+    free(cond);
     task_qbo_query(t, query, group_found, r);
 }
 

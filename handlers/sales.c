@@ -213,6 +213,8 @@ static void sale_begin(struct run *r)
 
 static void default_written(const struct qbo_result *res, void *arg);
 
+static void default_remember(struct run *r, json_t *c);
+
 static void default_found(const struct qbo_result *res, void *arg)
 {
     struct run *r = arg;
@@ -220,11 +222,17 @@ static void default_found(const struct qbo_result *res, void *arg)
         run_fail_qbo(r, "find the default customer", res);
         return;
     }
-    json_t *c =
-        json_array_get(json_object_get(json_object_get(res->body, "QueryResponse"), "Customer"), 0);
-    if (c != NULL) {
-        default_written(res, arg);
-        return;
+    /* The query may have matched more than the name (qbo_where_equals). */
+    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Customer");
+    size_t i;
+    json_t *c;
+    json_array_foreach(list, i, c)
+    {
+        const char *name = json_string_value(json_object_get(c, "DisplayName"));
+        if (name != NULL && strcmp(name, r->t->conn->sales_default_customer) == 0) {
+            default_remember(r, c);
+            return;
+        }
     }
     json_t *obj = json_pack("{s:s}", "DisplayName", r->t->conn->sales_default_customer);
     char rid[64];
@@ -240,10 +248,12 @@ static void default_written(const struct qbo_result *res, void *arg)
         run_fail_qbo(r, "create the default customer", res);
         return;
     }
-    json_t *c = json_object_get(res->body, "Customer");
-    if (c == NULL)
-        c = json_array_get(json_object_get(json_object_get(res->body, "QueryResponse"), "Customer"),
-                           0);
+    default_remember(r, json_object_get(res->body, "Customer"));
+}
+
+/* c (found or made) is the default customer: note it in the id map, go on. */
+static void default_remember(struct run *r, json_t *c)
+{
     const char *id = str(c, "Id");
     if (id == NULL) {
         run_fail(r, OUTCOME_RETRY, NULL, "QuickBooks answered without a Customer Id");
@@ -288,10 +298,11 @@ static void sale_default_customer(struct run *r)
     json_decref(m);
     if (!lookup_claim(r, "default", "customer", sale_default_customer))
         return; /* another sale is finding or creating it */
-    char *q = qbo_quote(r->t->conn->sales_default_customer);
-    char query[600];
-    snprintf(query, sizeof query, "select * from Customer where DisplayName = %s", q ? q : "''");
-    free(q);
+    bool exact;
+    char *cond = qbo_where_equals("DisplayName", r->t->conn->sales_default_customer, &exact);
+    char query[1000];
+    snprintf(query, sizeof query, "select * from Customer where %s", cond ? cond : "Id = '0'");
+    free(cond);
     task_qbo_query(r->t, query, default_found, r);
 }
 

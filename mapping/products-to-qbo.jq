@@ -22,7 +22,8 @@
 #     | .Description += ([$a.customFieldList[]? | select(.name == "Material")
 #                         | "\nMaterial: " + (.value | tostring)] | add // "")
 #
-# Members left null (and objects left empty) are dropped by the gateway.
+# Members left null (and objects left empty) are dropped by the gateway. A
+# Name over 100 characters is cut there (QuickBooks' limit), with a note.
 # Keep prices as the text they come in: the gateway sends them to QuickBooks
 # as exact numbers.
 .source as $src | $src.article as $a | ($src.product // {}) as $p | .settings as $s
@@ -61,7 +62,7 @@
     | ($a.vatCode | if . == null then null else tostring end) as $vat
     | (($s.sales_tax_codes // {}) as $t | $t["*/" + ($vat // "")] // $t[$vat // ""]) as $taxcode
     | {
-        Name: ($name | gw_trunc(100)),
+        Name: $name,
         Sku: ($a.articleNumber | tostring),
         Type: (if $inventory then "Inventory" else "NonInventory" end),
         Description: ($description | gw_trunc(4000)),

@@ -281,13 +281,22 @@ class Catalogue(ProductsTestCase):
             self.assertEqual((evs[sku]["state"], evs[sku]["reason"]),
                              ("skipped", "article group in products_exclude_groups"), evs[sku])
         self.assertEqual(set(self.by_sku()), SAMPLE_ARTICLES - {"2001", "2002", "2003"})
-        self.assertEqual(self.qbo_count(statement_contains="2002"), 0)
+        # Nor does the group itself become a Category; the others do.
+        groups = {e["entity_id"]: e for e in self.wait_final(self.gw, len(SAMPLE_GROUPS), "group events",
+                                                             entity="article_group")}
+        self.assertEqual((groups["2"]["state"], groups["2"]["reason"]),
+                         ("skipped", "article group in products_exclude_groups"), groups["2"])
+        self.assertNotIn("Kleding", self.categories())
+        self.assertIn("Warme dranken", self.categories())
 
     def test_a_taken_name_gets_the_sku_and_a_long_one_is_cut_deterministically(self):
         QBO.entity("Item", {"Name": "Koffie", "Type": "Service"})
-        long_name = "Oude kaas " + "extra belegen " * 10
+        QBO.entity("Item", {"Name": "Dranken", "Type": "Service"})
+        long_name = "Oude kaas " + "extra belegen é " * 10   # 2-byte letters around the cut
         MPLUS.call("POST", "/_sim/entity", {"kind": "product", "object": {
             "productNumber": 4, "articleList": [{"articleNumber": 3001, "description": long_name}]}})
+        long_group = "Levensmiddelen – " + "ééé " * 30
+        MPLUS.call("POST", "/_sim/entity", {"kind": "article_group", "object": {"groupNumber": 3, "name": long_group}})
         self.start_gateway()
         evs = self.wait_articles(7)
         self.assertEqual([e["entity_id"] for e in evs if e["state"] != "done"], [])
@@ -296,6 +305,25 @@ class Catalogue(ProductsTestCase):
         cheese = items["3001"][0]["Name"]
         self.assertEqual(len(cheese), 100)
         self.assertEqual(cheese, long_name[:100])
+        groups = {e["entity_id"]: e for e in self.wait_final(self.gw, len(SAMPLE_GROUPS), "group events",
+                                                             entity="article_group")}
+        self.assertEqual(groups["3"]["state"], "done", groups["3"])
+        self.assertIn(long_group[:100], self.categories())
+        self.assertIn("Dranken (group 1)", self.categories())
+        # A later change of the renamed article keeps its name: no second 6240, not dead.
+        last = self.last_event_id()
+        self.change_article(1, 1001, priceIncl=275)
+        e = self.wait_new_final("article", last, "the renamed article's change")[0]
+        self.assertEqual((e["state"], e["last_error"]), ("done", None), e)
+        koffie = self.by_sku()["1001"][0]
+        self.assertEqual((koffie["Name"], D(str(koffie["UnitPrice"]))), ("Koffie (1001)", D("2.75")))
+        # Mplus renaming it to a name another Item holds: the SKU form of the new name.
+        taken = self.by_sku()["1002"][0]["Name"]
+        last = self.last_event_id()
+        self.change_article(1, 1001, description=taken)
+        e = self.wait_new_final("article", last, "the article renamed to a taken name")[0]
+        self.assertEqual(e["state"], "done", e)
+        self.assertEqual(self.by_sku()["1001"][0]["Name"], taken + " (1001)")
 
 
 class SigKill(ProductsTestCase):

@@ -77,6 +77,26 @@ static void test_quote(void **state)
     free(q);
 }
 
+static void test_where_equals(void **state)
+{
+    (void)state;
+    bool exact = false;
+    char *w = qbo_where_equals("Name", "Amy's", &exact);
+    assert_string_equal(w, "Name = 'Amy\\'s'");
+    assert_true(exact);
+    free(w);
+    /* Curly quotes and dashes are refused by QuickBooks' lexer even in a
+     * literal: a LIKE pattern instead, and the caller compares. */
+    w = qbo_where_equals("DisplayName", "Caf\u00e9 \u2019t Hoekje \u2013 Kassa \u201cA\u201d", &exact);
+    assert_string_equal(w, "DisplayName LIKE 'Caf\u00e9 %t Hoekje % Kassa %A%'");
+    assert_false(exact);
+    free(w);
+    w = qbo_where_equals("Name", "", &exact);
+    assert_string_equal(w, "Name = ''");
+    assert_true(exact);
+    free(w);
+}
+
 static void test_tokens_from_response(void **state)
 {
     (void)state;
@@ -108,6 +128,7 @@ int main(void)
         cmocka_unit_test(test_lower_case_and_several_errors),
         cmocka_unit_test(test_not_a_fault),
         cmocka_unit_test(test_quote),
+        cmocka_unit_test(test_where_equals),
         cmocka_unit_test(test_tokens_from_response),
     };
     return cmocka_run_group_tests_name("qbo", tests, NULL, NULL);

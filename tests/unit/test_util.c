@@ -64,6 +64,23 @@ static void test_checked_numbers(void **state)
     assert_false(gw_strtoi64("4 2", &i));
 }
 
+static void test_utf8_prefix_and_lists(void **state)
+{
+    (void)state;
+    assert_int_equal(gw_utf8_prefix("abc", 2), 2);
+    assert_int_equal(gw_utf8_prefix("abc", 5), 3);
+    /* "é" is two bytes, "–" three: a cut never splits one. */
+    assert_int_equal(gw_utf8_prefix("\u00e9\u00e9x", 2), 4);
+    assert_int_equal(gw_utf8_prefix("a\u2013b", 2), 4);
+    assert_int_equal(gw_utf8_prefix("", 3), 0);
+    assert_true(gw_list_has("1, 12 3", "12"));
+    assert_true(gw_list_has("1,12,3", "3"));
+    assert_false(gw_list_has("1, 12 3", "2"));
+    assert_false(gw_list_has("", "1"));
+    assert_false(gw_list_has(NULL, "1"));
+    assert_false(gw_list_has("1", ""));
+}
+
 static void test_media_type(void **state)
 {
     (void)state;
@@ -81,6 +98,7 @@ int main(void)
         cmocka_unit_test(test_timestamps_rejected),
         cmocka_unit_test(test_checked_numbers),
         cmocka_unit_test(test_media_type),
+        cmocka_unit_test(test_utf8_prefix_and_lists),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

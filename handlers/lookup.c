@@ -186,6 +186,14 @@ static bool made_wait(struct made *m, struct run *r, step_fn resume)
     w->resume = resume;
     w->next = m->waiters;
     m->waiters = w;
+    /* The key is connection|what|id: name the thing, not the connection. */
+    char thing[200];
+    const char *what = strchr(m->key, '|');
+    gw_strlcpy(thing, what ? what + 1 : m->key, sizeof thing);
+    for (char *c = thing; *c; c++)
+        if (*c == '|')
+            *c = ' ';
+    task_note(r->t, "waits for %s, which another event is making", thing);
     return true;
 }
 

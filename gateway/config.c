@@ -149,6 +149,7 @@ static const struct key_def connection_keys[] = {
     {"products_expense_accounts", K_STR, C(products_expense_accounts), NULL, false, 0, 0},
     {"products_asset_accounts", K_STR, C(products_asset_accounts), NULL, false, 0, 0},
     {"products_categories", K_BOOL, C(products_categories), "true", false, 0, 0},
+    {"products_variant_parent", K_STR, C(products_variant_parent), "description", false, 0, 0},
     {"products_only_active", K_BOOL, C(products_only_active), "false", false, 0, 0},
     {"products_only_webshop", K_BOOL, C(products_only_webshop), "false", false, 0, 0},
     {"products_groups", K_STR, C(products_groups), NULL, false, 0, 0},
@@ -591,6 +592,8 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                 0 ||
             check_choice(cfg, c, "stock_amount", c->stock_amount, "free, free_incoming", err,
                          errlen) != 0 ||
+            check_choice(cfg, c, "products_variant_parent", c->products_variant_parent,
+                         "description, category", err, errlen) != 0 ||
             check_list(cfg, c, "sales_documents", c->sales_documents, "receipts, invoices, orders",
                        &c->sales_kinds, err, errlen) != 0 ||
             check_numbers(cfg, c, "products_groups", c->products_groups, err, errlen) != 0 ||

@@ -79,6 +79,7 @@ struct gw_connection {
     char *products_expense_accounts;
     char *products_asset_accounts;
     bool products_categories;
+    char *products_variant_parent; /* description | category */
     bool products_only_active;
     bool products_only_webshop;
     char *products_groups;

@@ -8,6 +8,8 @@
  *          of what changed in Mplus since the gateway last wrote it; fields
  *          set only on create are left to the accountant
  *       -> else created; a Name another Item holds becomes "Name (SKU)"
+ *       (a variant, with products_variant_parent = category: its product's
+ *       Category is made first, once)
  *   article group changed -> its Category item (parents first): created,
  *       renamed, moved, or made inactive when Mplus deletes the group
  *
@@ -17,6 +19,7 @@
  * The id map (meta, written with the event's outcome):
  *   idmap.<connection>.article.<number> -> {item, name, sync, fp, sent}
  *   idmap.<connection>.group.<number>   -> {item, name, sync, parent}
+ *   idmap.<connection>.product.<number> -> {item, name}   (its Category)
  * sent is what the gateway last wrote of the fields it keeps up to date (or
  * found there), fp its fingerprint.
  */
@@ -60,6 +63,9 @@ static const char *number_text(json_t *v, char *buf, size_t len)
 /* ---- one Item from one article ------------------------------------------------- */
 
 static void item_step(struct run *r);
+static bool in_product_category(struct run *r, char *number, size_t len);
+static bool product_category_id(struct task *t, const char *number, char *id, size_t len);
+static void product_category(struct run *r);
 
 /* The target without what only a create sets: what updates keep in step. */
 static json_t *kept_fields(struct run *r)
@@ -117,14 +123,20 @@ static void item_answered(struct run *r, const char *what, const struct qbo_resu
     item_done(r);
 }
 
-/* "Name (SKU)", at most NAME_MAX_LEN characters: the name of an article
- * whose Name another Item holds. The same article always gets the same. */
+/* name and then suffix, at most NAME_MAX_LEN characters: name is cut (at a
+ * character) to leave room. "Name (SKU)" is the name of an article whose
+ * Name another Item holds; the same article always gets the same. */
+static void name_with(const char *name, const char *suffix, char *out, size_t outlen)
+{
+    size_t n = gw_utf8_prefix(name, NAME_MAX_LEN - strlen(suffix));
+    snprintf(out, outlen, "%.*s%s", (int)n, name, suffix);
+}
+
 static void unique_form(const char *name, const char *sku, char *out, size_t outlen)
 {
     char suffix[48];
     snprintf(suffix, sizeof suffix, " (%s)", sku);
-    size_t n = gw_utf8_prefix(name, NAME_MAX_LEN - strlen(suffix));
-    snprintf(out, outlen, "%.*s%s", (int)n, name, suffix);
+    name_with(name, suffix, out, outlen);
 }
 
 static void unique_name(struct run *r)
@@ -347,6 +359,16 @@ static void item_step(struct run *r)
                  "the products mapping gave article %s no Item Name", r->item_sku);
         return;
     }
+    char product[32], category[40];
+    if (in_product_category(r, product, sizeof product)) {
+        if (!product_category_id(t, product, category, sizeof category)) {
+            json_decref(target);
+            product_category(r);
+            return;
+        }
+        json_object_set_new(target, "SubItem", json_true());
+        json_object_set_new(target, "ParentRef", json_pack("{s:s}", "value", category));
+    }
     const char *name = str(target, "Name");
     size_t cut = gw_utf8_prefix(name, NAME_MAX_LEN);
     if (name[cut] != '\0') {
@@ -403,6 +425,136 @@ void products_item(struct run *r)
 
 static json_t *category_of(struct task *t, json_t *product, bool may_wait, char *group,
                            size_t grouplen);
+
+/* A Category name QuickBooks accepts: no colon (it separates the levels of
+ * a FullyQualifiedName), quote or line break, at most NAME_MAX_LEN
+ * characters; "Kind number" when Mplus has none. */
+static void category_name(const char *full, const char *kind, const char *number, char *out,
+                          size_t outlen)
+{
+    full = full ?: "";
+    snprintf(out, outlen, "%.*s", (int)gw_utf8_prefix(full, NAME_MAX_LEN), full);
+    for (char *c = out; *c; c++)
+        if (*c == ':' || *c == '"' || *c == '\t' || *c == '\n' || *c == '\r')
+            *c = ' ';
+    if (out[strspn(out, " ")] == '\0')
+        snprintf(out, outlen, "%s %s", kind, number);
+}
+
+/* ---- a variant's product as a Category (products_variant_parent = category) ----- */
+
+static bool is_variant(json_t *article)
+{
+    const char *colour = str(article, "colour"), *size = str(article, "size");
+    return (colour != NULL && colour[strspn(colour, " ")] != '\0') ||
+           (size != NULL && size[strspn(size, " ")] != '\0');
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* Whether the article's Item goes in a Category of its product, and the
+ * product's number in number. */
+static bool in_product_category(struct run *r, char *number, size_t len)
+{
+    return strcmp(r->t->conn->products_variant_parent ?: "", "category") == 0 &&
+           json_is_object(r->article) &&
+           is_variant(json_object_get(r->article, "article")) &&
+           number_text(json_object_get(json_object_get(r->article, "product"), "productNumber"),
+                       number, len) != NULL;
+}
+
+/* The product's Category Id (id map, or just made), into id; false when none. */
+static bool product_category_id(struct task *t, const char *number, char *id, size_t len)
+{
+    char k[160];
+    lookup_idmap_key(t, "product", number, k, sizeof k);
+    json_t *m = task_get_meta(t, k);
+    gw_strlcpy(id, str(m, "item") ?: lookup_made_id(t, "product", number) ?: "", len);
+    json_decref(m);
+    return id[0] != '\0';
+}
+
+static void product_category_create(struct run *r);
+
+static void product_category_written(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    char number[32], suffix[48], renamed[NAME_MAX_LEN * 4 + 1];
+    in_product_category(r, number, sizeof number);
+    snprintf(suffix, sizeof suffix, " (product %s)", number);
+    const char *name = str(r->parent_body, "Name") ?: "";
+    if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && !ends_with(name, suffix)) {
+        name_with(name, suffix, renamed, sizeof renamed);
+        task_note(r->t, "Category Name \"%s\" is taken in QuickBooks: product %s is \"%s\"", name,
+                  number, renamed);
+        json_object_set_new(r->parent_body, "Name", json_string(renamed));
+        product_category_create(r);
+        return;
+    }
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "create the product's Category", res);
+        return;
+    }
+    json_t *item = json_object_get(res->body, "Item");
+    const char *id = str(item, "Id");
+    if (id == NULL) {
+        run_fail(r, OUTCOME_RETRY, NULL, "QuickBooks answered a Category create without an Id");
+        return;
+    }
+    task_note(r->t, "created Category %s for product %s", id, number);
+    char k[160];
+    lookup_idmap_key(r->t, "product", number, k, sizeof k);
+    json_t *v = json_pack("{s:s, s:s}", "item", id, "name", str(item, "Name") ?: "");
+    task_put_meta(r->t, k, v);
+    json_decref(v);
+    lookup_release(r, id);
+    json_decref(r->parent_body);
+    r->parent_body = NULL;
+    r->item_written = true;
+    item_step(r); /* now with the product's Category known */
+}
+
+static void product_category_create(struct run *r)
+{
+    char number[32], suffix[48], step[64], rid[96];
+    in_product_category(r, number, sizeof number);
+    snprintf(suffix, sizeof suffix, " (product %s)", number);
+    /* A request of its own for the renamed Category. */
+    snprintf(step, sizeof step, "product-category%s",
+             ends_with(str(r->parent_body, "Name") ?: "", suffix) ? "-renamed" : "");
+    task_requestid(r->t, step, rid, sizeof rid);
+    task_qbo_create(r->t, "Item", r->parent_body, rid, product_category_written, r);
+}
+
+/* Make the Category of the variant's product, once however many of its
+ * variants need it (a claim per product), under its group's Category; then
+ * the article's Item again. The Category keeps the name it was made with. */
+static void product_category(struct run *r)
+{
+    char number[32], id[40];
+    in_product_category(r, number, sizeof number);
+    if (product_category_id(r->t, number, id, sizeof id)) {
+        item_step(r);
+        return;
+    }
+    if (!lookup_claim(r, "product", number, item_step))
+        return; /* another variant of the product is making it */
+    char name[NAME_MAX_LEN * 4 + 1];
+    category_name(str(json_object_get(r->article, "product"), "description"), "Product", number,
+                  name, sizeof name);
+    json_decref(r->parent_body);
+    r->parent_body = json_pack("{s:s, s:s, s:b}", "Name", name, "Type", "Category", "Active", true);
+    const char *group = str(r->article, "category");
+    if (group != NULL) {
+        json_object_set_new(r->parent_body, "SubItem", json_true());
+        json_object_set_new(r->parent_body, "ParentRef", json_pack("{s:s}", "value", group));
+    }
+    product_category_create(r);
+}
 
 /* ---- the sales flow's missing Items: from the Mplus article ---------------------- */
 
@@ -547,14 +699,12 @@ static void group_free(void *p)
     free(g);
 }
 
-/* "Name (group N)", at most NAME_MAX_LEN characters: the name of a group
- * whose Name another Category holds. */
+/* "Name (group N)": the name of a group whose Name another Item holds. */
 static void group_unique_form(const char *name, const char *number, char *out, size_t outlen)
 {
     char suffix[48];
     snprintf(suffix, sizeof suffix, " (group %s)", number);
-    size_t n = gw_utf8_prefix(name, NAME_MAX_LEN - strlen(suffix));
-    snprintf(out, outlen, "%.*s%s", (int)n, name, suffix);
+    name_with(name, suffix, out, outlen);
 }
 
 /* Why the filters leave article group number out, or NULL: the same
@@ -731,16 +881,8 @@ static void group_begin(struct run *r)
      * and articles of this group wait for it rather than for a retry. */
     if (!lookup_claim(r, "group", g->number, group_begin))
         return;
-    /* A name QuickBooks accepts: no colon, quote or line break, at most 100
-     * characters (cut between characters, not inside one). */
-    const char *full = str(grp, "name") ?: "";
     char name[NAME_MAX_LEN * 4 + 1];
-    snprintf(name, sizeof name, "%.*s", (int)gw_utf8_prefix(full, NAME_MAX_LEN), full);
-    for (char *c = name; *c; c++)
-        if (*c == ':' || *c == '"' || *c == '\t' || *c == '\n' || *c == '\r')
-            *c = ' ';
-    if (name[0] == '\0')
-        snprintf(name, sizeof name, "Group %s", g->number);
+    category_name(str(grp, "name"), "Group", g->number, name, sizeof name);
     g->body = json_pack("{s:s, s:s, s:b}", "Name", name, "Type", "Category", "Active", true);
     if (g->parent[0]) {
         json_object_set_new(g->body, "SubItem", json_true());

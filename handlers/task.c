@@ -151,6 +151,7 @@ static void run_free(struct run *r)
     json_decref(r->item_texts);
     json_decref(r->article);
     json_decref(r->item_target);
+    json_decref(r->parent_body);
     json_decref(r->item_entry);
     json_decref(r->item_now);
     if (r->flow_free)

@@ -195,6 +195,8 @@ json_t *map_settings(const struct gw_connection *c)
     json_object_set_new(s, "employee_number", json_integer(c->mplus_employee_number));
     json_object_set_new(s, "default_country", json_string(c->default_country ?: ""));
     json_object_set_new(s, "products_price", json_string(c->products_price ?: "incl"));
+    json_object_set_new(s, "products_variant_parent",
+                        json_string(c->products_variant_parent ?: "description"));
     json_object_set_new(s, "products_track_stock", json_boolean(c->products_track_stock));
     json_object_set_new(s, "products_inventory_start",
                         json_string(c->products_inventory_start ?: ""));

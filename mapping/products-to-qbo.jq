@@ -4,7 +4,8 @@
 #   article    the Mplus article as polled (money as decimal text)
 #   product    its product: productNumber, description, extraText, groupNumbers
 #   category   the QuickBooks Category Item Id of the product's first article
-#              group, or null (products_categories off, or no group)
+#              group, or null (products_categories off, or no group); for a
+#              variant with products_variant_parent = category, its product's
 # existing is null: the gateway compares what this program makes with what it
 # sent before, and sends only what changed (fields in products_create_only,
 # and QtyOnHand, InvStartDate and TrackQtyOnHand, only on create).
@@ -54,7 +55,8 @@
     | ($a.stockArticle == true and $s.products_track_stock == true) as $inventory
     | ($s.products_price == "excl") as $excl
     | ([($a.extraText | gw_nonempty) // ($a.invoiceText | gw_nonempty) // $article,
-        (if ($variant | length) > 0 and $product != null then $product else null end),
+        (if ($variant | length) > 0 and $product != null
+            and $s.products_variant_parent != "category" then $product else null end),
         (($a.barcode | gw_nonempty) as $ean | if $ean then "EAN " + $ean else null end)]
        | map(select(. != null)) | join("\n") | gw_nonempty) as $description
     | (gw_lookup($s.products_income_accounts; $tg) // gw_lookup($s.income_account_by_country; "*")) as $income

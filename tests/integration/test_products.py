@@ -259,6 +259,37 @@ class Catalogue(ProductsTestCase):
         for k in ("Name", "Description", "PurchaseCost", "ParentRef", "Sku"):
             self.assertEqual(after.get(k), before_item.get(k), k)
 
+    def test_variants_in_a_category_of_their_product(self):
+        seeded = MPLUS.call("POST", "/_sim/seed", {"articles": 40, "articles_per_product": 4})
+        first_a, first_p = seeded["first_article_number"], seeded["first_product_number"]
+        QBO.entity("Item", {"Name": "Product %d" % (first_p + 1), "Type": "Service"})  # a taken name
+        self.start_gateway(products_variant_parent="category")
+        evs = self.wait_articles(47)
+        self.assertEqual([(e["entity_id"], e["state"], e["last_error"]) for e in evs
+                          if e["state"] != "done"], [])
+        self.assertAllOnce({str(first_a + j) for j in range(40)} | SAMPLE_ARTICLES)
+        cats = self.categories()
+        by_id = {c["Id"]: c for c in cats.values()}
+        # One Category per product, made once though four variants needed it at once.
+        creates = [w["body"]["Name"] for w in self.item_writes()
+                   if w["body"].get("Type") == "Category" and w["body"]["Name"].startswith("Product ")]
+        self.assertEqual(len(creates), len(set(creates)), creates)
+        self.assertEqual(len([n for n in cats if n.startswith("Product ")]), 10, sorted(cats))
+        self.assertIn("Product %d (product %d)" % (first_p + 1, first_p + 1), cats)
+        items = {s: v[0] for s, v in self.by_sku().items()}
+        for j in (0, 3, 4, 39):
+            item = items[str(first_a + j)]
+            parent = by_id[item["ParentRef"]["value"]]
+            product = first_p + j // 4
+            self.assertTrue(parent["Name"].startswith("Product %d" % product), (item, parent))
+            self.assertEqual(parent["Type"], "Category")
+            # The product's Category sits in its group's.
+            self.assertEqual(by_id[parent["ParentRef"]["value"]]["Type"], "Category", parent)
+            self.assertNotIn("\nProduct %d" % product, item["Description"])
+        # The sample T-shirt's sizes are variants too; Koffie, no variant, sits in its group.
+        self.assertEqual(by_id[items["2001"]["ParentRef"]["value"]]["Name"], "T-shirt logo")
+        self.assertEqual(by_id[items["1001"]["ParentRef"]["value"]]["Name"], "Warme dranken")
+
     def test_a_create_only_field_enriched_in_qbo_survives_the_next_change(self):
         self.start_gateway(products_create_only="Description")
         self.wait_articles(7)

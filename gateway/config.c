@@ -128,6 +128,7 @@ static const struct key_def connection_keys[] = {
     {"flows", K_FLOWS, C(flows_text), "", false, 0, 0},
     {"sales_documents", K_STR, C(sales_documents), "receipts, invoices, orders", false, 0, 0},
     {"sales_order_as", K_STR, C(sales_order_as), "invoice", false, 0, 0},
+    {"sales_order_state", K_STR, C(sales_order_state), "complete", false, 0, 0},
     {"sales_default_customer", K_STR, C(sales_default_customer), "Till sales", false, 0, 0},
     {"sales_tax_codes", K_STR, C(sales_tax_codes), NULL, false, 0, 0},
     {"sales_payment_methods", K_STR, C(sales_payment_methods), NULL, false, 0, 0},
@@ -584,6 +585,8 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
         }
         if (check_choice(cfg, c, "customers_direction", c->customers_direction,
                          "both, to_qbo, to_mplus", err, errlen) != 0 ||
+            check_choice(cfg, c, "sales_order_state", c->sales_order_state,
+                         "created, paid, delivered, complete", err, errlen) != 0 ||
             check_choice(cfg, c, "sales_order_as", c->sales_order_as, "invoice, receipt_when_paid",
                          err, errlen) != 0 ||
             check_choice(cfg, c, "sales_zero_lines", c->sales_zero_lines, "drop, keep", err,

@@ -57,6 +57,7 @@ struct gw_connection {
     char *sales_documents;
     unsigned sales_kinds; /* enum gw_sales_kind bits, derived from sales_documents */
     char *sales_order_as;
+    char *sales_order_state; /* created | paid | delivered | complete */
     char *sales_default_customer;
     char *sales_tax_codes;
     char *sales_payment_methods;

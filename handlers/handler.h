@@ -72,6 +72,11 @@ const char *lookup_made_id(const struct task *t, const char *what, const char *i
 /* Another run holds the claim of (what, id): true, and r goes on at resume
  * once it ends (r takes no claim). False when nobody holds it. */
 bool lookup_claim_wait(struct run *r, const char *what, const char *id, step_fn resume);
+/* The same as lookup_claim and lookup_release, for a claim a run holds while
+ * it takes and ends the claims of its lookups: the sale a document belongs
+ * to (sales.c). One hold at a time. */
+bool lookup_hold(struct run *r, const char *what, const char *id, step_fn resume);
+void lookup_unhold(struct run *r, const char *made);
 
 /* Drop the fields named in list (a create-only setting: "Description, PurchaseDesc"). */
 void lookup_drop_fields(json_t *target, const char *list);

@@ -43,7 +43,7 @@ struct waiter {
 
 struct made {
     struct made *next;
-    char id[40]; /* "" while being made */
+    char id[64]; /* "" while being made */
     bool busy;
     int64_t at_ms; /* when it was made */
     struct waiter *waiters;
@@ -147,13 +147,13 @@ const char *lookup_made_id(const struct task *t, const char *what, const char *i
     return m && m->id[0] ? m->id : NULL;
 }
 
-/* The claim of r ends; made is what was made (NULL: nothing). Waiters go on. */
-static void claim_end_with(struct run *r, const char *made)
+/* The claim whose key is in slot (r->claim or r->hold) ends; made is what
+ * was made (NULL: nothing). Waiters go on. */
+static void slot_end(struct run *r, char *slot, const char *made)
 {
     struct lookup_cache *lc = r->t->clients->made;
-    struct made *m = r->claim[0] ? made_find(lc, r->claim, false) : NULL;
-    r->claim[0] = '\0';
-    r->claim_end = NULL;
+    struct made *m = slot[0] ? made_find(lc, slot, false) : NULL;
+    slot[0] = '\0';
     if (m == NULL)
         return;
     if (made != NULL) {
@@ -171,9 +171,21 @@ static void claim_end_with(struct run *r, const char *made)
     }
 }
 
+static void claim_end_with(struct run *r, const char *made)
+{
+    r->claim_end = NULL;
+    slot_end(r, r->claim, made);
+}
+
 static void claim_end(struct run *r)
 {
     claim_end_with(r, NULL);
+}
+
+static void hold_end(struct run *r)
+{
+    r->hold_end = NULL;
+    slot_end(r, r->hold, NULL);
 }
 
 /* m is busy: r waits for it, or false (out of memory: it goes on at once). */
@@ -225,6 +237,29 @@ bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resum
 void lookup_release(struct run *r, const char *made)
 {
     claim_end_with(r, made);
+}
+
+bool lookup_hold(struct run *r, const char *what, const char *id, step_fn resume)
+{
+    char k[200];
+    made_key(r->t, what, id, k, sizeof k);
+    struct made *m = made_find(r->t->clients->made, k, true);
+    if (m != NULL && m->busy && strcmp(r->hold, k) != 0 && made_wait(m, r, resume))
+        return false;
+    if (r->hold_end && strcmp(r->hold, k) != 0)
+        hold_end(r); /* one hold at a time */
+    if (m != NULL) {
+        m->busy = true;
+        gw_strlcpy(r->hold, k, sizeof r->hold);
+        r->hold_end = hold_end;
+    }
+    return true;
+}
+
+void lookup_unhold(struct run *r, const char *made)
+{
+    r->hold_end = NULL;
+    slot_end(r, r->hold, made);
 }
 
 void lookup_idmap_key(const struct task *t, const char *side, const char *id, char *out, size_t len)

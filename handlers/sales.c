@@ -22,9 +22,20 @@
  * whatever cent the lines and the tax do not add up to the Mplus total goes
  * on a line of the rounding item: the QuickBooks total is the Mplus total.
  *
+ * One sale, one booking: a webshop order becomes a receipt when it is picked
+ * up at the till, or an invoice (the receipt's or invoice's orderIds). The
+ * first of the order and its receipt or invoice to be booked books the sale;
+ * the other books nothing new: a receipt or invoice of a booked order adds
+ * its payments to the order's Invoice ("part of sale"), an order booked by
+ * its receipt or invoice is skipped. A hold on the sale (lookup_hold) keeps
+ * two of them from booking it at once; the order's id map entry names its
+ * owner.
+ *
  * The id map, written with the outcome:
  *   idmap.<connection>.<receipt|invoice|order>.<mplus id> ->
- *       {entity, id, sync, version, payments: [mplus payment ids booked]}
+ *       {entity, id, sync, version, customer, payments: [mplus payment ids booked],
+ *        owner: "<kind> <id>" (an order booked by its receipt or invoice),
+ *        part_of: <order id> (a receipt or invoice whose order's document books the sale)}
  *   idmap.<connection>.default_customer -> {customer}
  */
 #include "clients.h"
@@ -57,13 +68,18 @@ struct sale {
     const struct kind *k;
     const char *kind;     /* k->name */
     const char *mplus_id; /* receiptId, invoiceId, orderId */
-    json_t *doc;          /* the Mplus document (borrowed payload) */
+    json_t *doc;          /* the Mplus document (borrowed payload, or own) */
+    json_t *own;          /* the document with its order's prepayments, when it has them */
     const char *entity;   /* the QuickBooks document type */
     bool credit;          /* amounts are negated: refunds and credit memos are positive */
     char map_key[200];
     json_t *booked;  /* the id map entry, or NULL */
     json_t *written; /* the QuickBooks document once written */
     size_t payment_at;
+    /* The sale the document belongs to: the order it is, or the order a
+     * receipt or invoice was made from ("" for a sale of its own). */
+    char sale[64];
+    bool part; /* a receipt or invoice of a sale another document books */
 };
 
 static void sale_free(void *p)
@@ -71,6 +87,7 @@ static void sale_free(void *p)
     struct sale *s = p;
     json_decref(s->booked);
     json_decref(s->written);
+    json_decref(s->own);
     free(s);
 }
 
@@ -114,6 +131,234 @@ static const char *entity_named(const char *name)
     return NULL;
 }
 
+/* ---- one sale, one booking ----------------------------------------------------- */
+
+/* Whether an order is to be booked now (sales_order_state); why not, if not. */
+static bool order_due(struct run *r, json_t *doc, const char **why)
+{
+    const char *when = r->t->conn->sales_order_state ?: "complete";
+    bool complete = ends_with(str(doc, "completeState") ?: "", "STATE-COMPLETE");
+    if (complete || strcmp(when, "created") == 0)
+        return true;
+    if (strcmp(when, "paid") == 0) {
+        *why = "order not paid";
+        return json_is_true(json_object_get(doc, "fullyPaid"));
+    }
+    if (strcmp(when, "delivered") == 0) {
+        *why = "order not delivered";
+        return ends_with(str(doc, "deliveryState") ?: "", "STATE-COMPLETE");
+    }
+    *why = "order not complete";
+    return false;
+}
+
+static void sale_payments(struct run *r);
+static void sale_begin(struct run *r);
+
+/* The step the run goes on with (run_next runs the one after r->at). */
+static void go_to(struct run *r, step_fn step)
+{
+    for (size_t i = 0; r->steps[i] != NULL; i++)
+        if (r->steps[i] == step) {
+            r->at = i - 1;
+            run_next(r);
+            return;
+        }
+}
+
+/* What the hold on a sale ends with: "Entity id customer k", k the first
+ * letter of the kind of document that booked it. */
+static void booking_text(struct run *r, char *out, size_t len)
+{
+    struct sale *s = r->flow;
+    snprintf(out, len, "%s %s %s %c", s->entity, str(s->booked, "id") ?: "",
+             r->customer_id[0] ? r->customer_id : "-", s->kind[0]);
+}
+
+/* The booking of the sale another document made, as {entity, id, customer,
+ * owner}: what a hold just ended with, else (for a receipt or invoice) the
+ * order's id map entry. NULL when nobody booked it. */
+static json_t *sale_booked_elsewhere(struct run *r)
+{
+    struct sale *s = r->flow;
+    const char *made = lookup_made_id(r->t, "sale", s->sale);
+    char entity[32], id[40], customer[40], k;
+    /* (An order's own booking, made by an attempt that did not end, is not
+     * another's; a receipt or invoice has none while it holds the sale.) */
+    if (made != NULL && sscanf(made, "%31s %39s %39s %c", entity, id, customer, &k) == 4 &&
+        (k != 'o' || strcmp(s->kind, "order") != 0))
+        return json_pack("{s:s, s:s, s:s, s:s}", "entity", entity, "id", id, "customer",
+                         strcmp(customer, "-") == 0 ? "" : customer, "owner",
+                         k == 'o' ? "order" : k == 'r' ? "receipt" : "invoice");
+    if (strcmp(s->kind, "order") == 0)
+        return NULL; /* its own entry is s->booked */
+    char key[200];
+    lookup_idmap_key(r->t, "order", s->sale, key, sizeof key);
+    json_t *m = task_get_meta(r->t, key);
+    if (str(m, "id") == NULL || json_is_true(json_object_get(m, "voided"))) {
+        json_decref(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* The document books nothing new: another of its sale is the booking. */
+static void skip_part(struct run *r)
+{
+    struct sale *s = r->flow;
+    char why[100];
+    snprintf(why, sizeof why, "part of sale %s", s->sale);
+    run_skip(r, why);
+}
+
+/* A receipt or invoice of a sale another document booked: its payments that
+ * document does not have yet, linked to it; nothing else. */
+static void part_of_sale(struct run *r)
+{
+    struct sale *s = r->flow;
+    s->part = true;
+    s->entity = entity_named(str(s->booked, "entity")) ?: "Invoice";
+    gw_strlcpy(r->customer_id, str(s->booked, "customer") ?: "", sizeof r->customer_id);
+    task_note(r->t, "%s %s is part of sale %s, booked as %s %s", s->kind, s->mplus_id, s->sale,
+              s->entity, str(s->booked, "id") ?: "?");
+    size_t paid = json_array_size(json_object_get(s->doc, "paymentList"));
+    size_t done = json_array_size(json_object_get(s->booked, "payments"));
+    if (paid > done && strcmp(s->entity, "Invoice") == 0 && r->customer_id[0]) {
+        go_to(r, sale_payments);
+        return;
+    }
+    if (paid > done)
+        task_note(r->t, "its payments are not booked: the sale's %s takes no Payment",
+                  s->entity);
+    skip_part(r);
+}
+
+/*
+ * Whether the document is to be booked on its own (true), or the run went
+ * on otherwise: part of a sale another document booked, or waiting for the
+ * hold of a sale another event is booking.
+ */
+static bool one_booking(struct run *r)
+{
+    struct task *t = r->t;
+    struct sale *s = r->flow;
+    s->sale[0] = '\0';
+    if (strcmp(s->kind, "order") == 0) {
+        gw_strlcpy(s->sale, s->mplus_id, sizeof s->sale);
+    } else if (!s->credit) {
+        json_t *ids = json_object_get(s->doc, "orderIds");
+        const char *order = json_string_value(json_is_array(ids) ? json_array_get(ids, 0)
+                                                                  : json_object_get(ids, "id"));
+        if (order != NULL && order[0])
+            gw_strlcpy(s->sale, order, sizeof s->sale);
+    }
+    if (s->sale[0] == '\0')
+        return true;
+    if (s->booked != NULL) {
+        const char *owner = str(s->booked, "owner");
+        if (owner != NULL) { /* an order its receipt or invoice booked */
+            task_note(t, "order %s is booked as %s %s by %s", s->mplus_id,
+                      str(s->booked, "entity") ?: "?", str(s->booked, "id") ?: "?", owner);
+            skip_part(r);
+            return false;
+        }
+        if (str(s->booked, "part_of") != NULL) {
+            part_of_sale(r);
+            return false;
+        }
+        return true; /* booked on its own: payments and changes as ever */
+    }
+    const char *why = NULL;
+    if (strcmp(s->kind, "order") == 0 && !order_due(r, s->doc, &why))
+        return true; /* nothing to book yet (sale_begin says so) */
+    if (!lookup_hold(r, "sale", s->sale, sale_begin))
+        return false; /* another document of the sale is being booked */
+    json_t *other = sale_booked_elsewhere(r);
+    if (other == NULL)
+        return true; /* this document books the sale; the hold ends once it is written */
+    lookup_unhold(r, NULL);
+    const char *owner = str(other, "owner");
+    char text[100];
+    if (strcmp(s->kind, "order") == 0)
+        snprintf(text, sizeof text, "%s", owner ?: "its receipt or invoice");
+    s->booked = json_pack("{s:s, s:s, s:s, s:s, s:I, s:[], s:s}", "entity",
+                          str(other, "entity") ?: "Invoice", "id", str(other, "id") ?: "", "sync",
+                          str(other, "sync") ?: "0", "customer", str(other, "customer") ?: "",
+                          "version", (json_int_t)doc_version(s->doc), "payments",
+                          strcmp(s->kind, "order") == 0 ? "owner" : "part_of",
+                          strcmp(s->kind, "order") == 0 ? text : s->sale);
+    json_decref(other);
+    task_put_meta(t, s->map_key, s->booked);
+    if (strcmp(s->kind, "order") == 0) {
+        task_note(t, "order %s is booked as %s %s by %s", s->mplus_id, str(s->booked, "entity"),
+                  str(s->booked, "id"), text);
+        skip_part(r);
+        return false;
+    }
+    part_of_sale(r);
+    return false;
+}
+
+/* The document booked the sale (sale_written): the order's entry names it
+ * as the owner, and the hold ends with the booking. */
+static void sale_booked(struct run *r)
+{
+    struct sale *s = r->flow;
+    if (r->hold[0] == '\0')
+        return;
+    if (strcmp(s->kind, "order") != 0) {
+        char key[200], owner[120];
+        lookup_idmap_key(r->t, "order", s->sale, key, sizeof key);
+        snprintf(owner, sizeof owner, "%s %s", s->kind, s->mplus_id);
+        json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:I, s:[], s:s}", "entity", s->entity, "id",
+                              str(s->booked, "id") ?: "", "sync", str(s->booked, "sync") ?: "0",
+                              "customer", r->customer_id, "version", (json_int_t)0, "payments",
+                              "owner", owner);
+        task_put_meta(r->t, key, v);
+        json_decref(v);
+    }
+    char text[160];
+    booking_text(r, text, sizeof text);
+    lookup_unhold(r, text);
+}
+
+/* A receipt or invoice that books its order's sale carries the order's
+ * prepayments too: the money the webshop took is part of the sale. */
+static void order_read(const struct mplus_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct sale *s = r->flow;
+    if (res->kind != MPLUS_OK) {
+        run_fail_mplus(r, "getOrders", res);
+        return;
+    }
+    json_t *order = json_array_get(json_object_get(res->body, "orderList"), 0);
+    json_t *prepaid = json_object_get(order, "paymentList");
+    if (json_array_size(prepaid) > 0) {
+        json_decref(s->own);
+        s->own = json_deep_copy(s->doc);
+        json_t *pays = json_deep_copy(prepaid);
+        json_array_extend(pays, json_object_get(s->doc, "paymentList"));
+        json_object_set_new(s->own, "paymentList", pays);
+        s->doc = s->own;
+        task_note(r->t, "order %s was paid in advance: its %zu payment(s) are this sale's too",
+                  s->sale, json_array_size(prepaid));
+    }
+    run_next(r);
+}
+
+static void sale_order_prepaid(struct run *r)
+{
+    struct sale *s = r->flow;
+    if (s->sale[0] == '\0' || strcmp(s->kind, "order") == 0 || s->booked != NULL) {
+        run_next(r);
+        return;
+    }
+    json_t *req = json_pack("{s:[s]}", "orderIds", s->sale);
+    task_mplus_call(r->t, "getOrders", req, order_read, r);
+    json_decref(req);
+}
+
 /* ---- what the document is ------------------------------------------------------ */
 
 static void sale_begin(struct run *r)
@@ -142,10 +387,12 @@ static void sale_begin(struct run *r)
                         : "Invoice";
     }
     lookup_idmap_key(t, s->kind, s->mplus_id, s->map_key, sizeof s->map_key);
+    json_decref(s->booked); /* sale_begin runs again after a hold it waited for */
     s->booked = task_get_meta(t, s->map_key);
+    if (!one_booking(r))
+        return;
     if (strcmp(s->kind, "order") == 0) {
         const char *cancel = str(doc, "cancelState") ?: "";
-        const char *complete = str(doc, "completeState") ?: "";
         if (ends_with(cancel, "STATE-COMPLETE")) {
             if (s->booked == NULL || json_is_true(json_object_get(s->booked, "voided"))) {
                 run_skip(r, s->booked ? "already voided" : "cancelled before booking");
@@ -154,8 +401,9 @@ static void sale_begin(struct run *r)
             sale_void(r); /* the void needs no customer or items */
             return;
         }
-        if (s->booked == NULL && !ends_with(complete, "STATE-COMPLETE")) {
-            run_skip(r, "order not complete");
+        const char *why = NULL;
+        if (s->booked == NULL && !order_due(r, doc, &why)) {
+            run_skip(r, why);
             return;
         }
     }
@@ -536,11 +784,12 @@ static void remember(struct run *r, json_t *written, bool voided)
 {
     struct sale *s = r->flow;
     json_t *pays = json_object_get(s->booked, "payments");
-    json_t *v = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b}", "entity", s->entity, "id",
+    json_t *v = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b, s:s}", "entity", s->entity, "id",
                           str(written, "Id") ?: str(s->booked, "id") ?: "", "sync",
                           str(written, "SyncToken") ?: str(s->booked, "sync") ?: "0", "version",
                           (json_int_t)doc_version(s->doc), "payments",
-                          pays ? json_incref(pays) : json_array(), "voided", voided);
+                          pays ? json_incref(pays) : json_array(), "voided", voided, "customer",
+                          r->customer_id[0] ? r->customer_id : str(s->booked, "customer") ?: "");
     json_decref(s->booked);
     s->booked = v;
     task_put_meta(r->t, s->map_key, v);
@@ -564,6 +813,7 @@ static void sale_written(const struct qbo_result *res, void *arg)
     task_note(r->t, "%s %s %s for %s %s", s->booked ? "updated" : "created", s->entity,
               str(doc, "Id"), s->kind, s->mplus_id);
     remember(r, doc, false);
+    sale_booked(r);
     run_next(r);
 }
 
@@ -590,6 +840,7 @@ static void existing_found(const struct qbo_result *res, void *arg)
         task_note(r->t, "%s %s already holds %s %s: adopted", s->entity, str(d, "Id"), s->kind,
                   s->mplus_id);
         remember(r, d, false);
+        sale_booked(r);
         /* Booked before from this version: nothing to write but payments. */
         r->at++; /* past sale_write */
         run_next(r);
@@ -739,6 +990,7 @@ static void sale_void(struct run *r)
 
 static const step_fn sale_steps[] = {
     sale_begin,
+    sale_order_prepaid,
     sale_default_customer,
     lookup_customer_mapped,
     lookup_relation,

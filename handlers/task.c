@@ -143,6 +143,8 @@ static void run_free(struct run *r)
 {
     if (r->claim_end)
         r->claim_end(r);
+    if (r->hold_end)
+        r->hold_end(r);
     json_decref(r->relation);
     json_decref(r->customer);
     json_decref(r->customer_target);

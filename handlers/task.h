@@ -232,6 +232,9 @@ struct run {
     /* A claim the run holds (lookup_claim), ended with nothing if the run ends first. */
     char claim[200];
     void (*claim_end)(struct run *r);
+    /* A claim on the whole sale (lookup_hold), held beside the lookups' claims. */
+    char hold[200];
+    void (*hold_end)(struct run *r);
 };
 
 /*

@@ -9,8 +9,9 @@ changes than one page has no gap and no duplicate; bulk variants carry
 colour and size; a price change moves only its article; article groups
 report parents, renames and deletions; stock ids move per branch, also on a
 till sale; a till sale posts a correctly signed callback to a local listener
-and the reply signature is checked; every injected fault kind behaves as
-documented.
+and the reply signature is checked; an order picked up at the till or
+invoiced is linked to its receipt or invoice (orderIds/invoiceIds); every
+injected fault kind behaves as documented.
 
     /usr/bin/python3 tests/integration/test_mplus_sim.py [GATEWAY_BINARY] [unittest args]
 
@@ -71,6 +72,11 @@ def text(el, path):
 def num(el, path):
     value = text(el, path)
     return None if value is None else int(value)
+
+
+def ids(el, name):
+    """The ids of an IdList child (orderIds, invoiceIds): [] when it is absent."""
+    return [i.text for i in el.findall("%s/%s" % (q(name), q("id")))]
 
 
 class Listener:
@@ -143,8 +149,8 @@ def req_get_products(marker=None, limit=None, *extra):
     return N.getProducts(N.request(N.pluNumbers(), *paging(marker, limit), *extra))
 
 
-def req_documents(op, marker=None, limit=None):
-    return getattr(N, op)(N.request(*paging(marker, limit), N.articlePluNumbers(), N.articleBarcodes()))
+def req_documents(op, marker=None, limit=None, *extra):
+    return getattr(N, op)(N.request(*paging(marker, limit), N.articlePluNumbers(), N.articleBarcodes(), *extra))
 
 
 def req_get_stock(branch=1, articles=(), stock_id=None):
@@ -844,10 +850,11 @@ class MplusSimTest(unittest.TestCase):
     def validating(self):
         self.assertTrue(self.control("POST", "/_sim/config", {"validate_responses": True})["validate_responses"])
 
-    def soap_documents(self, kind, marker, limit=100):
-        """getReceipts/getInvoices/getOrders from marker: the document elements (validated both ends)."""
+    def soap_documents(self, kind, marker, limit=100, *extra):
+        """getReceipts/getInvoices/getOrders from marker: the document elements (validated both ends);
+        extra: request elements after articleBarcodes."""
         op = "get" + kind.capitalize() + "s"
-        resp = self.soap(req_documents(op, marker, limit))
+        resp = self.soap(req_documents(op, marker, limit, *extra))
         return resp.find(q(kind + "List")).findall(q(kind))
 
     def test_vat_exclusive_documents(self):
@@ -985,6 +992,177 @@ class MplusSimTest(unittest.TestCase):
         self.assertIn("PARTIAL-DELIVERY-PENDING", self.control(
             "POST", "/_sim/till/order", {"orderId": oid, "completeState": "x"}, status=400)["error"])
         self.assertEqual(self.markers()["orderSyncMarker"], head)
+
+    def free_stock(self, branch, articles):
+        """{articleNumber: (amountFree, decimalPlacesFree)} through getStock (validated both ends)."""
+        rows = self.soap(req_get_stock(branch, articles)).findall(q("articleStocks"))
+        return {num(r, "articleNumber"): (num(r, "amountFree"), num(r, "decimalPlacesFree") or 0) for r in rows}
+
+    def test_order_pickup_makes_a_linked_receipt(self):
+        self.validating()
+        order = self.sale({"document": "order", "customer": 10002, "extOrderId": "WEB-7",
+                           "payments": [{"method": "CREDITCARD", "amount": 1000}],
+                           "lines": [{"articleNumber": 2001, "quantity": 2}, {"articleNumber": 3001,
+                                                                               "quantity": "0.500"}]})["order"]
+        oid, total = order["orderId"], order["totalInclAmount"]
+        self.assertEqual((total, order["prepaidAmount"]), (2 * 1995 + 945, 1000))
+        self.assertEqual(self.free_stock(1, (2001, 3001)), {2001: (25, 0), 3001: (125, 1)})   # orders move none
+        got = self.control("POST", "/_sim/till/order", {"orderId": oid, "pickup": {}})
+        self.assertEqual(sorted(got), ["document", "order", "receipt"])
+        self.assertEqual(got["document"], "receipt")
+        receipt, changed = got["receipt"], got["order"]
+        # The receipt: the order's relation, lines, VAT and totals; only the remainder paid, by PIN (the default).
+        self.assertEqual((receipt["receiptType"], receipt["receiptNumber"]["number"], receipt["relationNumber"],
+                          receipt["orderIds"], receipt["extOrderIds"], receipt["syncMarker"]),
+                         ("RECEIPT-TYPE-RECEIPT", 1, 10002, {"id": [oid]}, {"id": ["WEB-7"]}, 1))
+        for field in ("totalInclAmount", "totalExclAmount", "vatMethod", "vatGroupList"):
+            self.assertEqual(receipt[field], order[field], field)
+        lines = receipt["lineList"]["line"]
+        self.assertEqual([(l["articleNumber"], l["data"]["quantity"], l["data"]["totalInclAmount"]) for l in lines],
+                         [(l["articleNumber"], l["data"]["quantity"], l["data"]["totalInclAmount"])
+                          for l in order["lineList"]["line"]])
+        self.assertFalse({l["lineId"] for l in lines} & {l["lineId"] for l in order["lineList"]["line"]})
+        self.assertFalse(any("deliveredQuantity" in l["data"] for l in lines))
+        self.assertEqual([(p["method"], p["amount"]) for p in receipt["paymentList"]["payment"]],
+                         [("PIN", total - 1000)])
+        self.assertEqual((receipt["paidAmount"], receipt["state"]), (total - 1000, "RECEIPT-STATE-PAID"))
+        # The order: delivered and complete, at its next marker; its own payments unchanged.
+        self.assertEqual((changed["deliveryState"], changed["completeState"], changed["cancelState"]),
+                         ("ORDER-DELIVERY-STATE-COMPLETE", "ORDER-COMPLETE-STATE-COMPLETE",
+                          "ORDER-CANCEL-STATE-NOTHING"))
+        self.assertEqual([(l["data"]["deliveredQuantity"], l["data"]["deliveredDecimalPlaces"])
+                          for l in changed["lineList"]["line"]], [(2, 0), (500, 3)])
+        self.assertEqual((changed["changeCounter"], changed["versionNumber"], changed["syncMarker"]),
+                         (1, 2, order["syncMarker"] + 1))
+        self.assertEqual((changed["prepaidAmount"], len(changed["paymentList"]["payment"])), (1000, 1))
+        self.assertNotIn("invoiceIds", changed)
+        self.assertEqual((self.markers()["receiptSyncMarker"], self.markers()["orderSyncMarker"]),
+                         (1, order["syncMarker"] + 1))
+        # Stock moves as for a till sale; no callback.
+        self.assertEqual(self.free_stock(1, (2001, 3001)), {2001: (23, 0), 3001: (12, 0)})
+        self.assertEqual(self.control("GET", "/_sim/callbacks"), [])
+        # A fully prepaid order picked up ("pickup": true is {}): a receipt without payments, PAID.
+        paid = self.sale({"document": "order", "kind": "card", "lines": [{"articleNumber": 1001}]})["order"]
+        self.assertEqual(paid["prepaidAmount"], 250)
+        second = self.control("POST", "/_sim/till/order", {"orderId": paid["orderId"], "pickup": True,
+                                                           "workplaceNumber": 2})["receipt"]
+        self.assertEqual((second["paymentList"], second["paidAmount"], second["state"], second["receiptNumber"]),
+                         ({"payment": []}, 0, "RECEIPT-STATE-PAID",
+                          dict(receipt["receiptNumber"], workplaceNumber=2, number=1)))
+        self.assertNotIn("relationNumber", second)
+        self.assertNotIn("extOrderIds", second)
+        # getReceipts: the order references only with includeOrderReferences.
+        plain = self.soap_documents("receipt", 1)
+        self.assertEqual([text(r, "receiptId") for r in plain], [receipt["receiptId"], second["receiptId"]])
+        self.assertEqual([(r.find(q("orderIds")), r.find(q("extOrderIds"))) for r in plain], [(None, None)] * 2)
+        self.assertEqual([num(p, "amount") for p in plain[0].iter(q("payment"))], [total - 1000])
+        self.assertEqual((num(plain[0], "paidAmount"), text(plain[0], "state")), (total - 1000, "RECEIPT-STATE-PAID"))
+        self.assertEqual(plain[1].find(q("paymentList")).findall(q("payment")), [])
+        for flag, expected in (("false", [[], []]), ("true", [[oid], [paid["orderId"]]])):
+            with self.subTest(includeOrderReferences=flag):
+                refs = self.soap_documents("receipt", 1, 100, N.includeOrderReferences(flag))
+                self.assertEqual([ids(r, "orderIds") for r in refs], expected)
+        refs = self.soap_documents("receipt", 1, 100, N.includeOrderReferences("true"))
+        self.assertEqual((ids(refs[0], "extOrderIds"), refs[1].find(q("extOrderIds"))),
+                         (["WEB-7"], None))
+        # A poll of orders sees the picked-up order once, at its new marker, complete and delivered.
+        orders = self.soap_documents("order", order["syncMarker"] + 1)
+        self.assertEqual([(text(o, "orderId"), num(o, "syncMarker")) for o in orders][0], (oid, changed["syncMarker"]))
+        self.assertEqual([text(o, "orderId") for o in self.soap_documents("order", 1)].count(oid), 1)
+        self.assertEqual((text(orders[0], "completeState"), text(orders[0], "deliveryState"),
+                          num(orders[0], "lineList/line/data/deliveredQuantity")),
+                         ("ORDER-COMPLETE-STATE-COMPLETE", "ORDER-DELIVERY-STATE-COMPLETE", 2))
+
+    def test_order_invoice_links_both_ways(self):
+        self.validating()
+        order = self.sale({"document": "order", "customer": 10001, "payments": [], "reference": "PO-88",
+                           "lines": [{"articleNumber": 2002, "quantity": 3}]})["order"]
+        oid = order["orderId"]
+        got = self.control("POST", "/_sim/till/order", {"orderId": oid, "invoice": True,
+                                                        "timestamp": "2025-03-31T10:00:00+02:00"})
+        self.assertEqual((sorted(got), got["document"]), (["document", "invoice", "order"], "invoice"))
+        invoice, changed = got["invoice"], got["order"]
+        self.assertEqual((invoice["invoiceType"], invoice["invoiceNumber"], invoice["orderIds"],
+                          invoice["relationNumber"], invoice["relationVatNumber"], invoice["reference"]),
+                         ("INVOICE-TYPE-INVOICE", {"year": 2025, "number": 1}, {"id": [oid]}, 10001,
+                          "NL001234567B01", "PO-88"))
+        self.assertEqual((invoice["financialDate"], invoice["dueDate"], invoice["invoiceAddress"]["city"]),
+                         ({"day": 31, "mon": 3, "year": 2025}, {"day": 30, "mon": 4, "year": 2025}, "Utrecht"))
+        for field in ("totalInclAmount", "totalExclAmount", "vatMethod", "vatGroupList"):
+            self.assertEqual(invoice[field], order[field], field)
+        self.assertEqual([(l["articleNumber"], l["data"]["quantity"]) for l in invoice["lineList"]["line"]],
+                         [(2002, 3)])
+        self.assertEqual((invoice["paymentList"], invoice["paidAmount"], invoice["state"], invoice["syncMarker"]),
+                         ({"payment": []}, 0, "INVOICE-STATE-OUTSTANDING", 1))
+        self.assertNotIn("sessionId", invoice)
+        self.assertEqual((changed["invoiceIds"], changed["completeState"], changed["deliveryState"]),
+                         ({"id": [invoice["invoiceId"]]}, "ORDER-COMPLETE-STATE-COMPLETE",
+                          "ORDER-DELIVERY-STATE-NOTHING"))
+        self.assertEqual((changed["changeCounter"], changed["versionNumber"], changed["syncMarker"]),
+                         (1, 2, order["syncMarker"] + 1))
+        self.assertEqual(self.free_stock(1, (2002,)), {2002: (30, 0)})   # an invoice of an order moves no stock
+        # Both links reach a SOAP client, always.
+        i = self.soap_documents("invoice", 1)[0]
+        self.assertEqual((ids(i, "orderIds"), text(i, "state"), num(i, "paidAmount")),
+                         ([oid], "INVOICE-STATE-OUTSTANDING", 0))
+        o = self.soap_documents("order", changed["syncMarker"])[0]
+        self.assertEqual((ids(o, "invoiceIds"), text(o, "completeState")),
+                         ([invoice["invoiceId"]], "ORDER-COMPLETE-STATE-COMPLETE"))
+        self.assertEqual(len(self.soap_documents("order", 1)), 1)
+        # A prepaid order's invoice holds no payments either: its state is its own paymentList's.
+        prepaid = self.sale({"document": "order", "kind": "card", "lines": [{"articleNumber": 1001}]})["order"]
+        other = self.control("POST", "/_sim/till/order", {"orderId": prepaid["orderId"], "invoice": True,
+                                                          "timestamp": "2025-03-31T11:00:00+02:00"})["invoice"]
+        self.assertEqual((other["paidAmount"], other["state"], other["invoiceNumber"]["number"]),
+                         (0, "INVOICE-STATE-OUTSTANDING", 2))
+        self.assertNotIn("relationNumber", other)
+
+    def test_order_pickup_and_invoice_refusals(self):
+        order = self.sale({"document": "order", "customer": 10002, "payments": [{"method": "PIN", "amount": 500}],
+                           "lines": [{"articleNumber": 2001}]})["order"]
+        oid, open_amount = order["orderId"], order["totalInclAmount"] - 500
+        cancelled = self.sale({"document": "order", "payments": [], "lines": [{"articleNumber": 1001}]})["order"]
+        self.control("POST", "/_sim/till/order", {"orderId": cancelled["orderId"], "cancelState": "PARTIAL"})
+        delivered = self.sale({"document": "order", "payments": [], "lines": [{"articleNumber": 1001}]})["order"]
+        self.control("POST", "/_sim/till/order", {"orderId": delivered["orderId"], "deliveryState": "COMPLETE"})
+        head = self.markers()
+        # Over-payment at pickup: more than total - prepaidAmount.
+        error = self.control("POST", "/_sim/till/order", {"orderId": oid, "pickup": {"payments": [
+            {"method": "CASH", "amount": 1000}, {"method": "PIN", "amount": open_amount - 999}]}}, status=400)
+        self.assertIn("over-payment", error["error"])
+        for bad in ({"orderId": oid, "pickup": {}, "completeState": "COMPLETE"},
+                    {"orderId": oid, "pickup": {}, "invoice": True},
+                    {"orderId": oid, "invoice": True, "payments": [{"method": "PIN", "amount": 1}]},
+                    {"orderId": oid, "invoice": False}, {"orderId": oid, "pickup": "yes"},
+                    {"orderId": oid, "pickup": {"payments": [], "note": "x"}},
+                    {"orderId": oid, "pickup": {"payments": [{"method": "BITCOIN", "amount": open_amount}]}},
+                    {"orderId": oid, "pickup": {"payments": [{"method": "PIN", "amount": -1}]}},
+                    {"orderId": oid, "pickup": {}, "employeeNumber": 77},
+                    {"orderId": "nope", "pickup": {}},
+                    {"orderId": cancelled["orderId"], "pickup": {}}, {"orderId": cancelled["orderId"], "invoice": True},
+                    {"orderId": delivered["orderId"], "pickup": {}}):
+            with self.subTest(bad=bad):
+                self.assertIn("error", self.control("POST", "/_sim/till/order", bad, status=400))
+        self.assertEqual(self.markers(), head)
+        # Exactly the open amount is fine; then the order is complete and cannot be picked up or invoiced.
+        receipt = self.control("POST", "/_sim/till/order", {"orderId": oid, "pickup": {"payments": [
+            {"method": "CASH", "amount": 1000}, {"method": "PIN", "amount": open_amount - 1000}]}})["receipt"]
+        self.assertEqual(receipt["paidAmount"], open_amount)
+        head = self.markers()
+        for action in ({"pickup": {}}, {"invoice": True}):
+            error = self.control("POST", "/_sim/till/order", dict(action, orderId=oid), status=400)
+            self.assertIn("already complete", error["error"])
+        self.assertEqual(self.markers(), head)
+        # A delivered (not yet complete) order may be invoiced, but only once: even with its
+        # completeState put back, an invoiced order gets no second invoice and no pickup.
+        invoiced = self.control("POST", "/_sim/till/order", {"orderId": delivered["orderId"], "invoice": True})
+        self.assertEqual(invoiced["order"]["deliveryState"], "ORDER-DELIVERY-STATE-COMPLETE")
+        self.control("POST", "/_sim/till/order", {"orderId": delivered["orderId"], "completeState": "NOTHING"})
+        head = self.markers()
+        for action in ({"invoice": True}, {"pickup": {}}):
+            error = self.control("POST", "/_sim/till/order", dict(action, orderId=delivered["orderId"]), status=400)
+            self.assertIn("already invoiced", error["error"])
+        self.assertEqual(self.markers(), head)
 
     def test_bulk_sales(self):
         # About 3.5 s on an idle 2-core machine, far longer beside the sanitized suite: no time bound here,

@@ -308,5 +308,155 @@ class SalesTestCase(GatewayTestCase):
         self.assertEqual(self.docs_of("Invoice")[0]["CustomerRef"]["value"], customers[0]["Id"])
 
 
+class OneSaleOneBooking(SalesTestCase):
+    """A webshop order and the receipt (picked up at the till) or invoice Mplus
+    makes of it are one sale: one sales document in QuickBooks, whatever is
+    polled first, with the other's payments linked to it."""
+
+    LINES = [{"articleNumber": 1001, "quantity": "2"}, {"articleNumber": 2001, "quantity": "1"}]
+
+    def order(self, payments=()):
+        return MPLUS.sale(document="order", customer=10003, lines=self.LINES,
+                          payments=list(payments))["order"]
+
+    def change(self, order, **spec):
+        return MPLUS.call("POST", "/_sim/till/order", dict(spec, orderId=order["orderId"]))
+
+    def hold_back(self, operation):
+        """Mplus answers operation with a SOAP fault until cleared: the other kinds are polled first."""
+        MPLUS.call("POST", "/_sim/fault", {"kind": "soap_fault", "count": 1000000, "operation": operation})
+
+    def slow_down(self, operation):
+        """Mplus answers operation after 2 s: the other kinds are polled first, and a flow's own
+        call of it still works."""
+        MPLUS.call("POST", "/_sim/fault", {"kind": "slow", "count": 1000000, "operation": operation,
+                                           "delay_ms": 2000})
+
+    def clear(self):
+        MPLUS.call("POST", "/_sim/faults/clear", {})
+
+    def booked(self):
+        """The sales documents in QuickBooks (not voided)."""
+        return [d for e in ("SalesReceipt", "Invoice") for d in self.docs_of(e)
+                if d.get("PrivateNote") != "Voided"]
+
+    def last(self, kind, n, state, reason=None):
+        e = self.sale_events(kind, n)[-1]
+        self.assertEqual(e["state"], state, e)
+        if reason is not None:
+            self.assertEqual(e["reason"], reason, e)
+        return e
+
+    def steps(self, e):
+        return [s for h in self.gw.show(e["id"]).get("history", []) for s in h.get("steps", [])]
+
+    def assertOneBooking(self, order, entity):
+        docs = self.booked()
+        self.assertEqual([d["Id"] for d in docs], [d["Id"] for d in self.docs_of(entity)], docs)
+        self.assertEqual(len(docs), 1, docs)
+        self.assertEqual(cents(docs[0]["TotalAmt"]), cents(order["totalInclAmount"]) / 100)
+        return docs[0]
+
+    def test_an_order_booked_first_then_picked_up_gets_the_till_payment(self):
+        self.start_gateway()
+        order = self.order()
+        self.last("order", 1, "skipped", "order not complete")
+        self.hold_back("getReceipts")
+        picked = self.change(order, pickup={})
+        self.last("order", 2, "done")                       # complete: booked as an Invoice
+        self.clear()
+        e = self.last("receipt", 1, "done")                 # its payment, linked to that Invoice
+        inv = self.assertOneBooking(order, "Invoice")
+        self.assertEqual(cents(inv["Balance"]), 0, inv)
+        [pay] = self.docs_of("Payment")
+        self.assertEqual(cents(pay["TotalAmt"]), cents(picked["receipt"]["totalInclAmount"]) / 100)
+        self.assertEqual(pay["Line"][0]["LinkedTxn"][0]["TxnId"], inv["Id"])
+        self.assertIn("receipt %s is part of sale %s, booked as Invoice %s"
+                      % (picked["receipt"]["receiptId"], order["orderId"], inv["Id"]), self.steps(e))
+        # Replayed: nothing more is booked, and it says why.
+        self.gw.cli("replay", "--event", str(e["id"]))
+        self.wait(lambda: self.gw.show(e["id"])["state"] == "skipped", "the replay final")
+        self.assertEqual(self.gw.show(e["id"])["reason"], "part of sale %s" % order["orderId"])
+        self.assertEqual(len(self.docs_of("Payment")), 1)
+
+    def test_a_receipt_booked_first_books_the_sale_and_the_order_nothing(self):
+        self.start_gateway()
+        order = self.order()
+        self.last("order", 1, "skipped", "order not complete")
+        self.slow_down("getOrders")
+        self.change(order, pickup={})
+        self.last("receipt", 1, "done")                     # booked as a SalesReceipt
+        e = self.last("order", 2, "skipped", "part of sale %s" % order["orderId"])
+        self.clear()
+        receipt = self.assertOneBooking(order, "SalesReceipt")
+        self.assertTrue(any(("booked as SalesReceipt %s" % receipt["Id"]) in s for s in self.steps(e)))
+        # The order changing later (a state, a note) books nothing either.
+        self.change(order, deliveryState="COMPLETE")
+        self.last("order", 3, "skipped", "part of sale %s" % order["orderId"])
+        self.assertOneBooking(order, "SalesReceipt")
+
+    def test_an_invoice_of_an_order_is_one_document_in_either_polling_order(self):
+        for first, held in (("order", "getInvoices"), ("invoice", "getOrders")):
+            with self.subTest(first=first):
+                self.setUp()
+                self.start_gateway()
+                order = self.order()
+                self.last("order", 1, "skipped")
+                if first == "order":
+                    self.hold_back(held)
+                else:
+                    self.slow_down(held)
+                made = self.change(order, invoice=True)
+                self.last(first, 2 if first == "order" else 1, "done")
+                self.clear()
+                other = "invoice" if first == "order" else "order"
+                self.last(other, 1 if other == "invoice" else 2, "skipped",
+                          "part of sale %s" % order["orderId"])
+                self.assertOneBooking(order, "Invoice")
+                # The Mplus invoice is paid later, in two parts: both linked to the one Invoice.
+                invoice = made["invoice"]
+                total = invoice["totalInclAmount"]
+                MPLUS.call("POST", "/_sim/till/pay", {"invoiceId": invoice["invoiceId"],
+                                                      "method": "PIN", "amount": total - 500})
+                MPLUS.call("POST", "/_sim/till/pay", {"invoiceId": invoice["invoiceId"],
+                                                      "method": "CASH", "amount": 500})
+                self.wait(lambda: cents(self.docs_of("Invoice")[0]["Balance"]) == 0, "the Invoice paid")
+                self.wait(lambda: all(e["state"] in gwtest.FINAL for e in self.gw.events()), "all final")
+                self.assertEqual(len(self.docs_of("Payment")), 2)
+                self.assertOneBooking(order, "Invoice")
+                self.gw.stop()
+
+    def test_an_order_booked_when_paid_in_advance_takes_no_second_payment_at_pickup(self):
+        self.start_gateway(sales_order_state="paid")
+        order = self.order(payments=[{"method": "PIN", "amount": 1000}])
+        self.last("order", 1, "skipped", "order not paid")
+        self.change(order, payments=[{"method": "PIN", "amount": order["totalInclAmount"] - 1000}])
+        self.last("order", 2, "done")
+        inv = self.assertOneBooking(order, "Invoice")
+        self.assertEqual(cents(inv["Balance"]), 0)
+        self.assertEqual(len(self.docs_of("Payment")), 2)
+        picked = self.change(order, pickup={})
+        self.assertEqual((picked["receipt"].get("paymentList") or {}).get("payment", []), [])  # nothing to pay
+        self.last("receipt", 1, "skipped", "part of sale %s" % order["orderId"])
+        self.last("order", 3, "done")        # its new version (complete) updates its own Invoice
+        self.assertEqual(len(self.docs_of("Payment")), 2)
+        self.assertOneBooking(order, "Invoice")
+
+    def test_a_prepaid_order_picked_up_before_it_is_booked_carries_its_prepayment(self):
+        self.start_gateway()
+        order = self.order(payments=[{"method": "CASH", "amount": 1000}])
+        self.last("order", 1, "skipped", "order not complete")
+        self.slow_down("getOrders")
+        picked = self.change(order, pickup={})
+        self.assertEqual(sum(p["amount"] for p in picked["receipt"]["paymentList"]["payment"]),
+                         order["totalInclAmount"] - 1000)
+        e = self.last("receipt", 1, "done")
+        self.last("order", 2, "skipped", "part of sale %s" % order["orderId"])
+        self.clear()
+        self.assertOneBooking(order, "SalesReceipt")
+        self.assertTrue(any("was paid in advance" in s for s in self.steps(e)), self.steps(e))
+        self.assertEqual(self.docs_of("Payment"), [])
+
+
 if __name__ == "__main__":
     gwtest.main()

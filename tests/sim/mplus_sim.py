@@ -1002,14 +1002,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return answer
 
     def _control_change(self, kind, data):
-        """A later payment on an invoice, or an order's state change / payments."""
+        """A later payment on an invoice; an order's state change / payments, or its pickup or invoice."""
         store = self.sim.store
         with store.lock:
             if kind == "invoice":
                 doc = store.pay_invoice(data, mplus_store.now(), self.sim.settings)
-            else:
-                doc = store.change_order(data, mplus_store.now(), self.sim.settings)
-            return {"document": kind, kind: copy.deepcopy(doc)}
+                return {"document": kind, kind: copy.deepcopy(doc)}
+            return copy.deepcopy(store.change_order(data, mplus_store.now(), self.sim.settings))
 
     def _control_event(self, data):
         """Any other till event (scanCode, addSessionLine, ...) with the usual envelope."""

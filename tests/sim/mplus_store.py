@@ -1121,8 +1121,14 @@ class Store:
     def get_documents(self, kind, req):
         records = {"receipt": self.receipts, "invoice": self.invoices, "order": self.orders}[kind]
         found = self._page(kind, req, records, self._document_match(req, kind))
+        hidden = set()
         if req.get("includeLineList") is False:
-            found = [{k: v for k, v in doc.items() if k != "lineList"} for doc in found]
+            hidden.add("lineList")
+        if kind == "receipt" and not req.get("includeOrderReferences"):
+            hidden.update(("orderIds", "extOrderIds"))   # a receipt's orders come only when asked for
+        if hidden:
+            found = [{k: v for k, v in doc.items() if k not in hidden} if not hidden.isdisjoint(doc) else doc
+                     for doc in found]
         return {kind + "List": {kind: found}}, found
 
     def put_document(self, kind, doc, stamp):
@@ -1220,21 +1226,38 @@ class Store:
             g.update({"branchNumber": branch, "countryIso3": b["countryIso3"],
                       "accountNumber": 1500 + g["vatCode"]})
         payments = self._sale_payments(spec, kind, total_incl, original, branch, workplace, employee, stamp)
-        paid = sum(p["amount"] for p in payments)
+        common = self._common(branch, workplace, employee, stamp, lines, [vat[c] for c in sorted(vat)],
+                              total_incl, total_excl, vat_method, payments, relation, spec.get("reference"))
+        extra = {"extOrderId": spec.get("extOrderId")} if document == "order" else None
+        doc = self._store_document(document, common, relation, stamp, credit, original, extra)
+        if document != "order":
+            self._move_stock(branch, lines, stamp)
+        return document, doc
+
+    def _common(self, branch, workplace, employee, stamp, lines, vat_groups, total_incl, total_excl, vat_method,
+                payments, relation, reference=None):
+        """The fields every new receipt, invoice and order has."""
         common = {
-            "syncMarker": None, "employeeNumber": employee_no, "employeeName": employee.get("name", ""),
+            "syncMarker": None, "employeeNumber": employee["employeeNumber"], "employeeName": employee.get("name", ""),
             "entryTimestamp": mplus_datetime(stamp), "financialDate": mplus_date(stamp.date()),
-            "financialBranchNumber": branch, "financialExtBranchId": b.get("extBranchId"),
+            "financialBranchNumber": branch, "financialExtBranchId": self.branch(branch).get("extBranchId"),
             "workplaceNumber": workplace, "entryBranchNumber": branch, "totalInclAmount": total_incl,
-            "totalExclAmount": total_excl, "vatMethod": vat_method,
-            "vatGroupList": {"vatGroup": [vat[c] for c in sorted(vat)]}, "changeCounter": 0, "versionNumber": 1,
-            "lineList": {"line": lines}, "paymentList": {"payment": payments},
+            "totalExclAmount": total_excl, "vatMethod": vat_method, "vatGroupList": {"vatGroup": vat_groups},
+            "changeCounter": 0, "versionNumber": 1, "lineList": {"line": lines}, "paymentList": {"payment": payments},
         }
-        if spec.get("reference"):
-            common["reference"] = str(spec["reference"])
+        if reference:
+            common["reference"] = str(reference)
         if relation is not None:
             common["relationNumber"] = relation["relationNumber"]
             common["relationName"] = relation.get("name", "")
+        return common
+
+    def _store_document(self, document, common, relation, stamp, credit=False, original=None, extra=None):
+        """A new receipt/invoice/order of the common fields, numbered as the till numbers them
+        (extra fields added last), stored at the next marker of its sequence."""
+        branch, workplace = common["financialBranchNumber"], common["workplaceNumber"]
+        total_incl = common["totalInclAmount"]
+        paid = sum(p["amount"] for p in common["paymentList"]["payment"])
         year = stamp.year
         if document == "receipt":
             number = self._number("receipt", branch, workplace, year)
@@ -1273,24 +1296,28 @@ class Store:
             key, records = doc["invoiceId"], self.invoices
         else:
             number = self._number("order", year)
-            doc = {"orderId": str(uuid.uuid4()), "extOrderId": spec.get("extOrderId"),
-                   "transactionString": "O%d-%06d" % (year, number), "orderType": "ORDER-TYPE-SALES-ORDER"}
+            doc = {"orderId": str(uuid.uuid4()), "transactionString": "O%d-%06d" % (year, number),
+                   "orderType": "ORDER-TYPE-SALES-ORDER"}
             doc.update(common)
             doc.update({"prepaidAmount": paid, "fullyPaid": paid == total_incl,
                         "deliveryState": "ORDER-DELIVERY-STATE-NOTHING", "cancelState": "ORDER-CANCEL-STATE-NOTHING",
                         "completeState": "ORDER-COMPLETE-STATE-NOTHING",
                         "orderNumber": {"year": year, "number": number}})
             key, records = doc["orderId"], self.orders
+        doc.update(extra or {})
         doc = {k: v for k, v in doc.items() if v is not None or k == "syncMarker"}
         doc["syncMarker"] = self.logs[document].bump(key)
         records[key] = doc
-        if document != "order":
-            for l in lines:
-                found = self.article(l["articleNumber"])
-                if found and found[1].get("stockArticle"):
-                    qty = unscaled(l["data"]["quantity"], l["data"]["decimalPlaces"])
-                    self.set_stock(branch, l["articleNumber"], -qty, stamp, relative=True)
-        return document, doc
+        return doc
+
+    def _move_stock(self, branch, lines, stamp):
+        """A sale's stock change: each stock article's line lowers its free stock in branch (a credit raises it);
+        preparations and components move none."""
+        for l in lines:
+            found = self.article(l["articleNumber"])
+            if found and found[1].get("stockArticle"):
+                qty = unscaled(l["data"]["quantity"], l["data"].get("decimalPlaces"))
+                self.set_stock(branch, l["articleNumber"], -qty, stamp, relative=True)
 
     # ---- till: later changes to documents ----
 
@@ -1309,9 +1336,9 @@ class Store:
         except SchemaError as e:
             raise StoreError(str(e))
 
-    def _later_payments(self, doc, wanted, already, spec, stamp, defaults):
-        """Payments added to a stored invoice/order: [(method, amount)] -> Payment dicts.
-        Refuses a payment of the wrong sign and any that would pay more than the total."""
+    def _till_context(self, doc, spec, defaults):
+        """(branch, workplace, employee dict) of a later change: the spec's, else the document's
+        branch and workplace and the till's employee."""
         branch = int(spec.get("branchNumber", doc.get("financialBranchNumber") or defaults["till_branch"]))
         workplace = int(spec.get("workplaceNumber", doc.get("workplaceNumber") or defaults["till_workplace"]))
         employee = self.employees.get(int(spec.get("employeeNumber", defaults["till_employee"])))
@@ -1319,6 +1346,12 @@ class Store:
             raise StoreError("employee %s does not exist" % spec.get("employeeNumber", defaults["till_employee"]))
         if self.workplace(branch, workplace) is None:
             raise StoreError("branch %d has no workplace %d" % (branch, workplace))
+        return branch, workplace, employee
+
+    def _later_payments(self, doc, wanted, already, spec, stamp, defaults):
+        """Payments added to a stored invoice/order: [(method, amount)] -> Payment dicts.
+        Refuses a payment of the wrong sign and any that would pay more than the total."""
+        branch, workplace, employee = self._till_context(doc, spec, defaults)
         total, paid, out = doc.get("totalInclAmount", 0), already, []
         sign = -1 if total < 0 else 1
         for method, amount in wanted:
@@ -1356,14 +1389,31 @@ class Store:
                                    doc.get("invoiceType") == "INVOICE-TYPE-CREDIT-INVOICE")
         return self._changed("invoice", doc)
 
+    TILL_FIELDS = ("timestamp", "branchNumber", "workplaceNumber", "employeeNumber")
+    ORDER_ACTIONS = {"pickup": "receipt", "invoice": "invoice"}   # action -> the document it makes
+    # An order line's delivered and cancelled quantities, which follow its deliveryState and cancelState.
+    ORDER_LINE_QUANTITIES = (("deliveryState", "deliveredQuantity", "deliveredDecimalPlaces"),
+                             ("cancelState", "cancelledQuantity", "cancelledDecimalPlaces"))
+
     def change_order(self, spec, stamp, defaults):
         """Order state changes and payments: {orderId, completeState?, deliveryState?, cancelState?,
-        payments? [{method, amount}], timestamp?, ...}.  Returns the changed order."""
-        self._check_keys(spec, ("orderId", "completeState", "deliveryState", "cancelState", "payments",
-                                "timestamp", "branchNumber", "workplaceNumber", "employeeNumber"))
+        payments? [{method, amount}], timestamp?, ...}; or, alone, an action that makes a document of
+        the order: pickup {payments?} (a till receipt) or invoice true (an invoice).  Returns the
+        answer: {"document": "order", "order"}, or {"document": "receipt"|"invoice", <it>, "order"}."""
+        self._check_keys(spec, ("orderId", "completeState", "deliveryState", "cancelState", "payments")
+                         + tuple(self.ORDER_ACTIONS) + self.TILL_FIELDS)
         doc = self.orders.get(spec.get("orderId"))
         if doc is None:
             raise StoreError("no order %s" % spec.get("orderId"))
+        for action, document in self.ORDER_ACTIONS.items():
+            if action in spec:
+                others = sorted(set(spec) - {"orderId", action} - set(self.TILL_FIELDS))
+                if others:
+                    raise StoreError("%s goes alone (with orderId, %s): not with %s"
+                                     % (action, ", ".join(self.TILL_FIELDS), ", ".join(others)))
+                make = self._pickup_order if action == "pickup" else self._invoice_order
+                made = make(doc, spec[action], spec, self._spec_stamp(spec, stamp), defaults)
+                return {"document": document, document: made, "order": doc}
         states = {}
         for field, enum, prefix in (("completeState", "OrderCompleteState", "ORDER-COMPLETE-STATE-"),
                                     ("deliveryState", "OrderDeliveryState", "ORDER-DELIVERY-STATE-"),
@@ -1375,24 +1425,33 @@ class Store:
                 if value not in allowed:
                     raise StoreError("%s must be one of %s" % (field, ", ".join(a[len(prefix):] for a in allowed)))
                 states[field] = value
-        wanted = spec.get("payments")
-        if wanted is not None:
-            if not isinstance(wanted, list) or not all(isinstance(p, dict) and "method" in p and "amount" in p
-                                                       for p in wanted):
-                raise StoreError("payments must be a list of {method, amount (cents)}")
-            wanted = [(p["method"], p["amount"]) for p in wanted]
+        wanted = self._wanted_payments(spec.get("payments"))
         if not states and not wanted:
-            raise StoreError("nothing to change: give completeState, deliveryState, cancelState or payments")
+            raise StoreError("nothing to change: give completeState, deliveryState, cancelState or payments "
+                             "(or pickup or invoice, alone)")
         stamp = self._spec_stamp(spec, stamp)
         if wanted:
             added, paid = self._later_payments(doc, wanted, doc.get("prepaidAmount", 0), spec, stamp, defaults)
             doc["paymentList"] = {"payment": doc.get("paymentList", {}).get("payment", []) + added}
             doc["prepaidAmount"] = paid
             doc["fullyPaid"] = paid == doc.get("totalInclAmount", 0)
+        self._set_order_states(doc, states)
+        return {"document": "order", "order": self._changed("order", doc)}
+
+    @staticmethod
+    def _wanted_payments(wanted):
+        """A control request's payments [{method, amount}] -> [(method, amount)], or None when absent."""
+        if wanted is None:
+            return None
+        if not isinstance(wanted, list) or not all(isinstance(p, dict) and "method" in p and "amount" in p
+                                                   for p in wanted):
+            raise StoreError("payments must be a list of {method, amount (cents)}")
+        return [(p["method"], p["amount"]) for p in wanted]
+
+    def _set_order_states(self, doc, states):
+        """Stores the states; the lines follow a complete (or reset) delivery or cancellation."""
         doc.update(states)
-        # Lines follow a complete (or reset) delivery or cancellation.
-        for field, qty_field, places_field in (("deliveryState", "deliveredQuantity", "deliveredDecimalPlaces"),
-                                               ("cancelState", "cancelledQuantity", "cancelledDecimalPlaces")):
+        for field, qty_field, places_field in self.ORDER_LINE_QUANTITIES:
             value = states.get(field, "")
             for line in (doc.get("lineList") or {}).get("line", []):
                 data = line["data"]
@@ -1401,7 +1460,92 @@ class Store:
                 elif value.endswith("-NOTHING"):
                     data.pop(qty_field, None)
                     data.pop(places_field, None)
-        return self._changed("order", doc)
+
+    @staticmethod
+    def _order_open(doc, action):
+        """Refuses to make a document of an order that is invoiced, complete or (partly) cancelled,
+        and a pickup of one (partly) delivered: the simulator picks up whole orders only."""
+        problem = None
+        if (doc.get("invoiceIds") or {}).get("id"):
+            problem = "it is already invoiced"
+        elif doc.get("completeState") == "ORDER-COMPLETE-STATE-COMPLETE":
+            problem = "it is already complete"
+        elif doc.get("cancelState", "ORDER-CANCEL-STATE-NOTHING") != "ORDER-CANCEL-STATE-NOTHING":
+            problem = "it is (partly) cancelled"
+        elif action == "pickup" and doc.get("deliveryState", "ORDER-DELIVERY-STATE-NOTHING") != \
+                "ORDER-DELIVERY-STATE-NOTHING":
+            problem = "it is already (partly) delivered"
+        if problem:
+            raise StoreError("order %s cannot be %s: %s"
+                             % (doc["orderId"], "picked up" if action == "pickup" else "invoiced", problem))
+
+    def _pickup_order(self, order, pickup, spec, stamp, defaults):
+        """The customer picks the order up at the till: a receipt of it, paid with the pickup
+        payments (default: PIN for what is still open); the order becomes delivered and complete."""
+        if pickup is True:
+            pickup = {}
+        if not isinstance(pickup, dict):
+            raise StoreError("pickup must be an object: {\"payments\": [{method, amount}]} (payments optional)")
+        self._check_keys(pickup, ("payments",))
+        self._order_open(order, "pickup")
+        total, prepaid = order.get("totalInclAmount", 0), order.get("prepaidAmount", 0)
+        wanted = self._wanted_payments(pickup.get("payments"))
+        if wanted is None:
+            wanted = [("PIN", total - prepaid)] if total != prepaid else []
+        payments, paid = self._later_payments(order, wanted, prepaid, spec, stamp, defaults)
+        # The receipt holds only the pickup payments; the prepayment settles the rest.
+        state = self._state("RECEIPT-STATE-", paid, total, False)
+        receipt = self._document_of_order("receipt", order, spec, stamp, defaults, payments, {"state": state})
+        self._move_stock(receipt["financialBranchNumber"], receipt["lineList"]["line"], stamp)
+        self._set_order_states(order, {"deliveryState": "ORDER-DELIVERY-STATE-COMPLETE",
+                                       "completeState": "ORDER-COMPLETE-STATE-COMPLETE"})
+        self._changed("order", order)
+        return receipt
+
+    def _invoice_order(self, order, value, spec, stamp, defaults):
+        """Mplus makes an invoice of the order: no payments of its own, no stock moved; the order
+        gets its invoiceIds and becomes complete."""
+        if value is not True:
+            raise StoreError("invoice must be true")
+        self._order_open(order, "invoice")
+        extra = {"invoiceType": "INVOICE-TYPE-INVOICE"}
+        for field in ("relationVatNumber", "invoiceAddress", "deliveryAddress"):   # the order's own, if it has them
+            if order.get(field):
+                extra[field] = copy.deepcopy(order[field])
+        invoice = self._document_of_order("invoice", order, spec, stamp, defaults, [], extra)
+        order["invoiceIds"] = {"id": [invoice["invoiceId"]]}
+        order["completeState"] = "ORDER-COMPLETE-STATE-COMPLETE"
+        self._changed("order", order)
+        return invoice
+
+    def _document_of_order(self, document, order, spec, stamp, defaults, payments, extra):
+        """A new receipt or invoice of an order, numbered and stored as a till sale's: the order's
+        relation, lines (with lineIds of their own), vatMethod, VAT groups and totals, linked to it
+        by orderIds (and extOrderIds)."""
+        branch, workplace, employee = self._till_context(order, spec, defaults)
+        relation = self.relations.get(order.get("relationNumber"))
+        quantities = {f for _, qty, places in self.ORDER_LINE_QUANTITIES for f in (qty, places)}
+        lines = copy.deepcopy((order.get("lineList") or {}).get("line", []))
+        todo = list(lines)
+        while todo:
+            line = todo.pop()
+            line["lineId"] = str(uuid.uuid4())
+            for field in quantities:
+                line.get("data", {}).pop(field, None)
+            todo.extend((line.get("preparationList") or {}).get("line", []))
+        vat_groups = copy.deepcopy((order.get("vatGroupList") or {}).get("vatGroup", []))
+        for g in vat_groups:
+            g["branchNumber"] = branch
+        common = self._common(branch, workplace, employee, stamp, lines, vat_groups, order.get("totalInclAmount", 0),
+                              order.get("totalExclAmount", 0), order.get("vatMethod", "VAT-METHOD-INCLUSIVE"),
+                              payments, relation, order.get("reference"))
+        for field in ("relationNumber", "relationName"):   # also when the relation is not stored
+            if order.get(field) is not None:
+                common[field] = order[field]
+        links = {"orderIds": {"id": [order["orderId"]]}}
+        if order.get("extOrderId"):
+            links["extOrderIds"] = {"id": [order["extOrderId"]]}
+        return self._store_document(document, common, relation, stamp, extra=dict(links, **extra))
 
     # ---- till: many sales at once ----
 

@@ -247,6 +247,7 @@ static const struct type_desc type_descs[] = {
      "lastMailTimelineEventsFilter:@TimelineEventSubFilter? includeSigningTimelineEvents:b? "
      "signingTimelineEventsFilter:@TimelineEventSubFilter? includeOtherTimelineEvents:b? "
      "otherTimelineEventsFilter:@TimelineEventSubFilter?"},
+    {"GetReceiptsByOrderResponse", "result:s receiptList:@ReceiptList"},
     {"GetReceiptsResponse", "receiptList:@ReceiptList"},
     {"GetRelationsRequest", "relationNumbers:l* categoryId:i? syncMarker:l? syncMarkerLimit:i?"},
     {"GetRelationsResponse", "relationList:@RelationList"},
@@ -513,6 +514,8 @@ static const struct op ops[] = {
      "GetInvoicesResponse", NULL},
     {"getOrders", "request", "GetOrdersRequest", true, "GetOrdersResponse", "GetOrdersResponse",
      NULL},
+    {"getReceiptsByOrder", "orderId", NULL, true, "GetReceiptsByOrderResponse",
+     "GetReceiptsByOrderResponse", "GET-RECEIPTS-BY-ORDER-RESULT-NOT-FOUND"},
     {"getProducts", "request", "GetProductsRequest", true, "GetProductsResponse",
      "GetProductsResponse", NULL},
     {"getArticleGroupChanges", "request", "GetArticleGroupChangesRequest", true,
@@ -1306,7 +1309,13 @@ int mplus_build_request(const char *op, json_t *request, char **xml, size_t *len
         rc = 0;
         /* An optional parameter without fields is left out; a required one is
          * sent, with whatever the schema requires inside it. */
-        if (o->param && (request != NULL || o->param_required)) {
+        if (o->param && o->param_type == NULL) {
+            /* A parameter of text ({"orderId": "..."}). */
+            const char *text = json_string_value(json_object_get(request, o->param));
+            rc = text == NULL ? berr(&b, "needs %s, a string", o->param)
+                 : add(&b, opel, o->param, text) ? 0
+                                                 : -1;
+        } else if (o->param && (request != NULL || o->param_required)) {
             xmlNodePtr param = add(&b, opel, o->param, NULL);
             path_push(&b, "%s", o->param);
             rc = param ? emit_type(&b, param, &schema.types[schema.param[oi]], request) : -1;

@@ -322,6 +322,62 @@ static void sale_booked(struct run *r)
     lookup_unhold(r, text);
 }
 
+/* An order Mplus made a receipt (picked up at the till) or an invoice of is
+ * booked by that document, which the gateway books too: the order waits for
+ * nothing and books nothing. So a sale is booked by the same document in
+ * whatever order the events come, also after a crash. */
+static void defer_to(struct run *r, const char *kind, const char *id)
+{
+    struct sale *s = r->flow;
+    task_note(r->t, "order %s became %s %s in Mplus, which books the sale", s->mplus_id, kind,
+              id ?: "?");
+    lookup_unhold(r, NULL);
+    skip_part(r);
+}
+
+static void order_receipts(const struct mplus_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != MPLUS_OK) { /* NOT-FOUND is an answer: no receipt */
+        run_fail_mplus(r, "getReceiptsByOrder", res);
+        return;
+    }
+    size_t i;
+    json_t *rc;
+    json_array_foreach(json_object_get(res->body, "receiptList"), i, rc)
+    {
+        if (strcmp(str(rc, "receiptType") ?: "", "RECEIPT-TYPE-RECEIPT") == 0) {
+            defer_to(r, "receipt", str(rc, "receiptId"));
+            return;
+        }
+    }
+    run_next(r);
+}
+
+static void sale_order_made(struct run *r)
+{
+    struct task *t = r->t;
+    struct sale *s = r->flow;
+    if (strcmp(s->kind, "order") != 0 || s->booked != NULL) {
+        run_next(r);
+        return;
+    }
+    json_t *inv = json_object_get(s->doc, "invoiceIds");
+    const char *invoice = json_string_value(json_is_array(inv) ? json_array_get(inv, 0)
+                                                               : json_object_get(inv, "id"));
+    if (invoice != NULL && (t->conn->sales_kinds & GW_SALES_INVOICES) != 0) {
+        defer_to(r, "invoice", invoice);
+        return;
+    }
+    if ((t->conn->sales_kinds & GW_SALES_RECEIPTS) == 0) {
+        run_next(r);
+        return;
+    }
+    json_t *req = json_pack("{s:s}", "orderId", s->mplus_id);
+    task_mplus_call(t, "getReceiptsByOrder", req, order_receipts, r);
+    json_decref(req);
+}
+
 /* A receipt or invoice that books its order's sale carries the order's
  * prepayments too: the money the webshop took is part of the sale. */
 static void order_read(const struct mplus_result *res, void *arg)
@@ -990,6 +1046,7 @@ static void sale_void(struct run *r)
 
 static const step_fn sale_steps[] = {
     sale_begin,
+    sale_order_made,
     sale_order_prepaid,
     sale_default_customer,
     lookup_customer_mapped,

@@ -10,7 +10,8 @@ colour and size; a price change moves only its article; article groups
 report parents, renames and deletions; stock ids move per branch, also on a
 till sale; a till sale posts a correctly signed callback to a local listener
 and the reply signature is checked; an order picked up at the till or
-invoiced is linked to its receipt or invoice (orderIds/invoiceIds); every
+invoiced is linked to its receipt or invoice (orderIds/invoiceIds), and
+getReceiptsByOrder finds the receipt of a picked-up order; every
 injected fault kind behaves as documented.
 
     /usr/bin/python3 tests/integration/test_mplus_sim.py [GATEWAY_BINARY] [unittest args]
@@ -173,6 +174,7 @@ ALL_REQUESTS = {
     "getReceipts": lambda: req_documents("getReceipts", 1, 100),
     "getInvoices": lambda: req_documents("getInvoices", 1, 100),
     "getOrders": lambda: req_documents("getOrders", 1, 100),
+    "getReceiptsByOrder": lambda: N.getReceiptsByOrder(N.orderId("no-such-order")),
     "getProducts": lambda: req_get_products(1, 100),
     "getArticleGroupChanges": lambda: N.getArticleGroupChanges(N.request(*paging(1, 100))),
     "getRelations": lambda: N.getRelations(N.request(*paging(1, 100))),
@@ -314,6 +316,9 @@ class MplusSimTest(unittest.TestCase):
                     self.assertEqual(text(resp, "result"), "CREATE-PRODUCT-RESULT-OK")
                 if op in ("setStock", "updateStock", "updateProduct", "updateRelation"):
                     self.assertTrue(text(resp, "result").endswith("-OK"), etree.tostring(resp))
+                if op == "getReceiptsByOrder":   # receiptList is required, also when empty
+                    self.assertEqual((text(resp, "result"), len(resp.find(q("receiptList")))),
+                                     ("GET-RECEIPTS-BY-ORDER-RESULT-NOT-FOUND", 0))
                 if op == "findRelation":
                     self.assertEqual(num(resp, "relation/relationNumber"), 10002)
                 if op == "getApiVersion":
@@ -1072,6 +1077,60 @@ class MplusSimTest(unittest.TestCase):
         self.assertEqual((text(orders[0], "completeState"), text(orders[0], "deliveryState"),
                           num(orders[0], "lineList/line/data/deliveredQuantity")),
                          ("ORDER-COMPLETE-STATE-COMPLETE", "ORDER-DELIVERY-STATE-COMPLETE", 2))
+
+    def receipts_by_order(self, order_id):
+        """getReceiptsByOrder (validated both ends): (result, [receipt elements])."""
+        resp = self.soap(N.getReceiptsByOrder(N.orderId(order_id)))
+        self.assertEqual([c.tag for c in resp], [q("result"), q("receiptList")])
+        return text(resp, "result"), resp.find(q("receiptList")).findall(q("receipt"))
+
+    def test_get_receipts_by_order(self):
+        self.validating()
+        order = self.sale({"document": "order", "customer": 10002, "extOrderId": "WEB-9", "payments": [],
+                           "lines": [{"articleNumber": 2001, "quantity": 2}]})["order"]
+        oid = order["orderId"]
+        waiting = self.sale({"document": "order", "payments": [], "lines": [{"articleNumber": 1001}]})["order"]
+        invoiced = self.sale({"document": "order", "payments": [], "lines": [{"articleNumber": 1002}]})["order"]
+        # An existing order without receipts: OK with an empty list.
+        self.assertEqual(self.receipts_by_order(oid), ("GET-RECEIPTS-BY-ORDER-RESULT-OK", []))
+        self.sale({"kind": "cash", "lines": [{"articleNumber": 1001}]})   # a receipt of no order
+        receipt = self.control("POST", "/_sim/till/order", {"orderId": oid, "pickup": {}})["receipt"]
+        self.control("POST", "/_sim/till/order", {"orderId": invoiced["orderId"], "invoice": True})
+        self.sale({"kind": "card", "lines": [{"articleNumber": 1002}]})
+        # The picked-up order: its receipt, with the order references (getReceipts needs
+        # includeOrderReferences for them).
+        result, found = self.receipts_by_order(oid)
+        self.assertEqual(result, "GET-RECEIPTS-BY-ORDER-RESULT-OK")
+        self.assertEqual([(text(r, "receiptId"), num(r, "syncMarker"), ids(r, "orderIds"), ids(r, "extOrderIds"))
+                          for r in found], [(receipt["receiptId"], receipt["syncMarker"], [oid], ["WEB-9"])])
+        self.assertEqual((num(found[0], "relationNumber"), num(found[0], "totalInclAmount"),
+                          num(found[0], "lineList/line/articleNumber"), num(found[0], "paidAmount")),
+                         (10002, order["totalInclAmount"], 2001, order["totalInclAmount"]))
+        # An invoice is no receipt; an order not picked up has none.
+        for other in (invoiced, waiting):
+            self.assertEqual(self.receipts_by_order(other["orderId"]), ("GET-RECEIPTS-BY-ORDER-RESULT-OK", []))
+        # An unknown order id (a receipt id is not an order id): NOT-FOUND, with the required empty list.
+        for unknown in ("no-such-order", receipt["receiptId"], ""):
+            with self.subTest(unknown=unknown):
+                self.assertEqual(self.receipts_by_order(unknown), ("GET-RECEIPTS-BY-ORDER-RESULT-NOT-FOUND", []))
+        # The request is validated: orderId is required.
+        status, _, data = self.post_soap(envelope(N.getReceiptsByOrder()))
+        self.assertEqual(status, 500)
+        self.assertEqual(self.fault(data)[0], "SOAP-ENV:Client")
+        self.assertIn("orderId", self.fault(data)[1])
+        log = [e for e in self.control("GET", "/_sim/requests") if e["operation"] == "getReceiptsByOrder"]
+        self.assertEqual([(e["params"], e["result"], e["returned"]) for e in log[1:3]],
+                         [({"orderId": oid}, "GET-RECEIPTS-BY-ORDER-RESULT-OK", 1),
+                          ({"orderId": invoiced["orderId"]}, "GET-RECEIPTS-BY-ORDER-RESULT-OK", 0)])
+        self.assertEqual((log[-2]["result"], log[-2]["returned"], log[-1]["validated"]),
+                         ("GET-RECEIPTS-BY-ORDER-RESULT-NOT-FOUND", 0, "failed"))
+        # Fault injection by operation: a rule for getReceiptsByOrder leaves getReceipts alone.
+        self.control("POST", "/_sim/fault", {"kind": "http_503", "operation": "getReceiptsByOrder"})
+        self.assertEqual(len(self.soap_documents("receipt", 1)), 3)
+        self.assertEqual(self.post_soap(envelope(N.getReceiptsByOrder(N.orderId(oid))))[0], 503)
+        self.assertEqual(self.receipts_by_order(oid)[0], "GET-RECEIPTS-BY-ORDER-RESULT-OK")
+        self.control("POST", "/_sim/fault", {"kind": "result_failed", "operation": "getReceiptsByOrder"},
+                     status=400)
 
     def test_order_invoice_links_both_ways(self):
         self.validating()

@@ -357,15 +357,13 @@ class OneSaleOneBooking(SalesTestCase):
         self.assertEqual(cents(docs[0]["TotalAmt"]), cents(order["totalInclAmount"]) / 100)
         return docs[0]
 
-    def test_an_order_booked_first_then_picked_up_gets_the_till_payment(self):
-        self.start_gateway()
+    def test_an_order_booked_when_created_then_picked_up_gets_the_till_payment(self):
+        self.start_gateway(sales_order_state="created")
         order = self.order()
-        self.last("order", 1, "skipped", "order not complete")
-        self.hold_back("getReceipts")
+        self.last("order", 1, "done")                       # booked as an Invoice at once
         picked = self.change(order, pickup={})
-        self.last("order", 2, "done")                       # complete: booked as an Invoice
-        self.clear()
         e = self.last("receipt", 1, "done")                 # its payment, linked to that Invoice
+        self.last("order", 2, "done")                       # its new version updates its own Invoice
         inv = self.assertOneBooking(order, "Invoice")
         self.assertEqual(cents(inv["Balance"]), 0, inv)
         [pay] = self.docs_of("Payment")
@@ -379,23 +377,30 @@ class OneSaleOneBooking(SalesTestCase):
         self.assertEqual(self.gw.show(e["id"])["reason"], "part of sale %s" % order["orderId"])
         self.assertEqual(len(self.docs_of("Payment")), 1)
 
-    def test_a_receipt_booked_first_books_the_sale_and_the_order_nothing(self):
-        self.start_gateway()
-        order = self.order()
-        self.last("order", 1, "skipped", "order not complete")
-        self.slow_down("getOrders")
-        self.change(order, pickup={})
-        self.last("receipt", 1, "done")                     # booked as a SalesReceipt
-        e = self.last("order", 2, "skipped", "part of sale %s" % order["orderId"])
-        self.clear()
-        receipt = self.assertOneBooking(order, "SalesReceipt")
-        self.assertTrue(any(("booked as SalesReceipt %s" % receipt["Id"]) in s for s in self.steps(e)))
-        # The order changing later (a state, a note) books nothing either.
-        self.change(order, deliveryState="COMPLETE")
-        self.last("order", 3, "skipped", "part of sale %s" % order["orderId"])
-        self.assertOneBooking(order, "SalesReceipt")
+    def test_a_picked_up_order_is_booked_by_its_receipt_in_either_polling_order(self):
+        for first in ("order", "receipt"):
+            with self.subTest(first=first):
+                self.setUp()
+                self.start_gateway()
+                order = self.order()
+                self.last("order", 1, "skipped", "order not complete")
+                if first == "order":
+                    self.hold_back("getReceipts")
+                else:
+                    self.slow_down("getOrders")
+                picked = self.change(order, pickup={})
+                e = self.last("order", 2, "skipped", "part of sale %s" % order["orderId"])
+                self.clear()
+                self.last("receipt", 1, "done")
+                receipt = self.assertOneBooking(order, "SalesReceipt")
+                self.assertIn("Mplus receipt %s" % picked["receipt"]["receiptId"], receipt["PrivateNote"])
+                # The order's event names what booked its sale: the Mplus receipt, or its SalesReceipt.
+                self.assertTrue(any(picked["receipt"]["receiptId"] in s or
+                                    ("booked as SalesReceipt %s by receipt" % receipt["Id"]) in s
+                                    for s in self.steps(e)), self.steps(e))
+                self.gw.stop()
 
-    def test_an_invoice_of_an_order_is_one_document_in_either_polling_order(self):
+    def test_an_invoice_of_an_order_books_the_sale_in_either_polling_order(self):
         for first, held in (("order", "getInvoices"), ("invoice", "getOrders")):
             with self.subTest(first=first):
                 self.setUp()
@@ -407,12 +412,11 @@ class OneSaleOneBooking(SalesTestCase):
                 else:
                     self.slow_down(held)
                 made = self.change(order, invoice=True)
-                self.last(first, 2 if first == "order" else 1, "done")
+                self.last("order", 2, "skipped", "part of sale %s" % order["orderId"])
                 self.clear()
-                other = "invoice" if first == "order" else "order"
-                self.last(other, 1 if other == "invoice" else 2, "skipped",
-                          "part of sale %s" % order["orderId"])
-                self.assertOneBooking(order, "Invoice")
+                self.last("invoice", 1, "done")
+                inv = self.assertOneBooking(order, "Invoice")
+                self.assertIn("Mplus invoice %s" % made["invoice"]["invoiceId"], inv["PrivateNote"])
                 # The Mplus invoice is paid later, in two parts: both linked to the one Invoice.
                 invoice = made["invoice"]
                 total = invoice["totalInclAmount"]

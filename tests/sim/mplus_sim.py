@@ -428,6 +428,13 @@ def op_get_receipts(sim, args, stamp):
     return _listed(*sim.store.get_documents("receipt", _request(args)))
 
 
+def op_get_receipts_by_order(sim, args, stamp):
+    answer, found = sim.store.get_receipts_by_order(args.get("orderId"))
+    info = _listed(answer, found)[1]
+    info["result"] = answer["result"]
+    return answer, info
+
+
 def op_get_invoices(sim, args, stamp):
     return _listed(*sim.store.get_documents("invoice", _request(args)))
 
@@ -499,6 +506,7 @@ OPERATIONS = {
     "getPaymentMethodsV2": op_get_payment_methods,
     "getEmployees": op_get_employees,
     "getReceipts": op_get_receipts,
+    "getReceiptsByOrder": op_get_receipts_by_order,
     "getInvoices": op_get_invoices,
     "getOrders": op_get_orders,
     "getProducts": op_get_products,

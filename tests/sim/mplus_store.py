@@ -1131,6 +1131,18 @@ class Store:
                      for doc in found]
         return {kind + "List": {kind: found}}, found
 
+    def get_receipts_by_order(self, order_id):
+        """getReceiptsByOrder: the receipts whose orderIds hold the order, in marker order, with
+        their orderIds/extOrderIds (as getReceipts with includeOrderReferences).  An unknown order
+        is NOT-FOUND (also when a receipt stored through the control API names it); a known one
+        without receipts is OK with an empty list.  receiptList is required either way."""
+        if order_id not in self.orders:
+            return {"result": "GET-RECEIPTS-BY-ORDER-RESULT-NOT-FOUND", "receiptList": {"receipt": []}}, []
+        found = sorted((r for r in self.receipts.values()
+                        if order_id in ((r.get("orderIds") or {}).get("id") or ())),
+                       key=lambda r: r["syncMarker"])
+        return {"result": "GET-RECEIPTS-BY-ORDER-RESULT-OK", "receiptList": {"receipt": found}}, found
+
     def put_document(self, kind, doc, stamp):
         """Control API: store a receipt/invoice/order as given (ids and numbers filled in);
         a known id merges the fields.  Bumps the kind's sync marker."""

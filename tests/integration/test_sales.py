@@ -462,5 +462,45 @@ class OneSaleOneBooking(SalesTestCase):
         self.assertEqual(self.docs_of("Payment"), [])
 
 
+    def test_a_day_of_webshop_orders_and_till_sales_across_a_sigkill_books_each_sale_once(self):
+        gw = self.start_gateway()
+        orders = [self.order() for _ in range(100)]
+        MPLUS.call("POST", "/_sim/till/sales", {"count": 60, "vary": True, "spec": {"kind": "card"}})
+        self.sale_events("order", 100)
+        # Half the orders are picked up at the till, half invoiced; slow answers keep many
+        # bookings in flight when the daemon dies halfway.
+        QBO.fault("slow", count=1000000, path_contains="/v3/company/", delay_ms=30)
+        for i, o in enumerate(orders[:50]):
+            self.change(o, **({"pickup": {}} if i % 2 else {"invoice": True}))
+        self.wait(lambda: len(self.booked()) >= 40, "40 sales booked")
+        gw.kill()
+        self.assertLess(len(self.booked()), 110)
+        for i, o in enumerate(orders[50:]):
+            self.change(o, **({"pickup": {}} if i % 2 else {"invoice": True}))
+        QBO.call("POST", "/_sim/faults/clear", {})
+        gw.start()
+        receipts, invoices = MPLUS.docs("receipt"), MPLUS.docs("invoice")
+        self.assertEqual((len(receipts), len(invoices)), (110, 50))
+        self.sale_events("receipt", 110)
+        self.sale_events("invoice", 50)
+        self.wait(lambda: all(e["state"] in gwtest.FINAL for e in self.gw.events()), "every event final")
+        evs = self.gw.events()
+        self.assertEqual([(e["entity"], e["entity_id"], e["state"], e["last_error"]) for e in evs
+                          if e["state"] == "dead" or (e["state"] == "skipped" and e["entity"] != "order")], [])
+        # Every receipt and invoice is booked once; no order is booked on its own.
+        for r in receipts:
+            self.assertBookedOnce(r, "receipt", "SalesReceipt", "receiptId")
+        for i in invoices:
+            self.assertBookedOnce(i, "invoice", "Invoice", "invoiceId")
+        self.assertEqual(len(self.booked()), 160)
+        # The turnover in QuickBooks is Mplus's, to the cent.
+        mplus = sum(cents(d["totalInclAmount"]) for d in receipts + invoices) / 100
+        self.assertEqual(sum(cents(d["TotalAmt"]) for d in self.booked()), mplus)
+        for o in orders:
+            reasons = [e["reason"] for e in evs if e["entity_id"] == o["orderId"]]
+            self.assertEqual(set(reasons), {"order not complete", "part of sale %s" % o["orderId"]},
+                             (o["orderId"], reasons))
+
+
 if __name__ == "__main__":
     gwtest.main()

@@ -278,7 +278,7 @@ static bool one_booking(struct run *r)
         return true; /* this document books the sale; the hold ends once it is written */
     lookup_unhold(r, NULL);
     const char *owner = str(other, "owner");
-    char text[100];
+    char text[100] = "";
     if (strcmp(s->kind, "order") == 0)
         snprintf(text, sizeof text, "%s", owner ?: "its receipt or invoice");
     s->booked = json_pack("{s:s, s:s, s:s, s:s, s:I, s:[], s:s}", "entity",

@@ -222,7 +222,7 @@ static bool relation_holds_customer(struct cctx *x)
 {
     struct task *t = x->t;
     json_t *image = NULL;
-    char err[512], now_fp[65], then_fp[65];
+    char err[512];
     if (map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_QBO, x->existing, x->source, &image,
                 err, sizeof err) != 0)
         return false;
@@ -230,12 +230,36 @@ static bool relation_holds_customer(struct cctx *x)
     char nbuf[32];
     keep_qbo_name(image, x->source,
                   text_of(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf));
-    json_t *after = json_deep_copy(x->source);
-    json_object_update(after, image);
-    json_decref(image);
-    bool same = lookup_fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, after, then_fp) &&
-                lookup_fingerprint(t, MAP_CUSTOMERS_TO_MPLUS, x->source, now_fp) &&
-                strcmp(then_fp, now_fp) == 0;
+    /* The customer as the relation would make it: the image, with what only
+     * a create sets as the customer has it. Not the customer with the image
+     * laid over it: a field the relation has not (a phone the accountant
+     * added) must not come from the customer. */
+    json_t *after = image;
+    /* A name kept as QuickBooks holds it (keep_qbo_name) is the customer's. */
+    if (json_object_get(after, "DisplayName") == NULL && json_object_get(x->source, "DisplayName"))
+        json_object_set(after, "DisplayName", json_object_get(x->source, "DisplayName"));
+    char list[512];
+    gw_strlcpy(list, t->conn->customer_create_only ?: "", sizeof list);
+    char *save = NULL;
+    for (char *f = strtok_r(list, ", \t", &save); f; f = strtok_r(NULL, ", \t", &save))
+        if (json_object_get(x->source, f) != NULL)
+            json_object_set(after, f, json_object_get(x->source, f));
+    json_t *then = NULL, *now = NULL;
+    bool same = map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_MPLUS, after, NULL, &then,
+                        err, sizeof err) == 0 &&
+                map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_MPLUS, x->source, NULL, &now,
+                        err, sizeof err) == 0;
+    /* Every field the customer holds, the relation holds too (the relation
+     * may hold more: a field the customer lacks asks for no change). */
+    const char *key;
+    json_t *v;
+    json_object_foreach(now, key, v)
+    {
+        if (same && strcmp(key, "extRelationId") != 0 && !json_equal(v, json_object_get(then, key)))
+            same = false;
+    }
+    json_decref(then);
+    json_decref(now);
     json_decref(after);
     return same;
 }
@@ -444,6 +468,19 @@ static void customer_to_relation(struct task *t)
     if (strcmp(op, "Merge") == 0) {
         task_note(t, "merge recorded: the surviving customer's change follows on its own");
         task_done(t);
+        return;
+    }
+    /* The sales flow's customer of anonymous till sales is no relation. */
+    char k[160];
+    lookup_idmap_key(t, "default", "customer", k, sizeof k);
+    json_t *d = task_get_meta(t, k);
+    const char *id = json_string_value(json_object_get(t->rec, "entity_id"));
+    const char *def = json_string_value(json_object_get(d, "customer"))
+                          ?: lookup_made_id(t, "default", "customer"); /* made, not yet stored */
+    bool is_default = id != NULL && def != NULL && strcmp(def, id) == 0;
+    json_decref(d);
+    if (is_default) {
+        task_skip(t, "the default customer of anonymous sales (sales_default_customer)");
         return;
     }
     struct cctx *x = calloc(1, sizeof *x);

@@ -102,6 +102,10 @@ void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r)
     struct outcome o = {.kind = OUTCOME_RETRY};
     switch (r->kind) {
     case QBO_FAULT:
+        /* 5010 after the client's own re-read and re-apply: another writer
+         * changes the same object right now; the next attempt reads it anew. */
+        if (strcmp(r->code, "5010") == 0)
+            break;
         o.kind = OUTCOME_DEAD;
         snprintf(o.reason, sizeof o.reason, "rejected by QuickBooks");
         break;

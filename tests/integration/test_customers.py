@@ -359,6 +359,13 @@ class CustomerToRelation(CustomersTestCase):
         self.assertEqual(len(self.customer_events(cid)), 2)
         self.assertEqual(QBO.customer(cid)["PrimaryPhone"], {"FreeFormNumber": "030-9999999"})
 
+        # A field the relation does not have yet (a mobile number) is no echo either.
+        self.assertNotIn("mobile", MPLUS.get_relation(number))
+        QBO.entity("Customer", {"Id": cid, "Mobile": {"FreeFormNumber": "06-44444444"}})
+        third = self.wait_shown(3, "the second edit's webhook", entity="Customer", entity_id=cid)[2]
+        self.assertDone(third)
+        self.assertEqual(MPLUS.get_relation(number)["mobile"], "06-44444444")
+
 
 # ---- 3. adopt an existing customer by e-mail -------------------------------------------------
 

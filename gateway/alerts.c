@@ -15,8 +15,11 @@
  * open, and sent to [alerts] webhook_url as JSON, signed with HMAC-SHA256
  * under [alerts] secret (X-Gateway-Signature: base64), retried with backoff,
  * at most one message per condition and connection per period_s (what
- * happened meanwhile is counted into the next one). A condition that clears
- * after it was sent sends one "resolved".
+ * happened meanwhile is counted into the next one; a condition that clears
+ * and opens again within the period waits for it too). A condition that
+ * clears after it was sent sends one "resolved". A message is tried until
+ * the receiver takes it (backoff from [alerts] retry_first_s, doubling, at
+ * most retry_max_s), unless a newer message of its condition replaces it.
  */
 #include "alerts.h"
 #include "http.h"
@@ -31,8 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEND_ATTEMPTS 5
-#define SEND_FIRST_S  5 /* then 10, 20, 40 */
 
 struct cond {
     struct cond *next;
@@ -51,8 +52,10 @@ struct cond {
 struct delivery {
     struct delivery *next, *prev;
     struct alerts *a;
+    const struct cond *c; /* the condition it is about */
     char *body;
     int attempt;
+    bool in_flight;
     struct event *timer;
 };
 
@@ -143,6 +146,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 static void delivered(const struct http_response *resp, void *arg)
 {
     struct delivery *d = arg;
+    d->in_flight = false;
     if (!resp->transport_error && resp->status >= 200 && resp->status < 300) {
         free_delivery(d);
         return;
@@ -152,13 +156,14 @@ static void delivered(const struct http_response *resp, void *arg)
         snprintf(why, sizeof why, "%s", resp->error);
     else
         snprintf(why, sizeof why, "HTTP %ld", resp->status);
-    if (d->attempt >= SEND_ATTEMPTS) {
-        log_error("alert not delivered to webhook_url after %d attempts: %s", d->attempt, why);
-        free_delivery(d);
-        return;
-    }
-    long wait_s = (long)SEND_FIRST_S << (d->attempt - 1);
-    log_warn("alert delivery failed (%s); trying again in %ld s", why, wait_s);
+    const struct gw_config *cfg = d->a->cfg;
+    long wait_s = cfg->alert_retry_first_s;
+    for (int i = 1; i < d->attempt && wait_s < cfg->alert_retry_max_s; i++)
+        wait_s *= 2;
+    if (wait_s > cfg->alert_retry_max_s)
+        wait_s = cfg->alert_retry_max_s;
+    log_warn("alert delivery failed (attempt %d: %s); trying again in %ld s", d->attempt, why,
+             wait_s);
     if (d->timer == NULL)
         d->timer = evtimer_new(d->a->base, on_retry, d);
     struct timeval tv = {wait_s, 0};
@@ -169,6 +174,7 @@ static void deliver(struct delivery *d)
 {
     const struct gw_config *cfg = d->a->cfg;
     d->attempt++;
+    d->in_flight = true;
     size_t len = strlen(d->body);
     char sig[GW_SIG_B64_LEN], header[GW_SIG_B64_LEN + 32];
     const char *secret = cfg->alert_secret ? cfg->alert_secret : "";
@@ -201,6 +207,13 @@ static void send_message(struct alerts *a, struct cond *c, const char *state)
         json_decref(m);
         return;
     }
+    /* A message of this condition still waiting to be sent again says less
+     * than this one: this one goes instead. */
+    for (struct delivery *w = a->deliveries, *next; w; w = next) {
+        next = w->next;
+        if (w->c == c && !w->in_flight)
+            free_delivery(w);
+    }
     struct delivery *d = calloc(1, sizeof *d);
     char *body = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(m);
@@ -210,6 +223,7 @@ static void send_message(struct alerts *a, struct cond *c, const char *state)
         return;
     }
     d->a = a;
+    d->c = c;
     d->body = body;
     d->next = a->deliveries;
     if (a->deliveries)
@@ -260,7 +274,6 @@ static void clear_cond(struct alerts *a, const char *conn, const char *name)
         gw_log(GW_LOG_INFO, conn[0] ? conn : NULL, 0, "alert %s cleared", name);
         if (c->sent_open)
             send_message(a, c, "resolved");
-        c->sent_ms = 0; /* a new opening notifies at once */
         return;
     }
 }
@@ -351,7 +364,10 @@ void alerts_update(struct alerts *a, json_t *live)
         snprintf(detail, sizeof detail, "deliveries stopped after %lld failures in a row, until %s",
                  (long long)json_integer_value(json_object_get(l, "failures_in_a_row")),
                  json_string_value(json_object_get(l, "circuit_open_until")) ?: "a probe works");
-        set_cond(a, name, "circuit_open", circuit && strcmp(circuit, "open") == 0, detail);
+        /* Half open (one probe at a time) is not closed yet. */
+        set_cond(a, name, "circuit_open",
+                 circuit && (strcmp(circuit, "open") == 0 || strcmp(circuit, "half_open") == 0),
+                 detail);
         /* Refused to the dispatcher (its events wait) or to the poller. */
         const char *until = json_string_value(json_object_get(l, "mplus_login_refused_until"));
         bool refused = until != NULL || json_is_true(json_object_get(l, "mplus_login_refused"));
@@ -372,6 +388,11 @@ void alerts_update(struct alerts *a, json_t *live)
                  detail);
     }
     look_at_dead(a);
+    /* Messages the period held back go once it allows. */
+    int64_t now = gw_now_ms();
+    for (struct cond *c = a->conds; c; c = c->next)
+        if (c->open && c->pending_message && now - c->sent_ms >= a->cfg->alert_period_s * 1000)
+            send_message(a, c, "open");
 }
 
 json_t *alerts_open(struct alerts *a)

@@ -94,6 +94,8 @@ static const struct key_def alerts_keys[] = {
     {"period_s", K_INT, S(alert_period_s), "3600", false, 1, 7 * 86400},
     {"oldest_pending_s", K_INT, S(alert_oldest_pending_s), "900", false, 0, 30 * 86400},
     {"timeout_s", K_INT, S(alert_timeout_s), "10", false, 1, 300},
+    {"retry_first_s", K_INT, S(alert_retry_first_s), "5", false, 1, 3600},
+    {"retry_max_s", K_INT, S(alert_retry_max_s), "300", false, 1, 86400},
     {NULL, 0, 0, NULL, false, 0, 0},
 };
 

@@ -135,6 +135,7 @@ struct gw_config {
     long alert_period_s;
     long alert_oldest_pending_s;
     long alert_timeout_s;
+    long alert_retry_first_s, alert_retry_max_s; /* delivery backoff */
     /* [dispatch] */
     bool dispatch_enabled;
     long max_in_flight;

@@ -128,8 +128,8 @@ class DeadEvents(AlertsTestCase):
         self.assertEqual(e["state"], "dead")
         [m] = self.wait_alerts("dead_events", 1, "the dead event's alert (after one refusal)")
         self.assertEqual((m["connection"], m["state"]), ("shop1", "open"), m)
-        self.assertIn("1 dead events; the latest, %d" % e["id"], m["detail"])
-        self.assertIn("incomplete relation", m["detail"] + json.dumps(e))
+        self.assertIn("1 dead events; the latest, %d: " % e["id"], m["detail"])
+        self.assertIn(e["last_error"][:200], m["detail"])
         self.assertEqual(self.receiver.refused, 1)
         self.assertIn(("shop1", "dead_events"), self.open_conditions())
         self.assertIn('gateway_alert_open{connection="shop1",condition="dead_events"} 1',
@@ -175,7 +175,23 @@ class Authorisation(AlertsTestCase):
         [m] = self.wait_alerts("circuit_open", 1, "the circuit alert")
         self.assertIn("failures in a row", m["detail"])
         test_customers.QBO.call("POST", "/_sim/faults/clear", {})
-        self.wait_alerts("circuit_open", 2, "the circuit's resolved message")
+        done = self.wait_alerts("circuit_open", 2, "the circuit's resolved message")
+        self.assertEqual([a["state"] for a in done], ["open", "resolved"])
+        # Half open between the two is no "resolved" of its own, nor a second "open".
+        self.wait_polls(2)
+        self.assertEqual(len(self.alerts("circuit_open")), 2)
+
+
+class ReceiverDown(AlertsTestCase):
+    REFUSE = 8  # more refusals than the old five tries; retries 1 s doubling to 2 s
+    ALERTS = {"retry_first_s": 1, "retry_max_s": 2}
+
+    def test_an_open_alert_reaches_a_receiver_that_comes_back(self):
+        self.start_gateway(mplus_secret="not-the-secret")
+        [m] = self.wait_alerts("mplus_login_refused", 1, "the alert once the receiver takes it")
+        self.assertEqual((m["connection"], m["state"]), ("shop1", "open"))
+        self.assertEqual(self.receiver.refused, 8)
+        self.assertIn("alert delivery failed (attempt 8", self.gw.log_text())
 
 
 class MplusLogin(AlertsTestCase):

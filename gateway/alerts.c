@@ -10,6 +10,10 @@
  *   mplus_login_refused Mplus refused mplus_ident / mplus_secret
  *   oldest_pending      the oldest queued event waited longer than
  *                       [alerts] oldest_pending_s (connection "")
+ *   store_full          the store uses more than store_full_pct of the
+ *                       largest map it may grow to, map_max_mb ("")
+ *   inbox_stalled       burst webhooks wait in the inbox, and it has not
+ *                       shrunk for inbox_stall_s ("")
  *
  * Each is logged when it opens and when it clears, listed in `status` while
  * open, and sent to [alerts] webhook_url as JSON, signed with HMAC-SHA256
@@ -45,7 +49,7 @@ struct cond {
     int64_t sent_ms;      /* last message sent for it, 0 = none */
     bool sent_open;       /* the last message said open (a resolved is due on clear) */
     unsigned news;        /* things that happened since the last message */
-    uint64_t last_dead;   /* dead_events: the highest dead event id seen */
+    uint64_t last_dead;   /* dead_events: the highest dead event id seen (the link's) */
     bool pending_message; /* a message is due once the period allows */
 };
 
@@ -68,10 +72,13 @@ struct alerts {
     struct delivery *deliveries; /* being sent or waiting to be sent again */
     uint64_t dead_count;         /* dead events in the store when last looked */
     bool dead_known;
+    int64_t inbox_depth;    /* webhooks in the inbox when last looked */
+    int64_t inbox_moved_ms; /* when it last shrank or was empty */
 };
 
 static void free_delivery(struct delivery *d);
 static void look_at_dead(struct alerts *a);
+static void look_at_store(struct alerts *a);
 
 struct alerts *alerts_new(struct event_base *base, const struct gw_config *cfg,
                           struct http_client *http, struct store *st)
@@ -195,10 +202,19 @@ static void send_message(struct alerts *a, struct cond *c, const char *state)
     char since[GW_TS_LEN], now[GW_TS_LEN];
     gw_ts_format(c->since_ms, since, sizeof since);
     gw_ts_format(gw_now_ms(), now, sizeof now);
-    json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "condition", c->name, "connection",
-                          c->conn, "state", state, "since", since, "at", now, "detail", c->detail);
-    if (c->news > 1)
-        json_object_set_new(m, "occurrences", json_integer(c->news));
+    json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "condition", c->name,
+                          "connection", c->conn, "state", state, "since", since, "at", now,
+                          "detail", c->detail, "count", (json_int_t)(c->news ? c->news : 1));
+    /* Where to look: the dashboard, at the latest dead event for those. */
+    char link[600];
+    const char *base = a->cfg->alert_dashboard_url;
+    if (base != NULL && base[0])
+        snprintf(link, sizeof link, "%s", base);
+    else
+        snprintf(link, sizeof link, "http://%s/", a->cfg->admin_listen);
+    if (strcmp(c->name, "dead_events") == 0 && c->last_dead > 0)
+        gw_appendf(link, sizeof link, "#event=%llu", (unsigned long long)c->last_dead);
+    json_object_set_new(m, "link", json_string(link));
     c->sent_ms = gw_now_ms();
     c->sent_open = strcmp(state, "open") == 0;
     c->news = 0;
@@ -348,6 +364,34 @@ static void look_at_dead(struct alerts *a)
     json_decref(dead);
 }
 
+/* The store's map and the inbox, for the whole daemon. */
+static void look_at_store(struct alerts *a)
+{
+    size_t max = (size_t)a->cfg->map_max_mb << 20, used = store_used_bytes(a->st);
+    unsigned pct = max ? (unsigned)((unsigned long long)used * 100 / max) : 0;
+    char detail[200];
+    snprintf(detail, sizeof detail,
+             "the store uses %zu MiB of the %ld MiB it may grow to (%u%%, threshold %ld%%)",
+             used >> 20, a->cfg->map_max_mb, pct, a->cfg->alert_store_full_pct);
+    set_cond(a, "", "store_full", pct >= (unsigned)a->cfg->alert_store_full_pct, detail);
+
+    char err[256];
+    json_t *st = report_status(a->st, a->cfg, err, sizeof err);
+    if (st == NULL)
+        return;
+    int64_t depth = json_integer_value(json_object_get(st, "inbox"));
+    json_decref(st);
+    int64_t now = gw_now_ms();
+    if (depth == 0 || depth < a->inbox_depth || a->inbox_moved_ms == 0)
+        a->inbox_moved_ms = now;
+    a->inbox_depth = depth;
+    int64_t still_s = (now - a->inbox_moved_ms) / 1000;
+    snprintf(detail, sizeof detail,
+             "%lld webhooks wait in the inbox, which has not shrunk for %lld s (threshold %ld s)",
+             (long long)depth, (long long)still_s, a->cfg->alert_inbox_stall_s);
+    set_cond(a, "", "inbox_stalled", depth > 0 && still_s >= a->cfg->alert_inbox_stall_s, detail);
+}
+
 void alerts_update(struct alerts *a, json_t *live)
 {
     for (size_t i = 0; i < a->cfg->nconns; i++) {
@@ -388,6 +432,7 @@ void alerts_update(struct alerts *a, json_t *live)
                  detail);
     }
     look_at_dead(a);
+    look_at_store(a);
     /* Messages the period held back go once it allows. */
     int64_t now = gw_now_ms();
     for (struct cond *c = a->conds; c; c = c->next)

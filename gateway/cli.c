@@ -344,6 +344,12 @@ static int cmd_status(const struct gw_config *cfg, int argc, char **argv)
             printf("oldest queued: %s\n", str(s, "oldest_queued_at"));
         size_t i;
         json_t *c;
+        json_array_foreach(json_object_get(s, "alerts"), i, c)
+        {
+            const char *conn = str(c, "connection");
+            printf("ALERT %s%s%s since %s: %s\n", str(c, "condition"), conn && conn[0] ? " on " : "",
+                   conn ? conn : "", str(c, "since"), str(c, "detail"));
+        }
         json_array_foreach(json_object_get(s, "connections"), i, c)
         {
             printf("connection %s: realm %s, flows %s, mplus callbacks %s\n", str(c, "name"),

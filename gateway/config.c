@@ -95,6 +95,9 @@ static const struct key_def alerts_keys[] = {
     {"oldest_pending_s", K_INT, S(alert_oldest_pending_s), "900", false, 0, 30 * 86400},
     {"timeout_s", K_INT, S(alert_timeout_s), "10", false, 1, 300},
     {"retry_first_s", K_INT, S(alert_retry_first_s), "5", false, 1, 3600},
+    {"store_full_pct", K_INT, S(alert_store_full_pct), "90", false, 1, 100},
+    {"inbox_stall_s", K_INT, S(alert_inbox_stall_s), "120", false, 1, 86400},
+    {"dashboard_url", K_STR, S(alert_dashboard_url), NULL, false, 0, 0},
     {"retry_max_s", K_INT, S(alert_retry_max_s), "300", false, 1, 86400},
     {NULL, 0, 0, NULL, false, 0, 0},
 };

@@ -134,6 +134,9 @@ struct gw_config {
     char *alert_secret;
     long alert_period_s;
     long alert_oldest_pending_s;
+    long alert_store_full_pct; /* store_full: used part of map_max_mb */
+    long alert_inbox_stall_s;  /* inbox_stalled: the inbox does not shrink this long */
+    char *alert_dashboard_url; /* links in messages; empty: http://admin_listen/ */
     long alert_timeout_s;
     long alert_retry_first_s, alert_retry_max_s; /* delivery backoff */
     /* [dispatch] */

@@ -1104,9 +1104,11 @@ static void metrics_live(struct server *s, FILE *f)
             "# HELP gateway_store_map_bytes Size of the store's memory map.\n"
             "# TYPE gateway_store_map_bytes gauge\ngateway_store_map_bytes %zu\n"
             "# HELP gateway_store_used_bytes Bytes of the map that hold pages.\n"
-            "# TYPE gateway_store_used_bytes gauge\ngateway_store_used_bytes %zu\n",
+            "# TYPE gateway_store_used_bytes gauge\ngateway_store_used_bytes %zu\n"
+            "# HELP gateway_store_map_max_bytes The largest the map may grow to (map_max_mb).\n"
+            "# TYPE gateway_store_map_max_bytes gauge\ngateway_store_map_max_bytes %zu\n",
             (long long)json_integer_value(json_object_get(st, "inbox")), store_map_size(s->st),
-            store_used_bytes(s->st));
+            store_used_bytes(s->st), (size_t)s->cfg->map_max_mb << 20);
     json_decref(st);
 }
 

@@ -183,7 +183,7 @@ async function refresh() {
     showEvents(list);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     say("Connected to the admin API.", false);
-    if (openEvent !== null && $("detail").hidden === false) await loadEvent();
+    if (openEvent !== null) await loadEvent();
   } catch (err) {
     failed(err);
   }
@@ -208,6 +208,9 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem("gateway-token", token);
     history.replaceState(null, "", location.pathname);
   }
+  // #event=ID (the link an alert carries): that event, opened.
+  const ev = /^#event=(\d+)$/.exec(location.hash);
+  if (ev) openEvent = Number(ev[1]);
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
     token = $("token").value;

@@ -16,8 +16,12 @@ import hmac
 import http.server
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import threading
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,6 +96,8 @@ class AlertsTestCase(CustomersTestCase):
         extra["alerts"] = dict({"webhook_url": "http://%s:%d/hook" % (HOST, self.receiver.port),
                                 "secret": ALERT_SECRET, "period_s": 3600,
                                 "oldest_pending_s": 0}, **self.ALERTS)
+        if getattr(self, "STORAGE", None):
+            extra["storage"] = self.STORAGE
         return extra
 
     def alerts(self, condition=None):
@@ -134,6 +140,10 @@ class DeadEvents(AlertsTestCase):
         self.assertIn(("shop1", "dead_events"), self.open_conditions())
         self.assertIn('gateway_alert_open{connection="shop1",condition="dead_events"} 1',
                       self.metrics())
+        self.assertIn("ALERT dead_events on shop1 since ", self.gw.cli("status").stdout.decode())
+        api = gwtest.request(self.gw.admin_port, "GET", "/api/status", None,
+                             {"Authorization": "Bearer " + self.gw.admin_token}).json()
+        self.assertIn("dead_events", [a["condition"] for a in api["alerts"]])
 
         # A second one within the period: listed, counted, not sent again.
         rel2, e2 = self.relation_to_customer({"telephone": "06-33334444", "city": "Emmen"})
@@ -144,6 +154,43 @@ class DeadEvents(AlertsTestCase):
         self.wait_polls(2)
         self.assertEqual(len(self.alerts("dead_events")), 1)
         self.assertIn("alert dead_events", self.gw.log_text())
+        self.assertEqual(m["count"], 1)
+        self.assertTrue(m["link"].endswith("/#event=%d" % e["id"]), m)
+        self.assertIn("http://%s:%d/" % (HOST, self.gw.admin_port), m["link"])
+
+
+class DeadStorm(AlertsTestCase):
+
+    def test_a_storm_of_500_dead_events_sends_one_alert(self):
+        self.start_gateway()
+        for n in range(500):
+            test_customers.MPLUS.relation({"telephone": "06-%08d" % n})   # no name, no e-mail
+        self.wait(lambda: self.gw.status()["events"].get("dead", 0) >= 500, "500 dead events", )
+        self.wait(lambda: [a for a in self.gw.status()["alerts"]
+                           if a["condition"] == "dead_events" and a["detail"].startswith("500 dead")],
+                  "status to count 500 dead events")
+        self.wait_polls(2)
+        [m] = self.alerts("dead_events")
+        self.assertEqual((m["connection"], m["state"]), ("shop1", "open"))
+
+
+class DeadResolved(AlertsTestCase):
+    # QuickBooks down past retry_give_up_s: events die; once it is back, a replay
+    # brings them through and the condition clears.
+    DISPATCH = {"retry_give_up_s": 3}
+
+    def test_dead_events_replayed_resolve_the_alert(self):
+        gw = self.start_gateway()
+        test_customers.QBO.fault("503", count=100000)
+        for n in range(3):
+            test_customers.MPLUS.relation({"name": "Down %d" % n, "email": "down%d@example.nl" % n})
+        self.wait(lambda: self.gw.status()["events"].get("dead", 0) >= 3, "3 dead events")
+        self.wait_alerts("dead_events", 1, "the dead events' alert")
+        test_customers.QBO.call("POST", "/_sim/faults/clear", {})
+        gw.cli("replay", "--dead")
+        done = self.wait_alerts("dead_events", 2, "the resolved message")
+        self.assertEqual([a["state"] for a in done], ["open", "resolved"])
+        self.assertNotIn(("shop1", "dead_events"), self.open_conditions())
 
 
 class Authorisation(AlertsTestCase):
@@ -194,28 +241,83 @@ class ReceiverDown(AlertsTestCase):
         self.assertIn("alert delivery failed (attempt 8", self.gw.log_text())
 
 
+class StoreAndInbox(AlertsTestCase):
+    # Every QuickBooks webhook goes through the inbox, which is worked on after
+    # 4 s of quiet; a store of at most 1 MiB, alerting above 1 %.
+    STORAGE = {"index_inline_max": 0, "inbox_quiet_ms": 4000, "map_size_mb": 1, "map_max_mb": 1}
+    ALERTS = {"inbox_stall_s": 1, "store_full_pct": 1}
+
+    def test_a_full_store_and_a_stalled_inbox_open_and_the_inbox_resolves(self):
+        self.start_gateway()
+        [full] = self.wait_alerts("store_full", 1, "the store alert")
+        self.assertEqual(full["connection"], "")
+        self.assertIn("of the 1 MiB it may grow to", full["detail"])
+        self.assertIn(("", "store_full"), self.open_conditions())
+        test_customers.QBO.entity("Customer", {"DisplayName": "Inbox", "PrimaryEmailAddr": {
+            "Address": "inbox@example.nl"}})
+        [stalled] = self.wait_alerts("inbox_stalled", 1, "the inbox alert")
+        self.assertIn("1 webhooks wait in the inbox", stalled["detail"])
+        done = self.wait_alerts("inbox_stalled", 2, "the inbox drained")
+        self.assertEqual(done[1]["state"], "resolved")
+        self.assertEqual(self.gw.status()["inbox"], 0)
+
+
 class MplusLogin(AlertsTestCase):
 
-    def test_a_refused_mplus_login_is_sent(self):
+    def test_a_refused_mplus_login_is_sent_and_resolved(self):
         self.start_gateway(mplus_secret="not-the-secret")
         [m] = self.wait_alerts("mplus_login_refused", 1, "the Mplus login alert")
         self.assertEqual(m["connection"], "shop1")
         self.assertIn("mplus_ident/mplus_secret", m["detail"])
         self.assertIn('gateway_mplus_login_refused{connection="shop1"} 1', self.metrics())
+        # Mplus takes that secret now (as if the shop had set it there).
+        secret = test_customers.MPLUS.call("POST", "/_sim/config", {})["secret"]
+        test_customers.MPLUS.call("POST", "/_sim/config", {"secret": "not-the-secret"})
+        self.addCleanup(test_customers.MPLUS.call, "POST", "/_sim/config", {"secret": secret})
+        done = self.wait_alerts("mplus_login_refused", 2, "the resolved message")
+        self.assertEqual(done[1]["state"], "resolved")
 
 
 class OldPending(AlertsTestCase):
     ALERTS = {"oldest_pending_s": 2}
-    DISPATCH = {"enabled": "false"}  # nothing is delivered: events wait past their time
 
-    def test_an_event_waiting_too_long_is_sent(self):
-        self.start_gateway()
+    def test_an_event_waiting_too_long_is_sent_and_resolved(self):
+        # Mplus refuses the login: the connection's work is held, the event waits.
+        self.start_gateway(mplus_secret="not-the-secret")
         test_customers.QBO.entity("Customer", {"DisplayName": "Waiting"})
         [m] = self.wait_alerts("oldest_pending", 1, "the old pending alert")
         self.assertEqual(m["connection"], "")
         self.assertIn("threshold 2 s", m["detail"])
-        self.assertEqual([a["condition"] for a in self.alerts()], ["oldest_pending"])
         self.assertIn(("", "oldest_pending"), self.open_conditions())
+        secret = test_customers.MPLUS.call("POST", "/_sim/config", {})["secret"]
+        test_customers.MPLUS.call("POST", "/_sim/config", {"secret": "not-the-secret"})
+        self.addCleanup(test_customers.MPLUS.call, "POST", "/_sim/config", {"secret": secret})
+        done = self.wait_alerts("oldest_pending", 2, "the resolved message")
+        self.assertEqual(done[1]["state"], "resolved")
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RULES = os.path.join(ROOT, "deploy", "prometheus-alerts.yml")
+
+
+class PrometheusRules(AlertsTestCase):
+    """deploy/prometheus-alerts.yml: valid rules over metrics the daemon serves."""
+
+    @unittest.skipUnless(shutil.which("promtool"), "promtool not found (Debian's prometheus package; "
+                         "scripts/setup --test installs it): the rules file is not checked")
+    def test_promtool_checks_the_rules(self):
+        p = subprocess.run(["promtool", "check", "rules", RULES], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("SUCCESS: 9 rules found", p.stdout + p.stderr)
+
+    def test_every_metric_the_rules_use_is_served(self):
+        self.start_gateway()
+        served = set(re.findall(r"^# TYPE (\w+) ", self.metrics(), re.M))
+        with open(RULES) as f:
+            used = {m for line in f if line.strip().startswith("expr:")
+                    for m in re.findall(r"\b(gateway_\w+)", line)}
+        self.assertGreater(len(used), 8, used)
+        self.assertEqual(used - served, set())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
  * alerts.c - telling an operator when something needs a person.
  *
  * Conditions, per connection, from the daemon's live view (the one `status`
- * shows) and the store, looked at every second:
+ * shows) and the store, looked at every second (kept in memory: after a
+ * restart, conditions still open are found and sent again):
  *
  *   dead_events         the connection has dead events (a new one notifies)
  *   needs_reauth        QuickBooks refused the refresh token
@@ -90,8 +91,6 @@ struct alerts *alerts_new(struct event_base *base, const struct gw_config *cfg,
     a->cfg = cfg;
     a->http = http;
     a->st = st;
-    /* Before anything is delivered: what is dead now died before this start. */
-    look_at_dead(a);
     return a;
 }
 
@@ -316,7 +315,6 @@ static void look_at_dead(struct alerts *a)
     json_t *dead = report_events(a->st, &f, err, sizeof err);
     if (dead == NULL)
         return;
-    bool first = !a->dead_known;
     a->dead_known = true;
     a->dead_count = counts[GW_DEAD];
     for (size_t i = 0; i < a->cfg->nconns; i++) {
@@ -348,15 +346,9 @@ static void look_at_dead(struct alerts *a)
         struct cond *c = cond_of(a, name, "dead_events");
         if (c == NULL)
             continue;
-        if (first) {
-            /* Dead before the daemon started: listed and logged, not sent again. */
-            c->open = true;
-            c->since_ms = gw_now_ms();
-            c->last_dead = newest;
-            gw_strlcpy(c->detail, detail, sizeof c->detail);
-            gw_log(GW_LOG_WARN, name, 0, "alert dead_events: %s", detail);
-            continue;
-        }
+        /* Dead events found at the start are sent once more: whether the
+         * last daemon got its message through is not known, and a message
+         * twice is better than none. */
         bool news = newest > c->last_dead;
         c->last_dead = newest;
         raise_cond(a, name, "dead_events", news, "%s", detail);

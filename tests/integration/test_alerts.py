@@ -240,6 +240,18 @@ class ReceiverDown(AlertsTestCase):
         self.assertEqual(self.receiver.refused, 8)
         self.assertIn("alert delivery failed (attempt 8", self.gw.log_text())
 
+    def test_dead_events_alerted_while_the_receiver_was_down_are_sent_after_a_restart(self):
+        gw = self.start_gateway()
+        rel, e = self.relation_to_customer({"telephone": "06-55556666", "city": "Ede"})
+        self.assertEqual(e["state"], "dead")
+        self.wait(lambda: self.receiver.refused >= 1, "a refused delivery")
+        self.assertEqual(gw.stop(), 0)          # stopped while the message still waits
+        self.assertEqual(self.alerts("dead_events"), [])
+        self.receiver.refuse = 0
+        gw.start()
+        [m] = self.wait_alerts("dead_events", 1, "the dead event's alert after the restart")
+        self.assertIn("the latest, %d" % e["id"], m["detail"])
+
 
 class StoreAndInbox(AlertsTestCase):
     # Every QuickBooks webhook goes through the inbox, which is worked on after

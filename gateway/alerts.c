@@ -2,8 +2,10 @@
  * alerts.c - telling an operator when something needs a person.
  *
  * Conditions, per connection, from the daemon's live view (the one `status`
- * shows) and the store, looked at every second (kept in memory: after a
- * restart, conditions still open are found and sent again):
+ * shows) and the store, looked at every second. What was open when the
+ * daemon stopped is read back from its last status in the store: a
+ * condition that cleared meanwhile (map_max_mb raised, say) sends its
+ * "resolved"; dead events still there are sent again.
  *
  *   dead_events         the connection has dead events (a new one notifies)
  *   needs_reauth        QuickBooks refused the refresh token
@@ -78,6 +80,7 @@ struct alerts {
 };
 
 static void free_delivery(struct delivery *d);
+static struct cond *cond_of(struct alerts *a, const char *conn, const char *name);
 static void look_at_dead(struct alerts *a);
 static void look_at_store(struct alerts *a);
 
@@ -91,6 +94,27 @@ struct alerts *alerts_new(struct event_base *base, const struct gw_config *cfg,
     a->cfg = cfg;
     a->http = http;
     a->st = st;
+    /* The conditions the last daemon had open (and sent, as far as it knows). */
+    json_t *last = NULL;
+    store_meta_get(st, "daemon.status", &last, NULL, 0);
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(last, "alerts"), i, o)
+    {
+        const char *conn = json_string_value(json_object_get(o, "connection"));
+        const char *name = json_string_value(json_object_get(o, "condition"));
+        struct cond *c = conn && name ? cond_of(a, conn, name) : NULL;
+        if (c == NULL)
+            continue;
+        c->open = true;
+        c->sent_open = true;   /* a "resolved" is due when it clears */
+        c->pending_message = true; /* still open: sent again, it may not have got through */
+        if (!gw_ts_parse(json_string_value(json_object_get(o, "since")) ?: "", &c->since_ms))
+            c->since_ms = gw_now_ms();
+        gw_strlcpy(c->detail, json_string_value(json_object_get(o, "detail")) ?: "",
+                   sizeof c->detail);
+    }
+    json_decref(last);
     return a;
 }
 

@@ -272,6 +272,14 @@ class StoreAndInbox(AlertsTestCase):
         done = self.wait_alerts("inbox_stalled", 2, "the inbox drained")
         self.assertEqual(done[1]["state"], "resolved")
         self.assertEqual(self.gw.status()["inbox"], 0)
+        # The operator gives the store room (here: a higher threshold) and restarts it:
+        # the condition the last daemon had open is resolved.
+        self.assertEqual(self.gw.stop(), 0)
+        self.ALERTS = dict(self.ALERTS, store_full_pct=100)   # the config the restart writes
+        self.gw.start()
+        full = self.wait_alerts("store_full", 2, "the store's resolved message")
+        self.assertEqual([a["state"] for a in full], ["open", "resolved"])
+        self.assertNotIn(("", "store_full"), self.open_conditions())
 
 
 class MplusLogin(AlertsTestCase):

@@ -418,5 +418,37 @@ class ForwardedHeaders(ProxyTestCase):
         self.assertIn(b"'proxy.local'", p.stderr)
 
 
+UNIT = os.path.normpath(os.path.join(gwtest.HERE, "..", "..", "deploy", "systemd",
+                                     "mplus-qbo-gateway.service"))
+
+
+class SystemdUnit(unittest.TestCase):
+    """deploy/systemd/mplus-qbo-gateway.service passes `systemd-analyze verify` (Debian's
+    systemd), with ExecStart pointing at the built binary."""
+
+    def verify(self, text):
+        with tempfile.TemporaryDirectory(prefix="gwtest-unit-") as d:
+            path = os.path.join(d, "mplus-qbo-gateway.service")
+            with open(path, "w") as f:
+                f.write(text)
+            p = subprocess.run(["systemd-analyze", "verify", "--man=no", path],
+                               capture_output=True, text=True, timeout=60)
+        return p.returncode, (p.stdout + p.stderr).strip()
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not found (Debian's systemd): "
+                         "the shipped unit is not verified")
+    def test_the_shipped_unit_verifies_clean(self):
+        with open(UNIT) as f:
+            text = f.read()
+        self.assertIn("ExecStart=/usr/local/bin/gateway ", text)
+        text = text.replace("/usr/local/bin/gateway", os.path.abspath(gwtest.gateway_bin()))
+        self.assertEqual(self.verify(text), (0, ""))
+        # systemd-analyze exits 0 on a value it ignores: what it says is what counts.
+        rc, said = self.verify(text.replace("Restart=on-failure", "Restart=sometimes"))
+        self.assertIn("Failed to parse service restart specifier", said)
+        for key in ("ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "SystemCallFilter=",
+                    "StateDirectory=", "KillSignal=SIGTERM", "Restart=on-failure"):
+            self.assertIn(key, text)
+
 if __name__ == "__main__":
     gwtest.main()

@@ -288,9 +288,7 @@ static void item_read(const struct qbo_result *res, void *arg)
     json_t *d = json_pack("{s:s, s:s, s:b, s:s}", "Id", str(item, "Id"), "SyncToken",
                           str(item, "SyncToken") ?: "0", "sparse", true, "QtyOnHand", s->qty_text);
     char step[64], rid[96];
-    /* A quantity is set, not added: a new request each attempt does no harm,
-     * and a stale-object answer is not handed back again for the same id. */
-    snprintf(step, sizeof step, "qty-%lld-%u", (long long)s->seen_id, r->t->attempt);
+    snprintf(step, sizeof step, "qty-%lld", (long long)s->seen_id);
     task_requestid(r->t, step, rid, sizeof rid);
     task_qbo_update(r->t, "Item", d, rid, qty_written, r);
     json_decref(d);

@@ -131,6 +131,12 @@ void task_requestid(const struct task *t, const char *step, char *out, size_t ou
         snprintf(out, outlen, "ev%llur%lld-%s", (unsigned long long)t->id, (long long)gen, step);
     else
         snprintf(out, outlen, "ev%llu-%s", (unsigned long long)t->id, step);
+    /* After a stale-object answer (5010) a request of its own: QuickBooks
+     * answers a repeated requestid with its first answer, the 5010 again. The
+     * updates that meet it set values, so sending one anew does no harm. */
+    const char *last = json_string_value(json_object_get(t->rec, "last_error"));
+    if (last != NULL && strstr(last, "5010 Stale Object") != NULL)
+        gw_appendf(out, outlen, "-a%u", t->attempt);
 }
 
 bool task_is_rerun(const struct task *t)

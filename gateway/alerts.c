@@ -41,7 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 struct cond {
     struct cond *next;
     char conn[72];
@@ -107,7 +106,7 @@ struct alerts *alerts_new(struct event_base *base, const struct gw_config *cfg,
         if (c == NULL)
             continue;
         c->open = true;
-        c->sent_open = true;   /* a "resolved" is due when it clears */
+        c->sent_open = true;       /* a "resolved" is due when it clears */
         c->pending_message = true; /* still open: sent again, it may not have got through */
         if (!gw_ts_parse(json_string_value(json_object_get(o, "since")) ?: "", &c->since_ms))
             c->since_ms = gw_now_ms();
@@ -225,9 +224,9 @@ static void send_message(struct alerts *a, struct cond *c, const char *state)
     char since[GW_TS_LEN], now[GW_TS_LEN];
     gw_ts_format(c->since_ms, since, sizeof since);
     gw_ts_format(gw_now_ms(), now, sizeof now);
-    json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "condition", c->name,
-                          "connection", c->conn, "state", state, "since", since, "at", now,
-                          "detail", c->detail, "count", (json_int_t)(c->news ? c->news : 1));
+    json_t *m = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "condition", c->name, "connection",
+                          c->conn, "state", state, "since", since, "at", now, "detail", c->detail,
+                          "count", (json_int_t)(c->news ? c->news : 1));
     /* Where to look: the dashboard, at the latest dead event for those. */
     char link[600];
     const char *base = a->cfg->alert_dashboard_url;

@@ -347,8 +347,9 @@ static int cmd_status(const struct gw_config *cfg, int argc, char **argv)
         json_array_foreach(json_object_get(s, "alerts"), i, c)
         {
             const char *conn = str(c, "connection");
-            printf("ALERT %s%s%s since %s: %s\n", str(c, "condition"), conn && conn[0] ? " on " : "",
-                   conn ? conn : "", str(c, "since"), str(c, "detail"));
+            printf("ALERT %s%s%s since %s: %s\n", str(c, "condition"),
+                   conn && conn[0] ? " on " : "", conn ? conn : "", str(c, "since"),
+                   str(c, "detail"));
         }
         json_array_foreach(json_object_get(s, "connections"), i, c)
         {

@@ -25,8 +25,8 @@ const struct dashboard_asset *dashboard_asset(const char *path);
 
 /* The security headers every admin answer carries: what the page may load
  * (only its own files; no inline script or style, no frames). */
-#define DASHBOARD_CSP                                                                        \
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "         \
+#define DASHBOARD_CSP                                                                              \
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "                \
     "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 #endif

@@ -1312,7 +1312,7 @@ int mplus_build_request(const char *op, json_t *request, char **xml, size_t *len
         if (o->param && o->param_type == NULL) {
             /* A parameter of text ({"orderId": "..."}). */
             const char *text = json_string_value(json_object_get(request, o->param));
-            rc = text == NULL ? berr(&b, "needs %s, a string", o->param)
+            rc = text == NULL                    ? berr(&b, "needs %s, a string", o->param)
                  : add(&b, opel, o->param, text) ? 0
                                                  : -1;
         } else if (o->param && (request != NULL || o->param_required)) {

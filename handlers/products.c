@@ -461,8 +461,7 @@ static bool ends_with(const char *s, const char *suffix)
 static bool in_product_category(struct run *r, char *number, size_t len)
 {
     return strcmp(r->t->conn->products_variant_parent ?: "", "category") == 0 &&
-           json_is_object(r->article) &&
-           is_variant(json_object_get(r->article, "article")) &&
+           json_is_object(r->article) && is_variant(json_object_get(r->article, "article")) &&
            number_text(json_object_get(json_object_get(r->article, "product"), "productNumber"),
                        number, len) != NULL;
 }
@@ -795,7 +794,8 @@ static void group_found(const struct qbo_result *res, void *arg)
     json_array_foreach(list, i, item)
     {
         const char *parent = str(json_object_get(item, "ParentRef"), "value") ?: "";
-        if (strcmp(parent, g->parent) == 0 && strcmp(str(item, "Name") ?: "", str(g->body, "Name")) == 0) {
+        if (strcmp(parent, g->parent) == 0 &&
+            strcmp(str(item, "Name") ?: "", str(g->body, "Name")) == 0) {
             /* A Category of this name and place: the group's (made before the
              * id map knew, or by hand). */
             task_note(r->t, "Category %s already is article group %s", str(item, "Id") ?: "?",

@@ -189,7 +189,9 @@ static json_t *sale_booked_elsewhere(struct run *r)
         (k != 'o' || strcmp(s->kind, "order") != 0))
         return json_pack("{s:s, s:s, s:s, s:s}", "entity", entity, "id", id, "customer",
                          strcmp(customer, "-") == 0 ? "" : customer, "owner",
-                         k == 'o' ? "order" : k == 'r' ? "receipt" : "invoice");
+                         k == 'o'   ? "order"
+                         : k == 'r' ? "receipt"
+                                    : "invoice");
     if (strcmp(s->kind, "order") == 0)
         return NULL; /* its own entry is s->booked */
     char key[200];
@@ -228,8 +230,7 @@ static void part_of_sale(struct run *r)
         return;
     }
     if (paid > done)
-        task_note(r->t, "its payments are not booked: the sale's %s takes no Payment",
-                  s->entity);
+        task_note(r->t, "its payments are not booked: the sale's %s takes no Payment", s->entity);
     skip_part(r);
 }
 
@@ -248,7 +249,7 @@ static bool one_booking(struct run *r)
     } else if (!s->credit) {
         json_t *ids = json_object_get(s->doc, "orderIds");
         const char *order = json_string_value(json_is_array(ids) ? json_array_get(ids, 0)
-                                                                  : json_object_get(ids, "id"));
+                                                                 : json_object_get(ids, "id"));
         if (order != NULL && order[0])
             gw_strlcpy(s->sale, order, sizeof s->sale);
     }
@@ -310,10 +311,10 @@ static void sale_booked(struct run *r)
         char key[200], owner[120];
         lookup_idmap_key(r->t, "order", s->sale, key, sizeof key);
         snprintf(owner, sizeof owner, "%s %s", s->kind, s->mplus_id);
-        json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:I, s:[], s:s}", "entity", s->entity, "id",
-                              str(s->booked, "id") ?: "", "sync", str(s->booked, "sync") ?: "0",
-                              "customer", r->customer_id, "version", (json_int_t)0, "payments",
-                              "owner", owner);
+        json_t *v =
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:[], s:s}", "entity", s->entity, "id",
+                      str(s->booked, "id") ?: "", "sync", str(s->booked, "sync") ?: "0", "customer",
+                      r->customer_id, "version", (json_int_t)0, "payments", "owner", owner);
         task_put_meta(r->t, key, v);
         json_decref(v);
     }
@@ -363,8 +364,8 @@ static void sale_order_made(struct run *r)
         return;
     }
     json_t *inv = json_object_get(s->doc, "invoiceIds");
-    const char *invoice = json_string_value(json_is_array(inv) ? json_array_get(inv, 0)
-                                                               : json_object_get(inv, "id"));
+    const char *invoice =
+        json_string_value(json_is_array(inv) ? json_array_get(inv, 0) : json_object_get(inv, "id"));
     if (invoice != NULL && (t->conn->sales_kinds & GW_SALES_INVOICES) != 0) {
         defer_to(r, "invoice", invoice);
         return;

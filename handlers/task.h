@@ -224,7 +224,7 @@ struct run {
     bool item_written;   /* a request changed QuickBooks, or an Item got linked */
     step_fn item_then;   /* where the run goes on once r->items has item_sku */
     void (*item_skip)(struct run *r, const char *reason); /* the mapping left it out */
-    step_fn index_then; /* where the run goes on once the Items by SKU are read */
+    step_fn index_then;  /* where the run goes on once the Items by SKU are read */
     json_t *parent_body; /* the Category of a variant's product, while it is made */
 
     void *flow;

@@ -166,9 +166,15 @@ static const struct {
     const char *name;
     size_t off;
 } tables[] = {
-    TABLE(tax_code_by_country),   TABLE(income_account_by_country), TABLE(sales_tax_codes),
-    TABLE(sales_payment_methods), TABLE(sales_deposit_accounts),    TABLE(sales_class_by_branch),
-    TABLE(sales_terms),           TABLE(products_income_accounts),  TABLE(products_expense_accounts),
+    TABLE(tax_code_by_country),
+    TABLE(income_account_by_country),
+    TABLE(sales_tax_codes),
+    TABLE(sales_payment_methods),
+    TABLE(sales_deposit_accounts),
+    TABLE(sales_class_by_branch),
+    TABLE(sales_terms),
+    TABLE(products_income_accounts),
+    TABLE(products_expense_accounts),
     TABLE(products_asset_accounts),
 };
 #define NTABLES (sizeof tables / sizeof tables[0])

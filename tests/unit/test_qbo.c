@@ -87,7 +87,8 @@ static void test_where_equals(void **state)
     free(w);
     /* Curly quotes and dashes are refused by QuickBooks' lexer even in a
      * literal: a LIKE pattern instead, and the caller compares. */
-    w = qbo_where_equals("DisplayName", "Caf\u00e9 \u2019t Hoekje \u2013 Kassa \u201cA\u201d", &exact);
+    w = qbo_where_equals("DisplayName", "Caf\u00e9 \u2019t Hoekje \u2013 Kassa \u201cA\u201d",
+                         &exact);
     assert_string_equal(w, "DisplayName LIKE 'Caf\u00e9 %t Hoekje % Kassa %A%'");
     assert_false(exact);
     free(w);

@@ -97,6 +97,11 @@ void qbo_tokens_key(const char *conn, char *out, size_t outlen)
     snprintf(out, outlen, "qbo.tokens.%s", conn);
 }
 
+json_t *qbo_rows(json_t *body, const char *entity)
+{
+    return json_object_get(json_object_get(body, "QueryResponse"), entity);
+}
+
 char *qbo_quote(const char *s)
 {
     size_t n = strlen(s), extra = 0;

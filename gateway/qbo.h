@@ -80,6 +80,9 @@ void qbo_exact_numbers(char *text);
 int qbo_cdc(struct qbo *q, const struct gw_connection *c, const char *entities,
             const char *changed_since, qbo_cb cb, void *arg);
 
+/* The rows of a query answer: QueryResponse.<entity> (borrowed), or NULL. */
+json_t *qbo_rows(json_t *body, const char *entity);
+
 /* A query string literal: quotes and backslashes escaped. New string. */
 char *qbo_quote(const char *s);
 

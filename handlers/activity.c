@@ -143,6 +143,21 @@ static void set_text(json_t *entry, const char *key, const char *value)
         json_object_set_new(entry, key, json_string(value));
 }
 
+/* The answer of either system into the entry, which joins the task's calls;
+ * p is freed. */
+static void pending_answered(struct pending *p, long status, const char *outcome, const char *error,
+                             json_t *body)
+{
+    json_object_set_new(p->entry, "status", json_integer(status));
+    set_text(p->entry, "outcome", outcome);
+    set_text(p->entry, "error", error);
+    json_t *answer = body_text(body, false);
+    if (answer != NULL)
+        json_object_set_new(p->entry, "response", answer);
+    pending_record(p);
+    free(p);
+}
+
 /* ---- QuickBooks ---------------------------------------------------------------- */
 
 static void qbo_answered(const struct qbo_result *res, void *arg)
@@ -153,17 +168,10 @@ static void qbo_answered(const struct qbo_result *res, void *arg)
                                         [QBO_RETRY] = "retry",
                                         [QBO_THROTTLED] = "throttled",
                                         [QBO_NO_AUTH] = "not authorised"};
-    json_object_set_new(p->entry, "status", json_integer(res->status));
-    json_object_set_new(p->entry, "outcome", json_string(kinds[res->kind]));
     set_text(p->entry, "intuit_tid", res->intuit_tid);
-    set_text(p->entry, "error", res->error);
-    json_t *answer = body_text(res->body, false);
-    if (answer != NULL)
-        json_object_set_new(p->entry, "response", answer);
     qbo_cb cb = p->qcb;
     void *cb_arg = p->arg;
-    pending_record(p);
-    free(p);
+    pending_answered(p, res->status, kinds[res->kind], res->error, res->body);
     cb(res, cb_arg);
 }
 
@@ -276,19 +284,11 @@ static void mplus_answered(const struct mplus_result *res, void *arg)
                                         [MPLUS_FAULT] = "fault",
                                         [MPLUS_RETRY] = "retry",
                                         [MPLUS_AUTH] = "login refused"};
-    json_object_set_new(p->entry, "status", json_integer(res->status));
-    if ((size_t)res->kind < sizeof kinds / sizeof kinds[0] && kinds[res->kind])
-        json_object_set_new(p->entry, "outcome", json_string(kinds[res->kind]));
     set_text(p->entry, "request_id", res->request_id);
     set_text(p->entry, "result", res->code);
-    set_text(p->entry, "error", res->error);
-    json_t *answer = body_text(res->body, false);
-    if (answer != NULL)
-        json_object_set_new(p->entry, "response", answer);
     mplus_cb cb = p->mcb;
     void *cb_arg = p->arg;
-    pending_record(p);
-    free(p);
+    pending_answered(p, res->status, kinds[res->kind], res->error, res->body);
     cb(res, cb_arg);
 }
 

@@ -238,12 +238,7 @@ static bool relation_holds_customer(struct cctx *x)
     /* A name kept as QuickBooks holds it (keep_qbo_name) is the customer's. */
     if (json_object_get(after, "DisplayName") == NULL && json_object_get(x->source, "DisplayName"))
         json_object_set(after, "DisplayName", json_object_get(x->source, "DisplayName"));
-    char list[512];
-    gw_strlcpy(list, t->conn->customer_create_only ?: "", sizeof list);
-    char *save = NULL;
-    for (char *f = strtok_r(list, ", \t", &save); f; f = strtok_r(NULL, ", \t", &save))
-        if (json_object_get(x->source, f) != NULL)
-            json_object_set(after, f, json_object_get(x->source, f));
+    lookup_copy_fields(after, x->source, t->conn->customer_create_only);
     json_t *then = NULL, *now = NULL;
     bool same = map_run(t->clients->mapper, t->conn, MAP_CUSTOMERS_TO_MPLUS, after, NULL, &then,
                         err, sizeof err) == 0 &&

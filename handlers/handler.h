@@ -80,6 +80,9 @@ void lookup_unhold(struct run *r, const char *made);
 
 /* Drop the fields named in list (a create-only setting: "Description, PurchaseDesc"). */
 void lookup_drop_fields(json_t *target, const char *list);
+/* The fields named in list that from has, copied into target (from NULL:
+ * dropped from target, as lookup_drop_fields). */
+void lookup_copy_fields(json_t *target, json_t *from, const char *list);
 
 /* The fields of target that existing does not hold (a sparse update; for
  * an object, only the members target sets count). New object. */

@@ -217,21 +217,31 @@ bool lookup_claim_wait(struct run *r, const char *what, const char *id, step_fn 
     return m != NULL && m->busy && made_wait(m, r, resume);
 }
 
-bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resume)
+/* Take the claim of (what, id) into slot (r->claim or r->hold, ended by
+ * ender), ending the one the slot held; false when another run holds it
+ * and r goes on at resume once it ends. */
+static bool slot_take(struct run *r, const char *what, const char *id, step_fn resume, char *slot,
+                      void (**end)(struct run *), void (*ender)(struct run *))
 {
     char k[200];
     made_key(r->t, what, id, k, sizeof k);
+    bool mine = strcmp(slot, k) == 0;
     struct made *m = made_find(r->t->clients->made, k, true);
-    if (m != NULL && m->busy && made_wait(m, r, resume))
+    if (m != NULL && m->busy && !mine && made_wait(m, r, resume))
         return false;
-    if (r->claim_end)
-        claim_end(r); /* one claim at a time */
+    if (*end && !mine)
+        ender(r); /* one claim a slot */
     if (m != NULL) {
         m->busy = true;
-        gw_strlcpy(r->claim, k, sizeof r->claim);
-        r->claim_end = claim_end;
+        gw_strlcpy(slot, k, sizeof r->claim);
+        *end = ender;
     }
     return true;
+}
+
+bool lookup_claim(struct run *r, const char *what, const char *id, step_fn resume)
+{
+    return slot_take(r, what, id, resume, r->claim, &r->claim_end, claim_end);
 }
 
 void lookup_release(struct run *r, const char *made)
@@ -241,19 +251,7 @@ void lookup_release(struct run *r, const char *made)
 
 bool lookup_hold(struct run *r, const char *what, const char *id, step_fn resume)
 {
-    char k[200];
-    made_key(r->t, what, id, k, sizeof k);
-    struct made *m = made_find(r->t->clients->made, k, true);
-    if (m != NULL && m->busy && strcmp(r->hold, k) != 0 && made_wait(m, r, resume))
-        return false;
-    if (r->hold_end && strcmp(r->hold, k) != 0)
-        hold_end(r); /* one hold at a time */
-    if (m != NULL) {
-        m->busy = true;
-        gw_strlcpy(r->hold, k, sizeof r->hold);
-        r->hold_end = hold_end;
-    }
-    return true;
+    return slot_take(r, what, id, resume, r->hold, &r->hold_end, hold_end);
 }
 
 void lookup_unhold(struct run *r, const char *made)
@@ -319,13 +317,23 @@ void lookup_record_pair(struct task *t, const char *relation, const char *custom
 
 void lookup_drop_fields(json_t *target, const char *list)
 {
+    lookup_copy_fields(target, NULL, list);
+}
+
+void lookup_copy_fields(json_t *target, json_t *from, const char *list)
+{
     if (list == NULL)
         return;
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", list);
     char *save = NULL;
-    for (char *f = strtok_r(buf, ", \t", &save); f; f = strtok_r(NULL, ", \t", &save))
-        json_object_del(target, f);
+    for (char *f = strtok_r(buf, ", \t", &save); f; f = strtok_r(NULL, ", \t", &save)) {
+        json_t *v = json_object_get(from, f);
+        if (v != NULL)
+            json_object_set(target, f, v);
+        else if (from == NULL)
+            json_object_del(target, f);
+    }
 }
 
 /* A number as QuickBooks answers it and the decimal text a mapping gives
@@ -485,7 +493,7 @@ static void email_found(const struct qbo_result *res, void *arg)
         return;
     }
     const char *email = relation_email(r);
-    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Customer");
+    json_t *list = qbo_rows(res->body, "Customer");
     json_t *hits = json_array();
     size_t i;
     json_t *c;
@@ -700,7 +708,7 @@ static void index_page(const struct qbo_result *res, void *arg)
         run_fail_qbo(r, "read the company's Items", res);
         return;
     }
-    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Item");
+    json_t *list = qbo_rows(res->body, "Item");
     size_t i;
     json_t *item;
     json_array_foreach(list, i, item)
@@ -946,7 +954,7 @@ static void items_found(const struct qbo_result *res, void *arg)
         run_fail_qbo(r, "find Items by SKU", res);
         return;
     }
-    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Item");
+    json_t *list = qbo_rows(res->body, "Item");
     size_t i;
     json_t *item;
     json_array_foreach(list, i, item)

@@ -50,6 +50,13 @@ static const char *str(json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
+/* o (an Item) sits in the Category Item id. */
+static void set_parent(json_t *o, const char *id)
+{
+    json_object_set_new(o, "SubItem", json_true());
+    json_object_set_new(o, "ParentRef", json_pack("{s:s}", "value", id));
+}
+
 /* A whole number or its text, as text. */
 static const char *number_text(json_t *v, char *buf, size_t len)
 {
@@ -290,7 +297,7 @@ static void item_queried(const struct qbo_result *res, void *arg)
         run_fail_qbo(r, "find Item by SKU", res);
         return;
     }
-    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Item");
+    json_t *list = qbo_rows(res->body, "Item");
     json_t *item = json_array_get(list, 0);
     if (str(item, "Id") != NULL) {
         json_decref(r->item_now);
@@ -366,8 +373,7 @@ static void item_step(struct run *r)
             product_category(r);
             return;
         }
-        json_object_set_new(target, "SubItem", json_true());
-        json_object_set_new(target, "ParentRef", json_pack("{s:s}", "value", category));
+        set_parent(target, category);
     }
     const char *name = str(target, "Name");
     size_t cut = gw_utf8_prefix(name, NAME_MAX_LEN);
@@ -549,8 +555,7 @@ static void product_category(struct run *r)
     r->parent_body = json_pack("{s:s, s:s, s:b}", "Name", name, "Type", "Category", "Active", true);
     const char *group = str(r->article, "category");
     if (group != NULL) {
-        json_object_set_new(r->parent_body, "SubItem", json_true());
-        json_object_set_new(r->parent_body, "ParentRef", json_pack("{s:s}", "value", group));
+        set_parent(r->parent_body, group);
     }
     product_category_create(r);
 }
@@ -788,7 +793,7 @@ static void group_found(const struct qbo_result *res, void *arg)
         run_fail_qbo(r, "find Category by name", res);
         return;
     }
-    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Item");
+    json_t *list = qbo_rows(res->body, "Item");
     size_t i;
     json_t *item;
     json_array_foreach(list, i, item)
@@ -885,8 +890,7 @@ static void group_begin(struct run *r)
     category_name(str(grp, "name"), "Group", g->number, name, sizeof name);
     g->body = json_pack("{s:s, s:s, s:b}", "Name", name, "Type", "Category", "Active", true);
     if (g->parent[0]) {
-        json_object_set_new(g->body, "SubItem", json_true());
-        json_object_set_new(g->body, "ParentRef", json_pack("{s:s}", "value", g->parent));
+        set_parent(g->body, g->parent);
     } else if (g->entry != NULL && str(g->entry, "parent") && str(g->entry, "parent")[0]) {
         json_object_set_new(g->body, "SubItem", json_false()); /* moved to the top */
     }

@@ -247,9 +247,8 @@ static bool one_booking(struct run *r)
     if (strcmp(s->kind, "order") == 0) {
         gw_strlcpy(s->sale, s->mplus_id, sizeof s->sale);
     } else if (!s->credit) {
-        json_t *ids = json_object_get(s->doc, "orderIds");
-        const char *order = json_string_value(json_is_array(ids) ? json_array_get(ids, 0)
-                                                                 : json_object_get(ids, "id"));
+        const char *order =
+            json_string_value(json_array_get(json_object_get(s->doc, "orderIds"), 0));
         if (order != NULL && order[0])
             gw_strlcpy(s->sale, order, sizeof s->sale);
     }
@@ -363,9 +362,8 @@ static void sale_order_made(struct run *r)
         run_next(r);
         return;
     }
-    json_t *inv = json_object_get(s->doc, "invoiceIds");
     const char *invoice =
-        json_string_value(json_is_array(inv) ? json_array_get(inv, 0) : json_object_get(inv, "id"));
+        json_string_value(json_array_get(json_object_get(s->doc, "invoiceIds"), 0));
     if (invoice != NULL && (t->conn->sales_kinds & GW_SALES_INVOICES) != 0) {
         defer_to(r, "invoice", invoice);
         return;
@@ -528,7 +526,7 @@ static void default_found(const struct qbo_result *res, void *arg)
         return;
     }
     /* The query may have matched more than the name (qbo_where_equals). */
-    json_t *list = json_object_get(json_object_get(res->body, "QueryResponse"), "Customer");
+    json_t *list = qbo_rows(res->body, "Customer");
     size_t i;
     json_t *c;
     json_array_foreach(list, i, c)
@@ -888,8 +886,7 @@ static void existing_found(const struct qbo_result *res, void *arg)
     snprintf(note, sizeof note, "Mplus %s %s", s->kind, s->mplus_id);
     size_t i;
     json_t *d;
-    json_array_foreach(json_object_get(json_object_get(res->body, "QueryResponse"), s->entity), i,
-                       d)
+    json_array_foreach(qbo_rows(res->body, s->entity), i, d)
     {
         const char *pn = str(d, "PrivateNote") ?: "";
         if (strstr(pn, note) == NULL)

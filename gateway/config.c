@@ -140,6 +140,12 @@ static const struct key_def connection_keys[] = {
     {"sales_deposit_accounts", K_STR, C(sales_deposit_accounts), NULL, false, 0, 0},
     {"sales_split_account", K_STR, C(sales_split_account), NULL, false, 0, 0},
     {"sales_rounding_item", K_STR, C(sales_rounding_item), NULL, false, 0, 0},
+    {"sales_rounding_max_cents", K_INT, C(sales_rounding_max_cents), "2", false, 0, 100000},
+    {"sales_rounding_tax_code", K_STR, C(sales_rounding_tax_code), NULL, false, 0, 0},
+    {"sales_split_payments", K_STR, C(sales_split_payments), "invoice", false, 0, 0},
+    {"sales_shipping_items", K_STR, C(sales_shipping_items), NULL, false, 0, 0},
+    {"sales_department_by_country", K_STR, C(sales_department_by_country), NULL, false, 0, 0},
+    {"sales_department_by_branch", K_STR, C(sales_department_by_branch), NULL, false, 0, 0},
     {"sales_create_items", K_BOOL, C(sales_create_items), "false", false, 0, 0},
     {"sales_item_income_account", K_STR, C(sales_item_income_account), NULL, false, 0, 0},
     {"sales_zero_lines", K_STR, C(sales_zero_lines), "drop", false, 0, 0},
@@ -596,6 +602,8 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                          err, errlen) != 0 ||
             check_choice(cfg, c, "sales_zero_lines", c->sales_zero_lines, "drop, keep", err,
                          errlen) != 0 ||
+            check_choice(cfg, c, "sales_split_payments", c->sales_split_payments,
+                         "invoice, clearing", err, errlen) != 0 ||
             check_choice(cfg, c, "products_price", c->products_price, "incl, excl", err, errlen) !=
                 0 ||
             check_choice(cfg, c, "stock_amount", c->stock_amount, "free, free_incoming", err,

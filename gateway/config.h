@@ -64,6 +64,12 @@ struct gw_connection {
     char *sales_deposit_accounts;
     char *sales_split_account;
     char *sales_rounding_item;
+    int sales_rounding_max_cents; /* per VAT group of a document */
+    char *sales_rounding_tax_code;
+    char *sales_split_payments; /* invoice | clearing */
+    char *sales_shipping_items;
+    char *sales_department_by_country;
+    char *sales_department_by_branch;
     bool sales_create_items;
     char *sales_item_income_account;
     char *sales_zero_lines;

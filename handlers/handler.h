@@ -118,4 +118,18 @@ void lookup_item_index(struct run *r, step_fn then);
 json_t *lookup_index_find(const struct task *t, const char *sku);
 void lookup_index_item(const struct task *t, const char *sku, const char *id, const char *name);
 
+/*
+ * The company's TaxCodes and the sales TaxRates each lists, read once and
+ * kept (read again after a quarter of an hour): lookup_tax_table makes sure
+ * they are there, then runs then(r). lookup_tax_rates: the sales rates of a
+ * TaxCode as [{"rate": TaxRate Id, "percent": text}] (borrowed; empty for a
+ * code without rates, NULL for one the company lacks). lookup_tax_zero: a
+ * TaxCode whose sales rates are all 0 %, or NULL.
+ */
+void lookup_tax_table(struct run *r, step_fn then);
+json_t *lookup_tax_rates(const struct task *t, const char *tax_code);
+const char *lookup_tax_zero(const struct task *t);
+/* Read them again at the next lookup_tax_table (a TaxCode made since). */
+void lookup_tax_forget(const struct task *t);
+
 #endif

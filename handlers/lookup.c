@@ -56,12 +56,16 @@ struct lookup_cache {
     /* Per connection: {"at": ms, "skus": {SKU: {"id", "name"}}}, every Item
      * of the company with a SKU, read in pages (lookup_item_index). */
     json_t *indexes;
+    /* Per connection: the company's tax codes (lookup_tax_table). */
+    json_t *taxes;
 };
 
 struct lookup_cache *lookup_cache_new(void)
 {
     struct lookup_cache *lc = calloc(1, sizeof(struct lookup_cache));
-    if (lc != NULL && (lc->indexes = json_object()) == NULL) {
+    if (lc != NULL &&
+        ((lc->indexes = json_object()) == NULL || (lc->taxes = json_object()) == NULL)) {
+        json_decref(lc->indexes);
         free(lc);
         return NULL;
     }
@@ -83,6 +87,7 @@ void lookup_cache_free(struct lookup_cache *lc)
         }
     }
     json_decref(lc->indexes);
+    json_decref(lc->taxes);
     free(lc);
 }
 
@@ -677,11 +682,11 @@ static json_t *index_of(const struct task *t)
     return json_object_get(t->clients->made->indexes, t->conn->name);
 }
 
-static bool index_fresh(const struct task *t)
+/* A company table read at most INDEX_MAX_AGE_MS ago. */
+static bool table_fresh(json_t *table)
 {
-    json_t *ix = index_of(t);
-    return ix != NULL &&
-           gw_now_ms() - json_integer_value(json_object_get(ix, "at")) <= INDEX_MAX_AGE_MS;
+    return table != NULL &&
+           gw_now_ms() - json_integer_value(json_object_get(table, "at")) <= INDEX_MAX_AGE_MS;
 }
 
 json_t *lookup_index_find(const struct task *t, const char *sku)
@@ -747,20 +752,33 @@ static void index_waited(struct run *r)
     lookup_item_index(r, r->index_then);
 }
 
-void lookup_item_index(struct run *r, step_fn then)
+/*
+ * Whether r is to read a company table now (it holds the claim): false when
+ * the table is fresh (then(r) has run) or another run is reading it (r goes
+ * on at waited once that one is done).
+ */
+static bool table_claim(struct run *r, json_t *(*table_of)(const struct task *), const char *what,
+                        step_fn then, step_fn waited)
 {
     r->index_then = then;
-    if (index_fresh(r->t)) {
+    if (table_fresh(table_of(r->t))) {
         then(r);
-        return;
+        return false;
     }
-    if (!lookup_claim(r, "item-index", "all", index_waited))
-        return; /* another event is reading it */
-    if (index_fresh(r->t)) {
+    if (!lookup_claim(r, what, "all", waited))
+        return false;
+    if (table_fresh(table_of(r->t))) {
         lookup_release(r, "read");
         then(r);
-        return;
+        return false;
     }
+    return true;
+}
+
+void lookup_item_index(struct run *r, step_fn then)
+{
+    if (!table_claim(r, index_of, "item-index", then, index_waited))
+        return;
     struct index_load *l = calloc(1, sizeof *l);
     if (l == NULL || (l->skus = json_object()) == NULL) {
         free(l);
@@ -1015,4 +1033,144 @@ void lookup_items(struct run *r)
         return;
     }
     lookup_item_index(r, items_from_index);
+}
+
+/* ---- the company's tax codes --------------------------------------------------- */
+
+/*
+ * A VAT company's documents carry one tax line per rate, and a tax line names
+ * a TaxRate, which a TaxCode lists; the rounding line needs a TaxCode without
+ * VAT. The company's TaxRates and TaxCodes are read once (two queries) and
+ * kept like the Item index: {"at", "codes": {TaxCode Id: [{"rate": TaxRate
+ * Id, "percent": "21"}]}, "zero": a TaxCode Id whose sales rates are all 0}.
+ */
+struct tax_load {
+    struct run *r;
+    json_t *rates; /* TaxRate Id -> RateValue as text */
+};
+
+static json_t *taxes_of(const struct task *t)
+{
+    return json_object_get(t->clients->made->taxes, t->conn->name);
+}
+
+json_t *lookup_tax_rates(const struct task *t, const char *tax_code)
+{
+    return json_object_get(json_object_get(taxes_of(t), "codes"), tax_code);
+}
+
+void lookup_tax_forget(const struct task *t)
+{
+    json_object_del(t->clients->made->taxes, t->conn->name);
+}
+
+const char *lookup_tax_zero(const struct task *t)
+{
+    return json_string_value(json_object_get(taxes_of(t), "zero"));
+}
+
+/* A RateValue (a JSON number, exact) as text, "0" when absent. */
+static json_t *rate_text(json_t *v)
+{
+    if (json_is_string(v))
+        return json_incref(v);
+    if (json_is_integer(v))
+        return json_sprintf("%lld", (long long)json_integer_value(v));
+    if (json_is_real(v)) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%.6g", json_real_value(v)); /* a percentage, not money */
+        return json_string(buf);
+    }
+    return json_string("0");
+}
+
+static void tax_codes_read(const struct qbo_result *res, void *arg)
+{
+    struct tax_load *l = arg;
+    struct run *r = l->r;
+    if (res->kind != QBO_OK) {
+        json_decref(l->rates);
+        free(l);
+        run_fail_qbo(r, "read the company's tax codes", res);
+        return;
+    }
+    json_t *codes = json_object();
+    const char *zero = NULL;
+    size_t i, j;
+    json_t *code, *d;
+    json_array_foreach(qbo_rows(res->body, "TaxCode"), i, code)
+    {
+        const char *id = json_string_value(json_object_get(code, "Id"));
+        if (id == NULL)
+            continue;
+        json_t *rates = json_array();
+        bool all_zero = true;
+        json_array_foreach(
+            json_object_get(json_object_get(code, "SalesTaxRateList"), "TaxRateDetail"), j, d)
+        {
+            const char *rid =
+                json_string_value(json_object_get(json_object_get(d, "TaxRateRef"), "value"));
+            const char *pct = json_string_value(json_object_get(l->rates, rid ?: ""));
+            if (rid == NULL)
+                continue;
+            json_array_append_new(rates,
+                                  json_pack("{s:s, s:s}", "rate", rid, "percent", pct ?: "0"));
+            if (pct != NULL && strspn(pct, "0.") != strlen(pct))
+                all_zero = false;
+        }
+        if (zero == NULL && all_zero && json_array_size(rates) > 0 &&
+            !json_is_false(json_object_get(code, "Active")))
+            zero = id;
+        json_object_set_new(codes, id, rates);
+    }
+    task_note(r->t, "read the company's tax codes: %zu, %zu rates", json_object_size(codes),
+              json_object_size(l->rates));
+    json_t *table = json_pack("{s:I, s:o}", "at", (json_int_t)gw_now_ms(), "codes", codes);
+    if (zero != NULL)
+        json_object_set_new(table, "zero", json_string(zero));
+    json_object_set_new(r->t->clients->made->taxes, r->t->conn->name, table);
+    json_decref(l->rates);
+    free(l);
+    lookup_release(r, "read");
+    r->index_then(r);
+}
+
+static void tax_rates_read(const struct qbo_result *res, void *arg)
+{
+    struct tax_load *l = arg;
+    if (res->kind != QBO_OK) {
+        struct run *r = l->r;
+        json_decref(l->rates);
+        free(l);
+        run_fail_qbo(r, "read the company's tax rates", res);
+        return;
+    }
+    size_t i;
+    json_t *rate;
+    json_array_foreach(qbo_rows(res->body, "TaxRate"), i, rate)
+    {
+        const char *id = json_string_value(json_object_get(rate, "Id"));
+        if (id != NULL)
+            json_object_set_new(l->rates, id, rate_text(json_object_get(rate, "RateValue")));
+    }
+    task_qbo_query(l->r->t, "select * from TaxCode MAXRESULTS 1000", tax_codes_read, l);
+}
+
+static void taxes_waited(struct run *r)
+{
+    lookup_tax_table(r, r->index_then);
+}
+
+void lookup_tax_table(struct run *r, step_fn then)
+{
+    if (!table_claim(r, taxes_of, "tax-table", then, taxes_waited))
+        return;
+    struct tax_load *l = calloc(1, sizeof *l);
+    if (l == NULL || (l->rates = json_object()) == NULL) {
+        free(l);
+        run_fail(r, OUTCOME_RETRY, NULL, "out of memory");
+        return;
+    }
+    l->r = r;
+    task_qbo_query(r->t, "select * from TaxRate MAXRESULTS 1000", tax_rates_read, l);
 }

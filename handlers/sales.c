@@ -64,6 +64,13 @@ static const struct kind kinds[] = {
 };
 static const char *const entities[] = {"SalesReceipt", "RefundReceipt", "Invoice", "CreditMemo"};
 
+struct totals {
+    int64_t lines;    /* sum of line amounts, cents */
+    int64_t tax;      /* Mplus's VAT */
+    int64_t total;    /* Mplus's total incl. VAT */
+    int64_t rounding; /* what the rounding line carries */
+};
+
 struct sale {
     const struct kind *k;
     const char *kind;     /* k->name */
@@ -80,6 +87,13 @@ struct sale {
      * receipt or invoice was made from ("" for a sale of its own). */
     char sale[64];
     bool part; /* a receipt or invoice of a sale another document books */
+    /* What is booked, worked out before any lookup (sale_check): the lines
+     * as the mapping gets them (their Items filled in by sale_write), the
+     * totals, and for a VAT company one tax line per rate (sale_taxes). */
+    json_t *lines;
+    struct totals tot;
+    json_t *tax_lines; /* [{rate, percent, net, amount}], or NULL */
+    const char *rounding_tax_code;
 };
 
 static void sale_free(void *p)
@@ -88,6 +102,8 @@ static void sale_free(void *p)
     json_decref(s->booked);
     json_decref(s->written);
     json_decref(s->own);
+    json_decref(s->lines);
+    json_decref(s->tax_lines);
     free(s);
 }
 
@@ -120,6 +136,7 @@ static const char *table(struct run *r, const char *name, const char *key)
 }
 
 static const char *tax_code(struct run *r, json_int_t code, char *why, size_t whylen);
+static bool sale_check(struct run *r);
 static void sale_void(struct run *r);
 
 /* The entities entry named name (a stored id map entry's), or NULL. */
@@ -475,19 +492,8 @@ static void sale_begin(struct run *r)
             return;
         }
     }
-    /* Nothing is written while a line's VAT code has no tax code. */
-    json_t *ln;
-    size_t li;
-    json_array_foreach(json_object_get(doc, "lineList"), li, ln)
-    {
-        char why[400];
-        json_t *code = json_object_get(json_object_get(ln, "data"), "vatCode");
-        if (json_is_integer(code) &&
-            tax_code(r, json_integer_value(code), why, sizeof why) == NULL) {
-            run_fail(r, OUTCOME_DEAD, "cannot book", "%s %s: %s", s->kind, s->mplus_id, why);
-            return;
-        }
-    }
+    if (!sale_check(r))
+        return;
     /* The shared lookups' input. */
     json_t *rel = json_object_get(doc, "relationNumber");
     if (json_is_integer(rel))
@@ -662,49 +668,138 @@ static const char *tax_code(struct run *r, json_int_t code, char *why, size_t wh
     return v;
 }
 
-struct totals {
-    int64_t lines;    /* sum of line amounts, cents */
-    int64_t tax;      /* Mplus's VAT */
-    int64_t total;    /* Mplus's total incl. VAT */
-    int64_t rounding; /* what the rounding line carries */
+/* One line of the document as read, amounts in the document's sign. */
+struct line_in {
+    int64_t qty, excl, incl;
+    int qp;
+    bool has_excl;
+    json_int_t vat;
 };
 
-/* The document's lines as the mapping gets them, every amount decimal text. */
+/* A VAT group's net (exclAmount), in the document's sign; false when absent. */
+static bool group_net(json_t *doc, json_int_t code, int sign, int64_t *net, int64_t *vat)
+{
+    size_t i;
+    json_t *g;
+    json_array_foreach(json_object_get(doc, "vatGroupList"), i, g)
+    {
+        if (json_integer_value(json_object_get(g, "vatCode")) != code)
+            continue;
+        int64_t v = 0;
+        (void)cents_of(g, "vatAmount", &v);
+        *vat = sign * v;
+        if (cents_of(g, "exclAmount", net)) {
+            *net *= sign;
+            return true;
+        }
+        *net = INT64_MIN; /* the group is there, its net is not */
+        return true;
+    }
+    return false;
+}
+
+/*
+ * Lines without totalExclAmount (optional in Mplus's schema): their net
+ * amounts are what their VAT group's net leaves after the lines that have
+ * one, shared in proportion to their gross amounts, the last taking what
+ * division leaves, so that every group's net is Mplus's to the cent.
+ */
+static bool derive_nets(json_t *doc, struct line_in *in, size_t n, int sign, char *why,
+                        size_t whylen)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (in[i].has_excl)
+            continue;
+        json_int_t code = in[i].vat;
+        int64_t target, vat, known = 0, gross = 0;
+        if (!group_net(doc, code, sign, &target, &vat)) {
+            snprintf(why, whylen,
+                     "line %zu has no totalExclAmount and the document no VAT group %lld to "
+                     "derive it from",
+                     i + 1, (long long)code);
+            return false;
+        }
+        size_t last = i;
+        int64_t group_gross = 0;
+        for (size_t j = 0; j < n; j++) {
+            if (in[j].vat != code)
+                continue;
+            group_gross += in[j].incl;
+            if (in[j].has_excl) {
+                known += in[j].excl;
+            } else {
+                gross += in[j].incl;
+                last = j;
+            }
+        }
+        if (target == INT64_MIN)
+            target = group_gross - vat;
+        int64_t rest = target - known, given = 0;
+        for (size_t j = i; j <= last; j++) {
+            if (in[j].vat != code || in[j].has_excl)
+                continue;
+            in[j].excl = j == last ? rest - given
+                         : gross   ? (int64_t)((__int128)rest * in[j].incl / gross)
+                                   : 0;
+            given += in[j].excl;
+            in[j].has_excl = true;
+        }
+    }
+    return true;
+}
+
+/* The document's lines as the mapping gets them, every amount decimal text
+ * (their "item" filled in once the Items are known). */
 static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t whylen)
 {
     struct sale *s = r->flow;
     int sign = s->credit ? -1 : 1;
     bool drop_zero = strcmp(r->t->conn->sales_zero_lines, "drop") == 0;
-    json_t *out = json_array();
+    json_t *list = json_object_get(s->doc, "lineList");
+    size_t n = json_array_size(list);
+    struct line_in *in = calloc(n ? n : 1, sizeof *in);
+    if (in == NULL) {
+        snprintf(why, whylen, "out of memory");
+        return NULL;
+    }
+    json_t *out = NULL;
     size_t i;
     json_t *line;
-    json_array_foreach(json_object_get(s->doc, "lineList"), i, line)
+    json_array_foreach(list, i, line)
     {
         json_t *data = json_object_get(line, "data");
+        char err[128];
+        if (str(data, "quantity") == NULL ||
+            mplus_quantity_parse(str(data, "quantity"), &in[i].qty, &in[i].qp, err, sizeof err) !=
+                0 ||
+            !cents_of(data, "totalInclAmount", &in[i].incl)) {
+            snprintf(why, whylen, "line %zu (article %lld) has no quantity or totals", i + 1,
+                     (long long)json_integer_value(json_object_get(line, "articleNumber")));
+            goto out;
+        }
+        in[i].has_excl = cents_of(data, "totalExclAmount", &in[i].excl);
+        in[i].qty *= sign;
+        in[i].excl *= sign;
+        in[i].incl *= sign;
+        in[i].vat = json_integer_value(json_object_get(data, "vatCode"));
+    }
+    if (!derive_nets(s->doc, in, n, sign, why, whylen))
+        goto out;
+    out = json_array();
+    json_array_foreach(list, i, line)
+    {
         char sku[32];
         snprintf(sku, sizeof sku, "%lld",
                  (long long)json_integer_value(json_object_get(line, "articleNumber")));
-        int64_t qty, excl, incl;
-        int qp;
-        char err[128];
-        if (str(data, "quantity") == NULL ||
-            mplus_quantity_parse(str(data, "quantity"), &qty, &qp, err, sizeof err) != 0 ||
-            !cents_of(data, "totalExclAmount", &excl) ||
-            !cents_of(data, "totalInclAmount", &incl)) {
-            snprintf(why, whylen, "line %zu (article %s) has no quantity or totals", i + 1, sku);
-            json_decref(out);
-            return NULL;
-        }
-        qty *= sign;
-        excl *= sign;
-        incl *= sign;
-        if (qty == 0 || (excl == 0 && incl == 0 && drop_zero))
+        int64_t qty = in[i].qty, excl = in[i].excl;
+        int qp = in[i].qp;
+        if (qty == 0 || (excl == 0 && in[i].incl == 0 && drop_zero))
             continue;
-        const char *tc =
-            tax_code(r, json_integer_value(json_object_get(data, "vatCode")), why, whylen);
+        const char *tc = tax_code(r, in[i].vat, why, whylen);
         if (tc == NULL) {
             json_decref(out);
-            return NULL;
+            out = NULL;
+            goto out;
         }
         int64_t unit;
         int up;
@@ -714,13 +809,12 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
         money_text(amount, a, sizeof a);
         mplus_quantity_format(qty, qp, q, sizeof q);
         mplus_quantity_format(unit, up, u, sizeof u);
-        money_text(incl, g, sizeof g);
-        json_t *item = json_object_get(r->items, sku);
+        money_text(in[i].incl, g, sizeof g);
         json_array_append_new(out,
-                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:O}", "sku", sku,
-                                        "item", str(item, "id") ?: "", "tax_code", tc, "amount", a,
-                                        "qty", q, "unit_price", u, "amount_incl", g, "description",
-                                        str(line, "text") ?: "", "mplus", line));
+                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:O}", "sku", sku,
+                                        "tax_code", tc, "amount", a, "qty", q, "unit_price", u,
+                                        "amount_incl", g, "description", str(line, "text") ?: "",
+                                        "vat_code", (json_int_t)in[i].vat, "mplus", line));
         tot->lines += amount;
     }
     json_t *grp;
@@ -733,11 +827,224 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
     if (!cents_of(s->doc, "totalInclAmount", &tot->total)) {
         snprintf(why, whylen, "the document has no totalInclAmount");
         json_decref(out);
-        return NULL;
+        out = NULL;
+        goto out;
     }
     tot->total *= sign;
     tot->rounding = tot->total - tot->lines - tot->tax;
+out:
+    free(in);
     return out;
+}
+
+/*
+ * Everything the document books, worked out and checked before any lookup
+ * or write, so that a document that cannot be booked has made nothing on
+ * its way (no customer, no Item): its lines, their tax codes, and a
+ * difference to its total that a rounding line may carry.
+ */
+static bool sale_check(struct run *r)
+{
+    struct task *t = r->t;
+    struct sale *s = r->flow;
+    char why[512] = "";
+    memset(&s->tot, 0, sizeof s->tot);
+    json_decref(s->lines);
+    s->lines = sale_lines(r, &s->tot, why, sizeof why);
+    if (s->lines == NULL) {
+        run_fail(r, OUTCOME_DEAD, "cannot book", "%s %s: %s", s->kind, s->mplus_id, why);
+        return false;
+    }
+    int64_t rounding = s->tot.rounding < 0 ? -s->tot.rounding : s->tot.rounding;
+    size_t groups = json_array_size(json_object_get(s->doc, "vatGroupList"));
+    int64_t bound = (int64_t)t->conn->sales_rounding_max_cents * (int64_t)(groups ? groups : 1);
+    if (rounding > bound) {
+        run_fail(r, OUTCOME_DEAD, "cannot book",
+                 "%s %s: its lines and VAT add up to %lld cents, its total is %lld: the "
+                 "difference of %lld cents is more than a rounding line may carry "
+                 "(sales_rounding_max_cents = %d per VAT group, %zu group(s)); booking it would "
+                 "book revenue Mplus does not show. Check the document's lines in Mplus",
+                 s->kind, s->mplus_id, (long long)(s->tot.lines + s->tot.tax),
+                 (long long)s->tot.total, (long long)s->tot.rounding,
+                 t->conn->sales_rounding_max_cents, groups);
+        return false;
+    }
+    const char *rounding_item = t->conn->sales_rounding_item;
+    if (rounding != 0 && (rounding_item == NULL || !rounding_item[0])) {
+        run_fail(r, OUTCOME_DEAD, "cannot book",
+                 "%s %s: its lines and VAT add up to %lld cents less than its total; set "
+                 "sales_rounding_item to the Item Id that books such differences, then replay",
+                 s->kind, s->mplus_id, (long long)s->tot.rounding);
+        return false;
+    }
+    return true;
+}
+
+/* ---- VAT per rate -------------------------------------------------------------- */
+
+/* A tax code of the US kind: Automated Sales Tax works the tax out. */
+static bool us_tax_code(const char *code)
+{
+    return strcmp(code, "TAX") == 0 || strcmp(code, "NON") == 0;
+}
+
+/* The tax line of rate, added to lines or found there. */
+static json_t *tax_line_of(json_t *lines, const char *rate, const char *percent)
+{
+    size_t i;
+    json_t *tl;
+    json_array_foreach(lines, i, tl)
+    {
+        if (strcmp(str(tl, "rate"), rate) == 0)
+            return tl;
+    }
+    tl = json_pack("{s:s, s:s, s:I, s:I}", "rate", rate, "percent", percent, "net_c", (json_int_t)0,
+                   "amount_c", (json_int_t)0);
+    json_array_append_new(lines, tl);
+    return tl;
+}
+
+static void add_cents(json_t *o, const char *k, int64_t v)
+{
+    json_object_set_new(o, k, json_integer(json_integer_value(json_object_get(o, k)) + v));
+}
+
+/*
+ * A VAT company (a TaxCode of the lines lists sales rates): one tax line per
+ * rate, from Mplus's vatGroupList ("use these VAT amounts, do not calculate
+ * them yourself"), net and VAT to the cent; QuickBooks keeps tax lines it is
+ * given and would otherwise work the VAT out per line itself. The rounding
+ * line gets a TaxCode without VAT.
+ */
+static void taxes_known(struct run *r)
+{
+    struct task *t = r->t;
+    struct sale *s = r->flow;
+    int sign = s->credit ? -1 : 1;
+    json_t *out = json_array();
+    bool vat = false;
+    size_t i;
+    json_t *ln;
+    json_array_foreach(s->lines, i, ln)
+    {
+        json_t *rates = lookup_tax_rates(t, str(ln, "tax_code"));
+        if (rates == NULL) {
+            json_decref(out);
+            /* Made since the table was read? The next attempt reads it again. */
+            lookup_tax_forget(t);
+            run_fail(r, OUTCOME_RETRY, NULL,
+                     "TaxCode %s (sales_tax_codes, Mplus VAT code %lld) is not among the "
+                     "company's tax codes",
+                     str(ln, "tax_code"),
+                     (long long)json_integer_value(json_object_get(ln, "vat_code")));
+            return;
+        }
+        if (json_array_size(rates) > 0)
+            vat = true;
+    }
+    if (!vat) { /* tax codes without rates: QuickBooks takes TotalTax */
+        json_decref(out);
+        run_next(r);
+        return;
+    }
+    json_t *g;
+    json_array_foreach(json_object_get(s->doc, "vatGroupList"), i, g)
+    {
+        json_int_t code = json_integer_value(json_object_get(g, "vatCode"));
+        char why[400];
+        const char *tc = tax_code(r, code, why, sizeof why);
+        int64_t net = INT64_MIN, amount = 0;
+        (void)cents_of(g, "vatAmount", &amount);
+        if (cents_of(g, "exclAmount", &net))
+            net *= sign;
+        amount *= sign;
+        json_t *rate = json_array_get(lookup_tax_rates(t, tc ?: ""), 0);
+        if (rate == NULL) {
+            if (amount == 0)
+                continue; /* a code without VAT needs no tax line */
+            json_decref(out);
+            run_fail(r, OUTCOME_DEAD, "cannot book",
+                     "%s %s: Mplus charged %lld cents of VAT under code %lld, and its TaxCode %s "
+                     "has no sales rate in QuickBooks",
+                     s->kind, s->mplus_id, (long long)amount, (long long)code, tc ?: "(none)");
+            return;
+        }
+        if (net == INT64_MIN) { /* the group's net: its lines' */
+            net = 0;
+            json_array_foreach(s->lines, i, ln)
+            {
+                int64_t a = 0;
+                if (json_integer_value(json_object_get(ln, "vat_code")) == code &&
+                    cents_of(ln, "amount", &a))
+                    net += a;
+            }
+        }
+        json_t *tl = tax_line_of(out, str(rate, "rate"), str(rate, "percent"));
+        add_cents(tl, "net_c", net);
+        add_cents(tl, "amount_c", amount);
+    }
+    json_array_foreach(out, i, g)
+    {
+        char net[MPLUS_NUM_LEN], amount[MPLUS_NUM_LEN];
+        money_text(json_integer_value(json_object_get(g, "net_c")), net, sizeof net);
+        money_text(json_integer_value(json_object_get(g, "amount_c")), amount, sizeof amount);
+        json_object_set_new(g, "net", json_string(net));
+        json_object_set_new(g, "amount", json_string(amount));
+        json_object_del(g, "net_c");
+        json_object_del(g, "amount_c");
+    }
+    json_decref(s->tax_lines);
+    s->tax_lines = out;
+    if (s->tot.rounding != 0) {
+        const char *set = t->conn->sales_rounding_tax_code;
+        s->rounding_tax_code = set && set[0] ? set : lookup_tax_zero(t);
+        if (s->rounding_tax_code == NULL) {
+            run_fail(r, OUTCOME_DEAD, "cannot book",
+                     "%s %s needs a rounding line of %lld cents, and the company has no TaxCode "
+                     "without VAT for it: set sales_rounding_tax_code, then replay",
+                     s->kind, s->mplus_id, (long long)s->tot.rounding);
+            return;
+        }
+    }
+    run_next(r);
+}
+
+static void sale_taxes(struct run *r)
+{
+    struct sale *s = r->flow;
+    size_t i;
+    json_t *ln;
+    json_array_foreach(s->lines, i, ln)
+    {
+        if (!us_tax_code(str(ln, "tax_code") ?: "")) {
+            lookup_tax_table(r, taxes_known);
+            return;
+        }
+    }
+    run_next(r);
+}
+
+/* The deposit account of an Mplus payment method: its own, else the * entry. */
+static const char *deposit_account(struct run *r, const char *method)
+{
+    return table(r, "sales_deposit_accounts", method) ?: table(r, "sales_deposit_accounts", "*");
+}
+
+/* The number of different payment methods the document was paid with. */
+static size_t methods_paid(json_t *doc)
+{
+    json_t *pays = json_object_get(doc, "paymentList");
+    size_t n = 0, i, j;
+    json_t *p;
+    json_array_foreach(pays, i, p)
+    {
+        const char *m = str(p, "method") ?: "";
+        for (j = 0; j < i; j++)
+            if (strcmp(str(json_array_get(pays, j), "method") ?: "", m) == 0)
+                break;
+        n += j == i;
+    }
+    return n;
 }
 
 /* The payment method and deposit account of a receipt. */
@@ -749,9 +1056,8 @@ static void receipt_payment(struct run *r, json_t *input)
     if (method == NULL)
         return;
     const char *pm = table(r, "sales_payment_methods", method);
-    const char *acct =
-        table(r, "sales_deposit_accounts", method) ?: table(r, "sales_deposit_accounts", "*");
-    if (json_array_size(pays) > 1 && r->t->conn->sales_split_account &&
+    const char *acct = deposit_account(r, method);
+    if (methods_paid(s->doc) > 1 && r->t->conn->sales_split_account &&
         r->t->conn->sales_split_account[0])
         acct = r->t->conn->sales_split_account; /* a clearing account for split payments */
     if (pm)
@@ -760,32 +1066,74 @@ static void receipt_payment(struct run *r, json_t *input)
         json_object_set_new(input, "deposit_account", json_string(acct));
 }
 
+/*
+ * A till receipt paid with more than one method (cash and card, gift card
+ * and card) is booked, with sales_split_payments = invoice (the default), as
+ * an Invoice with one Payment per Mplus payment, each to its method's
+ * deposit account, so that every account holds what was paid with its
+ * method. With clearing it stays a SalesReceipt deposited to
+ * sales_split_account, which the accountant clears by hand.
+ */
+static void sale_split(struct run *r)
+{
+    struct sale *s = r->flow;
+    if (s->booked == NULL && strcmp(s->entity, "SalesReceipt") == 0 &&
+        strcmp(r->t->conn->sales_split_payments, "invoice") == 0 && methods_paid(s->doc) > 1) {
+        s->entity = "Invoice";
+        task_note(r->t, "%s %s was paid with %zu methods: an Invoice with a Payment per method",
+                  s->kind, s->mplus_id, methods_paid(s->doc));
+    }
+    run_next(r);
+}
+
+/* The relation's payment terms (sales_terms by paymentWithinDays) go on
+ * every Invoice of it: read the relation when the customer lookup did not. */
+static void terms_read(const struct mplus_result *res, void *arg)
+{
+    struct run *r = arg;
+    if (res->kind != MPLUS_OK) {
+        run_fail_mplus(r, "find relation", res);
+        return;
+    }
+    json_t *rel = json_object_get(res->body, "relation");
+    if (json_is_object(rel) && r->relation == NULL)
+        r->relation = json_incref(rel);
+    run_next(r);
+}
+
+static void sale_terms(struct run *r)
+{
+    struct sale *s = r->flow;
+    int64_t n;
+    if (strcmp(s->entity, "Invoice") != 0 || r->relation != NULL ||
+        json_object_size(json_object_get(settings_of(r), "sales_terms")) == 0 ||
+        !gw_strtoi64(r->relation_number, &n)) {
+        run_next(r);
+        return;
+    }
+    json_t *q = json_pack("{s:I}", "relationNumber", (json_int_t)n);
+    task_mplus_call(r->t, "findRelation", q, terms_read, r);
+    json_decref(q);
+}
+
 static void sale_written(const struct qbo_result *res, void *arg);
 
 static void sale_write(struct run *r)
 {
     struct task *t = r->t;
     struct sale *s = r->flow;
-    char why[512] = "";
-    struct totals tot = {0};
-    json_t *lines = sale_lines(r, &tot, why, sizeof why);
-    if (lines == NULL) {
-        run_fail(r, OUTCOME_DEAD, "cannot book", "%s %s: %s", s->kind, s->mplus_id, why);
-        return;
+    size_t i;
+    json_t *ln;
+    json_array_foreach(s->lines, i, ln)
+    {
+        json_t *item = json_object_get(r->items, str(ln, "sku") ?: "");
+        json_object_set_new(ln, "item", json_string(str(item, "id") ?: ""));
     }
     const char *rounding_item = t->conn->sales_rounding_item;
-    if (tot.rounding != 0 && (rounding_item == NULL || !rounding_item[0])) {
-        json_decref(lines);
-        run_fail(r, OUTCOME_DEAD, "cannot book",
-                 "%s %s: its lines and VAT add up to %lld cents less than its total; set "
-                 "sales_rounding_item to the Item Id that books such differences, then replay",
-                 s->kind, s->mplus_id, (long long)tot.rounding);
-        return;
-    }
     char tax[MPLUS_NUM_LEN], total[MPLUS_NUM_LEN], rnd[MPLUS_NUM_LEN];
-    money_text(tot.tax, tax, sizeof tax);
-    money_text(tot.total, total, sizeof total);
-    money_text(tot.rounding, rnd, sizeof rnd);
+    money_text(s->tot.tax, tax, sizeof tax);
+    money_text(s->tot.total, total, sizeof total);
+    money_text(s->tot.rounding, rnd, sizeof rnd);
     char note[200];
     snprintf(note, sizeof note, "Mplus %s %s", s->kind, s->mplus_id);
     const char *docnum = str(s->doc, "transactionString") ?: "";
@@ -796,11 +1144,12 @@ static void sale_write(struct run *r)
     json_t *head = json_copy(s->doc);
     json_object_del(head, "lineList");
     json_t *input = json_pack(
-        "{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s, s:b, s:s*, s:s*}", "entity",
-        s->entity, "kind", s->kind, "document", head, "customer", r->customer_id, "doc_number",
-        docnum, "private_note", note, "mplus_id", s->mplus_id, "lines", lines, "tax_total", tax,
-        "total", total, "rounding", rnd, "credit", s->credit, "rounding_item", rounding_item,
-        "class", table(r, "sales_class_by_branch", branch));
+        "{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:s, s:b, s:s*, s:s*, s:O*, s:s*}",
+        "entity", s->entity, "kind", s->kind, "document", head, "customer", r->customer_id,
+        "doc_number", docnum, "private_note", note, "mplus_id", s->mplus_id, "lines", s->lines,
+        "tax_total", tax, "total", total, "rounding", rnd, "credit", s->credit, "rounding_item",
+        rounding_item, "class", table(r, "sales_class_by_branch", branch), "tax_lines",
+        s->tax_lines, "rounding_tax_code", s->rounding_tax_code);
     receipt_payment(r, input);
     json_t *days = json_object_get(r->relation, "paymentWithinDays");
     if (json_is_integer(days)) {
@@ -988,7 +1337,7 @@ static void pay_next(struct run *r)
                       "TxnId", str(s->booked, "id") ?: "", "TxnType", "Invoice");
         const char *method = str(p, "method");
         const char *pm = method ? table(r, "sales_payment_methods", method) : NULL;
-        const char *acct = method ? table(r, "sales_deposit_accounts", method) : NULL;
+        const char *acct = method ? deposit_account(r, method) : NULL;
         if (pm)
             json_object_set_new(pay, "PaymentMethodRef", json_pack("{s:s}", "value", pm));
         if (acct)
@@ -1046,12 +1395,15 @@ static const step_fn sale_steps[] = {
     sale_begin,
     sale_order_made,
     sale_order_prepaid,
+    sale_split,
+    sale_taxes,
     sale_default_customer,
     lookup_customer_mapped,
     lookup_relation,
     lookup_customer_email,
     lookup_customer_create,
     lookup_items,
+    sale_terms,
     sale_existing,
     sale_write,
     sale_payments,

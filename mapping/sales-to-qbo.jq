@@ -10,7 +10,10 @@
 #   customer       the QuickBooks Customer Id
 #   lines[]        {item, sku, tax_code, amount, qty, unit_price, amount_incl, description, mplus}
 #                  amount = round(qty x unit_price, 2), excl. VAT, in the document's sign
-#   tax_total, total, rounding   decimal text; rounding_item: the Item for a rounding line
+#   tax_total, total, rounding   decimal text; rounding_item: the Item for a rounding line,
+#                  rounding_tax_code: its TaxCode (a VAT company)
+#   tax_lines[]    a VAT company's tax per rate, from Mplus's vatGroupList:
+#                  {rate (TaxRate Id), percent, net, amount}; null elsewhere
 #   doc_number, private_note, mplus_id, payment_method, deposit_account, class, term
 # existing is the booked document's id map entry on an update, else null.
 #
@@ -41,10 +44,15 @@
         } ]
       + (if $s.rounding != "0.00" then
           [ { DetailType: "SalesItemLineDetail", Amount: $s.rounding, Description: "Rounding",
-              SalesItemLineDetail: {ItemRef: {value: $s.rounding_item}, Qty: "1", UnitPrice: $s.rounding} } ]
+              SalesItemLineDetail: {ItemRef: {value: $s.rounding_item}, Qty: "1", UnitPrice: $s.rounding,
+                TaxCodeRef: ($s.rounding_tax_code | if . then {value: .} else null end)} } ]
         else [] end)
     ),
-    TxnTaxDetail: {TotalTax: $s.tax_total},
+    TxnTaxDetail: {TotalTax: $s.tax_total,
+      TaxLine: ($s.tax_lines | if . then [ .[] | {
+          DetailType: "TaxLineDetail", Amount: .amount,
+          TaxLineDetail: {TaxRateRef: {value: .rate}, PercentBased: true, TaxPercent: .percent,
+                          NetAmountTaxable: .net} } ] else null end)},
     PaymentMethodRef: ($s.payment_method | if . and ($s.entity | endswith("Receipt")) then {value: .} else null end),
     DepositToAccountRef: ($s.deposit_account | if . and ($s.entity | endswith("Receipt")) then {value: .} else null end),
     SalesTermRef: ($s.term | if . and $s.entity == "Invoice" then {value: .} else null end),

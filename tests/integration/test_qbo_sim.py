@@ -485,6 +485,46 @@ class SimTest(unittest.TestCase):
         receipt = self.create("SalesReceipt", {"Line": [self.sales_line(10)], "TxnTaxDetail": {"TaxLine": split}})
         self.assertEqual((receipt["TxnTaxDetail"]["TotalTax"], receipt["TotalAmt"]), (2.05, 12.05))
 
+    def test_a_vat_company_works_out_vat_per_line_unless_given_tax_lines(self):
+        # A US company (the seed) takes a bare TotalTax and lines without a TaxCodeRef.
+        self.create("Item", self.service("Hours"))
+        receipt = self.create("SalesReceipt", {"Line": [self.sales_line(10)], "TxnTaxDetail": {"TotalTax": 2.10}})
+        self.assertEqual(receipt["TotalAmt"], 12.10)
+        # A Dutch company: 21 % and 9 % rates, each in a TaxCode.
+        self.seed("CompanyInfo", {"Id": REALM, "Country": "NL"})
+        for rate, code, percent in (("15", "5", 21), ("17", "7", 9)):
+            self.seed("TaxRate", {"Id": rate, "Name": "BTW %d%%" % percent, "RateValue": percent})
+            self.seed("TaxCode", {"Id": code, "Name": "BTW %d" % percent, "SalesTaxRateList": {"TaxRateDetail": [
+                {"TaxRateRef": {"value": rate}, "TaxTypeApplicable": "TaxOnAmount", "TaxOrder": 0}]}})
+        status, data, _ = self.api("POST", "salesreceipt", {"Line": [self.sales_line(10)],
+                                                            "TxnTaxDetail": {"TotalTax": 2.10}})
+        error = self.assertFault(status, data, "6000")
+        self.assertIn("Make sure all your transactions have a VAT rate", error["Detail"])
+        self.assertEqual(error["element"], "Line[1].SalesItemLineDetail.TaxCodeRef")
+        # Without tax lines: per line, rounded half up, summed per rate; the TotalTax sent is replaced.
+        lines = [self.sales_line(0.05, TaxCodeRef={"value": "7"}), self.sales_line(0.05, TaxCodeRef={"value": "7"}),
+                 self.sales_line(10.01, TaxCodeRef={"value": "5"})]
+        receipt = self.create("SalesReceipt", {"Line": lines, "TxnTaxDetail": {"TotalTax": 9.99}})
+        tax = receipt["TxnTaxDetail"]
+        self.assertEqual(tax["TotalTax"], 2.10)   # 0.0045 -> 0.00 twice (0.01 on the sum); 2.1021 -> 2.10
+        self.assertEqual(sorted((t["TaxLineDetail"]["TaxRateRef"]["value"], t["TaxLineDetail"]["NetAmountTaxable"],
+                                 t["Amount"]) for t in tax["TaxLine"]), [("15", 10.01, 2.10), ("17", 0.10, 0.0)])
+        self.assertEqual(receipt["TotalAmt"], 12.21)
+        # Tax lines given are kept, when their rates exist.
+        given = [{"Amount": 0.01, "DetailType": "TaxLineDetail",
+                  "TaxLineDetail": {"TaxRateRef": {"value": "17"}, "PercentBased": True, "TaxPercent": 9,
+                                    "NetAmountTaxable": 0.10}},
+                 {"Amount": 2.11, "DetailType": "TaxLineDetail",
+                  "TaxLineDetail": {"TaxRateRef": {"value": "15"}, "PercentBased": True, "TaxPercent": 21,
+                                    "NetAmountTaxable": 10.01}}]
+        receipt = self.create("SalesReceipt", {"Line": lines, "TxnTaxDetail": {"TotalTax": 2.12, "TaxLine": given}})
+        self.assertEqual([t["Amount"] for t in receipt["TxnTaxDetail"]["TaxLine"]], [0.01, 2.11])
+        self.assertEqual(receipt["TotalAmt"], 12.23)
+        unknown = [dict(given[0], TaxLineDetail=dict(given[0]["TaxLineDetail"], TaxRateRef={"value": "99"}))]
+        status, data, _ = self.api("POST", "salesreceipt", {"Line": lines, "TxnTaxDetail": {"TaxLine": unknown}})
+        self.assertEqual(self.assertFault(status, data, "2500")["element"],
+                         "TxnTaxDetail.TaxLine.TaxLineDetail.TaxRateRef")
+
     def test_payments_reduce_and_restore_invoice_balances(self):
         self.create("Customer", {"DisplayName": "Cool Cars"})
         self.create("Item", self.service("Hours"))

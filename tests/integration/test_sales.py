@@ -35,8 +35,10 @@ import test_customers  # noqa: E402
 D = decimal.Decimal
 HOST = gwtest.HOST
 FINAL = gwtest.FINAL
-# Mplus VAT code -> the QuickBooks TaxCode Id of this company (NL low, high, zero).
+# Mplus VAT code -> the QuickBooks TaxCode Id of this company (NL low, high, zero),
+# and the TaxRate each TaxCode lists: Id and percent.
 TAX_CODES = {1: "7", 2: "5", 3: "9"}
+TAX_RATES = {"7": ("17", 9), "5": ("15", 21), "9": ("19", 0)}
 
 
 class SalesMplus(MplusSim):
@@ -85,9 +87,15 @@ class SalesTestCase(GatewayTestCase):
         self.gw = None
         self.tmp = tempfile.mkdtemp(prefix="gwtest-sales-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
-        # The company's tax codes, accounts and the rounding item.
-        for code in TAX_CODES.values():
-            QBO.entity("TaxCode", {"Id": code, "Name": "BTW %s" % code, "Active": True})
+        # A Dutch VAT company: its tax rates and codes, accounts and the rounding item.
+        QBO.entity("CompanyInfo", {"Id": REALM, "Country": "NL"})
+        for code, (rate, percent) in TAX_RATES.items():
+            QBO.entity("TaxRate", {"Id": rate, "Name": "BTW %d%%" % percent, "RateValue": percent,
+                                   "Active": True})
+            QBO.entity("TaxCode", {"Id": code, "Name": "BTW %s" % code, "Active": True,
+                                   "SalesTaxRateList": {"TaxRateDetail": [
+                                       {"TaxRateRef": {"value": rate}, "TaxTypeApplicable": "TaxOnAmount",
+                                        "TaxOrder": 0}]}})
         QBO.entity("Account", {"Id": "79", "Name": "Omzet", "AccountType": "Income"})
         QBO.entity("Item", {"Id": "900", "Name": "Afronding", "Sku": "ROUNDING", "Type": "Service"})
 
@@ -132,8 +140,8 @@ class SalesTestCase(GatewayTestCase):
         self.assertEqual(cents(d["TotalAmt"]), total, d)
         return d
 
-    # -- the tests --
 
+class TillSales(SalesTestCase):
     def test_a_day_of_till_sales_is_booked_once_each_exact_to_the_cent(self):
         gw = self.start_gateway(mplus_document_page_size=50)
         # 200 varied receipts, then the hard cases one by one.
@@ -159,10 +167,13 @@ class SalesTestCase(GatewayTestCase):
         sales = [r for r in receipts if r["receiptType"] == "RECEIPT-TYPE-RECEIPT"]
         credits = [r for r in receipts if r["receiptType"] == "RECEIPT-TYPE-CREDIT-RECEIPT"]
         self.assertEqual((len(sales), len(credits)), (204, 1))
-        self.assertEqual(len(self.docs_of("SalesReceipt")), 204)
+        # The receipt paid by card and cash is an Invoice with a Payment per method.
+        split = [r for r in sales if len(r["paymentList"]["payment"]) == 2]
+        self.assertEqual(len(split), 1)
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 203)
         self.assertEqual(len(self.docs_of("RefundReceipt")), 1)
         for r in sales:
-            d = self.assertBookedOnce(r, "receipt", "SalesReceipt", "receiptId")
+            d = self.assertBookedOnce(r, "receipt", "Invoice" if r in split else "SalesReceipt", "receiptId")
             # VAT per code as Mplus has it: the tax total and the lines' tax codes.
             vat = sum(cents(g["vatAmount"]) for g in r["vatGroupList"]["vatGroup"]) / 100
             self.assertEqual(cents(d["TxnTaxDetail"]["TotalTax"]), vat, d)
@@ -174,13 +185,16 @@ class SalesTestCase(GatewayTestCase):
                              == TAX_CODES[code])
                 self.assertEqual(booked, excl, (code, d))
         self.assertBookedOnce(credits[0], "receipt", "RefundReceipt", "receiptId")
-        split = [r for r in sales if len(r["paymentList"]["payment"]) == 2][0]
-        self.assertEqual(self.assertBookedOnce(split, "receipt", "SalesReceipt", "receiptId")
-                         ["PaymentMethodRef"]["value"], "2")
+        invoice = self.assertBookedOnce(split[0], "receipt", "Invoice", "receiptId")
+        self.assertEqual(cents(invoice["Balance"]), 0, invoice)
+        pays = sorted((p["DepositToAccountRef"]["value"], p["PaymentMethodRef"]["value"], cents(p["TotalAmt"]))
+                      for p in self.docs_of("Payment"))
+        self.assertEqual(pays, sorted((dict(CASH="35", PIN="36")[p["method"]], dict(CASH="1", PIN="2")[p["method"]],
+                                       cents(p["amount"]) / 100) for p in split[0]["paymentList"]["payment"]))
         # Amounts travel as JSON numbers, not strings.
         posted = [q["body"] for q in QBO.requests()
                   if q["method"] == "POST" and q["path"].endswith("/salesreceipt")]
-        self.assertEqual(len(posted), 204)
+        self.assertEqual(len(posted), 203)
         for line in posted[0]["Line"]:
             self.assertIsInstance(line["Amount"], (int, float), line)
             self.assertIsInstance(line["SalesItemLineDetail"]["Qty"], (int, float), line)
@@ -203,7 +217,7 @@ class SalesTestCase(GatewayTestCase):
             return all(x.get("replays", 0) >= 1 and x["state"] in FINAL for x in shown) and shown
         for x in self.wait(replayed, "the replays final"):
             self.assertEqual((x["state"], x["reason"]), ("skipped", "already booked"), x)
-        self.assertEqual(len(self.docs_of("SalesReceipt")), 204)
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 203)
         creates = [q for q in QBO.requests()[before:] if q["method"] == "POST"]
         self.assertEqual(creates, [])
 
@@ -457,9 +471,13 @@ class OneSaleOneBooking(SalesTestCase):
         e = self.last("receipt", 1, "done")
         self.last("order", 2, "skipped", "part of sale %s" % order["orderId"])
         self.clear()
-        self.assertOneBooking(order, "SalesReceipt")
+        # Paid in cash in advance and by card at the till: an Invoice with a Payment per method.
+        doc = self.assertOneBooking(order, "Invoice")
         self.assertTrue(any("was paid in advance" in s for s in self.steps(e)), self.steps(e))
-        self.assertEqual(self.docs_of("Payment"), [])
+        self.assertEqual(cents(doc["Balance"]), 0, doc)
+        self.assertEqual(sorted((p["DepositToAccountRef"]["value"], cents(p["TotalAmt"]) * 100)
+                                for p in self.docs_of("Payment")),
+                         sorted([("35", 1000), ("36", order["totalInclAmount"] - 1000)]))
 
 
     def test_a_day_of_webshop_orders_and_till_sales_across_a_sigkill_books_each_sale_once(self):
@@ -501,6 +519,126 @@ class OneSaleOneBooking(SalesTestCase):
             self.assertEqual(set(reasons), {"order not complete", "part of sale %s" % o["orderId"]},
                              (o["orderId"], reasons))
 
+
+
+class VatPaymentsAsTheAccountantReconciles(SalesTestCase):
+    """VAT per rate, split payments and the rounding bound (a Dutch VAT company).
+
+    Every figure is read back from QuickBooks' own state as the simulator
+    keeps it (it works VAT out per line itself unless given tax lines), and
+    compared with Mplus's own figures.
+    """
+
+    ACCOUNTS = {"CASH": "35", "PIN": "36"}
+
+    def test_a_day_of_receipts_matches_mplus_per_vat_rate_and_per_payment_method(self):
+        self.start_gateway(mplus_document_page_size=100)
+        # Five lines cycling the catalogue (2 or 3 VAT rates a receipt, 3-decimal weights),
+        # two of them without totalExclAmount, two with discounts; split, cash and card.
+        lines = [{"omitExcl": True}, {"discountPercentage": 10}, {}, {"omitExcl": True, "discountAmount": 7}, {}]
+        MPLUS.call("POST", "/_sim/till/sales", {"count": 120, "vary": True,
+                                                "spec": {"kind": "split", "lines": lines}})
+        MPLUS.call("POST", "/_sim/till/sales", {"count": 60, "vary": True, "spec": {"kind": "cash", "lines": lines}})
+        MPLUS.call("POST", "/_sim/till/sales", {"count": 30, "vary": True, "spec": {"kind": "card"}})
+        receipts = MPLUS.docs("receipt")
+        self.assertEqual(len(receipts), 210)
+        evs = self.sale_events("receipt", 210)
+        self.assertEqual([(e["state"], e["last_error"]) for e in evs if e["state"] != "done"], [])
+        # The day as Mplus has it: per VAT code net and VAT, per method what was paid.
+        rate_counts, mplus_vat, mplus_paid, omitted = set(), {}, {}, 0
+        for r in receipts:
+            groups = r["vatGroupList"]["vatGroup"]
+            rate_counts.add(len(groups))
+            for g in groups:
+                net, vat = mplus_vat.get(g["vatCode"], (0, 0))
+                mplus_vat[g["vatCode"]] = (net + g["exclAmount"], vat + g["vatAmount"])
+            for p in r["paymentList"]["payment"]:
+                mplus_paid[p["method"]] = mplus_paid.get(p["method"], 0) + p["amount"]
+            omitted += sum("totalExclAmount" not in l["data"] for l in r["lineList"]["line"])
+        self.assertTrue({2, 3} <= rate_counts, "receipts with two and with three VAT rates")
+        self.assertEqual(omitted, 360)
+        # QuickBooks' VAT per rate: the tax lines of every sales document of the day.
+        docs = self.docs_of("SalesReceipt") + self.docs_of("Invoice")
+        self.assertEqual(len(docs), 210)
+        qbo_vat = {}
+        for d in docs:
+            for t in d["TxnTaxDetail"]["TaxLine"]:
+                rate = t["TaxLineDetail"]["TaxRateRef"]["value"]
+                net, vat = qbo_vat.get(rate, (D(0), D(0)))
+                qbo_vat[rate] = (net + cents(t["TaxLineDetail"]["NetAmountTaxable"]), vat + cents(t["Amount"]))
+        self.assertEqual(qbo_vat, {TAX_RATES[TAX_CODES[code]][0]: (D(net) / 100, D(vat) / 100)
+                                   for code, (net, vat) in mplus_vat.items()})
+        # The lines themselves (nets derived where Mplus gave none) add up to each rate's net.
+        line_net = {}
+        for d in docs:
+            for line in d["Line"]:
+                detail = line.get("SalesItemLineDetail")
+                if detail and detail["ItemRef"]["value"] != "900":
+                    code = detail["TaxCodeRef"]["value"]
+                    line_net[code] = line_net.get(code, D(0)) + cents(line["Amount"])
+        self.assertEqual(line_net, {TAX_CODES[code]: D(net) / 100 for code, (net, vat) in mplus_vat.items()})
+        # Each method's deposit account holds what Mplus says was paid with it.
+        held = {}
+        for d in self.docs_of("SalesReceipt") + self.docs_of("Payment"):
+            account = d["DepositToAccountRef"]["value"]
+            held[account] = held.get(account, D(0)) + cents(d["TotalAmt"])
+        self.assertEqual(held, {self.ACCOUNTS[m]: D(v) / 100 for m, v in mplus_paid.items()})
+        self.assertEqual(len(self.docs_of("Invoice")), 120)
+        self.assertEqual([d["Id"] for d in self.docs_of("Invoice") if cents(d["Balance"]) != 0], [])
+        # Every document's total is Mplus's; no rounding line is over the bound.
+        by_note = {d["PrivateNote"]: d for d in docs}
+        for r in receipts:
+            d = by_note["Mplus receipt %s" % r["receiptId"]]
+            self.assertEqual(cents(d["TotalAmt"]), D(r["totalInclAmount"]) / 100, d)
+            bound = D(2 * len(r["vatGroupList"]["vatGroup"])) / 100
+            for line in d["Line"]:
+                if line.get("SalesItemLineDetail", {}).get("ItemRef", {}).get("value") == "900":
+                    self.assertLessEqual(abs(cents(line["Amount"])), bound, d)
+                    self.assertEqual(line["SalesItemLineDetail"]["TaxCodeRef"]["value"], "9", d)
+
+    def test_without_tax_lines_quickbooks_own_vat_would_differ(self):
+        """The simulator is a real check: a document sent without tax lines gets QuickBooks' per-line VAT."""
+        self.start_gateway(map_sales_to_qbo=self.without_tax_lines())
+        # Three lines of 0.06 at 9 %: Mplus's VAT is 0.00 a line, QuickBooks' own 0.01 a line.
+        sale = MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "1", "price": 6}] * 3)["receipt"]
+        self.sale_events("receipt", 1)
+        d = self.docs_of("SalesReceipt")[0]
+        self.assertNotEqual(cents(d["TxnTaxDetail"]["TotalTax"]),
+                            sum(D(g["vatAmount"]) for g in sale["vatGroupList"]["vatGroup"]) / 100, d)
+
+    def without_tax_lines(self):
+        path = os.path.join(self.tmp, "no-tax-lines.jq")
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "mapping",
+                               "sales-to-qbo.jq")) as f:
+            program = f.read()
+        with open(path, "w") as f:
+            f.write(program + " | .TxnTaxDetail = {TotalTax: .TxnTaxDetail.TotalTax}\n")
+        return path
+
+    def test_a_difference_over_the_rounding_bound_is_dead_and_made_nothing(self):
+        sale = MPLUS.sale(kind="cash", customer=10002,
+                          lines=[{"articleNumber": 1001, "quantity": "2"}, {"articleNumber": 2001, "quantity": "1"}])
+        receipt = sale["receipt"]
+        # Mplus's total is 10 cents more than its lines and VAT (two VAT groups: 4 cents allowed).
+        MPLUS.call("POST", "/_sim/entity", {"kind": "receipt", "object": {
+            "receiptId": receipt["receiptId"], "totalInclAmount": receipt["totalInclAmount"] + 10}})
+        self.start_gateway()
+        e = self.sale_events("receipt", 1)[0]
+        self.assertEqual((e["state"], e["reason"]), ("dead", "cannot book"), e)
+        self.assertIn("the difference of 10 cents is more than a rounding line may carry", e["last_error"])
+        self.assertIn("sales_rounding_max_cents = 2 per VAT group, 2 group(s)", e["last_error"])
+        # Refused before any lookup: no customer, no Item, no document.
+        self.assertEqual(self.docs_of("Customer"), [])
+        self.assertEqual([i["Id"] for i in self.docs_of("Item")], ["900"])
+        self.assertEqual(self.docs_of("SalesReceipt"), [])
+
+    def test_a_split_receipt_in_clearing_mode_is_one_receipt_to_the_clearing_account(self):
+        self.start_gateway(sales_split_payments="clearing", sales_split_account="40")
+        sale = MPLUS.sale(kind="split", card_amount=500, lines=[{"articleNumber": 2001, "quantity": "1"}])["receipt"]
+        self.sale_events("receipt", 1)
+        d = self.assertBookedOnce(sale, "receipt", "SalesReceipt", "receiptId")
+        self.assertEqual(d["DepositToAccountRef"]["value"], "40")
+        self.assertEqual(self.docs_of("Payment"), [])
 
 if __name__ == "__main__":
     gwtest.main()

@@ -1233,6 +1233,9 @@ class Store:
             total_incl = sum(g["exclAmount"] + g["vatAmount"] for g in vat.values())
         else:
             total_incl = sum(l["data"]["totalInclAmount"] for l in lines)
+        for l in lines:   # a line's totalExclAmount is optional in the schema: gone when asked
+            if l["data"].pop("omitExcl", False):
+                del l["data"]["totalExclAmount"]
         b = self.branch(branch)
         for g in vat.values():
             g.update({"branchNumber": branch, "countryIso3": b["countryIso3"],
@@ -1710,6 +1713,8 @@ class Store:
             else:
                 data["discountAmount"] = discount
                 data["discountAmountExcl"] = cents(D(discount) * 100 / (100 + pct))
+        if ls.get("omitExcl"):
+            data["omitExcl"] = True   # removed once the document's VAT groups are summed (sale)
         data = {k: v for k, v in data.items() if v is not None}
         return {"lineId": str(uuid.uuid4()), "employeeNumber": employee_no, "articleNumber": number,
                 "pluNumber": article.get("pluNumber"), "text": ls.get("text") or article.get("receiptText")

@@ -761,11 +761,14 @@ class Company:
                                 "Amount is not equal to UnitPrice * Qty. Supplied value:%s"
                                 % format(amount.normalize(), ",f"), "Line[%d].Amount" % number)
             subtotal += -amount if line.get("DetailType") == "DiscountLineDetail" else amount
+        vat = self.vat_company()
+        if validate and vat:
+            self._check_vat_lines(lines)
         lines.append({"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}})
         obj["Line"] = lines
         # Line amounts are tax-exclusive whatever GlobalTaxCalculation says (so QBO
         # answers for non-US companies): the tax comes on top.
-        obj["TotalAmt"] = subtotal + self._derive_tax(obj, validate)
+        obj["TotalAmt"] = subtotal + self._derive_tax(obj, validate, lines if vat else None)
         if entity in OPEN_BALANCE:
             obj["Balance"] = self._open_balance(entity, obj)  # less what payments applied already
         elif entity in PAID_ON_ISSUE:
@@ -774,11 +777,30 @@ class Company:
         obj.setdefault("CurrencyRef", copy.deepcopy(USD))
         self._derive_doc_number(entity, obj, validate)
 
-    def _derive_tax(self, obj, validate):
+    def vat_company(self):
+        """A company outside the US (CompanyInfo.Country) works VAT out per line."""
+        info = next(iter(self.objects.get("CompanyInfo", {}).values()), {})
+        return info.get("Country", "US") != "US"
+
+    def _check_vat_lines(self, lines):
+        """A VAT company refuses an item line without a TaxCodeRef (6000, quickbooks-api.md)."""
+        items = [l for l in lines if l.get("DetailType") not in ("DescriptionOnly", "SubTotalLineDetail")]
+        for number, line in enumerate(items, 1):
+            detail = line.get("SalesItemLineDetail")
+            code = detail.get("TaxCodeRef") if isinstance(detail, dict) else None
+            if not (isinstance(code, dict) and code.get("value") not in (None, "")):
+                raise Fault("6000", "A business validation error has occurred while processing your request",
+                            "Make sure all your transactions have a VAT rate before you save.",
+                            "Line[%d].SalesItemLineDetail.TaxCodeRef" % number)
+
+    def _derive_tax(self, obj, validate, vat_lines=None):
         """TxnTaxDetail.TotalTax as Decimal; it must be the sum of the TaxLine amounts given.
 
-        Without TotalTax it is that sum (0 without tax lines).  A tax line's
-        TaxLineDetail.TaxRateRef is not checked: the simulator knows no rates.
+        Without TotalTax it is that sum (0 without tax lines).  In a VAT company
+        (vat_lines: the document's lines) tax lines the caller gives are kept,
+        each TaxRateRef naming a stored TaxRate; without them the tax is worked
+        out per line from its TaxCode's sales rates (half up to the cent per
+        line, then summed per rate) and a TotalTax sent is replaced, as QBO does.
         """
         detail = obj.setdefault("TxnTaxDetail", {})
         if not isinstance(detail, dict):
@@ -786,12 +808,40 @@ class Company:
         tax_lines = [t for t in detail.get("TaxLine") or [] if isinstance(t, dict) and "Amount" in t]
         for tax_line in tax_lines:
             tax_line["Amount"] = _number(tax_line["Amount"], "TaxLine.Amount")
+            line_detail = tax_line.get("TaxLineDetail")
+            if isinstance(line_detail, dict) and "NetAmountTaxable" in line_detail:
+                line_detail["NetAmountTaxable"] = _number(line_detail["NetAmountTaxable"], "NetAmountTaxable")
+            if validate and vat_lines is not None:
+                self._referenced("TaxRate", line_detail if isinstance(line_detail, dict) else {},
+                                 "TaxRateRef", "TxnTaxDetail.TaxLine.TaxLineDetail.TaxRateRef")
+        if validate and vat_lines is not None and not tax_lines:
+            detail.pop("TotalTax", None)
+            detail["TaxLine"] = tax_lines = self._tax_lines_of(vat_lines)
         line_sum = sum((t["Amount"] for t in tax_lines), D(0))
         detail["TotalTax"] = total = _number(detail.get("TotalTax", line_sum), "TotalTax")
         if validate and tax_lines and total != line_sum:
             raise business_validation("TotalTax %s is not the sum of the TaxLine amounts (%s)."
                                       % (_money(total), _money(line_sum)), "TxnTaxDetail.TotalTax")
         return total
+
+    def _tax_lines_of(self, lines):
+        """QBO's own VAT of the lines: per line and sales rate of its TaxCode, rounded half up."""
+        per_rate = {}
+        for line in lines:
+            detail = line.get("SalesItemLineDetail")
+            if not isinstance(detail, dict):
+                continue
+            code = self._ref_target("TaxCode", detail.get("TaxCodeRef")) or {}
+            for rate_detail in (code.get("SalesTaxRateList") or {}).get("TaxRateDetail") or []:
+                rate = self._ref_target("TaxRate", rate_detail.get("TaxRateRef")) or {}
+                percent = _number(rate.get("RateValue", 0), "RateValue")
+                entry = per_rate.setdefault(rate.get("Id"), [D(0), D(0), percent])
+                entry[0] += line["Amount"]
+                entry[1] += (line["Amount"] * percent / 100).quantize(CENT, decimal.ROUND_HALF_UP)
+        return [{"Amount": tax, "DetailType": "TaxLineDetail",
+                 "TaxLineDetail": {"TaxRateRef": {"value": rate_id}, "PercentBased": True, "TaxPercent": percent,
+                                   "NetAmountTaxable": net}}
+                for rate_id, (net, tax, percent) in sorted(per_rate.items(), key=lambda kv: int(kv[0]))]
 
     def _check_references(self, obj):
         """Refuse a CustomerRef, ItemRef or TaxCodeRef naming no stored object, or a deleted one.

@@ -144,6 +144,7 @@ static const struct key_def connection_keys[] = {
     {"sales_rounding_tax_code", K_STR, C(sales_rounding_tax_code), NULL, false, 0, 0},
     {"sales_split_payments", K_STR, C(sales_split_payments), "invoice", false, 0, 0},
     {"sales_shipping_items", K_STR, C(sales_shipping_items), NULL, false, 0, 0},
+    {"sales_shipping_articles", K_STR, C(sales_shipping_articles), NULL, false, 0, 0},
     {"sales_department_by_country", K_STR, C(sales_department_by_country), NULL, false, 0, 0},
     {"sales_department_by_branch", K_STR, C(sales_department_by_branch), NULL, false, 0, 0},
     {"sales_create_items", K_BOOL, C(sales_create_items), "false", false, 0, 0},
@@ -613,6 +614,8 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
             check_list(cfg, c, "sales_documents", c->sales_documents, "receipts, invoices, orders",
                        &c->sales_kinds, err, errlen) != 0 ||
             check_numbers(cfg, c, "products_groups", c->products_groups, err, errlen) != 0 ||
+            check_numbers(cfg, c, "sales_shipping_articles", c->sales_shipping_articles, err,
+                          errlen) != 0 ||
             check_numbers(cfg, c, "products_exclude_groups", c->products_exclude_groups, err,
                           errlen) != 0 ||
             check_numbers(cfg, c, "products_turnover_groups", c->products_turnover_groups, err,

@@ -68,6 +68,7 @@ struct gw_connection {
     char *sales_rounding_tax_code;
     char *sales_split_payments; /* invoice | clearing */
     char *sales_shipping_items;
+    char *sales_shipping_articles;
     char *sales_department_by_country;
     char *sales_department_by_branch;
     bool sales_create_items;

@@ -150,6 +150,50 @@ static const char *entity_named(const char *name)
 
 /* ---- one sale, one booking ----------------------------------------------------- */
 
+/*
+ * Mplus has no delivery cost of its own: a webshop puts it on the order as a
+ * line of a delivery article. Lines of the articles in
+ * sales_shipping_articles are booked on the Item of the document's delivery
+ * method (sales_shipping_items, METHOD:ITEM, * for any other), so shipping
+ * income shows per method; without an entry the line keeps its article's
+ * own Item. The Item of a line of article sku, when it is such a line.
+ */
+static const char *shipping_item(struct run *r, json_t *doc, const char *sku)
+{
+    const char *list = r->t->conn->sales_shipping_articles;
+    if (list == NULL || !gw_list_has(list, sku))
+        return NULL;
+    const char *method = str(doc, "deliveryMethod");
+    return (method ? table(r, "sales_shipping_items", method) : NULL)
+               ?: table(r, "sales_shipping_items", "*");
+}
+
+/*
+ * The Department of a sale (QuickBooks' location: its sales reports group
+ * by it): by country, the first of the delivery address's, the invoice
+ * address's, the document's VAT country and default_country that
+ * sales_department_by_country names (turnover per country, as
+ * income_account_by_country cannot give it: QuickBooks takes a line's
+ * income account from its Item); else by financial branch
+ * (sales_department_by_branch). NULL for none.
+ */
+static const char *department(struct run *r, json_t *doc, const char *branch)
+{
+    const char *countries[] = {
+        str(json_object_get(doc, "deliveryAddress"), "country"),
+        str(json_object_get(doc, "invoiceAddress"), "country"),
+        str(doc, "vatCountryIso3"),
+        str(json_array_get(json_object_get(doc, "vatGroupList"), 0), "countryIso3"),
+        r->t->conn->default_country,
+    };
+    for (size_t i = 0; i < sizeof countries / sizeof countries[0]; i++) {
+        const char *d = countries[i] ? table(r, "sales_department_by_country", countries[i]) : NULL;
+        if (d != NULL)
+            return d;
+    }
+    return table(r, "sales_department_by_branch", branch);
+}
+
 /* Whether an order is to be booked now (sales_order_state); why not, if not. */
 static bool order_due(struct run *r, json_t *doc, const char **why)
 {
@@ -510,6 +554,8 @@ static void sale_begin(struct run *r)
             continue;
         char sku[32];
         snprintf(sku, sizeof sku, "%lld", (long long)json_integer_value(n));
+        if (shipping_item(r, doc, sku) != NULL)
+            continue; /* booked on its delivery method's Item */
         if (json_object_get(r->item_texts, sku) == NULL) {
             json_array_append_new(r->skus, json_string(sku));
             json_object_set_new(r->item_texts, sku, json_string(str(line, "text") ?: ""));
@@ -1126,8 +1172,9 @@ static void sale_write(struct run *r)
     json_t *ln;
     json_array_foreach(s->lines, i, ln)
     {
+        const char *ship = shipping_item(r, s->doc, str(ln, "sku") ?: "");
         json_t *item = json_object_get(r->items, str(ln, "sku") ?: "");
-        json_object_set_new(ln, "item", json_string(str(item, "id") ?: ""));
+        json_object_set_new(ln, "item", json_string(ship ?: str(item, "id") ?: ""));
     }
     const char *rounding_item = t->conn->sales_rounding_item;
     char tax[MPLUS_NUM_LEN], total[MPLUS_NUM_LEN], rnd[MPLUS_NUM_LEN];
@@ -1143,13 +1190,15 @@ static void sale_write(struct run *r)
     /* The lines travel once, in lines[].mplus: the mapper's input is text. */
     json_t *head = json_copy(s->doc);
     json_object_del(head, "lineList");
-    json_t *input = json_pack(
-        "{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:s, s:b, s:s*, s:s*, s:O*, s:s*}",
-        "entity", s->entity, "kind", s->kind, "document", head, "customer", r->customer_id,
-        "doc_number", docnum, "private_note", note, "mplus_id", s->mplus_id, "lines", s->lines,
-        "tax_total", tax, "total", total, "rounding", rnd, "credit", s->credit, "rounding_item",
-        rounding_item, "class", table(r, "sales_class_by_branch", branch), "tax_lines",
-        s->tax_lines, "rounding_tax_code", s->rounding_tax_code);
+    json_t *input = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:s, s:b, s:s*, "
+                              "s:s*, s:s*, s:O*, s:s*}",
+                              "entity", s->entity, "kind", s->kind, "document", head, "customer",
+                              r->customer_id, "doc_number", docnum, "private_note", note,
+                              "mplus_id", s->mplus_id, "lines", s->lines, "tax_total", tax, "total",
+                              total, "rounding", rnd, "credit", s->credit, "rounding_item",
+                              rounding_item, "class", table(r, "sales_class_by_branch", branch),
+                              "department", department(r, s->doc, branch), "tax_lines",
+                              s->tax_lines, "rounding_tax_code", s->rounding_tax_code);
     receipt_payment(r, input);
     json_t *days = json_object_get(r->relation, "paymentWithinDays");
     if (json_is_integer(days)) {

@@ -14,7 +14,8 @@
 #                  rounding_tax_code: its TaxCode (a VAT company)
 #   tax_lines[]    a VAT company's tax per rate, from Mplus's vatGroupList:
 #                  {rate (TaxRate Id), percent, net, amount}; null elsewhere
-#   doc_number, private_note, mplus_id, payment_method, deposit_account, class, term
+#   doc_number, private_note, mplus_id, payment_method, deposit_account, class, term,
+#   department     the sale's Department (by country, else by branch), or null
 # existing is the booked document's id map entry on an update, else null.
 #
 # Members left null (and objects left empty) are dropped by the gateway.
@@ -57,6 +58,8 @@
     DepositToAccountRef: ($s.deposit_account | if . and ($s.entity | endswith("Receipt")) then {value: .} else null end),
     SalesTermRef: ($s.term | if . and $s.entity == "Invoice" then {value: .} else null end),
     DueDate: (if $s.entity == "Invoice" then ($d.dueDate | gw_nonempty) else null end),
+    DepartmentRef: ($s.department | if . then {value: .} else null end),
+    ShipMethodRef: ($d.deliveryMethod | gw_nonempty | if . then {value: ., name: .} else null end),
     BillAddr: (($d.invoiceAddress // null) as $a | if $a then
       {Line1: ($a.address | gw_nonempty | gw_trunc(500)), City: ($a.city | gw_nonempty | gw_trunc(255)),
        PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)}

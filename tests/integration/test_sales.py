@@ -639,6 +639,45 @@ class VatPaymentsAsTheAccountantReconciles(SalesTestCase):
         d = self.assertBookedOnce(sale, "receipt", "SalesReceipt", "receiptId")
         self.assertEqual(d["DepositToAccountRef"]["value"], "40")
         self.assertEqual(self.docs_of("Payment"), [])
+    def test_shipping_department_and_terms_on_every_invoice_of_a_relation(self):
+        QBO.entity("Department", {"Id": "3", "Name": "Nederland"})
+        QBO.entity("Department", {"Id": "4", "Name": "Winkel 2"})
+        QBO.entity("Item", {"Id": "950", "Name": "Verzending PostNL", "Type": "Service"})
+        # An invoice and a webshop order of relation 10003 (14 days to pay), the order sent by
+        # PostNL with its delivery costs on a line of article 1002; till sales in branches 2
+        # and 1, without an address.
+        invoice = MPLUS.sale(document="invoice", customer=10003, payments=[],
+                             lines=[{"articleNumber": 2001, "quantity": "1"}])["invoice"]
+        order = MPLUS.sale(document="order", customer=10003, payments=[],
+                           lines=[{"articleNumber": 2002, "quantity": "1"}, {"articleNumber": 1002, "quantity": "1"}])
+        order = MPLUS.call("POST", "/_sim/entity", {"kind": "order", "object": {
+            "orderId": order["order"]["orderId"], "deliveryMethod": "POSTNL"}})
+        utrecht = MPLUS.sale(kind="cash", branchNumber=2, workplaceNumber=1,
+                             lines=[{"articleNumber": 1001, "quantity": "1"}])["receipt"]
+        amsterdam = MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "1"}])["receipt"]
+        self.start_gateway(sales_order_state="created", sales_shipping_articles="1002",
+                           sales_shipping_items="POSTNL:950", sales_department_by_country="Nederland:3",
+                           sales_department_by_branch="2:4", sales_terms="14:7")
+        evs = self.sale_events("invoice", 1) + self.sale_events("order", 1) + self.sale_events("receipt", 2)
+        self.assertEqual([(e["state"], e["last_error"]) for e in evs if e["state"] != "done"], [])
+        invoices = {d["PrivateNote"]: d for d in self.docs_of("Invoice")}
+        # Both Invoices of the relation get its term, not only the first.
+        d = invoices["Mplus invoice %s" % invoice["invoiceId"]]
+        due = invoice["dueDate"]
+        self.assertEqual((d["SalesTermRef"]["value"], d["DueDate"]),
+                         ("7", "%04d-%02d-%02d" % (due["year"], due["mon"], due["day"])), d)
+        self.assertEqual(d["DepartmentRef"]["value"], "3", d)   # the invoice address is in Nederland
+        d = invoices["Mplus order %s" % order["orderId"]]
+        self.assertEqual(d["SalesTermRef"]["value"], "7", d)
+        self.assertEqual(d["ShipMethodRef"]["value"], "POSTNL", d)
+        # The delivery article's line is booked on the method's Item, and no Item is made for it.
+        self.assertEqual({l["Description"]: l["SalesItemLineDetail"]["ItemRef"]["value"] for l in d["Line"]
+                          if "SalesItemLineDetail" in l}["Cappuccino"], "950", d)
+        self.assertEqual(cents(d["TotalAmt"]), D(order["totalInclAmount"]) / 100)
+        self.assertEqual([i for i in self.docs_of("Item") if i.get("Sku") == "1002"], [])
+        receipts = {d["PrivateNote"]: d for d in self.docs_of("SalesReceipt")}
+        self.assertEqual(receipts["Mplus receipt %s" % utrecht["receiptId"]]["DepartmentRef"]["value"], "4")
+        self.assertNotIn("DepartmentRef", receipts["Mplus receipt %s" % amsterdam["receiptId"]])
 
 if __name__ == "__main__":
     gwtest.main()

@@ -8,6 +8,7 @@
 #include "money.h"
 #include "qbo.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,15 +63,38 @@ static void test_known_lines(void **state)
     assert_true(unit > 0);
 }
 
+/* A line as the gateway sends it: Qty and UnitPrice as scaled integers. */
+struct sent_line {
+    int64_t qty, unit;
+    int qp, up;
+};
+
+/*
+ * The document total QuickBooks works out from what was sent, independently
+ * of the gateway's own sums: each line by QuickBooks' rule, plus the
+ * rounding line (Qty 1, UnitPrice = its amount). Whether it is Mplus's total.
+ */
+static bool qbo_total_is(const struct sent_line *lines, int n, int64_t rounding,
+                         int64_t mplus_total)
+{
+    int64_t total = qbo_rule(1, 0, rounding, 2);
+    for (int i = 0; i < n; i++)
+        total += qbo_rule(lines[i].qty, lines[i].qp, lines[i].unit, lines[i].up);
+    return total == mplus_total;
+}
+
 /* Over random quantities, prices and discounts: every booked line follows
- * QuickBooks' rule, and the lines plus the rounding line add up to the Mplus
- * total of the document, to the cent. */
+ * QuickBooks' rule, and the total QuickBooks works out from the lines and the
+ * rounding line sent is the Mplus total of the document, to the cent. The
+ * check is shown to fail on a document sent wrong (a unit price one step off,
+ * the rounding line left out). */
 static void test_documents_add_up(void **state)
 {
     (void)state;
-    int exact = 0, lines = 0;
+    int exact = 0, lines = 0, caught = 0, mutated = 0;
     for (int doc = 0; doc < 20000; doc++) {
-        int n = 1 + (int)(next_rand() % 8);
+        int n = 1 + (int)(next_rand() % 8), sent = 0;
+        struct sent_line out[8];
         int64_t mplus_total = 0, booked = 0;
         for (int i = 0; i < n; i++) {
             int qp = (int)(next_rand() % 4); /* 0..3 decimals */
@@ -106,12 +130,30 @@ static void test_documents_add_up(void **state)
             lines++;
             mplus_total += total;
             booked += amount;
+            out[sent++] = (struct sent_line){qty, unit, qp, up};
         }
-        int64_t rounding = mplus_total - booked;
-        assert_int_equal(booked + rounding, mplus_total);
+        int64_t rounding = mplus_total - booked; /* what sales.c puts on the rounding line */
+        assert_true(qbo_total_is(out, sent, rounding, mplus_total));
+        /* Mutations of what is sent must be caught. */
+        if (sent > 0) {
+            struct sent_line saved = out[0];
+            out[0].unit += out[0].unit >= 0 ? 1 : -1;
+            if (qbo_rule(out[0].qty, out[0].qp, out[0].unit, out[0].up) !=
+                qbo_rule(saved.qty, saved.qp, saved.unit, saved.up)) {
+                mutated++;
+                caught += !qbo_total_is(out, sent, rounding, mplus_total);
+            }
+            out[0] = saved;
+        }
+        if (rounding != 0) {
+            mutated++;
+            caught += !qbo_total_is(out, sent, 0, mplus_total);
+        }
     }
     /* Nearly every line needs no rounding line at all. */
     assert_true(exact * 100 >= lines * 97);
+    assert_true(mutated > 1000);
+    assert_int_equal(caught, mutated);
 }
 
 static void exact_is(const char *in, const char *want)

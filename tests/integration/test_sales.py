@@ -617,20 +617,31 @@ class VatPaymentsAsTheAccountantReconciles(SalesTestCase):
 
     def test_a_difference_over_the_rounding_bound_is_dead_and_made_nothing(self):
         sale = MPLUS.sale(kind="cash", customer=10002,
-                          lines=[{"articleNumber": 1001, "quantity": "2"}, {"articleNumber": 2001, "quantity": "1"}])
+                          lines=[{"articleNumber": 1002, "quantity": "2"}, {"articleNumber": 2002, "quantity": "1"}])
         receipt = sale["receipt"]
         # Mplus's total is 10 cents more than its lines and VAT (two VAT groups: 4 cents allowed).
         MPLUS.call("POST", "/_sim/entity", {"kind": "receipt", "object": {
             "receiptId": receipt["receiptId"], "totalInclAmount": receipt["totalInclAmount"] + 10}})
+        # Another 3 cents more (within the bound): a rounding line on the TaxCode without VAT.
+        small = MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "2"},
+                                               {"articleNumber": 2001, "quantity": "1"}])["receipt"]
+        small = MPLUS.call("POST", "/_sim/entity", {"kind": "receipt", "object": {
+            "receiptId": small["receiptId"], "totalInclAmount": small["totalInclAmount"] + 3}})
         self.start_gateway()
-        e = self.sale_events("receipt", 1)[0]
+        evs = {e["entity_id"]: e for e in self.sale_events("receipt", 2)}
+        self.assertEqual(evs[small["receiptId"]]["state"], "done", evs)
+        booked = self.assertBookedOnce(small, "receipt", "SalesReceipt", "receiptId")
+        rounding = [l for l in booked["Line"] if l.get("Description") == "Rounding"]
+        self.assertEqual([(cents(l["Amount"]), l["SalesItemLineDetail"]["TaxCodeRef"]["value"]) for l in rounding],
+                         [(D("0.03"), "9")], booked)
+        e = evs[receipt["receiptId"]]
         self.assertEqual((e["state"], e["reason"]), ("dead", "cannot book"), e)
         self.assertIn("the difference of 10 cents is more than a rounding line may carry", e["last_error"])
         self.assertIn("sales_rounding_max_cents = 2 per VAT group, 2 group(s)", e["last_error"])
-        # Refused before any lookup: no customer, no Item, no document.
-        self.assertEqual(self.docs_of("Customer"), [])
-        self.assertEqual([i["Id"] for i in self.docs_of("Item")], ["900"])
-        self.assertEqual(self.docs_of("SalesReceipt"), [])
+        # Refused before any lookup: no customer of its relation, no Item of its own, no document.
+        self.assertEqual([c["DisplayName"] for c in self.docs_of("Customer")], ["Till sales"])
+        self.assertEqual(sorted(i.get("Sku") for i in self.docs_of("Item")), ["1001", "2001", "ROUNDING"])
+        self.assertEqual(list(self.by_note("SalesReceipt")), ["Mplus receipt %s" % small["receiptId"]])
 
     def test_a_split_receipt_in_clearing_mode_is_one_receipt_to_the_clearing_account(self):
         self.start_gateway(sales_split_payments="clearing", sales_split_account="40")

@@ -29,6 +29,16 @@ void products_item(struct run *r);
 /* The same for the Mplus article with number sku, read from Mplus first. */
 void products_item_of_article(struct run *r, const char *sku);
 
+/*
+ * After the sales flow booked a document (stock.c): each of skus (article
+ * numbers as text) that Mplus keeps stock of gets Mplus's quantity again as
+ * its Item's QtyOnHand, as a stock event would, so QuickBooks' own
+ * subtraction of the sale is not a second one. Only with the stock flow on
+ * and products_track_stock; then then(r). The Items are r->items' or the
+ * Item index's.
+ */
+void stock_after_sale(struct run *r, json_t *skus, step_fn then);
+
 /* ---- shared lookups (lookup.c) -------------------------------------------- */
 
 /*

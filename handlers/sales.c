@@ -477,6 +477,95 @@ static void sale_order_prepaid(struct run *r)
 
 /* ---- what the document is ------------------------------------------------------ */
 
+/* The articles of the document's lines (but delivery costs) as r->skus,
+ * with the text of each (r->item_texts): the Items the shared lookup finds
+ * or makes. */
+static void sale_skus(struct run *r)
+{
+    struct sale *s = r->flow;
+    json_decref(r->skus);
+    json_decref(r->item_texts);
+    r->skus = json_array();
+    r->item_texts = json_object();
+    size_t i;
+    json_t *line;
+    json_array_foreach(json_object_get(s->doc, "lineList"), i, line)
+    {
+        json_t *n = json_object_get(line, "articleNumber");
+        if (!json_is_integer(n))
+            continue;
+        char sku[32];
+        snprintf(sku, sizeof sku, "%lld", (long long)json_integer_value(n));
+        if (shipping_item(r, s->doc, sku) != NULL)
+            continue; /* booked on its delivery method's Item */
+        if (json_object_get(r->item_texts, sku) == NULL) {
+            json_array_append_new(r->skus, json_string(sku));
+            json_object_set_new(r->item_texts, sku, json_string(str(line, "text") ?: ""));
+        }
+    }
+}
+
+/* ---- quantities on hand ---------------------------------------------------------- */
+
+/* Whether booking a document moves stock the gateway keeps in step. */
+static bool keeps_stock(struct run *r)
+{
+    return (r->t->conn->flows & GW_FLOW_STOCK) != 0 && r->t->conn->products_track_stock;
+}
+
+/* The refresh ran: the document's entry no longer waits for it. */
+static void stock_cleared(struct run *r)
+{
+    struct sale *s = r->flow;
+    if (json_is_true(json_object_get(s->booked, "stock_pending"))) {
+        json_object_del(s->booked, "stock_pending");
+        task_put_meta(r->t, s->map_key, s->booked);
+    }
+}
+
+static void stock_then_next(struct run *r)
+{
+    stock_cleared(r);
+    run_next(r);
+}
+
+static void stock_then_skip(struct run *r)
+{
+    stock_cleared(r);
+    run_skip(r, "already booked");
+}
+
+static void stock_then_done(struct run *r)
+{
+    stock_cleared(r);
+    run_done(r);
+}
+
+/* After the document is written: its articles' quantities are Mplus's
+ * again (stock_after_sale). */
+static void sale_stock(struct run *r)
+{
+    struct sale *s = r->flow;
+    if (!json_is_true(json_object_get(s->booked, "stock_pending"))) {
+        run_next(r);
+        return;
+    }
+    stock_after_sale(r, r->skus, stock_then_next);
+}
+
+/* After a void, which gave the quantities back in QuickBooks. */
+static void stock_void(struct run *r)
+{
+    stock_after_sale(r, r->skus, stock_then_done);
+}
+
+/* A booked document whose refresh did not run (its attempt failed after
+ * the write): the refresh, then skipped as booked. */
+static void stock_pending(struct run *r)
+{
+    stock_after_sale(r, r->skus, stock_then_skip);
+}
+
 static void sale_begin(struct run *r)
 {
     struct task *t = r->t;
@@ -532,6 +621,11 @@ static void sale_begin(struct run *r)
         if (same && !pays) {
             task_note(t, "%s %s is booked as %s %s", s->kind, s->mplus_id, s->entity,
                       str(s->booked, "id") ?: "?");
+            if (json_is_true(json_object_get(s->booked, "stock_pending"))) {
+                sale_skus(r);
+                lookup_item_index(r, stock_pending);
+                return;
+            }
             run_skip(r, "already booked");
             return;
         }
@@ -543,24 +637,7 @@ static void sale_begin(struct run *r)
     if (json_is_integer(rel))
         snprintf(r->relation_number, sizeof r->relation_number, "%lld",
                  (long long)json_integer_value(rel));
-    r->skus = json_array();
-    r->item_texts = json_object();
-    size_t i;
-    json_t *line;
-    json_array_foreach(json_object_get(doc, "lineList"), i, line)
-    {
-        json_t *n = json_object_get(line, "articleNumber");
-        if (!json_is_integer(n))
-            continue;
-        char sku[32];
-        snprintf(sku, sizeof sku, "%lld", (long long)json_integer_value(n));
-        if (shipping_item(r, doc, sku) != NULL)
-            continue; /* booked on its delivery method's Item */
-        if (json_object_get(r->item_texts, sku) == NULL) {
-            json_array_append_new(r->skus, json_string(sku));
-            json_object_set_new(r->item_texts, sku, json_string(str(line, "text") ?: ""));
-        }
-    }
+    sale_skus(r);
     run_next(r);
 }
 
@@ -1243,6 +1320,8 @@ static void remember(struct run *r, json_t *written, bool voided)
                           (json_int_t)doc_version(s->doc), "payments",
                           pays ? json_incref(pays) : json_array(), "voided", voided, "customer",
                           r->customer_id[0] ? r->customer_id : str(s->booked, "customer") ?: "");
+    if (keeps_stock(r))
+        json_object_set_new(v, "stock_pending", json_true());
     json_decref(s->booked);
     s->booked = v;
     task_put_meta(r->t, s->map_key, v);
@@ -1425,7 +1504,12 @@ static void voided(const struct qbo_result *res, void *arg)
     }
     task_note(r->t, "voided %s %s: the order was cancelled", s->entity, str(s->booked, "id"));
     remember(r, json_object_get(res->body, s->entity), true);
-    run_done(r);
+    if (!keeps_stock(r)) {
+        run_done(r);
+        return;
+    }
+    sale_skus(r); /* the void gave the quantities back in QuickBooks */
+    lookup_item_index(r, stock_void);
 }
 
 /* An order cancelled after it was booked: void its document, and end. */
@@ -1456,6 +1540,7 @@ static const step_fn sale_steps[] = {
     sale_existing,
     sale_write,
     sale_payments,
+    sale_stock,
     NULL,
 };
 

@@ -166,6 +166,8 @@ static void run_free(struct run *r)
     json_decref(r->parent_body);
     json_decref(r->item_entry);
     json_decref(r->item_now);
+    if (r->side_free)
+        r->side_free(r->side);
     if (r->flow_free)
         r->flow_free(r->flow);
     free(r);

@@ -229,6 +229,10 @@ struct run {
 
     void *flow;
     void (*flow_free)(void *flow);
+    /* The state of a step another flow lends this one (stock_after_sale),
+     * freed with side_free if the run ends while it runs. */
+    void *side;
+    void (*side_free)(void *side);
     /* A claim the run holds (lookup_claim), ended with nothing if the run ends first. */
     char claim[200];
     void (*claim_end)(struct run *r);

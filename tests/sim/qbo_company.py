@@ -86,6 +86,8 @@ US_TAX_CODES = ("TAX", "NON")
 PAYMENT_LINKABLE = {"Invoice": 1, "CreditMemo": -1}
 # Sales documents that stay open for payment: Balance = TotalAmt.
 OPEN_BALANCE = ("Invoice", "CreditMemo")
+# Sales documents that move tracked items' quantity on hand, and which way.
+STOCK_SIGN = {"SalesReceipt": -1, "Invoice": -1, "RefundReceipt": 1, "CreditMemo": 1}
 # Sales documents paid on the spot: Balance = 0.
 PAID_ON_ISSUE = ("SalesReceipt", "RefundReceipt")
 # Kept from the stored object on a full update: the server owns them.
@@ -384,6 +386,7 @@ class Company:
             self._take_id(entity)  # only now: a refused create uses up no Id
         self.objects.setdefault(entity, {})[obj_id] = obj
         self._payment_written(entity, None, obj)
+        self._stock_written(entity, None, obj)
         return copy.deepcopy(obj), "Create"
 
     def update(self, entity, body, stamp):
@@ -411,6 +414,7 @@ class Company:
             del self.objects[entity][current["Id"]]
             self.tombstones.setdefault(entity, {})[current["Id"]] = {"Id": current["Id"], "deleted_at": stamp}
             self._payment_written(entity, current, None)  # a deleted payment gives the balances back
+            self._stock_written(entity, current, None)
             return {"domain": "QBO", "status": "Deleted", "Id": current["Id"]}, "Delete"
         if not self._has_field(entity, "Active"):
             raise unsupported_operation("delete")
@@ -501,6 +505,7 @@ class Company:
         obj["MetaData"] = {"CreateTime": current["MetaData"]["CreateTime"], "LastUpdatedTime": meta_time(stamp)}
         self.objects[entity][obj["Id"]] = obj
         self._payment_written(entity, current, obj)
+        self._stock_written(entity, current, obj)
         if entity == "Item" and (obj.get("FullyQualifiedName"), obj.get("Level")) != (
                 current.get("FullyQualifiedName"), current.get("Level")):
             self._rename_sub_items(obj, {obj["Id"]})
@@ -953,6 +958,31 @@ class Company:
             txn = self.objects.get(txn_type, {}).get(txn_id)
             if txn is not None:
                 txn["Balance"] = self._open_balance(txn_type, txn)
+
+    # -- quantities on hand --
+
+    def _stock_effect(self, entity, txn):
+        """{Item Id: signed Qty} a sales document moves: a sale lowers the quantity on hand
+        of each tracked Inventory item, a refund or credit memo raises it."""
+        sign, effect = STOCK_SIGN[entity], {}
+        for line in (txn or {}).get("Line") or []:
+            detail = line.get("SalesItemLineDetail") if isinstance(line, dict) else None
+            item = self._ref_target("Item", detail.get("ItemRef")) if isinstance(detail, dict) else None
+            if item is not None and item.get("TrackQtyOnHand") is True:
+                effect[item["Id"]] = effect.get(item["Id"], D(0)) + sign * _number(detail.get("Qty", 0), "Qty")
+        return effect
+
+    def _stock_written(self, entity, old, new):
+        """After a sales document is stored, voided or deleted: its items' QtyOnHand move by the
+        difference, as QBO keeps the quantity a balance of the item's transactions (the Item's
+        SyncToken is not bumped)."""
+        if entity not in STOCK_SIGN:
+            return
+        before, after = self._stock_effect(entity, old), self._stock_effect(entity, new)
+        for item_id in set(before) | set(after):
+            item = self.objects["Item"][item_id]
+            item["QtyOnHand"] = _number(item.get("QtyOnHand", 0), "QtyOnHand") + after.get(item_id, D(0)) \
+                - before.get(item_id, D(0))
 
     def _derive_doc_number(self, entity, obj, validate):
         others = [o for o in self.objects.get(entity, {}).values() if o["Id"] != obj["Id"]]

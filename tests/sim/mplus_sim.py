@@ -820,6 +820,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 answer = self._control_entities()
             elif route == ("POST", "/_sim/seed"):
                 answer = self._control_seed(data)
+            elif route == ("POST", "/_sim/stock/burst"):
+                answer = self._control_stock_burst(data)
             elif route == ("POST", "/_sim/till/sale"):
                 answer = self._control_sale(data)
             elif route == ("POST", "/_sim/till/sales"):
@@ -940,6 +942,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 n, per_product=int(data.get("articles_per_product", 1)),
                 first_article=data.get("first_article_number"), first_product=data.get("first_product_number"),
                 stock=bool(data.get("stock", False)))
+
+    def _control_stock_burst(self, data):
+        """changes stock changes cycling over articles from first_article_number in branchNumber:
+        change i sets article first + i % articles to 100 + i // articles (whole units)."""
+        try:
+            first, n, changes = int(data["first_article_number"]), int(data["articles"]), int(data["changes"])
+            branch = int(data.get("branchNumber", 1))
+        except (KeyError, TypeError, ValueError):
+            raise ControlError("stock/burst needs first_article_number, articles and changes (numbers)")
+        if n < 1 or not 0 <= changes <= 1000000:
+            raise ControlError("articles must be at least 1 and changes at most 1,000,000")
+        store = self.sim.store
+        stamp = mplus_store.now()
+        with store.lock:
+            for i in range(changes):
+                problem = store._stock_article(branch, first + i % n)
+                if problem:
+                    raise ControlError("article %d: %s" % (first + i % n, problem))
+                store.set_stock(branch, first + i % n, mplus_store.D(100 + i // n), stamp)
+        return {"changes": changes, "articles": n}
 
     def _control_sale(self, data):
         sim = self.sim

@@ -122,3 +122,9 @@ void event_entity_key(json_t *rec, char *out, size_t outlen)
     const char *i = json_string_value(json_object_get(rec, "entity_id"));
     snprintf(out, outlen, "%s|%s|%s", c ? c : "", e ? e : "", i ? i : "");
 }
+
+void batch_set_client(struct gw_batch *b, const char *client)
+{
+    for (size_t i = 0; client != NULL && client[0] && i < b->n; i++)
+        json_object_set_new(b->ev[i].record, "client", json_string(client));
+}

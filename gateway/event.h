@@ -74,5 +74,7 @@ void event_history_append(json_t *rec, json_t *entry);
 /* Append to the batch; consumes record and dedupe_key (a malloc'd string). */
 int batch_add(struct gw_batch *b, char *dedupe_key, json_t *record, enum gw_state state);
 void batch_free(struct gw_batch *b);
+/* Note on every record who sent it (the client address as the logs give it). */
+void batch_set_client(struct gw_batch *b, const char *client);
 
 #endif

@@ -70,8 +70,9 @@ struct ingest_req {
     const char *body;                 /* QuickBooks: in req's buffer until the reply */
     size_t body_len;
     int64_t received_ms;
-    bool inboxed;  /* made durable in the inbox (a burst), events later */
-    bool prepared; /* in.puts are ready */
+    char client[INET6_ADDRSTRLEN]; /* who sent it (client_of), kept with its events */
+    bool inboxed;                  /* made durable in the inbox (a burst), events later */
+    bool prepared;                 /* in.puts are ready */
     struct ingest_batch in;
 };
 
@@ -329,12 +330,21 @@ static int ingest_apply(struct store_txn *t, struct commit_job *job)
         if (r->kind == REQ_QBO &&
             webhook_parse_qbo(cfg, r->body, r->body_len, r->received_ms, &r->in.events) < 0)
             return STORE_EFAIL;
+        batch_set_client(&r->in.events, r->client);
         if (ingest_prepare(&r->in) != 0)
             return STORE_EFAIL;
         r->prepared = true;
     }
     return store_txn_ingest(t, r->in.puts, r->in.events.n);
 }
+
+/*
+ * An inbox record is a QuickBooks body as it came, or (since the client
+ * address is kept with events) CLIENT_MARK, the address, a newline and the
+ * body: a JSON body never starts with that byte, so records written before
+ * read as they were.
+ */
+#define CLIENT_MARK '\x01'
 
 /*
  * Commit thread, before a group's transaction: in a burst (more QuickBooks
@@ -348,16 +358,39 @@ static void ingest_before(void *arg, struct commit_job *head, unsigned n)
     if (n <= (unsigned long)s->cfg->index_inline_max && inbox_pending(s->inbox) == 0)
         return;
     struct inbox_item *items = malloc(n * sizeof *items);
-    if (items == NULL)
+    char **marked = calloc(n, sizeof *marked);
+    if (items == NULL || marked == NULL) {
+        free(items);
+        free(marked);
         return; /* then they become events now */
+    }
     size_t k = 0;
     for (struct commit_job *j = head; j; j = j->next) {
         struct ingest_req *r = (struct ingest_req *)j;
         if (j->apply != ingest_apply || r->kind != REQ_QBO)
             continue;
-        items[k++] = (struct inbox_item){r->received_ms, r->body, r->body_len};
-        r->inboxed = true;
-        j->logged = true;
+        size_t cl = strlen(r->client);
+        char *m = malloc(cl + 2 + r->body_len);
+        if (m == NULL) { /* then they all become events now, as above */
+            while (k > 0)
+                free(marked[--k]);
+            free(marked);
+            free(items);
+            return;
+        }
+        m[0] = CLIENT_MARK;
+        memcpy(m + 1, r->client, cl);
+        m[cl + 1] = '\n';
+        memcpy(m + cl + 2, r->body, r->body_len);
+        marked[k] = m;
+        items[k++] = (struct inbox_item){r->received_ms, m, cl + 2 + r->body_len};
+    }
+    for (struct commit_job *j = head; j; j = j->next) {
+        struct ingest_req *r = (struct ingest_req *)j;
+        if (j->apply == ingest_apply && r->kind == REQ_QBO) {
+            r->inboxed = true;
+            j->logged = true;
+        }
     }
     char err[GW_ERR_LEN];
     int rc = k ? inbox_append(s->inbox, items, k, err, sizeof err) : 0;
@@ -366,6 +399,9 @@ static void ingest_before(void *arg, struct commit_job *head, unsigned n)
     for (struct commit_job *j = head; k && j; j = j->next)
         if (j->logged)
             j->status = rc == 0 ? 0 : STORE_EFAIL;
+    for (size_t i = 0; i < k; i++)
+        free(marked[i]);
+    free(marked);
     free(items);
 }
 
@@ -375,9 +411,24 @@ static int inbox_one(const struct inbox_rec *rec, void *arg)
     struct inbox_job *d = arg;
     struct ingest_batch in = {0};
     int rc = STORE_EFAIL;
-    if (webhook_parse_qbo(d->server->cfg, rec->body, rec->len, rec->received_ms, &in.events) == 0 &&
-        ingest_prepare(&in) == 0)
-        rc = store_txn_ingest(d->txn, in.puts, in.events.n);
+    const char *body = rec->body;
+    size_t len = rec->len;
+    char client[INET6_ADDRSTRLEN] = "";
+    const char *nl = len > 0 && body[0] == CLIENT_MARK ? memchr(body, '\n', len) : NULL;
+    if (nl != NULL) {
+        size_t cl = (size_t)(nl - body - 1);
+        if (cl < sizeof client) {
+            memcpy(client, body + 1, cl);
+            client[cl] = '\0';
+        }
+        len -= (size_t)(nl + 1 - body);
+        body = nl + 1;
+    }
+    if (webhook_parse_qbo(d->server->cfg, body, len, rec->received_ms, &in.events) == 0) {
+        batch_set_client(&in.events, client);
+        if (ingest_prepare(&in) == 0)
+            rc = store_txn_ingest(d->txn, in.puts, in.events.n);
+    }
     for (size_t i = 0; rc == 0 && i < in.events.n; i++) {
         if (d->nnotes == d->cap) {
             size_t cap = d->cap ? d->cap * 2 : 64;
@@ -578,6 +629,7 @@ static void handle_qbo(struct server *s, struct httpd_req *req)
     r->body = body;
     r->body_len = len;
     r->received_ms = gw_now_ms();
+    gw_strlcpy(r->client, from.ip, sizeof r->client);
     submit(s, r);
 }
 
@@ -701,6 +753,8 @@ static void handle_mplus(struct server *s, struct httpd_req *req, const char *re
     r->kind = REQ_MPLUS;
     r->conn = c;
     r->verdict = verdict;
+    gw_strlcpy(r->client, from.ip, sizeof r->client);
+    batch_set_client(&r->in.events, r->client);
     submit(s, r);
 }
 

@@ -503,6 +503,8 @@ class Inbox(GatewayTestCase):
                                ("72", "skipped", "unknown realm")])
         dead = [e for e in evs if e["state"] == "dead"][0]
         self.assertEqual(gw.show(dead["id"])["raw_body_bytes"], len(b"not json at all"))
+        # Who sent each, kept through the inbox (the test client is on loopback).
+        self.assertEqual({gw.show(e["id"]).get("client") for e in evs}, {gwtest.HOST})
         st = gw.status()
         self.assertEqual((st["inbox"], st["events"]["pending"]), (0, 1))
         metrics = gw.admin_get("/metrics").body.decode()

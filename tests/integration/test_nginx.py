@@ -268,6 +268,8 @@ class ThroughNginx(ProxyTestCase):
         evs = gw.events()
         self.assertEqual([(e["entity_id"], e["connection"], e["state"]) for e in evs],
                          [("through-nginx-1", "shop2", "pending")])
+        # show names the client nginx saw, not the one the client claimed.
+        self.assertEqual(gw.show(evs[0]["id"])["client"], CLIENT)
         self.assertEqual(self.webhook_lines(gw),
                          ["quickbooks webhook from %s over https: %d bytes, signature good"
                           % (CLIENT, len(body))])
@@ -288,6 +290,8 @@ class ThroughNginx(ProxyTestCase):
         self.assertEqual(r.headers.get("X-Mplus-Signature"), sign(gw.mplus_key("shop1"), r.body))
         self.assertIn("mplus callback completeSession from %s over https: %d bytes, signature good"
                       % (CLIENT, len(mbody)), log_msgs(gw))
+        session = gw.events("--source", "mplus")
+        self.assertEqual([gw.show(e["id"])["client"] for e in session], [CLIENT])
 
         # Several in a row over nginx's kept-alive upstream connections.
         for i in range(2, 12):
@@ -390,6 +394,7 @@ class ForwardedHeaders(ProxyTestCase):
                          **{"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"})
         self.assertEqual(self.webhook_lines(gw), [line % (UNTRUSTED, "http")])
         self.assertNotIn("198.51.100.7", gw.log_text())
+        self.assertEqual([gw.show(e["id"])["client"] for e in gw.events()], [UNTRUSTED])
 
     def test_headers_from_a_trusted_peer_are_believed(self):
         gw = self.gateway()

@@ -93,6 +93,10 @@ struct sale {
     json_t *lines;
     struct totals tot;
     json_t *tax_lines; /* [{rate, percent, net, amount}], or NULL */
+    /* The VAT groups booked, in the document's sign: [{code, vat, net (absent:
+     * its lines')}], Mplus's vatGroupList, or for a partly cancelled order
+     * what its remaining lines make. */
+    json_t *groups;
     const char *rounding_tax_code;
 };
 
@@ -104,6 +108,7 @@ static void sale_free(void *p)
     json_decref(s->own);
     json_decref(s->lines);
     json_decref(s->tax_lines);
+    json_decref(s->groups);
     free(s);
 }
 
@@ -337,8 +342,19 @@ static bool one_booking(struct run *r)
     json_t *other = sale_booked_elsewhere(r);
     if (other == NULL)
         return true; /* this document books the sale; the hold ends once it is written */
-    lookup_unhold(r, NULL);
     const char *owner = str(other, "owner");
+    if (strcmp(s->kind, "order") != 0 && owner != NULL && strncmp(owner, "order", 5) != 0) {
+        /* Another receipt or invoice of the order booked its own lines: Mplus
+         * invoices a partly delivered order part by part, each invoice the
+         * lines delivered, so this one books its own too (the order is not
+         * booked once it has them). Only the order's own document holds
+         * every line, and makes its receipts and invoices parts of it. */
+        task_note(t, "%s %s is a further part of order %s (booked by %s): booked on its own",
+                  s->kind, s->mplus_id, s->sale, owner);
+        json_decref(other);
+        return true;
+    }
+    lookup_unhold(r, NULL);
     char text[100] = "";
     if (strcmp(s->kind, "order") == 0)
         snprintf(text, sizeof text, "%s", owner ?: "its receipt or invoice");
@@ -871,6 +887,78 @@ static bool derive_nets(json_t *doc, struct line_in *in, size_t n, int sign, cha
     return true;
 }
 
+static void add_cents(json_t *o, const char *k, int64_t v)
+{
+    json_object_set_new(o, k, json_integer(json_integer_value(json_object_get(o, k)) + v));
+}
+
+/* The entry of VAT code in groups, added when absent. */
+static json_t *group_of(json_t *groups, json_int_t code)
+{
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+    {
+        if (json_integer_value(json_object_get(g, "code")) == code)
+            return g;
+    }
+    g = json_pack("{s:I, s:I}", "code", code, "vat", (json_int_t)0);
+    json_array_append_new(groups, g);
+    return g;
+}
+
+/* v x part / whole, rounded half away from zero (whole != 0). */
+static int64_t pro_rata(int64_t v, int64_t part, int64_t whole)
+{
+    __int128 p = (__int128)v * part;
+    __int128 q = p / whole, r = p % whole;
+    if (r != 0 && 2 * (r < 0 ? -r : r) >= (whole < 0 ? -whole : whole))
+        q += (p < 0) == (whole < 0) ? 1 : -1;
+    return (int64_t)q;
+}
+
+/*
+ * A partly cancelled order: Mplus keeps each line as ordered and says in
+ * cancelledQuantity (read-only, as deliveredQuantity) how much of it was
+ * cancelled. What is booked is the rest: the remaining quantity, and the
+ * line's net and gross in proportion (half away from zero); its VAT is then
+ * gross less net, as Mplus has no VAT figures for a part.
+ */
+static bool remaining_part(json_t *list, struct line_in *in, size_t n, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < n; i++) {
+        json_t *data = json_object_get(json_array_get(list, i), "data");
+        const char *c = str(data, "cancelledQuantity");
+        int64_t cq;
+        int cp;
+        char err[128];
+        if (c == NULL || in[i].qty == 0)
+            continue;
+        if (mplus_quantity_parse(c, &cq, &cp, err, sizeof err) != 0 || cp > 9) {
+            snprintf(why, whylen, "line %zu has a cancelledQuantity that is no quantity", i + 1);
+            return false;
+        }
+        /* Both at the places of the one with more. */
+        int64_t q = in[i].qty;
+        int qp = in[i].qp;
+        for (; qp < cp; qp++)
+            q *= 10;
+        for (; cp < qp; cp++)
+            cq *= 10;
+        if (cq < 0 || cq > (q < 0 ? -q : q)) {
+            snprintf(why, whylen, "line %zu: %s cancelled of %s", i + 1, c,
+                     str(data, "quantity") ?: "?");
+            return false;
+        }
+        int64_t rest = q < 0 ? q + cq : q - cq;
+        in[i].excl = pro_rata(in[i].excl, rest, q);
+        in[i].incl = pro_rata(in[i].incl, rest, q);
+        in[i].qty = rest;
+        in[i].qp = qp;
+    }
+    return true;
+}
+
 /* The document's lines as the mapping gets them, every amount decimal text
  * (their "item" filled in once the Items are known). */
 static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t whylen)
@@ -908,6 +996,10 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
     }
     if (!derive_nets(s->doc, in, n, sign, why, whylen))
         goto out;
+    bool partial = strcmp(s->kind, "order") == 0 &&
+                   ends_with(str(s->doc, "cancelState") ?: "", "STATE-PARTIAL");
+    if (partial && !remaining_part(list, in, n, why, whylen))
+        goto out;
     out = json_array();
     json_array_foreach(list, i, line)
     {
@@ -940,20 +1032,38 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
                                         "vat_code", (json_int_t)in[i].vat, "mplus", line));
         tot->lines += amount;
     }
-    json_t *grp;
-    json_array_foreach(json_object_get(s->doc, "vatGroupList"), i, grp)
-    {
-        int64_t vat;
-        if (cents_of(grp, "vatAmount", &vat))
+    json_decref(s->groups);
+    s->groups = json_array();
+    if (partial) { /* what the remaining lines make, per VAT code */
+        tot->total = 0;
+        for (i = 0; i < n; i++) {
+            json_t *g = group_of(s->groups, in[i].vat);
+            add_cents(g, "net", in[i].excl);
+            add_cents(g, "vat", in[i].incl - in[i].excl);
+            tot->total += in[i].incl;
+            tot->tax += in[i].incl - in[i].excl;
+        }
+    } else {
+        json_t *grp;
+        json_array_foreach(json_object_get(s->doc, "vatGroupList"), i, grp)
+        {
+            int64_t vat = 0, net;
+            json_int_t code = json_integer_value(json_object_get(grp, "vatCode"));
+            (void)cents_of(grp, "vatAmount", &vat);
+            json_t *g = group_of(s->groups, code);
+            add_cents(g, "vat", sign * vat);
+            if (cents_of(grp, "exclAmount", &net))
+                add_cents(g, "net", sign * net);
             tot->tax += sign * vat;
+        }
+        if (!cents_of(s->doc, "totalInclAmount", &tot->total)) {
+            snprintf(why, whylen, "the document has no totalInclAmount");
+            json_decref(out);
+            out = NULL;
+            goto out;
+        }
+        tot->total *= sign;
     }
-    if (!cents_of(s->doc, "totalInclAmount", &tot->total)) {
-        snprintf(why, whylen, "the document has no totalInclAmount");
-        json_decref(out);
-        out = NULL;
-        goto out;
-    }
-    tot->total *= sign;
     tot->rounding = tot->total - tot->lines - tot->tax;
 out:
     free(in);
@@ -1027,11 +1137,6 @@ static json_t *tax_line_of(json_t *lines, const char *rate, const char *percent)
     return tl;
 }
 
-static void add_cents(json_t *o, const char *k, int64_t v)
-{
-    json_object_set_new(o, k, json_integer(json_integer_value(json_object_get(o, k)) + v));
-}
-
 /*
  * A VAT company (a TaxCode of the lines lists sales rates): one tax line per
  * rate, from Mplus's vatGroupList ("use these VAT amounts, do not calculate
@@ -1043,7 +1148,6 @@ static void taxes_known(struct run *r)
 {
     struct task *t = r->t;
     struct sale *s = r->flow;
-    int sign = s->credit ? -1 : 1;
     json_t *out = json_array();
     bool vat = false;
     size_t i;
@@ -1071,16 +1175,15 @@ static void taxes_known(struct run *r)
         return;
     }
     json_t *g;
-    json_array_foreach(json_object_get(s->doc, "vatGroupList"), i, g)
+    json_array_foreach(s->groups, i, g)
     {
-        json_int_t code = json_integer_value(json_object_get(g, "vatCode"));
+        json_int_t code = json_integer_value(json_object_get(g, "code"));
         char why[400];
         const char *tc = tax_code(r, code, why, sizeof why);
-        int64_t net = INT64_MIN, amount = 0;
-        (void)cents_of(g, "vatAmount", &amount);
-        if (cents_of(g, "exclAmount", &net))
-            net *= sign;
-        amount *= sign;
+        int64_t amount = json_integer_value(json_object_get(g, "vat"));
+        int64_t net = json_is_integer(json_object_get(g, "net"))
+                          ? json_integer_value(json_object_get(g, "net"))
+                          : INT64_MIN;
         json_t *rate = json_array_get(lookup_tax_rates(t, tc ?: ""), 0);
         if (rate == NULL) {
             if (amount == 0)
@@ -1094,7 +1197,8 @@ static void taxes_known(struct run *r)
         }
         if (net == INT64_MIN) { /* the group's net: its lines' */
             net = 0;
-            json_array_foreach(s->lines, i, ln)
+            size_t j;
+            json_array_foreach(s->lines, j, ln)
             {
                 int64_t a = 0;
                 if (json_integer_value(json_object_get(ln, "vat_code")) == code &&

@@ -391,6 +391,65 @@ class OneSaleOneBooking(SalesTestCase):
         self.assertEqual(self.gw.show(e["id"])["reason"], "part of sale %s" % order["orderId"])
         self.assertEqual(len(self.docs_of("Payment")), 1)
 
+    def test_a_partly_delivered_order_is_booked_by_each_invoice_of_it(self):
+        self.start_gateway()
+        order = self.order()
+        self.last("order", 1, "skipped", "order not complete")
+        # Mplus invoices the delivered line, later the other: two invoices, each its own lines.
+        first = self.change(order, invoice={"lines": [1]})["invoice"]
+        self.last("invoice", 1, "done")
+        second = self.change(order, invoice={"lines": [0]})
+        self.assertEqual(second["order"]["completeState"], "ORDER-COMPLETE-STATE-COMPLETE")
+        second = second["invoice"]
+        evs = self.sale_events("invoice", 2)
+        self.assertEqual([(e["state"], e["reason"]) for e in evs], [("done", None)] * 2)
+        self.assertEqual(first["totalInclAmount"] + second["totalInclAmount"], order["totalInclAmount"])
+        self.assertOneBookingEach([first, second])
+        e = self.last("order", 3, "skipped", "part of sale %s" % order["orderId"])
+        self.assertTrue(any("further part of order" in step for step in self.steps(evs[-1])), self.steps(evs[-1]))
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 0)
+
+    def assertOneBookingEach(self, invoices):
+        docs = self.booked()
+        self.assertEqual(sorted(d["PrivateNote"] for d in docs),
+                         sorted("Mplus invoice %s" % i["invoiceId"] for i in invoices), docs)
+        for inv in invoices:
+            d = [d for d in docs if d["PrivateNote"] == "Mplus invoice %s" % inv["invoiceId"]][0]
+            self.assertEqual(cents(d["TotalAmt"]), cents(inv["totalInclAmount"]) / 100, d)
+
+    def test_a_partly_cancelled_order_books_what_remains(self):
+        self.start_gateway(sales_order_state="created")
+        order = MPLUS.sale(document="order", customer=10003, payments=[],
+                           lines=[{"articleNumber": 1001, "quantity": "3"},
+                                  {"articleNumber": 3001, "quantity": "1.500"},
+                                  {"articleNumber": 2001, "quantity": "1"}])["order"]
+        self.last("order", 1, "done")
+        # One of three coffees and 0.500 of 1.500 kg of cheese are cancelled; the shirt stays.
+        changed = self.change(order, cancel=[{"line": 0, "quantity": "1"}, {"line": 1, "quantity": "0.5"}])["order"]
+        self.assertEqual(changed["cancelState"], "ORDER-CANCEL-STATE-PARTIAL")
+        self.assertEqual(changed["totalInclAmount"], order["totalInclAmount"])   # Mplus keeps the totals
+        self.last("order", 2, "done")
+        inv = self.docs_of("Invoice")
+        self.assertEqual(len(inv), 1, inv)
+        inv = inv[0]
+        self.assertNotEqual(inv.get("PrivateNote"), "Voided")
+        lines = order["lineList"]["line"]
+        remaining = [(D(2), 3), (D("1.000"), D("1.500")), (D(1), 1)]
+        want = D(0)
+        for line, (left, of) in zip(lines, remaining):
+            want += (D(line["data"]["totalInclAmount"]) * left / D(of)).quantize(D(1), decimal.ROUND_HALF_UP)
+        self.assertEqual(cents(inv["TotalAmt"]), want / 100, inv)
+        qtys = sorted(D(str(l["SalesItemLineDetail"]["Qty"])) for l in inv["Line"] if "SalesItemLineDetail" in l)
+        self.assertEqual(qtys, [D(1), D(1), D(2)], inv)
+        # QuickBooks' VAT per rate is what the remaining lines carry, net and tax.
+        nets = sum(cents(t["TaxLineDetail"]["NetAmountTaxable"]) for t in inv["TxnTaxDetail"]["TaxLine"])
+        self.assertEqual(nets + cents(inv["TxnTaxDetail"]["TotalTax"]), cents(inv["TotalAmt"]), inv)
+        # Cancelling the rest voids it.
+        self.change(order, cancel=[{"line": 0, "quantity": "2"}, {"line": 1, "quantity": "1"},
+                                   {"line": 2, "quantity": "1"}])
+        self.last("order", 3, "done")
+        self.assertEqual(self.docs_of("Invoice")[0]["PrivateNote"], "Voided")
+
     def test_a_picked_up_order_is_booked_by_its_receipt_in_either_polling_order(self):
         for first in ("order", "receipt"):
             with self.subTest(first=first):

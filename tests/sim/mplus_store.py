@@ -1415,7 +1415,7 @@ class Store:
         payments? [{method, amount}], timestamp?, ...}; or, alone, an action that makes a document of
         the order: pickup {payments?} (a till receipt) or invoice true (an invoice).  Returns the
         answer: {"document": "order", "order"}, or {"document": "receipt"|"invoice", <it>, "order"}."""
-        self._check_keys(spec, ("orderId", "completeState", "deliveryState", "cancelState", "payments")
+        self._check_keys(spec, ("orderId", "completeState", "deliveryState", "cancelState", "payments", "cancel")
                          + tuple(self.ORDER_ACTIONS) + self.TILL_FIELDS)
         doc = self.orders.get(spec.get("orderId"))
         if doc is None:
@@ -1440,6 +1440,11 @@ class Store:
                 if value not in allowed:
                     raise StoreError("%s must be one of %s" % (field, ", ".join(a[len(prefix):] for a in allowed)))
                 states[field] = value
+        if "cancel" in spec:
+            if states:
+                raise StoreError("cancel sets cancelState itself: not with %s" % ", ".join(sorted(states)))
+            self._cancel_lines(doc, spec["cancel"])
+            return {"document": "order", "order": self._changed("order", doc)}
         wanted = self._wanted_payments(spec.get("payments"))
         if not states and not wanted:
             raise StoreError("nothing to change: give completeState, deliveryState, cancelState or payments "
@@ -1452,6 +1457,30 @@ class Store:
             doc["fullyPaid"] = paid == doc.get("totalInclAmount", 0)
         self._set_order_states(doc, states)
         return {"document": "order", "order": self._changed("order", doc)}
+
+    @staticmethod
+    def _cancel_lines(doc, cancel):
+        """Cancels part of an order: [{line (index from 0), quantity}] adds to each line's
+        cancelledQuantity (as Mplus keeps it: the line's quantity and totals stay as ordered);
+        cancelState becomes PARTIAL, or COMPLETE once every line is cancelled in full."""
+        lines = (doc.get("lineList") or {}).get("line", [])
+        if not isinstance(cancel, list) or not cancel:
+            raise StoreError("cancel must be a non-empty list of {line, quantity}")
+        for c in cancel:
+            try:
+                line = lines[int(c["line"])]
+                qty = D(str(c["quantity"]))
+            except (KeyError, IndexError, TypeError, ValueError, decimal.InvalidOperation):
+                raise StoreError("cancel: each entry needs line (an index of lineList) and quantity")
+            data = line["data"]
+            done = unscaled(data.get("cancelledQuantity", 0), data.get("cancelledDecimalPlaces"))
+            ordered = unscaled(data["quantity"], data.get("decimalPlaces"))
+            if qty <= 0 or done + qty > abs(ordered):
+                raise StoreError("cancel: line %s has %s of %s cancelled already" % (c["line"], done, ordered))
+            data["cancelledQuantity"], data["cancelledDecimalPlaces"] = scaled(done + qty)
+        full = all(unscaled(l["data"].get("cancelledQuantity", 0), l["data"].get("cancelledDecimalPlaces"))
+                   == abs(unscaled(l["data"]["quantity"], l["data"].get("decimalPlaces"))) for l in lines)
+        doc["cancelState"] = "ORDER-CANCEL-STATE-" + ("COMPLETE" if full else "PARTIAL")
 
     @staticmethod
     def _wanted_payments(wanted):
@@ -1481,7 +1510,8 @@ class Store:
         """Refuses to make a document of an order that is invoiced, complete or (partly) cancelled,
         and a pickup of one (partly) delivered: the simulator picks up whole orders only."""
         problem = None
-        if (doc.get("invoiceIds") or {}).get("id"):
+        if (doc.get("invoiceIds") or {}).get("id") and (action != "invoice" or doc.get("deliveryState") !=
+                                                         "ORDER-DELIVERY-STATE-PARTIAL"):
             problem = "it is already invoiced"
         elif doc.get("completeState") == "ORDER-COMPLETE-STATE-COMPLETE":
             problem = "it is already complete"
@@ -1519,28 +1549,64 @@ class Store:
 
     def _invoice_order(self, order, value, spec, stamp, defaults):
         """Mplus makes an invoice of the order: no payments of its own, no stock moved; the order
-        gets its invoiceIds and becomes complete."""
-        if value is not True:
-            raise StoreError("invoice must be true")
+        gets its invoiceIds and becomes complete.  {"lines": [index, ...]} invoices those lines
+        only (a partial delivery): they become delivered, and the order is complete once every
+        line is."""
+        lines = (order.get("lineList") or {}).get("line", [])
+        if value is True:   # the whole order, or after part invoices the lines they left
+            invoiced = bool((order.get("invoiceIds") or {}).get("id"))
+            wanted = [i for i, l in enumerate(lines) if not invoiced or "deliveredQuantity" not in l["data"]]
+        elif isinstance(value, dict) and isinstance(value.get("lines"), list) and value["lines"]:
+            wanted = value["lines"]
+            if not all(isinstance(i, int) and 0 <= i < len(lines) for i in wanted) or len(set(wanted)) < len(wanted):
+                raise StoreError("invoice lines must be distinct indexes of the order's lineList")
+            if any("deliveredQuantity" in lines[i]["data"] for i in wanted):
+                raise StoreError("invoice lines: a line is invoiced already")
+        else:
+            raise StoreError("invoice must be true or {\"lines\": [index, ...]}")
         self._order_open(order, "invoice")
         extra = {"invoiceType": "INVOICE-TYPE-INVOICE"}
         for field in ("relationVatNumber", "invoiceAddress", "deliveryAddress"):   # the order's own, if it has them
             if order.get(field):
                 extra[field] = copy.deepcopy(order[field])
-        invoice = self._document_of_order("invoice", order, spec, stamp, defaults, [], extra)
-        order["invoiceIds"] = {"id": [invoice["invoiceId"]]}
-        order["completeState"] = "ORDER-COMPLETE-STATE-COMPLETE"
+        invoice = self._document_of_order("invoice", order, spec, stamp, defaults, [], extra, wanted)
+        order["invoiceIds"] = {"id": (order.get("invoiceIds") or {}).get("id", []) + [invoice["invoiceId"]]}
+        if len(wanted) == len(lines):   # the whole order at once: its delivery state stays as it was
+            order["completeState"] = "ORDER-COMPLETE-STATE-COMPLETE"
+        else:
+            for i in wanted:
+                data = lines[i]["data"]
+                data["deliveredQuantity"], data["deliveredDecimalPlaces"] = \
+                    data["quantity"], data.get("decimalPlaces", 0)
+            done = all("deliveredQuantity" in l["data"] for l in lines)
+            order["deliveryState"] = "ORDER-DELIVERY-STATE-" + ("COMPLETE" if done else "PARTIAL")
+            order["completeState"] = "ORDER-COMPLETE-STATE-" + ("COMPLETE" if done else "PARTIAL")
         self._changed("order", order)
         return invoice
 
-    def _document_of_order(self, document, order, spec, stamp, defaults, payments, extra):
+    def _document_of_order(self, document, order, spec, stamp, defaults, payments, extra, only=None):
         """A new receipt or invoice of an order, numbered and stored as a till sale's: the order's
         relation, lines (with lineIds of their own), vatMethod, VAT groups and totals, linked to it
-        by orderIds (and extOrderIds)."""
+        by orderIds (and extOrderIds).  With only (line indexes), of those lines: the VAT groups
+        and totals are theirs."""
         branch, workplace, employee = self._till_context(order, spec, defaults)
         relation = self.relations.get(order.get("relationNumber"))
         quantities = {f for _, qty, places in self.ORDER_LINE_QUANTITIES for f in (qty, places)}
         lines = copy.deepcopy((order.get("lineList") or {}).get("line", []))
+        totals = (order.get("totalInclAmount", 0), order.get("totalExclAmount", 0))
+        vat_groups = copy.deepcopy((order.get("vatGroupList") or {}).get("vatGroup", []))
+        if only is not None and len(only) < len(lines):
+            lines = [lines[i] for i in sorted(only)]
+            by_code = {g["vatCode"]: g for g in vat_groups}
+            vat_groups = []
+            for code in sorted({l["data"]["vatCode"] for l in lines}):
+                mine = [l["data"] for l in lines if l["data"]["vatCode"] == code]
+                g = dict(by_code.get(code, {"vatCode": code}))
+                g["exclAmount"] = sum(d["totalExclAmount"] for d in mine)
+                g["vatAmount"] = sum(d["totalInclAmount"] - d["totalExclAmount"] for d in mine)
+                vat_groups.append(g)
+            totals = (sum(l["data"]["totalInclAmount"] for l in lines),
+                      sum(l["data"]["totalExclAmount"] for l in lines))
         todo = list(lines)
         while todo:
             line = todo.pop()
@@ -1548,12 +1614,11 @@ class Store:
             for field in quantities:
                 line.get("data", {}).pop(field, None)
             todo.extend((line.get("preparationList") or {}).get("line", []))
-        vat_groups = copy.deepcopy((order.get("vatGroupList") or {}).get("vatGroup", []))
         for g in vat_groups:
             g["branchNumber"] = branch
-        common = self._common(branch, workplace, employee, stamp, lines, vat_groups, order.get("totalInclAmount", 0),
-                              order.get("totalExclAmount", 0), order.get("vatMethod", "VAT-METHOD-INCLUSIVE"),
-                              payments, relation, order.get("reference"))
+        common = self._common(branch, workplace, employee, stamp, lines, vat_groups, totals[0], totals[1],
+                              order.get("vatMethod", "VAT-METHOD-INCLUSIVE"), payments, relation,
+                              order.get("reference"))
         for field in ("relationNumber", "relationName"):   # also when the relation is not stored
             if order.get(field) is not None:
                 common[field] = order[field]

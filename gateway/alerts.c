@@ -81,7 +81,7 @@ struct alerts {
 static void free_delivery(struct delivery *d);
 static struct cond *cond_of(struct alerts *a, const char *conn, const char *name);
 static void look_at_dead(struct alerts *a);
-static void look_at_store(struct alerts *a);
+static void look_at_store(struct alerts *a, uint64_t inbox);
 
 struct alerts *alerts_new(struct event_base *base, const struct gw_config *cfg,
                           struct http_client *http, struct store *st)
@@ -380,7 +380,7 @@ static void look_at_dead(struct alerts *a)
 }
 
 /* The store's map and the inbox, for the whole daemon. */
-static void look_at_store(struct alerts *a)
+static void look_at_store(struct alerts *a, uint64_t inbox)
 {
     size_t max = (size_t)a->cfg->map_max_mb << 20, used = store_used_bytes(a->st);
     unsigned pct = max ? (unsigned)((unsigned long long)used * 100 / max) : 0;
@@ -390,12 +390,7 @@ static void look_at_store(struct alerts *a)
              used >> 20, a->cfg->map_max_mb, pct, a->cfg->alert_store_full_pct);
     set_cond(a, "", "store_full", pct >= (unsigned)a->cfg->alert_store_full_pct, detail);
 
-    char err[256];
-    json_t *st = report_status(a->st, a->cfg, err, sizeof err);
-    if (st == NULL)
-        return;
-    int64_t depth = json_integer_value(json_object_get(st, "inbox"));
-    json_decref(st);
+    int64_t depth = (int64_t)inbox;
     int64_t now = gw_now_ms();
     if (depth == 0 || depth < a->inbox_depth || a->inbox_moved_ms == 0)
         a->inbox_moved_ms = now;
@@ -407,7 +402,7 @@ static void look_at_store(struct alerts *a)
     set_cond(a, "", "inbox_stalled", depth > 0 && still_s >= a->cfg->alert_inbox_stall_s, detail);
 }
 
-void alerts_update(struct alerts *a, json_t *live)
+void alerts_update(struct alerts *a, json_t *live, uint64_t inbox)
 {
     for (size_t i = 0; i < a->cfg->nconns; i++) {
         const char *name = a->cfg->conns[i].name;
@@ -447,7 +442,7 @@ void alerts_update(struct alerts *a, json_t *live)
                  detail);
     }
     look_at_dead(a);
-    look_at_store(a);
+    look_at_store(a, inbox);
     /* Messages the period held back go once it allows. */
     int64_t now = gw_now_ms();
     for (struct cond *c = a->conds; c; c = c->next)

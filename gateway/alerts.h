@@ -9,6 +9,7 @@
 
 #include <event2/event.h>
 #include <jansson.h>
+#include <stdint.h>
 
 struct alerts;
 struct http_client;
@@ -19,8 +20,9 @@ struct alerts *alerts_new(struct event_base *base, const struct gw_config *cfg,
 /* Call after http_client_free: messages not yet delivered are dropped. */
 void alerts_free(struct alerts *a);
 /* Look again: live is the daemon's view per connection (name -> object, as
- * `status` shows it: authorised, circuit, mplus_login_refused_until, ...). */
-void alerts_update(struct alerts *a, json_t *live);
+ * `status` shows it: authorised, circuit, mplus_login_refused_until, ...);
+ * inbox the webhooks waiting in the inbox. */
+void alerts_update(struct alerts *a, json_t *live, uint64_t inbox);
 /* New array of the open conditions: {connection, condition, since, detail}. */
 json_t *alerts_open(struct alerts *a);
 

@@ -321,7 +321,7 @@ static int cmd_status(const struct gw_config *cfg, int argc, char **argv)
     if (open_store(cfg, &st) < 0)
         return EXIT_RUNTIME;
     char err[GW_ERR_LEN];
-    json_t *s = report_status(st, cfg, err, sizeof err);
+    json_t *s = report_status(st, cfg, -1, err, sizeof err);
     store_close(st);
     if (s == NULL) {
         fprintf(stderr, "gateway: %s\n", err);

@@ -90,7 +90,8 @@ json_t *report_event(struct store *st, uint64_t id, int *rc, char *err, size_t e
     return rec;
 }
 
-json_t *report_status(struct store *st, const struct gw_config *cfg, char *err, size_t errlen)
+json_t *report_status(struct store *st, const struct gw_config *cfg, int64_t inbox_known, char *err,
+                      size_t errlen)
 {
     uint64_t counts[GW_STATE_COUNT];
     if (store_counts(st, counts, err, errlen) < 0)
@@ -101,14 +102,16 @@ json_t *report_status(struct store *st, const struct gw_config *cfg, char *err, 
         json_object_set_new(q, event_state_name(s), json_integer((json_int_t)counts[s]));
     json_object_set_new(o, "events", q);
     /* Webhooks accepted in a burst, not yet events. */
-    uint64_t inbox = 0, done = 0;
-    json_t *d = NULL;
-    if (store_meta_get(st, INBOX_DONE_KEY, &d, NULL, 0) == 0 && json_is_integer(d))
-        done = (uint64_t)json_integer_value(d);
-    json_decref(d);
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/inbox", cfg->storage_path);
-    inbox_count(dir, done, &inbox);
+    uint64_t inbox = inbox_known >= 0 ? (uint64_t)inbox_known : 0, done = 0;
+    if (inbox_known < 0) { /* another process: count the records, reading the last file */
+        json_t *d = NULL;
+        if (store_meta_get(st, INBOX_DONE_KEY, &d, NULL, 0) == 0 && json_is_integer(d))
+            done = (uint64_t)json_integer_value(d);
+        json_decref(d);
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%s/inbox", cfg->storage_path);
+        inbox_count(dir, done, &inbox);
+    }
     json_object_set_new(o, "inbox", json_integer((json_int_t)inbox));
     int64_t oldest = 0;
     if (store_oldest_queued(st, &oldest, NULL, 0) == 0 && oldest > 0) {

@@ -20,7 +20,10 @@ struct event_filter {
 json_t *report_events(struct store *st, const struct event_filter *f, char *err, size_t errlen);
 /* New object: the event in full, with its raw body when one was kept. */
 json_t *report_event(struct store *st, uint64_t id, int *rc, char *err, size_t errlen);
-/* New object: queue depths by state and per-connection settings. */
-json_t *report_status(struct store *st, const struct gw_config *cfg, char *err, size_t errlen);
+/* New object: queue depths by state and per-connection settings. inbox: the
+ * webhooks waiting in the inbox, as the daemon knows them, or -1 to count
+ * them from its files (another process; this reads the newest file). */
+json_t *report_status(struct store *st, const struct gw_config *cfg, int64_t inbox, char *err,
+                      size_t errlen);
 
 #endif

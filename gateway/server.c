@@ -944,7 +944,7 @@ static void handle_admin(struct server *s, struct evhttp_request *req, const cha
         return;
     }
     if (strcmp(path, "/api/status") == 0) {
-        json_t *o = report_status(s->st, s->cfg, err, sizeof err);
+        json_t *o = report_status(s->st, s->cfg, (int64_t)inbox_pending(s->inbox), err, sizeof err);
         if (o == NULL) {
             reply_text(req, 503, "Service Unavailable", err);
             return;
@@ -1151,7 +1151,7 @@ static void metrics_live(struct server *s, FILE *f)
     }
     json_decref(open);
     char err[256];
-    json_t *st = report_status(s->st, s->cfg, err, sizeof err);
+    json_t *st = report_status(s->st, s->cfg, (int64_t)inbox_pending(s->inbox), err, sizeof err);
     fprintf(f,
             "# HELP gateway_inbox_depth Webhooks accepted in a burst, not yet events.\n"
             "# TYPE gateway_inbox_depth gauge\ngateway_inbox_depth %lld\n"
@@ -1208,7 +1208,7 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
     struct server *s = arg;
     json_t *conns = live_status(s);
     if (s->alerts)
-        alerts_update(s->alerts, conns);
+        alerts_update(s->alerts, conns, inbox_pending(s->inbox));
     json_decref(s->live);
     s->live = json_incref(conns);
     json_t *snap = json_pack("{s:o, s:i}", "connections", conns, "pid", (int)getpid());

@@ -143,6 +143,7 @@ static const struct key_def connection_keys[] = {
     {"sales_rounding_max_cents", K_INT, C(sales_rounding_max_cents), "2", false, 0, 100000},
     {"sales_rounding_tax_code", K_STR, C(sales_rounding_tax_code), NULL, false, 0, 0},
     {"sales_split_payments", K_STR, C(sales_split_payments), "invoice", false, 0, 0},
+    {"sales_order_invoices", K_STR, C(sales_order_invoices), "each", false, 0, 0},
     {"sales_shipping_items", K_STR, C(sales_shipping_items), NULL, false, 0, 0},
     {"sales_shipping_articles", K_STR, C(sales_shipping_articles), NULL, false, 0, 0},
     {"sales_department_by_country", K_STR, C(sales_department_by_country), NULL, false, 0, 0},
@@ -605,6 +606,8 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                          errlen) != 0 ||
             check_choice(cfg, c, "sales_split_payments", c->sales_split_payments,
                          "invoice, clearing", err, errlen) != 0 ||
+            check_choice(cfg, c, "sales_order_invoices", c->sales_order_invoices,
+                         "each, with_order", err, errlen) != 0 ||
             check_choice(cfg, c, "products_price", c->products_price, "incl, excl", err, errlen) !=
                 0 ||
             check_choice(cfg, c, "stock_amount", c->stock_amount, "free, free_incoming", err,

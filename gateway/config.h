@@ -67,6 +67,7 @@ struct gw_connection {
     int sales_rounding_max_cents; /* per VAT group of a document */
     char *sales_rounding_tax_code;
     char *sales_split_payments; /* invoice | clearing */
+    char *sales_order_invoices; /* each | with_order */
     char *sales_shipping_items;
     char *sales_shipping_articles;
     char *sales_department_by_country;

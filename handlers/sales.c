@@ -199,6 +199,32 @@ static const char *department(struct run *r, json_t *doc, const char *branch)
     return table(r, "sales_department_by_branch", branch);
 }
 
+/* Whether invoices Mplus makes of an order are parts of the order's sale,
+ * which the order books once, complete (sales_order_invoices = with_order),
+ * rather than sales of their own lines (each). */
+static bool invoices_with_order(struct run *r)
+{
+    return strcmp(r->t->conn->sales_order_invoices ?: "each", "with_order") == 0;
+}
+
+/* The payment ids of doc that the booking entry has booked already. */
+static json_t *payments_booked_of(json_t *doc, json_t *entry)
+{
+    json_t *out = json_array();
+    size_t i, j;
+    json_t *p, *v;
+    json_array_foreach(json_object_get(doc, "paymentList"), i, p)
+    {
+        const char *pid = str(p, "paymentId");
+        json_array_foreach(json_object_get(entry, "payments"), j, v)
+        {
+            if (pid != NULL && strcmp(json_string_value(v) ?: "", pid) == 0)
+                json_array_append_new(out, json_string(pid));
+        }
+    }
+    return out;
+}
+
 /* Whether an order is to be booked now (sales_order_state); why not, if not. */
 static bool order_due(struct run *r, json_t *doc, const char **why)
 {
@@ -340,6 +366,14 @@ static bool one_booking(struct run *r)
     if (!lookup_hold(r, "sale", s->sale, sale_begin))
         return false; /* another document of the sale is being booked */
     json_t *other = sale_booked_elsewhere(r);
+    if (other == NULL && strcmp(s->kind, "invoice") == 0 && invoices_with_order(r)) {
+        /* The order books the sale once it is complete, with this invoice's payments. */
+        lookup_unhold(r, NULL);
+        task_note(t, "invoice %s is part of order %s, which books the sale once complete",
+                  s->mplus_id, s->sale);
+        skip_part(r);
+        return false;
+    }
     if (other == NULL)
         return true; /* this document books the sale; the hold ends once it is written */
     const char *owner = str(other, "owner");
@@ -358,12 +392,27 @@ static bool one_booking(struct run *r)
     char text[100] = "";
     if (strcmp(s->kind, "order") == 0)
         snprintf(text, sizeof text, "%s", owner ?: "its receipt or invoice");
-    s->booked = json_pack("{s:s, s:s, s:s, s:s, s:I, s:[], s:s}", "entity",
+    /* Payments of this document that the sale's booking carries already (an
+     * order booked with its invoices' payments) are not booked again. */
+    char okey[200];
+    lookup_idmap_key(t, "order", s->sale, okey, sizeof okey);
+    json_t *order_entry = strcmp(s->kind, "order") == 0 ? NULL : task_get_meta(t, okey);
+    if (order_entry == NULL && strcmp(s->kind, "invoice") == 0 && invoices_with_order(r)) {
+        /* Booked a moment ago, with payments of its invoices, and not yet in
+         * the store: look again once it is, so none is booked twice. */
+        json_decref(other);
+        run_wait(r, 1000, "order being stored",
+                 "order %s was just booked; its booking is being stored", s->sale);
+        return false;
+    }
+    s->booked = json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:s}", "entity",
                           str(other, "entity") ?: "Invoice", "id", str(other, "id") ?: "", "sync",
                           str(other, "sync") ?: "0", "customer", str(other, "customer") ?: "",
                           "version", (json_int_t)doc_version(s->doc), "payments",
+                          payments_booked_of(s->doc, order_entry),
                           strcmp(s->kind, "order") == 0 ? "owner" : "part_of",
                           strcmp(s->kind, "order") == 0 ? text : s->sale);
+    json_decref(order_entry);
     json_decref(other);
     task_put_meta(t, s->map_key, s->booked);
     if (strcmp(s->kind, "order") == 0) {
@@ -431,6 +480,39 @@ static void order_receipts(const struct mplus_result *res, void *arg)
     run_next(r);
 }
 
+/* The document from now on: a copy of it with payments (taken) as its own. */
+static void carry_payments(struct sale *s, json_t *payments)
+{
+    json_t *own = json_deep_copy(s->doc);
+    json_object_set_new(own, "paymentList", payments);
+    json_decref(s->own);
+    s->own = own;
+    s->doc = own;
+}
+
+/* An order booked with its invoices (with_order) carries their payments. */
+static void order_invoices(const struct mplus_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct sale *s = r->flow;
+    if (res->kind != MPLUS_OK) {
+        run_fail_mplus(r, "getInvoices", res);
+        return;
+    }
+    json_t *pays = json_deep_copy(json_object_get(s->doc, "paymentList")) ?: json_array();
+    size_t i, n = 0;
+    json_t *inv;
+    json_array_foreach(json_object_get(res->body, "invoiceList"), i, inv)
+    {
+        n++;
+        json_array_extend(pays, json_object_get(inv, "paymentList"));
+    }
+    carry_payments(s, pays);
+    task_note(r->t, "order %s is booked with its %zu invoice(s) and what was paid on them",
+              s->mplus_id, n);
+    run_next(r);
+}
+
 static void sale_order_made(struct run *r)
 {
     struct task *t = r->t;
@@ -439,10 +521,17 @@ static void sale_order_made(struct run *r)
         run_next(r);
         return;
     }
-    const char *invoice =
-        json_string_value(json_array_get(json_object_get(s->doc, "invoiceIds"), 0));
+    json_t *invoice_ids = json_object_get(s->doc, "invoiceIds");
+    const char *invoice = json_string_value(json_array_get(invoice_ids, 0));
     if (invoice != NULL && (t->conn->sales_kinds & GW_SALES_INVOICES) != 0) {
-        defer_to(r, "invoice", invoice);
+        if (!invoices_with_order(r)) {
+            defer_to(r, "invoice", invoice);
+            return;
+        }
+        /* The order books its sale, with what was paid on its invoices. */
+        json_t *req = json_pack("{s:O}", "invoiceIds", invoice_ids);
+        task_mplus_call(t, "getInvoices", req, order_invoices, r);
+        json_decref(req);
         return;
     }
     if ((t->conn->sales_kinds & GW_SALES_RECEIPTS) == 0) {
@@ -467,12 +556,9 @@ static void order_read(const struct mplus_result *res, void *arg)
     json_t *order = json_array_get(json_object_get(res->body, "orderList"), 0);
     json_t *prepaid = json_object_get(order, "paymentList");
     if (json_array_size(prepaid) > 0) {
-        json_decref(s->own);
-        s->own = json_deep_copy(s->doc);
         json_t *pays = json_deep_copy(prepaid);
         json_array_extend(pays, json_object_get(s->doc, "paymentList"));
-        json_object_set_new(s->own, "paymentList", pays);
-        s->doc = s->own;
+        carry_payments(s, pays);
         task_note(r->t, "order %s was paid in advance: its %zu payment(s) are this sale's too",
                   s->sale, json_array_size(prepaid));
     }

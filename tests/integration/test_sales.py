@@ -409,6 +409,34 @@ class OneSaleOneBooking(SalesTestCase):
         self.assertTrue(any("further part of order" in step for step in self.steps(evs[-1])), self.steps(evs[-1]))
         self.assertEqual(len(self.docs_of("SalesReceipt")), 0)
 
+    def test_with_order_a_partly_delivered_order_is_booked_once_on_complete(self):
+        self.start_gateway(sales_order_invoices="with_order")
+        order = self.order()
+        self.last("order", 1, "skipped", "order not complete")
+        first = self.change(order, invoice={"lines": [1]})["invoice"]
+        self.last("invoice", 1, "skipped", "part of sale %s" % order["orderId"])
+        # Paid in part before the order is complete: the order's booking carries it.
+        MPLUS.call("POST", "/_sim/till/pay", {"invoiceId": first["invoiceId"], "amount": 500, "method": "CASH"})
+        self.last("invoice", 2, "skipped", "part of sale %s" % order["orderId"])
+        second = self.change(order, invoice={"lines": [0]})["invoice"]
+        e = self.last("order", 3, "done")
+        self.assertTrue(any("booked with its 2 invoice(s)" in step for step in self.steps(e)), self.steps(e))
+        doc = self.assertOneBooking(order, "Invoice")
+        self.assertEqual(doc["PrivateNote"], "Mplus order %s" % order["orderId"])
+        self.assertEqual([cents(p["TotalAmt"]) for p in self.docs_of("Payment")], [D("5.00")])
+        # Later payments of its invoices are linked to the order's Invoice, the first not twice.
+        MPLUS.call("POST", "/_sim/till/pay", {"invoiceId": second["invoiceId"], "amount": 300, "method": "PIN"})
+        MPLUS.call("POST", "/_sim/till/pay", {"invoiceId": first["invoiceId"], "amount": 100, "method": "PIN"})
+        self.wait(lambda: len(self.docs_of("Payment")) >= 3, "the later payments")
+        evs = self.wait_final(self.gw, 4, "the invoice events final", entity="invoice")
+        self.assertEqual({e["state"] for e in evs} - {"done", "skipped"}, set(), evs)
+        self.assertEqual(sorted(cents(p["TotalAmt"]) for p in self.docs_of("Payment")),
+                         [D("1.00"), D("3.00"), D("5.00")])
+        doc = self.assertOneBooking(order, "Invoice")
+        self.assertEqual(cents(doc["Balance"]), cents(doc["TotalAmt"]) - D("9.00"))
+        self.assertEqual(self.docs_of("SalesReceipt"), [])
+        self.assertEqual(first["totalInclAmount"] + second["totalInclAmount"], order["totalInclAmount"])
+
     def assertOneBookingEach(self, invoices):
         docs = self.booked()
         self.assertEqual(sorted(d["PrivateNote"] for d in docs),

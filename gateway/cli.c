@@ -390,15 +390,18 @@ static int cmd_purge(const struct gw_config *cfg, int argc, char **argv)
     if (open_store(cfg, &st) < 0)
         return EXIT_RUNTIME;
     char err[GW_ERR_LEN];
-    uint64_t ev, pl;
-    rc = store_purge(st, gw_now_ms() - (int64_t)days * 86400000, &ev, &pl, err, sizeof err);
+    struct purge_opts po = {gw_now_ms() - (int64_t)days * 86400000, cfg->keep_dead_payloads, 0, 0};
+    struct purge_result res;
+    rc = store_purge(st, &po, &res, err, sizeof err);
     store_close(st);
     if (rc < 0) {
         fprintf(stderr, "gateway: %s\n", err);
         return EXIT_RUNTIME;
     }
-    printf("purged %llu finished events and %llu payloads older than %ld days\n",
-           (unsigned long long)ev, (unsigned long long)pl, days);
+    printf("purged %llu finished events, %llu payloads and the bodies of %llu dead events older "
+           "than %ld days\n",
+           (unsigned long long)res.events, (unsigned long long)res.payloads,
+           (unsigned long long)res.dead_stripped, days);
     return 0;
 }
 

@@ -9,6 +9,7 @@ struct gw_clients {
     struct mplus *mplus;
     struct mapper *mapper;
     struct lookup_cache *made; /* what the flows are making (handlers/lookup.c) */
+    long body_max;             /* bytes of a body the activity log keeps (activity_body_max) */
 };
 
 #endif

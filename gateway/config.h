@@ -121,6 +121,10 @@ struct gw_config {
     long map_size_mb;
     long map_max_mb;
     long retention_days;
+    long retention_s;        /* when set, instead of retention_days (tests, short-lived setups) */
+    bool keep_dead_payloads; /* dead events keep payload and bodies past retention */
+    long janitor_interval_s; /* how often the daemon purges what is past retention */
+    long activity_body_max;  /* bytes of one request or response body kept in the activity log */
     long commit_batch;
     long index_inline_max;
     long inbox_quiet_ms;

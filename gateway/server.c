@@ -107,7 +107,8 @@ struct server {
     struct httpd *http;
     struct evhttp *admin;
     struct evhttp_bound_socket *admin_sock;
-    struct event *sigterm, *sigint, *janitor;
+    struct event *sigterm, *sigint, *janitor, *retention;
+    bool purging; /* a retention pass is under way */
     struct committer *committer;
     struct dispatcher *dispatcher;
     struct cdc *cdc;
@@ -1063,6 +1064,79 @@ static void on_janitor(evutil_socket_t fd, short what, void *arg)
         log_warn("cleared %d stale store reader slots", dead);
 }
 
+/*
+ * The retention janitor: every janitor_interval_s, what is past retention
+ * goes (store_txn_purge: finished events with their payloads, the payloads
+ * and call bodies of dead ones unless keep_dead_payloads), in transactions
+ * of PURGE_VISIT events each, queued behind ingest on the committer, so a
+ * long pass never holds up a webhook's answer for long.
+ */
+#define PURGE_VISIT 256
+
+struct purge_job {
+    struct commit_job job; /* first */
+    struct server *server;
+    struct purge_opts opts;
+    struct purge_result res;
+    uint64_t events, payloads, stripped; /* the pass so far */
+};
+
+static int purge_apply(struct store_txn *t, struct commit_job *job)
+{
+    struct purge_job *p = (struct purge_job *)job;
+    return store_txn_purge(t, &p->opts, &p->res);
+}
+
+static void purge_done(struct commit_job *job)
+{
+    struct purge_job *p = (struct purge_job *)job;
+    struct server *s = p->server;
+    if (job->status == 0) {
+        p->events += p->res.events;
+        p->payloads += p->res.payloads;
+        p->stripped += p->res.dead_stripped;
+        if (p->res.next_id != 0 && !s->draining) {
+            p->opts.start_id = p->res.next_id;
+            memset(&p->res, 0, sizeof p->res);
+            memset(&p->job, 0, sizeof p->job);
+            p->job.apply = purge_apply;
+            p->job.done = purge_done;
+            committer_submit(s->committer, &p->job);
+            return;
+        }
+        if (p->events || p->payloads || p->stripped)
+            log_info("retention: dropped %llu finished events and %llu payloads, and the bodies "
+                     "of %llu dead events",
+                     (unsigned long long)p->events, (unsigned long long)p->payloads,
+                     (unsigned long long)p->stripped);
+    } else {
+        log_error("retention: the purge failed (status %d); it tries again next time", job->status);
+    }
+    s->purging = false;
+    free(p);
+}
+
+static void on_retention(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct server *s = arg;
+    if (s->purging || s->draining)
+        return;
+    struct purge_job *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return;
+    const struct gw_config *cfg = s->cfg;
+    int64_t keep_ms = cfg->retention_s > 0 ? (int64_t)cfg->retention_s * 1000
+                                           : (int64_t)cfg->retention_days * 86400000;
+    p->server = s;
+    p->opts = (struct purge_opts){gw_now_ms() - keep_ms, cfg->keep_dead_payloads, 0, PURGE_VISIT};
+    p->job.apply = purge_apply;
+    p->job.done = purge_done;
+    s->purging = true;
+    committer_submit(s->committer, &p->job);
+}
+
 static void reenable_listener(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1258,6 +1332,7 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     s->clients.qbo = qbo_new(s->base, cfg, st, s->committer, s->http_client);
     s->clients.mplus = mplus_new(s->base, cfg, s->http_client);
     s->clients.made = lookup_cache_new();
+    s->clients.body_max = cfg->activity_body_max;
     char merr[1024];
     if (map_open(cfg, cfg->mapping_dir, &s->clients.mapper, merr, sizeof merr) != 0) {
         log_error("cannot start: %s", merr);
@@ -1304,6 +1379,9 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     s->janitor = event_new(s->base, -1, EV_PERSIST, on_janitor, s);
     struct timeval jt = {60, 0};
     event_add(s->janitor, &jt);
+    s->retention = event_new(s->base, -1, EV_PERSIST, on_retention, s);
+    struct timeval rt = {cfg->janitor_interval_s, 0};
+    event_add(s->retention, &rt);
     s->status_timer = event_new(s->base, -1, EV_PERSIST, on_status_timer, s);
     struct timeval st_tv = {1, 0};
     event_add(s->status_timer, &st_tv);
@@ -1325,6 +1403,8 @@ out:
         event_free(s->sigint);
     if (s->janitor)
         event_free(s->janitor);
+    if (s->retention)
+        event_free(s->retention);
     if (s->status_timer)
         event_free(s->status_timer);
     if (s->drain_timer)

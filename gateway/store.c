@@ -909,33 +909,54 @@ int store_oldest_queued(struct store *st, int64_t *received_ms, char *err, size_
     return with_read(st, oldest_fn, received_ms, err, errlen);
 }
 
-struct purge_arg {
-    int64_t before_ms;
-    uint64_t events, payloads;
-};
-
-/* One transaction; it may run again after the map grew, so it counts anew. */
-static int purge_fn(struct store_txn *t, void *arg)
+/* A dead event's record without the bodies of its calls (the activity
+ * log's request and response), marked so; NULL when it has none left. */
+static json_t *without_bodies(json_t *rec)
 {
-    struct purge_arg *a = arg;
+    if (json_is_true(json_object_get(rec, "bodies_purged")))
+        return NULL;
+    json_t *copy = json_deep_copy(rec);
+    size_t i, j;
+    json_t *h, *c;
+    json_array_foreach(json_object_get(copy, "history"), i, h)
+    {
+        json_array_foreach(json_object_get(h, "calls"), j, c)
+        {
+            json_object_del(c, "request");
+            json_object_del(c, "response");
+        }
+    }
+    json_object_set_new(copy, "bodies_purged", json_true());
+    return copy;
+}
+
+int store_txn_purge(struct store_txn *t, const struct purge_opts *o, struct purge_result *res)
+{
     struct store *st = t->st;
     MDB_txn *txn = t->txn;
-    a->events = a->payloads = 0;
+    memset(res, 0, sizeof *res);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, st->events, &cur);
     if (rc != 0)
         return rc;
-    MDB_val k, v;
+    unsigned char start[8];
+    be64(start, o->start_id);
+    MDB_val k = {8, start}, v;
     int64_t dropped[GW_STATE_COUNT] = {0};
-    for (int op = MDB_FIRST; rc == 0; op = MDB_NEXT) {
+    size_t visited = 0;
+    for (int op = o->start_id ? MDB_SET_RANGE : MDB_FIRST; rc == 0; op = MDB_NEXT) {
         rc = mdb_cursor_get(cur, &k, &v, op);
         if (rc != 0)
             break;
+        if (o->max_visit && visited++ >= o->max_visit) {
+            res->next_id = get_be64(k.mv_data); /* go on from here in the next transaction */
+            break;
+        }
         json_t *rec = json_loadb(v.mv_data, v.mv_size, 0, NULL);
         const char *received = json_string_value(json_object_get(rec, "received_at"));
         int state = event_state_parse(json_string_value(json_object_get(rec, "state")) ?: "");
         int64_t ms;
-        if (received == NULL || !gw_ts_parse(received, &ms) || ms >= a->before_ms) {
+        if (received == NULL || !gw_ts_parse(received, &ms) || ms >= o->before_ms) {
             json_decref(rec);
             /* Ids grow with time: everything after this is newer. */
             if (received != NULL)
@@ -955,10 +976,27 @@ static int purge_fn(struct store_txn *t, void *arg)
                 mdb_del(txn, st->dedupe, &dk, NULL);
             }
             if (mdb_del(txn, st->payloads, &rk, NULL) == 0)
-                a->payloads++;
+                res->payloads++;
             rc = mdb_cursor_del(cur, 0);
             dropped[state]++;
-            a->events++;
+            res->events++;
+        } else if (state == GW_DEAD && !o->keep_dead) {
+            /* The record stays for the operator; what came in and went out goes. */
+            json_t *bare = without_bodies(rec);
+            if (bare != NULL) {
+                /* The key is copied: a put of another size moves the page it is on. */
+                unsigned char idk[8];
+                memcpy(idk, rk.mv_data, sizeof idk);
+                MDB_val ik = {sizeof idk, idk};
+                if (mdb_del(txn, st->payloads, &ik, NULL) == 0)
+                    res->payloads++;
+                char *text = json_dumps(bare, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                MDB_val nv = {text ? strlen(text) : 0, text};
+                rc = text ? mdb_cursor_put(cur, &ik, &nv, MDB_CURRENT) : ENOMEM;
+                free(text);
+                json_decref(bare);
+                res->dead_stripped++;
+            }
         }
         json_decref(rec);
     }
@@ -970,13 +1008,27 @@ static int purge_fn(struct store_txn *t, void *arg)
     return rc;
 }
 
-/* Through store_write, so a full map grows as for any other write. */
-int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
-                uint64_t *payloads_dropped, char *err, size_t errlen)
+struct purge_arg {
+    const struct purge_opts *o;
+    struct purge_result res;
+};
+
+/* One transaction; it may run again after the map grew, so it counts anew. */
+static int purge_fn(struct store_txn *t, void *arg)
 {
-    struct purge_arg a = {before_ms, 0, 0};
+    struct purge_arg *a = arg;
+    return store_txn_purge(t, a->o, &a->res);
+}
+
+/* Through store_write, so a full map grows as for any other write. */
+int store_purge(struct store *st, const struct purge_opts *o, struct purge_result *res, char *err,
+                size_t errlen)
+{
+    struct purge_arg a = {o, {0}};
     int rc = store_write(st, purge_fn, &a, err, errlen);
-    *events_dropped = rc == 0 ? a.events : 0;
-    *payloads_dropped = rc == 0 ? a.payloads : 0;
+    if (rc == 0)
+        *res = a.res;
+    else
+        memset(res, 0, sizeof *res);
     return rc;
 }

@@ -164,11 +164,26 @@ bool store_state_queued(enum gw_state s);
 
 /*
  * Purge: delete done and skipped events received before before_ms, with their
- * dedupe keys and raw bodies. Dead and unfinished events are kept whatever
- * their age: they still need an operator or the dispatcher.
+ * dedupe keys and payloads. Dead events keep their record (an operator still
+ * needs it) but lose their payload and the bodies of their calls, unless
+ * keep_dead; unfinished events are kept whatever their age. From start_id
+ * (0: the oldest); with max_visit, at most that many events are looked at and
+ * next_id says where to go on (0: done), so a pass can be cut into small
+ * transactions that never hold up ingest for long.
  */
-int store_purge(struct store *st, int64_t before_ms, uint64_t *events_dropped,
-                uint64_t *payloads_dropped, char *err, size_t errlen);
+struct purge_opts {
+    int64_t before_ms;
+    bool keep_dead;
+    uint64_t start_id;
+    size_t max_visit; /* 0: no bound */
+};
+struct purge_result {
+    uint64_t events, payloads, dead_stripped;
+    uint64_t next_id;
+};
+int store_txn_purge(struct store_txn *t, const struct purge_opts *o, struct purge_result *res);
+int store_purge(struct store *st, const struct purge_opts *o, struct purge_result *res, char *err,
+                size_t errlen);
 
 /* Clear reader slots left by dead processes; *dead says how many. */
 int store_reader_check(struct store *st, int *dead);

@@ -9,8 +9,8 @@
  * and path, or the Mplus operation), status, QuickBooks' intuit_tid or the
  * X-Request-Id sent to Mplus, the time taken, and both bodies as JSON text,
  * with values of secret-looking members replaced by "***" and each body cut
- * at ACTIVITY_BODY_MAX bytes. Bodies go with the event's payload after
- * retention_days.
+ * at activity_body_max bytes. Bodies go with the event's payload after
+ * retention_days (a dead event's too, unless keep_dead_payloads).
  */
 #include "clients.h"
 #include "mplus.h"
@@ -23,7 +23,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define ACTIVITY_BODY_MAX  2048 /* bytes of one body kept */
+#define ACTIVITY_BODY_MAX  2048 /* bytes of one body kept, without a setting */
 #define ACTIVITY_CALLS_MAX 16   /* exchanges kept per attempt; later ones are counted */
 
 /* Member names whose values never reach the log, in any letter case: those
@@ -69,10 +69,13 @@ static json_t *redacted(json_t *v)
     return json_incref(v);
 }
 
-/* The body as JSON text of at most ACTIVITY_BODY_MAX bytes, or NULL; sent to
- * QuickBooks, decimals are written as numbers, as qbo.c sends them. */
-static json_t *body_text(json_t *body, bool to_qbo)
+/* The body as JSON text of at most the task's activity_body_max bytes, or
+ * NULL; sent to QuickBooks, decimals are written as numbers, as qbo.c sends
+ * them. */
+static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
 {
+    size_t max =
+        t->clients && t->clients->body_max > 0 ? (size_t)t->clients->body_max : ACTIVITY_BODY_MAX;
     if (body == NULL)
         return NULL;
     json_t *clean = redacted(body);
@@ -84,11 +87,11 @@ static json_t *body_text(json_t *body, bool to_qbo)
         qbo_exact_numbers(text);
     size_t len = strlen(text);
     json_t *out;
-    if (len <= ACTIVITY_BODY_MAX) {
+    if (len <= max) {
         out = json_string(text);
     } else {
         /* Cut on a UTF-8 character boundary, and say how much there was. */
-        size_t cut = ACTIVITY_BODY_MAX;
+        size_t cut = max;
         while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
             cut--;
         char *buf = NULL;
@@ -151,7 +154,7 @@ static void pending_answered(struct pending *p, long status, const char *outcome
     json_object_set_new(p->entry, "status", json_integer(status));
     set_text(p->entry, "outcome", outcome);
     set_text(p->entry, "error", error);
-    json_t *answer = body_text(body, false);
+    json_t *answer = body_text(p->t, body, false);
     if (answer != NULL)
         json_object_set_new(p->entry, "response", answer);
     pending_record(p);
@@ -181,7 +184,7 @@ static struct pending *qbo_pending(struct task *t, const char *method, const cha
 {
     json_t *e =
         json_pack("{s:s, s:s, s:s}", "system", "quickbooks", "method", method, "path", path);
-    json_t *sent = body_text(body, true);
+    json_t *sent = body_text(t, body, true);
     if (sent != NULL)
         json_object_set_new(e, "request", sent);
     struct pending *p = e ? pending_new(t, e, arg) : NULL;
@@ -295,7 +298,7 @@ static void mplus_answered(const struct mplus_result *res, void *arg)
 int task_mplus_call(struct task *t, const char *op, json_t *request, mplus_cb cb, void *arg)
 {
     json_t *e = json_pack("{s:s, s:s}", "system", "mplus", "operation", op);
-    json_t *sent = body_text(request, false);
+    json_t *sent = body_text(t, request, false);
     if (sent != NULL)
         json_object_set_new(e, "request", sent);
     struct pending *p = e ? pending_new(t, e, arg) : NULL;

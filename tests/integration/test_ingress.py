@@ -516,6 +516,30 @@ class Inbox(GatewayTestCase):
         self.assertLess(ids["71"], ids[""])
 
 
+class Retention(GatewayTestCase):
+    """The daemon's janitor drops what is past retention (here 4 s, looked at every second)."""
+
+    def test_the_janitor_purges_at_the_boundary_and_strips_dead_events(self):
+        gw = self.gateway(extra={"storage": {"retention_s": 4, "janitor_interval_s": 1}})
+        self.assertEqual(gw.post_qbo(dumps([cloudevent("old-1", "72", "999999")])).status, 200)
+        self.assertEqual(gw.post_qbo(b"not json at all").status, 200)
+        old = {e["entity_id"] or "": e for e in gw.events()}
+        self.assertEqual((old["72"]["state"], old[""]["state"]), ("skipped", "dead"))
+        self.assertEqual(gw.show(old[""]["id"])["raw_body_bytes"], len(b"not json at all"))
+        time.sleep(2)
+        self.assertEqual(gw.post_qbo(dumps([cloudevent("new-1", "73", "999999")])).status, 200)
+        # Once the old finished event is gone, the new one (2 s younger) is still there.
+        evs = self.wait(lambda: (lambda ids: ids if old["72"]["id"] not in ids else None)(
+            {e["id"]: e for e in gw.events()}), "the old event purged")
+        self.assertIn("73", [e["entity_id"] for e in evs.values()])
+        # The dead one stays for the operator, without what came in.
+        dead = gw.show(old[""]["id"])
+        self.assertEqual(dead["state"], "dead")
+        self.assertNotIn("raw_body_bytes", dead)
+        self.assertTrue(dead.get("bodies_purged"), dead)
+        self.assertIn("retention: dropped 1 finished events", gw.log_text())
+
+
 class MplusCallbacks(GatewayTestCase):
 
     def assertSignedReply(self, r, key):

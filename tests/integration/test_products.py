@@ -68,7 +68,7 @@ class ProductsTestCase(GatewayTestCase):
         for code in TAX_CODES.values():
             QBO.entity("TaxCode", {"Id": code, "Name": "BTW %s" % code, "Active": True})
 
-    def start_gateway(self, flows="products", **keys):
+    def start_gateway(self, flows="products", extra_storage=None, **keys):
         conf = {"mplus_url": "%s/" % MPLUS.base, "mplus_ident": MPLUS_IDENT,
                 "mplus_secret": MPLUS_SECRET, "mplus_poll_interval_s": 1, "mplus_backfill": "true",
                 "mplus_page_size": 250, "default_country": "NL",
@@ -79,8 +79,11 @@ class ProductsTestCase(GatewayTestCase):
         conn = gwtest.connection(CONN, REALM, WEBHOOK_SECRET, flows=flows, **conf)
 
         def extra(gw):
-            return app_config(gw, QBO, {"rate_per_sec": 1000, "rate_per_min": 100000},
+            conf = app_config(gw, QBO, {"rate_per_sec": 1000, "rate_per_min": 100000},
                               {"retry_give_up_s": 20})
+            if extra_storage:
+                conf.setdefault("storage", {}).update(extra_storage)
+            return conf
         gw = self.gateway(connections=[conn], extra=extra)
         self.gw = gw
         gw.cli("tokens", CONN, "--refresh-token", QBO.refresh_token())
@@ -240,6 +243,19 @@ class Catalogue(ProductsTestCase):
             text = json.dumps(self.gw.show(e["id"]))
             for secret in (MPLUS_SECRET, MPLUS_IDENT, "Bearer"):
                 self.assertNotIn(secret, text, e["id"])
+
+    def test_bodies_are_cut_at_activity_body_max(self):
+        self.start_gateway(extra_storage={"activity_body_max": 100})
+        evs = {e["entity_id"]: e for e in self.wait_articles(7)}
+        calls = self.gw.show(evs["1001"]["id"])["history"][-1]["calls"]
+        create = [c for c in calls if c["method"] == "POST" and c["path"] == "/item"][0]
+        full = len(json.dumps(self.by_sku()["1001"][0], separators=(",", ":")))
+        for body in (create["request"], create["response"]):
+            m = re.match(r"^(.*)… \((\d+) bytes\)$", body, re.S)
+            self.assertIsNotNone(m, body)
+            self.assertLessEqual(len(m.group(1).encode()), 100, body)
+            self.assertGreater(int(m.group(2)), 100)
+        self.assertGreater(full, 100)
 
     def test_a_price_change_updates_only_the_price(self):
         self.start_gateway()

@@ -197,11 +197,13 @@ static void test_purge_keeps_dead_and_recent(void **state)
              "\"dedupe_key\":\"new-done\"}",
              GW_DONE);
     assert_int_equal(store_ingest(st, p, 4, err, sizeof err), 0);
-    uint64_t ev, pl;
     int64_t cutoff;
     assert_true(gw_ts_parse("2025-01-01T00:00:00Z", &cutoff));
-    assert_int_equal(store_purge(st, cutoff, &ev, &pl, err, sizeof err), 0);
-    assert_int_equal(ev, 1);
+    struct purge_opts po = {cutoff, true, 0, 0};
+    struct purge_result res;
+    assert_int_equal(store_purge(st, &po, &res, err, sizeof err), 0);
+    assert_int_equal(res.events, 1);
+    assert_int_equal(res.dead_stripped, 0);
     int n = 0;
     assert_int_equal(store_scan_events(st, count_cb, &n, err, sizeof err), 0);
     assert_int_equal(n, 3);
@@ -227,12 +229,90 @@ static void test_purge_keeps_dead_and_recent(void **state)
              GW_DONE);
     assert_int_equal(store_ingest(st, &last, 1, err, sizeof err), 0);
     assert_int_equal(last.id, 1);
-    assert_int_equal(store_purge(st, cutoff, &ev, &pl, err, sizeof err), 0);
-    assert_int_equal(ev, 1);
+    assert_int_equal(store_purge(st, &po, &res, err, sizeof err), 0);
+    assert_int_equal(res.events, 1);
     struct store_put next;
     put_init(&next, "after-purge", "{}", GW_DONE);
     assert_int_equal(store_ingest(st, &next, 1, err, sizeof err), 0);
     assert_int_equal(next.id, 2);
+    store_close(st);
+}
+
+/* Past retention a dead event keeps its record but loses its payload and the
+ * bodies of its calls; a pass cut into small transactions goes on where it
+ * stopped and ends at the first event inside retention. */
+static void test_purge_strips_dead_bodies_in_small_steps(void **state)
+{
+    (void)state;
+    struct store *st = open_fresh("purge-dead", 1, 64);
+    char err[GW_ERR_LEN];
+    struct store_put p[6];
+    char recs[6][320];
+    for (int i = 0; i < 6; i++) {
+        snprintf(recs[i], sizeof recs[i],
+                 "{\"state\":\"%s\",\"received_at\":\"%s\",\"dedupe_key\":\"k%d\","
+                 "\"history\":[{\"calls\":[{\"system\":\"quickbooks\",\"request\":"
+                 "\"{\\\"PrimaryEmailAddr\\\":\\\"piet@example.nl\\\"}\",\"response\":\"{}\","
+                 "\"status\":400}]}]}",
+                 i == 5  ? "dead"
+                 : i % 2 ? "dead"
+                         : "done",
+                 i == 5 ? "2030-01-01T00:00:00.000Z" : "2020-01-01T00:00:00.000Z", i);
+        char key[8];
+        snprintf(key, sizeof key, "k%d", i);
+        put_init(&p[i], key, recs[i], i == 5 || i % 2 ? GW_DEAD : GW_DONE);
+        p[i].payload = "{\"email\":\"piet@example.nl\"}";
+        p[i].payload_len = strlen(p[i].payload);
+    }
+    assert_int_equal(store_ingest(st, p, 6, err, sizeof err), 0);
+    int64_t cutoff;
+    assert_true(gw_ts_parse("2025-01-01T00:00:00Z", &cutoff));
+    struct purge_opts po = {cutoff, false, 0, 2};
+    struct purge_result res, all = {0};
+    int steps = 0;
+    do {
+        assert_int_equal(store_purge(st, &po, &res, err, sizeof err), 0);
+        all.events += res.events;
+        all.payloads += res.payloads;
+        all.dead_stripped += res.dead_stripped;
+        po.start_id = res.next_id;
+        steps++;
+    } while (res.next_id != 0 && steps < 10);
+    assert_true(steps >= 3 && steps < 10); /* two events a transaction: several, and an end */
+    assert_int_equal(all.events, 3);
+    assert_int_equal(all.dead_stripped, 2);
+    assert_int_equal(all.payloads, 5);
+    for (uint64_t id = 1; id <= 6; id++) {
+        json_t *rec = NULL;
+        void *body = NULL;
+        size_t len = 0;
+        int rc = store_get_event(st, id, &rec, err, sizeof err);
+        if (id % 2 == 1) { /* the done ones are gone */
+            assert_int_equal(rc, STORE_ENOTFOUND);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        json_t *call = json_array_get(
+            json_object_get(json_array_get(json_object_get(rec, "history"), 0), "calls"), 0);
+        int got = store_get_payload(st, id, &body, &len, err, sizeof err);
+        if (id == 6) { /* inside retention: untouched */
+            assert_non_null(json_object_get(call, "request"));
+            assert_int_equal(got, 0);
+        } else {
+            assert_null(json_object_get(call, "request"));
+            assert_null(json_object_get(call, "response"));
+            assert_int_equal(json_integer_value(json_object_get(call, "status")), 400);
+            assert_true(json_is_true(json_object_get(rec, "bodies_purged")));
+            assert_int_equal(got, STORE_ENOTFOUND);
+        }
+        free(body);
+        json_decref(rec);
+    }
+    /* A second pass finds nothing more to do. */
+    po.start_id = 0;
+    po.max_visit = 0;
+    assert_int_equal(store_purge(st, &po, &res, err, sizeof err), 0);
+    assert_int_equal(res.events + res.payloads + res.dead_stripped, 0);
     store_close(st);
 }
 
@@ -243,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_raw_body_kept),
         cmocka_unit_test(test_map_full_grows_and_keeps_everything),
         cmocka_unit_test(test_purge_keeps_dead_and_recent),
+        cmocka_unit_test(test_purge_strips_dead_bodies_in_small_steps),
     };
     return cmocka_run_group_tests_name("store", tests, setup, teardown);
 }

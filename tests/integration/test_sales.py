@@ -221,6 +221,22 @@ class TillSales(SalesTestCase):
         creates = [q for q in QBO.requests()[before:] if q["method"] == "POST"]
         self.assertEqual(creates, [])
 
+    def test_show_holds_the_salesreceipt_body_quickbooks_received(self):
+        self.start_gateway()
+        sale = MPLUS.sale(kind="card", lines=[{"articleNumber": 3001, "quantity": "0.537"},
+                                              {"articleNumber": 1001, "quantity": "2"}])["receipt"]
+        e = self.sale_events("receipt", 1)[0]
+        self.assertEqual(e["state"], "done", e)
+        calls = self.gw.show(e["id"])["history"][-1]["calls"]
+        sent = [c for c in calls if c["system"] == "quickbooks" and c["path"] == "/salesreceipt"]
+        self.assertEqual(len(sent), 1, calls)
+        received = [r for r in QBO.requests() if r["method"] == "POST" and r["path"].endswith("/salesreceipt")]
+        self.assertEqual(len(received), 1)
+        # Byte for byte (a SalesReceipt holds nothing to redact), and what QuickBooks answered.
+        self.assertEqual(sent[0]["request"], received[0]["body_text"])
+        self.assertIn("Mplus receipt %s" % sale["receiptId"], sent[0]["response"])
+        self.assertEqual(sent[0]["intuit_tid"], received[0]["intuit_tid"])
+
     def test_sigkill_mid_day_then_restart_loses_none_and_books_none_twice(self):
         gw = self.start_gateway()
         MPLUS.call("POST", "/_sim/till/sales", {"count": 150, "vary": True, "spec": {"kind": "cash"}})

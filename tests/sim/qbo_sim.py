@@ -477,6 +477,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _public(self):
         self.entry = {"method": self.command, "path": self.url_path, "query": self.params,
                       "body": self._logged_body(), "status": None, "time": response_time(now())}
+        if self.body and isinstance(self.entry["body"], (dict, list)):
+            self.entry["body_text"] = self.body.decode("utf-8", "replace")   # as sent, byte for byte
         self.sim.log(self.entry)
         rule = self.sim.faults.take(self.path)
         if rule is not None:

@@ -21,6 +21,7 @@ not used.  Needs Debian's python3-lxml.
 """
 
 import base64
+import datetime
 import hashlib
 import hmac
 import http.client
@@ -161,6 +162,16 @@ def req_get_stock(branch=1, articles=(), stock_id=None):
     return N.getStock(N.request(*parts))
 
 
+def req_get_journals(first, last, branches=(), filters=()):
+    def date(el, d):
+        return el(N.day(str(d.day)), N.mon(str(d.month)), N.year(str(d.year)))
+    parts = [date(N.fromFinancialDate, first), date(N.throughFinancialDate, last)]
+    parts += [N.branchNumbers(str(b)) for b in branches]
+    if filters:
+        parts.append(N.journalFilterList(*[N.journalFilter(f) for f in filters]))
+    return N.getJournals(N.request(*parts))
+
+
 ALL_REQUESTS = {
     "getApiVersion": lambda: N.getApiVersion(),
     "getCurrentSyncMarkers": lambda: N.getCurrentSyncMarkers(),
@@ -184,6 +195,8 @@ ALL_REQUESTS = {
         N.city("Ede"), N.country("Nederland"), N.email("kees@example.nl"))),
     "updateRelation": lambda: N.updateRelation(N.relation(N.relationNumber("10002"), N.city("Haarlem"))),
     "getStock": lambda: req_get_stock(1, (2001, 2002, 3001)),
+    "getJournals": lambda: req_get_journals(datetime.date(2026, 1, 1), datetime.date(2026, 12, 31), (1,),
+                                            ("JOURNAL-FILTER-RECEIPT",)),
     "setStock": lambda: N.setStock(N.request(N.branchNumber("1"), N.articleNumber("3001"), N.amount("7250"),
                                              N.decimalPlaces("3"))),
     "updateStock": lambda: N.updateStock(N.request(N.branchNumber("1"), N.articleNumber("2001"),
@@ -861,6 +874,48 @@ class MplusSimTest(unittest.TestCase):
         op = "get" + kind.capitalize() + "s"
         resp = self.soap(req_documents(op, marker, limit, *extra))
         return resp.find(q(kind + "List")).findall(q(kind))
+
+    def test_journals_add_up_the_days_receipts_per_branch(self):
+        """getJournals is computed from the receipts it holds: per day and branch, turnover per
+        turnover group, payments per method and VAT per group equal the receipts' sums."""
+        self.validating()
+        days = ("2026-03-02T10:00:00+01:00", "2026-03-03T11:00:00+01:00")
+        made = []
+        for i in range(12):
+            spec = {"kind": ("cash", "card", "split")[i % 3], "callback": False, "timestamp": days[i % 2],
+                    "branchNumber": 1 + (i // 2) % 2, "workplaceNumber": 1,
+                    "lines": [{"articleNumber": 1001, "quantity": str(1 + i % 3)},
+                              {"articleNumber": (2001, 3001, 4001)[i % 3], "quantity": ("1", "0.375", "2")[i % 3],
+                               "omitExcl": i % 4 == 0}]}
+            made.append(self.sale(spec)["receipt"])
+        resp = self.soap(req_get_journals(datetime.date(2026, 3, 2), datetime.date(2026, 3, 3)))
+        journals = resp.find(q("journalList")).findall(q("journal"))
+        self.assertEqual(len(journals), 4)
+        for j in journals:
+            day = (num(j, "financialDate/year"), num(j, "financialDate/mon"), num(j, "financialDate/day"))
+            branch = num(j, "branchNumber")
+            mine = [r for r in made if (r["financialDate"]["year"], r["financialDate"]["mon"],
+                                        r["financialDate"]["day"]) == day and r["financialBranchNumber"] == branch]
+            self.assertEqual(len(mine), 3, (day, branch))
+            pays = {}
+            for r in mine:
+                for p in r["paymentList"]["payment"]:
+                    pays[p["method"]] = pays.get(p["method"], 0) + p["amount"]
+            self.assertEqual({text(p, "method"): num(p, "amount") for p in j.find(q("paymentList")).findall(q("payment"))}, pays)
+            vat = {}
+            for r in mine:
+                for g in r["vatGroupList"]["vatGroup"]:
+                    e, v = vat.get(g["vatCode"], (0, 0))
+                    vat[g["vatCode"]] = (e + g["exclAmount"], v + g["vatAmount"])
+            self.assertEqual({num(g, "vatCode"): (num(g, "exclAmount"), num(g, "vatAmount"))
+                              for g in j.find(q("vatGroupList")).findall(q("vatGroup"))}, vat)
+            incl = sum(r["totalInclAmount"] for r in mine)
+            self.assertEqual(sum(num(t, "inclAmount") for t in j.find(q("turnoverGroupList")).findall(q("turnoverGroup"))), incl)
+            self.assertEqual(sum(num(t, "exclAmount") for t in j.find(q("turnoverGroupList")).findall(q("turnoverGroup"))),
+                             sum(e for e, _ in vat.values()))
+        # One branch, one day.
+        resp = self.soap(req_get_journals(datetime.date(2026, 3, 3), datetime.date(2026, 3, 3), (2,)))
+        self.assertEqual([num(j, "branchNumber") for j in resp.find(q("journalList")).findall(q("journal"))], [2])
 
     def test_vat_exclusive_documents(self):
         self.validating()

@@ -435,6 +435,11 @@ def op_get_receipts_by_order(sim, args, stamp):
     return answer, info
 
 
+def op_get_journals(sim, args, stamp):
+    answer, journals = sim.store.get_journals(_request(args))
+    return answer, {"returned": len(journals)}
+
+
 def op_get_invoices(sim, args, stamp):
     return _listed(*sim.store.get_documents("invoice", _request(args)))
 
@@ -516,6 +521,7 @@ OPERATIONS = {
     "createRelation": op_create_relation,
     "updateRelation": op_update_relation,
     "getStock": op_get_stock,
+    "getJournals": op_get_journals,
     "setStock": op_set_stock,
     "updateStock": op_update_stock,
     "createProduct": op_create_product,

@@ -1143,6 +1143,66 @@ class Store:
                        key=lambda r: r["syncMarker"])
         return {"result": "GET-RECEIPTS-BY-ORDER-RESULT-OK", "receiptList": {"receipt": found}}, found
 
+    JOURNAL_SOURCES = {"JOURNAL-FILTER-RECEIPT": "receipt", "JOURNAL-FILTER-INVOICE": "invoice",
+                       "JOURNAL-FILTER-ORDER": "order"}
+
+    def get_journals(self, req):
+        """getJournals: per financial day and branch from fromFinancialDate through
+        throughFinancialDate (of branchNumbers, else every branch), what the documents of
+        journalFilterList (receipts when absent) add up to, computed from them: turnover per
+        turnover group (incl and excl; a line without totalExclAmount counts its gross less its
+        VAT at the line's rate), payments per method, VAT per VAT group.  Days and branches
+        without documents have no journal.  Returns (answer, journals)."""
+        first, last = ymd(req["fromFinancialDate"]), ymd(req["throughFinancialDate"])
+        branches = set(req.get("branchNumbers") or ())
+        filters = list((req.get("journalFilterList") or {}).get("journalFilter") or ["JOURNAL-FILTER-RECEIPT"])
+        records = {"receipt": self.receipts, "invoice": self.invoices, "order": self.orders}
+        days = {}
+        for f in filters:
+            for doc in records[self.JOURNAL_SOURCES[f]].values():
+                day, branch = ymd(doc["financialDate"]), doc.get("financialBranchNumber")
+                if not first <= day <= last or (branches and branch not in branches):
+                    continue
+                j = days.setdefault((day, branch), {"financialDate": doc["financialDate"], "tg": {}, "pay": {},
+                                                    "vat": {}})
+                for line in (doc.get("lineList") or {}).get("line", []):
+                    d = line["data"]
+                    incl = d.get("totalInclAmount", 0)
+                    excl = d.get("totalExclAmount")
+                    if excl is None:
+                        excl = cents(D(incl) * 100 / (100 + d.get("vatPercentage", 0)))
+                    t = j["tg"].setdefault(d.get("turnoverGroup", 1), [0, 0])
+                    t[0] += incl
+                    t[1] += excl
+                for pay in (doc.get("paymentList") or {}).get("payment", []):
+                    j["pay"][pay["method"]] = j["pay"].get(pay["method"], 0) + pay["amount"]
+                for g in (doc.get("vatGroupList") or {}).get("vatGroup", []):
+                    v = j["vat"].setdefault(g["vatCode"], [g.get("vatPercentage", 0), 0, 0])
+                    v[1] += g.get("exclAmount", 0)
+                    v[2] += g.get("vatAmount", 0)
+        journals = []
+        for (day, branch), j in sorted(days.items()):
+            groups = []
+            for number, (incl, excl) in sorted(j["tg"].items()):
+                tg = self.turnover_group(number) or {}
+                groups.append({k: v for k, v in (
+                    ("turnoverGroupType", tg.get("turnoverGroupType", "TURNOVER-GROUP-TYPE-TURNOVER")),
+                    ("turnoverGroup", number), ("turnoverGroupName", tg.get("turnoverGroupName", str(number))),
+                    ("inclAmount", incl), ("exclAmount", excl), ("accountNumber", tg.get("accountNumber")))
+                    if v is not None})
+            b = self.branch(branch) or {}
+            journals.append({k: v for k, v in (
+                ("financialDate", j["financialDate"]), ("journalFilterList", {"journalFilter": filters}),
+                ("branchNumber", branch), ("extBranchId", b.get("extBranchId")),
+                ("turnoverGroupList", {"turnoverGroup": groups}),
+                ("paymentList", {"payment": [{"method": m, "amount": a} for m, a in sorted(j["pay"].items())]}),
+                ("vatGroupList", {"vatGroup": [
+                    {"branchNumber": branch, "countryIso3": b.get("countryIso3"), "vatCode": code,
+                     "vatPercentage": pct, "exclAmount": excl, "vatAmount": vat}
+                    for code, (pct, excl, vat) in sorted(j["vat"].items())]}))
+                if v is not None})
+        return {"journalList": {"journal": journals}}, journals
+
     def put_document(self, kind, doc, stamp):
         """Control API: store a receipt/invoice/order as given (ids and numbers filled in);
         a known id merges the fields.  Bumps the kind's sync marker."""

@@ -216,6 +216,9 @@ static const struct type_desc type_descs[] = {
      "directDebitTimelineEventsFilter:@TimelineEventSubFilter? includeOtherTimelineEvents:b? "
      "otherTimelineEventsFilter:@TimelineEventSubFilter?"},
     {"GetInvoicesResponse", "invoiceList:@InvoiceList"},
+    {"GetJournalsRequest", "fromFinancialDate:D throughFinancialDate:D branchNumbers:i* "
+                           "journalFilterList:@JournalFilterList? reference:s?"},
+    {"GetJournalsResponse", "journalList:@JournalList"},
     {"GetOrdersRequest",
      "syncMarker:l? syncMarkerLimit:i? fromFinancialDate:D? throughFinancialDate:D? "
      "branchNumbers:i* employeeNumbers:l* relationNumbers:l* supplierRelationNumbers:l* "
@@ -289,6 +292,12 @@ static const struct type_desc type_descs[] = {
      "contractPeriod:@ContractPeriod?"},
     {"InvoiceList", "invoice:@Invoice*"},
     {"JsonValueList", "data:s*"},
+    {"Journal",
+     "financialDate:D journalFilterList:@JournalFilterList? branchNumber:i extBranchId:s? "
+     "turnoverGroupList:@TurnoverGroupList? paymentList:@PaymentList? "
+     "vatGroupList:@VatGroupList?"},
+    {"JournalFilterList", "journalFilter:s*"},
+    {"JournalList", "journal:@Journal*"},
     {"Line",
      "lineId:s? employeeNumber:l? articleNumber:l pluNumber:s? text:s? "
      "supplierRelationNumber:l? supplierRelationName:s? supplierArticleNumber:s? "
@@ -529,6 +538,8 @@ static const struct op ops[] = {
     {"updateRelation", "relation", "Relation", false, "UpdateRelationResponse",
      "UpdateRelationResponse", NULL},
     {"getStock", "request", "GetStockRequest", true, "GetStockResponse", "GetStockResponse", NULL},
+    {"getJournals", "request", "GetJournalsRequest", true, "GetJournalsResponse",
+     "GetJournalsResponse", NULL},
     {"setStock", "request", "SetStockRequest", true, "SetStockResponse", "SetStockResponse", NULL},
     {"updateStock", "request", "UpdateStockRequest", true, "UpdateStockResponse",
      "UpdateStockResponse", NULL},

@@ -250,6 +250,9 @@ static const struct sample samples[] = {
     {"updateRelation", "{\"relationNumber\": 1001, \"telephone\": \"+31 30 123 4567\","
                        " \"changeTimestamp\": \"2026-06-12T13:45:30+02:00\"}"},
     {"getStock", "{\"branchNumber\": 1, \"articleNumbers\": [], \"stockId\": 10}"},
+    {"getJournals",
+     "{\"fromFinancialDate\": \"2026-03-02\", \"throughFinancialDate\": \"2026-03-03\","
+     " \"branchNumbers\": [1, 2], \"journalFilterList\": [\"JOURNAL-FILTER-RECEIPT\"]}"},
     {"setStock", "{\"branchNumber\": 1, \"articleNumber\": 1001, \"amount\": \"12.5\","
                  " \"reference\": \"count\"}"},
     {"updateStock", "{\"branchNumber\": 1, \"articleNumber\": 1001, \"amountChanged\": \"-0.530\","
@@ -270,7 +273,7 @@ static const struct sample samples[] = {
 static void test_every_request_valid(void **state)
 {
     (void)state;
-    assert_int_equal(sizeof samples / sizeof samples[0], 22);
+    assert_int_equal(sizeof samples / sizeof samples[0], 23);
     for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
         assert_true(mplus_op_known(samples[i].op));
         char *xml = build(samples[i].op, samples[i].json);
@@ -682,6 +685,38 @@ static void test_lists_and_stock(void **state)
     assert_string_equal(jstr(s, "ownAmountFree"), "0.50");
     assert_null(json_object_get(s, "decimalPlacesFree"));
     assert_true(json_is_false(json_object_get(s, "isDayStockArticle")));
+    json_decref(out);
+
+    /* A day's journal: money as decimal text, lists as arrays, the date as ISO. */
+    const char *journal =
+        "<ns1:GetJournalsResponse><ns1:journalList><ns1:journal>"
+        "<ns1:financialDate><ns1:day>2</ns1:day><ns1:mon>3</ns1:mon><ns1:year>2026</ns1:year>"
+        "</ns1:financialDate>"
+        "<ns1:journalFilterList><ns1:journalFilter>JOURNAL-FILTER-RECEIPT</ns1:journalFilter>"
+        "</ns1:journalFilterList><ns1:branchNumber>2</ns1:branchNumber>"
+        "<ns1:turnoverGroupList><ns1:turnoverGroup>"
+        "<ns1:turnoverGroupType>TURNOVER-GROUP-TYPE-TURNOVER</ns1:turnoverGroupType>"
+        "<ns1:turnoverGroup>3</ns1:turnoverGroup><ns1:turnoverGroupName>Kleding</"
+        "ns1:turnoverGroupName>"
+        "<ns1:inclAmount>3990</ns1:inclAmount><ns1:exclAmount>3298</ns1:exclAmount>"
+        "</ns1:turnoverGroup></ns1:turnoverGroupList>"
+        "<ns1:paymentList><ns1:payment><ns1:method>PIN</ns1:method><ns1:amount>3990</ns1:amount>"
+        "</ns1:payment></ns1:paymentList>"
+        "<ns1:vatGroupList><ns1:vatGroup><ns1:vatCode>2</ns1:vatCode>"
+        "<ns1:vatPercentage>21</ns1:vatPercentage><ns1:exclAmount>3298</ns1:exclAmount>"
+        "<ns1:vatAmount>692</ns1:vatAmount></ns1:vatGroup></ns1:vatGroupList>"
+        "</ns1:journal></ns1:journalList></ns1:GetJournalsResponse>";
+    assert_int_equal(parse("getJournals", journal, &out, code, msg), MPLUS_OK);
+    json_t *j = json_array_get(json_object_get(out, "journalList"), 0);
+    assert_string_equal(jstr(j, "financialDate"), "2026-03-02");
+    assert_int_equal(json_integer_value(json_object_get(j, "branchNumber")), 2);
+    json_t *tg = json_array_get(json_object_get(j, "turnoverGroupList"), 0);
+    assert_string_equal(jstr(tg, "inclAmount"), "39.90");
+    assert_string_equal(jstr(tg, "exclAmount"), "32.98");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "paymentList"), 0), "amount"),
+                        "39.90");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "vatGroupList"), 0), "vatAmount"),
+                        "6.92");
     json_decref(out);
 
     /* An empty list wrapper is an empty array; unknown (newer) elements are kept. */

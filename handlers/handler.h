@@ -49,6 +49,9 @@ void stock_after_sale(struct run *r, json_t *skus, step_fn then);
  *                           customer is read (a customer deleted in QBO is
  *                           looked for again)
  *   lookup_relation         the relation from Mplus, when r->relation is NULL
+ *                           (with r->want_relation also when the customer is
+ *                           known: its details are wanted, and a relation
+ *                           Mplus no longer has is no failure then)
  *   lookup_customer_email   a QuickBooks customer with the relation's e-mail,
  *                           matched without regard to letter case
  * and lookup_customer_create makes it from the customers-to-qbo mapping when

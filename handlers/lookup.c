@@ -454,6 +454,10 @@ static void relation_read(const struct mplus_result *res, void *arg)
     }
     json_t *rel = json_object_get(res->body, "relation");
     if (strstr(res->code, "NOT-FOUND") != NULL || !json_is_object(rel)) {
+        if (r->customer_id[0]) { /* only its details were wanted */
+            run_next(r);
+            return;
+        }
         run_fail(r, OUTCOME_RETRY, NULL,
                  "relation %s is not in Mplus (yet): the document names it as its customer",
                  r->relation_number);
@@ -466,7 +470,8 @@ static void relation_read(const struct mplus_result *res, void *arg)
 void lookup_relation(struct run *r)
 {
     int64_t n;
-    if (r->customer_id[0] || r->relation != NULL || !gw_strtoi64(r->relation_number, &n)) {
+    if ((r->customer_id[0] && !r->want_relation) || r->relation != NULL ||
+        !gw_strtoi64(r->relation_number, &n)) {
         run_next(r);
         return;
     }

@@ -93,9 +93,9 @@ struct sale {
     json_t *lines;
     struct totals tot;
     json_t *tax_lines; /* [{rate, percent, net, amount}], or NULL */
-    /* The VAT groups booked, in the document's sign: [{code, vat, net (absent:
-     * its lines')}], Mplus's vatGroupList, or for a partly cancelled order
-     * what its remaining lines make. */
+    /* The VAT groups booked, in the document's sign: [{code, vat, net}],
+     * Mplus's vatGroupList (a net it lacks is its lines'), or for a partly
+     * cancelled order what its remaining lines make. */
     json_t *groups;
     const char *rounding_tax_code;
 };
@@ -901,26 +901,52 @@ struct line_in {
     json_int_t vat;
 };
 
-/* A VAT group's net (exclAmount), in the document's sign; false when absent. */
-static bool group_net(json_t *doc, json_int_t code, int sign, int64_t *net, int64_t *vat)
+static void add_cents(json_t *o, const char *k, int64_t v)
+{
+    json_object_set_new(o, k, json_integer(json_integer_value(json_object_get(o, k)) + v));
+}
+
+/* The entry of VAT code in groups, or NULL. */
+static json_t *group_find(json_t *groups, json_int_t code)
 {
     size_t i;
     json_t *g;
-    json_array_foreach(json_object_get(doc, "vatGroupList"), i, g)
+    json_array_foreach(groups, i, g)
     {
-        if (json_integer_value(json_object_get(g, "vatCode")) != code)
-            continue;
-        int64_t v = 0;
-        (void)cents_of(g, "vatAmount", &v);
-        *vat = sign * v;
-        if (cents_of(g, "exclAmount", net)) {
-            *net *= sign;
-            return true;
-        }
-        *net = INT64_MIN; /* the group is there, its net is not */
-        return true;
+        if (json_integer_value(json_object_get(g, "code")) == code)
+            return g;
     }
-    return false;
+    return NULL;
+}
+
+/* The entry of VAT code in groups, added when absent. */
+static json_t *group_of(json_t *groups, json_int_t code)
+{
+    json_t *g = group_find(groups, code);
+    if (g == NULL) {
+        g = json_pack("{s:I, s:I}", "code", code, "vat", (json_int_t)0);
+        json_array_append_new(groups, g);
+    }
+    return g;
+}
+
+/* Mplus's VAT groups in the document's sign: [{code, vat, net (absent when
+ * Mplus gives none)}]. */
+static json_t *mplus_groups(json_t *doc, int sign)
+{
+    json_t *groups = json_array();
+    size_t i;
+    json_t *grp;
+    json_array_foreach(json_object_get(doc, "vatGroupList"), i, grp)
+    {
+        int64_t vat = 0, net;
+        json_t *g = group_of(groups, json_integer_value(json_object_get(grp, "vatCode")));
+        (void)cents_of(grp, "vatAmount", &vat);
+        add_cents(g, "vat", sign * vat);
+        if (cents_of(grp, "exclAmount", &net))
+            add_cents(g, "net", sign * net);
+    }
+    return groups;
 }
 
 /*
@@ -929,15 +955,15 @@ static bool group_net(json_t *doc, json_int_t code, int sign, int64_t *net, int6
  * one, shared in proportion to their gross amounts, the last taking what
  * division leaves, so that every group's net is Mplus's to the cent.
  */
-static bool derive_nets(json_t *doc, struct line_in *in, size_t n, int sign, char *why,
-                        size_t whylen)
+static bool derive_nets(json_t *groups, struct line_in *in, size_t n, char *why, size_t whylen)
 {
     for (size_t i = 0; i < n; i++) {
         if (in[i].has_excl)
             continue;
         json_int_t code = in[i].vat;
-        int64_t target, vat, known = 0, gross = 0;
-        if (!group_net(doc, code, sign, &target, &vat)) {
+        json_t *g = group_find(groups, code);
+        int64_t known = 0, gross = 0;
+        if (g == NULL) {
             snprintf(why, whylen,
                      "line %zu has no totalExclAmount and the document no VAT group %lld to "
                      "derive it from",
@@ -957,8 +983,10 @@ static bool derive_nets(json_t *doc, struct line_in *in, size_t n, int sign, cha
                 last = j;
             }
         }
-        if (target == INT64_MIN)
-            target = group_gross - vat;
+        json_t *net = json_object_get(g, "net");
+        int64_t target = json_is_integer(net)
+                             ? json_integer_value(net)
+                             : group_gross - json_integer_value(json_object_get(g, "vat"));
         int64_t rest = target - known, given = 0;
         for (size_t j = i; j <= last; j++) {
             if (in[j].vat != code || in[j].has_excl)
@@ -971,26 +999,6 @@ static bool derive_nets(json_t *doc, struct line_in *in, size_t n, int sign, cha
         }
     }
     return true;
-}
-
-static void add_cents(json_t *o, const char *k, int64_t v)
-{
-    json_object_set_new(o, k, json_integer(json_integer_value(json_object_get(o, k)) + v));
-}
-
-/* The entry of VAT code in groups, added when absent. */
-static json_t *group_of(json_t *groups, json_int_t code)
-{
-    size_t i;
-    json_t *g;
-    json_array_foreach(groups, i, g)
-    {
-        if (json_integer_value(json_object_get(g, "code")) == code)
-            return g;
-    }
-    g = json_pack("{s:I, s:I}", "code", code, "vat", (json_int_t)0);
-    json_array_append_new(groups, g);
-    return g;
 }
 
 /* v x part / whole, rounded half away from zero (whole != 0). */
@@ -1080,7 +1088,9 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
         in[i].incl *= sign;
         in[i].vat = json_integer_value(json_object_get(data, "vatCode"));
     }
-    if (!derive_nets(s->doc, in, n, sign, why, whylen))
+    json_decref(s->groups);
+    s->groups = mplus_groups(s->doc, sign);
+    if (!derive_nets(s->groups, in, n, why, whylen))
         goto out;
     bool partial = strcmp(s->kind, "order") == 0 &&
                    ends_with(str(s->doc, "cancelState") ?: "", "STATE-PARTIAL");
@@ -1118,37 +1128,43 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
                                         "vat_code", (json_int_t)in[i].vat, "mplus", line));
         tot->lines += amount;
     }
-    json_decref(s->groups);
-    s->groups = json_array();
     if (partial) { /* what the remaining lines make, per VAT code */
+        json_decref(s->groups);
+        s->groups = json_array();
         tot->total = 0;
         for (i = 0; i < n; i++) {
             json_t *g = group_of(s->groups, in[i].vat);
             add_cents(g, "net", in[i].excl);
             add_cents(g, "vat", in[i].incl - in[i].excl);
             tot->total += in[i].incl;
-            tot->tax += in[i].incl - in[i].excl;
         }
-    } else {
-        json_t *grp;
-        json_array_foreach(json_object_get(s->doc, "vatGroupList"), i, grp)
-        {
-            int64_t vat = 0, net;
-            json_int_t code = json_integer_value(json_object_get(grp, "vatCode"));
-            (void)cents_of(grp, "vatAmount", &vat);
-            json_t *g = group_of(s->groups, code);
-            add_cents(g, "vat", sign * vat);
-            if (cents_of(grp, "exclAmount", &net))
-                add_cents(g, "net", sign * net);
-            tot->tax += sign * vat;
-        }
-        if (!cents_of(s->doc, "totalInclAmount", &tot->total)) {
-            snprintf(why, whylen, "the document has no totalInclAmount");
-            json_decref(out);
-            out = NULL;
-            goto out;
-        }
+    } else if (cents_of(s->doc, "totalInclAmount", &tot->total)) {
         tot->total *= sign;
+    } else {
+        snprintf(why, whylen, "the document has no totalInclAmount");
+        json_decref(out);
+        out = NULL;
+        goto out;
+    }
+    json_t *g;
+    json_array_foreach(s->groups, i, g)
+    {
+        tot->tax += json_integer_value(json_object_get(g, "vat"));
+        if (json_object_get(g, "net") != NULL)
+            continue;
+        /* Mplus gave no net for the group: its lines' */
+        json_int_t code = json_integer_value(json_object_get(g, "code"));
+        size_t j;
+        json_t *ln;
+        json_array_foreach(out, j, ln)
+        {
+            int64_t a = 0;
+            if (json_integer_value(json_object_get(ln, "vat_code")) == code &&
+                cents_of(ln, "amount", &a))
+                add_cents(g, "net", a);
+        }
+        if (json_object_get(g, "net") == NULL)
+            add_cents(g, "net", 0);
     }
     tot->rounding = tot->total - tot->lines - tot->tax;
 out:
@@ -1267,9 +1283,7 @@ static void taxes_known(struct run *r)
         char why[400];
         const char *tc = tax_code(r, code, why, sizeof why);
         int64_t amount = json_integer_value(json_object_get(g, "vat"));
-        int64_t net = json_is_integer(json_object_get(g, "net"))
-                          ? json_integer_value(json_object_get(g, "net"))
-                          : INT64_MIN;
+        int64_t net = json_integer_value(json_object_get(g, "net"));
         json_t *rate = json_array_get(lookup_tax_rates(t, tc ?: ""), 0);
         if (rate == NULL) {
             if (amount == 0)
@@ -1280,17 +1294,6 @@ static void taxes_known(struct run *r)
                      "has no sales rate in QuickBooks",
                      s->kind, s->mplus_id, (long long)amount, (long long)code, tc ?: "(none)");
             return;
-        }
-        if (net == INT64_MIN) { /* the group's net: its lines' */
-            net = 0;
-            size_t j;
-            json_array_foreach(s->lines, j, ln)
-            {
-                int64_t a = 0;
-                if (json_integer_value(json_object_get(ln, "vat_code")) == code &&
-                    cents_of(ln, "amount", &a))
-                    net += a;
-            }
         }
         json_t *tl = tax_line_of(out, str(rate, "rate"), str(rate, "percent"));
         add_cents(tl, "net_c", net);
@@ -1396,37 +1399,12 @@ static void sale_split(struct run *r)
         task_note(r->t, "%s %s was paid with %zu methods: an Invoice with a Payment per method",
                   s->kind, s->mplus_id, methods_paid(s->doc));
     }
+    /* The relation's payment terms (sales_terms by paymentWithinDays) go on
+     * every Invoice of it: the lookup reads the relation also when its
+     * customer is mapped. */
+    r->want_relation = strcmp(s->entity, "Invoice") == 0 &&
+                       json_object_size(json_object_get(settings_of(r), "sales_terms")) > 0;
     run_next(r);
-}
-
-/* The relation's payment terms (sales_terms by paymentWithinDays) go on
- * every Invoice of it: read the relation when the customer lookup did not. */
-static void terms_read(const struct mplus_result *res, void *arg)
-{
-    struct run *r = arg;
-    if (res->kind != MPLUS_OK) {
-        run_fail_mplus(r, "find relation", res);
-        return;
-    }
-    json_t *rel = json_object_get(res->body, "relation");
-    if (json_is_object(rel) && r->relation == NULL)
-        r->relation = json_incref(rel);
-    run_next(r);
-}
-
-static void sale_terms(struct run *r)
-{
-    struct sale *s = r->flow;
-    int64_t n;
-    if (strcmp(s->entity, "Invoice") != 0 || r->relation != NULL ||
-        json_object_size(json_object_get(settings_of(r), "sales_terms")) == 0 ||
-        !gw_strtoi64(r->relation_number, &n)) {
-        run_next(r);
-        return;
-    }
-    json_t *q = json_pack("{s:I}", "relationNumber", (json_int_t)n);
-    task_mplus_call(r->t, "findRelation", q, terms_read, r);
-    json_decref(q);
 }
 
 static void sale_written(const struct qbo_result *res, void *arg);
@@ -1726,7 +1704,6 @@ static const step_fn sale_steps[] = {
     lookup_customer_email,
     lookup_customer_create,
     lookup_items,
-    sale_terms,
     sale_existing,
     sale_write,
     sale_payments,

@@ -199,6 +199,7 @@ struct run {
     char relation_number[32]; /* "" for none */
     json_t *relation;         /* the Mplus relation, once known */
     bool want_customer;       /* read the mapped customer's record, not only its id */
+    bool want_relation;       /* read the relation also when its customer is known */
     char customer_id[32];     /* found or created; "" until then */
     json_t *customer;         /* the QuickBooks customer, when read */
     json_t *customer_target;  /* what the mapping made of the relation */

@@ -172,6 +172,12 @@ def req_get_journals(first, last, branches=(), filters=()):
     return N.getJournals(N.request(*parts))
 
 
+def req_get_financial_journal(first, last):
+    def date(el, d):
+        return el(N.day(str(d.day)), N.mon(str(d.month)), N.year(str(d.year)))
+    return N.getFinancialJournal(N.request(date(N.fromFinancialDate, first), date(N.throughFinancialDate, last)))
+
+
 ALL_REQUESTS = {
     "getApiVersion": lambda: N.getApiVersion(),
     "getCurrentSyncMarkers": lambda: N.getCurrentSyncMarkers(),
@@ -197,6 +203,7 @@ ALL_REQUESTS = {
     "getStock": lambda: req_get_stock(1, (2001, 2002, 3001)),
     "getJournals": lambda: req_get_journals(datetime.date(2026, 1, 1), datetime.date(2026, 12, 31), (1,),
                                             ("JOURNAL-FILTER-RECEIPT",)),
+    "getFinancialJournal": lambda: req_get_financial_journal(datetime.date(2026, 1, 1), datetime.date(2026, 1, 1)),
     "setStock": lambda: N.setStock(N.request(N.branchNumber("1"), N.articleNumber("3001"), N.amount("7250"),
                                              N.decimalPlaces("3"))),
     "updateStock": lambda: N.updateStock(N.request(N.branchNumber("1"), N.articleNumber("2001"),
@@ -916,6 +923,52 @@ class MplusSimTest(unittest.TestCase):
         # One branch, one day.
         resp = self.soap(req_get_journals(datetime.date(2026, 3, 3), datetime.date(2026, 3, 3), (2,)))
         self.assertEqual([num(j, "branchNumber") for j in resp.find(q("journalList")).findall(q("journal"))], [2])
+
+    def test_financial_journal_splits_turnover_over_vat_and_reports_closed_days(self):
+        """getFinancialJournal: per branch, turnover per group split over VAT codes (the VAT per
+        code and the turnover per group equal the receipts' own), payments per method, and
+        financialPeriodClosed once the day is closed at the till."""
+        self.validating()
+        made = []
+        for i in range(9):
+            spec = {"kind": ("cash", "card", "split")[i % 3], "callback": False,
+                    "timestamp": "2026-04-07T1%d:00:00+02:00" % (i % 9), "branchNumber": 1 + i % 2,
+                    "vatMethod": "exclusive" if i == 4 else "inclusive",
+                    "lines": [{"articleNumber": 1001, "quantity": str(1 + i % 3)},
+                              {"articleNumber": (2001, 3001, 4001)[i % 3], "quantity": ("1", "0.375", "2")[i % 3]}]}
+            made.append(self.sale(spec)["receipt"])
+        self.control("POST", "/_sim/day/close", {"financialDate": "2026-04-07", "branchNumber": 2})
+        resp = self.soap(req_get_financial_journal(datetime.date(2026, 4, 7), datetime.date(2026, 4, 7)))
+        groups = resp.find(q("financialGroupList")).findall(q("financialGroup"))
+        self.assertEqual(text(resp, "financialPeriodClosed"), "false")
+        for branch in (1, 2):
+            mine = [r for r in made if r["financialBranchNumber"] == branch]
+            own = [g for g in groups if num(g, "branchNumber") == branch]
+            self.assertTrue(own)
+            self.assertEqual({text(g, "financialPeriodClosed") for g in own}, {"true" if branch == 2 else "false"})
+            turnover = [g for g in own if text(g, "financialGroupType") == "FINANCIAL-GROUP-TYPE-TURNOVER"]
+            vat, split = {}, {}
+            for r in mine:
+                for g in r["vatGroupList"]["vatGroup"]:
+                    e, v = vat.get(g["vatCode"], (0, 0))
+                    vat[g["vatCode"]] = (e + g["exclAmount"], v + g["vatAmount"])
+            for t in turnover:
+                excl = 0
+                for g in t.find(q("vatGroupList")).findall(q("vatGroup")):
+                    e, v = split.get(num(g, "vatCode"), (0, 0))
+                    split[num(g, "vatCode")] = (e + num(g, "exclAmount"), v + num(g, "vatAmount"))
+                    excl += num(g, "exclAmount")
+                self.assertEqual(excl, num(t, "exclAmount"))
+            self.assertEqual(split, vat)
+            pays = {}
+            for r in mine:
+                for p in r["paymentList"]["payment"]:
+                    pays[p["method"]] = pays.get(p["method"], 0) + p["amount"]
+            self.assertEqual({text(g, "financialGroupId"): num(g, "inclAmount") for g in own
+                              if text(g, "financialGroupType") == "FINANCIAL-GROUP-TYPE-PAYMENT"}, pays)
+        self.control("POST", "/_sim/day/close", {"financialDate": "2026-04-07", "branchNumber": 1})
+        resp = self.soap(req_get_financial_journal(datetime.date(2026, 4, 7), datetime.date(2026, 4, 7)))
+        self.assertEqual(text(resp, "financialPeriodClosed"), "true")
 
     def test_vat_exclusive_documents(self):
         self.validating()

@@ -525,6 +525,43 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.assertFault(status, data, "2500")["element"],
                          "TxnTaxDetail.TaxLine.TaxLineDetail.TaxRateRef")
 
+    def test_journal_entries_balance_with_their_vat(self):
+        self.seed("CompanyInfo", {"Id": REALM, "Country": "NL"})
+        self.seed("TaxRate", {"Id": "15", "Name": "BTW 21%", "RateValue": 21})
+        self.seed("TaxCode", {"Id": "5", "Name": "BTW 21", "SalesTaxRateList": {"TaxRateDetail": [
+            {"TaxRateRef": {"value": "15"}, "TaxTypeApplicable": "TaxOnAmount", "TaxOrder": 0}]}})
+        self.seed("Account", {"Id": "35", "Name": "Kas", "AccountType": "Bank"})
+
+        def line(posting, account, amount, **tax):
+            return {"DetailType": "JournalEntryLineDetail", "Amount": amount,
+                    "JournalEntryLineDetail": dict({"PostingType": posting, "AccountRef": {"value": account}}, **tax)}
+        vat = {"TaxCodeRef": {"value": "5"}, "TaxApplicableOn": "Sales", "TaxAmount": 2.10}
+        tax_detail = {"TotalTax": 2.10, "TaxLine": [{"Amount": 2.10, "DetailType": "TaxLineDetail", "TaxLineDetail": {
+            "TaxRateRef": {"value": "15"}, "PercentBased": True, "TaxPercent": 21, "NetAmountTaxable": 10}}]}
+        # The credit's VAT counts on its side: 12.10 debit = 10.00 + 2.10 credit.
+        entry = self.create("JournalEntry", {"DocNumber": "MPLUS-1-2026-11-03", "TxnDate": "2026-11-03",
+                                             "Line": [line("Debit", "35", 12.10), line("Credit", "79", 10, **vat)],
+                                             "TxnTaxDetail": tax_detail})
+        self.assertEqual(entry["TotalAmt"], 12.10)
+        self.assertEqual(entry["Line"][1]["JournalEntryLineDetail"]["TaxAmount"], 2.10)
+        # A journal number may repeat (QBO only warns in its form).
+        self.create("JournalEntry", {"DocNumber": "MPLUS-1-2026-11-03", "Line": [line("Debit", "35", 1),
+                                                                                  line("Credit", "79", 1)]})
+        for lines, element in (([line("Debit", "35", 12.09), line("Credit", "79", 10, **vat)], "Line"),
+                               ([line("Debit", "35", 1), line("Credit", "99", 1)],
+                                "Line[2].JournalEntryLineDetail.AccountRef"),
+                               ([line("Debit", "35", 1), line("Credit", "79", 1, TaxCodeRef={"value": "5"})],
+                                "Line[2].JournalEntryLineDetail.TaxApplicableOn")):
+            status, data, _ = self.api("POST", "journalentry", {"Line": lines})
+            self.assertEqual(status, 400, data)
+            self.assertEqual(data["Fault"]["Error"][0]["element"], element, data)
+        status, data, _ = self.api("POST", "journalentry", {
+            "Line": [line("Debit", "35", 12.10), line("Credit", "79", 10, **vat)],
+            "TxnTaxDetail": dict(tax_detail, TotalTax=2.11, TaxLine=[dict(tax_detail["TaxLine"][0], Amount=2.11)])})
+        self.assertEqual(self.assertFault(status, data, "6000")["element"], "TxnTaxDetail.TotalTax")
+        status, data, _ = self.query("select * from JournalEntry where TxnDate = '2026-11-03'")
+        self.assertEqual([e["DocNumber"] for e in data["QueryResponse"]["JournalEntry"]], ["MPLUS-1-2026-11-03"])
+
     def test_payments_reduce_and_restore_invoice_balances(self):
         self.create("Customer", {"DisplayName": "Cool Cars"})
         self.create("Item", self.service("Hours"))

@@ -440,6 +440,11 @@ def op_get_journals(sim, args, stamp):
     return answer, {"returned": len(journals)}
 
 
+def op_get_financial_journal(sim, args, stamp):
+    answer, groups = sim.store.get_financial_journal(_request(args))
+    return answer, {"returned": len(groups)}
+
+
 def op_get_invoices(sim, args, stamp):
     return _listed(*sim.store.get_documents("invoice", _request(args)))
 
@@ -522,6 +527,7 @@ OPERATIONS = {
     "updateRelation": op_update_relation,
     "getStock": op_get_stock,
     "getJournals": op_get_journals,
+    "getFinancialJournal": op_get_financial_journal,
     "setStock": op_set_stock,
     "updateStock": op_update_stock,
     "createProduct": op_create_product,
@@ -828,6 +834,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 answer = self._control_seed(data)
             elif route == ("POST", "/_sim/stock/burst"):
                 answer = self._control_stock_burst(data)
+            elif route == ("POST", "/_sim/day/close"):
+                answer = self._control_day_close(data)
             elif route == ("POST", "/_sim/till/sale"):
                 answer = self._control_sale(data)
             elif route == ("POST", "/_sim/till/sales"):
@@ -948,6 +956,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 n, per_product=int(data.get("articles_per_product", 1)),
                 first_article=data.get("first_article_number"), first_product=data.get("first_product_number"),
                 stock=bool(data.get("stock", False)))
+
+    def _control_day_close(self, data):
+        """{financialDate: "YYYY-MM-DD", branchNumber, closed (default true)}: the day closed at the till."""
+        day = datetime.date.fromisoformat(str(data.get("financialDate", "")))
+        with self.sim.store.lock:
+            return self.sim.store.close_day(mplus_store.mplus_date(day), int(data["branchNumber"]),
+                                            data.get("closed", True) is not False)
 
     def _control_stock_burst(self, data):
         """changes stock changes cycling over articles from first_article_number in branchNumber:

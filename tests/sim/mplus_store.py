@@ -66,6 +66,16 @@ def unscaled(value, places):
     return D(value).scaleb(-(places or 0))
 
 
+def line_totals(data):
+    """(incl, excl) of a document line's data; a line without totalExclAmount counts its gross
+    less its VAT at the line's rate."""
+    incl = data.get("totalInclAmount", 0)
+    excl = data.get("totalExclAmount")
+    if excl is None:
+        excl = cents(D(incl) * 100 / (100 + data.get("vatPercentage", 0)))
+    return incl, excl
+
+
 def ymd(date_dict):
     return (date_dict["year"], date_dict["mon"], date_dict["day"])
 
@@ -404,6 +414,7 @@ class Store:
         self.next_article = 100001
         self.next_relation = 10001
         self.numbers = {}                 # document number counters
+        self.closed_days = set()          # (financial date as (y, m, d), branch) closed at the till
         stamp = stamp or now()
         for e in EMPLOYEES:
             self.put_employee(dict(e), stamp)
@@ -1167,10 +1178,7 @@ class Store:
                                                     "vat": {}})
                 for line in (doc.get("lineList") or {}).get("line", []):
                     d = line["data"]
-                    incl = d.get("totalInclAmount", 0)
-                    excl = d.get("totalExclAmount")
-                    if excl is None:
-                        excl = cents(D(incl) * 100 / (100 + d.get("vatPercentage", 0)))
+                    incl, excl = line_totals(d)
                     t = j["tg"].setdefault(d.get("turnoverGroup", 1), [0, 0])
                     t[0] += incl
                     t[1] += excl
@@ -1202,6 +1210,94 @@ class Store:
                     for code, (pct, excl, vat) in sorted(j["vat"].items())]}))
                 if v is not None})
         return {"journalList": {"journal": journals}}, journals
+
+    FINANCIAL_SOURCES = (("receipt", "FINANCIAL-GROUP-SOURCE-RECEIPT"), ("invoice", "FINANCIAL-GROUP-SOURCE-INVOICE"))
+
+    def close_day(self, day, branch, closed=True):
+        """Control API: the financial day of a branch closed at the till (its cash count), or open again."""
+        if self.branch(branch) is None:
+            raise StoreError("branch %d does not exist" % branch)
+        key = (ymd(day), branch)
+        (self.closed_days.add if closed else self.closed_days.discard)(key)
+        return {"financialDate": day, "branchNumber": branch, "closed": closed}
+
+    def get_financial_journal(self, req):
+        """getFinancialJournal: the financial groups of the documents (receipts and invoices)
+        of fromFinancialDate through throughFinancialDate, per branch and source, computed from
+        them: per turnover group its incl and excl turnover and, in its vatGroupList, how
+        that turnover splits over VAT codes (a document's VAT of a code shared over its
+        turnover groups by their excl share, the last taking what the division leaves, so
+        the VAT per code is the documents' own); per payment method (financialGroupId) the
+        amount paid.  financialPeriodClosed: every day of the range that has documents of
+        the branch is closed at the till (close_day); at the top, of every branch.
+        Returns (answer, groups)."""
+        first, last = ymd(req["fromFinancialDate"]), ymd(req["throughFinancialDate"])
+        sums, days = {}, {}
+        for kind, source in self.FINANCIAL_SOURCES:
+            records = {"receipt": self.receipts, "invoice": self.invoices}[kind]
+            for doc in records.values():
+                day, branch = ymd(doc["financialDate"]), doc.get("financialBranchNumber")
+                if not first <= day <= last:
+                    continue
+                days.setdefault(branch, set()).add(day)
+                j = sums.setdefault((branch, source), {"tg": {}, "pay": {}})
+                shares = {}   # vatCode -> {turnoverGroup: excl}
+                for line in (doc.get("lineList") or {}).get("line", []):
+                    d = line["data"]
+                    incl, excl = line_totals(d)
+                    number = d.get("turnoverGroup", 1)
+                    t = j["tg"].setdefault(number, {"incl": 0, "excl": 0, "vat": {}})
+                    t["incl"] += incl
+                    t["excl"] += excl
+                    code = d.get("vatCode", 0)
+                    share = shares.setdefault(code, {})
+                    share[number] = share.get(number, 0) + excl
+                for g in (doc.get("vatGroupList") or {}).get("vatGroup", []):
+                    share = shares.get(g["vatCode"]) or {1: 0}
+                    whole, left = sum(share.values()), g.get("vatAmount", 0)
+                    for i, (number, excl) in enumerate(sorted(share.items())):
+                        part = left if i == len(share) - 1 else (
+                            cents(D(g.get("vatAmount", 0)) * excl / whole) if whole else 0)
+                        left -= part
+                        t = j["tg"].setdefault(number, {"incl": 0, "excl": 0, "vat": {}})
+                        v = t["vat"].setdefault(g["vatCode"], [g.get("vatPercentage", 0), 0, 0,
+                                                               g.get("countryIso3")])
+                        v[1] += excl
+                        v[2] += part
+                for pay in (doc.get("paymentList") or {}).get("payment", []):
+                    j["pay"][pay["method"]] = j["pay"].get(pay["method"], 0) + pay["amount"]
+        closed = {branch: all((day, branch) in self.closed_days for day in found)
+                  for branch, found in days.items()}
+        groups = []
+        for (branch, source), j in sorted(sums.items()):
+            b = self.branch(branch) or {}
+            common = {"branchNumber": branch, "extBranchId": b.get("extBranchId"),
+                      "fromFinancialDate": req["fromFinancialDate"], "throughFinancialDate": req["throughFinancialDate"],
+                      "financialPeriodClosed": closed[branch]}
+            for number, t in sorted(j["tg"].items()):
+                tg = self.turnover_group(number) or {}
+                groups.append({k: v for k, v in (
+                    ("financialGroupType", "FINANCIAL-GROUP-TYPE-TURNOVER"), ("financialGroupSource", source),
+                    ("financialGroupNumber", number), ("financialGroupName", tg.get("turnoverGroupName", str(number))),
+                    ("accountNumber", tg.get("accountNumber", 0))) + tuple(common.items()) + (
+                    ("inclAmount", t["incl"]), ("exclAmount", t["excl"]),
+                    ("vatGroupList", {"vatGroup": [
+                        {k2: v2 for k2, v2 in (("branchNumber", branch), ("countryIso3", country),
+                                               ("vatCode", code), ("vatPercentage", pct), ("exclAmount", excl),
+                                               ("vatAmount", vat)) if v2 is not None}
+                        for code, (pct, excl, vat, country) in sorted(t["vat"].items())]}))
+                    if v is not None})
+            for method, amount in sorted(j["pay"].items()):
+                pm = self.payment_method(method) or {}
+                groups.append({k: v for k, v in (
+                    ("financialGroupType", "FINANCIAL-GROUP-TYPE-PAYMENT"), ("financialGroupSource", source),
+                    ("financialGroupId", method), ("financialGroupName", pm.get("description", method)),
+                    ("accountNumber", pm.get("accountNumber", 0))) + tuple(common.items()) + (
+                    ("inclAmount", amount),) if v is not None})
+        answer = {"financialGroupList": {"financialGroup": groups}}
+        if closed:
+            answer["financialPeriodClosed"] = all(closed.values())
+        return answer, groups
 
     def put_document(self, kind, doc, stamp):
         """Control API: store a receipt/invoice/order as given (ids and numbers filled in);

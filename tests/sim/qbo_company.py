@@ -554,6 +554,8 @@ class Company:
             self._check_references(obj)
         if self._is_sales(entity):
             self._derive_sales(entity, obj, validate)
+        elif entity == "JournalEntry":
+            self._derive_journal(obj, validate)
         elif entity == "Payment":
             self._derive_payment(obj, validate)
 
@@ -781,6 +783,57 @@ class Company:
         obj.setdefault("TxnDate", now().date().isoformat())
         obj.setdefault("CurrencyRef", copy.deepcopy(USD))
         self._derive_doc_number(entity, obj, validate)
+
+    def _derive_journal(self, obj, validate):
+        """A JournalEntry: every line a JournalEntryLineDetail with PostingType and an
+        AccountRef naming a stored account; a TaxCodeRef (non-US) names a stored TaxCode and
+        comes with TaxApplicableOn and TaxAmount, which the VAT control account takes on the
+        line's side (Intuit's JournalEntryLineDetail).  Debits and credits, each with its tax,
+        must be equal (6000; the wording of QBO's form, no fixture), and tax lines given in
+        TxnTaxDetail must add up to the lines' sales tax.  TotalAmt is the debit side."""
+        side = {"Debit": D(0), "Credit": D(0)}
+        line_tax = D(0)
+        for number, line in enumerate(obj.get("Line") or [], 1):
+            where = "Line[%d].JournalEntryLineDetail." % number
+            if validate and "Amount" not in line:
+                raise required("Line.Amount")
+            line["Amount"] = amount = _number(line.get("Amount", 0), "Amount")
+            detail = line.get("JournalEntryLineDetail")
+            if not isinstance(detail, dict):
+                if validate:
+                    raise required("Line.JournalEntryLineDetail")
+                continue
+            posting = detail.get("PostingType")
+            if validate and posting not in side:
+                raise required(where + "PostingType")
+            if validate:
+                if detail.get("AccountRef") in (None, "", {}):
+                    raise required(where + "AccountRef")
+                self._referenced("Account", detail, "AccountRef", where + "AccountRef")
+            tax = D(0)
+            if detail.get("TaxCodeRef") is not None:
+                if validate:
+                    self._referenced("TaxCode", detail, "TaxCodeRef", where + "TaxCodeRef")
+                    for key in ("TaxApplicableOn", "TaxAmount"):
+                        if detail.get(key) in (None, ""):
+                            raise required(where + key)
+                detail["TaxAmount"] = tax = _number(detail.get("TaxAmount", 0), "TaxAmount")
+                if detail.get("TaxApplicableOn") == "Sales":
+                    line_tax += tax if posting == "Credit" else -tax
+            if posting in side:
+                side[posting] += amount + tax
+        if validate and side["Debit"] != side["Credit"]:
+            raise business_validation("Debits and credits must be equal: debits %s, credits %s."
+                                      % (_money(side["Debit"]), _money(side["Credit"])), "Line")
+        detail = obj.get("TxnTaxDetail")
+        if isinstance(detail, dict) and detail.get("TaxLine"):
+            total = self._derive_tax(obj, validate, vat_lines=[] if self.vat_company() else None)
+            if validate and total != line_tax:
+                raise business_validation("TotalTax %s is not the sales tax of the lines (%s)."
+                                          % (_money(total), _money(line_tax)), "TxnTaxDetail.TotalTax")
+        obj["TotalAmt"] = side["Debit"]
+        obj.setdefault("TxnDate", now().date().isoformat())
+        obj.setdefault("CurrencyRef", copy.deepcopy(USD))
 
     def vat_company(self):
         """A company outside the US (CompanyInfo.Country) works VAT out per line."""

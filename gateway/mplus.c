@@ -179,6 +179,15 @@ static const struct type_desc type_descs[] = {
      "externalPaymentId:s amount:$ externalTransactionReference:s "
      "receiptTexts:@ExternalPaymentReceiptText* receiptFooters:@ExternalPaymentReceiptFooter* "
      "cardType:s terminalId:s externalMethod:s"},
+    {"FinancialGroup",
+     "financialGroupType:s financialGroupSource:s financialGroupNumber:i? financialGroupId:s? "
+     "financialGroupName:s accountNumber:i branchNumber:i? extBranchId:s? workplaceNumbers:i* "
+     "fromFinancialDate:D? throughFinancialDate:D? fromFinancialDateTime:T? "
+     "throughFinancialDateTime:T? financialPeriodClosed:b? quantity:q=decimalPlaces? "
+     "decimalPlaces:p? inclAmount:$? exclAmount:$? purchaseAmount:$? "
+     "vatGroupList:@VatGroupList? purchaseAccountNumber:i? stockAccountNumber:i? "
+     "turnoverGroupCostCenter:s?"},
+    {"FinancialGroupList", "financialGroup:@FinancialGroup*"},
     {"FindRelationResponse", "result:s relation:@Relation?"},
     {"getApiVersionResponse",
      "majorNumber:i minorNumber:i revisionNumber:i databaseMajorNumber:i? "
@@ -215,6 +224,9 @@ static const struct type_desc type_descs[] = {
      "includeDirectDebitTimelineEvents:b? "
      "directDebitTimelineEventsFilter:@TimelineEventSubFilter? includeOtherTimelineEvents:b? "
      "otherTimelineEventsFilter:@TimelineEventSubFilter?"},
+    {"GetFinancialJournalRequest", "fromFinancialDate:D throughFinancialDate:D reference:s?"},
+    {"GetFinancialJournalResponse",
+     "financialGroupList:@FinancialGroupList financialPeriodClosed:b?"},
     {"GetInvoicesResponse", "invoiceList:@InvoiceList"},
     {"GetJournalsRequest", "fromFinancialDate:D throughFinancialDate:D branchNumbers:i* "
                            "journalFilterList:@JournalFilterList? reference:s?"},
@@ -540,6 +552,8 @@ static const struct op ops[] = {
     {"getStock", "request", "GetStockRequest", true, "GetStockResponse", "GetStockResponse", NULL},
     {"getJournals", "request", "GetJournalsRequest", true, "GetJournalsResponse",
      "GetJournalsResponse", NULL},
+    {"getFinancialJournal", "request", "GetFinancialJournalRequest", true,
+     "GetFinancialJournalResponse", "GetFinancialJournalResponse", NULL},
     {"setStock", "request", "SetStockRequest", true, "SetStockResponse", "SetStockResponse", NULL},
     {"updateStock", "request", "UpdateStockRequest", true, "UpdateStockResponse",
      "UpdateStockResponse", NULL},

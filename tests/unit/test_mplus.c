@@ -253,6 +253,8 @@ static const struct sample samples[] = {
     {"getJournals",
      "{\"fromFinancialDate\": \"2026-03-02\", \"throughFinancialDate\": \"2026-03-03\","
      " \"branchNumbers\": [1, 2], \"journalFilterList\": [\"JOURNAL-FILTER-RECEIPT\"]}"},
+    {"getFinancialJournal",
+     "{\"fromFinancialDate\": \"2026-03-02\", \"throughFinancialDate\": \"2026-03-02\"}"},
     {"setStock", "{\"branchNumber\": 1, \"articleNumber\": 1001, \"amount\": \"12.5\","
                  " \"reference\": \"count\"}"},
     {"updateStock", "{\"branchNumber\": 1, \"articleNumber\": 1001, \"amountChanged\": \"-0.530\","
@@ -273,7 +275,7 @@ static const struct sample samples[] = {
 static void test_every_request_valid(void **state)
 {
     (void)state;
-    assert_int_equal(sizeof samples / sizeof samples[0], 23);
+    assert_int_equal(sizeof samples / sizeof samples[0], 24);
     for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
         assert_true(mplus_op_known(samples[i].op));
         char *xml = build(samples[i].op, samples[i].json);
@@ -717,6 +719,42 @@ static void test_lists_and_stock(void **state)
                         "39.90");
     assert_string_equal(jstr(json_array_get(json_object_get(j, "vatGroupList"), 0), "vatAmount"),
                         "6.92");
+    json_decref(out);
+
+    /* A day's financial groups: a turnover group split over VAT codes, a payment method. */
+    const char *financial =
+        "<ns1:GetFinancialJournalResponse><ns1:financialGroupList><ns1:financialGroup>"
+        "<ns1:financialGroupType>FINANCIAL-GROUP-TYPE-TURNOVER</ns1:financialGroupType>"
+        "<ns1:financialGroupSource>FINANCIAL-GROUP-SOURCE-RECEIPT</ns1:financialGroupSource>"
+        "<ns1:financialGroupNumber>3</ns1:financialGroupNumber>"
+        "<ns1:financialGroupName>Kleding</ns1:financialGroupName>"
+        "<ns1:accountNumber>8020</ns1:accountNumber><ns1:branchNumber>2</ns1:branchNumber>"
+        "<ns1:financialPeriodClosed>true</ns1:financialPeriodClosed>"
+        "<ns1:inclAmount>3990</ns1:inclAmount><ns1:exclAmount>3298</ns1:exclAmount>"
+        "<ns1:vatGroupList><ns1:vatGroup><ns1:vatCode>2</ns1:vatCode>"
+        "<ns1:vatPercentage>21</ns1:vatPercentage><ns1:exclAmount>3298</ns1:exclAmount>"
+        "<ns1:vatAmount>692</ns1:vatAmount></ns1:vatGroup></ns1:vatGroupList>"
+        "</ns1:financialGroup><ns1:financialGroup>"
+        "<ns1:financialGroupType>FINANCIAL-GROUP-TYPE-PAYMENT</ns1:financialGroupType>"
+        "<ns1:financialGroupSource>FINANCIAL-GROUP-SOURCE-RECEIPT</ns1:financialGroupSource>"
+        "<ns1:financialGroupId>PIN</ns1:financialGroupId>"
+        "<ns1:financialGroupName>Pinbetaling</ns1:financialGroupName>"
+        "<ns1:accountNumber>1101</ns1:accountNumber><ns1:inclAmount>3990</ns1:inclAmount>"
+        "</ns1:financialGroup></ns1:financialGroupList>"
+        "<ns1:financialPeriodClosed>true</ns1:financialPeriodClosed>"
+        "</ns1:GetFinancialJournalResponse>";
+    assert_int_equal(parse("getFinancialJournal", financial, &out, code, msg), MPLUS_OK);
+    json_t *fg = json_object_get(out, "financialGroupList");
+    assert_int_equal(json_array_size(fg), 2);
+    assert_true(json_is_true(json_object_get(json_array_get(fg, 0), "financialPeriodClosed")));
+    assert_string_equal(jstr(json_array_get(fg, 0), "exclAmount"), "32.98");
+    assert_string_equal(
+        jstr(json_array_get(json_object_get(json_array_get(fg, 0), "vatGroupList"), 0),
+             "vatAmount"),
+        "6.92");
+    assert_string_equal(jstr(json_array_get(fg, 1), "financialGroupId"), "PIN");
+    assert_string_equal(jstr(json_array_get(fg, 1), "inclAmount"), "39.90");
+    assert_true(json_is_true(json_object_get(out, "financialPeriodClosed")));
     json_decref(out);
 
     /* An empty list wrapper is an empty array; unknown (newer) elements are kept. */

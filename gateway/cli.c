@@ -44,8 +44,8 @@ static const char usage_text[] =
     "                              import a QuickBooks refresh token for a connection\n"
     "  map --flow FLOW --input FILE [--connection C]\n"
     "                              run a mapping on a sample and print the result; FLOW is\n"
-    "                              customers-to-qbo, customers-to-mplus, sales-to-qbo or\n"
-    "                              products-to-qbo\n";
+    "                              customers-to-qbo, customers-to-mplus, sales-to-qbo,\n"
+    "                              products-to-qbo or summary-to-qbo\n";
 
 static int usage(const char *msg)
 {
@@ -492,8 +492,8 @@ static int cmd_map(const struct gw_config *cfg, int argc, char **argv)
     if (optind != argc || o.flow == NULL || o.input == NULL)
         return usage("map: expected --flow FLOW --input FILE [--connection C]");
     if (!map_known(o.flow))
-        return usage("map: --flow is customers-to-qbo, customers-to-mplus, sales-to-qbo or "
-                     "products-to-qbo");
+        return usage("map: --flow is customers-to-qbo, customers-to-mplus, sales-to-qbo, "
+                     "products-to-qbo or summary-to-qbo");
     const struct gw_connection *c = NULL;
     if (o.filter.connection != NULL && (c = config_connection(cfg, o.filter.connection)) == NULL) {
         fprintf(stderr, "gateway: map: no [connection.%s] in %s\n", o.filter.connection, cfg->file);

@@ -158,6 +158,15 @@ static const struct key_def connection_keys[] = {
     {"sales_class_by_branch", K_STR, C(sales_class_by_branch), NULL, false, 0, 0},
     {"sales_terms", K_STR, C(sales_terms), NULL, false, 0, 0},
     {"map_sales_to_qbo", K_STR, C(map_sales_to_qbo), NULL, false, 0, 0},
+    {"sales_mode", K_STR, C(sales_mode), "documents", false, 0, 0},
+    {"sales_mode_since", K_STR, C(sales_mode_since), NULL, false, 0, 0},
+    {"summary_income_accounts", K_STR, C(summary_income_accounts), NULL, false, 0, 0},
+    {"summary_tax_account", K_STR, C(summary_tax_account), NULL, false, 0, 0},
+    {"summary_rounding_account", K_STR, C(summary_rounding_account), NULL, false, 0, 0},
+    {"summary_rounding_max_cents", K_INT, C(summary_rounding_max_cents), "100", false, 0, 1000000},
+    {"summary_book_at", K_STR, C(summary_book_at), "06:00", false, 0, 0},
+    {"summary_recheck_days", K_INT, C(summary_recheck_days), "7", false, 1, 366},
+    {"map_summary_to_qbo", K_STR, C(map_summary_to_qbo), NULL, false, 0, 0},
     {"products_update_existing", K_BOOL, C(products_update_existing), "true", false, 0, 0},
     {"products_create_only", K_STR, C(products_create_only), NULL, false, 0, 0},
     {"products_price", K_STR, C(products_price), "incl", false, 0, 0},
@@ -469,6 +478,84 @@ static int check_numbers(const struct gw_config *cfg, const struct gw_connection
     return 0;
 }
 
+/*
+ * sales_mode: "documents", "daily_summary", or per kind "receipts:daily_summary,
+ * invoices:documents". A bare mode is the receipts'. Only till receipts can go
+ * into the daily summary; with it, sales_mode_since names its first day, and
+ * orders cannot be booked too (a receipt made of an order is in the day's
+ * figures, and its order would book the sale a second time).
+ */
+static int check_sales_mode(const struct gw_config *cfg, struct gw_connection *c, char *err,
+                            size_t errlen)
+{
+    char buf[512];
+    gw_strlcpy(buf, c->sales_mode ? c->sales_mode : "", sizeof buf);
+    c->summary_receipts = false;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        char *colon = strchr(t, ':');
+        const char *kind = colon ? t : "receipts";
+        const char *mode = colon ? colon + 1 : t;
+        if (colon)
+            *colon = '\0';
+        bool summary = strcmp(mode, "daily_summary") == 0;
+        if (!summary && strcmp(mode, "documents") != 0) {
+            gw_errf(err, errlen,
+                    "%s: key 'sales_mode' in [connection.%s]: expected documents or daily_summary, "
+                    "got '%s'",
+                    cfg->file, c->name, mode);
+            return -1;
+        }
+        if (strcmp(kind, "receipts") == 0) {
+            c->summary_receipts = summary;
+        } else if (strcmp(kind, "invoices") != 0 && strcmp(kind, "orders") != 0) {
+            gw_errf(
+                err, errlen,
+                "%s: key 'sales_mode' in [connection.%s]: expected receipts, invoices or orders "
+                "before ':', got '%s'",
+                cfg->file, c->name, kind);
+            return -1;
+        } else if (summary) {
+            gw_errf(err, errlen,
+                    "%s: key 'sales_mode' in [connection.%s]: only receipts go into the daily "
+                    "summary; %s carry a customer and are booked per document",
+                    cfg->file, c->name, kind);
+            return -1;
+        }
+    }
+    if (!c->summary_receipts)
+        return 0;
+    int y, m, d;
+    char tail;
+    if (c->sales_mode_since == NULL ||
+        sscanf(c->sales_mode_since, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 ||
+        d < 1 || d > 31 || strlen(c->sales_mode_since) != 10) {
+        gw_errf(err, errlen,
+                "%s: key 'sales_mode_since' in [connection.%s]: the daily summary needs its first "
+                "financial day as YYYY-MM-DD (receipts before it are booked per document)",
+                cfg->file, c->name);
+        return -1;
+    }
+    if (c->sales_kinds & GW_SALES_ORDERS) {
+        gw_errf(err, errlen,
+                "%s: key 'sales_mode' in [connection.%s]: with receipts in the daily summary, "
+                "leave orders out of sales_documents (a receipt made of an order is in the day's "
+                "figures, and its order would book the sale again)",
+                cfg->file, c->name);
+        return -1;
+    }
+    int hh, mm;
+    if (sscanf(c->summary_book_at, "%2d:%2d%c", &hh, &mm, &tail) != 2 || hh < 0 || hh > 23 ||
+        mm < 0 || mm > 59) {
+        gw_errf(err, errlen,
+                "%s: key 'summary_book_at' in [connection.%s]: expected HH:MM, got '%s'", cfg->file,
+                c->name, c->summary_book_at);
+        return -1;
+    }
+    c->summary_book_minute = hh * 60 + mm;
+    return 0;
+}
+
 /* Which of the comma-separated choices word is (0-based), or -1. */
 static int choice_of(const char *word, size_t len, const char *choices)
 {
@@ -627,7 +714,8 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                           errlen) != 0 ||
             check_numbers(cfg, c, "products_turnover_groups", c->products_turnover_groups, err,
                           errlen) != 0 ||
-            check_numbers(cfg, c, "stock_branches", c->stock_branches, err, errlen) != 0)
+            check_numbers(cfg, c, "stock_branches", c->stock_branches, err, errlen) != 0 ||
+            check_sales_mode(cfg, c, err, errlen) != 0)
             return -1;
         const char *secret = c->mplus_webhook_secret;
         if (secret == NULL || secret[0] == '\0')
@@ -677,7 +765,7 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
     char section[128] = "";
     char line[8192];
     int lineno = 0;
-    unsigned char seen[64] = {0}; /* duplicate detection per section */
+    unsigned char seen[256] = {0}; /* duplicate detection per section */
     while (fgets(line, sizeof line, f) != NULL) {
         lineno++;
         if (strchr(line, '\n') == NULL && !feof(f)) {
@@ -765,6 +853,8 @@ int config_load(const char *path, struct gw_config **out, char *err, size_t errl
             goto fail;
         }
         size_t idx = (size_t)(d - keys);
+        _Static_assert(sizeof connection_keys / sizeof connection_keys[0] <= sizeof seen,
+                       "seen[] has room for every key of a section");
         if (seen[idx]) {
             gw_errf(err, errlen, "%s:%d: key '%s' set twice in [%s]", path, lineno, key, section);
             goto fail;

@@ -78,6 +78,18 @@ struct gw_connection {
     char *sales_class_by_branch;
     char *sales_terms;
     char *map_sales_to_qbo;
+    /* daily summary of till receipts (gateway.ini documents each) */
+    char *sales_mode;       /* per kind: documents | daily_summary (receipts only) */
+    bool summary_receipts;  /* derived: receipts go into the daily summary */
+    char *sales_mode_since; /* YYYY-MM-DD: the first financial day in the summary */
+    char *summary_income_accounts;
+    char *summary_tax_account;
+    char *summary_rounding_account;
+    int summary_rounding_max_cents; /* per day and branch */
+    char *summary_book_at;          /* HH:MM the next morning */
+    int summary_book_minute;        /* derived: minutes after midnight */
+    long summary_recheck_days;
+    char *map_summary_to_qbo;
     /* products and stock flows (gateway.ini documents each) */
     bool products_update_existing;
     char *products_create_only;

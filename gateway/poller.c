@@ -7,11 +7,13 @@
 #include "ingest.h"
 #include "log.h"
 #include "mplus.h"
+#include "sig.h"
 #include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NUDGE_DELAY_MS      300 /* a till sale: poll soon, once for a burst */
 #define FAULT_BACKOFF_MAX_S 900
@@ -46,6 +48,10 @@ static const struct kind kinds[] = {
      "syncMarker", "articleSyncMarker", true, false},
     {"stock", GW_FLOW_STOCK, "getStock", "articleStocks", "stock", "articleNumber", "stockId",
      "stockId", false, false},
+    /* The daily summary's day watcher (summary_receipts): no marker of Mplus;
+     * its own marker is the first day not yet complete (days as yyyymmdd). */
+    {"journals", GW_FLOW_SALES, "getJournals", "journalList", "summary", NULL, NULL, NULL, false,
+     false},
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 
@@ -68,6 +74,7 @@ struct target {
     bool nudge_due; /* a nudge armed the timer: a poll comes within NUDGE_DELAY_MS */
     bool renudge;   /* nudged while a poll ran: poll again soon after it */
     int64_t marker; /* highest marker stored; -1 = not yet known */
+    json_t *days;   /* journals: the answer being looked at, and which days to ask closed */
     int failures;
     char last_poll[GW_TS_LEN];
     char last_error[1100];
@@ -373,16 +380,24 @@ static void page_done(struct commit_job *job)
     free(pj);
 }
 
-static void page_answer(const struct mplus_result *r, void *arg)
+/* An answer to a poll: when it is an error, the poll failed (false). */
+static bool answer_ok(struct target *t, const struct mplus_result *r)
 {
-    struct target *t = arg;
     gw_ts_format(gw_now_ms(), t->last_poll, sizeof t->last_poll);
     t->cs->login_refused = r->kind == MPLUS_AUTH;
     if (r->kind != MPLUS_OK) {
         fail(t, t->k->op, r->error);
-        return;
+        return false;
     }
     answered(t);
+    return true;
+}
+
+static void page_answer(const struct mplus_result *r, void *arg)
+{
+    struct target *t = arg;
+    if (!answer_ok(t, r))
+        return;
     struct page_job *pj = calloc(1, sizeof *pj);
     size_t objects = 0;
     int64_t marker = t->marker;
@@ -467,6 +482,223 @@ static void current_answer(const struct mplus_result *r, void *arg)
     committer_submit(t->p->cm, &pj->job);
 }
 
+/* ---- the daily summary's day watcher ------------------------------------------
+ *
+ * Mplus has no marker for its day figures, so the watcher reads them: every
+ * poll interval, getJournals (receipts) from the first day not yet complete
+ * (or summary_recheck_days back, for late changes, but never before
+ * sales_mode_since) through today. A day of a branch is complete when Mplus
+ * says it is closed at the till (getFinancialJournal's financialPeriodClosed,
+ * asked only for days not yet complete by the clock), or the next morning at
+ * summary_book_at (local time). Each complete day becomes an event "summary"
+ * <branch>/<day>, keyed by a hash of its figures: the same figures are one
+ * event, and a late receipt makes a new one that the flow books as a
+ * correction.
+ */
+
+/* Days as yyyymmdd numbers. */
+static int64_t day_number(const struct tm *tm)
+{
+    return (int64_t)(tm->tm_year + 1900) * 10000 + (tm->tm_mon + 1) * 100 + tm->tm_mday;
+}
+
+static int64_t day_add(int64_t day, int delta)
+{
+    struct tm tm = {0};
+    tm.tm_year = (int)(day / 10000) - 1900;
+    tm.tm_mon = (int)(day / 100 % 100) - 1;
+    tm.tm_mday = (int)(day % 100) + delta;
+    tm.tm_hour = 12;
+    time_t when = timegm(&tm);
+    gmtime_r(&when, &tm);
+    return day_number(&tm);
+}
+
+static void day_text(int64_t day, char out[16])
+{
+    snprintf(out, 16, "%04d-%02d-%02d", (int)(day / 10000), (int)(day / 100 % 100),
+             (int)(day % 100));
+}
+
+static int64_t day_parse(const char *text)
+{
+    int y, m, d;
+    if (text == NULL || sscanf(text, "%4d-%2d-%2d", &y, &m, &d) != 3)
+        return -1;
+    return (int64_t)y * 10000 + m * 100 + d;
+}
+
+/* The first day not complete by the clock: today, or yesterday before summary_book_at. */
+static int64_t first_open_day(const struct gw_connection *c, int64_t *today)
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    *today = day_number(&tm);
+    return tm.tm_hour * 60 + tm.tm_min < c->summary_book_minute ? day_add(*today, -1) : *today;
+}
+
+static void journals_emit(struct target *t);
+
+static void journals_closed(const struct mplus_result *r, void *arg)
+{
+    struct target *t = arg;
+    if (r->kind != MPLUS_OK) {
+        fail(t, "getFinancialJournal", r->error);
+        return;
+    }
+    /* Per branch: closed at the till. */
+    json_t *closed = json_object_get(t->days, "closed");
+    json_t *ask = json_object_get(t->days, "ask");
+    json_t *day = json_array_get(ask, json_integer_value(json_object_get(t->days, "at")));
+    size_t i;
+    json_t *g;
+    json_array_foreach(list_of(r->body, "financialGroupList"), i, g)
+    {
+        json_t *b = json_object_get(g, "branchNumber");
+        if (!json_is_integer(b) || !json_is_true(json_object_get(g, "financialPeriodClosed")))
+            continue;
+        char key[48];
+        snprintf(key, sizeof key, "%lld/%s", (long long)json_integer_value(b),
+                 json_string_value(day));
+        json_object_set_new(closed, key, json_true());
+    }
+    json_object_set_new(t->days, "at",
+                        json_integer(json_integer_value(json_object_get(t->days, "at")) + 1));
+    journals_emit(t);
+}
+
+/* Ask whether the next day not complete by the clock is closed; when none is
+ * left, store the complete days as events. */
+static void journals_emit(struct target *t)
+{
+    json_t *ask = json_object_get(t->days, "ask");
+    size_t at = (size_t)json_integer_value(json_object_get(t->days, "at"));
+    if (at < json_array_size(ask)) {
+        const char *day = json_string_value(json_array_get(ask, at));
+        json_t *req =
+            json_pack("{s:s, s:s}", "fromFinancialDate", day, "throughFinancialDate", day);
+        if (mplus_call(t->p->mplus, t->c, "getFinancialJournal", req, journals_closed, t) != 0)
+            fail(t, "getFinancialJournal", "could not start the request");
+        json_decref(req);
+        return;
+    }
+    struct page_job *pj = calloc(1, sizeof *pj);
+    if (pj == NULL) {
+        fail(t, "store", "out of memory");
+        return;
+    }
+    int64_t open = json_integer_value(json_object_get(t->days, "open"));
+    json_t *closed = json_object_get(t->days, "closed");
+    int64_t now_ms = gw_now_ms();
+    size_t i;
+    json_t *j;
+    json_array_foreach(json_object_get(t->days, "journals"), i, j)
+    {
+        const char *day = json_string_value(json_object_get(j, "financialDate"));
+        json_t *branch = json_object_get(j, "branchNumber");
+        if (day == NULL || !json_is_integer(branch))
+            continue;
+        char id[48];
+        snprintf(id, sizeof id, "%lld/%s", (long long)json_integer_value(branch), day);
+        bool by_till = json_is_true(json_object_get(closed, id));
+        if (day_parse(day) >= open && !by_till)
+            continue; /* the day goes on */
+        char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        unsigned char hash[32];
+        sig_sha256(text ? text : "", text ? strlen(text) : 0, hash);
+        free(text);
+        char *key = NULL;
+        if (asprintf(&key, "mplus-poll|%s|summary|%s|%02x%02x%02x%02x%02x%02x%02x%02x", t->c->name,
+                     id, hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6],
+                     hash[7]) < 0)
+            continue;
+        json_t *payload = json_deep_copy(j);
+        json_object_set_new(payload, "complete",
+                            json_string(by_till ? "closed at the till" : "by the clock"));
+        json_t *rec = event_new_record(t->c->name, GW_SRC_MPLUS_POLL, "summary", id, "Change",
+                                       GW_PENDING, now_ms, NULL, NULL, NULL, payload);
+        if (rec == NULL || batch_add(&pj->in.events, key, rec, GW_PENDING) != 0)
+            continue;
+    }
+    if (ingest_prepare(&pj->in) != 0) {
+        ingest_batch_free(&pj->in);
+        free(pj);
+        fail(t, "store", "could not prepare the day events");
+        return;
+    }
+    pj->t = t;
+    pj->marker = open;
+    pj->job.apply = page_apply;
+    pj->job.done = page_done;
+    committer_submit(t->p->cm, &pj->job);
+}
+
+static void journals_answer(const struct mplus_result *r, void *arg)
+{
+    struct target *t = arg;
+    if (!answer_ok(t, r))
+        return;
+    int64_t open = json_integer_value(json_object_get(t->days, "open"));
+    json_t *journals = list_of(r->body, "journalList");
+    json_t *ask = json_array();
+    size_t i;
+    json_t *j;
+    json_array_foreach(journals, i, j)
+    {
+        json_t *day = json_object_get(j, "financialDate");
+        if (day_parse(json_string_value(day)) < open)
+            continue;
+        bool listed = false;
+        size_t k;
+        json_t *d;
+        json_array_foreach(ask, k, d) listed = listed || json_equal(d, day);
+        if (!listed)
+            json_array_append(ask, day);
+    }
+    json_object_set(t->days, "journals", journals ? journals : json_array());
+    json_object_set_new(t->days, "ask", ask);
+    json_object_set_new(t->days, "at", json_integer(0));
+    json_object_set_new(t->days, "closed", json_object());
+    journals_emit(t);
+}
+
+static void journals_poll(struct target *t)
+{
+    const struct gw_connection *c = t->c;
+    int64_t today, open = first_open_day(c, &today);
+    int64_t since = day_parse(c->sales_mode_since);
+    if (t->marker < 0) {
+        char key[160];
+        poller_marker_key(c->name, t->k->name, key, sizeof key);
+        json_t *v = NULL;
+        t->marker = store_meta_get(t->p->st, key, &v, NULL, 0) == 0 && json_is_integer(v)
+                        ? (int64_t)json_integer_value(v)
+                        : since;
+        json_decref(v);
+    }
+    int64_t first = day_add(today, -(int)c->summary_recheck_days);
+    if (t->marker < first)
+        first = t->marker;
+    if (first < since)
+        first = since;
+    if (first > today) { /* the summary starts later */
+        arm(t, c->mplus_poll_interval_s * 1000);
+        return;
+    }
+    json_decref(t->days);
+    t->days = json_pack("{s:I}", "open", (json_int_t)open);
+    char from[16], through[16];
+    day_text(first, from);
+    day_text(today, through);
+    json_t *req = json_pack("{s:s, s:s, s:[s]}", "fromFinancialDate", from, "throughFinancialDate",
+                            through, "journalFilterList", "JOURNAL-FILTER-RECEIPT");
+    t->busy = true;
+    if (mplus_call(t->p->mplus, c, t->k->op, req, journals_answer, t) != 0)
+        fail(t, t->k->op, "could not start the request");
+    json_decref(req);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -475,6 +707,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     t->nudge_due = false;
     if (t->busy)
         return;
+    if (t->k->marker == NULL) {
+        journals_poll(t);
+        return;
+    }
     if (t->marker < 0) {
         char key[160];
         poller_marker_key(t->c->name, t->k->name, key, sizeof key);
@@ -616,7 +852,8 @@ struct poller *poller_new(struct event_base *base, const struct gw_config *cfg,
             continue;
         ask_version(&p->conns[i]);
         for (size_t k = 0; k < NKINDS; k++) {
-            if ((c->flows & kinds[k].flow) == 0)
+            if ((c->flows & kinds[k].flow) == 0 ||
+                (kinds[k].marker == NULL && !c->summary_receipts))
                 continue;
             struct target *t = &p->targets[p->n++];
             t->p = p;
@@ -635,8 +872,10 @@ void poller_free(struct poller *p)
 {
     if (p == NULL)
         return;
-    for (size_t i = 0; i < p->n; i++)
+    for (size_t i = 0; i < p->n; i++) {
         event_free(p->targets[i].timer);
+        json_decref(p->targets[i].days);
+    }
     free(p->targets);
     free(p->conns);
     free(p);

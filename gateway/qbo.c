@@ -744,7 +744,8 @@ int qbo_query(struct qbo *q, const struct gw_connection *c, const char *query, q
 static const char *const decimal_keys[] = {
     "Amount",      "UnitPrice",        "Qty",          "TaxInclusiveAmt",    "TotalTax",
     "TotalAmt",    "NetAmountTaxable", "TaxPercent",   "TaxInclusiveAmount", "DiscountRate",
-    "DiscountAmt", "QtyOnHand",        "PurchaseCost", "UnitAmount",         NULL,
+    "DiscountAmt", "QtyOnHand",        "PurchaseCost", "UnitAmount",         "TaxAmount",
+    NULL,
 };
 
 static bool decimal_text(const char *s, size_t n)

@@ -13,6 +13,7 @@ static const struct flow shipped[] = {
     {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "receipt", sales_from_mplus},
     {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "invoice", sales_from_mplus},
     {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "order", sales_from_mplus},
+    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "summary", summary_from_mplus},
     {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article", products_from_mplus},
     {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article_group", products_from_mplus},
     {"stock", GW_FLOW_STOCK, GW_SRC_MPLUS_POLL, "stock", stock_from_mplus},

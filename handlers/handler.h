@@ -14,6 +14,7 @@
 void customers_from_mplus(struct task *t);
 void customers_from_qbo(struct task *t);
 void sales_from_mplus(struct task *t);
+void summary_from_mplus(struct task *t);
 void products_from_mplus(struct task *t);
 void stock_from_mplus(struct task *t);
 
@@ -144,5 +145,21 @@ json_t *lookup_tax_rates(const struct task *t, const char *tax_code);
 const char *lookup_tax_zero(const struct task *t);
 /* Read them again at the next lookup_tax_table (a TaxCode made since). */
 void lookup_tax_forget(const struct task *t);
+
+/* Cents of a QuickBooks amount as its answer holds it (a JSON number, parsed
+ * as a double that keeps the answer's at most 15 significant digits, so its
+ * shortest text is the answer's own), or of decimal text. False when it is
+ * not money. */
+bool lookup_cents_of(json_t *v, int64_t *cents);
+
+/* A value of one of the connection's tables ("sales_deposit_accounts", key)
+ * (borrowed), or NULL. */
+const char *lookup_table(struct run *r, const char *name, const char *key);
+
+/* The QuickBooks TaxCode of an Mplus VAT code sold in country (ISO3, or ""):
+ * sales_tax_codes' COUNTRY/CODE, then * /CODE, then CODE. NULL, with why
+ * saying what to add, when the table has none. */
+const char *lookup_tax_code(struct run *r, const char *country, json_int_t code, char *why,
+                            size_t whylen);
 
 #endif

@@ -1179,3 +1179,49 @@ void lookup_tax_table(struct run *r, step_fn then)
     l->r = r;
     task_qbo_query(r->t, "select * from TaxRate MAXRESULTS 1000", tax_rates_read, l);
 }
+
+bool lookup_cents_of(json_t *v, int64_t *cents)
+{
+    char text[64], err[128];
+    if (json_is_integer(v))
+        snprintf(text, sizeof text, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(text, sizeof text, "%.15g", json_real_value(v));
+    else if (json_is_string(v))
+        gw_strlcpy(text, json_string_value(v), sizeof text);
+    else
+        return false;
+    return mplus_cents_parse(text, cents, err, sizeof err) == 0;
+}
+
+/* ---- the connection's tables -------------------------------------------------- */
+
+const char *lookup_table(struct run *r, const char *name, const char *key)
+{
+    json_t *settings = map_connection_settings(r->t->clients->mapper, r->t->conn);
+    return json_string_value(json_object_get(json_object_get(settings, name), key));
+}
+
+const char *lookup_tax_code(struct run *r, const char *country, json_int_t code, char *why,
+                            size_t whylen)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s/%lld", country, (long long)code);
+    const char *v = lookup_table(r, "sales_tax_codes", key);
+    if (v == NULL) {
+        snprintf(key, sizeof key, "*/%lld", (long long)code);
+        v = lookup_table(r, "sales_tax_codes", key);
+    }
+    if (v == NULL) {
+        snprintf(key, sizeof key, "%lld", (long long)code);
+        v = lookup_table(r, "sales_tax_codes", key);
+    }
+    if (v == NULL)
+        snprintf(
+            why, whylen,
+            "no QuickBooks tax code for Mplus VAT code %lld in country %s: add %s/%lld:<TaxCode "
+            "Id> to sales_tax_codes, then replay",
+            (long long)code, country[0] ? country : "(none)", country[0] ? country : "*",
+            (long long)code);
+    return v;
+}

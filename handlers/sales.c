@@ -134,10 +134,9 @@ static json_t *settings_of(struct run *r)
     return map_connection_settings(r->t->clients->mapper, r->t->conn);
 }
 
-/* A value of one of the connection's tables (borrowed), or NULL. */
 static const char *table(struct run *r, const char *name, const char *key)
 {
-    return str(json_object_get(settings_of(r), name), key);
+    return lookup_table(r, name, key);
 }
 
 static const char *tax_code(struct run *r, json_int_t code, char *why, size_t whylen);
@@ -685,6 +684,16 @@ static void sale_begin(struct run *r)
             return;
         }
         s->entity = s->credit ? "RefundReceipt" : "SalesReceipt";
+        const char *day = str(doc, "financialDate");
+        if (t->conn->summary_receipts && day && strcmp(day, t->conn->sales_mode_since) >= 0) {
+            /* From the cutover on, a receipt is booked in its day's summary (summary.c). */
+            task_note(
+                t, "receipt %s is booked in the daily summary of branch %lld, financial day %s",
+                s->mplus_id,
+                (long long)json_integer_value(json_object_get(doc, "financialBranchNumber")), day);
+            run_skip(r, "in the daily summary");
+            return;
+        }
     } else if (strcmp(s->kind, "invoice") == 0) {
         s->entity = s->credit ? "CreditMemo" : "Invoice";
     } else {
@@ -867,30 +876,9 @@ static const char *vat_country(struct run *r, json_int_t code)
     return r->t->conn->default_country ?: "";
 }
 
-/* The QuickBooks TaxCode of an Mplus VAT code: by COUNTRY/CODE, then any-country (star), then CODE.
- */
 static const char *tax_code(struct run *r, json_int_t code, char *why, size_t whylen)
 {
-    const char *country = vat_country(r, code);
-    char key[64];
-    snprintf(key, sizeof key, "%s/%lld", country, (long long)code);
-    const char *v = table(r, "sales_tax_codes", key);
-    if (v == NULL) {
-        snprintf(key, sizeof key, "*/%lld", (long long)code);
-        v = table(r, "sales_tax_codes", key);
-    }
-    if (v == NULL) {
-        snprintf(key, sizeof key, "%lld", (long long)code);
-        v = table(r, "sales_tax_codes", key);
-    }
-    if (v == NULL)
-        snprintf(
-            why, whylen,
-            "no QuickBooks tax code for Mplus VAT code %lld in country %s: add %s/%lld:<TaxCode "
-            "Id> to sales_tax_codes, then replay",
-            (long long)code, country[0] ? country : "(none)", country[0] ? country : "*",
-            (long long)code);
-    return v;
+    return lookup_tax_code(r, vat_country(r, code), code, why, whylen);
 }
 
 /* One line of the document as read, amounts in the document's sign. */

@@ -15,7 +15,7 @@
 #include <string.h>
 
 static const char *const names[] = {MAP_CUSTOMERS_TO_QBO, MAP_CUSTOMERS_TO_MPLUS, MAP_SALES_TO_QBO,
-                                    MAP_PRODUCTS_TO_QBO};
+                                    MAP_PRODUCTS_TO_QBO, MAP_SUMMARY_TO_QBO};
 #define NNAMES (sizeof names / sizeof names[0])
 
 struct program {
@@ -179,6 +179,7 @@ static const struct {
     TABLE(products_income_accounts),
     TABLE(products_expense_accounts),
     TABLE(products_asset_accounts),
+    TABLE(summary_income_accounts),
 };
 #define NTABLES (sizeof tables / sizeof tables[0])
 
@@ -238,6 +239,8 @@ const char *map_override(const struct gw_connection *c, const char *name)
         return c->map_sales_to_qbo;
     if (strcmp(name, MAP_PRODUCTS_TO_QBO) == 0)
         return c->map_products_to_qbo;
+    if (strcmp(name, MAP_SUMMARY_TO_QBO) == 0)
+        return c->map_summary_to_qbo;
     return NULL;
 }
 
@@ -250,6 +253,8 @@ static bool uses(const struct gw_connection *c, const char *name)
     /* The sales flow makes a missing Item from its article when products is on. */
     if (strcmp(name, MAP_PRODUCTS_TO_QBO) == 0)
         return (c->flows & GW_FLOW_PRODUCTS) != 0;
+    if (strcmp(name, MAP_SUMMARY_TO_QBO) == 0)
+        return (c->flows & GW_FLOW_SALES) != 0 && c->summary_receipts;
     return (c->flows & (GW_FLOW_CUSTOMERS | GW_FLOW_SALES)) != 0;
 }
 

@@ -129,6 +129,40 @@ static void test_errors_name_file_line_key(void **state)
     expect_error("[log]\nlevel = loud\n", 0, "level");
 }
 
+static void test_sales_mode(void **state)
+{
+    (void)state;
+    struct gw_config *cfg;
+    char err[512];
+    assert_int_equal(load("[connection.a]\nsales_documents = receipts, invoices\n"
+                          "sales_mode = receipts:daily_summary, invoices:documents\n"
+                          "sales_mode_since = 2026-11-01\nsummary_book_at = 05:30\n",
+                          &cfg, err, sizeof err),
+                     0);
+    assert_true(cfg->conns[0].summary_receipts);
+    assert_int_equal(cfg->conns[0].summary_book_minute, 5 * 60 + 30);
+    config_free(cfg);
+    /* A bare mode is the receipts'; documents is the default. */
+    assert_int_equal(load("[connection.a]\nsales_mode = documents\n", &cfg, err, sizeof err), 0);
+    assert_false(cfg->conns[0].summary_receipts);
+    config_free(cfg);
+    expect_error("[connection.a]\nsales_mode = weekly\n", 0, "sales_mode");
+    expect_error(
+        "[connection.a]\nsales_documents = receipts\nsales_mode = invoices:daily_summary\n", 0,
+        "only receipts");
+    expect_error("[connection.a]\nsales_documents = receipts\nsales_mode = daily_summary\n", 0,
+                 "sales_mode_since");
+    expect_error("[connection.a]\nsales_documents = receipts\nsales_mode = daily_summary\n"
+                 "sales_mode_since = 1 Nov\n",
+                 0, "sales_mode_since");
+    /* Orders too would book a sale twice: a receipt made of an order is in the day's figures. */
+    expect_error("[connection.a]\nsales_mode = daily_summary\nsales_mode_since = 2026-11-01\n", 0,
+                 "leave orders out");
+    expect_error("[connection.a]\nsales_documents = receipts\nsales_mode = daily_summary\n"
+                 "sales_mode_since = 2026-11-01\nsummary_book_at = 25:00\n",
+                 0, "summary_book_at");
+}
+
 static void test_missing_file(void **state)
 {
     (void)state;
@@ -166,6 +200,7 @@ int main(void)
         cmocka_unit_test(test_shipped_file_loads), cmocka_unit_test(test_defaults_and_env),
         cmocka_unit_test(test_base64_secret),      cmocka_unit_test(test_errors_name_file_line_key),
         cmocka_unit_test(test_missing_file),       cmocka_unit_test(test_print_masks_secrets),
+        cmocka_unit_test(test_sales_mode),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

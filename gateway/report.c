@@ -61,6 +61,40 @@ json_t *report_events(struct store *st, const struct event_filter *f, char *err,
     return a.out;
 }
 
+static int covered_cb(const char *name, size_t namelen, const char *value, size_t len, void *arg)
+{
+    (void)name;
+    (void)namelen;
+    json_t *v = json_loadb(value, len, 0, NULL);
+    if (v != NULL)
+        json_array_append_new(arg, v);
+    return 0;
+}
+
+/*
+ * A daily summary's event also shows what is booked for its day (the
+ * entries and the figures they add up to) and the receipts it covers (the
+ * sales flow lists each it leaves to the summary).
+ */
+static void summary_view(struct store *st, json_t *rec)
+{
+    const char *conn = json_string_value(json_object_get(rec, "connection"));
+    const char *day = json_string_value(json_object_get(rec, "entity_id"));
+    if (conn == NULL || day == NULL)
+        return;
+    char key[300];
+    snprintf(key, sizeof key, "idmap.%s.summary.%s", conn, day);
+    json_t *booked = NULL;
+    if (store_meta_get(st, key, &booked, NULL, 0) == 0)
+        json_object_set_new(rec, "booked", booked);
+    snprintf(key, sizeof key, "idmap.%s.summary.%s/", conn, day);
+    json_t *receipts = json_array();
+    if (store_meta_scan(st, key, covered_cb, receipts, NULL, 0) == 0)
+        json_object_set_new(rec, "receipts", receipts);
+    else
+        json_decref(receipts);
+}
+
 json_t *report_event(struct store *st, uint64_t id, int *rc, char *err, size_t errlen)
 {
     json_t *rec;
@@ -87,6 +121,8 @@ json_t *report_event(struct store *st, uint64_t id, int *rc, char *err, size_t e
         }
         free(raw);
     }
+    if (strcmp(json_string_value(json_object_get(rec, "entity")) ?: "", "summary") == 0)
+        summary_view(st, rec);
     return rec;
 }
 

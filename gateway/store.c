@@ -813,6 +813,40 @@ int store_meta_get(struct store *st, const char *name, json_t **out, char *err, 
     return rc;
 }
 
+struct meta_scan_arg {
+    const char *prefix;
+    store_meta_cb cb;
+    void *arg;
+};
+
+static int meta_scan_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    struct meta_scan_arg *a = arg;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->meta, &cur);
+    if (rc != 0)
+        return rc;
+    size_t n = strlen(a->prefix);
+    MDB_val k = {n, (void *)a->prefix}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < n || memcmp(k.mv_data, a->prefix, n) != 0)
+            break;
+        if (a->cb((const char *)k.mv_data, k.mv_size, (const char *)v.mv_data, v.mv_size, a->arg) !=
+            0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
+}
+
+int store_meta_scan(struct store *st, const char *prefix, store_meta_cb cb, void *arg, char *err,
+                    size_t errlen)
+{
+    struct meta_scan_arg a = {prefix, cb, arg};
+    return with_read(st, meta_scan_fn, &a, err, errlen);
+}
+
 struct due_arg {
     int64_t now_ms;
     size_t limit;

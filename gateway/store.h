@@ -120,6 +120,12 @@ int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
 int store_txn_meta_get(struct store_txn *t, const char *name, json_t **out);
 int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value);
 int store_meta_get(struct store *st, const char *name, json_t **out, char *err, size_t errlen);
+/* Every meta value whose name starts with prefix, in name order, to cb
+ * (name and value as stored, not NUL-terminated); cb returns non-zero to stop. */
+typedef int (*store_meta_cb)(const char *name, size_t namelen, const char *value, size_t len,
+                             void *arg);
+int store_meta_scan(struct store *st, const char *prefix, store_meta_cb cb, void *arg, char *err,
+                    size_t errlen);
 
 /*
  * Visit queued events due at or before now_ms, earliest first, at most limit.

@@ -667,6 +667,37 @@ static void stock_pending(struct run *r)
     stock_after_sale(r, r->skus, stock_then_skip);
 }
 
+/*
+ * From sales_mode_since on, a till receipt is booked in its day's summary
+ * (summary.c), which lists it: idmap.<c>.summary.<branch>/<day>/<receipt>
+ * -> {number, total}. True when the run ended so.
+ */
+static bool left_to_summary(struct run *r)
+{
+    struct task *t = r->t;
+    struct sale *s = r->flow;
+    const char *day = str(s->doc, "financialDate");
+    if (!t->conn->summary_receipts || day == NULL || strcmp(day, t->conn->sales_mode_since) < 0)
+        return false;
+    char branch[24], covered[160], total[MPLUS_NUM_LEN];
+    snprintf(branch, sizeof branch, "%lld",
+             (long long)json_integer_value(json_object_get(s->doc, "financialBranchNumber")));
+    snprintf(covered, sizeof covered, "%s/%s/%s", branch, day, s->mplus_id);
+    task_note(t, "receipt %s is booked in the daily summary of branch %s, financial day %s",
+              s->mplus_id, branch, day);
+    int64_t cents = 0;
+    lookup_cents_of(json_object_get(s->doc, "totalInclAmount"), &cents);
+    mplus_cents_format(cents, total, sizeof total);
+    json_t *v =
+        json_pack("{s:s, s:s}", "number", str(s->doc, "transactionString") ?: "", "total", total);
+    char key[256];
+    lookup_idmap_key(t, "summary", covered, key, sizeof key);
+    task_put_meta(t, key, v);
+    json_decref(v);
+    run_skip(r, "in the daily summary");
+    return true;
+}
+
 static void sale_begin(struct run *r)
 {
     struct task *t = r->t;
@@ -684,16 +715,8 @@ static void sale_begin(struct run *r)
             return;
         }
         s->entity = s->credit ? "RefundReceipt" : "SalesReceipt";
-        const char *day = str(doc, "financialDate");
-        if (t->conn->summary_receipts && day && strcmp(day, t->conn->sales_mode_since) >= 0) {
-            /* From the cutover on, a receipt is booked in its day's summary (summary.c). */
-            task_note(
-                t, "receipt %s is booked in the daily summary of branch %lld, financial day %s",
-                s->mplus_id,
-                (long long)json_integer_value(json_object_get(doc, "financialBranchNumber")), day);
-            run_skip(r, "in the daily summary");
+        if (left_to_summary(r))
             return;
-        }
     } else if (strcmp(s->kind, "invoice") == 0) {
         s->entity = s->credit ? "CreditMemo" : "Invoice";
     } else {

@@ -50,7 +50,7 @@ struct day {
     char id[48];     /* <branch>/<date> */
     char branch[16]; /* the branch number as text */
     char date[16];   /* YYYY-MM-DD */
-    char base[32];   /* the day's DocNumber */
+    char base[48];   /* the day's DocNumber */
     json_int_t branch_no;
     json_t *journal;  /* getJournals' journal of the day and branch, or NULL (no receipts) */
     json_t *turnover; /* getFinancialJournal's turnover groups of the branch's receipts */

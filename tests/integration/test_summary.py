@@ -14,6 +14,7 @@ refuses an entry whose debits and credits differ.
 
 import datetime
 import decimal
+import json
 import os
 import sys
 import time
@@ -162,12 +163,15 @@ class DailySummary(SalesTestCase):
         self.assertFalse([n for n in receipts_booked if n.split()[-1] in summarised])
         skipped = [e for e in self.events_of(gw, entity="receipt") if e["reason"] == "in the daily summary"]
         self.assertEqual(len(skipped), len(summarised))
-        # Each summary event says what it booked.
+        # Each summary event shows the day's figures, its entry and the receipts it covers.
         summary = self.events_of(gw, entity="summary", entity_id="1/%s" % days[0])
         shown = gw.cli_json("show", str(summary[0]["id"]), "--json")
         notes = " ".join(str(s) for s in shown.get("steps", shown.get("history", [])))
         self.assertIn("created JournalEntry", notes)
         self.assertIn("Payments CASH", notes)
+        self.assertEqual([e["doc_number"] for e in shown["booked"]["entries"]], ["MPLUS-1-%s" % days[0]])
+        self.assertEqual(sorted(r["number"] for r in shown["receipts"]),
+                         sorted(r["transactionString"] for r in made[(days[0], 1)]))
 
     def test_a_late_receipt_is_one_correcting_entry(self):
         first = [self.sale(day(3), 1, i) for i in range(3)]
@@ -210,6 +214,35 @@ class DailySummary(SalesTestCase):
         entries = self.wait_entries(1)
         self.assertEqual(entries[0]["DocNumber"], "MPLUS-1-%s" % today)
         self.assertEqual(self.events_of(gw, entity="summary", entity_id="2/%s" % today), [])
+
+    def test_the_entry_can_be_previewed(self):
+        gw = self.start_summary(day(1))
+        source = {"doc_number": "MPLUS-1-2026-11-03", "date": "2026-11-03", "branch": "1",
+                  "private_note": "Mplus daily summary: branch 1, financial day 2026-11-03", "correction": False,
+                  "lines": [{"posting": "Credit", "account": "79", "amount": "10.00", "tax_code": "5",
+                             "tax_amount": "2.10", "description": "Turnover group 1 (Dranken)"},
+                            {"posting": "Debit", "account": "35", "amount": "12.10", "tax_code": None,
+                             "tax_amount": None, "description": "Payments CASH"}],
+                  "tax_lines": [{"rate": "15", "percent": "21", "net": "10.00", "amount": "2.10"}],
+                  "total_tax": "2.10", "department": None, "class": None}
+        path = os.path.join(self.tmp, "day.json")
+        with open(path, "w") as f:
+            json.dump(source, f)
+        preview = json.loads(gw.cli("map", "--flow", "summary-to-qbo", "--input", path, "--connection",
+                                    test_sales.CONN).stdout)
+        self.assertEqual(preview, {
+            "DocNumber": "MPLUS-1-2026-11-03", "TxnDate": "2026-11-03", "PrivateNote": source["private_note"],
+            "Line": [{"DetailType": "JournalEntryLineDetail", "Amount": "10.00",
+                      "Description": "Turnover group 1 (Dranken)",
+                      "JournalEntryLineDetail": {"PostingType": "Credit", "AccountRef": {"value": "79"},
+                                                 "TaxCodeRef": {"value": "5"}, "TaxApplicableOn": "Sales",
+                                                 "TaxAmount": "2.10"}},
+                     {"DetailType": "JournalEntryLineDetail", "Amount": "12.10", "Description": "Payments CASH",
+                      "JournalEntryLineDetail": {"PostingType": "Debit", "AccountRef": {"value": "35"}}}],
+            "TxnTaxDetail": {"TotalTax": "2.10", "TaxLine": [
+                {"DetailType": "TaxLineDetail", "Amount": "2.10",
+                 "TaxLineDetail": {"TaxRateRef": {"value": "15"}, "PercentBased": True, "TaxPercent": "21",
+                                   "NetAmountTaxable": "10.00"}}]}})
 
     def test_a_day_that_does_not_balance_beyond_the_bound_is_dead_and_says_why(self):
         # Paid 5.00 less than the turnover: more than summary_rounding_max_cents.

@@ -1,5 +1,6 @@
 /*
- * server.c - the ingress and its commit pipeline.
+ * server.c - the ingress and its commit pipeline; the admin listener's
+ * requests are answered by admin.c.
  *
  * A webhook request is checked (framing, media type, signature) and turned
  * into events on the loop thread, then handed to the commit thread. That
@@ -9,6 +10,7 @@
  * fsync never stalls parsing of the next requests.
  */
 #include "server.h"
+#include "admin.h"
 #include "cdc.h"
 #include "map.h"
 #include "mplus.h"
@@ -107,6 +109,7 @@ struct server {
     struct httpd *http;
     struct evhttp *admin;
     struct evhttp_bound_socket *admin_sock;
+    struct admin *api; /* what the admin listener serves (admin.c) */
     struct event *sigterm, *sigint, *janitor, *retention;
     bool purging; /* a retention pass is under way */
     struct committer *committer;
@@ -128,39 +131,7 @@ struct server {
     int64_t drain_started_ms;
 };
 
-static void metrics_live(struct server *s, FILE *f);
-
 /* ---- helpers ---------------------------------------------------------- */
-
-static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
-{
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
-    struct evbuffer *b = evbuffer_new();
-    evbuffer_add(b, text, strlen(text));
-    evbuffer_add(b, "\n", 1);
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
-}
-
-/* Send data (may be NULL) as the body, of media type ctype. */
-static void reply_bytes(struct evhttp_request *req, int code, const char *reason, const char *ctype,
-                        const char *data, size_t len)
-{
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
-    struct evbuffer *b = evbuffer_new();
-    if (data != NULL)
-        evbuffer_add(b, data, len);
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
-}
-
-static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
-{
-    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    reply_bytes(req, code, reason, "application/json", text, text ? strlen(text) : 0);
-    free(text);
-}
 
 /*
  * Who sent a request, for the logs: the TCP peer, unless that is one of
@@ -759,245 +730,6 @@ static void handle_mplus(struct server *s, struct httpd_req *req, const char *re
     submit(s, r);
 }
 
-/* ---- admin API ------------------------------------------------------------ */
-
-static bool admin_authorised(struct server *s, struct evhttp_request *req)
-{
-    const char *tok = s->cfg->admin_token;
-    const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (tok == NULL || tok[0] == '\0' || auth == NULL || strncmp(auth, "Bearer ", 7) != 0)
-        return false;
-    return sig_token_equal(auth + 7, tok);
-}
-
-static const char *query_param(struct evhttp_request *req, struct evkeyvalq *q, const char *name)
-{
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    if (TAILQ_EMPTY(q) && query != NULL)
-        evhttp_parse_query_str(query, q);
-    return evhttp_find_header(q, name);
-}
-
-static void oauth_callback_done(const struct qbo_result *r, void *arg)
-{
-    struct evhttp_request *req = arg;
-    if (r->kind == QBO_OK)
-        reply_text(req, 200, "OK", "QuickBooks is connected. You can close this page.");
-    else
-        reply_text(req, 502, "Bad Gateway", r->error);
-}
-
-/* Intuit sends the browser back here: no bearer token, but the state we
- * issued (single use, expiring) vouches for the request. */
-static void handle_oauth_callback(struct server *s, struct evhttp_request *req)
-{
-    struct evkeyvalq q;
-    TAILQ_INIT(&q);
-    const char *err = query_param(req, &q, "error");
-    if (err != NULL) {
-        reply_text(req, 400, "Bad Request", "QuickBooks did not authorise the connection");
-    } else {
-        int rc = qbo_authorize_callback(s->clients.qbo, query_param(req, &q, "state"),
-                                        query_param(req, &q, "code"),
-                                        query_param(req, &q, "realmId"), oauth_callback_done, req);
-        if (rc == -1)
-            reply_text(req, 400, "Bad Request",
-                       "unknown or expired state: start again from /oauth/quickbooks/connect");
-        else if (rc == -2)
-            reply_text(req, 400, "Bad Request",
-                       "the company (realmId) is not the one configured for this connection");
-        else if (rc != 0)
-            reply_text(req, 503, "Service Unavailable", "could not reach the token endpoint");
-    }
-    evhttp_clear_headers(&q);
-}
-
-static void reply_replay(struct server *s, struct evhttp_request *req,
-                         const struct replay_filter *f)
-{
-    char err[GW_ERR_LEN];
-    json_t *ids;
-    int rc = replay_run(s->st, f, &ids, err, sizeof err);
-    if (rc == STORE_ENOTFOUND) {
-        reply_text(req, 404, "Not Found", "no such event");
-        return;
-    }
-    if (rc != 0) {
-        reply_text(req, 409, "Conflict", err);
-        return;
-    }
-    json_t *o = json_pack("{s:o, s:b}", f->dry_run ? "would_replay" : "replayed", ids, "dry_run",
-                          f->dry_run);
-    reply_json(req, 200, "OK", o);
-    json_decref(o);
-    if (!f->dry_run)
-        dispatch_kick(s->dispatcher);
-}
-
-static void handle_admin(struct server *s, struct evhttp_request *req, const char *path)
-{
-    char err[GW_ERR_LEN];
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    evhttp_add_header(out, "Content-Security-Policy", DASHBOARD_CSP);
-    evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
-    evhttp_add_header(out, "X-Frame-Options", "DENY");
-    evhttp_add_header(out, "Referrer-Policy", "no-referrer");
-    evhttp_add_header(out, "Cache-Control", "no-store");
-    /* The dashboard's own files hold no data: the page asks the API for it
-     * with the token, so a browser can open it without a header. */
-    const struct dashboard_asset *asset =
-        evhttp_request_get_command(req) == EVHTTP_REQ_GET ? dashboard_asset(path) : NULL;
-    if (asset != NULL) {
-        reply_bytes(req, 200, "OK", asset->content_type, (const char *)asset->data, asset->len);
-        return;
-    }
-    if (strcmp(path, "/healthz") == 0) {
-        reply_text(req, 200, "OK", "ok");
-        return;
-    }
-    if (strcmp(path, "/oauth/quickbooks/callback") == 0) {
-        handle_oauth_callback(s, req);
-        return;
-    }
-    if (!admin_authorised(s, req)) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-                          "Bearer realm=\"gateway admin\"");
-        reply_text(req, 401, "Unauthorized", "admin API needs Authorization: Bearer <admin_token>");
-        return;
-    }
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    if (cmd == EVHTTP_REQ_POST) {
-        struct replay_filter f = {0};
-        struct evkeyvalq q;
-        TAILQ_INIT(&q);
-        const char *v = query_param(req, &q, "dry_run");
-        f.dry_run = v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
-        size_t n = strlen(path);
-        if (strncmp(path, "/api/events/", 12) == 0 && n > 19 &&
-            strcmp(path + n - 7, "/replay") == 0) {
-            char idtext[32];
-            snprintf(idtext, sizeof idtext, "%.*s", (int)(n - 19), path + 12);
-            if (!gw_strtou64(idtext, &f.event_id) || f.event_id == 0)
-                reply_text(req, 404, "Not Found", "no such event");
-            else
-                reply_replay(s, req, &f);
-        } else if (strcmp(path, "/api/replay") == 0) {
-            f.source = query_param(req, &q, "source");
-            f.entity = query_param(req, &q, "entity");
-            f.connection = query_param(req, &q, "connection");
-            const char *since = query_param(req, &q, "since");
-            const char *until = query_param(req, &q, "until");
-            if ((since && !gw_ts_parse(since, &f.since_ms)) ||
-                (until && !gw_ts_parse(until, &f.until_ms)))
-                reply_text(req, 400, "Bad Request", "since/until: expected ISO-8601 timestamps");
-            else
-                reply_replay(s, req, &f);
-        } else {
-            reply_text(req, 404, "Not Found", "not found");
-        }
-        evhttp_clear_headers(&q);
-        return;
-    }
-    if (cmd != EVHTTP_REQ_GET) {
-        reply_text(req, 405, "Method Not Allowed", "use GET or POST");
-        return;
-    }
-    if (strcmp(path, "/oauth/quickbooks/connect") == 0) {
-        struct evkeyvalq q;
-        TAILQ_INIT(&q);
-        const char *name = query_param(req, &q, "connection");
-        const struct gw_connection *c = name ? config_connection(s->cfg, name) : NULL;
-        char *url = c ? qbo_authorize_url(s->clients.qbo, c) : NULL;
-        evhttp_clear_headers(&q);
-        if (url == NULL) {
-            reply_text(req, 404, "Not Found", "connect?connection=NAME names no connection");
-            return;
-        }
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Location", url);
-        reply_text(req, 302, "Found", url);
-        free(url);
-        return;
-    }
-    if (strcmp(path, "/metrics") == 0) {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        metrics_render(f);
-        uint64_t counts[GW_STATE_COUNT];
-        if (store_counts(s->st, counts, NULL, 0) == 0) {
-            fprintf(f, "# HELP gateway_events Events in the store by state.\n"
-                       "# TYPE gateway_events gauge\n");
-            for (int i = 0; i < GW_STATE_COUNT; i++)
-                fprintf(f, "gateway_events{state=\"%s\"} %llu\n", event_state_name(i),
-                        (unsigned long long)counts[i]);
-        }
-        int64_t oldest = 0;
-        store_oldest_queued(s->st, &oldest, NULL, 0);
-        fprintf(f,
-                "# HELP gateway_oldest_pending_seconds Age of the oldest queued event.\n"
-                "# TYPE gateway_oldest_pending_seconds gauge\n"
-                "gateway_oldest_pending_seconds %.3f\n",
-                oldest > 0 ? (gw_now_ms() - oldest) / 1000.0 : 0.0);
-        metrics_live(s, f);
-        fclose(f);
-        reply_bytes(req, 200, "OK", "text/plain; version=0.0.4", text, len);
-        free(text);
-        return;
-    }
-    if (strcmp(path, "/api/status") == 0) {
-        json_t *o = report_status(s->st, s->cfg, (int64_t)inbox_pending(s->inbox), err, sizeof err);
-        if (o == NULL) {
-            reply_text(req, 503, "Service Unavailable", err);
-            return;
-        }
-        reply_json(req, 200, "OK", o);
-        json_decref(o);
-        return;
-    }
-    if (strcmp(path, "/api/events") == 0) {
-        struct event_filter f = {-1, NULL, NULL, NULL, 100};
-        struct evkeyvalq q;
-        const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-        TAILQ_INIT(&q);
-        if (query != NULL)
-            evhttp_parse_query_str(query, &q);
-        const char *v;
-        if ((v = evhttp_find_header(&q, "state")) != NULL)
-            f.state = event_state_parse(v);
-        f.source = evhttp_find_header(&q, "source");
-        f.connection = evhttp_find_header(&q, "connection");
-        f.entity = evhttp_find_header(&q, "entity");
-        int64_t lim;
-        if ((v = evhttp_find_header(&q, "limit")) != NULL && gw_strtoi64(v, &lim) && lim >= 0)
-            f.limit = (long)lim;
-        json_t *a = (f.state == -1 && evhttp_find_header(&q, "state") != NULL)
-                        ? json_array()
-                        : report_events(s->st, &f, err, sizeof err);
-        evhttp_clear_headers(&q);
-        if (a == NULL) {
-            reply_text(req, 503, "Service Unavailable", err);
-            return;
-        }
-        reply_json(req, 200, "OK", a);
-        json_decref(a);
-        return;
-    }
-    if (strncmp(path, "/api/events/", 12) == 0) {
-        uint64_t id;
-        int rc;
-        json_t *o =
-            gw_strtou64(path + 12, &id) ? report_event(s->st, id, &rc, err, sizeof err) : NULL;
-        if (o == NULL) {
-            reply_text(req, 404, "Not Found", "no such event");
-            return;
-        }
-        reply_json(req, 200, "OK", o);
-        json_decref(o);
-        return;
-    }
-    reply_text(req, 404, "Not Found", "not found");
-}
-
 /* ---- routing -------------------------------------------------------------- */
 
 static void public_cb(struct httpd_req *req, void *arg)
@@ -1016,8 +748,8 @@ static void public_cb(struct httpd_req *req, void *arg)
 
 static void admin_cb(struct evhttp_request *req, void *arg)
 {
-    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-    handle_admin(arg, req, path ? path : "");
+    struct server *s = arg;
+    admin_handle(s->api, req);
 }
 
 /* ---- lifecycle ------------------------------------------------------------ */
@@ -1188,58 +920,6 @@ static struct evhttp *make_http(struct server *s, const char *addr,
 
 /* Gauges of the daemon's live view: per connection, the open alerts, the
  * inbox and the store. */
-static void metrics_live(struct server *s, FILE *f)
-{
-    static const struct {
-        const char *name, *help;
-    } gauges[] = {
-        {"gateway_connection_authorised", "1 while QuickBooks accepts the connection's tokens."},
-        {"gateway_circuit_open", "1 while the connection's circuit breaker is open."},
-        {"gateway_mplus_login_refused", "1 while Mplus refuses the connection's login."},
-    };
-    for (size_t g = 0; g < sizeof gauges / sizeof gauges[0]; g++) {
-        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n", gauges[g].name, gauges[g].help,
-                gauges[g].name);
-        for (size_t i = 0; i < s->cfg->nconns; i++) {
-            const char *name = s->cfg->conns[i].name;
-            json_t *l = json_object_get(s->live, name);
-            const char *circuit = json_string_value(json_object_get(l, "circuit"));
-            bool v = g == 0   ? json_is_true(json_object_get(l, "authorised"))
-                     : g == 1 ? circuit != NULL && strcmp(circuit, "open") == 0
-                              : json_object_get(l, "mplus_login_refused_until") != NULL ||
-                                    json_is_true(json_object_get(l, "mplus_login_refused"));
-            fprintf(f, "%s{connection=\"%s\"} %d\n", gauges[g].name, name, v);
-        }
-    }
-    fputs("# HELP gateway_alert_open 1 for each condition that needs a person (see status).\n"
-          "# TYPE gateway_alert_open gauge\n",
-          f);
-    json_t *open = s->alerts ? alerts_open(s->alerts) : json_array();
-    size_t i;
-    json_t *a;
-    json_array_foreach(open, i, a)
-    {
-        fprintf(f, "gateway_alert_open{connection=\"%s\",condition=\"%s\"} 1\n",
-                json_string_value(json_object_get(a, "connection")),
-                json_string_value(json_object_get(a, "condition")));
-    }
-    json_decref(open);
-    char err[256];
-    json_t *st = report_status(s->st, s->cfg, (int64_t)inbox_pending(s->inbox), err, sizeof err);
-    fprintf(f,
-            "# HELP gateway_inbox_depth Webhooks accepted in a burst, not yet events.\n"
-            "# TYPE gateway_inbox_depth gauge\ngateway_inbox_depth %lld\n"
-            "# HELP gateway_store_map_bytes Size of the store's memory map.\n"
-            "# TYPE gateway_store_map_bytes gauge\ngateway_store_map_bytes %zu\n"
-            "# HELP gateway_store_used_bytes Bytes of the map that hold pages.\n"
-            "# TYPE gateway_store_used_bytes gauge\ngateway_store_used_bytes %zu\n"
-            "# HELP gateway_store_map_max_bytes The largest the map may grow to (map_max_mb).\n"
-            "# TYPE gateway_store_map_max_bytes gauge\ngateway_store_map_max_bytes %zu\n",
-            (long long)json_integer_value(json_object_get(st, "inbox")), store_map_size(s->st),
-            store_used_bytes(s->st), (size_t)s->cfg->map_max_mb << 20);
-    json_decref(st);
-}
-
 /* The daemon's live view of each connection, kept in the store so `gateway
  * status` in another process shows it too. Written when it changes. */
 struct status_job {
@@ -1359,7 +1039,10 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     }
     log_info("listening on %s", cfg->listen);
     if (cfg->admin_listen[0] != '\0') {
-        s->admin = make_http(s, cfg->admin_listen, admin_cb, &s->admin_sock);
+        struct admin_deps deps = {cfg,       st,         &s->clients, s->dispatcher,
+                                  &s->inbox, &s->alerts, &s->live};
+        s->api = admin_new(&deps);
+        s->admin = s->api ? make_http(s, cfg->admin_listen, admin_cb, &s->admin_sock) : NULL;
         if (s->admin == NULL)
             goto out;
     }
@@ -1412,6 +1095,7 @@ out:
     httpd_free(s->http);
     if (s->admin)
         evhttp_free(s->admin);
+    admin_free(s->api);
     if (s->dispatcher)
         dispatch_drain(s->dispatcher);
     committer_stop(s->committer);

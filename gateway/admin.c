@@ -15,6 +15,7 @@
 #include "inbox.h"
 #include "metrics.h"
 #include "qbo.h"
+#include "reconcile.h"
 #include "replay.h"
 #include "report.h"
 #include "sig.h"
@@ -153,6 +154,68 @@ static void reply_replay(struct admin *s, struct evhttp_request *req, const stru
         dispatch_kick(s->d.dispatcher);
 }
 
+/* A request answered later (reconcile): forgotten when its client goes away first. */
+struct later {
+    struct evhttp_request *req;
+    bool gone;
+};
+
+static void later_gone(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    ((struct later *)arg)->gone = true;
+}
+
+static void reconciled(json_t *report, const char *error, void *arg)
+{
+    struct later *l = arg;
+    if (!l->gone) {
+        evhttp_connection_set_closecb(evhttp_request_get_connection(l->req), NULL, NULL);
+        if (report != NULL)
+            reply_json(l->req, 200, "OK", report);
+        else
+            reply_text(l->req, 502, "Bad Gateway", error);
+    }
+    free(l);
+}
+
+/* A financial day, YYYY-MM-DD. */
+static bool day_ok(const char *s)
+{
+    int y, m, d;
+    char tail;
+    return s != NULL && strlen(s) == 10 && sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) == 3 &&
+           m >= 1 && m <= 12 && d >= 1 && d <= 31 && s[4] == '-' && s[7] == '-';
+}
+
+/* GET /api/reconcile?connection=C&from=YYYY-MM-DD&to=YYYY-MM-DD */
+static void handle_reconcile(struct admin *s, struct evhttp_request *req)
+{
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    const char *name = query_param(req, &q, "connection");
+    const char *from = query_param(req, &q, "from");
+    const char *to = query_param(req, &q, "to");
+    const struct gw_connection *c = name ? config_connection(s->d.cfg, name) : NULL;
+    struct later *l = NULL;
+    if (c == NULL) {
+        reply_text(req, 404, "Not Found", "reconcile?connection=NAME names no connection");
+    } else if (!day_ok(from) || !day_ok(to) || strcmp(from, to) > 0) {
+        reply_text(req, 400, "Bad Request", "from and to: financial days YYYY-MM-DD, from <= to");
+    } else if ((l = calloc(1, sizeof *l)) == NULL) {
+        reply_text(req, 503, "Service Unavailable", "out of memory");
+    } else {
+        l->req = req;
+        evhttp_connection_set_closecb(evhttp_request_get_connection(req), later_gone, l);
+        if (reconcile_start(s->d.clients, c, from, to, reconciled, l) != 0) {
+            evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+            free(l);
+            reply_text(req, 503, "Service Unavailable", "out of memory");
+        }
+    }
+    evhttp_clear_headers(&q);
+}
+
 void admin_handle(struct admin *s, struct evhttp_request *req)
 {
     const char *uri_path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -263,6 +326,10 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
         fclose(f);
         reply_bytes(req, 200, "OK", "text/plain; version=0.0.4", text, len);
         free(text);
+        return;
+    }
+    if (strcmp(path, "/api/reconcile") == 0) {
+        handle_reconcile(s, req);
         return;
     }
     if (strcmp(path, "/api/status") == 0) {

@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 #include "config.h"
+#include "http.h"
 #include "log.h"
 #include "map.h"
 #include "qbo.h"
@@ -14,6 +15,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <curl/curl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -21,8 +23,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE   2
+#define EXIT_RUNTIME     1
+#define EXIT_USAGE       2
+#define EXIT_UNAVAILABLE 3 /* reconcile: the daemon, Mplus or QuickBooks did not answer */
 
 static const char usage_text[] =
     "usage: gateway [-c FILE] COMMAND [OPTIONS]\n"
@@ -42,6 +45,10 @@ static const char usage_text[] =
     "  check-config                validate the config and the mappings; print it, secrets masked\n"
     "  tokens CONNECTION --refresh-token TOKEN\n"
     "                              import a QuickBooks refresh token for a connection\n"
+    "  reconcile --connection C --from DATE --to DATE [--json]\n"
+    "                              Mplus's day figures next to what QuickBooks holds, per\n"
+    "                              financial day; exit 0 when every day matches to the cent,\n"
+    "                              1 when one does not, 3 when the daemon could not tell\n"
     "  map --flow FLOW --input FILE [--connection C]\n"
     "                              run a mapping on a sample and print the result; FLOW is\n"
     "                              customers-to-qbo, customers-to-mplus, sales-to-qbo,\n"
@@ -98,6 +105,8 @@ enum {
     OPT_REFRESH_TOKEN,
     OPT_FLOW,
     OPT_INPUT,
+    OPT_FROM,
+    OPT_TO,
 };
 
 static const struct option long_opts[] = {
@@ -116,6 +125,8 @@ static const struct option long_opts[] = {
     {"refresh-token", required_argument, NULL, OPT_REFRESH_TOKEN},
     {"flow", required_argument, NULL, OPT_FLOW},
     {"input", required_argument, NULL, OPT_INPUT},
+    {"from", required_argument, NULL, OPT_FROM},
+    {"to", required_argument, NULL, OPT_TO},
     {NULL, 0, NULL, 0},
 };
 
@@ -129,6 +140,7 @@ struct opts {
     int64_t since_ms, until_ms;
     const char *refresh_token;
     const char *flow, *input;
+    const char *from, *to;
 };
 
 /* A point in time: ISO-8601 with a zone, or a date (midnight UTC). */
@@ -217,6 +229,12 @@ static int parse_opts(int argc, char **argv, const int *allowed, struct opts *o)
             break;
         case OPT_INPUT:
             o->input = optarg;
+            break;
+        case OPT_FROM:
+            o->from = optarg;
+            break;
+        case OPT_TO:
+            o->to = optarg;
             break;
         }
     }
@@ -532,6 +550,140 @@ static int cmd_map(const struct gw_config *cfg, int argc, char **argv)
     return 0;
 }
 
+static size_t collect(char *data, size_t size, size_t n, void *arg)
+{
+    struct {
+        char *buf;
+        size_t len;
+    } *b = arg;
+    size_t add = size * n;
+    if (b->len + add > (64u << 20))
+        return 0; /* more than any report */
+    char *grown = realloc(b->buf, b->len + add + 1);
+    if (grown == NULL)
+        return 0;
+    memcpy(grown + b->len, data, add);
+    b->buf = grown;
+    b->len += add;
+    b->buf[b->len] = '\0';
+    return add;
+}
+
+/*
+ * GET path of the running daemon's admin API (admin_listen, admin_token).
+ * Reconcile asks the daemon: it holds the connection's QuickBooks tokens
+ * (a second process refreshing them would race it) and its rate limits.
+ * The answer's status in *status, its body (new string) in *body.
+ */
+static int admin_get(const struct gw_config *cfg, const char *path, long *status, char **body)
+{
+    if (cfg->admin_listen == NULL || cfg->admin_listen[0] == '\0') {
+        fprintf(stderr, "gateway: this asks the running daemon, and admin_listen is not set\n");
+        return -1;
+    }
+    struct {
+        char *buf;
+        size_t len;
+    } b = {NULL, 0};
+    char url[1024], auth[600];
+    snprintf(url, sizeof url, "http://%s%s", cfg->admin_listen, path);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->admin_token ?: "");
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdrs = curl_slist_append(NULL, auth);
+    CURLcode rc = CURLE_FAILED_INIT;
+    if (h != NULL && hdrs != NULL) {
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, 900L);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        rc = curl_easy_perform(h);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "gateway: the daemon at %s did not answer: %s (is it running?)\n",
+                cfg->admin_listen, curl_easy_strerror(rc));
+        free(b.buf);
+        return -1;
+    }
+    *body = b.buf ? b.buf : strdup("");
+    return 0;
+}
+
+static void print_day(json_t *day)
+{
+    printf("%s  %s  Mplus %s (excl %s)  QuickBooks %s (excl %s)  difference %s\n",
+           json_string_value(json_object_get(day, "date")),
+           json_is_true(json_object_get(day, "ok")) ? "ok      " : "MISMATCH",
+           str(json_object_get(day, "mplus"), "incl"), str(json_object_get(day, "mplus"), "excl"),
+           str(json_object_get(day, "quickbooks"), "incl"),
+           str(json_object_get(day, "quickbooks"), "excl"),
+           str(json_object_get(day, "difference"), "incl"));
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(json_object_get(day, "difference"), "vat"), k, v)
+        printf("      VAT %s%%: difference %s\n", k, json_string_value(v));
+    static const char *const lists[] = {"missing", "twice", "differs", "unknown"};
+    for (size_t l = 0; l < 4; l++) {
+        size_t i;
+        json_t *d;
+        json_array_foreach(json_object_get(day, lists[l]), i, d)
+        {
+            char *s = json_dumps(d, JSON_COMPACT);
+            printf("      %-8s %s\n", lists[l], s ? s : "");
+            free(s);
+        }
+    }
+}
+
+static int cmd_reconcile(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_CONNECTION, OPT_FROM, OPT_TO, OPT_JSON, 0};
+    struct opts o = {0};
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    if (optind != argc || o.filter.connection == NULL || o.from == NULL || o.to == NULL)
+        return usage("reconcile: expected --connection C --from YYYY-MM-DD --to YYYY-MM-DD");
+    if (config_connection(cfg, o.filter.connection) == NULL) {
+        fprintf(stderr, "gateway: reconcile: no [connection.%s] in %s\n", o.filter.connection,
+                cfg->file);
+        return EXIT_USAGE;
+    }
+    char *c = http_escape(o.filter.connection), *f = http_escape(o.from), *t = http_escape(o.to);
+    char path[512];
+    snprintf(path, sizeof path, "/api/reconcile?connection=%s&from=%s&to=%s", c, f, t);
+    free(c);
+    free(f);
+    free(t);
+    long status = 0;
+    char *body = NULL;
+    if (admin_get(cfg, path, &status, &body) != 0)
+        return EXIT_UNAVAILABLE;
+    json_t *report = status == 200 ? json_loads(body, 0, NULL) : NULL;
+    if (report == NULL) {
+        fprintf(stderr, "gateway: reconcile: %s", body);
+        free(body);
+        return status == 400 || status == 404 ? EXIT_USAGE : EXIT_UNAVAILABLE;
+    }
+    free(body);
+    bool ok = json_is_true(json_object_get(report, "ok"));
+    if (o.json) {
+        print_json(report);
+    } else {
+        size_t i;
+        json_t *day;
+        json_array_foreach(json_object_get(report, "days"), i, day) print_day(day);
+        printf("%s: %s from %s to %s\n", o.filter.connection,
+               ok ? "every day matches" : "days do not match", o.from, o.to);
+    }
+    json_decref(report);
+    return ok ? 0 : EXIT_RUNTIME;
+}
+
 static const struct flow *extra_flows;
 
 void cli_set_extra_flows(const struct flow *flows)
@@ -565,7 +717,7 @@ int cli_main(int argc, char **argv)
     char **cargv = argv + i;
 
     static const char *const known[] = {"serve",  "events",       "show",   "status", "purge",
-                                        "replay", "check-config", "tokens", "map"};
+                                        "replay", "check-config", "tokens", "map",    "reconcile"};
     bool ok = false;
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         ok |= strcmp(cmd, known[k]) == 0;
@@ -626,6 +778,8 @@ int cli_main(int argc, char **argv)
         rc = cmd_tokens(cfg, cargc, cargv);
     } else if (strcmp(cmd, "map") == 0) {
         rc = cmd_map(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "reconcile") == 0) {
+        rc = cmd_reconcile(cfg, cargc, cargv);
     } else {
         rc = cmd_purge(cfg, cargc, cargv);
     }

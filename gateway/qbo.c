@@ -10,6 +10,7 @@
 #include "qbo.h"
 #include "log.h"
 #include "metrics.h"
+#include "mplus.h"
 #include "sig.h"
 #include "util.h"
 
@@ -795,6 +796,26 @@ void qbo_exact_numbers(char *text)
         }
     }
     *w = '\0';
+}
+
+bool qbo_cents_of(json_t *v, int64_t *cents)
+{
+    char text[64], err[128];
+    if (json_is_integer(v))
+        snprintf(text, sizeof text, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(text, sizeof text, "%.15g", json_real_value(v));
+    else if (json_is_string(v))
+        gw_strlcpy(text, json_string_value(v), sizeof text);
+    else
+        return false;
+    return mplus_cents_parse(text, cents, err, sizeof err) == 0;
+}
+
+int64_t qbo_cents_field(json_t *o, const char *k)
+{
+    int64_t v = 0;
+    return qbo_cents_of(json_object_get(o, k), &v) ? v : 0;
 }
 
 static char *dump_body(json_t *obj)

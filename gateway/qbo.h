@@ -80,6 +80,16 @@ void qbo_exact_numbers(char *text);
 int qbo_cdc(struct qbo *q, const struct gw_connection *c, const char *entities,
             const char *changed_since, qbo_cb cb, void *arg);
 
+/*
+ * Cents of a QuickBooks amount as an answer holds it (a JSON number, parsed
+ * as a double that keeps the answer's at most 15 significant digits, so its
+ * shortest text is the answer's own), or of decimal text. False when it is
+ * not money.
+ */
+bool qbo_cents_of(json_t *v, int64_t *cents);
+/* The same of member k of o; 0 when absent or not money. */
+int64_t qbo_cents_field(json_t *o, const char *k);
+
 /* The rows of a query answer: QueryResponse.<entity> (borrowed), or NULL. */
 json_t *qbo_rows(json_t *body, const char *entity);
 

@@ -146,12 +146,6 @@ const char *lookup_tax_zero(const struct task *t);
 /* Read them again at the next lookup_tax_table (a TaxCode made since). */
 void lookup_tax_forget(const struct task *t);
 
-/* Cents of a QuickBooks amount as its answer holds it (a JSON number, parsed
- * as a double that keeps the answer's at most 15 significant digits, so its
- * shortest text is the answer's own), or of decimal text. False when it is
- * not money. */
-bool lookup_cents_of(json_t *v, int64_t *cents);
-
 /* A value of one of the connection's tables ("sales_deposit_accounts", key)
  * (borrowed), or NULL. */
 const char *lookup_table(struct run *r, const char *name, const char *key);

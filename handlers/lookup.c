@@ -1180,20 +1180,6 @@ void lookup_tax_table(struct run *r, step_fn then)
     task_qbo_query(r->t, "select * from TaxRate MAXRESULTS 1000", tax_rates_read, l);
 }
 
-bool lookup_cents_of(json_t *v, int64_t *cents)
-{
-    char text[64], err[128];
-    if (json_is_integer(v))
-        snprintf(text, sizeof text, "%lld", (long long)json_integer_value(v));
-    else if (json_is_real(v))
-        snprintf(text, sizeof text, "%.15g", json_real_value(v));
-    else if (json_is_string(v))
-        gw_strlcpy(text, json_string_value(v), sizeof text);
-    else
-        return false;
-    return mplus_cents_parse(text, cents, err, sizeof err) == 0;
-}
-
 /* ---- the connection's tables -------------------------------------------------- */
 
 const char *lookup_table(struct run *r, const char *name, const char *key)

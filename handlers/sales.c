@@ -686,7 +686,7 @@ static bool left_to_summary(struct run *r)
     task_note(t, "receipt %s is booked in the daily summary of branch %s, financial day %s",
               s->mplus_id, branch, day);
     int64_t cents = 0;
-    lookup_cents_of(json_object_get(s->doc, "totalInclAmount"), &cents);
+    qbo_cents_of(json_object_get(s->doc, "totalInclAmount"), &cents);
     mplus_cents_format(cents, total, sizeof total);
     json_t *v =
         json_pack("{s:s, s:s}", "number", str(s->doc, "transactionString") ?: "", "total", total);

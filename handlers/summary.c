@@ -76,13 +76,6 @@ static const char *str(json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
-/* Cents of a money field of an Mplus answer (decimal text); 0 when absent. */
-static int64_t cents_of(json_t *o, const char *k)
-{
-    int64_t v = 0;
-    return lookup_cents_of(json_object_get(o, k), &v) ? v : 0;
-}
-
 /* Add net and tax to the figure of (account, tax code), made when absent. */
 static void add_figure(json_t *figs, const char *account, const char *tax_code, int64_t net,
                        int64_t tax, const char *text)
@@ -154,7 +147,7 @@ static int64_t journal_turnover(json_t *journal, json_int_t number)
     json_array_foreach(json_object_get(journal, "turnoverGroupList"), i, g)
     {
         if (json_integer_value(json_object_get(g, "turnoverGroup")) == number)
-            return cents_of(g, "exclAmount");
+            return qbo_cents_field(g, "exclAmount");
     }
     return 0;
 }
@@ -167,7 +160,7 @@ static void add_vat(json_t *vat, json_t *group, int sign)
              (long long)json_integer_value(json_object_get(group, "vatCode")));
     json_object_set_new(vat, code,
                         json_integer(json_integer_value(json_object_get(vat, code)) +
-                                     sign * cents_of(group, "vatAmount")));
+                                     sign * qbo_cents_field(group, "vatAmount")));
 }
 
 /* Both answers describe the same day: turnover per group, and the VAT per code. */
@@ -180,7 +173,7 @@ static bool answers_agree(struct day *d, char *why, size_t whylen)
     json_array_foreach(d->turnover, i, g)
     {
         json_int_t number = json_integer_value(json_object_get(g, "financialGroupNumber"));
-        int64_t excl = cents_of(g, "exclAmount");
+        int64_t excl = qbo_cents_field(g, "exclAmount");
         groups++;
         if (excl != journal_turnover(d->journal, number)) {
             snprintf(why, whylen, "turnover group %lld", (long long)number);
@@ -280,9 +273,9 @@ static void booked_read(const struct qbo_result *res, void *arg)
                 continue;
             int sign = strcmp(str(det, "PostingType") ?: "", "Credit") == 0 ? 1 : -1;
             int64_t net = 0, tax = 0;
-            if (!lookup_cents_of(json_object_get(line, "Amount"), &net) ||
+            if (!qbo_cents_of(json_object_get(line, "Amount"), &net) ||
                 (json_object_get(det, "TaxAmount") &&
-                 !lookup_cents_of(json_object_get(det, "TaxAmount"), &tax))) {
+                 !qbo_cents_of(json_object_get(det, "TaxAmount"), &tax))) {
                 run_fail(r, OUTCOME_DEAD, "unreadable entry",
                          "JournalEntry %s (%s) has an amount that is not money", str(e, "Id"),
                          str(e, "DocNumber"));
@@ -342,7 +335,7 @@ static bool day_figures(struct run *r)
         }
         json_array_foreach(json_object_get(g, "vatGroupList"), k, v)
         {
-            int64_t excl = cents_of(v, "exclAmount"), vat = cents_of(v, "vatAmount");
+            int64_t excl = qbo_cents_field(v, "exclAmount"), vat = qbo_cents_field(v, "vatAmount");
             if (tax_account) {
                 add_figure(d->fresh, account, NULL, excl, 0, text);
                 add_figure(d->fresh, tax_account, NULL, vat, 0, "VAT");
@@ -362,7 +355,7 @@ static bool day_figures(struct run *r)
     json_array_foreach(json_object_get(d->journal, "paymentList"), i, v)
     {
         const char *method = str(v, "method") ?: "";
-        int64_t amount = cents_of(v, "amount");
+        int64_t amount = qbo_cents_field(v, "amount");
         const char *account = lookup_table(r, "sales_deposit_accounts", method)
                                   ?: lookup_table(r, "sales_deposit_accounts", "*");
         if (account == NULL) {

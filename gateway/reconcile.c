@@ -1,0 +1,534 @@
+/*
+ * reconcile.c - is everything in QuickBooks, and only once?
+ *
+ * For one connection and a range of financial days: Mplus's own day figures
+ * (getJournals of receipts and invoices: turnover excl. VAT and VAT per rate,
+ * incl. = their sum) next to what QuickBooks holds for those days, read back
+ * from QuickBooks (never from the store): the SalesReceipts, RefundReceipts,
+ * Invoices and CreditMemos the gateway booked (DocNumber the Mplus
+ * transaction number, or PrivateNote "Mplus <kind> <id>") and the daily
+ * summaries (JournalEntries MPLUS-...). Per day the difference, and the
+ * documents that explain it: in Mplus but not in QuickBooks (missing), in
+ * QuickBooks more than once (twice), booked with another total (differs).
+ * Receipts in the daily summary are checked as the day's total only.
+ *
+ * Steps: getJournals -> getReceipts, getInvoices (pages by sync marker,
+ * without lines) -> one query per QuickBooks type (pages of 1000) -> the
+ * report. Runs in the daemon, which holds the connection's tokens.
+ */
+#include "reconcile.h"
+#include "clients.h"
+#include "map.h"
+#include "mplus.h"
+#include "qbo.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MPLUS_PAGE 500
+#define QBO_PAGE   1000
+
+/* The QuickBooks documents the gateway books, and the sign of their totals. */
+static const struct {
+    const char *entity;
+    int sign;
+} qbo_types[] = {
+    {"SalesReceipt", 1}, {"Invoice", 1},      {"RefundReceipt", -1},
+    {"CreditMemo", -1},  {"JournalEntry", 1},
+};
+#define NTYPES (sizeof qbo_types / sizeof qbo_types[0])
+
+/* The Mplus documents the sales flow books one by one. */
+static const struct {
+    const char *kind, *op;
+} mplus_kinds[] = {{"receipt", "getReceipts"}, {"invoice", "getInvoices"}};
+
+struct job {
+    struct gw_clients *clients;
+    const struct gw_connection *c;
+    char from[16], to[16];
+    reconcile_cb cb;
+    void *arg;
+    json_t *days;   /* date -> {mplus: {excl, vat: {pct: cents}}, quickbooks: ..., ...} */
+    json_t *docs;   /* Mplus documents: [{kind, id, number, date, total, summary}] */
+    json_t *booked; /* QuickBooks documents: [{entity, id, doc_number, note, date, total, ...}] */
+    size_t kind_at, type_at;
+    int64_t marker;
+    long start;
+};
+
+static void job_end(struct job *j, json_t *report, const char *error)
+{
+    j->cb(report, error, j->arg);
+    json_decref(report);
+    json_decref(j->days);
+    json_decref(j->docs);
+    json_decref(j->booked);
+    free(j);
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+/* A percentage as text: 21 for 21, 21.0 or "21", 5.5 for 5.5. */
+static void percent_text(json_t *v, char *out, size_t len)
+{
+    if (json_is_integer(v))
+        snprintf(out, len, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v))
+        snprintf(out, len, "%.6g", json_real_value(v));
+    else
+        snprintf(out, len, "%s", json_is_string(v) ? json_string_value(v) : "?");
+}
+
+static void add(json_t *o, const char *k, int64_t v)
+{
+    json_object_set_new(o, k, json_integer(json_integer_value(json_object_get(o, k)) + v));
+}
+
+/* The figures of one side of a day: {excl, vat: {pct: cents}, documents}. */
+static json_t *side(struct job *j, const char *date, const char *which)
+{
+    json_t *d = json_object_get(j->days, date);
+    if (d == NULL) {
+        d = json_object();
+        json_object_set_new(j->days, date, d);
+    }
+    json_t *s = json_object_get(d, which);
+    if (s == NULL) {
+        s = json_pack("{s:I, s:{}, s:I}", "excl", (json_int_t)0, "vat", "documents", (json_int_t)0);
+        json_object_set_new(d, which, s);
+    }
+    return s;
+}
+
+/* ---- the report ------------------------------------------------------------------- */
+
+static json_t *money(int64_t cents)
+{
+    char t[MPLUS_NUM_LEN];
+    mplus_cents_format(cents, t, sizeof t);
+    return json_string(t);
+}
+
+/* {incl, excl, vat: {pct: text}, documents} of a side, as money text. */
+static json_t *figures(json_t *s)
+{
+    int64_t tax = 0;
+    json_t *vat = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(s, "vat"), k, v)
+    {
+        tax += json_integer_value(v);
+        json_object_set_new(vat, k, money(json_integer_value(v)));
+    }
+    int64_t excl = json_integer_value(json_object_get(s, "excl"));
+    return json_pack("{s:o, s:o, s:o, s:O}", "incl", money(excl + tax), "excl", money(excl), "vat",
+                     vat, "documents", json_object_get(s, "documents"));
+}
+
+/* mplus - quickbooks per figure; true when all are 0. */
+static bool difference(json_t *m, json_t *q, json_t **out)
+{
+    json_t *vat = json_object();
+    bool same = true;
+    int64_t tm = 0, tq = 0;
+    const char *k;
+    json_t *v;
+    json_t *keys = json_deep_copy(json_object_get(m, "vat"));
+    json_object_update_missing(keys, json_object_get(q, "vat"));
+    json_object_foreach(keys, k, v)
+    {
+        int64_t a = json_integer_value(json_object_get(json_object_get(m, "vat"), k));
+        int64_t b = json_integer_value(json_object_get(json_object_get(q, "vat"), k));
+        tm += a;
+        tq += b;
+        if (a != b) {
+            json_object_set_new(vat, k, money(a - b));
+            same = false;
+        }
+    }
+    json_decref(keys);
+    int64_t excl = json_integer_value(json_object_get(m, "excl")) -
+                   json_integer_value(json_object_get(q, "excl"));
+    same = same && excl == 0;
+    *out = json_pack("{s:o, s:o, s:o}", "incl", money(excl + tm - tq), "excl", money(excl), "vat",
+                     vat);
+    return same;
+}
+
+static json_t *doc_view(json_t *d)
+{
+    json_t *v = json_pack("{s:s, s:s, s:s, s:o}", "kind", str(d, "kind") ?: "", "id",
+                          str(d, "id") ?: "", "number", str(d, "number") ?: "", "total",
+                          money(json_integer_value(json_object_get(d, "total"))));
+    return v;
+}
+
+static json_t *qbo_ref(json_t *b)
+{
+    char t[96];
+    snprintf(t, sizeof t, "%s %s", str(b, "entity"), str(b, "id"));
+    return json_string(t);
+}
+
+/* Match each Mplus document with what QuickBooks holds of it; the rest of
+ * QuickBooks' documents of the gateway are "unknown". */
+static void explain(struct job *j)
+{
+    size_t i, k;
+    json_t *d, *b;
+    char *used = calloc(json_array_size(j->booked) + 1, 1);
+    json_array_foreach(j->docs, i, d)
+    {
+        if (json_is_true(json_object_get(d, "summary")))
+            continue; /* its day's JournalEntry holds it */
+        char note[160];
+        snprintf(note, sizeof note, "Mplus %s %s", str(d, "kind"), str(d, "id"));
+        json_t *found = json_array();
+        int64_t total = 0;
+        json_array_foreach(j->booked, k, b)
+        {
+            if (json_is_true(json_object_get(b, "summary")))
+                continue;
+            bool same_note = strcmp(str(b, "note") ?: "", note) == 0;
+            bool same_number = str(d, "number") && str(d, "number")[0] &&
+                               strncmp(str(b, "doc_number") ?: "", str(d, "number"), 21) == 0 &&
+                               strlen(str(b, "doc_number") ?: "") ==
+                                   (strlen(str(d, "number")) > 21 ? 21 : strlen(str(d, "number")));
+            if (!same_note && !same_number)
+                continue;
+            used[k] = 1;
+            json_array_append_new(found, qbo_ref(b));
+            total = json_integer_value(json_object_get(b, "total"));
+        }
+        json_t *day = json_object_get(j->days, str(d, "date"));
+        if (day == NULL) {
+            json_decref(found);
+            continue;
+        }
+        const char *list = NULL;
+        json_t *v = doc_view(d);
+        if (json_array_size(found) == 0) {
+            list = "missing";
+        } else if (json_array_size(found) > 1) {
+            list = "twice";
+            json_object_set(v, "quickbooks", found);
+        } else if (total != json_integer_value(json_object_get(d, "total"))) {
+            list = "differs";
+            json_object_set(v, "quickbooks", found);
+            json_object_set_new(v, "quickbooks_total", money(total));
+        }
+        if (list != NULL) {
+            json_t *a = json_object_get(day, list);
+            if (a == NULL)
+                json_object_set_new(day, list, a = json_array());
+            json_array_append(a, v);
+        }
+        json_decref(v);
+        json_decref(found);
+    }
+    json_array_foreach(j->booked, k, b)
+    {
+        if (used[k] || json_is_true(json_object_get(b, "summary")))
+            continue;
+        json_t *day = json_object_get(j->days, str(b, "date"));
+        json_t *a = json_object_get(day, "unknown");
+        if (day != NULL && a == NULL)
+            json_object_set_new(day, "unknown", a = json_array());
+        if (a != NULL)
+            json_array_append_new(
+                a, json_pack("{s:o, s:s, s:o}", "quickbooks", qbo_ref(b), "doc_number",
+                             str(b, "doc_number") ?: "", "total",
+                             money(json_integer_value(json_object_get(b, "total")))));
+    }
+    free(used);
+}
+
+static void finish(struct job *j)
+{
+    explain(j);
+    json_t *days = json_array();
+    bool all = true;
+    const char *date;
+    json_t *d;
+    /* Dates as YYYY-MM-DD sort as text: the object's keys in order. */
+    json_t *keys = json_array();
+    json_object_foreach(j->days, date, d) json_array_append_new(keys, json_string(date));
+    size_t n = json_array_size(keys);
+    for (size_t a = 0; a + 1 < n; a++)
+        for (size_t b = a + 1; b < n; b++)
+            if (strcmp(json_string_value(json_array_get(keys, a)),
+                       json_string_value(json_array_get(keys, b))) > 0) {
+                json_t *t = json_incref(json_array_get(keys, a));
+                json_array_set(keys, a, json_array_get(keys, b));
+                json_array_set_new(keys, b, t);
+            }
+    size_t i;
+    json_t *key;
+    json_array_foreach(keys, i, key)
+    {
+        date = json_string_value(key);
+        d = json_object_get(j->days, date);
+        json_t *m = side(j, date, "mplus"), *q = side(j, date, "quickbooks");
+        json_t *diff;
+        bool ok = difference(m, q, &diff);
+        json_t *row = json_pack("{s:s, s:b, s:o, s:o, s:o}", "date", date, "ok", false, "mplus",
+                                figures(m), "quickbooks", figures(q), "difference", diff);
+        static const char *const lists[] = {"missing", "twice", "differs", "unknown"};
+        for (size_t l = 0; l < 4; l++) {
+            json_t *a = json_object_get(d, lists[l]);
+            json_object_set_new(row, lists[l], a ? json_incref(a) : json_array());
+            ok = ok && (a == NULL || l == 3);
+        }
+        json_object_set_new(row, "ok", json_boolean(ok));
+        all = all && ok;
+        json_array_append_new(days, row);
+    }
+    json_decref(keys);
+    json_t *report = json_pack("{s:s, s:s, s:s, s:b, s:o}", "connection", j->c->name, "from",
+                               j->from, "to", j->to, "ok", all, "days", days);
+    job_end(j, report, NULL);
+}
+
+/* ---- QuickBooks ---------------------------------------------------------------------- */
+
+static void ask_quickbooks(struct job *j);
+
+/* A JournalEntry of the daily summary: turnover on the income lines (those
+ * with a tax code, or on the connection's income accounts), VAT per rate. */
+static void add_summary(struct job *j, json_t *e, json_t *rec)
+{
+    json_t *s = side(j, str(e, "TxnDate"), "quickbooks");
+    size_t i;
+    json_t *line;
+    int64_t excl = 0;
+    const char *tax_account = j->c->summary_tax_account;
+    json_t *incomes = json_object_get(map_connection_settings(j->clients->mapper, j->c),
+                                      "summary_income_accounts");
+    json_array_foreach(json_object_get(e, "Line"), i, line)
+    {
+        json_t *det = json_object_get(line, "JournalEntryLineDetail");
+        const char *account = str(json_object_get(det, "AccountRef"), "value") ?: "";
+        bool income = json_object_get(det, "TaxCodeRef") != NULL;
+        const char *k;
+        json_t *v;
+        json_object_foreach(incomes, k, v) income =
+            income || strcmp(json_string_value(v) ?: "", account) == 0;
+        int sign = strcmp(str(det, "PostingType") ?: "", "Credit") == 0 ? 1 : -1;
+        if (income)
+            excl += sign * qbo_cents_field(line, "Amount");
+        if (tax_account && strcmp(tax_account, account) == 0)
+            add(json_object_get(s, "vat"), "?", sign * qbo_cents_field(line, "Amount"));
+    }
+    json_array_foreach(json_object_get(json_object_get(e, "TxnTaxDetail"), "TaxLine"), i, line)
+    {
+        char pct[32];
+        json_t *det = json_object_get(line, "TaxLineDetail");
+        percent_text(json_object_get(det, "TaxPercent"), pct, sizeof pct);
+        add(json_object_get(s, "vat"), pct, qbo_cents_field(line, "Amount"));
+    }
+    add(s, "excl", excl);
+    add(s, "documents", 1);
+    json_object_set_new(rec, "summary", json_true());
+}
+
+static void booked_page(const struct qbo_result *r, void *arg)
+{
+    struct job *j = arg;
+    if (r->kind != QBO_OK) {
+        char e[1100];
+        snprintf(e, sizeof e, "QuickBooks query %s: %s", qbo_types[j->type_at].entity, r->error);
+        job_end(j, NULL, e);
+        return;
+    }
+    const char *entity = qbo_types[j->type_at].entity;
+    int sign = qbo_types[j->type_at].sign;
+    json_t *rows = qbo_rows(r->body, entity);
+    size_t i;
+    json_t *e;
+    json_array_foreach(rows, i, e)
+    {
+        const char *note = str(e, "PrivateNote") ?: "";
+        const char *number = str(e, "DocNumber") ?: "";
+        const char *date = str(e, "TxnDate");
+        if (date == NULL)
+            continue;
+        bool summary = strcmp(entity, "JournalEntry") == 0;
+        /* Only what the gateway books: an Mplus document's, or a daily summary. */
+        if (summary ? strncmp(number, "MPLUS-", 6) != 0 : strncmp(note, "Mplus ", 6) != 0)
+            continue; /* a voided document ("Voided") holds nothing */
+        int64_t total = sign * qbo_cents_field(e, "TotalAmt");
+        json_t *rec =
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "entity", entity, "id", str(e, "Id") ?: "",
+                      "doc_number", number, "note", note, "date", date, "total", (json_int_t)total);
+        if (summary) {
+            add_summary(j, e, rec);
+        } else {
+            json_t *s = side(j, date, "quickbooks");
+            int64_t tax = sign * qbo_cents_field(json_object_get(e, "TxnTaxDetail"), "TotalTax");
+            int64_t by_rate = 0;
+            size_t k;
+            json_t *t;
+            json_array_foreach(json_object_get(json_object_get(e, "TxnTaxDetail"), "TaxLine"), k, t)
+            {
+                char pct[32];
+                percent_text(json_object_get(json_object_get(t, "TaxLineDetail"), "TaxPercent"),
+                             pct, sizeof pct);
+                add(json_object_get(s, "vat"), pct, sign * qbo_cents_field(t, "Amount"));
+                by_rate += sign * qbo_cents_field(t, "Amount");
+            }
+            if (tax != by_rate) /* a tax total without its rates (a US company) */
+                add(json_object_get(s, "vat"), "?", tax - by_rate);
+            add(s, "excl", total - tax);
+            add(s, "documents", 1);
+        }
+        json_array_append_new(j->booked, rec);
+    }
+    if (json_array_size(rows) >= QBO_PAGE) {
+        j->start += QBO_PAGE;
+    } else {
+        j->type_at++;
+        j->start = 1;
+    }
+    ask_quickbooks(j);
+}
+
+static void ask_quickbooks(struct job *j)
+{
+    if (j->type_at >= NTYPES) {
+        finish(j);
+        return;
+    }
+    char q[256];
+    snprintf(q, sizeof q,
+             "select * from %s where TxnDate >= '%s' and TxnDate <= '%s' STARTPOSITION %ld "
+             "MAXRESULTS %d",
+             qbo_types[j->type_at].entity, j->from, j->to, j->start, QBO_PAGE);
+    if (qbo_query(j->clients->qbo, j->c, q, booked_page, j) != 0)
+        job_end(j, NULL, "could not start a QuickBooks query");
+}
+
+/* ---- Mplus --------------------------------------------------------------------------- */
+
+static void ask_documents(struct job *j);
+
+static void documents_page(const struct mplus_result *r, void *arg)
+{
+    struct job *j = arg;
+    const char *kind = mplus_kinds[j->kind_at].kind;
+    if (r->kind != MPLUS_OK) {
+        char e[1100];
+        snprintf(e, sizeof e, "Mplus %ss: %s", kind, r->error);
+        job_end(j, NULL, e);
+        return;
+    }
+    char list[32], id_field[32], type_field[32];
+    snprintf(list, sizeof list, "%sList", kind);
+    snprintf(id_field, sizeof id_field, "%sId", kind);
+    snprintf(type_field, sizeof type_field, "%sType", kind);
+    json_t *docs = json_object_get(r->body, list);
+    size_t i;
+    json_t *d;
+    json_array_foreach(docs, i, d)
+    {
+        json_int_t m = json_integer_value(json_object_get(d, "syncMarker"));
+        if (m > j->marker)
+            j->marker = m;
+        const char *type = str(d, type_field) ?: "";
+        /* Receipts that are no sale (cash in/out) are not booked. */
+        if (strcmp(kind, "receipt") == 0 && strcmp(type, "RECEIPT-TYPE-RECEIPT") != 0 &&
+            strstr(type, "CREDIT") == NULL)
+            continue;
+        const char *date = str(d, "financialDate") ?: "";
+        bool summary = strcmp(kind, "receipt") == 0 && j->c->summary_receipts &&
+                       strcmp(date, j->c->sales_mode_since) >= 0;
+        json_array_append_new(
+            j->docs,
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:b}", "kind", kind, "id", str(d, id_field) ?: "",
+                      "number", str(d, "transactionString") ?: "", "date", date, "total",
+                      (json_int_t)qbo_cents_field(d, "totalInclAmount"), "summary", summary));
+    }
+    if (json_array_size(docs) >= MPLUS_PAGE) {
+        ask_documents(j);
+        return;
+    }
+    j->kind_at++;
+    j->marker = 0;
+    ask_documents(j);
+}
+
+static void ask_documents(struct job *j)
+{
+    if (j->kind_at >= sizeof mplus_kinds / sizeof mplus_kinds[0]) {
+        j->start = 1;
+        ask_quickbooks(j);
+        return;
+    }
+    const char *op = mplus_kinds[j->kind_at].op;
+    json_t *req = json_pack("{s:I, s:i, s:s, s:s, s:b}", "syncMarker", (json_int_t)(j->marker + 1),
+                            "syncMarkerLimit", MPLUS_PAGE, "fromFinancialDate", j->from,
+                            "throughFinancialDate", j->to, "includeLineList", false);
+    if (mplus_call(j->clients->mplus, j->c, op, req, documents_page, j) != 0)
+        job_end(j, NULL, "could not start an Mplus request");
+    json_decref(req);
+}
+
+static void journals_read(const struct mplus_result *r, void *arg)
+{
+    struct job *j = arg;
+    if (r->kind != MPLUS_OK) {
+        char e[1100];
+        snprintf(e, sizeof e, "Mplus getJournals: %s", r->error);
+        job_end(j, NULL, e);
+        return;
+    }
+    size_t i, k;
+    json_t *jr, *g;
+    json_array_foreach(json_object_get(r->body, "journalList"), i, jr)
+    {
+        json_t *s = side(j, str(jr, "financialDate") ?: "?", "mplus");
+        json_array_foreach(json_object_get(jr, "vatGroupList"), k, g)
+        {
+            char pct[32];
+            percent_text(json_object_get(g, "vatPercentage"), pct, sizeof pct);
+            add(json_object_get(s, "vat"), pct, qbo_cents_field(g, "vatAmount"));
+            add(s, "excl", qbo_cents_field(g, "exclAmount"));
+        }
+    }
+    ask_documents(j);
+}
+
+int reconcile_start(struct gw_clients *clients, const struct gw_connection *c, const char *from,
+                    const char *to, reconcile_cb cb, void *arg)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return -1;
+    j->clients = clients;
+    j->c = c;
+    gw_strlcpy(j->from, from, sizeof j->from);
+    gw_strlcpy(j->to, to, sizeof j->to);
+    j->cb = cb;
+    j->arg = arg;
+    j->days = json_object();
+    j->docs = json_array();
+    j->booked = json_array();
+    json_t *req =
+        json_pack("{s:s, s:s, s:[s, s]}", "fromFinancialDate", from, "throughFinancialDate", to,
+                  "journalFilterList", "JOURNAL-FILTER-RECEIPT", "JOURNAL-FILTER-INVOICE");
+    int rc = mplus_call(clients->mplus, c, "getJournals", req, journals_read, j);
+    json_decref(req);
+    if (rc != 0) {
+        json_decref(j->days);
+        json_decref(j->docs);
+        json_decref(j->booked);
+        free(j);
+    }
+    return rc;
+}

@@ -1,0 +1,26 @@
+/*
+ * reconcile.h - Mplus's day figures next to what QuickBooks holds
+ * (reconcile.c): for `gateway reconcile` and GET /api/reconcile.
+ */
+#ifndef GW_RECONCILE_H
+#define GW_RECONCILE_H
+
+#include "config.h"
+
+#include <jansson.h>
+
+struct gw_clients;
+
+/*
+ * The report ({connection, from, to, ok, days: [{date, ok, mplus, quickbooks,
+ * difference, missing, twice, differs, unknown}]}, borrowed) or, when a call
+ * failed, NULL and the error.
+ */
+typedef void (*reconcile_cb)(json_t *report, const char *error, void *arg);
+
+/* Reconcile the financial days from through to (YYYY-MM-DD) of connection c;
+ * cb is called once, later, from the loop. -1 (no call) when out of memory. */
+int reconcile_start(struct gw_clients *clients, const struct gw_connection *c, const char *from,
+                    const char *to, reconcile_cb cb, void *arg);
+
+#endif

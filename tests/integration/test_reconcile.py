@@ -1,0 +1,120 @@
+#!/usr/bin/python3
+"""Reconcile end to end: the real daemon between both simulators.
+
+`gateway reconcile` puts Mplus's day figures (getJournals) next to what
+QuickBooks holds for the same financial days, read back from QuickBooks,
+and names the documents that explain a difference. The CLI asks the running
+daemon (GET /api/reconcile), which holds the connection's tokens.
+
+    /usr/bin/python3 tests/integration/test_reconcile.py build/test/gateway [unittest args]
+"""
+
+import copy
+import decimal
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import gwtest  # noqa: E402
+import test_sales  # noqa: E402
+import test_summary  # noqa: E402
+from test_summary import day  # noqa: E402
+
+D = decimal.Decimal
+
+
+def setUpModule():
+    test_sales.setUpModule()
+
+
+def tearDownModule():
+    test_sales.tearDownModule()
+
+
+class Reconcile(test_summary.DailySummary):
+    # The summary's tests are not run again here.
+    for name in [n for n in dir(test_summary.DailySummary) if n.startswith("test_")]:
+        locals()[name] = None
+
+    def reconcile(self, first, last, expect_rc):
+        p = self.gw.cli("reconcile", "--connection", test_sales.CONN, "--from", first, "--to", last, "--json",
+                        check=False)
+        self.assertEqual(p.returncode, expect_rc, (p.stdout.decode(), p.stderr.decode()))
+        return json.loads(p.stdout)
+
+    def test_a_receipt_deleted_by_hand_and_one_booked_twice_by_hand_are_named(self):
+        MPLUS, QBO = test_sales.MPLUS, test_sales.QBO
+        receipts = [self.sale(day(3), 1 + i % 2, i, kind="cash") for i in range(5)]
+        other_day = [self.sale(day(2), 1, i, kind="card") for i in range(2)]
+        self.start_gateway()
+        self.sale_events("receipt", len(receipts) + len(other_day))
+        report = self.reconcile(day(3), day(2), 0)
+        self.assertTrue(report["ok"])
+        self.assertEqual([d["date"] for d in report["days"]], [day(3), day(2)])
+        first = report["days"][0]
+        incl = sum(D(r["totalInclAmount"]) for r in receipts) / 100
+        self.assertEqual((D(first["mplus"]["incl"]), D(first["quickbooks"]["incl"])), (incl, incl))
+        self.assertEqual(first["mplus"]["vat"], first["quickbooks"]["vat"])
+        self.assertEqual(first["quickbooks"]["documents"], len(receipts))
+
+        # By hand in QuickBooks: one receipt deleted, another entered a second time.
+        booked = {d["PrivateNote"]: d for d in self.docs_of("SalesReceipt")}
+        gone = booked["Mplus receipt %s" % receipts[1]["receiptId"]]
+        QBO.entity("SalesReceipt", {"Id": gone["Id"]}, operation="delete")
+        twice = copy.deepcopy(booked["Mplus receipt %s" % receipts[3]["receiptId"]])
+        for k in ("Id", "SyncToken", "MetaData"):
+            twice.pop(k)
+        QBO.entity("SalesReceipt", twice)
+
+        report = self.reconcile(day(3), day(2), 1)
+        self.assertFalse(report["ok"])
+        bad, good = report["days"]
+        self.assertTrue(good["ok"], good)
+        self.assertFalse(bad["ok"])
+        self.assertEqual([m["id"] for m in bad["missing"]], [receipts[1]["receiptId"]])
+        self.assertEqual([t["id"] for t in bad["twice"]], [receipts[3]["receiptId"]])
+        self.assertEqual(len(bad["twice"][0]["quickbooks"]), 2)
+        self.assertEqual(bad["differs"], [])
+        expected = (D(receipts[1]["totalInclAmount"]) - D(receipts[3]["totalInclAmount"])) / 100
+        self.assertEqual(D(bad["difference"]["incl"]), expected)
+        # The text form says the same, and exits 1.
+        p = self.gw.cli("reconcile", "--connection", test_sales.CONN, "--from", day(3), "--to", day(3),
+                        check=False)
+        self.assertEqual(p.returncode, 1)
+        text = p.stdout.decode()
+        self.assertIn("MISMATCH", text)
+        self.assertIn(receipts[1]["receiptId"], text)
+
+    def test_daily_summaries_reconcile_with_the_day(self):
+        for d in (day(3), day(2)):
+            for branch in (1, 2):
+                for i in range(3):
+                    self.sale(d, branch, i)
+        self.start_summary(day(3))
+        self.wait_entries(4)
+        report = self.reconcile(day(3), day(2), 0)
+        self.assertEqual([(d["date"], d["quickbooks"]["documents"]) for d in report["days"]],
+                         [(day(3), 2), (day(2), 2)])
+        # A summary removed by hand: the day's whole figures are missing.
+        entry = [e for e in self.entries() if e["DocNumber"] == "MPLUS-2-%s" % day(2)][0]
+        test_sales.QBO.entity("JournalEntry", {"Id": entry["Id"]}, operation="delete")
+        report = self.reconcile(day(3), day(2), 1)
+        self.assertEqual([d["ok"] for d in report["days"]], [True, False])
+
+    def test_bad_requests_are_refused_with_a_reason(self):
+        self.start_gateway()
+        p = self.gw.cli("reconcile", "--connection", test_sales.CONN, "--from", day(1), "--to", day(3),
+                        check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("from <= to", p.stderr.decode())
+        p = self.gw.cli("reconcile", "--connection", "nope", "--from", day(1), "--to", day(1), check=False)
+        self.assertEqual(p.returncode, 2)
+        r = self.gw.admin_get("/api/reconcile?connection=%s&from=%s&to=%s" % (test_sales.CONN, day(1), day(1)),
+                              token=False)
+        self.assertEqual(r.status, 401)
+
+
+if __name__ == "__main__":
+    gwtest.main()

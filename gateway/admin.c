@@ -179,6 +179,43 @@ static void reconciled(json_t *report, const char *error, void *arg)
     free(l);
 }
 
+/* Backfill: its progress as lines, then the report as one line of JSON,
+ * in one chunked answer. */
+struct backfill_req {
+    struct later l; /* first */
+    struct backfill_env env;
+};
+
+static void backfill_line(const char *line, void *arg)
+{
+    struct later *l = arg;
+    if (l->gone)
+        return;
+    struct evbuffer *b = evbuffer_new();
+    evbuffer_add_printf(b, "%s\n", line);
+    evhttp_send_reply_chunk(l->req, b);
+    evbuffer_free(b);
+}
+
+static void backfilled(json_t *report, const char *error, void *arg)
+{
+    struct later *l = arg;
+    if (!l->gone) {
+        evhttp_connection_set_closecb(evhttp_request_get_connection(l->req), NULL, NULL);
+        char *text = report ? json_dumps(report, JSON_COMPACT) : NULL;
+        struct evbuffer *b = evbuffer_new();
+        if (text != NULL)
+            evbuffer_add_printf(b, "%s\n", text);
+        else
+            evbuffer_add_printf(b, "error: %s\n", error ? error : "out of memory");
+        evhttp_send_reply_chunk(l->req, b);
+        evbuffer_free(b);
+        evhttp_send_reply_end(l->req);
+        free(text);
+    }
+    free(l);
+}
+
 /* A financial day, YYYY-MM-DD. */
 static bool day_ok(const char *s)
 {
@@ -188,8 +225,9 @@ static bool day_ok(const char *s)
            m >= 1 && m <= 12 && d >= 1 && d <= 31 && s[4] == '-' && s[7] == '-';
 }
 
-/* GET /api/reconcile?connection=C&from=YYYY-MM-DD&to=YYYY-MM-DD */
-static void handle_reconcile(struct admin *s, struct evhttp_request *req)
+/* GET /api/reconcile?connection=C&from=YYYY-MM-DD&to=YYYY-MM-DD, or
+ * POST /api/backfill?connection=C&from=...&to=...[&dry_run=1] */
+static void handle_reconcile(struct admin *s, struct evhttp_request *req, bool fill)
 {
     struct evkeyvalq q;
     TAILQ_INIT(&q);
@@ -202,8 +240,20 @@ static void handle_reconcile(struct admin *s, struct evhttp_request *req)
         reply_text(req, 404, "Not Found", "reconcile?connection=NAME names no connection");
     } else if (!day_ok(from) || !day_ok(to) || strcmp(from, to) > 0) {
         reply_text(req, 400, "Bad Request", "from and to: financial days YYYY-MM-DD, from <= to");
-    } else if ((l = calloc(1, sizeof *l)) == NULL) {
+    } else if ((l = calloc(1, fill ? sizeof(struct backfill_req) : sizeof *l)) == NULL) {
         reply_text(req, 503, "Service Unavailable", "out of memory");
+    } else if (fill) {
+        struct backfill_req *b = (struct backfill_req *)l;
+        const char *v = query_param(req, &q, "dry_run");
+        bool dry = v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+        b->env = (struct backfill_env){s->d.committer, s->d.dispatcher, backfill_line};
+        l->req = req;
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; charset=utf-8");
+        evhttp_send_reply_start(req, 200, "OK");
+        evhttp_connection_set_closecb(evhttp_request_get_connection(req), later_gone, l);
+        if (backfill_start(s->d.clients, &b->env, c, from, to, dry, backfilled, l) != 0)
+            backfilled(NULL, "out of memory", l);
     } else {
         l->req = req;
         evhttp_connection_set_closecb(evhttp_request_get_connection(req), later_gone, l);
@@ -265,6 +315,8 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
                 reply_text(req, 404, "Not Found", "no such event");
             else
                 reply_replay(s, req, &f);
+        } else if (strcmp(path, "/api/backfill") == 0) {
+            handle_reconcile(s, req, true);
         } else if (strcmp(path, "/api/replay") == 0) {
             f.source = query_param(req, &q, "source");
             f.entity = query_param(req, &q, "entity");
@@ -329,7 +381,7 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
         return;
     }
     if (strcmp(path, "/api/reconcile") == 0) {
-        handle_reconcile(s, req);
+        handle_reconcile(s, req, false);
         return;
     }
     if (strcmp(path, "/api/status") == 0) {

@@ -13,6 +13,7 @@
 struct store;
 struct gw_clients;
 struct dispatcher;
+struct committer;
 struct inbox;
 struct alerts;
 
@@ -23,6 +24,7 @@ struct admin_deps {
     struct store *st;
     struct gw_clients *clients;
     struct dispatcher *dispatcher;
+    struct committer *committer;
     struct inbox *const *inbox;
     struct alerts *const *alerts;
     json_t *const *live; /* each connection's live view, for /metrics */

@@ -49,6 +49,9 @@ static const char usage_text[] =
     "                              Mplus's day figures next to what QuickBooks holds, per\n"
     "                              financial day; exit 0 when every day matches to the cent,\n"
     "                              1 when one does not, 3 when the daemon could not tell\n"
+    "  backfill --connection C --from DATE --to DATE [--dry-run] [--json]\n"
+    "                              book what QuickBooks lacks of the Mplus documents of those\n"
+    "                              financial days (as reconcile finds it); safe to rerun\n"
     "  map --flow FLOW --input FILE [--connection C]\n"
     "                              run a mapping on a sample and print the result; FLOW is\n"
     "                              customers-to-qbo, customers-to-mplus, sales-to-qbo,\n"
@@ -550,12 +553,15 @@ static int cmd_map(const struct gw_config *cfg, int argc, char **argv)
     return 0;
 }
 
+struct collected {
+    char *buf;
+    size_t len;
+    bool stream; /* lines before the report are progress */
+};
+
 static size_t collect(char *data, size_t size, size_t n, void *arg)
 {
-    struct {
-        char *buf;
-        size_t len;
-    } *b = arg;
+    struct collected *b = arg;
     size_t add = size * n;
     if (b->len + add > (64u << 20))
         return 0; /* more than any report */
@@ -566,6 +572,14 @@ static size_t collect(char *data, size_t size, size_t n, void *arg)
     b->buf = grown;
     b->len += add;
     b->buf[b->len] = '\0';
+    /* A backfill's progress lines, shown as they come; its report is the last line. */
+    char *nl;
+    while (b->len > 0 && b->buf[0] != '{' && strncmp(b->buf, "error:", 6) != 0 &&
+           (nl = memchr(b->buf, '\n', b->len)) != NULL && b->stream) {
+        fprintf(stderr, "%.*s\n", (int)(nl - b->buf), b->buf);
+        b->len -= (size_t)(nl + 1 - b->buf);
+        memmove(b->buf, nl + 1, b->len + 1);
+    }
     return add;
 }
 
@@ -575,16 +589,14 @@ static size_t collect(char *data, size_t size, size_t n, void *arg)
  * (a second process refreshing them would race it) and its rate limits.
  * The answer's status in *status, its body (new string) in *body.
  */
-static int admin_get(const struct gw_config *cfg, const char *path, long *status, char **body)
+static int admin_call(const struct gw_config *cfg, bool post, const char *path, long *status,
+                      char **body)
 {
     if (cfg->admin_listen == NULL || cfg->admin_listen[0] == '\0') {
         fprintf(stderr, "gateway: this asks the running daemon, and admin_listen is not set\n");
         return -1;
     }
-    struct {
-        char *buf;
-        size_t len;
-    } b = {NULL, 0};
+    struct collected b = {NULL, 0, post};
     char url[1024], auth[600];
     snprintf(url, sizeof url, "http://%s%s", cfg->admin_listen, path);
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", cfg->admin_token ?: "");
@@ -594,6 +606,8 @@ static int admin_get(const struct gw_config *cfg, const char *path, long *status
     if (h != NULL && hdrs != NULL) {
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        if (post)
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
         curl_easy_setopt(h, CURLOPT_TIMEOUT, 900L);
@@ -639,37 +653,56 @@ static void print_day(json_t *day)
     }
 }
 
-static int cmd_reconcile(const struct gw_config *cfg, int argc, char **argv)
+/*
+ * A command the running daemon answers for a connection and a range of
+ * financial days (reconcile, backfill): options parsed into o, the report
+ * into *report. 0, or the exit status.
+ */
+static int ask_daemon(const struct gw_config *cfg, int argc, char **argv, const int *allowed,
+                      const char *api, bool post, struct opts *o, json_t **report)
 {
-    static const int allowed[] = {OPT_CONNECTION, OPT_FROM, OPT_TO, OPT_JSON, 0};
-    struct opts o = {0};
-    int rc = parse_opts(argc, argv, allowed, &o);
+    const char *cmd = argv[0];
+    int rc = parse_opts(argc, argv, allowed, o);
     if (rc != 0)
         return rc;
-    if (optind != argc || o.filter.connection == NULL || o.from == NULL || o.to == NULL)
-        return usage("reconcile: expected --connection C --from YYYY-MM-DD --to YYYY-MM-DD");
-    if (config_connection(cfg, o.filter.connection) == NULL) {
-        fprintf(stderr, "gateway: reconcile: no [connection.%s] in %s\n", o.filter.connection,
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s: expected --connection C --from YYYY-MM-DD --to YYYY-MM-DD", cmd);
+    if (optind != argc || o->filter.connection == NULL || o->from == NULL || o->to == NULL)
+        return usage(msg);
+    if (config_connection(cfg, o->filter.connection) == NULL) {
+        fprintf(stderr, "gateway: %s: no [connection.%s] in %s\n", cmd, o->filter.connection,
                 cfg->file);
         return EXIT_USAGE;
     }
-    char *c = http_escape(o.filter.connection), *f = http_escape(o.from), *t = http_escape(o.to);
+    char *c = http_escape(o->filter.connection), *f = http_escape(o->from), *t = http_escape(o->to);
     char path[512];
-    snprintf(path, sizeof path, "/api/reconcile?connection=%s&from=%s&to=%s", c, f, t);
+    snprintf(path, sizeof path, "%s?connection=%s&from=%s&to=%s%s", api, c, f, t,
+             o->dry_run ? "&dry_run=1" : "");
     free(c);
     free(f);
     free(t);
     long status = 0;
     char *body = NULL;
-    if (admin_get(cfg, path, &status, &body) != 0)
+    if (admin_call(cfg, post, path, &status, &body) != 0)
         return EXIT_UNAVAILABLE;
-    json_t *report = status == 200 ? json_loads(body, 0, NULL) : NULL;
-    if (report == NULL) {
-        fprintf(stderr, "gateway: reconcile: %s", body);
+    *report = status == 200 ? json_loads(body, 0, NULL) : NULL;
+    if (*report == NULL) {
+        fprintf(stderr, "gateway: %s: %s", cmd, body);
         free(body);
         return status == 400 || status == 404 ? EXIT_USAGE : EXIT_UNAVAILABLE;
     }
     free(body);
+    return 0;
+}
+
+static int cmd_reconcile(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_CONNECTION, OPT_FROM, OPT_TO, OPT_JSON, 0};
+    struct opts o = {0};
+    json_t *report = NULL;
+    int rc = ask_daemon(cfg, argc, argv, allowed, "/api/reconcile", false, &o, &report);
+    if (rc != 0)
+        return rc;
     bool ok = json_is_true(json_object_get(report, "ok"));
     if (o.json) {
         print_json(report);
@@ -682,6 +715,32 @@ static int cmd_reconcile(const struct gw_config *cfg, int argc, char **argv)
     }
     json_decref(report);
     return ok ? 0 : EXIT_RUNTIME;
+}
+
+static int cmd_backfill(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_CONNECTION, OPT_FROM, OPT_TO, OPT_DRY_RUN, OPT_JSON, 0};
+    struct opts o = {0};
+    json_t *report = NULL;
+    int rc = ask_daemon(cfg, argc, argv, allowed, "/api/backfill", true, &o, &report);
+    if (rc != 0)
+        return rc;
+    if (o.json) {
+        print_json(report);
+    } else {
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(report, "missing"), i, m)
+            printf("%s %s %s %s\n", o.dry_run ? "would book" : "queued", str(m, "kind"),
+                   str(m, "id"), str(m, "number"));
+        printf("%s: %lld documents from %s to %s, %zu missing in QuickBooks, %lld events queued\n",
+               o.filter.connection,
+               (long long)json_integer_value(json_object_get(report, "documents")), o.from, o.to,
+               json_array_size(json_object_get(report, "missing")),
+               (long long)json_integer_value(json_object_get(report, "queued")));
+    }
+    json_decref(report);
+    return 0;
 }
 
 static const struct flow *extra_flows;
@@ -716,8 +775,9 @@ int cli_main(int argc, char **argv)
     int cargc = argc - i;
     char **cargv = argv + i;
 
-    static const char *const known[] = {"serve",  "events",       "show",   "status", "purge",
-                                        "replay", "check-config", "tokens", "map",    "reconcile"};
+    static const char *const known[] = {"serve", "events",    "show",         "status",
+                                        "purge", "replay",    "check-config", "tokens",
+                                        "map",   "reconcile", "backfill"};
     bool ok = false;
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         ok |= strcmp(cmd, known[k]) == 0;
@@ -780,6 +840,8 @@ int cli_main(int argc, char **argv)
         rc = cmd_map(cfg, cargc, cargv);
     } else if (strcmp(cmd, "reconcile") == 0) {
         rc = cmd_reconcile(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "backfill") == 0) {
+        rc = cmd_backfill(cfg, cargc, cargv);
     } else {
         rc = cmd_purge(cfg, cargc, cargv);
     }

@@ -18,11 +18,16 @@
  */
 #include "reconcile.h"
 #include "clients.h"
+#include "committer.h"
+#include "dispatch.h"
+#include "event.h"
+#include "ingest.h"
 #include "map.h"
 #include "mplus.h"
 #include "qbo.h"
 #include "util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +56,12 @@ struct job {
     char from[16], to[16];
     reconcile_cb cb;
     void *arg;
+    /* backfill: what is missing becomes events, instead of a report */
+    const struct backfill_env *env;
+    bool dry_run;
+    json_t *queue;  /* the missing documents and summary days: [{kind, id, ...}] */
+    json_t *events; /* the documents read again in full, as events go */
+    size_t queue_at;
     json_t *days;   /* date -> {mplus: {excl, vat: {pct: cents}}, quickbooks: ..., ...} */
     json_t *docs;   /* Mplus documents: [{kind, id, number, date, total, summary}] */
     json_t *booked; /* QuickBooks documents: [{entity, id, doc_number, note, date, total, ...}] */
@@ -66,7 +77,22 @@ static void job_end(struct job *j, json_t *report, const char *error)
     json_decref(j->days);
     json_decref(j->docs);
     json_decref(j->booked);
+    json_decref(j->queue);
+    json_decref(j->events);
     free(j);
+}
+
+static void progress(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress(struct job *j, const char *fmt, ...)
+{
+    if (j->env == NULL || j->env->progress == NULL)
+        return;
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    j->env->progress(line, j->arg);
 }
 
 static const char *str(json_t *o, const char *k)
@@ -250,9 +276,15 @@ static void explain(struct job *j)
     free(used);
 }
 
+static void backfill(struct job *j);
+
 static void finish(struct job *j)
 {
     explain(j);
+    if (j->env != NULL) {
+        backfill(j);
+        return;
+    }
     json_t *days = json_array();
     bool all = true;
     const char *date;
@@ -448,12 +480,17 @@ static void documents_page(const struct mplus_result *r, void *arg)
         const char *date = str(d, "financialDate") ?: "";
         bool summary = strcmp(kind, "receipt") == 0 && j->c->summary_receipts &&
                        strcmp(date, j->c->sales_mode_since) >= 0;
+        add(side(j, date, "mplus"), "documents", 1);
         json_array_append_new(
             j->docs,
-            json_pack("{s:s, s:s, s:s, s:s, s:I, s:b}", "kind", kind, "id", str(d, id_field) ?: "",
-                      "number", str(d, "transactionString") ?: "", "date", date, "total",
-                      (json_int_t)qbo_cents_field(d, "totalInclAmount"), "summary", summary));
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:I, s:I}", "kind", kind, "id",
+                      str(d, id_field) ?: "", "number", str(d, "transactionString") ?: "", "date",
+                      date, "total", (json_int_t)qbo_cents_field(d, "totalInclAmount"), "summary",
+                      summary, "branch",
+                      json_integer_value(json_object_get(d, "financialBranchNumber")), "marker",
+                      json_integer_value(json_object_get(d, "syncMarker"))));
     }
+    progress(j, "Mplus %ss: %zu read", kind, json_array_size(j->docs));
     if (json_array_size(docs) >= MPLUS_PAGE) {
         ask_documents(j);
         return;
@@ -504,12 +541,203 @@ static void journals_read(const struct mplus_result *r, void *arg)
     ask_documents(j);
 }
 
-int reconcile_start(struct gw_clients *clients, const struct gw_connection *c, const char *from,
-                    const char *to, reconcile_cb cb, void *arg)
+/* ---- backfill ---------------------------------------------------------------------- */
+
+/* The missing documents of the range, read again in full (with lines), by id. */
+#define BACKFILL_IDS 100
+
+struct backfill_job {
+    struct commit_job job; /* first */
+    struct job *j;
+    struct ingest_batch in;
+};
+
+static int backfill_apply(struct store_txn *tx, struct commit_job *job)
+{
+    struct backfill_job *b = (struct backfill_job *)job;
+    return store_txn_ingest(tx, b->in.puts, b->in.events.n);
+}
+
+static void backfill_done(struct commit_job *job)
+{
+    struct backfill_job *b = (struct backfill_job *)job;
+    struct job *j = b->j;
+    if (job->status != 0) {
+        ingest_batch_free(&b->in);
+        free(b);
+        job_end(j, NULL, "could not store the events");
+        return;
+    }
+    size_t added = ingest_new_pending(&b->in);
+    ingest_batch_free(&b->in);
+    free(b);
+    if (added > 0)
+        dispatch_kick(j->env->d);
+    progress(j, "%zu events queued", added);
+    json_t *report =
+        json_pack("{s:s, s:s, s:s, s:b, s:I, s:I, s:O}", "connection", j->c->name, "from", j->from,
+                  "to", j->to, "dry_run", false, "documents", (json_int_t)json_array_size(j->docs),
+                  "queued", (json_int_t)added, "missing", j->queue);
+    job_end(j, report, NULL);
+}
+
+/* The events: each missing document (its full record, as the poller stores
+ * it) and each day of the daily summary, marked "backfill" so the flows
+ * look in QuickBooks past a stale id map entry. */
+static void backfill_commit(struct job *j)
+{
+    struct backfill_job *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        job_end(j, NULL, "out of memory");
+        return;
+    }
+    b->j = j;
+    int64_t now = gw_now_ms();
+    size_t i;
+    json_t *q;
+    json_array_foreach(j->queue, i, q)
+    {
+        const char *kind = str(q, "kind"), *id = str(q, "id");
+        json_t *payload = strcmp(kind, "summary") == 0
+                              ? json_pack("{s:s}", "backfill", id)
+                              : json_incref(json_object_get(j->events, id));
+        if (payload == NULL || json_is_null(payload)) {
+            json_decref(payload);
+            progress(j, "%s %s: Mplus no longer has it", kind, id);
+            continue;
+        }
+        char *key = NULL;
+        if (asprintf(&key, "mplus-backfill|%s|%lld|%s|%s", j->c->name, (long long)now, kind, id) <
+            0) {
+            json_decref(payload);
+            continue;
+        }
+        json_t *rec = event_new_record(j->c->name, GW_SRC_MPLUS_POLL, kind, id, "Change",
+                                       GW_PENDING, now, NULL, NULL, NULL, payload);
+        if (rec != NULL)
+            json_object_set_new(rec, "backfill", json_true());
+        if (rec == NULL || batch_add(&b->in.events, key, rec, GW_PENDING) != 0)
+            continue;
+    }
+    if (ingest_prepare(&b->in) != 0) {
+        ingest_batch_free(&b->in);
+        free(b);
+        job_end(j, NULL, "out of memory");
+        return;
+    }
+    b->job.apply = backfill_apply;
+    b->job.done = backfill_done;
+    committer_submit(j->env->cm, &b->job);
+}
+
+static void read_missing(struct job *j);
+
+static void missing_read(const struct mplus_result *r, void *arg)
+{
+    struct job *j = arg;
+    if (r->kind != MPLUS_OK) {
+        char e[1100];
+        snprintf(e, sizeof e, "Mplus: %s", r->error);
+        job_end(j, NULL, e);
+        return;
+    }
+    size_t i;
+    json_t *d;
+    for (size_t k = 0; k < sizeof mplus_kinds / sizeof mplus_kinds[0]; k++) {
+        char list[32], id_field[32];
+        snprintf(list, sizeof list, "%sList", mplus_kinds[k].kind);
+        snprintf(id_field, sizeof id_field, "%sId", mplus_kinds[k].kind);
+        json_array_foreach(json_object_get(r->body, list), i, d)
+        {
+            if (str(d, id_field))
+                json_object_set(j->events, str(d, id_field), d);
+        }
+    }
+    progress(j, "%zu missing documents read from Mplus", json_object_size(j->events));
+    read_missing(j);
+}
+
+/* The next BACKFILL_IDS missing documents of one kind, read in full. */
+static void read_missing(struct job *j)
+{
+    for (size_t k = 0; k < sizeof mplus_kinds / sizeof mplus_kinds[0]; k++) {
+        const char *kind = mplus_kinds[k].kind;
+        char ids_field[32];
+        snprintf(ids_field, sizeof ids_field, "%sIds", kind);
+        json_t *ids = json_array();
+        size_t i;
+        json_t *q;
+        json_array_foreach(j->queue, i, q)
+        {
+            if (strcmp(str(q, "kind"), kind) == 0 && !json_object_get(j->events, str(q, "id")) &&
+                json_array_size(ids) < BACKFILL_IDS)
+                json_array_append(ids, json_object_get(q, "id"));
+        }
+        if (json_array_size(ids) == 0) {
+            json_decref(ids);
+            continue;
+        }
+        /* Mark them asked, so a document Mplus does not return is not asked again. */
+        json_array_foreach(ids, i, q)
+            json_object_set_new(j->events, json_string_value(q), json_null());
+        json_t *req = json_pack("{s:o, s:b}", ids_field, ids, "includeOrderReferences",
+                                strcmp(kind, "receipt") == 0);
+        if (strcmp(kind, "receipt") != 0)
+            json_object_del(req, "includeOrderReferences");
+        int rc = mplus_call(j->clients->mplus, j->c, mplus_kinds[k].op, req, missing_read, j);
+        json_decref(req);
+        if (rc != 0)
+            job_end(j, NULL, "could not start an Mplus request");
+        return;
+    }
+    backfill_commit(j);
+}
+
+static void backfill(struct job *j)
+{
+    j->queue = json_array();
+    j->events = json_object();
+    size_t i;
+    json_t *day, *d;
+    const char *date;
+    json_object_foreach(j->days, date, day)
+    {
+        json_array_foreach(json_object_get(day, "missing"), i, d) json_array_append(j->queue, d);
+    }
+    /* Each day of the daily summary: its flow books what QuickBooks lacks. */
+    json_t *days = json_object();
+    json_array_foreach(j->docs, i, d)
+    {
+        if (!json_is_true(json_object_get(d, "summary")))
+            continue;
+        char id[48];
+        snprintf(id, sizeof id, "%lld/%s",
+                 (long long)json_integer_value(json_object_get(d, "branch")), str(d, "date"));
+        if (json_object_get(days, id) == NULL) {
+            json_object_set_new(days, id, json_true());
+            json_array_append_new(j->queue, json_pack("{s:s, s:s}", "kind", "summary", "id", id));
+        }
+    }
+    json_decref(days);
+    progress(j, "%zu documents in Mplus, %zu missing in QuickBooks", json_array_size(j->docs),
+             json_array_size(j->queue));
+    if (j->dry_run) {
+        json_t *report = json_pack("{s:s, s:s, s:s, s:b, s:I, s:I, s:O}", "connection", j->c->name,
+                                   "from", j->from, "to", j->to, "dry_run", true, "documents",
+                                   (json_int_t)json_array_size(j->docs), "queued", (json_int_t)0,
+                                   "missing", j->queue);
+        job_end(j, report, NULL);
+        return;
+    }
+    read_missing(j);
+}
+
+static struct job *job_new(struct gw_clients *clients, const struct gw_connection *c,
+                           const char *from, const char *to, reconcile_cb cb, void *arg)
 {
     struct job *j = calloc(1, sizeof *j);
     if (j == NULL)
-        return -1;
+        return NULL;
     j->clients = clients;
     j->c = c;
     gw_strlcpy(j->from, from, sizeof j->from);
@@ -519,6 +747,15 @@ int reconcile_start(struct gw_clients *clients, const struct gw_connection *c, c
     j->days = json_object();
     j->docs = json_array();
     j->booked = json_array();
+    return j;
+}
+
+int reconcile_start(struct gw_clients *clients, const struct gw_connection *c, const char *from,
+                    const char *to, reconcile_cb cb, void *arg)
+{
+    struct job *j = job_new(clients, c, from, to, cb, arg);
+    if (j == NULL)
+        return -1;
     json_t *req =
         json_pack("{s:s, s:s, s:[s, s]}", "fromFinancialDate", from, "throughFinancialDate", to,
                   "journalFilterList", "JOURNAL-FILTER-RECEIPT", "JOURNAL-FILTER-INVOICE");
@@ -531,4 +768,17 @@ int reconcile_start(struct gw_clients *clients, const struct gw_connection *c, c
         free(j);
     }
     return rc;
+}
+
+int backfill_start(struct gw_clients *clients, const struct backfill_env *env,
+                   const struct gw_connection *c, const char *from, const char *to, bool dry_run,
+                   reconcile_cb cb, void *arg)
+{
+    struct job *j = job_new(clients, c, from, to, cb, arg);
+    if (j == NULL)
+        return -1;
+    j->env = env;
+    j->dry_run = dry_run;
+    ask_documents(j);
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 
 struct gw_clients;
 
@@ -22,5 +23,25 @@ typedef void (*reconcile_cb)(json_t *report, const char *error, void *arg);
  * cb is called once, later, from the loop. -1 (no call) when out of memory. */
 int reconcile_start(struct gw_clients *clients, const struct gw_connection *c, const char *from,
                     const char *to, reconcile_cb cb, void *arg);
+
+/*
+ * Backfill: the Mplus receipts and invoices of the range that QuickBooks
+ * lacks (as reconcile finds them) become events again, read in full, and
+ * each day of the daily summary an event of its day; the flows book what
+ * is missing through the same id map and holds, so a rerun books nothing
+ * twice. cb gets {connection, from, to, dry_run, documents, queued,
+ * missing: [...]}; with dry_run nothing is queued. progress, when set, gets
+ * a line per step.
+ */
+struct committer;
+struct dispatcher;
+struct backfill_env {
+    struct committer *cm;
+    struct dispatcher *d;
+    void (*progress)(const char *line, void *arg);
+};
+int backfill_start(struct gw_clients *clients, const struct backfill_env *env,
+                   const struct gw_connection *c, const char *from, const char *to, bool dry_run,
+                   reconcile_cb cb, void *arg);
 
 #endif

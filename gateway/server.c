@@ -1039,8 +1039,14 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
     }
     log_info("listening on %s", cfg->listen);
     if (cfg->admin_listen[0] != '\0') {
-        struct admin_deps deps = {cfg,       st,         &s->clients, s->dispatcher,
-                                  &s->inbox, &s->alerts, &s->live};
+        struct admin_deps deps = {.cfg = cfg,
+                                  .st = st,
+                                  .clients = &s->clients,
+                                  .dispatcher = s->dispatcher,
+                                  .committer = s->committer,
+                                  .inbox = &s->inbox,
+                                  .alerts = &s->alerts,
+                                  .live = &s->live};
         s->api = admin_new(&deps);
         s->admin = s->api ? make_http(s, cfg->admin_listen, admin_cb, &s->admin_sock) : NULL;
         if (s->admin == NULL)

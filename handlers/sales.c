@@ -86,7 +86,8 @@ struct sale {
     /* The sale the document belongs to: the order it is, or the order a
      * receipt or invoice was made from ("" for a sale of its own). */
     char sale[64];
-    bool part; /* a receipt or invoice of a sale another document books */
+    bool part;     /* a receipt or invoice of a sale another document books */
+    bool verified; /* a backfill looked in QuickBooks for the booked document */
     /* What is booked, worked out before any lookup (sale_check): the lines
      * as the mapping gets them (their Items filled in by sale_write), the
      * totals, and for a VAT company one tax line per rate (sale_taxes). */
@@ -667,6 +668,29 @@ static void stock_pending(struct run *r)
     stock_after_sale(r, r->skus, stock_then_skip);
 }
 
+static void sale_checked(struct run *r);
+
+/* A backfill's look at the booked document: gone (deleted by hand), the
+ * document is booked again; there, the run goes on as for any event. */
+static void booked_checked(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct sale *s = r->flow;
+    if (res->kind == QBO_FAULT && strcmp(res->code, "610") == 0) {
+        task_note(r->t, "booked as %s %s, which QuickBooks no longer has: booking it again",
+                  str(s->booked, "entity"), str(s->booked, "id"));
+        json_decref(s->booked);
+        s->booked = NULL;
+        sale_checked(r);
+        return;
+    }
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "read the booked document", res);
+        return;
+    }
+    sale_checked(r);
+}
+
 /*
  * From sales_mode_since on, a till receipt is booked in its day's summary
  * (summary.c), which lists it: idmap.<c>.summary.<branch>/<day>/<receipt>
@@ -746,6 +770,24 @@ static void sale_begin(struct run *r)
             return;
         }
     }
+    if (s->booked != NULL && !s->verified && json_is_true(json_object_get(t->rec, "backfill")) &&
+        str(s->booked, "id") != NULL) {
+        /* A backfill books what QuickBooks lacks: is the booked document still there? */
+        s->verified = true;
+        const char *entity = entity_named(str(s->booked, "entity")) ?: s->entity;
+        if (task_qbo_read(t, entity, str(s->booked, "id"), booked_checked, r) != 0)
+            run_fail(r, OUTCOME_RETRY, NULL, "read %s: could not start the request", entity);
+        return;
+    }
+    sale_checked(r);
+}
+
+/* The document, its booking known: already booked (or its payments), or on to the lookups. */
+static void sale_checked(struct run *r)
+{
+    struct task *t = r->t;
+    struct sale *s = r->flow;
+    json_t *doc = s->doc;
     if (s->booked != NULL) {
         s->entity = entity_named(str(s->booked, "entity")) ?: s->entity;
         bool same = json_integer_value(json_object_get(s->booked, "version")) == doc_version(doc);

@@ -103,6 +103,56 @@ class Reconcile(test_summary.DailySummary):
         report = self.reconcile(day(3), day(2), 1)
         self.assertEqual([d["ok"] for d in report["days"]], [True, False])
 
+    def backfill(self, first, last, *extra):
+        p = self.gw.cli("backfill", "--connection", test_sales.CONN, "--from", first, "--to", last, "--json",
+                        *extra)
+        return json.loads(p.stdout), p.stderr.decode()
+
+    def test_backfill_books_only_what_quickbooks_lacks_and_a_rerun_nothing(self):
+        QBO = test_sales.QBO
+        receipts = [self.sale(day(3), 1, i, kind="cash") for i in range(4)]
+        self.start_gateway()
+        self.sale_events("receipt", len(receipts))
+        gone = {d["PrivateNote"]: d for d in self.docs_of("SalesReceipt")}["Mplus receipt %s"
+                                                                            % receipts[2]["receiptId"]]
+        QBO.entity("SalesReceipt", {"Id": gone["Id"]}, operation="delete")
+        # A dry run names it and queues nothing.
+        report, progress = self.backfill(day(3), day(3), "--dry-run")
+        self.assertEqual(([m["id"] for m in report["missing"]], report["queued"], report["dry_run"]),
+                         ([receipts[2]["receiptId"]], 0, True))
+        self.assertIn("missing in QuickBooks", progress)
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 3)
+        report, progress = self.backfill(day(3), day(3))
+        self.assertEqual((report["documents"], report["queued"]), (4, 1))
+        self.assertIn("events queued", progress)
+
+        def rebooked():
+            return [d for d in self.docs_of("SalesReceipt")
+                    if d["PrivateNote"] == "Mplus receipt %s" % receipts[2]["receiptId"]] or None
+        again = self.wait(rebooked, "the deleted receipt booked again", gw=self.gw)
+        self.assertEqual(len(again), 1)
+        self.assertNotEqual(again[0]["Id"], gone["Id"])
+        self.wait_final(self.gw, 5, "the events final", entity="receipt")
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 4)
+        self.assertTrue(self.reconcile(day(3), day(3), 0)["ok"])
+        # A rerun finds nothing missing and queues nothing.
+        report, _ = self.backfill(day(3), day(3))
+        self.assertEqual((report["missing"], report["queued"]), ([], 0))
+
+    def test_backfill_rebooks_a_daily_summary_removed_by_hand(self):
+        for i in range(3):
+            self.sale(day(2), 1, i)
+        self.start_summary(day(2))
+        entry = self.wait_entries(1)[0]
+        test_sales.QBO.entity("JournalEntry", {"Id": entry["Id"]}, operation="delete")
+        self.reconcile(day(2), day(2), 1)
+        report, _ = self.backfill(day(2), day(2))
+        self.assertEqual([m["id"] for m in report["missing"]], ["1/%s" % day(2)])
+        again = self.wait_entries(1)
+        self.assertEqual(again[0]["DocNumber"], entry["DocNumber"])
+        self.assertNotEqual(again[0]["Id"], entry["Id"])
+        self.assertTrue(self.reconcile(day(2), day(2), 0)["ok"])
+
     def test_bad_requests_are_refused_with_a_reason(self):
         self.start_gateway()
         p = self.gw.cli("reconcile", "--connection", test_sales.CONN, "--from", day(1), "--to", day(3),

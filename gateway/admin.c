@@ -19,6 +19,7 @@
 #include "replay.h"
 #include "report.h"
 #include "sig.h"
+#include "store.h"
 #include "util.h"
 
 #include <event2/buffer.h>
@@ -266,6 +267,92 @@ static void handle_reconcile(struct admin *s, struct evhttp_request *req, bool f
     evhttp_clear_headers(&q);
 }
 
+/* POST /api/unpost?connection=C&(from=...&to=...|event=ID)[&dry_run=1][&force=1] */
+struct unpost_req {
+    struct later l; /* first */
+    struct unpost_env env;
+};
+
+static bool flag(struct evhttp_request *req, struct evkeyvalq *q, const char *name)
+{
+    const char *v = query_param(req, q, name);
+    return v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+}
+
+static void handle_unpost(struct admin *s, struct evhttp_request *req)
+{
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    const char *name = query_param(req, &q, "connection");
+    const char *from = query_param(req, &q, "from");
+    const char *to = query_param(req, &q, "to");
+    const char *event = query_param(req, &q, "event");
+    const struct gw_connection *c = name ? config_connection(s->d.cfg, name) : NULL;
+    struct unpost_req *u = calloc(1, sizeof *u);
+    char day[16] = "", why[300] = "";
+    uint64_t id = 0;
+    json_t *rec = NULL, *entry = NULL;
+    if (u == NULL) {
+        snprintf(why, sizeof why, "out of memory");
+    } else if (c == NULL) {
+        snprintf(why, sizeof why, "unpost?connection=NAME names no connection");
+    } else if (event != NULL) {
+        /* One event's document: the id map names it. */
+        const char *entity, *eid;
+        if (!gw_strtou64(event, &id) || store_get_event(s->d.st, id, &rec, NULL, 0) != 0)
+            snprintf(why, sizeof why, "no event %s", event);
+        else if (strcmp(json_string_value(json_object_get(rec, "connection")) ?: "", c->name) != 0)
+            snprintf(why, sizeof why, "event %s is not of connection %s", event, c->name);
+        else if ((entity = json_string_value(json_object_get(rec, "entity"))) == NULL ||
+                 (eid = json_string_value(json_object_get(rec, "entity_id"))) == NULL)
+            snprintf(why, sizeof why, "event %s names no document", event);
+        else if (strcmp(entity, "summary") == 0 && strchr(eid, '/') != NULL) {
+            gw_strlcpy(day, strchr(eid, '/') + 1, sizeof day);
+            snprintf(u->env.only_prefix, sizeof u->env.only_prefix, "MPLUS-%.*s-",
+                     (int)strcspn(eid, "/"), eid);
+            snprintf(u->env.only_entity, sizeof u->env.only_entity, "JournalEntry");
+            from = to = day;
+        } else {
+            char key[300];
+            snprintf(key, sizeof key, "idmap.%s.%s.%s", c->name, entity, eid);
+            const char *e2, *i2;
+            if (store_meta_get(s->d.st, key, &entry, NULL, 0) != 0 ||
+                (e2 = json_string_value(json_object_get(entry, "entity"))) == NULL ||
+                (i2 = json_string_value(json_object_get(entry, "id"))) == NULL)
+                snprintf(why, sizeof why, "event %s: its %s is not booked", event, entity);
+            else {
+                gw_strlcpy(u->env.only_entity, e2, sizeof u->env.only_entity);
+                gw_strlcpy(u->env.only_id, i2, sizeof u->env.only_id);
+                from = to = "";
+            }
+        }
+    } else if (!day_ok(from) || !day_ok(to) || strcmp(from, to) > 0) {
+        snprintf(why, sizeof why, "from and to: financial days YYYY-MM-DD, from <= to; or event");
+    }
+    json_decref(rec);
+    json_decref(entry);
+    if (why[0] != '\0') {
+        free(u);
+        bool missing = strstr(why, "no event") || strstr(why, "names no");
+        reply_text(req, missing ? 404 : 400, missing ? "Not Found" : "Bad Request", why);
+        evhttp_clear_headers(&q);
+        return;
+    }
+    u->env.cm = s->d.committer;
+    u->env.st = s->d.st;
+    u->env.force = flag(req, &q, "force");
+    u->env.progress = backfill_line;
+    u->l.req = req;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; charset=utf-8");
+    evhttp_send_reply_start(req, 200, "OK");
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), later_gone, &u->l);
+    if (unpost_start(s->d.clients, &u->env, c, from, to, flag(req, &q, "dry_run"), backfilled,
+                     &u->l) != 0)
+        backfilled(NULL, "could not start", &u->l);
+    evhttp_clear_headers(&q);
+}
+
 void admin_handle(struct admin *s, struct evhttp_request *req)
 {
     const char *uri_path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -317,6 +404,8 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
                 reply_replay(s, req, &f);
         } else if (strcmp(path, "/api/backfill") == 0) {
             handle_reconcile(s, req, true);
+        } else if (strcmp(path, "/api/unpost") == 0) {
+            handle_unpost(s, req);
         } else if (strcmp(path, "/api/replay") == 0) {
             f.source = query_param(req, &q, "source");
             f.entity = query_param(req, &q, "entity");

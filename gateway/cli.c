@@ -52,6 +52,10 @@ static const char usage_text[] =
     "  backfill --connection C --from DATE --to DATE [--dry-run] [--json]\n"
     "                              book what QuickBooks lacks of the Mplus documents of those\n"
     "                              financial days (as reconcile finds it); safe to rerun\n"
+    "  unpost --connection C (--event ID | --from DATE --to DATE) [--dry-run] [--force]\n"
+    "                              delete what the gateway booked and clear its id map, so a\n"
+    "                              backfill books it again; refuses documents changed in\n"
+    "                              QuickBooks since (exit 1) unless --force\n"
     "  map --flow FLOW --input FILE [--connection C]\n"
     "                              run a mapping on a sample and print the result; FLOW is\n"
     "                              customers-to-qbo, customers-to-mplus, sales-to-qbo,\n"
@@ -110,6 +114,7 @@ enum {
     OPT_INPUT,
     OPT_FROM,
     OPT_TO,
+    OPT_FORCE,
 };
 
 static const struct option long_opts[] = {
@@ -130,6 +135,7 @@ static const struct option long_opts[] = {
     {"input", required_argument, NULL, OPT_INPUT},
     {"from", required_argument, NULL, OPT_FROM},
     {"to", required_argument, NULL, OPT_TO},
+    {"force", no_argument, NULL, OPT_FORCE},
     {NULL, 0, NULL, 0},
 };
 
@@ -144,6 +150,7 @@ struct opts {
     const char *refresh_token;
     const char *flow, *input;
     const char *from, *to;
+    bool force;
 };
 
 /* A point in time: ISO-8601 with a zone, or a date (midnight UTC). */
@@ -238,6 +245,9 @@ static int parse_opts(int argc, char **argv, const int *allowed, struct opts *o)
             break;
         case OPT_TO:
             o->to = optarg;
+            break;
+        case OPT_FORCE:
+            o->force = true;
             break;
         }
     }
@@ -655,7 +665,8 @@ static void print_day(json_t *day)
 
 /*
  * A command the running daemon answers for a connection and a range of
- * financial days (reconcile, backfill): options parsed into o, the report
+ * financial days (reconcile, backfill, unpost; unpost also for one
+ * event): options parsed into o, the report
  * into *report. 0, or the exit status.
  */
 static int ask_daemon(const struct gw_config *cfg, int argc, char **argv, const int *allowed,
@@ -666,18 +677,27 @@ static int ask_daemon(const struct gw_config *cfg, int argc, char **argv, const 
     if (rc != 0)
         return rc;
     char msg[160];
-    snprintf(msg, sizeof msg, "%s: expected --connection C --from YYYY-MM-DD --to YYYY-MM-DD", cmd);
-    if (optind != argc || o->filter.connection == NULL || o->from == NULL || o->to == NULL)
+    snprintf(msg, sizeof msg, "%s: expected --connection C --from YYYY-MM-DD --to YYYY-MM-DD%s",
+             cmd, strcmp(cmd, "unpost") == 0 ? " (or --event ID)" : "");
+    bool one = o->event_id != 0 && o->from == NULL && o->to == NULL;
+    if (optind != argc || o->filter.connection == NULL ||
+        (!one && (o->from == NULL || o->to == NULL)))
         return usage(msg);
     if (config_connection(cfg, o->filter.connection) == NULL) {
         fprintf(stderr, "gateway: %s: no [connection.%s] in %s\n", cmd, o->filter.connection,
                 cfg->file);
         return EXIT_USAGE;
     }
-    char *c = http_escape(o->filter.connection), *f = http_escape(o->from), *t = http_escape(o->to);
+    char *c = http_escape(o->filter.connection), *f = http_escape(o->from ? o->from : ""),
+         *t = http_escape(o->to ? o->to : "");
     char path[512];
-    snprintf(path, sizeof path, "%s?connection=%s&from=%s&to=%s%s", api, c, f, t,
-             o->dry_run ? "&dry_run=1" : "");
+    if (one)
+        snprintf(path, sizeof path, "%s?connection=%s&event=%llu%s%s", api, c,
+                 (unsigned long long)o->event_id, o->dry_run ? "&dry_run=1" : "",
+                 o->force ? "&force=1" : "");
+    else
+        snprintf(path, sizeof path, "%s?connection=%s&from=%s&to=%s%s%s", api, c, f, t,
+                 o->dry_run ? "&dry_run=1" : "", o->force ? "&force=1" : "");
     free(c);
     free(f);
     free(t);
@@ -743,6 +763,32 @@ static int cmd_backfill(const struct gw_config *cfg, int argc, char **argv)
     return 0;
 }
 
+static int cmd_unpost(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_CONNECTION, OPT_FROM,  OPT_TO,   OPT_EVENT,
+                                  OPT_DRY_RUN,    OPT_FORCE, OPT_JSON, 0};
+    struct opts o = {0};
+    json_t *report = NULL;
+    int rc = ask_daemon(cfg, argc, argv, allowed, "/api/unpost", true, &o, &report);
+    if (rc != 0)
+        return rc;
+    json_t *refused = json_object_get(report, "refused");
+    if (o.json) {
+        print_json(report);
+    } else {
+        size_t i;
+        json_t *d;
+        json_array_foreach(json_object_get(report, "unposted"), i, d)
+            printf("%s %s %s\n", o.dry_run ? "would unpost" : "unposted", str(d, "quickbooks"),
+                   str(d, "doc_number"));
+        json_array_foreach(refused, i, d) printf("refused %s %s: %s\n", str(d, "quickbooks"),
+                                                 str(d, "doc_number"), str(d, "reason"));
+    }
+    bool all = json_array_size(refused) == 0;
+    json_decref(report);
+    return all ? 0 : EXIT_RUNTIME;
+}
+
 static const struct flow *extra_flows;
 
 void cli_set_extra_flows(const struct flow *flows)
@@ -777,7 +823,7 @@ int cli_main(int argc, char **argv)
 
     static const char *const known[] = {"serve", "events",    "show",         "status",
                                         "purge", "replay",    "check-config", "tokens",
-                                        "map",   "reconcile", "backfill"};
+                                        "map",   "reconcile", "backfill",     "unpost"};
     bool ok = false;
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         ok |= strcmp(cmd, known[k]) == 0;
@@ -842,6 +888,8 @@ int cli_main(int argc, char **argv)
         rc = cmd_reconcile(cfg, cargc, cargv);
     } else if (strcmp(cmd, "backfill") == 0) {
         rc = cmd_backfill(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "unpost") == 0) {
+        rc = cmd_unpost(cfg, cargc, cargv);
     } else {
         rc = cmd_purge(cfg, cargc, cargv);
     }

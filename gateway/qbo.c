@@ -27,7 +27,15 @@
 #define THROTTLE_PAUSE_MS 60000           /* Intuit: wait 60 s after a 429 */
 #define STATE_TTL_MS      (15 * 60 * 1000)
 
-enum call_kind { CALL_READ, CALL_QUERY, CALL_CREATE, CALL_UPDATE, CALL_VOID, CALL_CDC };
+enum call_kind {
+    CALL_READ,
+    CALL_QUERY,
+    CALL_CREATE,
+    CALL_UPDATE,
+    CALL_VOID,
+    CALL_DELETE,
+    CALL_CDC
+};
 
 struct qconn;
 
@@ -837,8 +845,9 @@ static int write_call(struct qbo *q, const struct gw_connection *c, enum call_ki
     if (rid)
         n = (size_t)snprintf(extra, sizeof extra, "requestid=%s", rid);
     free(rid);
-    if (kind == CALL_VOID && n < sizeof extra)
-        snprintf(extra + n, sizeof extra - n, "%soperation=void", n ? "&" : "");
+    if ((kind == CALL_VOID || kind == CALL_DELETE) && n < sizeof extra)
+        snprintf(extra + n, sizeof extra - n, "%soperation=%s", n ? "&" : "",
+                 kind == CALL_VOID ? "void" : "delete");
     struct call *call =
         new_call(q, c, kind, "POST", make_url(q, c, ent, extra[0] ? extra : NULL), cb, arg);
     if (call == NULL)
@@ -868,13 +877,27 @@ int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity,
     return rc;
 }
 
+/* A void or a delete: the body is the Id and SyncToken alone. */
+static int id_call(struct qbo *q, const struct gw_connection *c, enum call_kind kind,
+                   const char *entity, const char *id, const char *sync_token,
+                   const char *requestid, qbo_cb cb, void *arg)
+{
+    json_t *o = json_pack("{s:s, s:s}", "Id", id, "SyncToken", sync_token);
+    int rc = o ? write_call(q, c, kind, entity, o, requestid, cb, arg) : -1;
+    json_decref(o);
+    return rc;
+}
+
 int qbo_void(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
              const char *sync_token, const char *requestid, qbo_cb cb, void *arg)
 {
-    json_t *o = json_pack("{s:s, s:s}", "Id", id, "SyncToken", sync_token);
-    int rc = o ? write_call(q, c, CALL_VOID, entity, o, requestid, cb, arg) : -1;
-    json_decref(o);
-    return rc;
+    return id_call(q, c, CALL_VOID, entity, id, sync_token, requestid, cb, arg);
+}
+
+int qbo_delete(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
+               const char *sync_token, const char *requestid, qbo_cb cb, void *arg)
+{
+    return id_call(q, c, CALL_DELETE, entity, id, sync_token, requestid, cb, arg);
 }
 
 int qbo_cdc(struct qbo *q, const struct gw_connection *c, const char *entities,

@@ -67,6 +67,10 @@ int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity,
 int qbo_void(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
              const char *sync_token, const char *requestid, qbo_cb cb, void *arg);
 
+/* POST .../{entity}?operation=delete with Id and SyncToken (transactions). */
+int qbo_delete(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
+               const char *sync_token, const char *requestid, qbo_cb cb, void *arg);
+
 /*
  * Money never passes through a double: flows give decimal fields (Amount,
  * UnitPrice, Qty, TotalTax, ...) as decimal text, "9.95", and the request

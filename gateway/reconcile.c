@@ -25,6 +25,7 @@
 #include "map.h"
 #include "mplus.h"
 #include "qbo.h"
+#include "store.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -59,8 +60,11 @@ struct job {
     /* backfill: what is missing becomes events, instead of a report */
     const struct backfill_env *env;
     bool dry_run;
-    json_t *queue;  /* the missing documents and summary days: [{kind, id, ...}] */
-    json_t *events; /* the documents read again in full, as events go */
+    /* unpost: what the gateway booked is deleted, and its id map entry */
+    const struct unpost_env *un;
+    json_t *done, *refused; /* [{...}] */
+    json_t *queue;          /* the missing documents and summary days: [{kind, id, ...}] */
+    json_t *events;         /* the documents read again in full, as events go */
     size_t queue_at;
     json_t *days;   /* date -> {mplus: {excl, vat: {pct: cents}}, quickbooks: ..., ...} */
     json_t *docs;   /* Mplus documents: [{kind, id, number, date, total, summary}] */
@@ -79,20 +83,23 @@ static void job_end(struct job *j, json_t *report, const char *error)
     json_decref(j->booked);
     json_decref(j->queue);
     json_decref(j->events);
+    json_decref(j->done);
+    json_decref(j->refused);
     free(j);
 }
 
 static void progress(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void progress(struct job *j, const char *fmt, ...)
 {
-    if (j->env == NULL || j->env->progress == NULL)
+    void (*fn)(const char *, void *) = j->env ? j->env->progress : j->un ? j->un->progress : NULL;
+    if (fn == NULL)
         return;
     char line[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    j->env->progress(line, j->arg);
+    fn(line, j->arg);
 }
 
 static const char *str(json_t *o, const char *k)
@@ -277,9 +284,14 @@ static void explain(struct job *j)
 }
 
 static void backfill(struct job *j);
+static void unpost(struct job *j);
 
 static void finish(struct job *j)
 {
+    if (j->un != NULL) {
+        unpost(j);
+        return;
+    }
     explain(j);
     if (j->env != NULL) {
         backfill(j);
@@ -370,6 +382,16 @@ static void add_summary(struct job *j, json_t *e, json_t *rec)
     json_object_set_new(rec, "summary", json_true());
 }
 
+/* What the report keeps of a QuickBooks document. */
+static json_t *record_of(const char *entity, json_t *e, int64_t total)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "entity", entity, "id",
+                     str(e, "Id") ?: "", "doc_number", str(e, "DocNumber") ?: "", "note",
+                     str(e, "PrivateNote") ?: "", "date", str(e, "TxnDate") ?: "", "total",
+                     (json_int_t)total, "sync", str(e, "SyncToken") ?: "0", "customer",
+                     str(json_object_get(e, "CustomerRef"), "value") ?: "");
+}
+
 static void booked_page(const struct qbo_result *r, void *arg)
 {
     struct job *j = arg;
@@ -396,9 +418,7 @@ static void booked_page(const struct qbo_result *r, void *arg)
         if (summary ? strncmp(number, "MPLUS-", 6) != 0 : strncmp(note, "Mplus ", 6) != 0)
             continue; /* a voided document ("Voided") holds nothing */
         int64_t total = sign * qbo_cents_field(e, "TotalAmt");
-        json_t *rec =
-            json_pack("{s:s, s:s, s:s, s:s, s:s, s:I}", "entity", entity, "id", str(e, "Id") ?: "",
-                      "doc_number", number, "note", note, "date", date, "total", (json_int_t)total);
+        json_t *rec = record_of(entity, e, total);
         if (summary) {
             add_summary(j, e, rec);
         } else {
@@ -732,6 +752,210 @@ static void backfill(struct job *j)
     read_missing(j);
 }
 
+/* ---- unpost -------------------------------------------------------------------------- */
+
+static void unpost_next(struct job *j);
+
+static json_t *target_view(json_t *b)
+{
+    return json_pack("{s:o, s:s, s:s, s:s}", "quickbooks", qbo_ref(b), "doc_number",
+                     str(b, "doc_number") ?: "", "date", str(b, "date") ?: "", "note",
+                     str(b, "note") ?: "");
+}
+
+struct forget_job {
+    struct commit_job job; /* first */
+    struct job *j;
+    char key[256];
+};
+
+static int forget_apply(struct store_txn *tx, struct commit_job *job)
+{
+    return store_txn_meta_del(tx, ((struct forget_job *)job)->key);
+}
+
+static void forget_done(struct commit_job *job)
+{
+    struct forget_job *f = (struct forget_job *)job;
+    struct job *j = f->j;
+    int status = job->status;
+    free(f);
+    if (status != 0) {
+        job_end(j, NULL, "could not clear the id map");
+        return;
+    }
+    j->queue_at++;
+    unpost_next(j);
+}
+
+/* The document is gone from QuickBooks: its id map entry goes too, so the
+ * next event of it (a backfill, a replay) books it again. */
+static void forget(struct job *j, const char *key)
+{
+    json_t *b = json_array_get(j->queue, j->queue_at);
+    json_array_append_new(j->done, target_view(b));
+    struct forget_job *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        job_end(j, NULL, "out of memory");
+        return;
+    }
+    f->j = j;
+    gw_strlcpy(f->key, key, sizeof f->key);
+    f->job.apply = forget_apply;
+    f->job.done = forget_done;
+    committer_submit(j->un->cm, &f->job);
+}
+
+static void deleted(const struct qbo_result *r, void *arg)
+{
+    struct job *j = arg;
+    json_t *b = json_array_get(j->queue, j->queue_at);
+    if (r->kind != QBO_OK) {
+        char e[1200];
+        snprintf(e, sizeof e, "delete %s %s: %s", str(b, "entity"), str(b, "id"), r->error);
+        job_end(j, NULL, e);
+        return;
+    }
+    /* An invoice's payments first, then the invoice (json "payments" left). */
+    json_t *pays = json_object_get(b, "payments");
+    if (json_array_size(pays) > 0) {
+        json_array_remove(pays, 0);
+        unpost_next(j);
+        return;
+    }
+    forget(j, str(b, "map_key"));
+}
+
+static void delete_one(struct job *j, const char *entity, const char *id, const char *sync)
+{
+    char rid[160];
+    snprintf(rid, sizeof rid, "unpost-%s-%s-%s", entity, id, sync);
+    if (qbo_delete(j->clients->qbo, j->c, entity, id, sync, rid, deleted, j) != 0)
+        job_end(j, NULL, "could not start a QuickBooks delete");
+}
+
+static void payments_found(const struct qbo_result *r, void *arg)
+{
+    struct job *j = arg;
+    json_t *b = json_array_get(j->queue, j->queue_at);
+    if (r->kind != QBO_OK) {
+        char e[1200];
+        snprintf(e, sizeof e, "the payments of Invoice %s: %s", str(b, "id"), r->error);
+        job_end(j, NULL, e);
+        return;
+    }
+    json_t *pays = json_array();
+    size_t i, k, m;
+    json_t *p, *line, *link;
+    json_array_foreach(qbo_rows(r->body, "Payment"), i, p)
+    {
+        bool links = false;
+        json_array_foreach(json_object_get(p, "Line"), k, line)
+        {
+            json_array_foreach(json_object_get(line, "LinkedTxn"), m, link) links =
+                links || (strcmp(str(link, "TxnType") ?: "", "Invoice") == 0 &&
+                          strcmp(str(link, "TxnId") ?: "", str(b, "id")) == 0);
+        }
+        if (links)
+            json_array_append_new(pays, json_pack("{s:s, s:s}", "id", str(p, "Id") ?: "", "sync",
+                                                  str(p, "SyncToken") ?: "0"));
+    }
+    json_object_set_new(b, "payments", pays);
+    unpost_next(j);
+}
+
+/* The next target: checked against the id map, then its payments and itself deleted. */
+static void unpost_next(struct job *j)
+{
+    json_t *b = json_array_get(j->queue, j->queue_at);
+    if (b == NULL) {
+        json_t *report = json_pack("{s:s, s:s, s:s, s:b, s:O, s:O}", "connection", j->c->name,
+                                   "from", j->from, "to", j->to, "dry_run", j->dry_run, "unposted",
+                                   j->done, "refused", j->refused);
+        job_end(j, report, NULL);
+        return;
+    }
+    json_t *pays = json_object_get(b, "payments");
+    if (json_array_size(pays) > 0) {
+        json_t *p = json_array_get(pays, 0);
+        delete_one(j, "Payment", str(p, "id"), str(p, "sync"));
+        return;
+    }
+    if (pays != NULL) { /* its payments are gone */
+        delete_one(j, str(b, "entity"), str(b, "id"), str(b, "sync"));
+        return;
+    }
+    /* What the id map says the gateway booked. */
+    char key[256], kind[32] = "", mid[160] = "";
+    bool summary = strcmp(str(b, "entity"), "JournalEntry") == 0;
+    if (summary) {
+        const char *n = str(b, "doc_number") + 6; /* MPLUS-<branch>-... */
+        snprintf(key, sizeof key, "idmap.%s.summary.%.*s/%s", j->c->name, (int)strcspn(n, "-"), n,
+                 str(b, "date"));
+    } else {
+        sscanf(str(b, "note"), "Mplus %31s %159s", kind, mid);
+        snprintf(key, sizeof key, "idmap.%s.%s.%s", j->c->name, kind, mid);
+    }
+    json_object_set_new(b, "map_key", json_string(key));
+    json_t *entry = NULL;
+    store_meta_get(j->un->st, key, &entry, NULL, 0);
+    const char *why = NULL;
+    char buf[200];
+    if (!summary && (entry == NULL || strcmp(str(entry, "id") ?: "", str(b, "id")) != 0)) {
+        why = "not the document the gateway booked (entered by hand?): left alone";
+    } else if (!summary && !j->un->force &&
+               strcmp(str(entry, "sync") ?: "0", str(b, "sync")) != 0) {
+        snprintf(buf, sizeof buf,
+                 "changed in QuickBooks since it was booked (SyncToken %s, now %s): --force "
+                 "unposts it all the same",
+                 str(entry, "sync") ?: "0", str(b, "sync"));
+        why = buf;
+    }
+    json_decref(entry);
+    if (why != NULL || j->dry_run) {
+        json_t *v = target_view(b);
+        if (why)
+            json_object_set_new(v, "reason", json_string(why));
+        json_array_append_new(why ? j->refused : j->done, v);
+        j->queue_at++;
+        unpost_next(j);
+        return;
+    }
+    if (strcmp(str(b, "entity"), "Invoice") == 0 && str(b, "customer")[0]) {
+        char q[200];
+        snprintf(q, sizeof q, "select * from Payment where CustomerRef = '%s' MAXRESULTS 1000",
+                 str(b, "customer"));
+        if (qbo_query(j->clients->qbo, j->c, q, payments_found, j) != 0)
+            job_end(j, NULL, "could not start a QuickBooks query");
+        return;
+    }
+    json_object_set_new(b, "payments", json_array());
+    unpost_next(j);
+}
+
+static void unpost(struct job *j)
+{
+    j->queue = json_array();
+    j->done = json_array();
+    j->refused = json_array();
+    size_t i;
+    json_t *b;
+    json_array_foreach(j->booked, i, b)
+    {
+        /* With --event, only that document. */
+        if (j->un->only_id[0] && strcmp(str(b, "id"), j->un->only_id) != 0)
+            continue;
+        if (j->un->only_entity[0] && strcmp(str(b, "entity"), j->un->only_entity) != 0)
+            continue;
+        if (j->un->only_prefix[0] &&
+            strncmp(str(b, "doc_number"), j->un->only_prefix, strlen(j->un->only_prefix)) != 0)
+            continue;
+        json_array_append(j->queue, b);
+    }
+    progress(j, "%zu documents of the gateway in QuickBooks", json_array_size(j->queue));
+    unpost_next(j);
+}
+
 static struct job *job_new(struct gw_clients *clients, const struct gw_connection *c,
                            const char *from, const char *to, reconcile_cb cb, void *arg)
 {
@@ -780,5 +1004,39 @@ int backfill_start(struct gw_clients *clients, const struct backfill_env *env,
     j->env = env;
     j->dry_run = dry_run;
     ask_documents(j);
+    return 0;
+}
+
+static void one_read(const struct qbo_result *r, void *arg)
+{
+    struct job *j = arg;
+    if (r->kind == QBO_FAULT && strcmp(r->code, "610") == 0) {
+        finish(j); /* no longer in QuickBooks: nothing to unpost */
+        return;
+    }
+    if (r->kind != QBO_OK) {
+        char e[1200];
+        snprintf(e, sizeof e, "read %s %s: %s", j->un->only_entity, j->un->only_id, r->error);
+        job_end(j, NULL, e);
+        return;
+    }
+    json_t *e = json_object_get(r->body, j->un->only_entity);
+    json_array_append_new(j->booked, record_of(j->un->only_entity, e, 0));
+    finish(j);
+}
+
+int unpost_start(struct gw_clients *clients, const struct unpost_env *env,
+                 const struct gw_connection *c, const char *from, const char *to, bool dry_run,
+                 reconcile_cb cb, void *arg)
+{
+    struct job *j = job_new(clients, c, from, to, cb, arg);
+    if (j == NULL)
+        return -1;
+    j->un = env;
+    j->dry_run = dry_run;
+    j->start = 1;
+    if (from[0] == '\0') /* one document: env names it */
+        return qbo_read(clients->qbo, c, env->only_entity, env->only_id, one_read, j);
+    ask_quickbooks(j);
     return 0;
 }

@@ -44,4 +44,29 @@ int backfill_start(struct gw_clients *clients, const struct backfill_env *env,
                    const struct gw_connection *c, const char *from, const char *to, bool dry_run,
                    reconcile_cb cb, void *arg);
 
+/*
+ * Unpost: what the gateway booked for the financial days from through to
+ * (its documents, their payments, the daily summaries) is deleted in
+ * QuickBooks, and its id map entry cleared, so the next event of it books
+ * it again (a backfill of the days). Deleted rather than voided: a voided
+ * document keeps its DocNumber, and the one booked again would be refused
+ * as a duplicate number; QuickBooks' audit log keeps what was deleted. A
+ * document QuickBooks changed since it was booked (another SyncToken) is
+ * refused unless force, and one the id map does not name (entered by hand)
+ * is left alone. With only_id (and only_entity) set, only that document.
+ * cb gets {connection, from, to, dry_run, unposted: [...], refused: [...]}.
+ */
+struct store;
+struct unpost_env {
+    struct committer *cm;
+    struct store *st;
+    bool force;
+    char only_entity[32], only_id[32]; /* from "": read this document alone */
+    char only_prefix[48];              /* a DocNumber prefix (one day's summary) */
+    void (*progress)(const char *line, void *arg);
+};
+int unpost_start(struct gw_clients *clients, const struct unpost_env *env,
+                 const struct gw_connection *c, const char *from, const char *to, bool dry_run,
+                 reconcile_cb cb, void *arg);
+
 #endif

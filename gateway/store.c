@@ -521,6 +521,13 @@ int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value)
     return rc;
 }
 
+int store_txn_meta_del(struct store_txn *t, const char *name)
+{
+    MDB_val k = {strlen(name), (void *)name};
+    int rc = mdb_del(t->txn, t->st->meta, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /*
  * Every page LMDB reads through its map stays mapped, so resident memory
  * would grow with the store. The map is a shared, read-only file mapping:

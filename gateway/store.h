@@ -119,6 +119,8 @@ int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
 /* Small named values (tokens, markers, circuit state), JSON. */
 int store_txn_meta_get(struct store_txn *t, const char *name, json_t **out);
 int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value);
+/* Remove a meta value; one that is not there is no error. */
+int store_txn_meta_del(struct store_txn *t, const char *name);
 int store_meta_get(struct store *st, const char *name, json_t **out, char *err, size_t errlen);
 /* Every meta value whose name starts with prefix, in name order, to cb
  * (name and value as stored, not NUL-terminated); cb returns non-zero to stop. */

@@ -153,6 +153,64 @@ class Reconcile(test_summary.DailySummary):
         self.assertNotEqual(again[0]["Id"], entry["Id"])
         self.assertTrue(self.reconcile(day(2), day(2), 0)["ok"])
 
+    def unpost(self, *args, rc=0):
+        p = self.gw.cli("unpost", "--connection", test_sales.CONN, "--json", *args, check=False)
+        self.assertEqual(p.returncode, rc, (p.stdout.decode(), p.stderr.decode()))
+        return json.loads(p.stdout)
+
+    def test_unpost_deletes_a_day_refuses_what_changed_and_a_backfill_books_it_once(self):
+        QBO = test_sales.QBO
+        receipts = [self.sale(day(3), 1, i, kind="cash") for i in range(3)]
+        receipts.append(self.sale(day(3), 1, 9, kind="split"))   # an Invoice with a Payment per method
+        self.start_gateway()
+        self.sale_events("receipt", len(receipts))
+        self.assertEqual((len(self.docs_of("SalesReceipt")), len(self.docs_of("Invoice")),
+                          len(self.docs_of("Payment"))), (3, 1, 2))
+        # The accountant changed one receipt in QuickBooks since: unpost leaves it and says why.
+        changed = {d["PrivateNote"]: d for d in self.docs_of("SalesReceipt")}["Mplus receipt %s"
+                                                                               % receipts[0]["receiptId"]]
+        QBO.entity("SalesReceipt", {"Id": changed["Id"], "Memo": "checked"})
+        dry = self.unpost("--from", day(3), "--to", day(3), "--dry-run", rc=1)
+        self.assertEqual(len(dry["unposted"]), 3)
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 3)
+        report = self.unpost("--from", day(3), "--to", day(3), rc=1)
+        self.assertEqual([r["quickbooks"] for r in report["refused"]], ["SalesReceipt %s" % changed["Id"]])
+        self.assertIn("--force", report["refused"][0]["reason"])
+        self.assertEqual(sorted(u["quickbooks"].split()[0] for u in report["unposted"]),
+                         ["Invoice", "SalesReceipt", "SalesReceipt"])
+        self.assertEqual([d["Id"] for d in self.docs_of("SalesReceipt")], [changed["Id"]])
+        self.assertEqual((self.docs_of("Invoice"), self.docs_of("Payment")), ([], []))
+        # --force takes the changed one too.
+        report = self.unpost("--from", day(3), "--to", day(3), "--force")
+        self.assertEqual([u["quickbooks"] for u in report["unposted"]], ["SalesReceipt %s" % changed["Id"]])
+        self.assertEqual(self.docs_of("SalesReceipt"), [])
+        self.assertEqual(len(self.reconcile(day(3), day(3), 1)["days"][0]["missing"]), 4)
+        # A backfill books each once again, payments included.
+        self.backfill(day(3), day(3))
+        self.wait(lambda: len(self.docs_of("SalesReceipt")) == 3 and len(self.docs_of("Payment")) == 2 or None,
+                  "the day booked again", gw=self.gw)
+        self.wait_final(self.gw, 2 * len(receipts), "the events final", entity="receipt")
+        self.assertTrue(self.reconcile(day(3), day(3), 0)["ok"])
+        self.assertEqual((len(self.docs_of("SalesReceipt")), len(self.docs_of("Invoice")),
+                          len(self.docs_of("Payment"))), (3, 1, 2))
+        # One event's document alone.
+        ev = [e for e in self.events_of(self.gw, entity="receipt") if e["entity_id"] == receipts[1]["receiptId"]][0]
+        report = self.unpost("--event", str(ev["id"]))
+        self.assertEqual(len(report["unposted"]), 1)
+        self.assertEqual(len(self.docs_of("SalesReceipt")), 2)
+
+    def test_unpost_of_a_summary_day_and_a_rerun(self):
+        for i in range(3):
+            self.sale(day(2), 2, i)
+        self.start_summary(day(2))
+        self.wait_entries(1)
+        report = self.unpost("--from", day(2), "--to", day(2))
+        self.assertEqual([u["doc_number"] for u in report["unposted"]], ["MPLUS-2-%s" % day(2)])
+        self.assertEqual(self.entries(), [])
+        self.backfill(day(2), day(2))
+        self.wait_entries(1)
+        self.assertTrue(self.reconcile(day(2), day(2), 0)["ok"])
+
     def test_bad_requests_are_refused_with_a_reason(self):
         self.start_gateway()
         p = self.gw.cli("reconcile", "--connection", test_sales.CONN, "--from", day(1), "--to", day(3),

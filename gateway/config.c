@@ -158,6 +158,7 @@ static const struct key_def connection_keys[] = {
     {"sales_class_by_branch", K_STR, C(sales_class_by_branch), NULL, false, 0, 0},
     {"sales_terms", K_STR, C(sales_terms), NULL, false, 0, 0},
     {"map_sales_to_qbo", K_STR, C(map_sales_to_qbo), NULL, false, 0, 0},
+    {"closed_period", K_STR, C(closed_period), "dead", false, 0, 0},
     {"sales_mode", K_STR, C(sales_mode), "documents", false, 0, 0},
     {"sales_mode_since", K_STR, C(sales_mode_since), NULL, false, 0, 0},
     {"summary_income_accounts", K_STR, C(summary_income_accounts), NULL, false, 0, 0},
@@ -699,6 +700,8 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                          "invoice, clearing", err, errlen) != 0 ||
             check_choice(cfg, c, "sales_order_invoices", c->sales_order_invoices,
                          "each, with_order", err, errlen) != 0 ||
+            check_choice(cfg, c, "closed_period", c->closed_period, "dead, next_open", err,
+                         errlen) != 0 ||
             check_choice(cfg, c, "products_price", c->products_price, "incl, excl", err, errlen) !=
                 0 ||
             check_choice(cfg, c, "stock_amount", c->stock_amount, "free, free_incoming", err,

@@ -78,6 +78,7 @@ struct gw_connection {
     char *sales_class_by_branch;
     char *sales_terms;
     char *map_sales_to_qbo;
+    char *closed_period; /* dead | next_open */
     /* daily summary of till receipts (gateway.ini documents each) */
     char *sales_mode;       /* per kind: documents | daily_summary (receipts only) */
     bool summary_receipts;  /* derived: receipts go into the daily summary */

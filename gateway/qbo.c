@@ -820,6 +820,13 @@ bool qbo_cents_of(json_t *v, int64_t *cents)
     return mplus_cents_parse(text, cents, err, sizeof err) == 0;
 }
 
+bool qbo_period_closed(const struct qbo_result *r)
+{
+    return r->kind == QBO_FAULT && strcmp(r->code, "5010") == 0 &&
+           (strcasestr(r->error, "period closed") != NULL ||
+            strcasestr(r->error, "period has closed") != NULL);
+}
+
 int64_t qbo_cents_field(json_t *o, const char *k)
 {
     int64_t v = 0;

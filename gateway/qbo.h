@@ -67,6 +67,11 @@ int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity,
 int qbo_void(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
              const char *sync_token, const char *requestid, qbo_cb cb, void *arg);
 
+/* The fault of a write dated in a period QuickBooks' books are closed for
+ * (Preferences.AccountingInfoPrefs.BookCloseDate): 5010 "Account Period
+ * Closed", as integrators report it; a stale object is a 5010 too. */
+bool qbo_period_closed(const struct qbo_result *r);
+
 /* POST .../{entity}?operation=delete with Id and SyncToken (transactions). */
 int qbo_delete(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,
                const char *sync_token, const char *requestid, qbo_cb cb, void *arg);

@@ -229,7 +229,10 @@ static void explain(struct job *j)
         {
             if (json_is_true(json_object_get(b, "summary")))
                 continue;
-            bool same_note = strcmp(str(b, "note") ?: "", note) == 0;
+            /* "Mplus receipt <id>", and a note may follow (a closed period's date). */
+            const char *bn = str(b, "note") ?: "";
+            bool same_note = strncmp(bn, note, strlen(note)) == 0 &&
+                             (bn[strlen(note)] == '\0' || bn[strlen(note)] == ' ');
             bool same_number = str(d, "number") && str(d, "number")[0] &&
                                strncmp(str(b, "doc_number") ?: "", str(d, "number"), 21) == 0 &&
                                strlen(str(b, "doc_number") ?: "") ==

@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* The Mplus documents, and the QuickBooks documents they become. */
 struct kind {
@@ -88,6 +89,9 @@ struct sale {
     char sale[64];
     bool part;     /* a receipt or invoice of a sale another document books */
     bool verified; /* a backfill looked in QuickBooks for the booked document */
+    /* The first open day, when QuickBooks' books are closed for the document's
+     * date and closed_period = next_open: the document is dated it. */
+    char open_date[16];
     /* What is booked, worked out before any lookup (sale_check): the lines
      * as the mapping gets them (their Items filled in by sale_write), the
      * totals, and for a VAT company one tax line per rate (sale_taxes). */
@@ -1481,6 +1485,9 @@ static void sale_write(struct run *r)
     money_text(s->tot.rounding, rnd, sizeof rnd);
     char note[200];
     snprintf(note, sizeof note, "Mplus %s %s", s->kind, s->mplus_id);
+    if (s->open_date[0])
+        gw_appendf(note, sizeof note, " (financial date %s; its period is closed)",
+                   str(s->doc, "financialDate") ?: "?");
     const char *docnum = str(s->doc, "transactionString") ?: "";
     char branch[16];
     snprintf(branch, sizeof branch, "%lld",
@@ -1497,6 +1504,8 @@ static void sale_write(struct run *r)
                               rounding_item, "class", table(r, "sales_class_by_branch", branch),
                               "department", department(r, s->doc, branch), "tax_lines",
                               s->tax_lines, "rounding_tax_code", s->rounding_tax_code);
+    if (s->open_date[0])
+        json_object_set_new(input, "txn_date", json_string(s->open_date));
     receipt_payment(r, input);
     json_t *days = json_object_get(r->relation, "paymentWithinDays");
     if (json_is_integer(days)) {
@@ -1525,7 +1534,9 @@ static void sale_write(struct run *r)
         task_requestid(t, step, rid, sizeof rid);
         task_qbo_update(t, s->entity, target, rid, sale_written, r);
     } else {
-        task_requestid(t, s->kind, rid, sizeof rid);
+        char step[48];
+        snprintf(step, sizeof step, "%s%s", s->kind, s->open_date[0] ? "-open" : "");
+        task_requestid(t, step, rid, sizeof rid);
         task_qbo_create(t, s->entity, target, rid, sale_written, r);
     }
     json_decref(target);
@@ -1548,12 +1559,46 @@ static void remember(struct run *r, json_t *written, bool voided)
     task_put_meta(r->t, s->map_key, v);
 }
 
+/* QuickBooks' closing date: the document is dated the day after it. */
+static void closing_read(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct sale *s = r->flow;
+    if (res->kind != QBO_OK) {
+        run_fail_qbo(r, "query Preferences", res);
+        return;
+    }
+    json_t *prefs = json_array_get(qbo_rows(res->body, "Preferences"), 0);
+    const char *closed = str(json_object_get(prefs, "AccountingInfoPrefs"), "BookCloseDate");
+    int y, m, d;
+    if (closed == NULL || sscanf(closed, "%4d-%2d-%2d", &y, &m, &d) != 3) {
+        run_fail(r, OUTCOME_DEAD, "closed period",
+                 "QuickBooks refused the date as closed but names no closing date "
+                 "(Preferences.AccountingInfoPrefs.BookCloseDate); reopen the period, then replay");
+        return;
+    }
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d + 1, .tm_hour = 12};
+    time_t when = timegm(&tm);
+    gmtime_r(&when, &tm);
+    strftime(s->open_date, sizeof s->open_date, "%Y-%m-%d", &tm);
+    task_note(r->t, "QuickBooks' books are closed through %s: %s %s is booked on %s", closed,
+              s->kind, s->mplus_id, s->open_date);
+    sale_write(r);
+}
+
 static void sale_written(const struct qbo_result *res, void *arg)
 {
     struct run *r = arg;
     struct sale *s = r->flow;
     char what[64];
     snprintf(what, sizeof what, "%s %s", s->booked ? "update" : "create", s->entity);
+    if (qbo_period_closed(res) && s->booked == NULL && !s->open_date[0] &&
+        strcmp(r->t->conn->closed_period, "next_open") == 0) {
+        /* Booked in the first open period, with a note naming the date. */
+        if (task_qbo_query(r->t, "select * from Preferences", closing_read, r) != 0)
+            run_fail(r, OUTCOME_RETRY, NULL, "query Preferences: could not start the request");
+        return;
+    }
     if (res->kind != QBO_OK) {
         run_fail_qbo(r, what, res);
         return;

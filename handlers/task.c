@@ -102,6 +102,17 @@ void task_fail_qbo(struct task *t, const char *what, const struct qbo_result *r)
     struct outcome o = {.kind = OUTCOME_RETRY};
     switch (r->kind) {
     case QBO_FAULT:
+        if (qbo_period_closed(r)) {
+            o.kind = OUTCOME_DEAD;
+            snprintf(o.reason, sizeof o.reason, "closed period");
+            snprintf(o.error, sizeof o.error,
+                     "%s: QuickBooks' books are closed for the document's date (%s); reopen the "
+                     "period, or set closed_period = next_open to book it in the first open "
+                     "period, then replay",
+                     what, r->error);
+            task_finish(t, &o);
+            return;
+        }
         /* 5010 after the client's own re-read and re-apply: another writer
          * changes the same object right now; the next attempt reads it anew. */
         if (strcmp(r->code, "5010") == 0)

@@ -16,6 +16,8 @@
 #                  {rate (TaxRate Id), percent, net, amount}; null elsewhere
 #   doc_number, private_note, mplus_id, payment_method, deposit_account, class, term,
 #   department     the sale's Department (by country, else by branch), or null
+#   txn_date       the first open day, when QuickBooks' books are closed for the
+#                  document's financial date and closed_period = next_open; else absent
 # existing is the booked document's id map entry on an update, else null.
 #
 # Members left null (and objects left empty) are dropped by the gateway.
@@ -25,7 +27,7 @@
 | (if $d.vatMethod == "VAT-METHOD-EXCLUSIVE" then "TaxExcluded" else "TaxInclusive" end) as $taxcalc
 | {
     DocNumber: ($s.doc_number | gw_nonempty | gw_trunc(21)),
-    TxnDate: ($d.financialDate | gw_nonempty),
+    TxnDate: ($s.txn_date // $d.financialDate | gw_nonempty),
     PrivateNote: $s.private_note,
     CustomerRef: {value: $s.customer},
     GlobalTaxCalculation: $taxcalc,

@@ -211,6 +211,37 @@ class Reconcile(test_summary.DailySummary):
         self.wait_entries(1)
         self.assertTrue(self.reconcile(day(2), day(2), 0)["ok"])
 
+    def close_books(self, through):
+        test_sales.QBO.entity("Preferences", {"Id": "1", "AccountingInfoPrefs": {"BookCloseDate": through}})
+
+    def test_a_closed_period_is_dead_with_a_clear_reason_by_default(self):
+        self.close_books(day(3))
+        closed = self.sale(day(3), 1, 0, kind="cash")
+        open_ = self.sale(day(2), 1, 1, kind="cash")
+        self.start_gateway()
+        evs = {e["entity_id"]: e for e in self.sale_events("receipt", 2)}
+        dead = evs[closed["receiptId"]]
+        self.assertEqual((dead["state"], dead["reason"]), ("dead", "closed period"))
+        self.assertIn("closed_period = next_open", dead["last_error"])
+        self.assertEqual(evs[open_["receiptId"]]["state"], "done")
+        self.assertEqual([d["TxnDate"] for d in self.docs_of("SalesReceipt")], [day(2)])
+
+    def test_next_open_books_into_the_first_open_period_with_a_note(self):
+        self.close_books(day(3))
+        closed = self.sale(day(4), 1, 0, kind="cash")
+        self.start_gateway(closed_period="next_open")
+        ev = self.sale_events("receipt", 1)[0]
+        self.assertEqual(ev["state"], "done", ev)
+        docs = self.docs_of("SalesReceipt")
+        self.assertEqual(len(docs), 1)
+        self.assertEqual(docs[0]["TxnDate"], day(2))   # the day after the closing date
+        self.assertEqual(docs[0]["PrivateNote"], "Mplus receipt %s (financial date %s; its period is closed)"
+                         % (closed["receiptId"], day(4)))
+        self.assertEqual(D(str(docs[0]["TotalAmt"])), D(closed["totalInclAmount"]) / 100)
+        # Reconcile finds it booked (on another day), not missing.
+        report = self.reconcile(day(4), day(2), 1)
+        self.assertEqual([d["missing"] for d in report["days"]], [[], []])
+
     def test_bad_requests_are_refused_with_a_reason(self):
         self.start_gateway()
         p = self.gw.cli("reconcile", "--connection", test_sales.CONN, "--from", day(1), "--to", day(3),

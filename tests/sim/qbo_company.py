@@ -542,6 +542,8 @@ class Company:
         sent is the request body (None for a delete): some rules look at what
         the request set, not at the merged object.
         """
+        if validate and self.is_transaction(entity):
+            self._check_book_close(obj)
         if entity in NAME_ENTITIES:
             self._derive_name(entity, obj, current, validate)
         elif entity in UNIQUE_NAME_ENTITIES:
@@ -834,6 +836,29 @@ class Company:
         obj["TotalAmt"] = side["Debit"]
         obj.setdefault("TxnDate", now().date().isoformat())
         obj.setdefault("CurrencyRef", copy.deepcopy(USD))
+
+    def book_close_date(self):
+        """Preferences.AccountingInfoPrefs.BookCloseDate (Intuit's schema), or None."""
+        prefs = next(iter(self.objects.get("Preferences", {}).values()), {})
+        text = (prefs.get("AccountingInfoPrefs") or {}).get("BookCloseDate")
+        try:
+            return datetime.date.fromisoformat(str(text)) if text else None
+        except ValueError:
+            return None
+
+    def _check_book_close(self, obj):
+        """A transaction dated on or before the closing date is refused.  Code, message and
+        detail as an integrator reports them (routablehq/python-quickbooks#208): 5010
+        "Account Period Closed", "The account period has closed."."""
+        closed = self.book_close_date()
+        try:
+            when = datetime.date.fromisoformat(str(obj.get("TxnDate") or now().date().isoformat()))
+        except ValueError:
+            return  # a bad date is refused elsewhere
+        if closed is not None and when <= closed:
+            raise Fault("5010", "Account Period Closed",
+                        "The account period has closed. TxnDate %s is on or before the closing date %s."
+                        % (when.isoformat(), closed.isoformat()), "TxnDate")
 
     def vat_company(self):
         """A company outside the US (CompanyInfo.Country) works VAT out per line."""

@@ -86,6 +86,16 @@ class Reconcile(test_summary.DailySummary):
         text = p.stdout.decode()
         self.assertIn("MISMATCH", text)
         self.assertIn(receipts[1]["receiptId"], text)
+        # Backfill books the missing one only; the one entered twice is the accountant's to remove.
+        report, _ = self.backfill(day(3), day(2))
+        self.assertEqual(([m["id"] for m in report["missing"]], report["queued"]), ([receipts[1]["receiptId"]], 1))
+        self.wait(lambda: [d for d in self.docs_of("SalesReceipt")
+                           if d["PrivateNote"] == "Mplus receipt %s" % receipts[1]["receiptId"]] or None,
+                  "the missing receipt booked again", gw=self.gw)
+        self.assertEqual(len(self.docs_of("SalesReceipt")), len(receipts) + len(other_day) + 1)
+        report = self.reconcile(day(3), day(2), 1)
+        self.assertEqual((report["days"][0]["missing"], [t["id"] for t in report["days"][0]["twice"]]),
+                         ([], [receipts[3]["receiptId"]]))
 
     def test_daily_summaries_reconcile_with_the_day(self):
         for d in (day(3), day(2)):

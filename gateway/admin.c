@@ -9,6 +9,7 @@
 #include "admin.h"
 #include "alerts.h"
 #include "clients.h"
+#include "committer.h"
 #include "dashboard.h"
 #include "dispatch.h"
 #include "event.h"
@@ -353,6 +354,82 @@ static void handle_unpost(struct admin *s, struct evhttp_request *req)
     evhttp_clear_headers(&q);
 }
 
+/* POST /api/forget?email=ADDR[&dry_run=1]: on the commit thread, in one
+ * write transaction, then the store compacted (after the commit). */
+struct forget_job {
+    struct commit_job job; /* first */
+    struct later *l;
+    struct store *st;
+    char address[320];
+    bool dry_run, compacted;
+    struct forget_result res;
+    char err[GW_ERR_LEN];
+};
+
+static int forget_apply(struct store_txn *t, struct commit_job *job)
+{
+    struct forget_job *f = (struct forget_job *)job;
+    return store_txn_forget(t, f->address, f->dry_run, &f->res);
+}
+
+static void forget_after(struct commit_job *job)
+{
+    struct forget_job *f = (struct forget_job *)job;
+    if (job->status == 0 && !f->dry_run)
+        f->compacted = store_compact(f->st, f->err, sizeof f->err) == 0;
+}
+
+static void forget_done(struct commit_job *job)
+{
+    struct forget_job *f = (struct forget_job *)job;
+    struct later *l = f->l;
+    if (!l->gone) {
+        evhttp_connection_set_closecb(evhttp_request_get_connection(l->req), NULL, NULL);
+        if (job->status != 0) {
+            reply_text(l->req, 503, "Service Unavailable", "the store could not be searched");
+        } else {
+            json_t *o =
+                json_pack("{s:b, s:{s:I, s:I, s:I}, s:b}", "dry_run", f->dry_run, "found", "events",
+                          (json_int_t)f->res.events, "payloads", (json_int_t)f->res.payloads,
+                          "meta", (json_int_t)f->res.meta, "compacted", f->compacted);
+            if (!f->dry_run && !f->compacted)
+                json_object_set_new(o, "error", json_string(f->err));
+            reply_json(l->req, 200, "OK", o);
+            json_decref(o);
+        }
+    }
+    free(l);
+    free(f);
+}
+
+static void handle_forget(struct admin *s, struct evhttp_request *req)
+{
+    struct evkeyvalq q;
+    TAILQ_INIT(&q);
+    const char *address = query_param(req, &q, "email");
+    struct forget_job *f = NULL;
+    struct later *l = NULL;
+    if (address == NULL || strchr(address, '@') == NULL || strlen(address) < 3 ||
+        strlen(address) >= sizeof f->address) {
+        reply_text(req, 400, "Bad Request", "forget?email=ADDRESS names no e-mail address");
+    } else if ((f = calloc(1, sizeof *f)) == NULL || (l = calloc(1, sizeof *l)) == NULL) {
+        free(f);
+        reply_text(req, 503, "Service Unavailable", "out of memory");
+    } else {
+        gw_strlcpy(f->address, address, sizeof f->address);
+        f->dry_run = flag(req, &q, "dry_run");
+        f->st = s->d.st;
+        f->l = l;
+        l->req = req;
+        evhttp_connection_set_closecb(evhttp_request_get_connection(req), later_gone, l);
+        f->job.apply = forget_apply;
+        f->job.after = forget_after;
+        f->job.done = forget_done;
+        committer_submit(s->d.committer, &f->job);
+    }
+    evhttp_clear_headers(&q);
+}
+
 void admin_handle(struct admin *s, struct evhttp_request *req)
 {
     const char *uri_path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -406,6 +483,8 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
             handle_reconcile(s, req, true);
         } else if (strcmp(path, "/api/unpost") == 0) {
             handle_unpost(s, req);
+        } else if (strcmp(path, "/api/forget") == 0) {
+            handle_forget(s, req);
         } else if (strcmp(path, "/api/replay") == 0) {
             f.source = query_param(req, &q, "source");
             f.entity = query_param(req, &q, "entity");

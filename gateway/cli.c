@@ -56,6 +56,9 @@ static const char usage_text[] =
     "                              delete what the gateway booked and clear its id map, so a\n"
     "                              backfill books it again; refuses documents changed in\n"
     "                              QuickBooks since (exit 1) unless --force\n"
+    "  forget --email ADDRESS [--dry-run] [--json]\n"
+    "                              remove every occurrence of a person's e-mail address from the\n"
+    "                              store (records, payloads, bodies, id map), then compact it\n"
     "  map --flow FLOW --input FILE [--connection C]\n"
     "                              run a mapping on a sample and print the result; FLOW is\n"
     "                              customers-to-qbo, customers-to-mplus, sales-to-qbo,\n"
@@ -115,6 +118,7 @@ enum {
     OPT_FROM,
     OPT_TO,
     OPT_FORCE,
+    OPT_EMAIL,
 };
 
 static const struct option long_opts[] = {
@@ -136,6 +140,7 @@ static const struct option long_opts[] = {
     {"from", required_argument, NULL, OPT_FROM},
     {"to", required_argument, NULL, OPT_TO},
     {"force", no_argument, NULL, OPT_FORCE},
+    {"email", required_argument, NULL, OPT_EMAIL},
     {NULL, 0, NULL, 0},
 };
 
@@ -151,6 +156,7 @@ struct opts {
     const char *flow, *input;
     const char *from, *to;
     bool force;
+    const char *email;
 };
 
 /* A point in time: ISO-8601 with a zone, or a date (midnight UTC). */
@@ -248,6 +254,9 @@ static int parse_opts(int argc, char **argv, const int *allowed, struct opts *o)
             break;
         case OPT_FORCE:
             o->force = true;
+            break;
+        case OPT_EMAIL:
+            o->email = optarg;
             break;
         }
     }
@@ -789,6 +798,86 @@ static int cmd_unpost(const struct gw_config *cfg, int argc, char **argv)
     return all ? 0 : EXIT_RUNTIME;
 }
 
+struct forget_arg {
+    const char *address;
+    bool dry_run;
+    struct forget_result res;
+};
+
+static int forget_fn(struct store_txn *t, void *arg)
+{
+    struct forget_arg *a = arg;
+    return store_txn_forget(t, a->address, a->dry_run, &a->res);
+}
+
+/* Without a running daemon: in the store directly. */
+static json_t *forget_here(const struct gw_config *cfg, const char *address, bool dry_run)
+{
+    struct store *st;
+    if (open_store(cfg, &st) < 0)
+        return NULL;
+    char err[GW_ERR_LEN];
+    struct forget_arg a = {address, dry_run, {0}};
+    bool ok = store_write(st, forget_fn, &a, err, sizeof err) == 0;
+    bool compacted = ok && !dry_run && store_compact(st, err, sizeof err) == 0;
+    store_close(st);
+    if (!ok) {
+        fprintf(stderr, "gateway: forget: %s\n", err);
+        return NULL;
+    }
+    json_t *o = json_pack("{s:b, s:{s:I, s:I, s:I}, s:b}", "dry_run", dry_run, "found", "events",
+                          (json_int_t)a.res.events, "payloads", (json_int_t)a.res.payloads, "meta",
+                          (json_int_t)a.res.meta, "compacted", compacted);
+    if (!dry_run && !compacted)
+        json_object_set_new(o, "error", json_string(err));
+    return o;
+}
+
+static int cmd_forget(const struct gw_config *cfg, int argc, char **argv)
+{
+    static const int allowed[] = {OPT_EMAIL, OPT_DRY_RUN, OPT_JSON, 0};
+    struct opts o = {0};
+    int rc = parse_opts(argc, argv, allowed, &o);
+    if (rc != 0)
+        return rc;
+    if (optind != argc || o.email == NULL || strchr(o.email, '@') == NULL)
+        return usage("forget: expected --email ADDRESS [--dry-run]");
+    json_t *report = NULL;
+    long status = 0;
+    char *body = NULL;
+    char *e = http_escape(o.email), path[1200];
+    snprintf(path, sizeof path, "/api/forget?email=%s%s", e ? e : "",
+             o.dry_run ? "&dry_run=1" : "");
+    free(e);
+    if (cfg->admin_listen && cfg->admin_listen[0] &&
+        admin_call(cfg, true, path, &status, &body) == 0) {
+        report = status == 200 ? json_loads(body, 0, NULL) : NULL;
+        if (report == NULL)
+            fprintf(stderr, "gateway: forget: %s", body);
+        free(body);
+    } else {
+        fprintf(stderr, "gateway: forget: in the store directly\n");
+        report = forget_here(cfg, o.email, o.dry_run);
+    }
+    if (report == NULL)
+        return EXIT_RUNTIME;
+    json_t *found = json_object_get(report, "found");
+    if (o.json) {
+        print_json(report);
+    } else {
+        printf("%s %s in %lld event records, %lld payloads and %lld id map and other values%s\n",
+               o.dry_run ? "found" : "forgot", o.email,
+               (long long)json_integer_value(json_object_get(found, "events")),
+               (long long)json_integer_value(json_object_get(found, "payloads")),
+               (long long)json_integer_value(json_object_get(found, "meta")),
+               json_is_true(json_object_get(report, "compacted")) ? "; the store is compacted"
+                                                                  : "");
+    }
+    bool ok = o.dry_run || json_is_true(json_object_get(report, "compacted"));
+    json_decref(report);
+    return ok ? 0 : EXIT_RUNTIME;
+}
+
 static const struct flow *extra_flows;
 
 void cli_set_extra_flows(const struct flow *flows)
@@ -821,9 +910,9 @@ int cli_main(int argc, char **argv)
     int cargc = argc - i;
     char **cargv = argv + i;
 
-    static const char *const known[] = {"serve", "events",    "show",         "status",
-                                        "purge", "replay",    "check-config", "tokens",
-                                        "map",   "reconcile", "backfill",     "unpost"};
+    static const char *const known[] = {"serve",    "events",       "show",   "status", "purge",
+                                        "replay",   "check-config", "tokens", "map",    "reconcile",
+                                        "backfill", "unpost",       "forget"};
     bool ok = false;
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         ok |= strcmp(cmd, known[k]) == 0;
@@ -890,6 +979,8 @@ int cli_main(int argc, char **argv)
         rc = cmd_backfill(cfg, cargc, cargv);
     } else if (strcmp(cmd, "unpost") == 0) {
         rc = cmd_unpost(cfg, cargc, cargv);
+    } else if (strcmp(cmd, "forget") == 0) {
+        rc = cmd_forget(cfg, cargc, cargv);
     } else {
         rc = cmd_purge(cfg, cargc, cargv);
     }

@@ -10,7 +10,9 @@
 #include "sig.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct store {
     MDB_env *env;
@@ -29,6 +32,7 @@ struct store {
     size_t ingested_since_release; /* new events stored since then */
     MDB_dbi events, dedupe, queue, entities, payloads, meta;
     size_t map_size, map_max;
+    char path[4096]; /* the store's folder, as opened */
     pthread_rwlock_t resize_lock;
 };
 
@@ -66,19 +70,9 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
-int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **out, char *err,
-               size_t errlen)
+/* Open the environment at path and its databases into st (map size as set). */
+static int env_open(struct store *st, const char *path, char *err, size_t errlen)
 {
-    if (mkdir_p(path) < 0) {
-        gw_errf(err, errlen, "storage path %s: cannot create: %s", path, strerror(errno));
-        return STORE_EFAIL;
-    }
-    struct store *st = calloc(1, sizeof *st);
-    if (st == NULL)
-        return STORE_EFAIL;
-    pthread_rwlock_init(&st->resize_lock, NULL);
-    st->map_size = map_mb << 20;
-    st->map_max = max_mb << 20;
     int rc = mdb_env_create(&st->env);
     if (rc == 0)
         rc = mdb_env_set_maxdbs(st->env, 8);
@@ -95,7 +89,7 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
         gw_errf(err, errlen, "storage path %s: cannot open the store: %s", path, mdb_strerror(rc));
         if (st->env)
             mdb_env_close(st->env);
-        free(st);
+        st->env = NULL;
         return STORE_EFAIL;
     }
     /* Another process may have grown the map: adopt the size on disk. */
@@ -108,6 +102,8 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
     char real[4096];
     if (realpath(path, real) != NULL)
         snprintf(st->data_file, sizeof st->data_file, "%.4080s/data.mdb", real);
+    gw_strlcpy(st->path, path, sizeof st->path);
+    st->map_located_size = 0;
 
     MDB_txn *txn;
     rc = mdb_txn_begin(st->env, NULL, 0, &txn);
@@ -133,11 +129,124 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
     if (rc != 0) {
         gw_errf(err, errlen, "storage path %s: cannot open databases: %s", path, mdb_strerror(rc));
         mdb_env_close(st->env);
+        st->env = NULL;
+        return STORE_EFAIL;
+    }
+    return 0;
+}
+
+int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **out, char *err,
+               size_t errlen)
+{
+    if (mkdir_p(path) < 0) {
+        gw_errf(err, errlen, "storage path %s: cannot create: %s", path, strerror(errno));
+        return STORE_EFAIL;
+    }
+    struct store *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return STORE_EFAIL;
+    pthread_rwlock_init(&st->resize_lock, NULL);
+    st->map_size = map_mb << 20;
+    st->map_max = max_mb << 20;
+    if (env_open(st, path, err, errlen) != 0) {
+        pthread_rwlock_destroy(&st->resize_lock);
         free(st);
         return STORE_EFAIL;
     }
     *out = st;
     return 0;
+}
+
+/* Copy every record of the open store into a new environment at dir, by
+ * cursor, so each page is built anew: LMDB copies a page whole, the bytes
+ * between its nodes too, where a deleted or replaced value may linger. */
+static int copy_live(struct store *st, const char *dir)
+{
+    static const char *const names[] = {"events",   "dedupe",   "queue",
+                                        "entities", "payloads", "meta"};
+    MDB_dbi olds[] = {st->events, st->dedupe, st->queue, st->entities, st->payloads, st->meta};
+    MDB_env *env = NULL;
+    MDB_txn *rd = NULL, *wr = NULL;
+    int rc = mdb_env_create(&env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(env, st->map_size);
+    if (rc == 0)
+        rc = mdb_env_open(env, dir, MDB_NOSYNC, 0600);
+    if (rc == 0)
+        rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &rd);
+    if (rc == 0)
+        rc = mdb_txn_begin(env, NULL, 0, &wr);
+    for (size_t i = 0; rc == 0 && i < sizeof names / sizeof names[0]; i++) {
+        MDB_dbi dbi;
+        MDB_cursor *cur;
+        if ((rc = mdb_dbi_open(wr, names[i], MDB_CREATE, &dbi)) != 0 ||
+            (rc = mdb_cursor_open(rd, olds[i], &cur)) != 0)
+            break;
+        MDB_val k, v;
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+            if ((rc = mdb_put(wr, dbi, &k, &v, MDB_APPEND)) != 0)
+                break;
+        mdb_cursor_close(cur);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (rd != NULL)
+        mdb_txn_abort(rd);
+    if (rc == 0)
+        rc = mdb_txn_commit(wr);
+    else if (wr != NULL)
+        mdb_txn_abort(wr);
+    if (rc == 0)
+        rc = mdb_env_sync(env, 1);
+    if (env != NULL)
+        mdb_env_close(env);
+    return rc;
+}
+
+int store_compact(struct store *st, char *err, size_t errlen)
+{
+    char dir[4200], file[4300], lock[4300];
+    snprintf(dir, sizeof dir, "%s.compact", st->path);
+    snprintf(file, sizeof file, "%s/data.mdb", dir);
+    snprintf(lock, sizeof lock, "%s/lock.mdb", dir);
+    unlink(file);
+    unlink(lock);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        gw_errf(err, errlen, "compacting the store: cannot create %s: %s", dir, strerror(errno));
+        return STORE_EFAIL;
+    }
+    pthread_rwlock_wrlock(&st->resize_lock);
+    int rc = copy_live(st, dir);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&st->resize_lock);
+        unlink(file);
+        unlink(lock);
+        rmdir(dir);
+        gw_errf(err, errlen, "compacting the store: %s", mdb_strerror(rc));
+        return STORE_EFAIL;
+    }
+    /* The new file holds only what is stored now: put it in place of the old. */
+    mdb_env_close(st->env);
+    st->env = NULL;
+    rc = rename(file, st->data_file) == 0 ? 0 : STORE_EFAIL;
+    unlink(lock);
+    rmdir(dir);
+    int dirfd = open(st->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd >= 0) {
+        fsync(dirfd);
+        close(dirfd);
+    }
+    char path[4096];
+    gw_strlcpy(path, st->path, sizeof path);
+    if (env_open(st, path, err, errlen) != 0)
+        rc = STORE_EFAIL;
+    else if (rc != 0)
+        gw_errf(err, errlen, "compacting the store: cannot replace %s", st->data_file);
+    pthread_rwlock_unlock(&st->resize_lock);
+    return rc;
 }
 
 void store_close(struct store *st)
@@ -1071,5 +1180,190 @@ int store_purge(struct store *st, const struct purge_opts *o, struct purge_resul
         *res = a.res;
     else
         memset(res, 0, sizeof *res);
+    return rc;
+}
+
+/* ---- forgetting a person ------------------------------------------------------- */
+
+#define FORGOTTEN "[forgotten]"
+
+/* Where the address starts in text at or after from (case-insensitive, not
+ * inside a longer address), or -1. */
+static long address_at(const char *text, size_t len, size_t from, const char *addr, size_t n)
+{
+    for (size_t i = from; n > 0 && i + n <= len; i++) {
+        if (strncasecmp(text + i, addr, n) != 0)
+            continue;
+        unsigned char before = i > 0 ? (unsigned char)text[i - 1] : ' ';
+        unsigned char after = i + n < len ? (unsigned char)text[i + n] : ' ';
+        if (isalnum(before) || strchr("._%+-", before) != NULL || isalnum(after) ||
+            (after == '.' && i + n + 1 < len && isalnum((unsigned char)text[i + n + 1])) ||
+            after == '-')
+            continue;
+        return (long)i;
+    }
+    return -1;
+}
+
+/* text with every occurrence of the address replaced (new, NUL-terminated), or NULL when none. */
+static char *redacted(const char *text, size_t len, const char *addr, size_t *outlen)
+{
+    size_t n = strlen(addr);
+    long at = address_at(text, len, 0, addr, n);
+    if (at < 0)
+        return NULL;
+    size_t cap = len + 1, used = 0, from = 0;
+    char *out = malloc(cap);
+    while (out != NULL && at >= 0) {
+        size_t need = used + ((size_t)at - from) + sizeof FORGOTTEN + (len - (size_t)at);
+        if (need > cap) {
+            char *grown = realloc(out, cap = need);
+            if (grown == NULL) {
+                free(out);
+                return NULL;
+            }
+            out = grown;
+        }
+        memcpy(out + used, text + from, (size_t)at - from);
+        used += (size_t)at - from;
+        memcpy(out + used, FORGOTTEN, sizeof FORGOTTEN - 1);
+        used += sizeof FORGOTTEN - 1;
+        from = (size_t)at + n;
+        at = address_at(text, len, from, addr, n);
+    }
+    if (out == NULL)
+        return NULL;
+    if (used + (len - from) + 1 > cap) {
+        char *grown = realloc(out, used + (len - from) + 1);
+        if (grown == NULL) {
+            free(out);
+            return NULL;
+        }
+        out = grown;
+    }
+    memcpy(out + used, text + from, len - from);
+    used += len - from;
+    out[used] = '\0';
+    *outlen = used;
+    return out;
+}
+
+/* Every string in v with the address replaced; true when one was. */
+static bool redact_json(json_t *v, const char *addr)
+{
+    bool changed = false;
+    size_t i;
+    const char *k;
+    json_t *x;
+    if (json_is_object(v)) {
+        json_object_foreach(v, k, x) changed |= redact_json(x, addr);
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, x) changed |= redact_json(x, addr);
+    } else if (json_is_string(v)) {
+        size_t n;
+        char *r = redacted(json_string_value(v), json_string_length(v), addr, &n);
+        if (r != NULL) {
+            json_string_setn(v, r, n);
+            free(r);
+            changed = true;
+        }
+    }
+    return changed;
+}
+
+/* The value without the address (new), or NULL when it holds none. JSON
+ * stays JSON (strings redacted, the rest as it was); anything else is
+ * redacted as bytes. */
+static char *forget_value(const MDB_val *v, const char *addr, size_t *outlen)
+{
+    size_t n;
+    char *raw = redacted(v->mv_data, v->mv_size, addr, &n);
+    if (raw == NULL)
+        return NULL;
+    json_t *j = json_loadb(v->mv_data, v->mv_size, JSON_DECODE_ANY, NULL);
+    if (j != NULL && redact_json(j, addr)) {
+        char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+        json_decref(j);
+        if (text != NULL && address_at(text, strlen(text), 0, addr, strlen(addr)) < 0) {
+            free(raw);
+            *outlen = strlen(text);
+            return text;
+        }
+        free(text); /* an escaped form in the text: redact the bytes */
+    } else {
+        json_decref(j);
+    }
+    *outlen = n;
+    return raw;
+}
+
+static int forget_db(MDB_txn *txn, MDB_dbi dbi, const char *addr, bool dry_run, size_t *count)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc != 0)
+        return rc;
+    struct change {
+        void *key;
+        size_t klen;
+        char *val;
+        size_t vlen;
+    } *changes = NULL;
+    size_t nchanges = 0, cap = 0;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        size_t vlen;
+        char *val = forget_value(&v, addr, &vlen);
+        if (val == NULL)
+            continue;
+        (*count)++;
+        if (dry_run) {
+            free(val);
+            continue;
+        }
+        if (nchanges == cap) {
+            struct change *grown = realloc(changes, (cap = cap ? cap * 2 : 16) * sizeof *changes);
+            if (grown == NULL) {
+                free(val);
+                rc = ENOMEM;
+                break;
+            }
+            changes = grown;
+        }
+        void *key = malloc(k.mv_size);
+        if (key == NULL) {
+            free(val);
+            rc = ENOMEM;
+            break;
+        }
+        memcpy(key, k.mv_data, k.mv_size);
+        changes[nchanges++] = (struct change){key, k.mv_size, val, vlen};
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    for (size_t i = 0; i < nchanges; i++) {
+        MDB_val ck = {changes[i].klen, changes[i].key}, cv = {changes[i].vlen, changes[i].val};
+        if (rc == 0)
+            rc = mdb_put(txn, dbi, &ck, &cv, 0);
+        free(changes[i].key);
+        free(changes[i].val);
+    }
+    free(changes);
+    return rc;
+}
+
+int store_txn_forget(struct store_txn *t, const char *address, bool dry_run,
+                     struct forget_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (address == NULL || strlen(address) < 3 || strchr(address, '@') == NULL)
+        return STORE_EFAIL;
+    int rc = forget_db(t->txn, t->st->events, address, dry_run, &res->events);
+    if (rc == 0)
+        rc = forget_db(t->txn, t->st->payloads, address, dry_run, &res->payloads);
+    if (rc == 0)
+        rc = forget_db(t->txn, t->st->meta, address, dry_run, &res->meta);
     return rc;
 }

@@ -200,4 +200,29 @@ int store_reader_check(struct store *st, int *dead);
 size_t store_map_size(struct store *st);
 size_t store_used_bytes(struct store *st);
 
+/*
+ * GDPR: every occurrence of an e-mail address in the store (event records
+ * and the calls they keep, payloads, id map and other meta values) is
+ * replaced by "[forgotten]", matched without regard to case and never
+ * inside a longer address. JSON stays JSON. Ids, states and the rest of
+ * each record stay. With dry_run nothing is written; res counts the values
+ * that hold it either way.
+ */
+struct forget_result {
+    size_t events, payloads, meta;
+};
+int store_txn_forget(struct store_txn *t, const char *address, bool dry_run,
+                     struct forget_result *res);
+
+/*
+ * Rewrite the store file from what is stored now, record by record, and put
+ * it in place of the old one, so data deleted or replaced is gone from the
+ * file too: LMDB keeps freed pages as they were until it reuses them, and
+ * copies pages whole (mdb_env_copy's compaction keeps the bytes between a
+ * page's records). Readers and writers of this process wait for it;
+ * another process that has the store open keeps reading the old file until
+ * it opens it again.
+ */
+int store_compact(struct store *st, char *err, size_t errlen);
+
 #endif

@@ -836,6 +836,63 @@ class NewInQuickBooks(CustomersTestCase):
 # ---- 11. inactive relations, create-only fields ----------------------------------------------
 
 
+class Forget(CustomersTestCase):
+    """GDPR: gateway forget --email removes a person's address from the store file, and
+    nothing of anyone else's, while the daemon runs on."""
+
+    def store_holds(self, address):
+        with open(os.path.join(self.gw.store_path, "data.mdb"), "rb") as f:
+            return address.lower().encode() in f.read().lower()
+
+    def test_forget_removes_every_occurrence_and_nothing_of_other_people(self):
+        gw = self.start_gateway()
+        _, e1 = self.relation_to_customer({"name": "Femke Jansen", "email": "femke.jansen@example.nl",
+                                           "city": "Delft"})
+        _, e2 = self.relation_to_customer({"name": "Piet Smit", "email": "piet.smit@example.nl",
+                                           "city": "Gouda"})
+        self.assertDone(e1)
+        self.assertDone(e2)
+        self.wait_quiet()
+        # A longer address that holds hers is someone else's.
+        self.assertTrue(self.store_holds("femke.jansen@example.nl"))
+        dry = json.loads(gw.cli("forget", "--email", "Femke.Jansen@Example.NL", "--dry-run", "--json").stdout)
+        self.assertTrue(dry["dry_run"])
+        self.assertGreaterEqual(dry["found"]["events"], 1)
+        self.assertGreaterEqual(dry["found"]["payloads"], 1)
+        self.assertTrue(self.store_holds("femke.jansen@example.nl"))
+        done = json.loads(gw.cli("forget", "--email", "Femke.Jansen@Example.NL", "--json").stdout)
+        self.assertEqual(done["found"], dry["found"])
+        self.assertTrue(done["compacted"], done)
+        self.assertFalse(self.store_holds("femke.jansen@example.nl"))
+        self.assertTrue(self.store_holds("piet.smit@example.nl"))
+        shown = gw.show(e1["id"])
+        self.assertIn("[forgotten]", json.dumps(shown))
+        self.assertEqual((shown["state"], shown["entity_id"]), (e1["state"], e1["entity_id"]))
+        # The daemon goes on with the compacted store.
+        _, e3 = self.relation_to_customer({"name": "Anna de Vries", "email": "anna@example.nl"})
+        self.assertDone(e3)
+        again = json.loads(gw.cli("forget", "--email", "femke.jansen@example.nl", "--dry-run",
+                                  "--json").stdout)
+        self.assertEqual(again["found"], {"events": 0, "payloads": 0, "meta": 0})
+
+    def test_no_secret_is_in_the_store_file_and_no_token_in_a_call(self):
+        gw = self.start_gateway()
+        _, e = self.relation_to_customer({"name": "Kees Smit", "email": "kees@example.nl"})
+        self.assertDone(e)
+        self.wait_quiet()
+        with open(os.path.join(gw.store_path, "data.mdb"), "rb") as f:
+            data = f.read()
+        for secret in (MPLUS_IDENT, MPLUS_SECRET, WEBHOOK_SECRET, CLIENT_SECRET, gwtest.VERIFIER_TOKEN,
+                       gwtest.ADMIN_TOKEN):
+            self.assertNotIn(secret.encode(), data, secret)
+        # The calls kept hold no Authorization: the QuickBooks tokens are only in their own
+        # record (kept on purpose: the daemon refreshes them).
+        calls = gw.show(e["id"])["history"][0]["calls"]
+        self.assertTrue(calls)
+        for call in calls:
+            self.assertNotIn("Bearer", json.dumps(call))
+
+
 class InactiveAndCreateOnly(CustomersTestCase):
 
     def test_inactive_relation_deactivates_and_create_only_fields_stay(self):

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "sig.h"
@@ -115,6 +116,81 @@ static void test_raw_body_kept(void **state)
     assert_int_equal(len, sizeof raw - 1);
     assert_memory_equal(got, raw, len);
     free(got);
+    store_close(st);
+}
+
+static int forget_fn(struct store_txn *t, void *arg)
+{
+    struct forget_result *res = arg;
+    return store_txn_forget(t, "Femke@Example.nl", false, res);
+}
+
+static int meta_fn(struct store_txn *t, void *arg)
+{
+    json_t *v = json_pack("{s:s, s:[s]}", "email", "FEMKE@example.NL", "seen", "other@example.nl");
+    int rc = store_txn_meta_put(t, "idmap.a.relation.1", v);
+    json_decref(v);
+    return rc;
+}
+
+/* An address is replaced wherever it stands, in any letter case, in JSON and
+ * in raw bodies, never inside a longer address; the store file keeps no copy. */
+static void test_forget_and_compact(void **state)
+{
+    (void)state;
+    struct store *st = open_fresh("forget", 1, 64);
+    char err[GW_ERR_LEN];
+    struct store_put p[2];
+    put_init(&p[0], "k1",
+             "{\"state\":\"done\",\"note\":\"mail femke@example.nl, xfemke@example.nl, "
+             "femke@example.nl.evil.org and femke@example.nl.\"}",
+             GW_DONE);
+    static const char raw[] = "not json: <femke@EXAMPLE.nl>\xff";
+    put_init(&p[1], "k2", "{\"state\":\"dead\"}", GW_DEAD);
+    p[1].payload = raw;
+    p[1].payload_len = sizeof raw - 1;
+    assert_int_equal(store_ingest(st, p, 2, err, sizeof err), 0);
+    assert_int_equal(store_write(st, meta_fn, NULL, err, sizeof err), 0);
+    struct forget_result res;
+    assert_int_equal(store_write(st, forget_fn, &res, err, sizeof err), 0);
+    assert_int_equal(res.events, 1);
+    assert_int_equal(res.payloads, 1);
+    assert_int_equal(res.meta, 1);
+    json_t *rec;
+    assert_int_equal(store_get_event(st, p[0].id, &rec, err, sizeof err), 0);
+    assert_string_equal(json_string_value(json_object_get(rec, "note")),
+                        "mail [forgotten], xfemke@example.nl, femke@example.nl.evil.org and "
+                        "[forgotten].");
+    json_decref(rec);
+    void *got;
+    size_t len;
+    assert_int_equal(store_get_payload(st, p[1].id, &got, &len, err, sizeof err), 0);
+    assert_int_equal(len, strlen("not json: <[forgotten]>\xff"));
+    assert_memory_equal(got, "not json: <[forgotten]>\xff", len);
+    free(got);
+    json_t *m;
+    assert_int_equal(store_meta_get(st, "idmap.a.relation.1", &m, err, sizeof err), 0);
+    assert_string_equal(json_string_value(json_object_get(m, "email")), "[forgotten]");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(m, "seen"), 0)),
+                        "other@example.nl");
+    json_decref(m);
+    /* The file: the old values are gone once it is compacted, the rest is all there. */
+    assert_int_equal(store_compact(st, err, sizeof err), 0);
+    char path[300];
+    snprintf(path, sizeof path, "%s/forget/data.mdb", dir);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char data[4 << 20];
+    size_t n = fread(data, 1, sizeof data, f);
+    fclose(f);
+    for (size_t i = 0; i + 16 <= n; i++)
+        if (strncasecmp(data + i, "femke@example.nl", 16) == 0)
+            assert_true(i > 0 && (data[i - 1] == 'x' || strncmp(data + i + 16, ".evil", 5) == 0));
+    assert_int_equal(store_get_event(st, p[0].id, &rec, err, sizeof err), 0);
+    json_decref(rec);
+    uint64_t counts[GW_STATE_COUNT];
+    assert_int_equal(store_counts(st, counts, err, sizeof err), 0);
+    assert_int_equal(counts[GW_DONE] + counts[GW_DEAD], 2);
     store_close(st);
 }
 
@@ -321,6 +397,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ingest_dedupe_and_ids),
         cmocka_unit_test(test_raw_body_kept),
+        cmocka_unit_test(test_forget_and_compact),
         cmocka_unit_test(test_map_full_grows_and_keeps_everything),
         cmocka_unit_test(test_purge_keeps_dead_and_recent),
         cmocka_unit_test(test_purge_strips_dead_bodies_in_small_steps),

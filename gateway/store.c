@@ -30,7 +30,7 @@ struct store {
     size_t map_located_size;       /* map size when it was located */
     int64_t released_ms;           /* when the map's pages were last released */
     size_t ingested_since_release; /* new events stored since then */
-    MDB_dbi events, dedupe, queue, entities, payloads, meta;
+    MDB_dbi events, dedupe, queue, entities, payloads, meta, bodies;
     size_t map_size, map_max;
     char path[4096]; /* the store's folder, as opened */
     pthread_rwlock_t resize_lock;
@@ -121,7 +121,8 @@ static int env_open(struct store *st, const char *path, char *err, size_t errlen
             (rc = mdb_dbi_open(txn, "queue", MDB_CREATE, &st->queue)) == 0 &&
             (rc = mdb_dbi_open(txn, "entities", MDB_CREATE, &st->entities)) == 0 &&
             (rc = mdb_dbi_open(txn, "payloads", MDB_CREATE, &st->payloads)) == 0 &&
-            (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) == 0)
+            (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) == 0 &&
+            (rc = mdb_dbi_open(txn, "bodies", MDB_CREATE, &st->bodies)) == 0)
             rc = mdb_txn_commit(txn);
         else
             mdb_txn_abort(txn);
@@ -559,6 +560,121 @@ bool store_txn_event_is(struct store_txn *t, uint64_t id, const char *text, size
            memcmp(v.mv_data, text, len) == 0;
 }
 
+/* ---- the calls' bodies, apart from the record ----------------------------------------
+ *
+ * The activity log's request and response bodies are most of a record's
+ * size, and the dispatcher reads and writes records all the time: they are
+ * kept in their own database, bodies: be64(id) be32(attempt) -> [{request,
+ * response}] in the order of that attempt's calls, and joined again when an
+ * event is read in full (store_get_event).
+ */
+static void body_key(unsigned char out[12], uint64_t id, uint32_t attempt)
+{
+    be64(out, id);
+    for (int i = 0; i < 4; i++)
+        out[8 + i] = (unsigned char)(attempt >> (24 - 8 * i));
+}
+
+/* rec with the bodies of its calls stored apart: *lean a copy without them
+ * (NULL when rec holds none). */
+static int split_bodies(struct store_txn *t, uint64_t id, json_t *rec, json_t **lean)
+{
+    *lean = NULL;
+    json_t *history = json_object_get(rec, "history");
+    size_t i, j;
+    json_t *h, *c;
+    json_array_foreach(history, i, h)
+    {
+        json_t *calls = json_object_get(h, "calls");
+        bool any = false;
+        json_array_foreach(calls, j, c) any =
+            any || json_object_get(c, "request") || json_object_get(c, "response");
+        if (!any)
+            continue;
+        if (*lean == NULL) {
+            *lean = json_copy(rec);
+            json_object_set_new(*lean, "history", json_deep_copy(history));
+        }
+        json_t *mine =
+            json_object_get(json_array_get(json_object_get(*lean, "history"), i), "calls");
+        json_t *bodies = json_array();
+        json_array_foreach(mine, j, c)
+        {
+            json_t *b = json_object();
+            json_t *req = json_object_get(c, "request"), *res = json_object_get(c, "response");
+            if (req)
+                json_object_set(b, "request", req);
+            if (res)
+                json_object_set(b, "response", res);
+            json_array_append_new(bodies, b);
+            json_object_del(c, "request");
+            json_object_del(c, "response");
+        }
+        char *text = json_dumps(bodies, JSON_COMPACT);
+        json_decref(bodies);
+        unsigned char kb[12];
+        body_key(kb, id, (uint32_t)json_integer_value(json_object_get(h, "attempt")));
+        MDB_val k = {sizeof kb, kb}, v = {text ? strlen(text) : 0, text};
+        int rc = text ? mdb_put(t->txn, t->st->bodies, &k, &v, 0) : ENOMEM;
+        free(text);
+        if (rc != 0) {
+            json_decref(*lean);
+            *lean = NULL;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Delete every body of event id; how many. */
+static size_t drop_bodies(MDB_txn *txn, MDB_dbi dbi, const unsigned char idk[8])
+{
+    MDB_cursor *cur;
+    size_t n = 0;
+    if (mdb_cursor_open(txn, dbi, &cur) != 0)
+        return 0;
+    unsigned char start[12] = {0};
+    memcpy(start, idk, 8);
+    MDB_val k = {sizeof start, start}, v;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && k.mv_size == 12 && memcmp(k.mv_data, idk, 8) == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_GET_CURRENT)) {
+        if (mdb_cursor_del(cur, 0) != 0)
+            break;
+        n++;
+    }
+    mdb_cursor_close(cur);
+    return n;
+}
+
+/* Join the stored bodies into rec's calls. */
+static void join_bodies(struct store *st, MDB_txn *txn, uint64_t id, json_t *rec)
+{
+    size_t i, j;
+    json_t *h, *c;
+    json_array_foreach(json_object_get(rec, "history"), i, h)
+    {
+        json_t *calls = json_object_get(h, "calls");
+        if (json_array_size(calls) == 0)
+            continue;
+        unsigned char kb[12];
+        body_key(kb, id, (uint32_t)json_integer_value(json_object_get(h, "attempt")));
+        MDB_val k = {sizeof kb, kb}, v;
+        if (mdb_get(txn, st->bodies, &k, &v) != 0)
+            continue;
+        json_t *bodies = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        json_array_foreach(calls, j, c)
+        {
+            json_t *b = json_array_get(bodies, j);
+            if (json_object_get(b, "request"))
+                json_object_set(c, "request", json_object_get(b, "request"));
+            if (json_object_get(b, "response"))
+                json_object_set(c, "response", json_object_get(b, "response"));
+        }
+        json_decref(bodies);
+    }
+}
+
 int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
                         const struct store_event_keys *old, char **text_out)
 {
@@ -574,15 +690,15 @@ int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
     }
     store_event_keys(rec, &nk);
 
-    char *text;
-    if (json_object_get(rec, "id") != NULL) {
-        json_t *copy = json_copy(rec);
-        json_object_del(copy, "id");
-        text = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        json_decref(copy);
-    } else {
-        text = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    }
+    json_t *lean = NULL;
+    int brc = split_bodies(t, id, rec, &lean);
+    if (brc != 0)
+        return brc;
+    json_t *copy = json_copy(lean ? lean : rec);
+    json_decref(lean);
+    json_object_del(copy, "id");
+    char *text = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(copy);
     if (text == NULL)
         return STORE_EFAIL;
     unsigned char idbuf[8];
@@ -828,6 +944,18 @@ static int read_copies(struct store *st, struct text_arg *a, char *err, size_t e
     return rc;
 }
 
+struct join_arg {
+    uint64_t id;
+    json_t *rec;
+};
+
+static int join_fn(struct store *st, MDB_txn *txn, void *arg)
+{
+    struct join_arg *j = arg;
+    join_bodies(st, txn, j->id, j->rec);
+    return 0;
+}
+
 int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size_t errlen)
 {
     struct text_arg a = {id, true, false, NULL, NULL, 0, 0};
@@ -843,6 +971,8 @@ int store_get_event(struct store *st, uint64_t id, json_t **out, char *err, size
         return STORE_EFAIL;
     }
     json_object_set_new(rec, "id", json_integer((json_int_t)id));
+    struct join_arg j = {id, rec};
+    with_read(st, join_fn, &j, NULL, 0);
     *out = rec;
     return 0;
 }
@@ -1127,6 +1257,9 @@ int store_txn_purge(struct store_txn *t, const struct purge_opts *o, struct purg
             }
             if (mdb_del(txn, st->payloads, &rk, NULL) == 0)
                 res->payloads++;
+            unsigned char gone[8];
+            memcpy(gone, rk.mv_data, sizeof gone);
+            drop_bodies(txn, st->bodies, gone);
             rc = mdb_cursor_del(cur, 0);
             dropped[state]++;
             res->events++;
@@ -1140,6 +1273,7 @@ int store_txn_purge(struct store_txn *t, const struct purge_opts *o, struct purg
                 MDB_val ik = {sizeof idk, idk};
                 if (mdb_del(txn, st->payloads, &ik, NULL) == 0)
                     res->payloads++;
+                drop_bodies(txn, st->bodies, idk);
                 char *text = json_dumps(bare, JSON_COMPACT | JSON_PRESERVE_ORDER);
                 MDB_val nv = {text ? strlen(text) : 0, text};
                 rc = text ? mdb_cursor_put(cur, &ik, &nv, MDB_CURRENT) : ENOMEM;
@@ -1365,5 +1499,7 @@ int store_txn_forget(struct store_txn *t, const char *address, bool dry_run,
         rc = forget_db(t->txn, t->st->payloads, address, dry_run, &res->payloads);
     if (rc == 0)
         rc = forget_db(t->txn, t->st->meta, address, dry_run, &res->meta);
+    if (rc == 0)
+        rc = forget_db(t->txn, t->st->bodies, address, dry_run, &res->events);
     return rc;
 }

@@ -8,6 +8,9 @@
  *   entities entity key 0 be64(id) -> empty: unfinished events per entity, in order
  *   payloads be64(id)            -> what came in: JSON, or the raw body of a malformed event
  *   meta     name                -> value (per-state counters, tokens, markers)
+ *   bodies   be64(id) be32(attempt) -> the request and response bodies of that
+ *                                 attempt's calls (the activity log), kept out of
+ *                                 the record; store_get_event joins them
  *
  * An event is queued while its state is pending, retrying or in_flight (an
  * in_flight event whose process died is simply due again), and listed under

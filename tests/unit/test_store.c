@@ -194,6 +194,58 @@ static void test_forget_and_compact(void **state)
     store_close(st);
 }
 
+static int with_calls_fn(struct store_txn *t, void *arg)
+{
+    uint64_t id = *(uint64_t *)arg;
+    json_t *rec;
+    int rc = store_txn_get_event(t, id, &rec);
+    if (rc != 0)
+        return rc;
+    json_t *entry = json_pack("{s:I, s:[{s:s, s:s, s:s}, {s:s}]}", "attempt", (json_int_t)1,
+                              "calls", "path", "/customer", "request", "{\"DisplayName\":\"A\"}",
+                              "response", "{\"Customer\":{}}", "path", "/query");
+    json_object_set_new(rec, "history", json_pack("[o]", entry));
+    rc = store_txn_put_event(t, id, rec, NULL, NULL);
+    json_decref(rec);
+    return rc;
+}
+
+static int raw_cb(uint64_t id, const char *rec, size_t len, void *arg)
+{
+    (void)id;
+    char **out = arg;
+    *out = strndup(rec, len);
+    return 1;
+}
+
+/* The calls' bodies live apart from the record, and come back with it. */
+static void test_bodies_apart(void **state)
+{
+    (void)state;
+    struct store *st = open_fresh("bodies", 1, 64);
+    char err[GW_ERR_LEN];
+    struct store_put p;
+    put_init(&p, "b1", "{\"state\":\"done\"}", GW_DONE);
+    assert_int_equal(store_ingest(st, &p, 1, err, sizeof err), 0);
+    assert_int_equal(store_write(st, with_calls_fn, &p.id, err, sizeof err), 0);
+    char *raw = NULL;
+    assert_int_equal(store_scan_events(st, raw_cb, &raw, err, sizeof err), 0);
+    assert_non_null(raw);
+    assert_null(strstr(raw, "DisplayName"));
+    assert_non_null(strstr(raw, "/customer"));
+    free(raw);
+    json_t *rec;
+    assert_int_equal(store_get_event(st, p.id, &rec, err, sizeof err), 0);
+    json_t *calls = json_object_get(json_array_get(json_object_get(rec, "history"), 0), "calls");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(calls, 0), "request")),
+                        "{\"DisplayName\":\"A\"}");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(calls, 0), "response")),
+                        "{\"Customer\":{}}");
+    assert_null(json_object_get(json_array_get(calls, 1), "request"));
+    json_decref(rec);
+    store_close(st);
+}
+
 static void test_map_full_grows_and_keeps_everything(void **state)
 {
     (void)state;
@@ -398,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_ingest_dedupe_and_ids),
         cmocka_unit_test(test_raw_body_kept),
         cmocka_unit_test(test_forget_and_compact),
+        cmocka_unit_test(test_bodies_apart),
         cmocka_unit_test(test_map_full_grows_and_keeps_everything),
         cmocka_unit_test(test_purge_keeps_dead_and_recent),
         cmocka_unit_test(test_purge_strips_dead_bodies_in_small_steps),

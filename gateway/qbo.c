@@ -1052,6 +1052,11 @@ static void http_done(const struct http_response *resp, void *arg)
                                                      [QBO_NO_AUTH] = MO_AUTH};
     metrics_delivery(MA_QUICKBOOKS, outcome_of[r.kind], resp->seconds);
     r.body = body;
+    r.request_text = call->body;
+    if (!resp->transport_error) {
+        r.response_text = resp->body;
+        r.response_len = resp->body_len;
+    }
     pump(qc);
     finish_call(call, &r);
     json_decref(body);

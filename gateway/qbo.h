@@ -37,6 +37,11 @@ struct qbo_result {
     char error[1024];    /* readable: status, fault type, code, message and detail of each error */
     int64_t retry_at_ms; /* throttled: when the realm may go on */
     char intuit_tid[64]; /* of the last answer, or "" */
+    /* As they went over the wire (borrowed during the callback), or NULL:
+     * the request body sent, and the answer's body (response_len bytes). */
+    const char *request_text;
+    const char *response_text;
+    size_t response_len;
 };
 
 typedef void (*qbo_cb)(const struct qbo_result *r, void *arg);

@@ -20,6 +20,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -72,10 +73,10 @@ static json_t *redacted(json_t *v)
 /* The body as JSON text of at most the task's activity_body_max bytes, or
  * NULL; sent to QuickBooks, decimals are written as numbers, as qbo.c sends
  * them. */
+static json_t *cut_text(const struct task *t, const char *text, size_t len);
+
 static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
 {
-    size_t max =
-        t->clients && t->clients->body_max > 0 ? (size_t)t->clients->body_max : ACTIVITY_BODY_MAX;
     if (body == NULL)
         return NULL;
     json_t *clean = redacted(body);
@@ -85,28 +86,58 @@ static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
         return NULL;
     if (to_qbo)
         qbo_exact_numbers(text);
-    size_t len = strlen(text);
-    json_t *out;
-    if (len <= max) {
-        out = json_string(text);
-    } else {
-        /* Cut on a UTF-8 character boundary, and say how much there was. */
-        size_t cut = max;
-        while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
-            cut--;
-        char *buf = NULL;
-        out =
-            asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len) < 0 ? NULL : json_string(buf);
-        free(buf);
-    }
+    json_t *out = cut_text(t, text, strlen(text));
     free(text);
     return out;
+}
+
+/* Text as the activity log keeps it: at most the task's activity_body_max
+ * bytes, cut on a UTF-8 character boundary, saying how much there was. */
+static json_t *cut_text(const struct task *t, const char *text, size_t len)
+{
+    size_t max =
+        t->clients && t->clients->body_max > 0 ? (size_t)t->clients->body_max : ACTIVITY_BODY_MAX;
+    if (len <= max)
+        return json_stringn(text, len);
+    size_t cut = max;
+    while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
+        cut--;
+    char *buf = NULL;
+    json_t *out =
+        asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len) < 0 ? NULL : json_string(buf);
+    free(buf);
+    return out;
+}
+
+/* A QuickBooks body as it went over the wire, when nothing in it could be a
+ * member redacted() hides: the text itself, with no parse, copy or second
+ * dump. NULL sends the caller down the redacting path. */
+static json_t *wire_text(const struct task *t, const char *text, size_t len)
+{
+    if (text == NULL || len == 0)
+        return NULL;
+    char *low = malloc(len);
+    if (low == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        low[i] = (char)tolower((unsigned char)text[i]);
+    bool secret = false;
+    for (size_t i = 0; secret_parts[i] && !secret; i++)
+        secret = memmem(low, len, secret_parts[i], strlen(secret_parts[i])) != NULL;
+    for (size_t i = 0; secret_names[i] && !secret; i++) {
+        char quoted[32];
+        snprintf(quoted, sizeof quoted, "\"%s\"", secret_names[i]);
+        secret = memmem(low, len, quoted, strlen(quoted)) != NULL;
+    }
+    free(low);
+    return secret ? NULL : cut_text(t, text, len);
 }
 
 /* One exchange on its way: the entry to complete and whom to answer. */
 struct pending {
     struct task *t;
     json_t *entry;
+    json_t *sent; /* a QuickBooks request's body, until its answer says how it was sent */
     int64_t started_ms;
     qbo_cb qcb;
     mplus_cb mcb;
@@ -149,14 +180,15 @@ static void set_text(json_t *entry, const char *key, const char *value)
 /* The answer of either system into the entry, which joins the task's calls;
  * p is freed. */
 static void pending_answered(struct pending *p, long status, const char *outcome, const char *error,
-                             json_t *body)
+                             json_t *body, json_t *wire_answer)
 {
     json_object_set_new(p->entry, "status", json_integer(status));
     set_text(p->entry, "outcome", outcome);
     set_text(p->entry, "error", error);
-    json_t *answer = body_text(p->t, body, false);
+    json_t *answer = wire_answer ? wire_answer : body_text(p->t, body, false);
     if (answer != NULL)
         json_object_set_new(p->entry, "response", answer);
+    json_decref(p->sent);
     pending_record(p);
     free(p);
 }
@@ -172,9 +204,18 @@ static void qbo_answered(const struct qbo_result *res, void *arg)
                                         [QBO_THROTTLED] = "throttled",
                                         [QBO_NO_AUTH] = "not authorised"};
     set_text(p->entry, "intuit_tid", res->intuit_tid);
+    if (p->sent != NULL) {
+        json_t *sent =
+            wire_text(p->t, res->request_text, res->request_text ? strlen(res->request_text) : 0);
+        if (sent == NULL)
+            sent = body_text(p->t, p->sent, true);
+        if (sent != NULL)
+            json_object_set_new(p->entry, "request", sent);
+    }
     qbo_cb cb = p->qcb;
     void *cb_arg = p->arg;
-    pending_answered(p, res->status, kinds[res->kind], res->error, res->body);
+    pending_answered(p, res->status, kinds[res->kind], res->error, res->body,
+                     wire_text(p->t, res->response_text, res->response_len));
     cb(res, cb_arg);
 }
 
@@ -184,12 +225,11 @@ static struct pending *qbo_pending(struct task *t, const char *method, const cha
 {
     json_t *e =
         json_pack("{s:s, s:s, s:s}", "system", "quickbooks", "method", method, "path", path);
-    json_t *sent = body_text(t, body, true);
-    if (sent != NULL)
-        json_object_set_new(e, "request", sent);
     struct pending *p = e ? pending_new(t, e, arg) : NULL;
-    if (p != NULL)
+    if (p != NULL) {
         p->qcb = cb;
+        p->sent = json_incref(body); /* its text comes with the answer */
+    }
     return p;
 }
 
@@ -206,6 +246,7 @@ static int started(int rc, struct pending *p)
 {
     if (rc != 0) {
         json_decref(p->entry);
+        json_decref(p->sent);
         free(p);
     }
     return rc;
@@ -291,7 +332,7 @@ static void mplus_answered(const struct mplus_result *res, void *arg)
     set_text(p->entry, "result", res->code);
     mplus_cb cb = p->mcb;
     void *cb_arg = p->arg;
-    pending_answered(p, res->status, kinds[res->kind], res->error, res->body);
+    pending_answered(p, res->status, kinds[res->kind], res->error, res->body, NULL);
     cb(res, cb_arg);
 }
 

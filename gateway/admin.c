@@ -552,6 +552,26 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
         handle_reconcile(s, req, false);
         return;
     }
+    if (strcmp(path, "/api/activity") == 0) {
+        struct evkeyvalq q;
+        TAILQ_INIT(&q);
+        const char *v = query_param(req, &q, "minutes");
+        int64_t minutes = 60;
+        if (v != NULL && (!gw_strtoi64(v, &minutes) || minutes < 1 || minutes > 1440)) {
+            evhttp_clear_headers(&q);
+            reply_text(req, 400, "Bad Request", "minutes: 1 to 1440");
+            return;
+        }
+        evhttp_clear_headers(&q);
+        json_t *o = report_activity(s->d.st, (int)minutes, gw_now_ms(), err, sizeof err);
+        if (o == NULL) {
+            reply_text(req, 503, "Service Unavailable", err);
+            return;
+        }
+        reply_json(req, 200, "OK", o);
+        json_decref(o);
+        return;
+    }
     if (strcmp(path, "/api/status") == 0) {
         json_t *o =
             report_status(s->d.st, s->d.cfg, (int64_t)inbox_pending(*s->d.inbox), err, sizeof err);
@@ -564,7 +584,7 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
         return;
     }
     if (strcmp(path, "/api/events") == 0) {
-        struct event_filter f = {-1, NULL, NULL, NULL, 100};
+        struct event_filter f = {-1, NULL, NULL, NULL, 100, 0};
         struct evkeyvalq q;
         const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
         TAILQ_INIT(&q);
@@ -579,6 +599,9 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
         int64_t lim;
         if ((v = evhttp_find_header(&q, "limit")) != NULL && gw_strtoi64(v, &lim) && lim >= 0)
             f.limit = (long)lim;
+        uint64_t before;
+        if ((v = evhttp_find_header(&q, "before")) != NULL && gw_strtou64(v, &before))
+            f.before = before;
         json_t *a = (f.state == -1 && evhttp_find_header(&q, "state") != NULL)
                         ? json_array()
                         : report_events(s->d.st, &f, err, sizeof err);

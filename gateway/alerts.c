@@ -334,7 +334,7 @@ static void look_at_dead(struct alerts *a)
     if (a->dead_known && counts[GW_DEAD] == a->dead_count)
         return;
     char err[256];
-    struct event_filter f = {GW_DEAD, NULL, NULL, NULL, 0};
+    struct event_filter f = {GW_DEAD, NULL, NULL, NULL, 0, 0};
     json_t *dead = report_events(a->st, &f, err, sizeof err);
     if (dead == NULL)
         return;

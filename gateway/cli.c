@@ -173,7 +173,7 @@ static bool parse_time(const char *s, int64_t *ms)
 /* Parse options allowed by `allowed` (a string of OPT_* codes). */
 static int parse_opts(int argc, char **argv, const int *allowed, struct opts *o)
 {
-    o->filter = (struct event_filter){-1, NULL, NULL, NULL, 50};
+    o->filter = (struct event_filter){-1, NULL, NULL, NULL, 50, 0};
     o->json = false;
     optind = 1;
     opterr = 0;

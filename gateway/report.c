@@ -54,11 +54,62 @@ static int list_cb(uint64_t id, const char *text, size_t len, void *arg)
 json_t *report_events(struct store *st, const struct event_filter *f, char *err, size_t errlen)
 {
     struct list_arg a = {f, json_array()};
-    if (store_scan_events(st, list_cb, &a, err, errlen) < 0) {
+    if (store_scan_events_before(st, f->before, list_cb, &a, err, errlen) < 0) {
         json_decref(a.out);
         return NULL;
     }
     return a.out;
+}
+
+struct activity_arg {
+    int64_t first_ms; /* the first minute counted */
+    json_t *minutes;  /* array, oldest first */
+};
+
+static int activity_cb(uint64_t id, const char *text, size_t len, void *arg)
+{
+    (void)id;
+    struct activity_arg *a = arg;
+    json_t *rec = json_loadb(text, len, 0, NULL);
+    int64_t ms;
+    const char *at = json_string_value(json_object_get(rec, "received_at"));
+    int stop = 0;
+    if (at != NULL && gw_ts_parse(at, &ms)) {
+        if (ms < a->first_ms) {
+            stop = 1; /* ids grow with time: the rest is older */
+        } else {
+            json_t *m = json_array_get(a->minutes, (size_t)((ms - a->first_ms) / 60000));
+            const char *state = json_string_value(json_object_get(rec, "state"));
+            if (m != NULL) {
+                json_object_set_new(
+                    m, "received",
+                    json_integer(json_integer_value(json_object_get(m, "received")) + 1));
+                if (state != NULL)
+                    json_object_set_new(
+                        m, state, json_integer(json_integer_value(json_object_get(m, state)) + 1));
+            }
+        }
+    }
+    json_decref(rec);
+    return stop;
+}
+
+json_t *report_activity(struct store *st, int minutes, int64_t now_ms, char *err, size_t errlen)
+{
+    struct activity_arg a = {(now_ms / 60000 - minutes + 1) * 60000, json_array()};
+    for (int i = 0; i < minutes; i++) {
+        char ts[GW_TS_LEN];
+        gw_ts_format(a.first_ms + (int64_t)i * 60000, ts, sizeof ts);
+        json_t *m = json_pack("{s:s, s:I}", "at", ts, "received", (json_int_t)0);
+        for (int s = 0; s < GW_STATE_COUNT; s++)
+            json_object_set_new(m, event_state_name(s), json_integer(0));
+        json_array_append_new(a.minutes, m);
+    }
+    if (store_scan_events(st, activity_cb, &a, err, errlen) < 0) {
+        json_decref(a.minutes);
+        return NULL;
+    }
+    return json_pack("{s:o}", "minutes", a.minutes);
 }
 
 static int covered_cb(const char *name, size_t namelen, const char *value, size_t len, void *arg)

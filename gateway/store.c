@@ -992,6 +992,7 @@ int store_get_payload(struct store *st, uint64_t id, void **out, size_t *len, ch
 struct scan_arg {
     store_event_cb cb;
     void *arg;
+    uint64_t before;
 };
 
 static int scan_fn(struct store *st, MDB_txn *txn, void *arg)
@@ -1002,8 +1003,18 @@ static int scan_fn(struct store *st, MDB_txn *txn, void *arg)
     if (rc != 0)
         return rc;
     MDB_val k, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_LAST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
+    unsigned char start[8];
+    be64(start, a->before);
+    if (a->before == 0) {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    } else {
+        k = (MDB_val){sizeof start, start};
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        rc = rc == 0              ? mdb_cursor_get(cur, &k, &v, MDB_PREV)
+             : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                                  : rc;
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
         if (k.mv_size != 8)
             continue;
         if (a->cb(get_be64(k.mv_data), v.mv_data, v.mv_size, a->arg) != 0)
@@ -1015,7 +1026,13 @@ static int scan_fn(struct store *st, MDB_txn *txn, void *arg)
 
 int store_scan_events(struct store *st, store_event_cb cb, void *arg, char *err, size_t errlen)
 {
-    struct scan_arg a = {cb, arg};
+    return store_scan_events_before(st, 0, cb, arg, err, errlen);
+}
+
+int store_scan_events_before(struct store *st, uint64_t before, store_event_cb cb, void *arg,
+                             char *err, size_t errlen)
+{
+    struct scan_arg a = {cb, arg, before};
     return with_read(st, scan_fn, &a, err, errlen);
 }
 

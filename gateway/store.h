@@ -163,6 +163,9 @@ int store_get_payload(struct store *st, uint64_t id, void **out, size_t *len, ch
  * Return nonzero from cb to stop. */
 typedef int (*store_event_cb)(uint64_t id, const char *rec, size_t len, void *arg);
 int store_scan_events(struct store *st, store_event_cb cb, void *arg, char *err, size_t errlen);
+/* The same, from the newest event older than before (0: from the newest). */
+int store_scan_events_before(struct store *st, uint64_t before, store_event_cb cb, void *arg,
+                             char *err, size_t errlen);
 
 /* Number of events in each state. */
 int store_counts(struct store *st, uint64_t counts[GW_STATE_COUNT], char *err, size_t errlen);

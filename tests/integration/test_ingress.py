@@ -726,6 +726,33 @@ class AdminApi(GatewayTestCase):
         self.assertEqual(st.status, 200, st)
         self.assertEqual(st.json()["events"]["pending"], 2)
 
+    def test_events_page_newest_first_and_activity_per_minute(self):
+        gw = self.gateway()
+        body = json.dumps([gwtest.cloudevent("ce-page-%d" % i, "page-entity-%d" % i, "310687")
+                           for i in range(5)]).encode()
+        self.assertEqual(gw.post_qbo(body).status, 200)
+        every = gw.admin_get("/api/events").json()
+        self.assertEqual(len(every), 5)
+        ids = [e["id"] for e in every]
+        self.assertEqual(ids, sorted(ids, reverse=True))
+        first = gw.admin_get("/api/events?limit=2").json()
+        self.assertEqual([e["id"] for e in first], ids[:2])
+        second = gw.admin_get("/api/events?limit=2&before=%d" % first[-1]["id"]).json()
+        self.assertEqual([e["id"] for e in second], ids[2:4])
+        last = gw.admin_get("/api/events?limit=2&before=%d" % second[-1]["id"]).json()
+        self.assertEqual([e["id"] for e in last], ids[4:])
+        self.assertEqual(gw.admin_get("/api/events?before=%d" % ids[-1]).json(), [])
+        # Events received per minute over the last hour, every minute listed, by state now.
+        activity = gw.admin_get("/api/activity").json()["minutes"]
+        self.assertEqual(len(activity), 60)
+        self.assertEqual(sum(m["received"] for m in activity), 5)
+        self.assertEqual(sum(m["received"] for m in activity[-2:]), 5)
+        self.assertEqual(sum(sum(m[s] for s in ("pending", "in_flight", "retrying", "done", "skipped", "dead"))
+                             for m in activity), 5)
+        self.assertEqual(len(gw.admin_get("/api/activity?minutes=5").json()["minutes"]), 5)
+        self.assertEqual(gw.admin_get("/api/activity?minutes=0").status, 400)
+        self.assertEqual(gw.admin_get("/api/activity", token=None).status, 401)
+
     def test_dashboard_page_holds_no_data_and_sets_its_policy(self):
         gw = self.gateway()
         body = json.dumps([gwtest.cloudevent("ce-dash", "dash-entity-77", "310687")]).encode()

@@ -156,6 +156,17 @@ static void reply_replay(struct admin *s, struct evhttp_request *req, const stru
         dispatch_kick(s->d.dispatcher);
 }
 
+/* A report as JSON (taken), or a 503 with err when there is none. */
+static void reply_report(struct evhttp_request *req, json_t *o, const char *err)
+{
+    if (o == NULL) {
+        reply_text(req, 503, "Service Unavailable", err);
+        return;
+    }
+    reply_json(req, 200, "OK", o);
+    json_decref(o);
+}
+
 /* A request answered later (reconcile): forgotten when its client goes away first. */
 struct later {
     struct evhttp_request *req;
@@ -563,24 +574,15 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
             return;
         }
         evhttp_clear_headers(&q);
-        json_t *o = report_activity(s->d.st, (int)minutes, gw_now_ms(), err, sizeof err);
-        if (o == NULL) {
-            reply_text(req, 503, "Service Unavailable", err);
-            return;
-        }
-        reply_json(req, 200, "OK", o);
-        json_decref(o);
+        reply_report(req, report_activity(s->d.st, (int)minutes, gw_now_ms(), err, sizeof err),
+                     err);
         return;
     }
     if (strcmp(path, "/api/status") == 0) {
-        json_t *o =
-            report_status(s->d.st, s->d.cfg, (int64_t)inbox_pending(*s->d.inbox), err, sizeof err);
-        if (o == NULL) {
-            reply_text(req, 503, "Service Unavailable", err);
-            return;
-        }
-        reply_json(req, 200, "OK", o);
-        json_decref(o);
+        reply_report(
+            req,
+            report_status(s->d.st, s->d.cfg, (int64_t)inbox_pending(*s->d.inbox), err, sizeof err),
+            err);
         return;
     }
     if (strcmp(path, "/api/events") == 0) {

@@ -464,6 +464,10 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
         reply_text(req, 200, "OK", "ok");
         return;
     }
+    if (strcmp(path, "/favicon.ico") == 0) {
+        reply_bytes(req, 204, "No Content", "image/x-icon", NULL, 0); /* none, and no error */
+        return;
+    }
     if (strcmp(path, "/oauth/quickbooks/callback") == 0) {
         handle_oauth_callback(s, req);
         return;

@@ -1,6 +1,6 @@
 // The dashboard: reads the admin API (/api/status, /api/events,
-// /api/events/ID) with the admin token and replays an event
-// (POST /api/events/ID/replay). The page itself holds no data; without a
+// /api/events/ID, /api/activity) with the admin token and replays an event
+// (POST /api/events/ID/replay, after a confirmation). The page itself holds no data; without a
 // token that the daemon accepts it shows nothing but the login form.
 // The token comes from the form or from the address (#token=..., which a
 // browser never sends to a server) and is kept for this tab only
@@ -11,6 +11,12 @@ const REFRESH_MS = 5000;
 let token = sessionStorage.getItem("gateway-token") || "";
 let openEvent = null;
 let timer = null;
+// Paging: the id the shown page starts before (null: the newest), and the
+// starts of the pages before it, for Newer.
+let before = null;
+const pages = [];
+const PAGE = 50;
+const SVG = "http://www.w3.org/2000/svg";
 
 function $(id) { return document.getElementById(id); }
 
@@ -77,6 +83,14 @@ function showStatus(st) {
   for (const a of st.alerts || [])
     alerts.appendChild(el("li", (a.connection ? a.connection + ": " : "") + a.condition +
                               " since " + a.since + " - " + a.detail, "bad"));
+  const pick = $("connection"), chosen = pick.value;
+  const names = (st.connections || []).map((c) => c.name);
+  if (pick.options.length !== names.length + 1) {
+    pick.replaceChildren(el("option", "all"));
+    pick.options[0].value = "";
+    for (const n of names) pick.appendChild(el("option", n));
+    pick.value = names.includes(chosen) ? chosen : "";
+  }
   const tbody = $("connections").querySelector("tbody");
   tbody.replaceChildren();
   for (const c of st.connections || []) {
@@ -93,7 +107,63 @@ function showStatus(st) {
   }
 }
 
+// The events received per minute over the last hour, as bars: each bar
+// stacked by the state its events are in now.
+function showChart(activity) {
+  const svg = $("chart");
+  svg.replaceChildren();
+  const minutes = activity.minutes || [];
+  const width = 720, height = 120, gap = 2;
+  const bar = Math.max(2, Math.floor(width / Math.max(1, minutes.length)) - gap);
+  const most = Math.max(1, ...minutes.map((m) => m.received || 0));
+  const order = ["done", "skipped", "pending", "in_flight", "retrying", "dead"];
+  let total = 0;
+  minutes.forEach((m, i) => {
+    let y = height;
+    total += m.received || 0;
+    for (const state of order) {
+      const n = m[state] || 0;
+      if (!n) continue;
+      const h = Math.max(1, Math.round((n / most) * (height - 10)));
+      y -= h;
+      const r = document.createElementNS(SVG, "rect");
+      r.setAttribute("x", String(i * (bar + gap)));
+      r.setAttribute("y", String(y));
+      r.setAttribute("width", String(bar));
+      r.setAttribute("height", String(h));
+      r.setAttribute("class", state);
+      const t = document.createElementNS(SVG, "title");
+      t.textContent = m.at + ": " + n + " " + state;
+      r.appendChild(t);
+      svg.appendChild(r);
+    }
+  });
+  $("chart-legend").textContent = total + " events in the last hour, at most " + most +
+    " in a minute. Colours: done, skipped, queued, dead.";
+}
+
+function eventsQuery() {
+  const q = new URLSearchParams({ limit: String(PAGE) });
+  for (const f of ["state", "entity", "connection"]) {
+    const v = $(f).value.trim();
+    if (v) q.set(f, v);
+  }
+  if (before !== null) q.set("before", String(before));
+  return "/api/events?" + q.toString();
+}
+
+function firstPage() {
+  before = null;
+  pages.length = 0;
+  refresh();
+}
+
 function showEvents(list) {
+  $("older").disabled = list.length < PAGE;
+  $("newer").disabled = before === null;
+  $("older").dataset.next = list.length ? String(list[list.length - 1].id) : "";
+  $("page").textContent = before === null ? "newest " + list.length
+    : list.length + " older than event " + before;
   const tbody = $("events").querySelector("tbody");
   tbody.replaceChildren();
   for (const e of list) {
@@ -172,15 +242,16 @@ async function refresh() {
   if (!token) return;
   clearTimeout(timer);
   try {
-    const state = $("state").value;
-    const [st, list] = await Promise.all([
+    const [st, list, activity] = await Promise.all([
       api("GET", "/api/status"),
-      api("GET", "/api/events?limit=100" + (state ? "&state=" + encodeURIComponent(state) : "")),
+      api("GET", eventsQuery()),
+      api("GET", "/api/activity?minutes=60"),
     ]);
     $("login").hidden = true;
     $("data").hidden = false;
     showStatus(st);
     showEvents(list);
+    showChart(activity);
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     say("Connected to the admin API.", false);
     if (openEvent !== null) await loadEvent();
@@ -190,12 +261,20 @@ async function refresh() {
   if (token) timer = setTimeout(refresh, REFRESH_MS);
 }
 
+// Replay asks first: the event goes back to the queue and is booked again.
+function askReplay() {
+  $("confirm-text").textContent = "Replay event " + $("replay").dataset.id +
+    "? It goes back to the queue and its flow runs again.";
+  $("confirm").hidden = false;
+}
+
 async function replay() {
+  $("confirm").hidden = true;
   const id = $("replay").dataset.id;
   try {
     const r = await api("POST", "/api/events/" + encodeURIComponent(id) + "/replay");
-    say("Replayed event " + (r.replayed || []).join(", ") + ".", false);
     await refresh();
+    say("Replayed event " + (r.replayed || []).join(", ") + ": it is queued again.", false);
   } catch (err) {
     failed(err);
   }
@@ -218,8 +297,27 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem("gateway-token", token);
     refresh();
   });
-  $("state").addEventListener("change", refresh);
-  $("replay").addEventListener("click", replay);
-  $("close").addEventListener("click", () => { openEvent = null; $("detail").hidden = true; });
+  $("state").addEventListener("change", firstPage);
+  $("connection").addEventListener("change", firstPage);
+  $("entity").addEventListener("change", firstPage);
+  $("filters").addEventListener("submit", (ev) => { ev.preventDefault(); firstPage(); });
+  $("older").addEventListener("click", () => {
+    if (!$("older").dataset.next) return;
+    pages.push(before);
+    before = Number($("older").dataset.next);
+    refresh();
+  });
+  $("newer").addEventListener("click", () => {
+    before = pages.length ? pages.pop() : null;
+    refresh();
+  });
+  $("replay").addEventListener("click", askReplay);
+  $("confirm-yes").addEventListener("click", replay);
+  $("confirm-no").addEventListener("click", () => { $("confirm").hidden = true; });
+  $("close").addEventListener("click", () => {
+    openEvent = null;
+    $("detail").hidden = true;
+    $("confirm").hidden = true;
+  });
   if (token) refresh();
 });

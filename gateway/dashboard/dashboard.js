@@ -100,8 +100,11 @@ function showStatus(st) {
     const mplus = c.mplus_login_refused_until
       ? el("td", "login refused until " + c.mplus_login_refused_until, "bad")
       : el("td", c.mplus_api_version ? "API " + c.mplus_api_version : (c.mplus_error || ""));
-    const tr = row([c.name, c.realm_id || "", c.flows || "", auth, circuit, mplus,
-                    c.last_error || c.mplus_error || ""]);
+    const refresh = c.refresh_token_expires_at || "";
+    const throttled = el("td", c.throttled_until || "", c.throttled_until ? "bad" : "");
+    const tr = row([c.name, c.realm_id || "", c.flows || "", auth,
+                    refresh ? "refresh " + refresh : (c.access_token_expires_at || ""), circuit,
+                    throttled, mplus, c.last_error || c.mplus_error || ""]);
     tr.dataset.connection = c.name;
     tbody.appendChild(tr);
   }
@@ -194,6 +197,9 @@ function showEvent(e) {
     dl.appendChild(el("dt", k));
     dl.appendChild(el("dd", text(e[k]), k === "state" ? e[k] : ""));
   }
+  const came = e.payload !== undefined ? e.payload : e.raw_body;
+  $("payload-box").hidden = came === undefined;
+  $("payload").textContent = came === undefined ? "" : text(came);
   const box = $("attempts");
   box.replaceChildren();
   for (const h of e.history || []) {

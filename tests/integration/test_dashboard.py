@@ -92,6 +92,8 @@ class Dashboard(test_sales.SalesTestCase):
                             "IncomeAccountRef": {"value": "79"}})
         page.evaluate("document.querySelector('#events tr[data-id=\"%d\"] button.open').click()" % dead["id"])
         page.wait("!document.getElementById('replay').hidden", what="the replay button")
+        # What came in: the receipt as polled.
+        self.assertIn(stuck["receiptId"], page.evaluate("document.getElementById('payload').textContent"))
         page.evaluate("document.getElementById('replay').click()")
         page.wait("!document.getElementById('confirm').hidden", what="the confirmation")
         self.assertEqual(gw.show(dead["id"])["state"], "dead")  # nothing happens before the confirmation

@@ -16,6 +16,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,23 @@ struct store {
     char path[4096]; /* the store's folder, as opened */
     pthread_rwlock_t resize_lock;
 };
+
+/* The databases of the environment: opened by env_open, copied by copy_live. */
+static const struct {
+    const char *name;
+    size_t off; /* of its handle in struct store */
+} dbs[] = {
+    {"events", offsetof(struct store, events)},     {"dedupe", offsetof(struct store, dedupe)},
+    {"queue", offsetof(struct store, queue)},       {"entities", offsetof(struct store, entities)},
+    {"payloads", offsetof(struct store, payloads)}, {"meta", offsetof(struct store, meta)},
+    {"bodies", offsetof(struct store, bodies)},
+};
+#define NDBS (sizeof dbs / sizeof dbs[0])
+
+static MDB_dbi *dbi_of(struct store *st, size_t i)
+{
+    return (MDB_dbi *)((char *)st + dbs[i].off);
+}
 
 static void be64(unsigned char *p, uint64_t v)
 {
@@ -75,7 +93,7 @@ static int env_open(struct store *st, const char *path, char *err, size_t errlen
 {
     int rc = mdb_env_create(&st->env);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(st->env, 8);
+        rc = mdb_env_set_maxdbs(st->env, NDBS);
     if (rc == 0)
         rc = mdb_env_set_maxreaders(st->env, 256);
     if (rc == 0)
@@ -116,13 +134,9 @@ static int env_open(struct store *st, const char *path, char *err, size_t errlen
         rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     }
     if (rc == 0) {
-        if ((rc = mdb_dbi_open(txn, "events", MDB_CREATE, &st->events)) == 0 &&
-            (rc = mdb_dbi_open(txn, "dedupe", MDB_CREATE, &st->dedupe)) == 0 &&
-            (rc = mdb_dbi_open(txn, "queue", MDB_CREATE, &st->queue)) == 0 &&
-            (rc = mdb_dbi_open(txn, "entities", MDB_CREATE, &st->entities)) == 0 &&
-            (rc = mdb_dbi_open(txn, "payloads", MDB_CREATE, &st->payloads)) == 0 &&
-            (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) == 0 &&
-            (rc = mdb_dbi_open(txn, "bodies", MDB_CREATE, &st->bodies)) == 0)
+        for (size_t i = 0; rc == 0 && i < NDBS; i++)
+            rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbi_of(st, i));
+        if (rc == 0)
             rc = mdb_txn_commit(txn);
         else
             mdb_txn_abort(txn);
@@ -163,14 +177,11 @@ int store_open(const char *path, size_t map_mb, size_t max_mb, struct store **ou
  * between its nodes too, where a deleted or replaced value may linger. */
 static int copy_live(struct store *st, const char *dir)
 {
-    static const char *const names[] = {"events",   "dedupe",   "queue",
-                                        "entities", "payloads", "meta"};
-    MDB_dbi olds[] = {st->events, st->dedupe, st->queue, st->entities, st->payloads, st->meta};
     MDB_env *env = NULL;
     MDB_txn *rd = NULL, *wr = NULL;
     int rc = mdb_env_create(&env);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(env, 8);
+        rc = mdb_env_set_maxdbs(env, NDBS);
     if (rc == 0)
         rc = mdb_env_set_mapsize(env, st->map_size);
     if (rc == 0)
@@ -179,11 +190,11 @@ static int copy_live(struct store *st, const char *dir)
         rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &rd);
     if (rc == 0)
         rc = mdb_txn_begin(env, NULL, 0, &wr);
-    for (size_t i = 0; rc == 0 && i < sizeof names / sizeof names[0]; i++) {
+    for (size_t i = 0; rc == 0 && i < NDBS; i++) {
         MDB_dbi dbi;
         MDB_cursor *cur;
-        if ((rc = mdb_dbi_open(wr, names[i], MDB_CREATE, &dbi)) != 0 ||
-            (rc = mdb_cursor_open(rd, olds[i], &cur)) != 0)
+        if ((rc = mdb_dbi_open(wr, dbs[i].name, MDB_CREATE, &dbi)) != 0 ||
+            (rc = mdb_cursor_open(rd, *dbi_of(st, i), &cur)) != 0)
             break;
         MDB_val k, v;
         for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;

@@ -865,6 +865,9 @@ class Forget(CustomersTestCase):
         self.assertTrue(done["compacted"], done)
         self.assertFalse(self.store_holds("femke.jansen@example.nl"))
         self.assertTrue(self.store_holds("piet.smit@example.nl"))
+        # His calls keep their bodies through the rewrite of the store.
+        calls = gw.show(e2["id"])["history"][0]["calls"]
+        self.assertIn("piet.smit@example.nl", " ".join(c.get("request", "") for c in calls))
         shown = gw.show(e1["id"])
         self.assertIn("[forgotten]", json.dumps(shown))
         self.assertEqual((shown["state"], shown["entity_id"]), (e1["state"], e1["entity_id"]))

@@ -243,6 +243,13 @@ static void test_bodies_apart(void **state)
                         "{\"Customer\":{}}");
     assert_null(json_object_get(json_array_get(calls, 1), "request"));
     json_decref(rec);
+    /* A compaction (forget) keeps every database, the bodies too. */
+    assert_int_equal(store_compact(st, err, sizeof err), 0);
+    assert_int_equal(store_get_event(st, p.id, &rec, err, sizeof err), 0);
+    calls = json_object_get(json_array_get(json_object_get(rec, "history"), 0), "calls");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(calls, 0), "request")),
+                        "{\"DisplayName\":\"A\"}");
+    json_decref(rec);
     store_close(st);
 }
 

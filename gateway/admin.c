@@ -101,6 +101,13 @@ static const char *query_param(struct evhttp_request *req, struct evkeyvalq *q, 
     return evhttp_find_header(q, name);
 }
 
+/* A yes/no query parameter: present and not "0" or "false". */
+static bool flag(struct evhttp_request *req, struct evkeyvalq *q, const char *name)
+{
+    const char *v = query_param(req, q, name);
+    return v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+}
+
 static void oauth_callback_done(const struct qbo_result *r, void *arg)
 {
     struct evhttp_request *req = arg;
@@ -232,10 +239,7 @@ static void backfilled(json_t *report, const char *error, void *arg)
 /* A financial day, YYYY-MM-DD. */
 static bool day_ok(const char *s)
 {
-    int y, m, d;
-    char tail;
-    return s != NULL && strlen(s) == 10 && sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) == 3 &&
-           m >= 1 && m <= 12 && d >= 1 && d <= 31 && s[4] == '-' && s[7] == '-';
+    return gw_day_parse(s) > 0;
 }
 
 /* GET /api/reconcile?connection=C&from=YYYY-MM-DD&to=YYYY-MM-DD, or
@@ -257,8 +261,7 @@ static void handle_reconcile(struct admin *s, struct evhttp_request *req, bool f
         reply_text(req, 503, "Service Unavailable", "out of memory");
     } else if (fill) {
         struct backfill_req *b = (struct backfill_req *)l;
-        const char *v = query_param(req, &q, "dry_run");
-        bool dry = v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+        bool dry = flag(req, &q, "dry_run");
         b->env = (struct backfill_env){s->d.committer, s->d.dispatcher, backfill_line};
         l->req = req;
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
@@ -284,12 +287,6 @@ struct unpost_req {
     struct later l; /* first */
     struct unpost_env env;
 };
-
-static bool flag(struct evhttp_request *req, struct evkeyvalq *q, const char *name)
-{
-    const char *v = query_param(req, q, name);
-    return v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
-}
 
 static void handle_unpost(struct admin *s, struct evhttp_request *req)
 {
@@ -483,8 +480,7 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
         struct replay_filter f = {0};
         struct evkeyvalq q;
         TAILQ_INIT(&q);
-        const char *v = query_param(req, &q, "dry_run");
-        f.dry_run = v && strcmp(v, "0") != 0 && strcmp(v, "false") != 0;
+        f.dry_run = flag(req, &q, "dry_run");
         size_t n = strlen(path);
         if (strncmp(path, "/api/events/", 12) == 0 && n > 19 &&
             strcmp(path + n - 7, "/replay") == 0) {

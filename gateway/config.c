@@ -526,11 +526,7 @@ static int check_sales_mode(const struct gw_config *cfg, struct gw_connection *c
     }
     if (!c->summary_receipts)
         return 0;
-    int y, m, d;
-    char tail;
-    if (c->sales_mode_since == NULL ||
-        sscanf(c->sales_mode_since, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 ||
-        d < 1 || d > 31 || strlen(c->sales_mode_since) != 10) {
+    if (gw_day_parse(c->sales_mode_since) < 0) {
         gw_errf(err, errlen,
                 "%s: key 'sales_mode_since' in [connection.%s]: the daily summary needs its first "
                 "financial day as YYYY-MM-DD (receipts before it are booked per document)",
@@ -546,6 +542,7 @@ static int check_sales_mode(const struct gw_config *cfg, struct gw_connection *c
         return -1;
     }
     int hh, mm;
+    char tail;
     if (sscanf(c->summary_book_at, "%2d:%2d%c", &hh, &mm, &tail) != 2 || hh < 0 || hh > 23 ||
         mm < 0 || mm > 59) {
         gw_errf(err, errlen,

@@ -496,46 +496,14 @@ static void current_answer(const struct mplus_result *r, void *arg)
  * correction.
  */
 
-/* Days as yyyymmdd numbers. */
-static int64_t day_number(const struct tm *tm)
-{
-    return (int64_t)(tm->tm_year + 1900) * 10000 + (tm->tm_mon + 1) * 100 + tm->tm_mday;
-}
-
-static int64_t day_add(int64_t day, int delta)
-{
-    struct tm tm = {0};
-    tm.tm_year = (int)(day / 10000) - 1900;
-    tm.tm_mon = (int)(day / 100 % 100) - 1;
-    tm.tm_mday = (int)(day % 100) + delta;
-    tm.tm_hour = 12;
-    time_t when = timegm(&tm);
-    gmtime_r(&when, &tm);
-    return day_number(&tm);
-}
-
-static void day_text(int64_t day, char out[16])
-{
-    snprintf(out, 16, "%04d-%02d-%02d", (int)(day / 10000), (int)(day / 100 % 100),
-             (int)(day % 100));
-}
-
-static int64_t day_parse(const char *text)
-{
-    int y, m, d;
-    if (text == NULL || sscanf(text, "%4d-%2d-%2d", &y, &m, &d) != 3)
-        return -1;
-    return (int64_t)y * 10000 + m * 100 + d;
-}
-
 /* The first day not complete by the clock: today, or yesterday before summary_book_at. */
 static int64_t first_open_day(const struct gw_connection *c, int64_t *today)
 {
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
-    *today = day_number(&tm);
-    return tm.tm_hour * 60 + tm.tm_min < c->summary_book_minute ? day_add(*today, -1) : *today;
+    *today = gw_day_of(&tm);
+    return tm.tm_hour * 60 + tm.tm_min < c->summary_book_minute ? gw_day_add(*today, -1) : *today;
 }
 
 static void journals_emit(struct target *t);
@@ -602,7 +570,7 @@ static void journals_emit(struct target *t)
         char id[48];
         snprintf(id, sizeof id, "%lld/%s", (long long)json_integer_value(branch), day);
         bool by_till = json_is_true(json_object_get(closed, id));
-        if (day_parse(day) >= open && !by_till)
+        if (gw_day_parse(day) >= open && !by_till)
             continue; /* the day goes on */
         char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
         unsigned char hash[32];
@@ -647,7 +615,7 @@ static void journals_answer(const struct mplus_result *r, void *arg)
     json_array_foreach(journals, i, j)
     {
         json_t *day = json_object_get(j, "financialDate");
-        if (day_parse(json_string_value(day)) < open)
+        if (gw_day_parse(json_string_value(day)) < open)
             continue;
         bool listed = false;
         size_t k;
@@ -667,7 +635,7 @@ static void journals_poll(struct target *t)
 {
     const struct gw_connection *c = t->c;
     int64_t today, open = first_open_day(c, &today);
-    int64_t since = day_parse(c->sales_mode_since);
+    int64_t since = gw_day_parse(c->sales_mode_since);
     if (t->marker < 0) {
         char key[160];
         poller_marker_key(c->name, t->k->name, key, sizeof key);
@@ -677,7 +645,7 @@ static void journals_poll(struct target *t)
                         : since;
         json_decref(v);
     }
-    int64_t first = day_add(today, -(int)c->summary_recheck_days);
+    int64_t first = gw_day_add(today, -(int)c->summary_recheck_days);
     if (t->marker < first)
         first = t->marker;
     if (first < since)
@@ -689,8 +657,8 @@ static void journals_poll(struct target *t)
     json_decref(t->days);
     t->days = json_pack("{s:I}", "open", (json_int_t)open);
     char from[16], through[16];
-    day_text(first, from);
-    day_text(today, through);
+    gw_day_text(first, from);
+    gw_day_text(today, through);
     json_t *req = json_pack("{s:s, s:s, s:[s]}", "fromFinancialDate", from, "throughFinancialDate",
                             through, "journalFilterList", "JOURNAL-FILTER-RECEIPT");
     t->busy = true;

@@ -210,6 +210,22 @@ static json_t *qbo_ref(json_t *b)
     return json_string(t);
 }
 
+/* The note the sales flow writes, "Mplus receipt <id>", after which a
+ * remark may follow (a closed period's date). */
+static bool note_names(const char *note, const char *expected)
+{
+    size_t n = strlen(expected);
+    return strncmp(note, expected, n) == 0 && (note[n] == '\0' || note[n] == ' ');
+}
+
+/* The DocNumber the sales mapping makes of an Mplus number: its first 21
+ * characters (QuickBooks' limit). */
+static bool doc_number_is(const char *doc_number, const char *number)
+{
+    size_t n = strlen(number) > 21 ? 21 : strlen(number);
+    return n > 0 && strlen(doc_number) == n && strncmp(doc_number, number, n) == 0;
+}
+
 /* Match each Mplus document with what QuickBooks holds of it; the rest of
  * QuickBooks' documents of the gateway are "unknown". */
 static void explain(struct job *j)
@@ -229,15 +245,8 @@ static void explain(struct job *j)
         {
             if (json_is_true(json_object_get(b, "summary")))
                 continue;
-            /* "Mplus receipt <id>", and a note may follow (a closed period's date). */
-            const char *bn = str(b, "note") ?: "";
-            bool same_note = strncmp(bn, note, strlen(note)) == 0 &&
-                             (bn[strlen(note)] == '\0' || bn[strlen(note)] == ' ');
-            bool same_number = str(d, "number") && str(d, "number")[0] &&
-                               strncmp(str(b, "doc_number") ?: "", str(d, "number"), 21) == 0 &&
-                               strlen(str(b, "doc_number") ?: "") ==
-                                   (strlen(str(d, "number")) > 21 ? 21 : strlen(str(d, "number")));
-            if (!same_note && !same_number)
+            if (!note_names(str(b, "note") ?: "", note) &&
+                !doc_number_is(str(b, "doc_number") ?: "", str(d, "number") ?: ""))
                 continue;
             used[k] = 1;
             json_array_append_new(found, qbo_ref(b));
@@ -289,6 +298,11 @@ static void explain(struct job *j)
 static void backfill(struct job *j);
 static void unpost(struct job *j);
 
+static int by_text(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static void finish(struct job *j)
 {
     if (j->un != NULL) {
@@ -304,23 +318,13 @@ static void finish(struct job *j)
     bool all = true;
     const char *date;
     json_t *d;
-    /* Dates as YYYY-MM-DD sort as text: the object's keys in order. */
-    json_t *keys = json_array();
-    json_object_foreach(j->days, date, d) json_array_append_new(keys, json_string(date));
-    size_t n = json_array_size(keys);
-    for (size_t a = 0; a + 1 < n; a++)
-        for (size_t b = a + 1; b < n; b++)
-            if (strcmp(json_string_value(json_array_get(keys, a)),
-                       json_string_value(json_array_get(keys, b))) > 0) {
-                json_t *t = json_incref(json_array_get(keys, a));
-                json_array_set(keys, a, json_array_get(keys, b));
-                json_array_set_new(keys, b, t);
-            }
-    size_t i;
-    json_t *key;
-    json_array_foreach(keys, i, key)
-    {
-        date = json_string_value(key);
+    /* Dates as YYYY-MM-DD sort as text. */
+    size_t n = json_object_size(j->days), i = 0;
+    const char **dates = calloc(n + 1, sizeof *dates);
+    json_object_foreach(j->days, date, d) dates[i++] = date;
+    qsort(dates, n, sizeof *dates, by_text);
+    for (i = 0; i < n; i++) {
+        date = dates[i];
         d = json_object_get(j->days, date);
         json_t *m = side(j, date, "mplus"), *q = side(j, date, "quickbooks");
         json_t *diff;
@@ -337,7 +341,7 @@ static void finish(struct job *j)
         all = all && ok;
         json_array_append_new(days, row);
     }
-    json_decref(keys);
+    free(dates);
     json_t *report = json_pack("{s:s, s:s, s:s, s:b, s:o}", "connection", j->c->name, "from",
                                j->from, "to", j->to, "ok", all, "days", days);
     job_end(j, report, NULL);

@@ -212,7 +212,7 @@ size_t store_used_bytes(struct store *st);
  * replaced by "[forgotten]", matched without regard to case and never
  * inside a longer address. JSON stays JSON. Ids, states and the rest of
  * each record stay. With dry_run nothing is written; res counts the values
- * that hold it either way.
+ * that hold it either way (events: the records and their calls' bodies).
  */
 struct forget_result {
     size_t events, payloads, meta;

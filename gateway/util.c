@@ -260,3 +260,36 @@ bool gw_list_has(const char *list, const char *word)
     }
     return false;
 }
+
+int64_t gw_day_of(const struct tm *tm)
+{
+    return (int64_t)(tm->tm_year + 1900) * 10000 + (tm->tm_mon + 1) * 100 + tm->tm_mday;
+}
+
+int64_t gw_day_parse(const char *s)
+{
+    int y, m, d;
+    char tail;
+    if (s == NULL || strlen(s) != 10 || s[4] != '-' || s[7] != '-' ||
+        sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 || d < 1 || d > 31)
+        return -1;
+    return (int64_t)y * 10000 + m * 100 + d;
+}
+
+int64_t gw_day_add(int64_t day, int delta)
+{
+    struct tm tm = {0};
+    tm.tm_year = (int)(day / 10000) - 1900;
+    tm.tm_mon = (int)(day / 100 % 100) - 1;
+    tm.tm_mday = (int)(day % 100) + delta;
+    tm.tm_hour = 12;
+    time_t when = timegm(&tm);
+    gmtime_r(&when, &tm);
+    return gw_day_of(&tm);
+}
+
+void gw_day_text(int64_t day, char out[16])
+{
+    snprintf(out, 16, "%04d-%02d-%02d", (int)(day / 10000), (int)(day / 100 % 100),
+             (int)(day % 100));
+}

@@ -34,6 +34,15 @@ void gw_ts_format(int64_t ms, char *out, size_t outlen);
 /* Parse a timestamp (as gw_ts_normalise accepts) into epoch ms. */
 bool gw_ts_parse(const char *s, int64_t *ms);
 
+/* Financial days as yyyymmdd numbers (20261207). gw_day_parse: a strict
+ * YYYY-MM-DD (a real month and day), else -1; gw_day_add: delta days on, the
+ * calendar's way; gw_day_text: YYYY-MM-DD into out (16 bytes). */
+struct tm;
+int64_t gw_day_of(const struct tm *tm);
+int64_t gw_day_parse(const char *s);
+int64_t gw_day_add(int64_t day, int delta);
+void gw_day_text(int64_t day, char out[16]);
+
 /* vsnprintf into a caller's message buffer (err may be NULL: nothing written). */
 void gw_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -50,7 +50,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 /* The Mplus documents, and the QuickBooks documents they become. */
 struct kind {
@@ -139,11 +138,6 @@ static json_t *settings_of(struct run *r)
     return map_connection_settings(r->t->clients->mapper, r->t->conn);
 }
 
-static const char *table(struct run *r, const char *name, const char *key)
-{
-    return lookup_table(r, name, key);
-}
-
 static const char *tax_code(struct run *r, json_int_t code, char *why, size_t whylen);
 static bool sale_check(struct run *r);
 static void sale_void(struct run *r);
@@ -173,8 +167,8 @@ static const char *shipping_item(struct run *r, json_t *doc, const char *sku)
     if (list == NULL || !gw_list_has(list, sku))
         return NULL;
     const char *method = str(doc, "deliveryMethod");
-    return (method ? table(r, "sales_shipping_items", method) : NULL)
-               ?: table(r, "sales_shipping_items", "*");
+    return (method ? lookup_table(r, "sales_shipping_items", method) : NULL)
+               ?: lookup_table(r, "sales_shipping_items", "*");
 }
 
 /*
@@ -196,11 +190,12 @@ static const char *department(struct run *r, json_t *doc, const char *branch)
         r->t->conn->default_country,
     };
     for (size_t i = 0; i < sizeof countries / sizeof countries[0]; i++) {
-        const char *d = countries[i] ? table(r, "sales_department_by_country", countries[i]) : NULL;
+        const char *d =
+            countries[i] ? lookup_table(r, "sales_department_by_country", countries[i]) : NULL;
         if (d != NULL)
             return d;
     }
-    return table(r, "sales_department_by_branch", branch);
+    return lookup_table(r, "sales_department_by_branch", branch);
 }
 
 /* Whether invoices Mplus makes of an order are parts of the order's sale,
@@ -1400,7 +1395,8 @@ static void sale_taxes(struct run *r)
 /* The deposit account of an Mplus payment method: its own, else the * entry. */
 static const char *deposit_account(struct run *r, const char *method)
 {
-    return table(r, "sales_deposit_accounts", method) ?: table(r, "sales_deposit_accounts", "*");
+    return lookup_table(r, "sales_deposit_accounts", method)
+               ?: lookup_table(r, "sales_deposit_accounts", "*");
 }
 
 /* The number of different payment methods the document was paid with. */
@@ -1428,7 +1424,7 @@ static void receipt_payment(struct run *r, json_t *input)
     const char *method = str(json_array_get(pays, 0), "method");
     if (method == NULL)
         return;
-    const char *pm = table(r, "sales_payment_methods", method);
+    const char *pm = lookup_table(r, "sales_payment_methods", method);
     const char *acct = deposit_account(r, method);
     if (methods_paid(s->doc) > 1 && r->t->conn->sales_split_account &&
         r->t->conn->sales_split_account[0])
@@ -1495,15 +1491,15 @@ static void sale_write(struct run *r)
     /* The lines travel once, in lines[].mplus: the mapper's input is text. */
     json_t *head = json_copy(s->doc);
     json_object_del(head, "lineList");
-    json_t *input = json_pack("{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:s, s:b, s:s*, "
-                              "s:s*, s:s*, s:O*, s:s*}",
-                              "entity", s->entity, "kind", s->kind, "document", head, "customer",
-                              r->customer_id, "doc_number", docnum, "private_note", note,
-                              "mplus_id", s->mplus_id, "lines", s->lines, "tax_total", tax, "total",
-                              total, "rounding", rnd, "credit", s->credit, "rounding_item",
-                              rounding_item, "class", table(r, "sales_class_by_branch", branch),
-                              "department", department(r, s->doc, branch), "tax_lines",
-                              s->tax_lines, "rounding_tax_code", s->rounding_tax_code);
+    json_t *input = json_pack(
+        "{s:s, s:s, s:o, s:s, s:s, s:s, s:s, s:O, s:s, s:s, s:s, s:b, s:s*, "
+        "s:s*, s:s*, s:O*, s:s*}",
+        "entity", s->entity, "kind", s->kind, "document", head, "customer", r->customer_id,
+        "doc_number", docnum, "private_note", note, "mplus_id", s->mplus_id, "lines", s->lines,
+        "tax_total", tax, "total", total, "rounding", rnd, "credit", s->credit, "rounding_item",
+        rounding_item, "class", lookup_table(r, "sales_class_by_branch", branch), "department",
+        department(r, s->doc, branch), "tax_lines", s->tax_lines, "rounding_tax_code",
+        s->rounding_tax_code);
     if (s->open_date[0])
         json_object_set_new(input, "txn_date", json_string(s->open_date));
     receipt_payment(r, input);
@@ -1511,7 +1507,7 @@ static void sale_write(struct run *r)
     if (json_is_integer(days)) {
         char d[24];
         snprintf(d, sizeof d, "%lld", (long long)json_integer_value(days));
-        const char *term = table(r, "sales_terms", d);
+        const char *term = lookup_table(r, "sales_terms", d);
         if (term)
             json_object_set_new(input, "term", json_string(term));
     }
@@ -1570,17 +1566,14 @@ static void closing_read(const struct qbo_result *res, void *arg)
     }
     json_t *prefs = json_array_get(qbo_rows(res->body, "Preferences"), 0);
     const char *closed = str(json_object_get(prefs, "AccountingInfoPrefs"), "BookCloseDate");
-    int y, m, d;
-    if (closed == NULL || sscanf(closed, "%4d-%2d-%2d", &y, &m, &d) != 3) {
+    int64_t day = gw_day_parse(closed);
+    if (day < 0) {
         run_fail(r, OUTCOME_DEAD, "closed period",
                  "QuickBooks refused the date as closed but names no closing date "
                  "(Preferences.AccountingInfoPrefs.BookCloseDate); reopen the period, then replay");
         return;
     }
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d + 1, .tm_hour = 12};
-    time_t when = timegm(&tm);
-    gmtime_r(&when, &tm);
-    strftime(s->open_date, sizeof s->open_date, "%Y-%m-%d", &tm);
+    gw_day_text(gw_day_add(day, 1), s->open_date);
     task_note(r->t, "QuickBooks' books are closed through %s: %s %s is booked on %s", closed,
               s->kind, s->mplus_id, s->open_date);
     sale_write(r);
@@ -1730,7 +1723,7 @@ static void pay_next(struct run *r)
                       r->customer_id, "TotalAmt", amount, "Line", "Amount", amount, "LinkedTxn",
                       "TxnId", str(s->booked, "id") ?: "", "TxnType", "Invoice");
         const char *method = str(p, "method");
-        const char *pm = method ? table(r, "sales_payment_methods", method) : NULL;
+        const char *pm = method ? lookup_table(r, "sales_payment_methods", method) : NULL;
         const char *acct = method ? deposit_account(r, method) : NULL;
         if (pm)
             json_object_set_new(pay, "PaymentMethodRef", json_pack("{s:s}", "value", pm));

@@ -91,6 +91,22 @@ static void test_media_type(void **state)
     assert_false(gw_media_type_is(NULL, "application/json"));
 }
 
+static void test_financial_days(void **state)
+{
+    (void)state;
+    assert_int_equal(gw_day_parse("2026-12-07"), 20261207);
+    assert_int_equal(gw_day_parse("2026-13-01"), -1);
+    assert_int_equal(gw_day_parse("2026-1-07"), -1);
+    assert_int_equal(gw_day_parse("2026-12-07x"), -1);
+    assert_int_equal(gw_day_parse(NULL), -1);
+    assert_int_equal(gw_day_add(20261231, 1), 20270101);
+    assert_int_equal(gw_day_add(20240301, -1), 20240229);
+    assert_int_equal(gw_day_add(20261207, -7), 20261130);
+    char out[16];
+    gw_day_text(20270105, out);
+    assert_string_equal(out, "2027-01-05");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -99,6 +115,7 @@ int main(void)
         cmocka_unit_test(test_checked_numbers),
         cmocka_unit_test(test_media_type),
         cmocka_unit_test(test_utf8_prefix_and_lists),
+        cmocka_unit_test(test_financial_days),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

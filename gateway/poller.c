@@ -75,6 +75,7 @@ struct target {
     bool renudge;   /* nudged while a poll ran: poll again soon after it */
     int64_t marker; /* highest marker stored; -1 = not yet known */
     json_t *days;   /* journals: the answer being looked at, and which days to ask closed */
+    size_t day_at;  /* journals: the day of days.ask being asked */
     int failures;
     char last_poll[GW_TS_LEN];
     char last_error[1100];
@@ -518,7 +519,7 @@ static void journals_closed(const struct mplus_result *r, void *arg)
     /* Per branch: closed at the till. */
     json_t *closed = json_object_get(t->days, "closed");
     json_t *ask = json_object_get(t->days, "ask");
-    json_t *day = json_array_get(ask, json_integer_value(json_object_get(t->days, "at")));
+    json_t *day = json_array_get(ask, t->day_at);
     size_t i;
     json_t *g;
     json_array_foreach(list_of(r->body, "financialGroupList"), i, g)
@@ -531,8 +532,7 @@ static void journals_closed(const struct mplus_result *r, void *arg)
                  json_string_value(day));
         json_object_set_new(closed, key, json_true());
     }
-    json_object_set_new(t->days, "at",
-                        json_integer(json_integer_value(json_object_get(t->days, "at")) + 1));
+    t->day_at++;
     journals_emit(t);
 }
 
@@ -541,7 +541,7 @@ static void journals_closed(const struct mplus_result *r, void *arg)
 static void journals_emit(struct target *t)
 {
     json_t *ask = json_object_get(t->days, "ask");
-    size_t at = (size_t)json_integer_value(json_object_get(t->days, "at"));
+    size_t at = t->day_at;
     if (at < json_array_size(ask)) {
         const char *day = json_string_value(json_array_get(ask, at));
         json_t *req =
@@ -626,7 +626,7 @@ static void journals_answer(const struct mplus_result *r, void *arg)
     }
     json_object_set(t->days, "journals", journals ? journals : json_array());
     json_object_set_new(t->days, "ask", ask);
-    json_object_set_new(t->days, "at", json_integer(0));
+    t->day_at = 0;
     json_object_set_new(t->days, "closed", json_object());
     journals_emit(t);
 }

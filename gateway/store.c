@@ -705,11 +705,14 @@ int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
     int brc = split_bodies(t, id, rec, &lean);
     if (brc != 0)
         return brc;
-    json_t *copy = json_copy(lean ? lean : rec);
-    json_decref(lean);
-    json_object_del(copy, "id");
-    char *text = json_dumps(copy, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(copy);
+    /* The stored record holds no id (it is the key): rec is copied only when it has one. */
+    json_t *out = lean;
+    if (out == NULL)
+        out = json_object_get(rec, "id") != NULL ? json_copy(rec) : json_incref(rec);
+    if (out != rec)
+        json_object_del(out, "id");
+    char *text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(out);
     if (text == NULL)
         return STORE_EFAIL;
     unsigned char idbuf[8];

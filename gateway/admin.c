@@ -368,6 +368,7 @@ struct forget_job {
     struct commit_job job; /* first */
     struct later *l;
     struct store *st;
+    struct dispatcher *dispatcher;
     char address[320];
     bool dry_run, compacted;
     struct forget_result res;
@@ -391,6 +392,8 @@ static void forget_done(struct commit_job *job)
 {
     struct forget_job *f = (struct forget_job *)job;
     struct later *l = f->l;
+    if (job->status == 0 && !f->dry_run)
+        dispatch_drop_offers(f->dispatcher); /* parsed before the address went */
     if (!l->gone) {
         evhttp_connection_set_closecb(evhttp_request_get_connection(l->req), NULL, NULL);
         if (job->status != 0) {
@@ -427,6 +430,7 @@ static void handle_forget(struct admin *s, struct evhttp_request *req)
         gw_strlcpy(f->address, address, sizeof f->address);
         f->dry_run = flag(req, &q, "dry_run");
         f->st = s->d.st;
+        f->dispatcher = s->d.dispatcher;
         f->l = l;
         l->req = req;
         evhttp_connection_set_closecb(evhttp_request_get_connection(req), later_gone, l);

@@ -30,6 +30,9 @@ struct committer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct commit_job *todo_head, *todo_tail; /* waiting for commit */
+    long todo_n;                              /* jobs in todo */
+    long todo_urgent;                         /* of which not lazy */
+    double todo_since;                        /* when todo was last empty */
     struct commit_job *done_head, *done_tail; /* committed, waiting for done() */
     bool stop;
     bool failing; /* loop thread only */
@@ -137,6 +140,7 @@ static void wait_for(struct committer *c, double seconds)
 static void *committer_main(void *arg)
 {
     struct committer *c = arg;
+    pthread_setname_np(pthread_self(), "gw-commit");
     pthread_mutex_lock(&c->mu);
     for (;;) {
         if (c->todo_head == NULL) {
@@ -156,16 +160,26 @@ static void *committer_main(void *arg)
                 wait_for(c, 1.0);
             continue;
         }
+        /* Lazy jobs wait a little for others to share their commit. */
+        double linger = c->todo_since + COMMIT_LINGER_S - mono_seconds();
+        if (c->todo_urgent == 0 && c->todo_n < c->max_batch && linger > 0 && !c->stop) {
+            wait_for(c, linger);
+            continue;
+        }
         /* Never quiet: a little idle work every 10 ms all the same. */
         if (c->idle != NULL && mono_seconds() - c->last_idle >= 0.010)
             run_idle(c, true);
         struct commit_job *head = c->todo_head, *tail = head;
-        long n = 1;
+        long n = 1, urgent = !head->lazy;
         while (tail->next != NULL && n < c->max_batch) {
             tail = tail->next;
             n++;
+            urgent += !tail->lazy;
         }
         c->todo_head = tail->next;
+        c->todo_n -= n;
+        c->todo_urgent -= urgent;
+        c->todo_since = mono_seconds();
         if (c->todo_head == NULL)
             c->todo_tail = NULL;
         tail->next = NULL;
@@ -220,8 +234,17 @@ static void hand_over(struct committer *c)
     if (head == NULL)
         return;
     c->staged_head = c->staged_tail = NULL;
+    long n = 0, urgent = 0;
+    for (struct commit_job *j = head; j; j = j->next) {
+        n++;
+        urgent += !j->lazy;
+    }
     pthread_mutex_lock(&c->mu);
     c->last_submit = mono_seconds();
+    if (c->todo_head == NULL)
+        c->todo_since = c->last_submit;
+    c->todo_n += n;
+    c->todo_urgent += urgent;
     if (c->todo_tail)
         c->todo_tail->next = head;
     else

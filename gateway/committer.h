@@ -37,7 +37,18 @@ struct commit_job {
     void (*after)(struct commit_job *job);
     double commit_seconds;
     unsigned group_size; /* jobs that shared the transaction */
+    /* Set by the submitter: nobody waits on this job but the loop's own
+     * work (an event's claim or outcome, a polled page), so it may wait up
+     * to COMMIT_LINGER_S for others to share its commit. A job without it
+     * (a webhook's, an operator's) is committed at once, with every lazy
+     * job queued before it. */
+    bool lazy;
 };
+
+/* How long a lazy job may wait for company: ten lazy jobs a commit instead
+ * of two or three when events finish one by one, for a few milliseconds on
+ * each event's way through. */
+#define COMMIT_LINGER_S 0.010
 
 struct committer;
 

@@ -28,6 +28,11 @@
  * connection needs it, so its due time only says how soon it runs once a
  * `tokens` import or the OAuth callback has brought tokens back. */
 #define AUTH_RECHECK_MS 1000
+/* Payloads offered by the poller (dispatch_offer): at most this many, by id.
+ * A receipt of five lines is about 30 KiB parsed. An offer never taken (its
+ * event waits behind another) gives its place up this many ids later. */
+#define OFFER_SLOTS 128
+#define OFFER_STALE 1024
 
 enum circuit { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
 static const char *const circuit_names[] = {"closed", "open", "half_open"};
@@ -87,6 +92,10 @@ struct dispatcher {
     struct dconn *conns;
     bool draining;
     unsigned rng;
+    struct {
+        uint64_t id;
+        json_t *payload;
+    } offers[OFFER_SLOTS];
 };
 
 /* ---- helpers ----------------------------------------------------------------- */
@@ -464,6 +473,7 @@ static void op_finish(struct task *t, const struct outcome *o)
     r->outcome = *o;
     r->job.apply = finish_apply;
     r->job.done = finish_done;
+    r->job.lazy = true;
     committer_submit(r->d->committer, &r->job);
 }
 
@@ -550,6 +560,44 @@ static bool conn_can_start(struct dispatcher *d, struct dconn *dc, int64_t now)
     return !qbo_needs_auth(d->clients->qbo, dc->c);
 }
 
+/* ---- payloads offered by the poller -------------------------------------------- */
+
+void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload)
+{
+    if (d == NULL || payload == NULL)
+        return;
+    size_t i = id % OFFER_SLOTS;
+    if (d->offers[i].payload != NULL && d->offers[i].id + OFFER_STALE > id)
+        return; /* an older one, which runs first */
+    json_decref(d->offers[i].payload);
+    d->offers[i].id = id;
+    d->offers[i].payload = json_incref(payload);
+}
+
+static bool offered(const struct dispatcher *d, uint64_t id)
+{
+    size_t i = id % OFFER_SLOTS;
+    return d->offers[i].payload != NULL && d->offers[i].id == id;
+}
+
+/* The offered payload of event id (a new reference), or NULL. */
+static json_t *take_offer(struct dispatcher *d, uint64_t id)
+{
+    if (!offered(d, id))
+        return NULL;
+    json_t *p = d->offers[id % OFFER_SLOTS].payload;
+    d->offers[id % OFFER_SLOTS].payload = NULL;
+    return p;
+}
+
+void dispatch_drop_offers(struct dispatcher *d)
+{
+    for (size_t i = 0; d != NULL && i < OFFER_SLOTS; i++) {
+        json_decref(d->offers[i].payload);
+        d->offers[i].payload = NULL;
+    }
+}
+
 /* Start one event; returns false when its connection cannot take work now. */
 static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *text, size_t len,
                         char **payload_text, size_t payload_len)
@@ -581,6 +629,7 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *te
     r->payload_text = *payload_text; /* taken over */
     *payload_text = NULL;
     r->payload_len = payload_len;
+    r->payload = take_offer(d, id);
     r->task.conn = dc ? dc->c : NULL;
     r->task.clients = d->clients;
     r->task.steps = json_array();
@@ -603,6 +652,7 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *te
     r->phase = PH_CLAIM;
     r->job.apply = claim_apply;
     r->job.done = claim_done;
+    r->job.lazy = true;
     committer_submit(d->committer, &r->job);
     return true;
 }
@@ -661,7 +711,8 @@ static int due_cb(const struct store_due *e, void *arg)
     k->id = e->id;
     k->text = copy_bytes(e->rec, e->rec_len);
     k->len = e->rec_len;
-    k->payload = e->payload ? copy_bytes(e->payload, e->payload_len) : NULL;
+    k->payload =
+        e->payload && !offered(c->d, e->id) ? copy_bytes(e->payload, e->payload_len) : NULL;
     k->payload_len = e->payload_len;
     if (k->text != NULL)
         c->n++;
@@ -783,6 +834,7 @@ void dispatch_free(struct dispatcher *d)
         remove_running(d, d->head);
     event_free(d->timer);
     event_free(d->kick_ev);
+    dispatch_drop_offers(d);
     free(d->conns);
     free(d->slots);
     free(d);

@@ -29,6 +29,15 @@ struct dispatcher *dispatch_new(struct event_base *base, const struct gw_config 
                                 struct gw_clients *clients, const struct flow *extra_flows);
 /* Look for due events soon (new events were stored). */
 void dispatch_kick(struct dispatcher *d);
+/*
+ * A just-polled event's payload as the poller parsed it (a reference is
+ * taken): its first run uses it instead of parsing the stored text again.
+ * A few hundred are kept at most, the oldest first (they run first); the
+ * others are parsed from the store as usual.
+ */
+void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload);
+/* Drop the payloads offered (the store's were rewritten: gateway forget). */
+void dispatch_drop_offers(struct dispatcher *d);
 /* Stop taking new events; those running finish. */
 void dispatch_drain(struct dispatcher *d);
 /* Nothing running and nothing waiting for a commit. */

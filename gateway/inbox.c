@@ -303,6 +303,7 @@ static int open_spare(const char *path)
 static void *filler_main(void *arg)
 {
     struct inbox *ib = arg;
+    pthread_setname_np(pthread_self(), "gw-inbox");
     void *zeros = NULL;
     if (posix_memalign(&zeros, 4096, FILL_CHUNK) != 0)
         return NULL;

@@ -1389,10 +1389,12 @@ static json_t *rerr(struct reader *r, const char *fmt, ...)
 
 static size_t rpath_push(struct reader *r, const char *name)
 {
-    size_t mark = r->plen;
-    if (r->plen + 1 < sizeof r->path) {
-        snprintf(r->path + r->plen, sizeof r->path - r->plen, "%s%s", r->plen ? "." : "", name);
-        r->plen = strlen(r->path);
+    size_t mark = r->plen, n = strlen(name);
+    if (r->plen + n + 2 <= sizeof r->path) { /* else the path stays cut where it was */
+        if (r->plen > 0)
+            r->path[r->plen++] = '.';
+        memcpy(r->path + r->plen, name, n + 1);
+        r->plen += n;
     }
     return mark;
 }
@@ -1423,6 +1425,8 @@ static bool has_child_elements(xmlNodePtr n)
 
 static bool is_nil(xmlNodePtr n)
 {
+    if (n->properties == NULL)
+        return false;
     xmlChar *v = xmlGetNsProp(n, BAD_CAST "nil", BAD_CAST NS_XSI);
     bool nil = v && (xmlStrcmp(v, BAD_CAST "true") == 0 || xmlStrcmp(v, BAD_CAST "1") == 0);
     xmlFree(v);
@@ -1431,10 +1435,24 @@ static bool is_nil(xmlNodePtr n)
 
 /* The text of a number, boolean or date part, with the whitespace XSD
  * collapses for them removed. False when it does not fit buf. */
+/* An element's text as it is when it is one text node (the usual case),
+ * else NULL: then *copy holds it, to be freed with xmlFree. */
+static const char *text_of(xmlNodePtr n, xmlChar **copy)
+{
+    *copy = NULL;
+    xmlNodePtr c = n->children;
+    if (c == NULL)
+        return "";
+    if (c->next == NULL && c->type == XML_TEXT_NODE && c->content != NULL)
+        return (const char *)c->content;
+    *copy = xmlNodeGetContent(n);
+    return *copy ? (const char *)*copy : "";
+}
+
 static bool token_of(xmlNodePtr n, char *buf, size_t len)
 {
-    xmlChar *t = xmlNodeGetContent(n);
-    const char *s = t ? (const char *)t : "";
+    xmlChar *t;
+    const char *s = text_of(n, &t);
     while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
         s++;
     size_t k = strlen(s);
@@ -1451,8 +1469,8 @@ static bool token_of(xmlNodePtr n, char *buf, size_t len)
 
 static json_t *read_text(struct reader *r, xmlNodePtr n)
 {
-    xmlChar *t = xmlNodeGetContent(n);
-    json_t *v = json_string(t ? (const char *)t : "");
+    xmlChar *t;
+    json_t *v = json_string(text_of(n, &t));
     xmlFree(t);
     return v ? v : rerr(r, "text that is not UTF-8");
 }
@@ -1817,7 +1835,8 @@ int mplus_parse_response(const char *op, const char *xml, size_t len, json_t **o
     }
     xmlResetLastError();
     xmlDocPtr doc = xmlReadMemory(xml, (int)len, NULL, NULL,
-                                  XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+                                  XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+                                      XML_PARSE_COMPACT);
     if (doc == NULL) {
         const xmlError *e = xmlGetLastError();
         char why[200] = "";

@@ -359,6 +359,9 @@ static void page_done(struct commit_job *job)
         t->failures = 0;
         t->last_error[0] = '\0';
         size_t added = ingest_new_pending(&pj->in);
+        for (size_t i = 0; i < pj->in.events.n && added > 0; i++)
+            if (!pj->in.puts[i].duplicate && pj->in.puts[i].state == GW_PENDING)
+                dispatch_offer(t->p->d, pj->in.puts[i].id, pj->in.events.ev[i].payload);
         if (added > 0) {
             gw_log(GW_LOG_INFO, t->c->name, 0, "polled %zu %s changes (marker %lld)", added,
                    t->k->name, (long long)t->marker);
@@ -417,6 +420,7 @@ static void page_answer(const struct mplus_result *r, void *arg)
     pj->more = t->k->paged && objects >= (size_t)kind_page_size(t->k, t->c) && marker > t->marker;
     pj->job.apply = page_apply;
     pj->job.done = page_done;
+    pj->job.lazy = true;
     committer_submit(t->p->cm, &pj->job);
 }
 
@@ -480,6 +484,7 @@ static void current_answer(const struct mplus_result *r, void *arg)
     pj->marker = m;
     pj->job.apply = page_apply;
     pj->job.done = page_done;
+    pj->job.lazy = true;
     committer_submit(t->p->cm, &pj->job);
 }
 
@@ -599,6 +604,7 @@ static void journals_emit(struct target *t)
     pj->marker = open;
     pj->job.apply = page_apply;
     pj->job.done = page_done;
+    pj->job.lazy = true;
     committer_submit(t->p->cm, &pj->job);
 }
 

@@ -520,7 +520,7 @@ static void summary_write(struct run *r)
         return;
     }
     size_t n = json_array_size(d->entries);
-    char doc_number[48], note[200], tax[MPLUS_NUM_LEN];
+    char doc_number[72], note[200], tax[MPLUS_NUM_LEN]; /* base, "C" and a count */
     if (n == 0)
         snprintf(doc_number, sizeof doc_number, "%s", d->base);
     else

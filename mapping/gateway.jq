@@ -1,16 +1,18 @@
 # gateway.jq - functions every mapping can use (each program includes this
 # library). Names start with gw_ so they never clash with a user's own.
 
-# Whether a one-character string may be white space (ASCII white space, or
-# any non-ASCII character, which the regular expression then decides).
-def gw_maybe_space: . == " " or . == "\t" or . == "\n" or . == "\r" or . == "\f" or . == "\u000b"
-  or (explode | .[0] // 0) > 127;
+# Whether a one-character string may be white space: ASCII white space (or
+# another control character), or any non-ASCII character, which the regular
+# expression then decides. jq compares strings by their UTF-8 bytes, which is
+# the order of their characters, so this needs no slicing or exploding.
+def gw_maybe_space: . <= " " or . >= "\u0080";
 
 # A trimmed string, or null when there is nothing in it. (The regular
-# expressions, compiled at each call, run only when an end may be white space.)
+# expressions, compiled at each call, run only when an end may be white space;
+# `. < "!"` holds for a string that starts with white space or is empty.)
 def gw_nonempty:
   if type == "string" then
-    (if (.[0:1] | gw_maybe_space) or (.[-1:] | gw_maybe_space) then sub("^\\s+"; "") | sub("\\s+$"; "") else . end)
+    (if . < "!" or . >= "\u0080" or (.[-1:] | gw_maybe_space) then sub("^\\s+"; "") | sub("\\s+$"; "") else . end)
     | (if . == "" then null else . end)
   elif type == "number" then tostring
   else null end;

@@ -10,6 +10,7 @@
 #include <jv.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +28,27 @@ struct program {
     char file[1024];
 };
 
-static jv jv_of(json_t *v);
+/*
+ * Object keys as jq strings, made once: documents repeat the same few dozen
+ * member names, and a key made afresh costs an allocation and a hash each
+ * time. jq strings are immutable and counted, so one serves every object.
+ * Direct-mapped by a hash of the text; a key that does not fit is made anew.
+ */
+#define KEY_SLOTS   512
+#define KEY_MAX_LEN 40
+struct key_slot {
+    jv s;
+    unsigned char len; /* 0: empty */
+    char text[KEY_MAX_LEN];
+};
 
 struct mapper {
     struct program *progs;
     size_t n;
+    struct key_slot keys[KEY_SLOTS];
 };
+
+static jv jv_of(struct mapper *m, json_t *v);
 
 struct errbuf {
     char *buf;
@@ -292,7 +308,7 @@ int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, 
             p->c = c;
             p->name = names[k];
             p->settings = map_settings(c);
-            p->settings_jv = jv_of(p->settings);
+            p->settings_jv = jv_of(m, p->settings);
             m->n++;
         }
     }
@@ -309,27 +325,50 @@ void map_close(struct mapper *m)
         json_decref(m->progs[i].settings);
         jv_free(m->progs[i].settings_jv);
     }
+    for (size_t i = 0; i < KEY_SLOTS; i++)
+        if (m->keys[i].len != 0)
+            jv_free(m->keys[i].s);
     free(m->progs);
     free(m);
 }
 
+static jv key_of(struct mapper *m, const char *k, size_t len)
+{
+    if (m == NULL || len == 0 || len > KEY_MAX_LEN)
+        return jv_string_sized(k, (int)len);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)k[i]) * 16777619u;
+    struct key_slot *slot = &m->keys[h % KEY_SLOTS];
+    if (slot->len != len || memcmp(slot->text, k, len) != 0) {
+        if (slot->len != 0)
+            jv_free(slot->s);
+        slot->s = jv_string_sized(k, (int)len);
+        slot->len = (unsigned char)len;
+        memcpy(slot->text, k, len);
+    }
+    return jv_copy(slot->s);
+}
+
 /* jansson to jq. jq's numbers are doubles: so are the mapper's, which is
  * why money crosses as decimal text. */
-static jv jv_of(json_t *v)
+static jv jv_of(struct mapper *m, json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         jv o = jv_object();
         const char *k;
-        json_t *m;
-        json_object_foreach(v, k, m) o = jv_object_set(o, jv_string(k), jv_of(m));
+        size_t klen;
+        json_t *e;
+        json_object_keylen_foreach(v, k, klen, e) o =
+            jv_object_set(o, key_of(m, k, klen), jv_of(m, e));
         return o;
     }
     case JSON_ARRAY: {
         jv a = jv_array_sized((int)json_array_size(v));
         size_t i;
         json_t *e;
-        json_array_foreach(v, i, e) a = jv_array_append(a, jv_of(e));
+        json_array_foreach(v, i, e) a = jv_array_append(a, jv_of(m, e));
         return a;
     }
     case JSON_STRING:
@@ -459,8 +498,8 @@ int map_run(struct mapper *m, const struct gw_connection *c, const char *name, j
         return -1;
     }
     jv input = jv_object();
-    input = jv_object_set(input, jv_string("source"), jv_of(source));
-    input = jv_object_set(input, jv_string("existing"), existing ? jv_of(existing) : jv_null());
+    input = jv_object_set(input, jv_string("source"), jv_of(m, source));
+    input = jv_object_set(input, jv_string("existing"), existing ? jv_of(m, existing) : jv_null());
     input = jv_object_set(input, jv_string("settings"), jv_copy(p->settings_jv));
     input = jv_object_set(input, jv_string("connection"), jv_string(c->name));
     return run(p->jq, p->file, input, out, err, errlen);
@@ -472,7 +511,7 @@ int map_preview(const char *dir, const char *file, json_t *input, json_t **out, 
     jq_state *jq = compile(dir, file, err, errlen);
     if (jq == NULL)
         return -1;
-    int rc = run(jq, file, jv_of(input), out, err, errlen);
+    int rc = run(jq, file, jv_of(NULL, input), out, err, errlen);
     jq_teardown(&jq);
     return rc;
 }

@@ -31,7 +31,7 @@
 /* Payloads offered by the poller (dispatch_offer): at most this many, by id.
  * A receipt of five lines is about 30 KiB parsed. An offer never taken (its
  * event waits behind another) gives its place up this many ids later. */
-#define OFFER_SLOTS 128
+#define OFFER_SLOTS DISPATCH_OFFERS
 #define OFFER_STALE 1024
 
 enum circuit { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
@@ -96,6 +96,7 @@ struct dispatcher {
         uint64_t id;
         json_t *payload;
     } offers[OFFER_SLOTS];
+    size_t noffers; /* of them holding a payload */
 };
 
 /* ---- helpers ----------------------------------------------------------------- */
@@ -569,9 +570,16 @@ void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload)
     size_t i = id % OFFER_SLOTS;
     if (d->offers[i].payload != NULL && d->offers[i].id + OFFER_STALE > id)
         return; /* an older one, which runs first */
+    if (d->offers[i].payload == NULL)
+        d->noffers++;
     json_decref(d->offers[i].payload);
     d->offers[i].id = id;
     d->offers[i].payload = json_incref(payload);
+}
+
+size_t dispatch_offers_open(const struct dispatcher *d)
+{
+    return d ? d->noffers : 0;
 }
 
 static bool offered(const struct dispatcher *d, uint64_t id)
@@ -587,6 +595,7 @@ static json_t *take_offer(struct dispatcher *d, uint64_t id)
         return NULL;
     json_t *p = d->offers[id % OFFER_SLOTS].payload;
     d->offers[id % OFFER_SLOTS].payload = NULL;
+    d->noffers--;
     return p;
 }
 
@@ -596,6 +605,8 @@ void dispatch_drop_offers(struct dispatcher *d)
         json_decref(d->offers[i].payload);
         d->offers[i].payload = NULL;
     }
+    if (d != NULL)
+        d->noffers = 0;
 }
 
 /* Start one event; returns false when its connection cannot take work now. */

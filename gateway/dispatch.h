@@ -36,6 +36,9 @@ void dispatch_kick(struct dispatcher *d);
  * others are parsed from the store as usual.
  */
 void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload);
+#define DISPATCH_OFFERS 128 /* payloads kept at most */
+/* Payloads offered and not yet taken. */
+size_t dispatch_offers_open(const struct dispatcher *d);
 /* Drop the payloads offered (the store's were rewritten: gateway forget). */
 void dispatch_drop_offers(struct dispatcher *d);
 /* Stop taking new events; those running finish. */

@@ -17,6 +17,12 @@
 
 #define NUDGE_DELAY_MS      300 /* a till sale: poll soon, once for a burst */
 #define FAULT_BACKOFF_MAX_S 900
+/* A backfill pages at the dispatcher's pace: the next page waits while the
+ * dispatcher has more than a quarter of its room for parsed payloads
+ * (dispatch_offer) still untaken, so it runs each event on the page as
+ * parsed instead of parsing its stored text again; never longer than this. */
+#define READ_AHEAD_WAIT_MS 1000
+#define READ_AHEAD_TICK_MS 20
 
 /* What is polled, per entity. */
 struct kind {
@@ -71,11 +77,13 @@ struct target {
     const struct kind *k;
     struct event *timer;
     bool busy;
-    bool nudge_due; /* a nudge armed the timer: a poll comes within NUDGE_DELAY_MS */
-    bool renudge;   /* nudged while a poll ran: poll again soon after it */
-    int64_t marker; /* highest marker stored; -1 = not yet known */
-    json_t *days;   /* journals: the answer being looked at, and which days to ask closed */
-    size_t day_at;  /* journals: the day of days.ask being asked */
+    bool nudge_due;   /* a nudge armed the timer: a poll comes within NUDGE_DELAY_MS */
+    bool renudge;     /* nudged while a poll ran: poll again soon after it */
+    bool paging;      /* the next page waits for the dispatcher (READ_AHEAD_WAIT_MS) */
+    int64_t paged_ms; /* when the last full page was stored */
+    int64_t marker;   /* highest marker stored; -1 = not yet known */
+    json_t *days;     /* journals: the answer being looked at, and which days to ask closed */
+    size_t day_at;    /* journals: the day of days.ask being asked */
     int failures;
     char last_poll[GW_TS_LEN];
     char last_error[1100];
@@ -348,6 +356,18 @@ static void answered(struct target *t)
         ask_version(t->cs);
 }
 
+/* The next page of a backfill, now or once the dispatcher has taken most
+ * of the payloads offered to it. */
+static void next_page(struct target *t)
+{
+    t->paging = dispatch_offers_open(t->p->d) > DISPATCH_OFFERS / 4 &&
+                gw_now_ms() - t->paged_ms < READ_AHEAD_WAIT_MS;
+    if (t->paging)
+        arm(t, READ_AHEAD_TICK_MS);
+    else
+        poll_once(t);
+}
+
 static void page_done(struct commit_job *job)
 {
     struct page_job *pj = (struct page_job *)job;
@@ -368,7 +388,8 @@ static void page_done(struct commit_job *job)
             dispatch_kick(t->p->d);
         }
         if (pj->more && !t->p->draining) {
-            poll_once(t); /* keep paging: the page was full */
+            t->paged_ms = gw_now_ms();
+            next_page(t); /* keep paging: the page was full */
         } else if (t->renudge) {
             /* A till sale completed while this poll ran: it may have missed it. */
             t->busy = false;
@@ -678,6 +699,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct target *t = arg;
+    if (t->paging) { /* a backfill's next page (busy all along) */
+        next_page(t);
+        return;
+    }
     t->nudge_due = false;
     if (t->busy)
         return;
@@ -730,8 +755,12 @@ void poller_drain(struct poller *p)
     if (p == NULL)
         return;
     p->draining = true;
-    for (size_t i = 0; i < p->n; i++)
-        evtimer_del(p->targets[i].timer);
+    for (size_t i = 0; i < p->n; i++) {
+        struct target *t = &p->targets[i];
+        evtimer_del(t->timer);
+        if (t->paging) /* no request out: the next page is simply not asked */
+            t->paging = t->busy = false;
+    }
 }
 
 bool poller_idle(const struct poller *p)

@@ -33,6 +33,7 @@ struct committer {
     long todo_n;                              /* jobs in todo */
     long todo_urgent;                         /* of which not lazy */
     double todo_since;                        /* when todo was last empty */
+    double linger;                            /* how long lazy jobs wait (under mu) */
     struct commit_job *done_head, *done_tail; /* committed, waiting for done() */
     bool stop;
     bool failing; /* loop thread only */
@@ -161,7 +162,7 @@ static void *committer_main(void *arg)
             continue;
         }
         /* Lazy jobs wait a little for others to share their commit. */
-        double linger = c->todo_since + COMMIT_LINGER_S - mono_seconds();
+        double linger = c->todo_since + c->linger - mono_seconds();
         if (c->todo_urgent == 0 && c->todo_n < c->max_batch && linger > 0 && !c->stop) {
             wait_for(c, linger);
             continue;
@@ -268,6 +269,7 @@ struct committer *committer_start(struct event_base *base, struct store *st, lon
         return NULL;
     c->st = st;
     c->max_batch = max_batch > 0 ? max_batch : 512;
+    c->linger = COMMIT_LINGER_S;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     c->done_ev = event_new(base, -1, EV_PERSIST | EV_READ, on_done, c);
@@ -311,6 +313,14 @@ void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *ar
     c->idle = idle;
     c->idle_arg = arg;
     c->idle_quiet = quiet_seconds;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void committer_set_linger(struct committer *c, double seconds)
+{
+    pthread_mutex_lock(&c->mu);
+    c->linger = seconds;
+    pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
 

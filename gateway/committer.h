@@ -74,7 +74,8 @@ void committer_set_before(struct committer *c,
  */
 void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *arg, bool busy),
                         void *arg, double quiet_seconds);
-/* Jobs submitted and not yet done. */
+/* How long lazy jobs wait for company (COMMIT_LINGER_S unless set). */
+void committer_set_linger(struct committer *c, double seconds);
 /* Finish what is queued, call its done callbacks, stop the thread. */
 void committer_stop(struct committer *c);
 

@@ -179,8 +179,7 @@ static void *committer_main(void *arg)
         }
         c->todo_head = tail->next;
         c->todo_n -= n;
-        c->todo_urgent -= urgent;
-        c->todo_since = mono_seconds();
+        c->todo_urgent -= urgent; /* what is left has waited since todo_since already */
         if (c->todo_head == NULL)
             c->todo_tail = NULL;
         tail->next = NULL;

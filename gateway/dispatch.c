@@ -28,10 +28,9 @@
  * connection needs it, so its due time only says how soon it runs once a
  * `tokens` import or the OAuth callback has brought tokens back. */
 #define AUTH_RECHECK_MS 1000
-/* Payloads offered by the poller (dispatch_offer): at most this many, by id.
- * A receipt of five lines is about 30 KiB parsed. An offer never taken (its
- * event waits behind another) gives its place up this many ids later. */
-#define OFFER_SLOTS DISPATCH_OFFERS
+/* An offered payload (dispatch_offer, at most DISPATCH_OFFERS, about 30 KiB
+ * for a receipt of five lines) never taken, because its event waits behind
+ * another, gives its place up this many ids later. */
 #define OFFER_STALE 1024
 
 enum circuit { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
@@ -95,7 +94,7 @@ struct dispatcher {
     struct {
         uint64_t id;
         json_t *payload;
-    } offers[OFFER_SLOTS];
+    } offers[DISPATCH_OFFERS];
     size_t noffers; /* of them holding a payload */
 };
 
@@ -567,7 +566,7 @@ void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload)
 {
     if (d == NULL || payload == NULL)
         return;
-    size_t i = id % OFFER_SLOTS;
+    size_t i = id % DISPATCH_OFFERS;
     if (d->offers[i].payload != NULL && d->offers[i].id + OFFER_STALE > id)
         return; /* an older one, which runs first */
     if (d->offers[i].payload == NULL)
@@ -584,7 +583,7 @@ size_t dispatch_offers_open(const struct dispatcher *d)
 
 static bool offered(const struct dispatcher *d, uint64_t id)
 {
-    size_t i = id % OFFER_SLOTS;
+    size_t i = id % DISPATCH_OFFERS;
     return d->offers[i].payload != NULL && d->offers[i].id == id;
 }
 
@@ -593,15 +592,15 @@ static json_t *take_offer(struct dispatcher *d, uint64_t id)
 {
     if (!offered(d, id))
         return NULL;
-    json_t *p = d->offers[id % OFFER_SLOTS].payload;
-    d->offers[id % OFFER_SLOTS].payload = NULL;
+    json_t *p = d->offers[id % DISPATCH_OFFERS].payload;
+    d->offers[id % DISPATCH_OFFERS].payload = NULL;
     d->noffers--;
     return p;
 }
 
 void dispatch_drop_offers(struct dispatcher *d)
 {
-    for (size_t i = 0; d != NULL && i < OFFER_SLOTS; i++) {
+    for (size_t i = 0; d != NULL && i < DISPATCH_OFFERS; i++) {
         json_decref(d->offers[i].payload);
         d->offers[i].payload = NULL;
     }

@@ -102,11 +102,6 @@ static void progress(struct job *j, const char *fmt, ...)
     fn(line, j->arg);
 }
 
-static const char *str(json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
 /* A percentage as text: 21 for 21, 21.0 or "21", 5.5 for 5.5. */
 static void percent_text(json_t *v, char *out, size_t len)
 {
@@ -197,8 +192,8 @@ static bool difference(json_t *m, json_t *q, json_t **out)
 
 static json_t *doc_view(json_t *d)
 {
-    json_t *v = json_pack("{s:s, s:s, s:s, s:o}", "kind", str(d, "kind") ?: "", "id",
-                          str(d, "id") ?: "", "number", str(d, "number") ?: "", "total",
+    json_t *v = json_pack("{s:s, s:s, s:s, s:o}", "kind", gw_str(d, "kind") ?: "", "id",
+                          gw_str(d, "id") ?: "", "number", gw_str(d, "number") ?: "", "total",
                           money(json_integer_value(json_object_get(d, "total"))));
     return v;
 }
@@ -206,7 +201,7 @@ static json_t *doc_view(json_t *d)
 static json_t *qbo_ref(json_t *b)
 {
     char t[96];
-    snprintf(t, sizeof t, "%s %s", str(b, "entity"), str(b, "id"));
+    snprintf(t, sizeof t, "%s %s", gw_str(b, "entity"), gw_str(b, "id"));
     return json_string(t);
 }
 
@@ -238,21 +233,21 @@ static void explain(struct job *j)
         if (json_is_true(json_object_get(d, "summary")))
             continue; /* its day's JournalEntry holds it */
         char note[160];
-        snprintf(note, sizeof note, "Mplus %s %s", str(d, "kind"), str(d, "id"));
+        snprintf(note, sizeof note, "Mplus %s %s", gw_str(d, "kind"), gw_str(d, "id"));
         json_t *found = json_array();
         int64_t total = 0;
         json_array_foreach(j->booked, k, b)
         {
             if (json_is_true(json_object_get(b, "summary")))
                 continue;
-            if (!note_names(str(b, "note") ?: "", note) &&
-                !doc_number_is(str(b, "doc_number") ?: "", str(d, "number") ?: ""))
+            if (!note_names(gw_str(b, "note") ?: "", note) &&
+                !doc_number_is(gw_str(b, "doc_number") ?: "", gw_str(d, "number") ?: ""))
                 continue;
             used[k] = 1;
             json_array_append_new(found, qbo_ref(b));
             total = json_integer_value(json_object_get(b, "total"));
         }
-        json_t *day = json_object_get(j->days, str(d, "date"));
+        json_t *day = json_object_get(j->days, gw_str(d, "date"));
         if (day == NULL) {
             json_decref(found);
             continue;
@@ -282,14 +277,14 @@ static void explain(struct job *j)
     {
         if (used[k] || json_is_true(json_object_get(b, "summary")))
             continue;
-        json_t *day = json_object_get(j->days, str(b, "date"));
+        json_t *day = json_object_get(j->days, gw_str(b, "date"));
         json_t *a = json_object_get(day, "unknown");
         if (day != NULL && a == NULL)
             json_object_set_new(day, "unknown", a = json_array());
         if (a != NULL)
             json_array_append_new(
                 a, json_pack("{s:o, s:s, s:o}", "quickbooks", qbo_ref(b), "doc_number",
-                             str(b, "doc_number") ?: "", "total",
+                             gw_str(b, "doc_number") ?: "", "total",
                              money(json_integer_value(json_object_get(b, "total")))));
     }
     free(used);
@@ -355,7 +350,7 @@ static void ask_quickbooks(struct job *j);
  * with a tax code, or on the connection's income accounts), VAT per rate. */
 static void add_summary(struct job *j, json_t *e, json_t *rec)
 {
-    json_t *s = side(j, str(e, "TxnDate"), "quickbooks");
+    json_t *s = side(j, gw_str(e, "TxnDate"), "quickbooks");
     size_t i;
     json_t *line;
     int64_t excl = 0;
@@ -365,13 +360,13 @@ static void add_summary(struct job *j, json_t *e, json_t *rec)
     json_array_foreach(json_object_get(e, "Line"), i, line)
     {
         json_t *det = json_object_get(line, "JournalEntryLineDetail");
-        const char *account = str(json_object_get(det, "AccountRef"), "value") ?: "";
+        const char *account = gw_str(json_object_get(det, "AccountRef"), "value") ?: "";
         bool income = json_object_get(det, "TaxCodeRef") != NULL;
         const char *k;
         json_t *v;
         json_object_foreach(incomes, k, v) income =
             income || strcmp(json_string_value(v) ?: "", account) == 0;
-        int sign = strcmp(str(det, "PostingType") ?: "", "Credit") == 0 ? 1 : -1;
+        int sign = strcmp(gw_str(det, "PostingType") ?: "", "Credit") == 0 ? 1 : -1;
         if (income)
             excl += sign * qbo_cents_field(line, "Amount");
         if (tax_account && strcmp(tax_account, account) == 0)
@@ -393,10 +388,10 @@ static void add_summary(struct job *j, json_t *e, json_t *rec)
 static json_t *record_of(const char *entity, json_t *e, int64_t total)
 {
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "entity", entity, "id",
-                     str(e, "Id") ?: "", "doc_number", str(e, "DocNumber") ?: "", "note",
-                     str(e, "PrivateNote") ?: "", "date", str(e, "TxnDate") ?: "", "total",
-                     (json_int_t)total, "sync", str(e, "SyncToken") ?: "0", "customer",
-                     str(json_object_get(e, "CustomerRef"), "value") ?: "");
+                     gw_str(e, "Id") ?: "", "doc_number", gw_str(e, "DocNumber") ?: "", "note",
+                     gw_str(e, "PrivateNote") ?: "", "date", gw_str(e, "TxnDate") ?: "", "total",
+                     (json_int_t)total, "sync", gw_str(e, "SyncToken") ?: "0", "customer",
+                     gw_str(json_object_get(e, "CustomerRef"), "value") ?: "");
 }
 
 static void booked_page(const struct qbo_result *r, void *arg)
@@ -415,9 +410,9 @@ static void booked_page(const struct qbo_result *r, void *arg)
     json_t *e;
     json_array_foreach(rows, i, e)
     {
-        const char *note = str(e, "PrivateNote") ?: "";
-        const char *number = str(e, "DocNumber") ?: "";
-        const char *date = str(e, "TxnDate");
+        const char *note = gw_str(e, "PrivateNote") ?: "";
+        const char *number = gw_str(e, "DocNumber") ?: "";
+        const char *date = gw_str(e, "TxnDate");
         if (date == NULL)
             continue;
         bool summary = strcmp(entity, "JournalEntry") == 0;
@@ -499,21 +494,21 @@ static void documents_page(const struct mplus_result *r, void *arg)
         json_int_t m = json_integer_value(json_object_get(d, "syncMarker"));
         if (m > j->marker)
             j->marker = m;
-        const char *type = str(d, type_field) ?: "";
+        const char *type = gw_str(d, type_field) ?: "";
         /* Receipts that are no sale (cash in/out) are not booked. */
         if (strcmp(kind, "receipt") == 0 && strcmp(type, "RECEIPT-TYPE-RECEIPT") != 0 &&
             strstr(type, "CREDIT") == NULL)
             continue;
-        const char *date = str(d, "financialDate") ?: "";
+        const char *date = gw_str(d, "financialDate") ?: "";
         bool summary = strcmp(kind, "receipt") == 0 && j->c->summary_receipts &&
                        strcmp(date, j->c->sales_mode_since) >= 0;
         add(side(j, date, "mplus"), "documents", 1);
         json_array_append_new(
             j->docs,
             json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:I, s:I}", "kind", kind, "id",
-                      str(d, id_field) ?: "", "number", str(d, "transactionString") ?: "", "date",
-                      date, "total", (json_int_t)qbo_cents_field(d, "totalInclAmount"), "summary",
-                      summary, "branch",
+                      gw_str(d, id_field) ?: "", "number", gw_str(d, "transactionString") ?: "",
+                      "date", date, "total", (json_int_t)qbo_cents_field(d, "totalInclAmount"),
+                      "summary", summary, "branch",
                       json_integer_value(json_object_get(d, "financialBranchNumber")), "marker",
                       json_integer_value(json_object_get(d, "syncMarker"))));
     }
@@ -556,7 +551,7 @@ static void journals_read(const struct mplus_result *r, void *arg)
     json_t *jr, *g;
     json_array_foreach(json_object_get(r->body, "journalList"), i, jr)
     {
-        json_t *s = side(j, str(jr, "financialDate") ?: "?", "mplus");
+        json_t *s = side(j, gw_str(jr, "financialDate") ?: "?", "mplus");
         json_array_foreach(json_object_get(jr, "vatGroupList"), k, g)
         {
             char pct[32];
@@ -624,7 +619,7 @@ static void backfill_commit(struct job *j)
     json_t *q;
     json_array_foreach(j->queue, i, q)
     {
-        const char *kind = str(q, "kind"), *id = str(q, "id");
+        const char *kind = gw_str(q, "kind"), *id = gw_str(q, "id");
         json_t *payload = strcmp(kind, "summary") == 0
                               ? json_pack("{s:s}", "backfill", id)
                               : json_incref(json_object_get(j->events, id));
@@ -676,8 +671,8 @@ static void missing_read(const struct mplus_result *r, void *arg)
         snprintf(id_field, sizeof id_field, "%sId", mplus_kinds[k].kind);
         json_array_foreach(json_object_get(r->body, list), i, d)
         {
-            if (str(d, id_field))
-                json_object_set(j->events, str(d, id_field), d);
+            if (gw_str(d, id_field))
+                json_object_set(j->events, gw_str(d, id_field), d);
         }
     }
     progress(j, "%zu missing documents read from Mplus", json_object_size(j->events));
@@ -696,8 +691,8 @@ static void read_missing(struct job *j)
         json_t *q;
         json_array_foreach(j->queue, i, q)
         {
-            if (strcmp(str(q, "kind"), kind) == 0 && !json_object_get(j->events, str(q, "id")) &&
-                json_array_size(ids) < BACKFILL_IDS)
+            if (strcmp(gw_str(q, "kind"), kind) == 0 &&
+                !json_object_get(j->events, gw_str(q, "id")) && json_array_size(ids) < BACKFILL_IDS)
                 json_array_append(ids, json_object_get(q, "id"));
         }
         if (json_array_size(ids) == 0) {
@@ -739,7 +734,7 @@ static void backfill(struct job *j)
             continue;
         char id[48];
         snprintf(id, sizeof id, "%lld/%s",
-                 (long long)json_integer_value(json_object_get(d, "branch")), str(d, "date"));
+                 (long long)json_integer_value(json_object_get(d, "branch")), gw_str(d, "date"));
         if (json_object_get(days, id) == NULL) {
             json_object_set_new(days, id, json_true());
             json_array_append_new(j->queue, json_pack("{s:s, s:s}", "kind", "summary", "id", id));
@@ -766,8 +761,8 @@ static void unpost_next(struct job *j);
 static json_t *target_view(json_t *b)
 {
     return json_pack("{s:o, s:s, s:s, s:s}", "quickbooks", qbo_ref(b), "doc_number",
-                     str(b, "doc_number") ?: "", "date", str(b, "date") ?: "", "note",
-                     str(b, "note") ?: "");
+                     gw_str(b, "doc_number") ?: "", "date", gw_str(b, "date") ?: "", "note",
+                     gw_str(b, "note") ?: "");
 }
 
 struct forget_job {
@@ -819,7 +814,7 @@ static void deleted(const struct qbo_result *r, void *arg)
     json_t *b = json_array_get(j->queue, j->queue_at);
     if (r->kind != QBO_OK) {
         char e[1200];
-        snprintf(e, sizeof e, "delete %s %s: %s", str(b, "entity"), str(b, "id"), r->error);
+        snprintf(e, sizeof e, "delete %s %s: %s", gw_str(b, "entity"), gw_str(b, "id"), r->error);
         job_end(j, NULL, e);
         return;
     }
@@ -830,7 +825,7 @@ static void deleted(const struct qbo_result *r, void *arg)
         unpost_next(j);
         return;
     }
-    forget(j, str(b, "map_key"));
+    forget(j, gw_str(b, "map_key"));
 }
 
 static void delete_one(struct job *j, const char *entity, const char *id, const char *sync)
@@ -847,7 +842,7 @@ static void payments_found(const struct qbo_result *r, void *arg)
     json_t *b = json_array_get(j->queue, j->queue_at);
     if (r->kind != QBO_OK) {
         char e[1200];
-        snprintf(e, sizeof e, "the payments of Invoice %s: %s", str(b, "id"), r->error);
+        snprintf(e, sizeof e, "the payments of Invoice %s: %s", gw_str(b, "id"), r->error);
         job_end(j, NULL, e);
         return;
     }
@@ -860,12 +855,12 @@ static void payments_found(const struct qbo_result *r, void *arg)
         json_array_foreach(json_object_get(p, "Line"), k, line)
         {
             json_array_foreach(json_object_get(line, "LinkedTxn"), m, link) links =
-                links || (strcmp(str(link, "TxnType") ?: "", "Invoice") == 0 &&
-                          strcmp(str(link, "TxnId") ?: "", str(b, "id")) == 0);
+                links || (strcmp(gw_str(link, "TxnType") ?: "", "Invoice") == 0 &&
+                          strcmp(gw_str(link, "TxnId") ?: "", gw_str(b, "id")) == 0);
         }
         if (links)
-            json_array_append_new(pays, json_pack("{s:s, s:s}", "id", str(p, "Id") ?: "", "sync",
-                                                  str(p, "SyncToken") ?: "0"));
+            json_array_append_new(pays, json_pack("{s:s, s:s}", "id", gw_str(p, "Id") ?: "", "sync",
+                                                  gw_str(p, "SyncToken") ?: "0"));
     }
     json_object_set_new(b, "payments", pays);
     unpost_next(j);
@@ -885,22 +880,22 @@ static void unpost_next(struct job *j)
     json_t *pays = json_object_get(b, "payments");
     if (json_array_size(pays) > 0) {
         json_t *p = json_array_get(pays, 0);
-        delete_one(j, "Payment", str(p, "id"), str(p, "sync"));
+        delete_one(j, "Payment", gw_str(p, "id"), gw_str(p, "sync"));
         return;
     }
     if (pays != NULL) { /* its payments are gone */
-        delete_one(j, str(b, "entity"), str(b, "id"), str(b, "sync"));
+        delete_one(j, gw_str(b, "entity"), gw_str(b, "id"), gw_str(b, "sync"));
         return;
     }
     /* What the id map says the gateway booked. */
     char key[256], kind[32] = "", mid[160] = "";
-    bool summary = strcmp(str(b, "entity"), "JournalEntry") == 0;
+    bool summary = strcmp(gw_str(b, "entity"), "JournalEntry") == 0;
     if (summary) {
-        const char *n = str(b, "doc_number") + 6; /* MPLUS-<branch>-... */
+        const char *n = gw_str(b, "doc_number") + 6; /* MPLUS-<branch>-... */
         snprintf(key, sizeof key, "idmap.%s.summary.%.*s/%s", j->c->name, (int)strcspn(n, "-"), n,
-                 str(b, "date"));
+                 gw_str(b, "date"));
     } else {
-        sscanf(str(b, "note"), "Mplus %31s %159s", kind, mid);
+        sscanf(gw_str(b, "note"), "Mplus %31s %159s", kind, mid);
         snprintf(key, sizeof key, "idmap.%s.%s.%s", j->c->name, kind, mid);
     }
     json_object_set_new(b, "map_key", json_string(key));
@@ -908,14 +903,14 @@ static void unpost_next(struct job *j)
     store_meta_get(j->un->st, key, &entry, NULL, 0);
     const char *why = NULL;
     char buf[200];
-    if (!summary && (entry == NULL || strcmp(str(entry, "id") ?: "", str(b, "id")) != 0)) {
+    if (!summary && (entry == NULL || strcmp(gw_str(entry, "id") ?: "", gw_str(b, "id")) != 0)) {
         why = "not the document the gateway booked (entered by hand?): left alone";
     } else if (!summary && !j->un->force &&
-               strcmp(str(entry, "sync") ?: "0", str(b, "sync")) != 0) {
+               strcmp(gw_str(entry, "sync") ?: "0", gw_str(b, "sync")) != 0) {
         snprintf(buf, sizeof buf,
                  "changed in QuickBooks since it was booked (SyncToken %s, now %s): --force "
                  "unposts it all the same",
-                 str(entry, "sync") ?: "0", str(b, "sync"));
+                 gw_str(entry, "sync") ?: "0", gw_str(b, "sync"));
         why = buf;
     }
     json_decref(entry);
@@ -928,10 +923,10 @@ static void unpost_next(struct job *j)
         unpost_next(j);
         return;
     }
-    if (strcmp(str(b, "entity"), "Invoice") == 0 && str(b, "customer")[0]) {
+    if (strcmp(gw_str(b, "entity"), "Invoice") == 0 && gw_str(b, "customer")[0]) {
         char q[200];
         snprintf(q, sizeof q, "select * from Payment where CustomerRef = '%s' MAXRESULTS 1000",
-                 str(b, "customer"));
+                 gw_str(b, "customer"));
         if (qbo_query(j->clients->qbo, j->c, q, payments_found, j) != 0)
             job_end(j, NULL, "could not start a QuickBooks query");
         return;
@@ -950,12 +945,12 @@ static void unpost(struct job *j)
     json_array_foreach(j->booked, i, b)
     {
         /* With --event, only that document. */
-        if (j->un->only_id[0] && strcmp(str(b, "id"), j->un->only_id) != 0)
+        if (j->un->only_id[0] && strcmp(gw_str(b, "id"), j->un->only_id) != 0)
             continue;
-        if (j->un->only_entity[0] && strcmp(str(b, "entity"), j->un->only_entity) != 0)
+        if (j->un->only_entity[0] && strcmp(gw_str(b, "entity"), j->un->only_entity) != 0)
             continue;
         if (j->un->only_prefix[0] &&
-            strncmp(str(b, "doc_number"), j->un->only_prefix, strlen(j->un->only_prefix)) != 0)
+            strncmp(gw_str(b, "doc_number"), j->un->only_prefix, strlen(j->un->only_prefix)) != 0)
             continue;
         json_array_append(j->queue, b);
     }

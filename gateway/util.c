@@ -293,3 +293,8 @@ void gw_day_text(int64_t day, char out[16])
     snprintf(out, 16, "%04d-%02d-%02d", (int)(day / 10000), (int)(day / 100 % 100),
              (int)(day % 100));
 }
+
+const char *gw_str(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}

@@ -6,11 +6,15 @@
 #ifndef GW_UTIL_H
 #define GW_UTIL_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define GW_ERR_LEN 256
+
+/* The string member k of o (borrowed), or NULL: o not an object, k absent or no string. */
+const char *gw_str(const json_t *o, const char *k);
 
 /* Parse a whole decimal string into *out. False on empty input, junk, overflow. */
 bool gw_strtou64(const char *s, uint64_t *out);

@@ -45,11 +45,6 @@
 
 #define NAME_MAX_LEN 100
 
-static const char *str(json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
 /* o (an Item) sits in the Category Item id. */
 static void set_parent(json_t *o, const char *id)
 {
@@ -118,14 +113,14 @@ static void item_answered(struct run *r, const char *what, const struct qbo_resu
         return;
     }
     json_t *item = json_object_get(res->body, "Item");
-    const char *id = str(item, "Id");
+    const char *id = gw_str(item, "Id");
     if (id == NULL) {
         run_fail(r, OUTCOME_RETRY, NULL, "%s: QuickBooks answered without an Item Id", what);
         return;
     }
     task_note(r->t, "%s %s for article %s", what, id, r->item_sku);
     r->item_written = true;
-    item_remember(r, id, str(item, "Name"), str(item, "SyncToken"));
+    item_remember(r, id, gw_str(item, "Name"), gw_str(item, "SyncToken"));
     lookup_release(r, id);
     item_done(r);
 }
@@ -148,7 +143,7 @@ static void unique_form(const char *name, const char *sku, char *out, size_t out
 
 static void unique_name(struct run *r)
 {
-    const char *name = str(r->item_target, "Name") ?: "";
+    const char *name = gw_str(r->item_target, "Name") ?: "";
     char out[NAME_MAX_LEN * 4 + 1];
     unique_form(name, r->item_sku, out, sizeof out);
     task_note(r->t, "Item Name \"%s\" is taken in QuickBooks: article %s is \"%s\"", name,
@@ -162,8 +157,8 @@ static void unique_name(struct run *r)
  * name again. */
 static void keep_unique_name(struct run *r)
 {
-    const char *was = str(r->item_entry, "name");
-    const char *name = str(r->item_target, "Name");
+    const char *was = gw_str(r->item_entry, "name");
+    const char *name = gw_str(r->item_target, "Name");
     if (was == NULL || name == NULL)
         return;
     char ours[NAME_MAX_LEN * 4 + 1];
@@ -185,10 +180,10 @@ static void item_update(struct run *r, json_t *base, const char *id, const char 
         task_note(r->t, "Item %s already holds article %s", id, r->item_sku);
         /* Linking an Item the id map did not have yet is this event's work
          * (e.g. one made by a run a crash cut short): done, not unchanged. */
-        const char *mapped = str(r->item_entry, "item");
+        const char *mapped = gw_str(r->item_entry, "item");
         if (mapped == NULL || strcmp(mapped, id) != 0)
             r->item_written = true;
-        item_remember(r, id, str(base, "Name") ?: str(r->item_target, "Name"), sync);
+        item_remember(r, id, gw_str(base, "Name") ?: gw_str(r->item_target, "Name"), sync);
         item_done(r);
         return;
     }
@@ -209,10 +204,11 @@ static void item_updated(const struct qbo_result *res, void *arg)
         /* Mplus renamed the article to a Name another Item holds. */
         unique_name(r);
         if (r->item_now != NULL)
-            item_update(r, r->item_now, str(r->item_now, "Id"), str(r->item_now, "SyncToken"));
+            item_update(r, r->item_now, gw_str(r->item_now, "Id"),
+                        gw_str(r->item_now, "SyncToken"));
         else
-            item_update(r, json_object_get(r->item_entry, "sent"), str(r->item_entry, "item"),
-                        str(r->item_entry, "sync"));
+            item_update(r, json_object_get(r->item_entry, "sent"), gw_str(r->item_entry, "item"),
+                        gw_str(r->item_entry, "sync"));
         return;
     }
     item_answered(r, "updated Item", res);
@@ -222,13 +218,13 @@ static void item_read(const struct qbo_result *res, void *arg)
 {
     struct run *r = arg;
     json_t *item = json_object_get(res->body, "Item");
-    if (res->kind != QBO_OK || str(item, "Id") == NULL) {
+    if (res->kind != QBO_OK || gw_str(item, "Id") == NULL) {
         run_fail_qbo(r, "read Item", res);
         return;
     }
     json_decref(r->item_now);
     r->item_now = json_incref(item);
-    item_update(r, item, str(item, "Id"), str(item, "SyncToken"));
+    item_update(r, item, gw_str(item, "Id"), gw_str(item, "SyncToken"));
 }
 
 /* The article's Item exists (id): bring it up to date, if the connection says so. */
@@ -237,16 +233,16 @@ static void item_adopt(struct run *r, const char *id)
     if (!r->t->conn->products_update_existing) {
         task_note(r->t, "Item %s of article %s is left as it is (products_update_existing = false)",
                   id, r->item_sku);
-        item_remember(r, id, str(r->item_entry, "name"), str(r->item_entry, "sync"));
+        item_remember(r, id, gw_str(r->item_entry, "name"), gw_str(r->item_entry, "sync"));
         lookup_release(r, id);
         item_done(r);
         return;
     }
     json_t *sent = json_object_get(r->item_entry, "sent");
-    const char *mapped = str(r->item_entry, "item");
+    const char *mapped = gw_str(r->item_entry, "item");
     if (json_is_object(sent) && mapped && strcmp(mapped, id) == 0) {
         /* What changed in Mplus since the gateway wrote it; nothing else. */
-        item_update(r, sent, id, str(r->item_entry, "sync"));
+        item_update(r, sent, id, gw_str(r->item_entry, "sync"));
         return;
     }
     task_qbo_read(r->t, "Item", id, item_read, r);
@@ -299,14 +295,14 @@ static void item_queried(const struct qbo_result *res, void *arg)
     }
     json_t *list = qbo_rows(res->body, "Item");
     json_t *item = json_array_get(list, 0);
-    if (str(item, "Id") != NULL) {
+    if (gw_str(item, "Id") != NULL) {
         json_decref(r->item_now);
         r->item_now = json_incref(item);
         if (!r->t->conn->products_update_existing) {
-            item_adopt(r, str(item, "Id"));
+            item_adopt(r, gw_str(item, "Id"));
             return;
         }
-        item_update(r, item, str(item, "Id"), str(item, "SyncToken"));
+        item_update(r, item, gw_str(item, "Id"), gw_str(item, "SyncToken"));
         return;
     }
     item_claim_create(r);
@@ -317,7 +313,7 @@ static void item_from_index(struct run *r)
     json_t *hit = lookup_index_find(r->t, r->item_sku);
     if (hit != NULL) {
         char id[40];
-        gw_strlcpy(id, str(hit, "id") ?: "", sizeof id);
+        gw_strlcpy(id, gw_str(hit, "id") ?: "", sizeof id);
         item_adopt(r, id);
         return;
     }
@@ -352,7 +348,7 @@ static void item_step(struct run *r)
         run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
         return;
     }
-    const char *skip = str(target, "gw_skip");
+    const char *skip = gw_str(target, "gw_skip");
     if (skip != NULL) {
         char why[64];
         gw_strlcpy(why, skip, sizeof why);
@@ -360,7 +356,7 @@ static void item_step(struct run *r)
         r->item_skip(r, why);
         return;
     }
-    if (str(target, "Name") == NULL) {
+    if (gw_str(target, "Name") == NULL) {
         json_decref(target);
         run_fail(r, OUTCOME_DEAD, "mapping failed",
                  "the products mapping gave article %s no Item Name", r->item_sku);
@@ -375,7 +371,7 @@ static void item_step(struct run *r)
         }
         set_parent(target, category);
     }
-    const char *name = str(target, "Name");
+    const char *name = gw_str(target, "Name");
     size_t cut = gw_utf8_prefix(name, NAME_MAX_LEN);
     if (name[cut] != '\0') {
         char *shorter = strndup(name, cut);
@@ -394,12 +390,12 @@ static void item_step(struct run *r)
     lookup_fp_of(kept, r->item_fp);
     json_decref(kept);
 
-    const char *id = str(r->item_entry, "item");
-    const char *fp = str(r->item_entry, "fp");
+    const char *id = gw_str(r->item_entry, "item");
+    const char *fp = gw_str(r->item_entry, "fp");
     if (id != NULL && fp != NULL && strcmp(fp, r->item_fp) == 0) {
         json_object_set_new(
             r->items, r->item_sku,
-            json_pack("{s:s, s:s}", "id", id, "name", str(r->item_entry, "name") ?: ""));
+            json_pack("{s:s, s:s}", "id", id, "name", gw_str(r->item_entry, "name") ?: ""));
         item_done(r);
         return;
     }
@@ -451,7 +447,7 @@ static void category_name(const char *full, const char *kind, const char *number
 
 static bool is_variant(json_t *article)
 {
-    const char *colour = str(article, "colour"), *size = str(article, "size");
+    const char *colour = gw_str(article, "colour"), *size = gw_str(article, "size");
     return (colour != NULL && colour[strspn(colour, " ")] != '\0') ||
            (size != NULL && size[strspn(size, " ")] != '\0');
 }
@@ -478,7 +474,7 @@ static bool product_category_id(struct task *t, const char *number, char *id, si
     char k[160];
     lookup_idmap_key(t, "product", number, k, sizeof k);
     json_t *m = task_get_meta(t, k);
-    gw_strlcpy(id, str(m, "item") ?: lookup_made_id(t, "product", number) ?: "", len);
+    gw_strlcpy(id, gw_str(m, "item") ?: lookup_made_id(t, "product", number) ?: "", len);
     json_decref(m);
     return id[0] != '\0';
 }
@@ -491,7 +487,7 @@ static void product_category_written(const struct qbo_result *res, void *arg)
     char number[32], suffix[48], renamed[NAME_MAX_LEN * 4 + 1];
     in_product_category(r, number, sizeof number);
     snprintf(suffix, sizeof suffix, " (product %s)", number);
-    const char *name = str(r->parent_body, "Name") ?: "";
+    const char *name = gw_str(r->parent_body, "Name") ?: "";
     if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && !ends_with(name, suffix)) {
         name_with(name, suffix, renamed, sizeof renamed);
         task_note(r->t, "Category Name \"%s\" is taken in QuickBooks: product %s is \"%s\"", name,
@@ -505,7 +501,7 @@ static void product_category_written(const struct qbo_result *res, void *arg)
         return;
     }
     json_t *item = json_object_get(res->body, "Item");
-    const char *id = str(item, "Id");
+    const char *id = gw_str(item, "Id");
     if (id == NULL) {
         run_fail(r, OUTCOME_RETRY, NULL, "QuickBooks answered a Category create without an Id");
         return;
@@ -513,7 +509,7 @@ static void product_category_written(const struct qbo_result *res, void *arg)
     task_note(r->t, "created Category %s for product %s", id, number);
     char k[160];
     lookup_idmap_key(r->t, "product", number, k, sizeof k);
-    json_t *v = json_pack("{s:s, s:s}", "item", id, "name", str(item, "Name") ?: "");
+    json_t *v = json_pack("{s:s, s:s}", "item", id, "name", gw_str(item, "Name") ?: "");
     task_put_meta(r->t, k, v);
     json_decref(v);
     lookup_release(r, id);
@@ -530,7 +526,7 @@ static void product_category_create(struct run *r)
     snprintf(suffix, sizeof suffix, " (product %s)", number);
     /* A request of its own for the renamed Category. */
     snprintf(step, sizeof step, "product-category%s",
-             ends_with(str(r->parent_body, "Name") ?: "", suffix) ? "-renamed" : "");
+             ends_with(gw_str(r->parent_body, "Name") ?: "", suffix) ? "-renamed" : "");
     task_requestid(r->t, step, rid, sizeof rid);
     task_qbo_create(r->t, "Item", r->parent_body, rid, product_category_written, r);
 }
@@ -549,11 +545,11 @@ static void product_category(struct run *r)
     if (!lookup_claim(r, "product", number, item_step))
         return; /* another variant of the product is making it */
     char name[NAME_MAX_LEN * 4 + 1];
-    category_name(str(json_object_get(r->article, "product"), "description"), "Product", number,
+    category_name(gw_str(json_object_get(r->article, "product"), "description"), "Product", number,
                   name, sizeof name);
     json_decref(r->parent_body);
     r->parent_body = json_pack("{s:s, s:s, s:b}", "Name", name, "Type", "Category", "Active", true);
-    const char *group = str(r->article, "category");
+    const char *group = gw_str(r->article, "category");
     if (group != NULL) {
         set_parent(r->parent_body, group);
     }
@@ -641,7 +637,7 @@ static json_t *category_of(struct task *t, json_t *product, bool may_wait, char 
     char k[160];
     lookup_idmap_key(t, "group", g, k, sizeof k);
     json_t *m = task_get_meta(t, k);
-    const char *id = str(m, "item");
+    const char *id = gw_str(m, "item");
     const char *made = m == NULL ? lookup_made_id(t, "group", g) : NULL;
     json_t *category = json_null();
     if (id != NULL && id[0] && !json_is_true(json_object_get(m, "deleted")))
@@ -730,13 +726,13 @@ static void group_remember(struct run *r, json_t *item, bool deleted)
     struct group *g = r->flow;
     char k[160];
     lookup_idmap_key(r->t, "group", g->number, k, sizeof k);
-    json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:b}", "item", str(item, "Id") ?: "", "name",
-                          str(item, "Name") ?: "", "sync", str(item, "SyncToken") ?: "0", "parent",
-                          g->parent, "deleted", deleted);
+    json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:b}", "item", gw_str(item, "Id") ?: "", "name",
+                          gw_str(item, "Name") ?: "", "sync", gw_str(item, "SyncToken") ?: "0",
+                          "parent", g->parent, "deleted", deleted);
     task_put_meta(r->t, k, v);
     json_decref(v);
     /* Subgroups and articles waiting for this Category go on at once. */
-    lookup_release(r, deleted ? NULL : str(item, "Id"));
+    lookup_release(r, deleted ? NULL : gw_str(item, "Id"));
 }
 
 static void group_write(struct run *r);
@@ -746,7 +742,7 @@ static void group_written(const struct qbo_result *res, void *arg)
     struct run *r = arg;
     struct group *g = r->flow;
     if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && g->renames == 0) {
-        const char *name = str(g->body, "Name") ?: "";
+        const char *name = gw_str(g->body, "Name") ?: "";
         char renamed[NAME_MAX_LEN * 4 + 1];
         group_unique_form(name, g->number, renamed, sizeof renamed);
         task_note(r->t, "Category Name \"%s\" is taken in QuickBooks: group %s is \"%s\"", name,
@@ -762,7 +758,7 @@ static void group_written(const struct qbo_result *res, void *arg)
     }
     json_t *item = json_object_get(res->body, "Item");
     task_note(r->t, "%s Category %s for article group %s", g->entry ? "updated" : "created",
-              str(item, "Id") ?: "?", g->number);
+              gw_str(item, "Id") ?: "?", g->number);
     group_remember(r, item, json_is_false(json_object_get(g->body, "Active")));
     run_next(r);
 }
@@ -775,8 +771,8 @@ static void group_write(struct run *r)
     task_requestid(r->t, step, rid, sizeof rid);
     if (g->entry != NULL) {
         json_t *d = json_deep_copy(g->body);
-        json_object_set_new(d, "Id", json_string(str(g->entry, "item") ?: ""));
-        json_object_set_new(d, "SyncToken", json_string(str(g->entry, "sync") ?: "0"));
+        json_object_set_new(d, "Id", json_string(gw_str(g->entry, "item") ?: ""));
+        json_object_set_new(d, "SyncToken", json_string(gw_str(g->entry, "sync") ?: "0"));
         json_object_set_new(d, "sparse", json_true());
         task_qbo_update(r->t, "Item", d, rid, group_written, r);
         json_decref(d);
@@ -798,12 +794,12 @@ static void group_found(const struct qbo_result *res, void *arg)
     json_t *item;
     json_array_foreach(list, i, item)
     {
-        const char *parent = str(json_object_get(item, "ParentRef"), "value") ?: "";
+        const char *parent = gw_str(json_object_get(item, "ParentRef"), "value") ?: "";
         if (strcmp(parent, g->parent) == 0 &&
-            strcmp(str(item, "Name") ?: "", str(g->body, "Name")) == 0) {
+            strcmp(gw_str(item, "Name") ?: "", gw_str(g->body, "Name")) == 0) {
             /* A Category of this name and place: the group's (made before the
              * id map knew, or by hand). */
-            task_note(r->t, "Category %s already is article group %s", str(item, "Id") ?: "?",
+            task_note(r->t, "Category %s already is article group %s", gw_str(item, "Id") ?: "?",
                       g->number);
             group_remember(r, item, false);
             run_next(r);
@@ -838,7 +834,7 @@ static void group_begin(struct run *r)
     lookup_idmap_key(t, "group", g->number, k, sizeof k);
     json_decref(g->entry); /* a run that waited for its parent starts here again */
     g->entry = task_get_meta(t, k);
-    if (str(g->entry, "item") == NULL || str(g->entry, "item")[0] == '\0') {
+    if (gw_str(g->entry, "item") == NULL || gw_str(g->entry, "item")[0] == '\0') {
         json_decref(g->entry);
         g->entry = NULL;
     }
@@ -852,7 +848,7 @@ static void group_begin(struct run *r)
             run_skip(r, "unchanged");
             return;
         }
-        gw_strlcpy(g->parent, str(g->entry, "parent") ?: "", sizeof g->parent);
+        gw_strlcpy(g->parent, gw_str(g->entry, "parent") ?: "", sizeof g->parent);
         g->body = json_pack("{s:b}", "Active", false);
         group_write(r);
         return;
@@ -866,7 +862,7 @@ static void group_begin(struct run *r)
     if (parent != NULL && strcmp(parent, "0") != 0) {
         lookup_idmap_key(t, "group", parent, k, sizeof k);
         json_t *m = task_get_meta(t, k);
-        const char *id = str(m, "item");
+        const char *id = gw_str(m, "item");
         if ((id == NULL || id[0] == '\0') && m == NULL)
             id = lookup_made_id(t, "group", parent);
         if (id == NULL || id[0] == '\0') {
@@ -887,16 +883,16 @@ static void group_begin(struct run *r)
     if (!lookup_claim(r, "group", g->number, group_begin))
         return;
     char name[NAME_MAX_LEN * 4 + 1];
-    category_name(str(grp, "name"), "Group", g->number, name, sizeof name);
+    category_name(gw_str(grp, "name"), "Group", g->number, name, sizeof name);
     g->body = json_pack("{s:s, s:s, s:b}", "Name", name, "Type", "Category", "Active", true);
     if (g->parent[0]) {
         set_parent(g->body, g->parent);
-    } else if (g->entry != NULL && str(g->entry, "parent") && str(g->entry, "parent")[0]) {
+    } else if (g->entry != NULL && gw_str(g->entry, "parent") && gw_str(g->entry, "parent")[0]) {
         json_object_set_new(g->body, "SubItem", json_false()); /* moved to the top */
     }
     if (g->entry != NULL) {
-        const char *was = str(g->entry, "name") ?: "";
-        const char *was_parent = str(g->entry, "parent") ?: "";
+        const char *was = gw_str(g->entry, "name") ?: "";
+        const char *was_parent = gw_str(g->entry, "parent") ?: "";
         bool was_deleted = json_is_true(json_object_get(g->entry, "deleted"));
         char ours[NAME_MAX_LEN * 4 + 1];
         group_unique_form(name, g->number, ours, sizeof ours);

@@ -116,11 +116,6 @@ static void sale_free(void *p)
     free(s);
 }
 
-static const char *str(json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t n = strlen(s), m = strlen(suffix);
@@ -166,7 +161,7 @@ static const char *shipping_item(struct run *r, json_t *doc, const char *sku)
     const char *list = r->t->conn->sales_shipping_articles;
     if (list == NULL || !gw_list_has(list, sku))
         return NULL;
-    const char *method = str(doc, "deliveryMethod");
+    const char *method = gw_str(doc, "deliveryMethod");
     return (method ? lookup_table(r, "sales_shipping_items", method) : NULL)
                ?: lookup_table(r, "sales_shipping_items", "*");
 }
@@ -183,10 +178,10 @@ static const char *shipping_item(struct run *r, json_t *doc, const char *sku)
 static const char *department(struct run *r, json_t *doc, const char *branch)
 {
     const char *countries[] = {
-        str(json_object_get(doc, "deliveryAddress"), "country"),
-        str(json_object_get(doc, "invoiceAddress"), "country"),
-        str(doc, "vatCountryIso3"),
-        str(json_array_get(json_object_get(doc, "vatGroupList"), 0), "countryIso3"),
+        gw_str(json_object_get(doc, "deliveryAddress"), "country"),
+        gw_str(json_object_get(doc, "invoiceAddress"), "country"),
+        gw_str(doc, "vatCountryIso3"),
+        gw_str(json_array_get(json_object_get(doc, "vatGroupList"), 0), "countryIso3"),
         r->t->conn->default_country,
     };
     for (size_t i = 0; i < sizeof countries / sizeof countries[0]; i++) {
@@ -214,7 +209,7 @@ static json_t *payments_booked_of(json_t *doc, json_t *entry)
     json_t *p, *v;
     json_array_foreach(json_object_get(doc, "paymentList"), i, p)
     {
-        const char *pid = str(p, "paymentId");
+        const char *pid = gw_str(p, "paymentId");
         json_array_foreach(json_object_get(entry, "payments"), j, v)
         {
             if (pid != NULL && strcmp(json_string_value(v) ?: "", pid) == 0)
@@ -228,7 +223,7 @@ static json_t *payments_booked_of(json_t *doc, json_t *entry)
 static bool order_due(struct run *r, json_t *doc, const char **why)
 {
     const char *when = r->t->conn->sales_order_state ?: "complete";
-    bool complete = ends_with(str(doc, "completeState") ?: "", "STATE-COMPLETE");
+    bool complete = ends_with(gw_str(doc, "completeState") ?: "", "STATE-COMPLETE");
     if (complete || strcmp(when, "created") == 0)
         return true;
     if (strcmp(when, "paid") == 0) {
@@ -237,7 +232,7 @@ static bool order_due(struct run *r, json_t *doc, const char **why)
     }
     if (strcmp(when, "delivered") == 0) {
         *why = "order not delivered";
-        return ends_with(str(doc, "deliveryState") ?: "", "STATE-COMPLETE");
+        return ends_with(gw_str(doc, "deliveryState") ?: "", "STATE-COMPLETE");
     }
     *why = "order not complete";
     return false;
@@ -262,7 +257,7 @@ static void go_to(struct run *r, step_fn step)
 static void booking_text(struct run *r, char *out, size_t len)
 {
     struct sale *s = r->flow;
-    snprintf(out, len, "%s %s %s %c", s->entity, str(s->booked, "id") ?: "",
+    snprintf(out, len, "%s %s %s %c", s->entity, gw_str(s->booked, "id") ?: "",
              r->customer_id[0] ? r->customer_id : "-", s->kind[0]);
 }
 
@@ -288,7 +283,7 @@ static json_t *sale_booked_elsewhere(struct run *r)
     char key[200];
     lookup_idmap_key(r->t, "order", s->sale, key, sizeof key);
     json_t *m = task_get_meta(r->t, key);
-    if (str(m, "id") == NULL || json_is_true(json_object_get(m, "voided"))) {
+    if (gw_str(m, "id") == NULL || json_is_true(json_object_get(m, "voided"))) {
         json_decref(m);
         return NULL;
     }
@@ -310,10 +305,10 @@ static void part_of_sale(struct run *r)
 {
     struct sale *s = r->flow;
     s->part = true;
-    s->entity = entity_named(str(s->booked, "entity")) ?: "Invoice";
-    gw_strlcpy(r->customer_id, str(s->booked, "customer") ?: "", sizeof r->customer_id);
+    s->entity = entity_named(gw_str(s->booked, "entity")) ?: "Invoice";
+    gw_strlcpy(r->customer_id, gw_str(s->booked, "customer") ?: "", sizeof r->customer_id);
     task_note(r->t, "%s %s is part of sale %s, booked as %s %s", s->kind, s->mplus_id, s->sale,
-              s->entity, str(s->booked, "id") ?: "?");
+              s->entity, gw_str(s->booked, "id") ?: "?");
     size_t paid = json_array_size(json_object_get(s->doc, "paymentList"));
     size_t done = json_array_size(json_object_get(s->booked, "payments"));
     if (paid > done && strcmp(s->entity, "Invoice") == 0 && r->customer_id[0]) {
@@ -346,14 +341,14 @@ static bool one_booking(struct run *r)
     if (s->sale[0] == '\0')
         return true;
     if (s->booked != NULL) {
-        const char *owner = str(s->booked, "owner");
+        const char *owner = gw_str(s->booked, "owner");
         if (owner != NULL) { /* an order its receipt or invoice booked */
             task_note(t, "order %s is booked as %s %s by %s", s->mplus_id,
-                      str(s->booked, "entity") ?: "?", str(s->booked, "id") ?: "?", owner);
+                      gw_str(s->booked, "entity") ?: "?", gw_str(s->booked, "id") ?: "?", owner);
             skip_part(r);
             return false;
         }
-        if (str(s->booked, "part_of") != NULL) {
+        if (gw_str(s->booked, "part_of") != NULL) {
             part_of_sale(r);
             return false;
         }
@@ -375,7 +370,7 @@ static bool one_booking(struct run *r)
     }
     if (other == NULL)
         return true; /* this document books the sale; the hold ends once it is written */
-    const char *owner = str(other, "owner");
+    const char *owner = gw_str(other, "owner");
     if (strcmp(s->kind, "order") != 0 && owner != NULL && strncmp(owner, "order", 5) != 0) {
         /* Another receipt or invoice of the order booked its own lines: Mplus
          * invoices a partly delivered order part by part, each invoice the
@@ -404,19 +399,19 @@ static bool one_booking(struct run *r)
                  "order %s was just booked; its booking is being stored", s->sale);
         return false;
     }
-    s->booked = json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:s}", "entity",
-                          str(other, "entity") ?: "Invoice", "id", str(other, "id") ?: "", "sync",
-                          str(other, "sync") ?: "0", "customer", str(other, "customer") ?: "",
-                          "version", (json_int_t)doc_version(s->doc), "payments",
-                          payments_booked_of(s->doc, order_entry),
-                          strcmp(s->kind, "order") == 0 ? "owner" : "part_of",
-                          strcmp(s->kind, "order") == 0 ? text : s->sale);
+    s->booked = json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:o, s:s}", "entity", gw_str(other, "entity") ?: "Invoice", "id",
+        gw_str(other, "id") ?: "", "sync", gw_str(other, "sync") ?: "0", "customer",
+        gw_str(other, "customer") ?: "", "version", (json_int_t)doc_version(s->doc), "payments",
+        payments_booked_of(s->doc, order_entry),
+        strcmp(s->kind, "order") == 0 ? "owner" : "part_of",
+        strcmp(s->kind, "order") == 0 ? text : s->sale);
     json_decref(order_entry);
     json_decref(other);
     task_put_meta(t, s->map_key, s->booked);
     if (strcmp(s->kind, "order") == 0) {
-        task_note(t, "order %s is booked as %s %s by %s", s->mplus_id, str(s->booked, "entity"),
-                  str(s->booked, "id"), text);
+        task_note(t, "order %s is booked as %s %s by %s", s->mplus_id, gw_str(s->booked, "entity"),
+                  gw_str(s->booked, "id"), text);
         skip_part(r);
         return false;
     }
@@ -435,10 +430,10 @@ static void sale_booked(struct run *r)
         char key[200], owner[120];
         lookup_idmap_key(r->t, "order", s->sale, key, sizeof key);
         snprintf(owner, sizeof owner, "%s %s", s->kind, s->mplus_id);
-        json_t *v =
-            json_pack("{s:s, s:s, s:s, s:s, s:I, s:[], s:s}", "entity", s->entity, "id",
-                      str(s->booked, "id") ?: "", "sync", str(s->booked, "sync") ?: "0", "customer",
-                      r->customer_id, "version", (json_int_t)0, "payments", "owner", owner);
+        json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:I, s:[], s:s}", "entity", s->entity, "id",
+                              gw_str(s->booked, "id") ?: "", "sync",
+                              gw_str(s->booked, "sync") ?: "0", "customer", r->customer_id,
+                              "version", (json_int_t)0, "payments", "owner", owner);
         task_put_meta(r->t, key, v);
         json_decref(v);
     }
@@ -471,8 +466,8 @@ static void order_receipts(const struct mplus_result *res, void *arg)
     json_t *rc;
     json_array_foreach(json_object_get(res->body, "receiptList"), i, rc)
     {
-        if (strcmp(str(rc, "receiptType") ?: "", "RECEIPT-TYPE-RECEIPT") == 0) {
-            defer_to(r, "receipt", str(rc, "receiptId"));
+        if (strcmp(gw_str(rc, "receiptType") ?: "", "RECEIPT-TYPE-RECEIPT") == 0) {
+            defer_to(r, "receipt", gw_str(rc, "receiptId"));
             return;
         }
     }
@@ -601,7 +596,7 @@ static void sale_skus(struct run *r)
             continue; /* booked on its delivery method's Item */
         if (json_object_get(r->item_texts, sku) == NULL) {
             json_array_append_new(r->skus, json_string(sku));
-            json_object_set_new(r->item_texts, sku, json_string(str(line, "text") ?: ""));
+            json_object_set_new(r->item_texts, sku, json_string(gw_str(line, "text") ?: ""));
         }
     }
 }
@@ -677,7 +672,7 @@ static void booked_checked(const struct qbo_result *res, void *arg)
     struct sale *s = r->flow;
     if (res->kind == QBO_FAULT && strcmp(res->code, "610") == 0) {
         task_note(r->t, "booked as %s %s, which QuickBooks no longer has: booking it again",
-                  str(s->booked, "entity"), str(s->booked, "id"));
+                  gw_str(s->booked, "entity"), gw_str(s->booked, "id"));
         json_decref(s->booked);
         s->booked = NULL;
         sale_checked(r);
@@ -699,7 +694,7 @@ static bool left_to_summary(struct run *r)
 {
     struct task *t = r->t;
     struct sale *s = r->flow;
-    const char *day = str(s->doc, "financialDate");
+    const char *day = gw_str(s->doc, "financialDate");
     if (!t->conn->summary_receipts || day == NULL || strcmp(day, t->conn->sales_mode_since) < 0)
         return false;
     char branch[24], covered[160], total[MPLUS_NUM_LEN];
@@ -711,8 +706,8 @@ static bool left_to_summary(struct run *r)
     int64_t cents = 0;
     qbo_cents_of(json_object_get(s->doc, "totalInclAmount"), &cents);
     mplus_cents_format(cents, total, sizeof total);
-    json_t *v =
-        json_pack("{s:s, s:s}", "number", str(s->doc, "transactionString") ?: "", "total", total);
+    json_t *v = json_pack("{s:s, s:s}", "number", gw_str(s->doc, "transactionString") ?: "",
+                          "total", total);
     char key[256];
     lookup_idmap_key(t, "summary", covered, key, sizeof key);
     task_put_meta(t, key, v);
@@ -730,7 +725,7 @@ static void sale_begin(struct run *r)
         return;
     }
     json_t *doc = s->doc;
-    const char *type = str(doc, s->k->type_field) ?: "";
+    const char *type = gw_str(doc, s->k->type_field) ?: "";
     s->credit = strstr(type, "CREDIT") != NULL;
     if (strcmp(s->kind, "receipt") == 0) {
         if (strcmp(type, "RECEIPT-TYPE-RECEIPT") != 0 && !s->credit) {
@@ -754,7 +749,7 @@ static void sale_begin(struct run *r)
     if (!one_booking(r))
         return;
     if (strcmp(s->kind, "order") == 0) {
-        const char *cancel = str(doc, "cancelState") ?: "";
+        const char *cancel = gw_str(doc, "cancelState") ?: "";
         if (ends_with(cancel, "STATE-COMPLETE")) {
             if (s->booked == NULL || json_is_true(json_object_get(s->booked, "voided"))) {
                 run_skip(r, s->booked ? "already voided" : "cancelled before booking");
@@ -770,11 +765,11 @@ static void sale_begin(struct run *r)
         }
     }
     if (s->booked != NULL && !s->verified && json_is_true(json_object_get(t->rec, "backfill")) &&
-        str(s->booked, "id") != NULL) {
+        gw_str(s->booked, "id") != NULL) {
         /* A backfill books what QuickBooks lacks: is the booked document still there? */
         s->verified = true;
-        const char *entity = entity_named(str(s->booked, "entity")) ?: s->entity;
-        if (task_qbo_read(t, entity, str(s->booked, "id"), booked_checked, r) != 0)
+        const char *entity = entity_named(gw_str(s->booked, "entity")) ?: s->entity;
+        if (task_qbo_read(t, entity, gw_str(s->booked, "id"), booked_checked, r) != 0)
             run_fail(r, OUTCOME_RETRY, NULL, "read %s: could not start the request", entity);
         return;
     }
@@ -788,14 +783,14 @@ static void sale_checked(struct run *r)
     struct sale *s = r->flow;
     json_t *doc = s->doc;
     if (s->booked != NULL) {
-        s->entity = entity_named(str(s->booked, "entity")) ?: s->entity;
+        s->entity = entity_named(gw_str(s->booked, "entity")) ?: s->entity;
         bool same = json_integer_value(json_object_get(s->booked, "version")) == doc_version(doc);
         size_t paid = json_array_size(json_object_get(doc, "paymentList"));
         size_t done = json_array_size(json_object_get(s->booked, "payments"));
         bool pays = strcmp(s->entity, "Invoice") == 0 && paid > done;
         if (same && !pays) {
             task_note(t, "%s %s is booked as %s %s", s->kind, s->mplus_id, s->entity,
-                      str(s->booked, "id") ?: "?");
+                      gw_str(s->booked, "id") ?: "?");
             if (json_is_true(json_object_get(s->booked, "stock_pending"))) {
                 sale_skus(r);
                 lookup_item_index(r, stock_pending);
@@ -861,7 +856,7 @@ static void default_written(const struct qbo_result *res, void *arg)
 /* c (found or made) is the default customer: note it in the id map, go on. */
 static void default_remember(struct run *r, json_t *c)
 {
-    const char *id = str(c, "Id");
+    const char *id = gw_str(c, "Id");
     if (id == NULL) {
         run_fail(r, OUTCOME_RETRY, NULL, "QuickBooks answered without a Customer Id");
         return;
@@ -895,7 +890,7 @@ static void sale_default_customer(struct run *r)
     char k[160];
     lookup_idmap_key(r->t, "default", "customer", k, sizeof k);
     json_t *m = task_get_meta(r->t, k);
-    const char *id = str(m, "customer");
+    const char *id = gw_str(m, "customer");
     if (id != NULL) {
         gw_strlcpy(r->customer_id, id, sizeof r->customer_id);
         json_decref(m);
@@ -923,7 +918,7 @@ static void money_text(int64_t cents, char *out, size_t len)
 /* Cents of a canonical money field; false when absent or not money. */
 static bool cents_of(json_t *o, const char *k, int64_t *out)
 {
-    const char *v = str(o, k);
+    const char *v = gw_str(o, k);
     char err[128];
     return v != NULL && mplus_cents_parse(v, out, err, sizeof err) == 0;
 }
@@ -934,8 +929,8 @@ static const char *vat_country(struct run *r, json_int_t code)
     json_t *g;
     json_array_foreach(json_object_get(((struct sale *)r->flow)->doc, "vatGroupList"), i, g)
     {
-        if (json_integer_value(json_object_get(g, "vatCode")) == code && str(g, "countryIso3"))
-            return str(g, "countryIso3");
+        if (json_integer_value(json_object_get(g, "vatCode")) == code && gw_str(g, "countryIso3"))
+            return gw_str(g, "countryIso3");
     }
     return r->t->conn->default_country ?: "";
 }
@@ -1074,7 +1069,7 @@ static bool remaining_part(json_t *list, struct line_in *in, size_t n, char *why
 {
     for (size_t i = 0; i < n; i++) {
         json_t *data = json_object_get(json_array_get(list, i), "data");
-        const char *c = str(data, "cancelledQuantity");
+        const char *c = gw_str(data, "cancelledQuantity");
         int64_t cq;
         int cp;
         char err[128];
@@ -1093,7 +1088,7 @@ static bool remaining_part(json_t *list, struct line_in *in, size_t n, char *why
             cq *= 10;
         if (cq < 0 || cq > (q < 0 ? -q : q)) {
             snprintf(why, whylen, "line %zu: %s cancelled of %s", i + 1, c,
-                     str(data, "quantity") ?: "?");
+                     gw_str(data, "quantity") ?: "?");
             return false;
         }
         int64_t rest = q < 0 ? q + cq : q - cq;
@@ -1126,9 +1121,9 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
     {
         json_t *data = json_object_get(line, "data");
         char err[128];
-        if (str(data, "quantity") == NULL ||
-            mplus_quantity_parse(str(data, "quantity"), &in[i].qty, &in[i].qp, err, sizeof err) !=
-                0 ||
+        if (gw_str(data, "quantity") == NULL ||
+            mplus_quantity_parse(gw_str(data, "quantity"), &in[i].qty, &in[i].qp, err,
+                                 sizeof err) != 0 ||
             !cents_of(data, "totalInclAmount", &in[i].incl)) {
             snprintf(why, whylen, "line %zu (article %lld) has no quantity or totals", i + 1,
                      (long long)json_integer_value(json_object_get(line, "articleNumber")));
@@ -1145,7 +1140,7 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
     if (!derive_nets(s->groups, in, n, why, whylen))
         goto out;
     bool partial = strcmp(s->kind, "order") == 0 &&
-                   ends_with(str(s->doc, "cancelState") ?: "", "STATE-PARTIAL");
+                   ends_with(gw_str(s->doc, "cancelState") ?: "", "STATE-PARTIAL");
     if (partial && !remaining_part(list, in, n, why, whylen))
         goto out;
     out = json_array();
@@ -1176,7 +1171,7 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
         json_array_append_new(out,
                               json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:O}", "sku", sku,
                                         "tax_code", tc, "amount", a, "qty", q, "unit_price", u,
-                                        "amount_incl", g, "description", str(line, "text") ?: "",
+                                        "amount_incl", g, "description", gw_str(line, "text") ?: "",
                                         "vat_code", (json_int_t)in[i].vat, "mplus", line));
         tot->lines += amount;
     }
@@ -1282,7 +1277,7 @@ static json_t *tax_line_of(json_t *lines, const char *rate, const char *percent)
     json_t *tl;
     json_array_foreach(lines, i, tl)
     {
-        if (strcmp(str(tl, "rate"), rate) == 0)
+        if (strcmp(gw_str(tl, "rate"), rate) == 0)
             return tl;
     }
     tl = json_pack("{s:s, s:s, s:I, s:I}", "rate", rate, "percent", percent, "net_c", (json_int_t)0,
@@ -1308,7 +1303,7 @@ static void taxes_known(struct run *r)
     json_t *ln;
     json_array_foreach(s->lines, i, ln)
     {
-        json_t *rates = lookup_tax_rates(t, str(ln, "tax_code"));
+        json_t *rates = lookup_tax_rates(t, gw_str(ln, "tax_code"));
         if (rates == NULL) {
             json_decref(out);
             /* Made since the table was read? The next attempt reads it again. */
@@ -1316,7 +1311,7 @@ static void taxes_known(struct run *r)
             run_fail(r, OUTCOME_RETRY, NULL,
                      "TaxCode %s (sales_tax_codes, Mplus VAT code %lld) is not among the "
                      "company's tax codes",
-                     str(ln, "tax_code"),
+                     gw_str(ln, "tax_code"),
                      (long long)json_integer_value(json_object_get(ln, "vat_code")));
             return;
         }
@@ -1347,7 +1342,7 @@ static void taxes_known(struct run *r)
                      s->kind, s->mplus_id, (long long)amount, (long long)code, tc ?: "(none)");
             return;
         }
-        json_t *tl = tax_line_of(out, str(rate, "rate"), str(rate, "percent"));
+        json_t *tl = tax_line_of(out, gw_str(rate, "rate"), gw_str(rate, "percent"));
         add_cents(tl, "net_c", net);
         add_cents(tl, "amount_c", amount);
     }
@@ -1384,7 +1379,7 @@ static void sale_taxes(struct run *r)
     json_t *ln;
     json_array_foreach(s->lines, i, ln)
     {
-        if (!us_tax_code(str(ln, "tax_code") ?: "")) {
+        if (!us_tax_code(gw_str(ln, "tax_code") ?: "")) {
             lookup_tax_table(r, taxes_known);
             return;
         }
@@ -1407,9 +1402,9 @@ static size_t methods_paid(json_t *doc)
     json_t *p;
     json_array_foreach(pays, i, p)
     {
-        const char *m = str(p, "method") ?: "";
+        const char *m = gw_str(p, "method") ?: "";
         for (j = 0; j < i; j++)
-            if (strcmp(str(json_array_get(pays, j), "method") ?: "", m) == 0)
+            if (strcmp(gw_str(json_array_get(pays, j), "method") ?: "", m) == 0)
                 break;
         n += j == i;
     }
@@ -1421,7 +1416,7 @@ static void receipt_payment(struct run *r, json_t *input)
 {
     struct sale *s = r->flow;
     json_t *pays = json_object_get(s->doc, "paymentList");
-    const char *method = str(json_array_get(pays, 0), "method");
+    const char *method = gw_str(json_array_get(pays, 0), "method");
     if (method == NULL)
         return;
     const char *pm = lookup_table(r, "sales_payment_methods", method);
@@ -1470,9 +1465,9 @@ static void sale_write(struct run *r)
     json_t *ln;
     json_array_foreach(s->lines, i, ln)
     {
-        const char *ship = shipping_item(r, s->doc, str(ln, "sku") ?: "");
-        json_t *item = json_object_get(r->items, str(ln, "sku") ?: "");
-        json_object_set_new(ln, "item", json_string(ship ?: str(item, "id") ?: ""));
+        const char *ship = shipping_item(r, s->doc, gw_str(ln, "sku") ?: "");
+        json_t *item = json_object_get(r->items, gw_str(ln, "sku") ?: "");
+        json_object_set_new(ln, "item", json_string(ship ?: gw_str(item, "id") ?: ""));
     }
     const char *rounding_item = t->conn->sales_rounding_item;
     char tax[MPLUS_NUM_LEN], total[MPLUS_NUM_LEN], rnd[MPLUS_NUM_LEN];
@@ -1483,8 +1478,8 @@ static void sale_write(struct run *r)
     snprintf(note, sizeof note, "Mplus %s %s", s->kind, s->mplus_id);
     if (s->open_date[0])
         gw_appendf(note, sizeof note, " (financial date %s; its period is closed)",
-                   str(s->doc, "financialDate") ?: "?");
-    const char *docnum = str(s->doc, "transactionString") ?: "";
+                   gw_str(s->doc, "financialDate") ?: "?");
+    const char *docnum = gw_str(s->doc, "transactionString") ?: "";
     char branch[16];
     snprintf(branch, sizeof branch, "%lld",
              (long long)json_integer_value(json_object_get(s->doc, "financialBranchNumber")));
@@ -1523,8 +1518,8 @@ static void sale_write(struct run *r)
     char rid[96];
     if (s->booked != NULL) {
         /* A change to a booked document: replace its lines and totals. */
-        json_object_set_new(target, "Id", json_string(str(s->booked, "id") ?: ""));
-        json_object_set_new(target, "SyncToken", json_string(str(s->booked, "sync") ?: "0"));
+        json_object_set_new(target, "Id", json_string(gw_str(s->booked, "id") ?: ""));
+        json_object_set_new(target, "SyncToken", json_string(gw_str(s->booked, "sync") ?: "0"));
         char step[48];
         snprintf(step, sizeof step, "%s-v%ld", s->kind, doc_version(s->doc));
         task_requestid(t, step, rid, sizeof rid);
@@ -1543,11 +1538,11 @@ static void remember(struct run *r, json_t *written, bool voided)
     struct sale *s = r->flow;
     json_t *pays = json_object_get(s->booked, "payments");
     json_t *v = json_pack("{s:s, s:s, s:s, s:I, s:o, s:b, s:s}", "entity", s->entity, "id",
-                          str(written, "Id") ?: str(s->booked, "id") ?: "", "sync",
-                          str(written, "SyncToken") ?: str(s->booked, "sync") ?: "0", "version",
+                          gw_str(written, "Id") ?: gw_str(s->booked, "id") ?: "", "sync",
+                          gw_str(written, "SyncToken") ?: gw_str(s->booked, "sync") ?: "0", "version",
                           (json_int_t)doc_version(s->doc), "payments",
                           pays ? json_incref(pays) : json_array(), "voided", voided, "customer",
-                          r->customer_id[0] ? r->customer_id : str(s->booked, "customer") ?: "");
+                          r->customer_id[0] ? r->customer_id : gw_str(s->booked, "customer") ?: "");
     if (keeps_stock(r))
         json_object_set_new(v, "stock_pending", json_true());
     json_decref(s->booked);
@@ -1565,7 +1560,7 @@ static void closing_read(const struct qbo_result *res, void *arg)
         return;
     }
     json_t *prefs = json_array_get(qbo_rows(res->body, "Preferences"), 0);
-    const char *closed = str(json_object_get(prefs, "AccountingInfoPrefs"), "BookCloseDate");
+    const char *closed = gw_str(json_object_get(prefs, "AccountingInfoPrefs"), "BookCloseDate");
     int64_t day = gw_day_parse(closed);
     if (day < 0) {
         run_fail(r, OUTCOME_DEAD, "closed period",
@@ -1597,12 +1592,12 @@ static void sale_written(const struct qbo_result *res, void *arg)
         return;
     }
     json_t *doc = json_object_get(res->body, s->entity);
-    if (str(doc, "Id") == NULL) {
+    if (gw_str(doc, "Id") == NULL) {
         run_fail(r, OUTCOME_RETRY, NULL, "%s: QuickBooks answered without an Id", what);
         return;
     }
     task_note(r->t, "%s %s %s for %s %s", s->booked ? "updated" : "created", s->entity,
-              str(doc, "Id"), s->kind, s->mplus_id);
+              gw_str(doc, "Id"), s->kind, s->mplus_id);
     remember(r, doc, false);
     sale_booked(r);
     run_next(r);
@@ -1624,10 +1619,10 @@ static void existing_found(const struct qbo_result *res, void *arg)
     json_t *d;
     json_array_foreach(qbo_rows(res->body, s->entity), i, d)
     {
-        const char *pn = str(d, "PrivateNote") ?: "";
+        const char *pn = gw_str(d, "PrivateNote") ?: "";
         if (strstr(pn, note) == NULL)
             continue;
-        task_note(r->t, "%s %s already holds %s %s: adopted", s->entity, str(d, "Id"), s->kind,
+        task_note(r->t, "%s %s already holds %s %s: adopted", s->entity, gw_str(d, "Id"), s->kind,
                   s->mplus_id);
         remember(r, d, false);
         sale_booked(r);
@@ -1642,7 +1637,7 @@ static void existing_found(const struct qbo_result *res, void *arg)
 static void sale_existing(struct run *r)
 {
     struct sale *s = r->flow;
-    const char *docnum = str(s->doc, "transactionString");
+    const char *docnum = gw_str(s->doc, "transactionString");
     if (s->booked != NULL || !task_is_rerun(r->t) || docnum == NULL) {
         run_next(r);
         return;
@@ -1661,7 +1656,7 @@ static void pay_next(struct run *r);
 /* What the id map keeps of a booked Mplus payment: its paymentId, or its place. */
 static const char *payment_key(json_t *p, size_t at, char *buf, size_t len)
 {
-    const char *pid = str(p, "paymentId");
+    const char *pid = gw_str(p, "paymentId");
     if (pid != NULL && pid[0])
         return pid;
     snprintf(buf, len, "#%zu", at);
@@ -1681,8 +1676,8 @@ static void payment_written(const struct qbo_result *res, void *arg)
     const char *pid = payment_key(p, s->payment_at, buf, sizeof buf);
     json_array_append_new(json_object_get(s->booked, "payments"), json_string(pid));
     task_put_meta(r->t, s->map_key, s->booked);
-    task_note(r->t, "created Payment %s for %s", str(json_object_get(res->body, "Payment"), "Id"),
-              pid);
+    task_note(r->t, "created Payment %s for %s",
+              gw_str(json_object_get(res->body, "Payment"), "Id"), pid);
     s->payment_at++;
     pay_next(r);
 }
@@ -1721,16 +1716,16 @@ static void pay_next(struct run *r)
         json_t *pay =
             json_pack("{s:{s:s}, s:s, s:[{s:s, s:[{s:s, s:s}]}]}", "CustomerRef", "value",
                       r->customer_id, "TotalAmt", amount, "Line", "Amount", amount, "LinkedTxn",
-                      "TxnId", str(s->booked, "id") ?: "", "TxnType", "Invoice");
-        const char *method = str(p, "method");
+                      "TxnId", gw_str(s->booked, "id") ?: "", "TxnType", "Invoice");
+        const char *method = gw_str(p, "method");
         const char *pm = method ? lookup_table(r, "sales_payment_methods", method) : NULL;
         const char *acct = method ? deposit_account(r, method) : NULL;
         if (pm)
             json_object_set_new(pay, "PaymentMethodRef", json_pack("{s:s}", "value", pm));
         if (acct)
             json_object_set_new(pay, "DepositToAccountRef", json_pack("{s:s}", "value", acct));
-        if (str(p, "financialDate"))
-            json_object_set_new(pay, "TxnDate", json_string(str(p, "financialDate")));
+        if (gw_str(p, "financialDate"))
+            json_object_set_new(pay, "TxnDate", json_string(gw_str(p, "financialDate")));
         json_object_set_new(pay, "PrivateNote", json_sprintf("Mplus payment %s", pid));
         char step[96], rid[128];
         snprintf(step, sizeof step, "payment-%.60s", pid);
@@ -1761,7 +1756,7 @@ static void voided(const struct qbo_result *res, void *arg)
         run_fail_qbo(r, "void the document", res);
         return;
     }
-    task_note(r->t, "voided %s %s: the order was cancelled", s->entity, str(s->booked, "id"));
+    task_note(r->t, "voided %s %s: the order was cancelled", s->entity, gw_str(s->booked, "id"));
     remember(r, json_object_get(res->body, s->entity), true);
     if (!keeps_stock(r)) {
         run_done(r);
@@ -1777,8 +1772,8 @@ static void sale_void(struct run *r)
     struct sale *s = r->flow;
     char rid[64];
     task_requestid(r->t, "void", rid, sizeof rid);
-    task_qbo_void(r->t, s->entity, str(s->booked, "id") ?: "", str(s->booked, "sync") ?: "0", rid,
-                  voided, r);
+    task_qbo_void(r->t, s->entity, gw_str(s->booked, "id") ?: "", gw_str(s->booked, "sync") ?: "0",
+                  rid, voided, r);
 }
 
 /* ---- the flow ------------------------------------------------------------------ */

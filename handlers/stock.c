@@ -65,11 +65,6 @@ static void stock_free(void *p)
     free(p);
 }
 
-static const char *str(json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
 static bool int_of(json_t *v, int64_t *out)
 {
     if (json_is_integer(v)) {
@@ -191,9 +186,9 @@ static bool quantity_of(struct stock *s, json_t *answer)
             continue;
         if (int_of(json_object_get(a, "stockId"), &n) && n > s->seen_id)
             s->seen_id = n;
-        if (!add_amount(s, str(a, "amountFree"), 1) ||
-            !add_amount(s, str(a, "amountReserved"), -1) ||
-            (incoming && !add_amount(s, str(a, "amountIncoming"), 1))) {
+        if (!add_amount(s, gw_str(a, "amountFree"), 1) ||
+            !add_amount(s, gw_str(a, "amountReserved"), -1) ||
+            (incoming && !add_amount(s, gw_str(a, "amountIncoming"), 1))) {
             run_fail(r, OUTCOME_DEAD, "malformed",
                      "getStock: article %s has an amount that is no decimal of at most %d places",
                      s->article, MAX_PLACES);
@@ -284,7 +279,7 @@ static void qty_written(const struct qbo_result *res, void *arg)
         return;
     }
     task_note(s->r->t, "Item %s: QtyOnHand %s",
-              str(json_object_get(res->body, "Item"), "Id") ?: "?", s->qty_text);
+              gw_str(json_object_get(res->body, "Item"), "Id") ?: "?", s->qty_text);
     remember(s);
     s->end(s, NULL);
 }
@@ -307,7 +302,7 @@ static void item_read(const struct qbo_result *res, void *arg)
     struct stock *s = arg;
     struct run *r = s->r;
     json_t *item = json_object_get(res->body, "Item");
-    if (res->kind != QBO_OK || str(item, "Id") == NULL) {
+    if (res->kind != QBO_OK || gw_str(item, "Id") == NULL) {
         run_fail_qbo(r, "read Item", res);
         return;
     }
@@ -321,8 +316,9 @@ static void item_read(const struct qbo_result *res, void *arg)
         s->end(s, "unchanged");
         return;
     }
-    json_t *d = json_pack("{s:s, s:s, s:b, s:s}", "Id", str(item, "Id"), "SyncToken",
-                          str(item, "SyncToken") ?: "0", "sparse", true, "QtyOnHand", s->qty_text);
+    json_t *d =
+        json_pack("{s:s, s:s, s:b, s:s}", "Id", gw_str(item, "Id"), "SyncToken",
+                  gw_str(item, "SyncToken") ?: "0", "sparse", true, "QtyOnHand", s->qty_text);
     char step[96], rid[128];
     snprintf(step, sizeof step, "qty-%s-%lld", s->article, (long long)s->seen_id);
     task_requestid(r->t, step, rid, sizeof rid);
@@ -347,7 +343,7 @@ static void flow_end(struct stock *s, const char *skipped)
 static void stock_write(struct run *r)
 {
     struct stock *s = r->flow;
-    const char *id = str(json_object_get(r->items, s->article), "id");
+    const char *id = gw_str(json_object_get(r->items, s->article), "id");
     if (id == NULL) {
         run_fail(r, OUTCOME_RETRY, NULL, "article %s: no Item after the lookup", s->article);
         return;
@@ -412,8 +408,8 @@ static void refresh_next(struct refresh *f)
     struct run *r = f->s.r;
     for (; f->at < json_array_size(f->skus); f->at++) {
         const char *sku = json_string_value(json_array_get(f->skus, f->at));
-        const char *id =
-            str(json_object_get(r->items, sku), "id") ?: str(lookup_index_find(r->t, sku), "id");
+        const char *id = gw_str(json_object_get(r->items, sku), "id")
+                             ?: gw_str(lookup_index_find(r->t, sku), "id");
         bool stocked = false;
         size_t i;
         json_t *a;

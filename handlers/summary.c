@@ -71,11 +71,6 @@ static void day_free(void *p)
     free(d);
 }
 
-static const char *str(json_t *o, const char *k)
-{
-    return json_string_value(json_object_get(o, k));
-}
-
 /* Add net and tax to the figure of (account, tax code), made when absent. */
 static void add_figure(json_t *figs, const char *account, const char *tax_code, int64_t net,
                        int64_t tax, const char *text)
@@ -122,7 +117,7 @@ static void journal_read(const struct mplus_result *res, void *arg)
     json_array_foreach(json_object_get(res->body, "journalList"), i, j)
     {
         if (json_integer_value(json_object_get(j, "branchNumber")) == d->branch_no &&
-            strcmp(str(j, "financialDate") ?: "", d->date) == 0)
+            strcmp(gw_str(j, "financialDate") ?: "", d->date) == 0)
             d->journal = json_incref(j);
     }
     run_next(r);
@@ -206,8 +201,8 @@ static void groups_read(const struct mplus_result *res, void *arg)
     json_array_foreach(json_object_get(res->body, "financialGroupList"), i, g)
     {
         if (json_integer_value(json_object_get(g, "branchNumber")) == d->branch_no &&
-            strcmp(str(g, "financialGroupType") ?: "", "FINANCIAL-GROUP-TYPE-TURNOVER") == 0 &&
-            strcmp(str(g, "financialGroupSource") ?: "", "FINANCIAL-GROUP-SOURCE-RECEIPT") == 0)
+            strcmp(gw_str(g, "financialGroupType") ?: "", "FINANCIAL-GROUP-TYPE-TURNOVER") == 0 &&
+            strcmp(gw_str(g, "financialGroupSource") ?: "", "FINANCIAL-GROUP-SOURCE-RECEIPT") == 0)
             json_array_append(d->turnover, g);
     }
     char why[128];
@@ -261,28 +256,28 @@ static void booked_read(const struct qbo_result *res, void *arg)
     json_array_foreach(json_object_get(json_object_get(res->body, "QueryResponse"), "JournalEntry"),
                        i, e)
     {
-        if (!of_the_day(d, str(e, "DocNumber")))
+        if (!of_the_day(d, gw_str(e, "DocNumber")))
             continue;
-        json_array_append_new(d->entries, json_pack("{s:s, s:s}", "id", str(e, "Id") ?: "",
-                                                    "doc_number", str(e, "DocNumber")));
+        json_array_append_new(d->entries, json_pack("{s:s, s:s}", "id", gw_str(e, "Id") ?: "",
+                                                    "doc_number", gw_str(e, "DocNumber")));
         json_array_foreach(json_object_get(e, "Line"), k, line)
         {
             json_t *det = json_object_get(line, "JournalEntryLineDetail");
-            const char *account = str(json_object_get(det, "AccountRef"), "value");
+            const char *account = gw_str(json_object_get(det, "AccountRef"), "value");
             if (account == NULL)
                 continue;
-            int sign = strcmp(str(det, "PostingType") ?: "", "Credit") == 0 ? 1 : -1;
+            int sign = strcmp(gw_str(det, "PostingType") ?: "", "Credit") == 0 ? 1 : -1;
             int64_t net = 0, tax = 0;
             if (!qbo_cents_of(json_object_get(line, "Amount"), &net) ||
                 (json_object_get(det, "TaxAmount") &&
                  !qbo_cents_of(json_object_get(det, "TaxAmount"), &tax))) {
                 run_fail(r, OUTCOME_DEAD, "unreadable entry",
-                         "JournalEntry %s (%s) has an amount that is not money", str(e, "Id"),
-                         str(e, "DocNumber"));
+                         "JournalEntry %s (%s) has an amount that is not money", gw_str(e, "Id"),
+                         gw_str(e, "DocNumber"));
                 return;
             }
-            add_figure(d->booked, account, str(json_object_get(det, "TaxCodeRef"), "value"),
-                       sign * net, sign * tax, str(line, "Description"));
+            add_figure(d->booked, account, gw_str(json_object_get(det, "TaxCodeRef"), "value"),
+                       sign * net, sign * tax, gw_str(line, "Description"));
         }
     }
     run_next(r);
@@ -323,7 +318,7 @@ static bool day_figures(struct run *r)
         snprintf(number, sizeof number, "%lld",
                  (long long)json_integer_value(json_object_get(g, "financialGroupNumber")));
         snprintf(text, sizeof text, "Turnover group %s (%s)", number,
-                 str(g, "financialGroupName") ?: "");
+                 gw_str(g, "financialGroupName") ?: "");
         const char *account = lookup_table(r, "summary_income_accounts", number)
                                   ?: lookup_table(r, "summary_income_accounts", "*");
         if (account == NULL) {
@@ -342,7 +337,7 @@ static bool day_figures(struct run *r)
                 continue;
             }
             char why[300];
-            const char *country = str(v, "countryIso3") ?: c->default_country ?: "";
+            const char *country = gw_str(v, "countryIso3") ?: c->default_country ?: "";
             const char *code = lookup_tax_code(
                 r, country, json_integer_value(json_object_get(v, "vatCode")), why, sizeof why);
             if (code == NULL) {
@@ -354,7 +349,7 @@ static bool day_figures(struct run *r)
     }
     json_array_foreach(json_object_get(d->journal, "paymentList"), i, v)
     {
-        const char *method = str(v, "method") ?: "";
+        const char *method = gw_str(v, "method") ?: "";
         int64_t amount = qbo_cents_field(v, "amount");
         const char *account = lookup_table(r, "sales_deposit_accounts", method)
                                   ?: lookup_table(r, "sales_deposit_accounts", "*");
@@ -414,24 +409,24 @@ static bool entry_lines(struct run *r, json_t *lines, json_t *tax_lines, int64_t
         char amount[MPLUS_NUM_LEN], tax_amount[MPLUS_NUM_LEN];
         mplus_cents_format(sign * net, amount, sizeof amount);
         mplus_cents_format(sign * tax, tax_amount, sizeof tax_amount);
-        const char *code = str(f, "tax_code");
+        const char *code = gw_str(f, "tax_code");
         json_array_append_new(lines, json_pack("{s:s, s:s, s:s, s:s*, s:s*, s:s}", "posting",
                                                sign > 0 ? "Credit" : "Debit", "account",
-                                               str(f, "account"), "amount", amount, "tax_code",
+                                               gw_str(f, "account"), "amount", amount, "tax_code",
                                                code, "tax_amount", code ? tax_amount : NULL,
-                                               "description", str(f, "text") ?: ""));
+                                               "description", gw_str(f, "text") ?: ""));
         if (code == NULL)
             continue;
         *total_tax += tax;
         json_t *list = lookup_tax_rates(r->t, code);
         json_t *first = json_array_get(list, 0);
-        const char *rate = str(first, "rate");
+        const char *rate = gw_str(first, "rate");
         if (rate == NULL)
             continue; /* a code without rates (US): TaxAmount alone */
         json_t *e = json_object_get(rates, rate);
         if (e == NULL) {
             e = json_pack("{s:s, s:s, s:I, s:I}", "rate", rate, "percent",
-                          str(first, "percent") ?: "0", "net", (json_int_t)0, "amount",
+                          gw_str(first, "percent") ?: "0", "net", (json_int_t)0, "amount",
                           (json_int_t)0);
             json_object_set_new(rates, rate, e);
         }
@@ -445,7 +440,7 @@ static bool entry_lines(struct run *r, json_t *lines, json_t *tax_lines, int64_t
         mplus_cents_format(figure(f, "amount"), amount, sizeof amount);
         json_array_append_new(tax_lines,
                               json_pack("{s:s, s:s, s:s, s:s}", "rate", key, "percent",
-                                        str(f, "percent"), "net", net, "amount", amount));
+                                        gw_str(f, "percent"), "net", net, "amount", amount));
     }
     json_decref(rates);
     json_decref(keys);
@@ -471,14 +466,14 @@ static void entry_written(const struct qbo_result *res, void *arg)
         return;
     }
     json_t *e = json_object_get(res->body, "JournalEntry");
-    if (str(e, "Id") == NULL) {
+    if (gw_str(e, "Id") == NULL) {
         run_fail(r, OUTCOME_RETRY, NULL, "create JournalEntry: QuickBooks answered without an Id");
         return;
     }
-    json_array_append_new(d->entries, json_pack("{s:s, s:s}", "id", str(e, "Id"), "doc_number",
-                                                str(e, "DocNumber") ?: ""));
-    task_note(r->t, "created JournalEntry %s (%s) for branch %s, financial day %s", str(e, "Id"),
-              str(e, "DocNumber") ?: "", d->branch, d->date);
+    json_array_append_new(d->entries, json_pack("{s:s, s:s}", "id", gw_str(e, "Id"), "doc_number",
+                                                gw_str(e, "DocNumber") ?: ""));
+    task_note(r->t, "created JournalEntry %s (%s) for branch %s, financial day %s", gw_str(e, "Id"),
+              gw_str(e, "DocNumber") ?: "", d->branch, d->date);
     remember(r);
     run_done(r);
 }
@@ -494,9 +489,9 @@ static void note_figures(struct run *r)
         char net[MPLUS_NUM_LEN], tax[MPLUS_NUM_LEN];
         mplus_cents_format(figure(f, "net"), net, sizeof net);
         mplus_cents_format(figure(f, "tax"), tax, sizeof tax);
-        task_note(r->t, "%s: account %s%s%s %s%s%s", str(f, "text"), str(f, "account"),
-                  str(f, "tax_code") ? ", TaxCode " : "", str(f, "tax_code") ?: "", net,
-                  str(f, "tax_code") ? " + VAT " : "", str(f, "tax_code") ? tax : "");
+        task_note(r->t, "%s: account %s%s%s %s%s%s", gw_str(f, "text"), gw_str(f, "account"),
+                  gw_str(f, "tax_code") ? ", TaxCode " : "", gw_str(f, "tax_code") ?: "", net,
+                  gw_str(f, "tax_code") ? " + VAT " : "", gw_str(f, "tax_code") ? tax : "");
     }
 }
 

@@ -13,6 +13,7 @@
 #include "clients.h"
 #include "task.h"
 #include "log.h"
+#include "metrics.h"
 #include "qbo.h"
 #include "util.h"
 
@@ -28,10 +29,11 @@
  * connection needs it, so its due time only says how soon it runs once a
  * `tokens` import or the OAuth callback has brought tokens back. */
 #define AUTH_RECHECK_MS 1000
-/* An offered payload (dispatch_offer, at most DISPATCH_OFFERS, about 30 KiB
- * for a receipt of five lines) never taken, because its event waits behind
+/* Places for offered payloads (dispatch_offer), by id: a catalogue page of
+ * a thousand articles fits. One never taken, because its event waits behind
  * another, gives its place up this many ids later. */
-#define OFFER_STALE 1024
+#define OFFER_SLOTS 2048
+#define OFFER_STALE (4 * OFFER_SLOTS)
 
 enum circuit { CIRCUIT_CLOSED, CIRCUIT_OPEN, CIRCUIT_HALF_OPEN };
 static const char *const circuit_names[] = {"closed", "open", "half_open"};
@@ -94,8 +96,9 @@ struct dispatcher {
     struct {
         uint64_t id;
         json_t *payload;
-    } offers[DISPATCH_OFFERS];
-    size_t noffers; /* of them holding a payload */
+        size_t bytes; /* its stored text */
+    } offers[OFFER_SLOTS];
+    size_t offer_bytes; /* of those holding a payload */
 };
 
 /* ---- helpers ----------------------------------------------------------------- */
@@ -562,28 +565,32 @@ static bool conn_can_start(struct dispatcher *d, struct dconn *dc, int64_t now)
 
 /* ---- payloads offered by the poller -------------------------------------------- */
 
-void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload)
+void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, size_t text_len)
 {
     if (d == NULL || payload == NULL)
         return;
-    size_t i = id % DISPATCH_OFFERS;
+    size_t i = id % OFFER_SLOTS;
     if (d->offers[i].payload != NULL && d->offers[i].id + OFFER_STALE > id)
         return; /* an older one, which runs first */
-    if (d->offers[i].payload == NULL)
-        d->noffers++;
+    size_t freed = d->offers[i].payload != NULL ? d->offers[i].bytes : 0;
+    if (d->offer_bytes - freed + text_len > DISPATCH_OFFER_BYTES)
+        return;
     json_decref(d->offers[i].payload);
+    d->offer_bytes = d->offer_bytes - freed + text_len;
     d->offers[i].id = id;
     d->offers[i].payload = json_incref(payload);
+    d->offers[i].bytes = text_len;
+    metrics_offer(false);
 }
 
-size_t dispatch_offers_open(const struct dispatcher *d)
+size_t dispatch_offered_bytes(const struct dispatcher *d)
 {
-    return d ? d->noffers : 0;
+    return d ? d->offer_bytes : 0;
 }
 
 static bool offered(const struct dispatcher *d, uint64_t id)
 {
-    size_t i = id % DISPATCH_OFFERS;
+    size_t i = id % OFFER_SLOTS;
     return d->offers[i].payload != NULL && d->offers[i].id == id;
 }
 
@@ -592,20 +599,22 @@ static json_t *take_offer(struct dispatcher *d, uint64_t id)
 {
     if (!offered(d, id))
         return NULL;
-    json_t *p = d->offers[id % DISPATCH_OFFERS].payload;
-    d->offers[id % DISPATCH_OFFERS].payload = NULL;
-    d->noffers--;
+    size_t i = id % OFFER_SLOTS;
+    json_t *p = d->offers[i].payload;
+    d->offers[i].payload = NULL;
+    d->offer_bytes -= d->offers[i].bytes;
+    metrics_offer(true);
     return p;
 }
 
 void dispatch_drop_offers(struct dispatcher *d)
 {
-    for (size_t i = 0; d != NULL && i < DISPATCH_OFFERS; i++) {
+    for (size_t i = 0; d != NULL && i < OFFER_SLOTS; i++) {
         json_decref(d->offers[i].payload);
         d->offers[i].payload = NULL;
     }
     if (d != NULL)
-        d->noffers = 0;
+        d->offer_bytes = 0;
 }
 
 /* Start one event; returns false when its connection cannot take work now. */

@@ -31,14 +31,15 @@ struct dispatcher *dispatch_new(struct event_base *base, const struct gw_config 
 void dispatch_kick(struct dispatcher *d);
 /*
  * A just-polled event's payload as the poller parsed it (a reference is
- * taken): its first run uses it instead of parsing the stored text again.
- * A few hundred are kept at most, the oldest first (they run first); the
- * others are parsed from the store as usual.
+ * taken), and the length of its stored text: its first run uses it instead
+ * of parsing that text again. Payloads are kept up to DISPATCH_OFFER_BYTES
+ * of stored text (parsed, one takes about seven times its text), the oldest
+ * first (they run first); the others are parsed from the store as usual.
  */
-void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload);
-#define DISPATCH_OFFERS 128 /* payloads kept at most */
-/* Payloads offered and not yet taken. */
-size_t dispatch_offers_open(const struct dispatcher *d);
+void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, size_t text_len);
+#define DISPATCH_OFFER_BYTES (1u << 20)
+/* Stored text of the payloads offered and not yet taken, in bytes. */
+size_t dispatch_offered_bytes(const struct dispatcher *d);
 /* Drop the payloads offered (the store's were rewritten: gateway forget). */
 void dispatch_drop_offers(struct dispatcher *d);
 /* Stop taking new events; those running finish. */

@@ -1,5 +1,5 @@
 /*
- * metrics.c - webhook and commit counters.
+ * metrics.c - webhook, commit, delivery and payload counters.
  */
 #include "metrics.h"
 
@@ -19,6 +19,16 @@ static const char *const result_names[MR_COUNT] = {
 void metrics_webhook(enum metric_source s, enum metric_result r)
 {
     webhooks[s][r]++;
+}
+
+static uint64_t offers_made, offers_taken;
+
+void metrics_offer(bool taken)
+{
+    if (taken)
+        offers_taken++;
+    else
+        offers_made++;
 }
 
 static uint64_t deliveries[MA_COUNT][MO_COUNT];
@@ -91,4 +101,16 @@ void metrics_render(FILE *out)
     fprintf(out, "# HELP gateway_committed_requests_total Webhook requests made durable.\n"
                  "# TYPE gateway_committed_requests_total counter\n");
     fprintf(out, "gateway_committed_requests_total %llu\n", (unsigned long long)committed_requests);
+    fprintf(out,
+            "# HELP gateway_payloads_offered_total Polled payloads handed to the dispatcher "
+            "as parsed.\n"
+            "# TYPE gateway_payloads_offered_total counter\n"
+            "gateway_payloads_offered_total %llu\n",
+            (unsigned long long)offers_made);
+    fprintf(out,
+            "# HELP gateway_payloads_reused_total First runs that used the parsed payload "
+            "instead of parsing the stored text.\n"
+            "# TYPE gateway_payloads_reused_total counter\n"
+            "gateway_payloads_reused_total %llu\n",
+            (unsigned long long)offers_taken);
 }

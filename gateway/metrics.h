@@ -5,6 +5,7 @@
 #ifndef GW_METRICS_H
 #define GW_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -29,6 +30,9 @@ void metrics_delivery(enum metric_api api, enum metric_outcome outcome, double s
 
 /* Commit pipeline: one batch of n requests committed in seconds. */
 void metrics_commit(unsigned n, double seconds);
+/* A polled payload offered to the dispatcher (taken false), or taken by the
+ * first run of its event, which then parses no stored text (taken true). */
+void metrics_offer(bool taken);
 /* Write the counters in Prometheus text format. */
 void metrics_render(FILE *out);
 

@@ -19,7 +19,7 @@
 #define FAULT_BACKOFF_MAX_S 900
 /* A backfill pages at the dispatcher's pace: the next page waits while the
  * dispatcher has more than a quarter of its room for parsed payloads
- * (dispatch_offer) still untaken, so it runs each event on the page as
+ * (dispatch_offer, DISPATCH_OFFER_BYTES) still untaken, so it runs each event on the page as
  * parsed instead of parsing its stored text again; never longer than this. */
 #define READ_AHEAD_WAIT_MS 1000
 #define READ_AHEAD_TICK_MS 20
@@ -360,7 +360,7 @@ static void answered(struct target *t)
  * of the payloads offered to it. */
 static void next_page(struct target *t)
 {
-    t->paging = dispatch_offers_open(t->p->d) > DISPATCH_OFFERS / 4 &&
+    t->paging = dispatch_offered_bytes(t->p->d) > DISPATCH_OFFER_BYTES / 4 &&
                 gw_now_ms() - t->paged_ms < READ_AHEAD_WAIT_MS;
     if (t->paging)
         arm(t, READ_AHEAD_TICK_MS);
@@ -381,7 +381,8 @@ static void page_done(struct commit_job *job)
         size_t added = ingest_new_pending(&pj->in);
         for (size_t i = 0; i < pj->in.events.n && added > 0; i++)
             if (!pj->in.puts[i].duplicate && pj->in.puts[i].state == GW_PENDING)
-                dispatch_offer(t->p->d, pj->in.puts[i].id, pj->in.events.ev[i].payload);
+                dispatch_offer(t->p->d, pj->in.puts[i].id, pj->in.events.ev[i].payload,
+                               pj->in.payloads[i] ? strlen(pj->in.payloads[i]) : 0);
         if (added > 0) {
             gw_log(GW_LOG_INFO, t->c->name, 0, "polled %zu %s changes (marker %lld)", added,
                    t->k->name, (long long)t->marker);

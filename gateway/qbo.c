@@ -1072,8 +1072,7 @@ char *qbo_authorize_url(struct qbo *q, const struct gw_connection *c)
         free(st);
         return NULL;
     }
-    for (size_t i = 0; i < sizeof rnd; i++)
-        snprintf(st->state + 2 * i, 3, "%02x", rnd[i]);
+    gw_hex(rnd, sizeof rnd, st->state);
     st->c = c;
     st->expires_ms = gw_now_ms() + STATE_TTL_MS;
     st->next = q->states;

@@ -298,3 +298,13 @@ const char *gw_str(const json_t *o, const char *k)
 {
     return json_string_value(json_object_get(o, k));
 }
+
+void gw_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}

@@ -16,6 +16,9 @@
 /* The string member k of o (borrowed), or NULL: o not an object, k absent or no string. */
 const char *gw_str(const json_t *o, const char *k);
 
+/* n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes). */
+void gw_hex(const unsigned char *in, size_t n, char *out);
+
 /* Parse a whole decimal string into *out. False on empty input, junk, overflow. */
 bool gw_strtou64(const char *s, uint64_t *out);
 bool gw_strtoi64(const char *s, int64_t *out);

@@ -278,8 +278,7 @@ bool lookup_fp_of(json_t *value, char out[65])
     unsigned char h[32];
     sig_sha256(text, strlen(text), h);
     free(text);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", h[i]);
+    gw_hex(h, sizeof h, out);
     return true;
 }
 

@@ -606,6 +606,14 @@ class Gateway:
             h["Authorization"] = token
         return self.request("GET", path, headers=h, admin=True)
 
+    def metric(self, name):
+        """The value of an unlabelled counter in /metrics (0 when absent)."""
+        for line in self.admin_get("/metrics").body.decode().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                return float(parts[1])
+        return 0.0
+
     # -- CLI --
 
     def cli(self, *args, check=True):

@@ -205,6 +205,13 @@ class Catalogue(ProductsTestCase):
         self.assertEqual(koffie["IncomeAccountRef"]["value"], "79")
         self.assertEqual(koffie["ExpenseAccountRef"]["value"], "80")
 
+        # The articles ran on the payloads the poller parsed, not on their stored
+        # text parsed again (a page of 250 fits the dispatcher's room for them).
+        offered = self.gw.metric("gateway_payloads_offered_total")
+        reused = self.gw.metric("gateway_payloads_reused_total")
+        self.assertGreaterEqual(offered, 1007)
+        self.assertGreaterEqual(reused, 0.9 * 1007, "payloads offered %d, reused %d" % (offered, reused))
+
         # At most 1.1 QuickBooks requests per Item on the first sync (the index
         # of the company's Items, then one create each).
         item_requests = self.qbo_count(path_contains="/item") + self.qbo_count(

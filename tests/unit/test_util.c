@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "util.h"
@@ -91,6 +92,18 @@ static void test_media_type(void **state)
     assert_false(gw_media_type_is(NULL, "application/json"));
 }
 
+static void test_hex(void **state)
+{
+    (void)state;
+    const unsigned char in[] = {0x00, 0x0f, 0xa5, 0xff, 0x10};
+    char out[2 * sizeof in + 1];
+    memset(out, 'x', sizeof out);
+    gw_hex(in, sizeof in, out);
+    assert_string_equal(out, "000fa5ff10");
+    gw_hex(in, 0, out);
+    assert_string_equal(out, "");
+}
+
 static void test_financial_days(void **state)
 {
     (void)state;
@@ -116,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_media_type),
         cmocka_unit_test(test_utf8_prefix_and_lists),
         cmocka_unit_test(test_financial_days),
+        cmocka_unit_test(test_hex),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -20,6 +20,7 @@
 #include "util.h"
 
 #include <libxml/parser.h>
+#include <libxml/parserInternals.h>
 #include <libxml/tree.h>
 #include <limits.h>
 #include <math.h>
@@ -1449,10 +1450,8 @@ static const char *text_of(xmlNodePtr n, xmlChar **copy)
     return *copy ? (const char *)*copy : "";
 }
 
-static bool token_of(xmlNodePtr n, char *buf, size_t len)
+static bool token_in(const char *s, char *buf, size_t len)
 {
-    xmlChar *t;
-    const char *s = text_of(n, &t);
     while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
         s++;
     size_t k = strlen(s);
@@ -1463,30 +1462,35 @@ static bool token_of(xmlNodePtr n, char *buf, size_t len)
         memcpy(buf, s, k);
         buf[k] = '\0';
     }
-    xmlFree(t);
     return ok;
+}
+
+static json_t *text_in(struct reader *r, const char *s)
+{
+    json_t *v = json_string(s);
+    return v ? v : rerr(r, "text that is not UTF-8");
 }
 
 static json_t *read_text(struct reader *r, xmlNodePtr n)
 {
     xmlChar *t;
-    json_t *v = json_string(text_of(n, &t));
+    json_t *v = text_in(r, text_of(n, &t));
     xmlFree(t);
-    return v ? v : rerr(r, "text that is not UTF-8");
+    return v;
 }
 
-static bool read_int(xmlNodePtr n, int64_t *out)
+static bool int_in(const char *s, int64_t *out)
 {
     char buf[32];
-    return token_of(n, buf, sizeof buf) && gw_strtoi64(buf, out);
+    return token_in(s, buf, sizeof buf) && gw_strtoi64(buf, out);
 }
 
 /* xsd:decimal as canonical exact text: no '+', a digit before the point,
  * no bare point ("+.50" -> "0.50", "5." -> "5"). */
-static json_t *read_decimal(struct reader *r, xmlNodePtr n)
+static json_t *decimal_in(struct reader *r, const char *s)
 {
     char in[64], out[72];
-    if (!token_of(n, in, sizeof in))
+    if (!token_in(s, in, sizeof in))
         return rerr(r, "expected a decimal number");
     const char *p = in;
     size_t k = 0;
@@ -1515,18 +1519,20 @@ static json_t *read_decimal(struct reader *r, xmlNodePtr n)
     return json_string(out);
 }
 
-static json_t *read_time(struct reader *r, xmlNodePtr n, bool with_time)
+static const char *const time_parts[] = {"year", "mon", "day", "hour", "min", "sec", "timezone"};
+
+/* A SoapMplusDate (three parts) or SoapMplusDateTime (seven) from the text of
+ * its parts (NULL: absent), as ISO 8601 text, or JSON null when all are 0. */
+static json_t *time_in(struct reader *r, const char *const text[7], bool with_time)
 {
-    static const char *const parts[] = {"year", "mon", "day", "hour", "min", "sec", "timezone"};
     int v[7] = {0};
     int nparts = with_time ? 7 : 3;
     bool all_zero = true;
     for (int i = 0; i < nparts; i++) {
-        xmlNodePtr c = first_element(n, parts[i]);
         int64_t x;
-        if (c == NULL || !read_int(c, &x) || x < INT32_MIN || x > INT32_MAX)
+        if (text[i] == NULL || !int_in(text[i], &x) || x < INT32_MIN || x > INT32_MAX)
             return rerr(r, "%s without a valid <%s>",
-                        with_time ? "SoapMplusDateTime" : "SoapMplusDate", parts[i]);
+                        with_time ? "SoapMplusDateTime" : "SoapMplusDate", time_parts[i]);
         v[i] = (int)x;
         all_zero = all_zero && x == 0;
     }
@@ -1540,6 +1546,21 @@ static json_t *read_time(struct reader *r, xmlNodePtr n, bool with_time)
     char buf[40];
     iso_format(&t, with_time, buf, sizeof buf);
     return json_string(buf);
+}
+
+static json_t *read_time(struct reader *r, xmlNodePtr n, bool with_time)
+{
+    const char *text[7] = {NULL};
+    xmlChar *copy[7] = {NULL};
+    for (int i = 0; i < (with_time ? 7 : 3); i++) {
+        xmlNodePtr c = first_element(n, time_parts[i]);
+        if (c != NULL)
+            text[i] = text_of(c, &copy[i]);
+    }
+    json_t *v = time_in(r, text, with_time);
+    for (int i = 0; i < 7; i++)
+        xmlFree(copy[i]);
+    return v;
 }
 
 static json_t *read_type(struct reader *r, xmlNodePtr el, struct xtype *t, int depth);
@@ -1574,22 +1595,23 @@ static json_t *read_generic(struct reader *r, xmlNodePtr el, int depth)
     return o;
 }
 
-static json_t *read_value(struct reader *r, xmlNodePtr el, const struct field *f, int depth)
+/* A field of a simple kind (not a date, not complex) from its text. */
+static json_t *scalar_in(struct reader *r, const struct field *f, const char *s)
 {
     int64_t n;
     char buf[MPLUS_NUM_LEN];
     switch (f->kind) {
     case F_TEXT:
-        return read_text(r, el);
+        return text_in(r, s);
     case F_INT:
     case F_LONG:
     case F_QTY: /* formatted once its places are known */
     case F_PLACES:
-        if (!read_int(el, &n))
+        if (!int_in(s, &n))
             return rerr(r, "expected an integer (%s)", kind_name(f));
         return json_integer((json_int_t)n);
     case F_BOOL:
-        if (!token_of(el, buf, sizeof buf))
+        if (!token_in(s, buf, sizeof buf))
             return rerr(r, "expected true or false");
         if (strcmp(buf, "true") == 0 || strcmp(buf, "1") == 0)
             return json_true();
@@ -1597,12 +1619,33 @@ static json_t *read_value(struct reader *r, xmlNodePtr el, const struct field *f
             return json_false();
         return rerr(r, "expected true or false, got '%s'", buf);
     case F_DECIMAL:
-        return read_decimal(r, el);
+        return decimal_in(r, s);
     case F_CENTS:
-        if (!read_int(el, &n))
+        if (!int_in(s, &n))
             return rerr(r, "expected an amount in cents");
         mplus_cents_format(n, buf, sizeof buf);
         return json_string(buf);
+    default:
+        return rerr(r, "unknown field kind");
+    }
+}
+
+static json_t *read_value(struct reader *r, xmlNodePtr el, const struct field *f, int depth)
+{
+    switch (f->kind) {
+    case F_TEXT:
+    case F_INT:
+    case F_LONG:
+    case F_QTY:
+    case F_PLACES:
+    case F_BOOL:
+    case F_DECIMAL:
+    case F_CENTS: {
+        xmlChar *t;
+        json_t *v = scalar_in(r, f, text_of(el, &t));
+        xmlFree(t);
+        return v;
+    }
     case F_DATE:
         return read_time(r, el, false);
     case F_DATETIME:
@@ -1664,22 +1707,29 @@ static json_t *fold_quantities(struct reader *r, json_t *o, struct xtype *t)
     return o;
 }
 
+/* The field of t named name, looked for from cur on (answers come in schema
+ * order), or -1. */
+static int field_at(const struct xtype *t, int cur, const char *name)
+{
+    for (int k = 0; k < t->n; k++) {
+        int j = (cur + k) % t->n;
+        if (strcmp(t->f[j].name, name) == 0)
+            return j;
+    }
+    return -1;
+}
+
 static json_t *read_type(struct reader *r, xmlNodePtr el, struct xtype *t, int depth)
 {
     if (depth > MAX_DEPTH)
         return rerr(r, "nested too deeply");
     json_t *o = json_object();
-    int cur = 0; /* answers come in schema order: look from the last match on */
+    int cur = 0;
     for (xmlNodePtr c = el->children; c; c = c->next) {
         if (!is_element(c, NULL))
             continue;
         const char *name = (const char *)c->name;
-        int i = -1;
-        for (int k = 0; k < t->n && i < 0; k++) {
-            int j = (cur + k) % t->n;
-            if (strcmp(t->f[j].name, name) == 0)
-                i = j;
-        }
+        int i = field_at(t, cur, name);
         size_t mark = rpath_push(r, name);
         json_t *v;
         if (i < 0)
@@ -1816,23 +1866,10 @@ static int result_kind(const struct op *o, json_t *body, char *code, size_t code
     return MPLUS_FAULT;
 }
 
-int mplus_parse_response(const char *op, const char *xml, size_t len, json_t **out, char *code,
-                         size_t codelen, char *msg, size_t msglen)
+/* The answer read as a document tree. */
+static int read_tree(const struct op *o, int oi, const char *xml, size_t len, json_t **out,
+                     char *code, size_t codelen, char *msg, size_t msglen)
 {
-    *out = NULL;
-    if (codelen > 0)
-        code[0] = '\0';
-    gw_errf(msg, msglen, "%s", "");
-    int oi = op_index(op);
-    if (oi < 0) {
-        gw_errf(msg, msglen, "unknown Mplus operation '%s'", op ? op : "(null)");
-        return -1;
-    }
-    const struct op *o = &ops[oi];
-    if (xml == NULL || len == 0 || len > INT_MAX) {
-        gw_errf(msg, msglen, "%s: %s answer", o->name, len ? "oversized" : "empty");
-        return -1;
-    }
     xmlResetLastError();
     xmlDocPtr doc = xmlReadMemory(xml, (int)len, NULL, NULL,
                                   XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
@@ -1871,6 +1908,434 @@ int mplus_parse_response(const char *op, const char *xml, size_t len, json_t **o
     }
     xmlFreeDoc(doc);
     return kind;
+}
+
+/* ---- reading answers as they are parsed ----------------------------------------------
+ *
+ * The usual answer is read from the parser's events straight into JSON, with
+ * no document tree in between. Anything out of the ordinary (a fault, a DTD,
+ * an element inside a value, a value that does not read, an XML error) stops
+ * it, and the answer is read again by the tree reader above, which says what
+ * is wrong in its usual words: so both give the same result, and the unit
+ * tests and the fuzz target compare them.
+ */
+
+#define STREAM_DEPTH 48 /* deeper answers are left to the tree reader */
+
+enum sframe_kind {
+    SF_SKIP,     /* not read: a SOAP header, a list's stray element, a nil value's content */
+    SF_ENVELOPE, /* the root */
+    SF_BODY,     /* the first Body in it */
+    SF_TYPE,     /* a complex type: an object */
+    SF_LIST,     /* a list type: an array */
+    SF_SCALAR,   /* a simple value: its text */
+    SF_NIL,      /* xsi:nil: null */
+    SF_TIME,     /* a date or date-time: its parts */
+    SF_PART,     /* one part of it */
+    SF_GENERIC,  /* an element the tables do not know: text, or an object once it has children */
+};
+
+struct sframe {
+    enum sframe_kind kind;
+    const char *name;      /* the element's local name (the parser's, valid while parsing) */
+    const struct field *f; /* the field it is, or NULL */
+    int fi;                /* the field's index in its parent type, -1 when unknown */
+    struct xtype *t;       /* SF_TYPE and SF_LIST: the type */
+    json_t *v;             /* SF_TYPE, SF_LIST, SF_GENERIC with children: the value so far */
+    int cur;               /* SF_TYPE: the field last matched */
+    int part;              /* SF_PART: which */
+    size_t part_at[7];     /* SF_TIME: where each part's text starts in parts, +1 (0: absent) */
+    bool taken;            /* SF_ENVELOPE: its Body was read; SF_BODY: its answer */
+};
+
+struct stream {
+    xmlParserCtxtPtr ctxt;
+    const struct op *o;
+    int oi;
+    struct reader r; /* only for the shared value readers' messages, never shown */
+    char msg[64];
+    bool stopped;
+    json_t *out;
+    struct sframe st[STREAM_DEPTH];
+    int depth;
+    char *text; /* the text of the innermost value being read */
+    size_t tlen, tcap;
+    char *parts; /* the texts of a date's parts, NUL-separated */
+    size_t plen, pcap;
+};
+
+static void stream_stop(struct stream *s)
+{
+    if (!s->stopped) {
+        s->stopped = true;
+        xmlStopParser(s->ctxt);
+    }
+}
+
+static bool stream_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t want = *cap ? *cap : 256;
+        while (want < *len + n + 1)
+            want *= 2;
+        char *grown = realloc(*buf, want);
+        if (grown == NULL)
+            return false;
+        *buf = grown;
+        *cap = want;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return true;
+}
+
+/* xsi:nil="true" or "1" among SAX2 attributes (localname, prefix, URI, value, end);
+ * *odd when a value holds an entity or a name an undeclared prefix, which the
+ * tree reader then judges. */
+static bool stream_nil(int n, const xmlChar **attrs, bool *odd)
+{
+    for (int i = 0; i < n; i++) {
+        const xmlChar **a = attrs + 5 * i;
+        size_t len = (size_t)(a[4] - a[3]);
+        if (memchr(a[3], '&', len) != NULL || (a[1] != NULL && a[2] == NULL))
+            *odd = true;
+        if (a[2] != NULL && xmlStrcmp(a[0], BAD_CAST "nil") == 0 &&
+            xmlStrcmp(a[2], BAD_CAST NS_XSI) == 0)
+            return (len == 4 && memcmp(a[3], "true", 4) == 0) ||
+                   (len == 1 && memcmp(a[3], "1", 1) == 0);
+    }
+    return false;
+}
+
+/* How an element holding field f is read. */
+static void stream_value(struct sframe *c, const struct field *f)
+{
+    c->f = f;
+    if (f->kind == F_DATE || f->kind == F_DATETIME) {
+        c->kind = SF_TIME;
+    } else if (f->kind != F_COMPLEX) {
+        c->kind = SF_SCALAR;
+    } else {
+        c->t = &schema.types[f->type];
+        c->kind = c->t->list ? SF_LIST : SF_TYPE;
+        c->v = c->t->list ? json_array() : json_object();
+    }
+}
+
+static void stream_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
+                         const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
+                         int nb_attributes, int nb_defaulted, const xmlChar **attributes)
+{
+    (void)nb_namespaces, (void)namespaces, (void)nb_defaulted;
+    struct stream *s = ctx;
+    if (s->stopped)
+        return;
+    if (s->depth == STREAM_DEPTH) {
+        stream_stop(s);
+        return;
+    }
+    const char *name = (const char *)localname;
+    struct sframe *p = s->depth > 0 ? &s->st[s->depth - 1] : NULL;
+    struct sframe *c = &s->st[s->depth];
+    memset(c, 0, sizeof *c);
+    c->name = name;
+    c->fi = -1;
+    /* An undeclared prefix is part of the name in the tree. */
+    bool odd = prefix != NULL && uri == NULL;
+    bool nil = stream_nil(nb_attributes, attributes, &odd);
+    if (odd) {
+        stream_stop(s);
+        return;
+    }
+    s->tlen = 0;
+    switch (p ? p->kind : SF_ENVELOPE) {
+    case SF_ENVELOPE:
+        if (p == NULL) {
+            if (strcmp(name, "Envelope") != 0) {
+                stream_stop(s);
+                return;
+            }
+            c->kind = SF_ENVELOPE;
+        } else if (!p->taken && strcmp(name, "Body") == 0) {
+            p->taken = true;
+            c->kind = SF_BODY;
+        }
+        break;
+    case SF_BODY:
+        if (p->taken)
+            break;
+        p->taken = true;
+        if (strcmp(name, s->o->response) != 0) { /* a fault, or not the answer */
+            stream_stop(s);
+            return;
+        }
+        c->kind = SF_TYPE;
+        c->t = &schema.types[schema.response[s->oi]];
+        c->v = json_object();
+        break;
+    case SF_TYPE:
+        c->fi = field_at(p->t, p->cur, name);
+        if (c->fi < 0) {
+            c->kind = SF_GENERIC;
+            break;
+        }
+        p->cur = c->fi;
+        if (nil) {
+            c->kind = SF_NIL;
+            c->f = &p->t->f[c->fi];
+        } else {
+            stream_value(c, &p->t->f[c->fi]);
+        }
+        break;
+    case SF_LIST:
+        if (strcmp(name, p->t->f[0].name) != 0)
+            break; /* a wrapper holds its items only */
+        if (nil)
+            c->kind = SF_NIL;
+        else
+            stream_value(c, &p->t->f[0]);
+        break;
+    case SF_TIME:
+        for (int i = 0; i < (p->f->kind == F_DATETIME ? 7 : 3); i++) {
+            if (p->part_at[i] == 0 && strcmp(name, time_parts[i]) == 0) {
+                c->kind = SF_PART;
+                c->part = i;
+            }
+        }
+        break;
+    case SF_GENERIC:
+        if (p->v == NULL)
+            p->v = json_object();
+        c->kind = SF_GENERIC;
+        break;
+    case SF_SCALAR:
+    case SF_PART:
+        stream_stop(s); /* an element inside a value */
+        return;
+    case SF_SKIP:
+    case SF_NIL:
+        break;
+    }
+    if (((c->kind == SF_TYPE || c->kind == SF_LIST) && c->v == NULL) ||
+        (p != NULL && p->kind == SF_GENERIC && p->v == NULL)) {
+        stream_stop(s); /* out of memory */
+        return;
+    }
+    s->depth++;
+}
+
+/* Put v (taken) into the value of p, as the tree reader does. */
+static bool stream_put(struct stream *s, struct sframe *p, struct sframe *c, json_t *v)
+{
+    json_t *old;
+    switch (p->kind) {
+    case SF_BODY:
+        s->out = v;
+        return true;
+    case SF_LIST:
+        return json_array_append_new(p->v, v) == 0;
+    case SF_TYPE:
+        old = json_object_get(p->v, c->name);
+        if (c->fi >= 0 && p->t->f[c->fi].repeated) {
+            if (old == NULL && json_object_set_new_nocheck(p->v, c->name, old = json_array()) != 0)
+                old = NULL;
+            return old != NULL && json_array_append_new(old, v) == 0;
+        }
+        if (old == NULL)
+            return json_object_set_new_nocheck(p->v, c->name, v) == 0;
+        break; /* twice */
+    case SF_GENERIC:
+        old = json_object_get(p->v, c->name);
+        if (old == NULL)
+            return json_object_set_new_nocheck(p->v, c->name, v) == 0;
+        if (json_is_array(old))
+            return json_array_append_new(old, v) == 0;
+        return json_object_set_new_nocheck(p->v, c->name, json_pack("[O,o]", old, v)) == 0;
+    default:
+        break;
+    }
+    json_decref(v);
+    return false;
+}
+
+static void stream_end(void *ctx, const xmlChar *localname, const xmlChar *prefix,
+                       const xmlChar *uri)
+{
+    (void)localname, (void)prefix, (void)uri;
+    struct stream *s = ctx;
+    if (s->stopped || s->depth == 0)
+        return;
+    struct sframe *c = &s->st[--s->depth];
+    struct sframe *p = s->depth > 0 ? &s->st[s->depth - 1] : NULL;
+    const char *text = s->tlen > 0 ? s->text : "";
+    json_t *v = NULL;
+    switch (c->kind) {
+    case SF_SKIP:
+    case SF_ENVELOPE:
+        return;
+    case SF_BODY:
+        if (!c->taken)
+            stream_stop(s); /* an empty Body */
+        return;
+    case SF_PART:
+        p->part_at[c->part] = s->plen + 1;
+        if (!stream_append(&s->parts, &s->plen, &s->pcap, text, strlen(text) + 1))
+            stream_stop(s);
+        return;
+    case SF_NIL:
+        v = json_null();
+        break;
+    case SF_SCALAR:
+        v = scalar_in(&s->r, c->f, text);
+        break;
+    case SF_TIME: {
+        const char *parts[7] = {NULL};
+        for (int i = 0; i < 7; i++)
+            parts[i] = c->part_at[i] ? s->parts + c->part_at[i] - 1 : NULL;
+        v = time_in(&s->r, parts, c->f->kind == F_DATETIME);
+        s->plen = 0;
+        break;
+    }
+    case SF_TYPE:
+        v = fold_quantities(&s->r, c->v, c->t);
+        c->v = NULL;
+        if (v != NULL && c->f != NULL && c->t->box) {
+            json_t *boxed = json_incref(json_object_get(v, c->t->f[0].name));
+            json_decref(v);
+            v = boxed ? boxed : json_null();
+        }
+        break;
+    case SF_LIST:
+        v = c->v;
+        c->v = NULL;
+        break;
+    case SF_GENERIC:
+        v = c->v ? c->v : text_in(&s->r, text);
+        c->v = NULL;
+        break;
+    }
+    s->tlen = 0;
+    if (v == NULL || !stream_put(s, p, c, v))
+        stream_stop(s);
+}
+
+static void stream_text(void *ctx, const xmlChar *ch, int len)
+{
+    struct stream *s = ctx;
+    if (s->stopped || s->depth == 0)
+        return;
+    const struct sframe *c = &s->st[s->depth - 1];
+    if ((c->kind == SF_SCALAR || c->kind == SF_PART || (c->kind == SF_GENERIC && c->v == NULL)) &&
+        !stream_append(&s->text, &s->tlen, &s->tcap, (const char *)ch, (size_t)len))
+        stream_stop(s);
+}
+
+static void stream_dtd(void *ctx, const xmlChar *name, const xmlChar *external_id,
+                       const xmlChar *system_id)
+{
+    (void)name, (void)external_id, (void)system_id;
+    stream_stop(ctx); /* SOAP forbids a DTD: the tree reader says so */
+}
+
+static void stream_reference(void *ctx, const xmlChar *name)
+{
+    (void)name;
+    stream_stop(ctx);
+}
+
+static void stream_quiet(void *ctx, xmlErrorPtr error)
+{
+    (void)ctx, (void)error;
+}
+
+/* The answer read as it is parsed: its kind, or MPLUS_NOT_STREAMED. */
+static int read_stream(const struct op *o, int oi, const char *xml, size_t len, json_t **out,
+                       char *code, size_t codelen, char *msg, size_t msglen)
+{
+    struct stream *s = calloc(1, sizeof *s);
+    xmlParserCtxtPtr ctxt = s ? xmlCreateMemoryParserCtxt(xml, (int)len) : NULL;
+    if (ctxt == NULL) {
+        free(s);
+        return MPLUS_NOT_STREAMED;
+    }
+    xmlSAXHandler sax = {0};
+    sax.initialized = XML_SAX2_MAGIC;
+    sax.startElementNs = stream_start;
+    sax.endElementNs = stream_end;
+    sax.characters = stream_text;
+    sax.ignorableWhitespace = stream_text;
+    sax.cdataBlock = stream_text;
+    sax.internalSubset = stream_dtd;
+    sax.externalSubset = stream_dtd;
+    sax.reference = stream_reference;
+    sax.serror = stream_quiet;
+    *ctxt->sax = sax;
+    ctxt->userData = s;
+    xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+    s->ctxt = ctxt;
+    s->o = o;
+    s->oi = oi;
+    s->r = (struct reader){.op = o->name, .msg = s->msg, .msglen = sizeof s->msg};
+    xmlParseDocument(ctxt);
+    bool read = !s->stopped && ctxt->wellFormed && s->depth == 0 && s->out != NULL;
+    for (int i = 0; i < s->depth; i++)
+        json_decref(s->st[i].v);
+    xmlFreeParserCtxt(ctxt);
+    free(s->text);
+    free(s->parts);
+    json_t *j = s->out;
+    free(s);
+    if (!read) {
+        json_decref(j);
+        return MPLUS_NOT_STREAMED;
+    }
+    *out = j;
+    return result_kind(o, j, code, codelen, msg, msglen);
+}
+
+enum { READ_EITHER, READ_TREE, READ_STREAM };
+
+static int parse_answer(const char *op, const char *xml, size_t len, json_t **out, char *code,
+                        size_t codelen, char *msg, size_t msglen, int how)
+{
+    *out = NULL;
+    if (codelen > 0)
+        code[0] = '\0';
+    gw_errf(msg, msglen, "%s", "");
+    int oi = op_index(op);
+    if (oi < 0) {
+        gw_errf(msg, msglen, "unknown Mplus operation '%s'", op ? op : "(null)");
+        return -1;
+    }
+    const struct op *o = &ops[oi];
+    if (xml == NULL || len == 0 || len > INT_MAX) {
+        gw_errf(msg, msglen, "%s: %s answer", o->name, len ? "oversized" : "empty");
+        return -1;
+    }
+    int kind = how == READ_TREE ? MPLUS_NOT_STREAMED
+                                : read_stream(o, oi, xml, len, out, code, codelen, msg, msglen);
+    if (kind == MPLUS_NOT_STREAMED && how != READ_STREAM)
+        kind = read_tree(o, oi, xml, len, out, code, codelen, msg, msglen);
+    return kind;
+}
+
+int mplus_parse_response(const char *op, const char *xml, size_t len, json_t **out, char *code,
+                         size_t codelen, char *msg, size_t msglen)
+{
+    return parse_answer(op, xml, len, out, code, codelen, msg, msglen, READ_EITHER);
+}
+
+int mplus_parse_response_tree(const char *op, const char *xml, size_t len, json_t **out, char *code,
+                              size_t codelen, char *msg, size_t msglen)
+{
+    return parse_answer(op, xml, len, out, code, codelen, msg, msglen, READ_TREE);
+}
+
+int mplus_parse_response_stream(const char *op, const char *xml, size_t len, json_t **out,
+                                char *code, size_t codelen, char *msg, size_t msglen)
+{
+    return parse_answer(op, xml, len, out, code, codelen, msg, msglen, READ_STREAM);
 }
 
 /* ---- URLs ---------------------------------------------------------------------------- */

@@ -104,6 +104,18 @@ int mplus_parse_response(const char *op, const char *xml, size_t len, json_t **o
                          size_t codelen, char *msg, size_t msglen);
 
 /*
+ * The two readers behind mplus_parse_response, for the tests that compare
+ * them. The streaming one (the usual answer, read as it is parsed) returns
+ * MPLUS_NOT_STREAMED for what it leaves to the tree reader: faults, errors,
+ * anything unusual. The tree reader reads everything.
+ */
+#define MPLUS_NOT_STREAMED (-2)
+int mplus_parse_response_stream(const char *op, const char *xml, size_t len, json_t **out,
+                                char *code, size_t codelen, char *msg, size_t msglen);
+int mplus_parse_response_tree(const char *op, const char *xml, size_t len, json_t **out, char *code,
+                              size_t codelen, char *msg, size_t msglen);
+
+/*
  * Copy url into out with the values of the ident and secret query parameters
  * (and a password in user:password@) replaced by ***. Safe for logs and event
  * histories; a truncated copy never holds a partial secret.

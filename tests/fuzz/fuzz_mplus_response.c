@@ -35,6 +35,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
             free(text);
         }
+        /* The streaming reader, where it reads the answer, reads it as the
+         * tree reader does. */
+        json_t *tree = NULL, *stream = NULL;
+        char tcode[64], tmsg[1024], scode[64], smsg[1024];
+        int tk = mplus_parse_response_tree(ops[i], (const char *)data, size, &tree, tcode,
+                                           sizeof tcode, tmsg, sizeof tmsg);
+        int sk = mplus_parse_response_stream(ops[i], (const char *)data, size, &stream, scode,
+                                             sizeof scode, smsg, sizeof smsg);
+        if (tk != kind)
+            abort();
+        if (sk != MPLUS_NOT_STREAMED) {
+            char *a = stream ? json_dumps(stream, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            char *b = tree ? json_dumps(tree, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            if (sk != tk || strcmp(scode, tcode) != 0 || strcmp(smsg, tmsg) != 0 ||
+                (stream == NULL) != (tree == NULL) || (a == NULL) != (stream == NULL) ||
+                (b == NULL) != (tree == NULL) || (a && b && strcmp(a, b) != 0))
+                abort();
+            free(a);
+            free(b);
+        }
+        json_decref(tree);
+        json_decref(stream);
         json_decref(out);
     }
     return 0;

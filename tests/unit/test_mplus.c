@@ -198,9 +198,33 @@ static char *envelope(const char *body)
     return xml;
 }
 
+/* An answer read by mplus_parse_response, after checking that its two
+ * readers agree: the streaming one reads every answer the tree reader reads
+ * as OK, and whatever it reads, it reads as the tree reader does. */
 static int parse(const char *op, const char *body, json_t **out, char *code, char *msg)
 {
     char *xml = envelope(body);
+    json_t *tree, *stream;
+    char tcode[64], tmsg[1024], scode[64], smsg[1024];
+    int tk = mplus_parse_response_tree(op, xml, strlen(xml), &tree, tcode, 64, tmsg, 1024);
+    int sk = mplus_parse_response_stream(op, xml, strlen(xml), &stream, scode, 64, smsg, 1024);
+    if (tk == MPLUS_OK)
+        assert_int_not_equal(sk, MPLUS_NOT_STREAMED);
+    if (sk != MPLUS_NOT_STREAMED) {
+        assert_int_equal(sk, tk);
+        assert_string_equal(scode, tcode);
+        assert_string_equal(smsg, tmsg);
+        assert_int_equal(stream == NULL, tree == NULL);
+        if (tree != NULL) {
+            char *a = json_dumps(stream, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            char *b = json_dumps(tree, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            assert_string_equal(a, b); /* the same members in the same order */
+            free(a);
+            free(b);
+        }
+    }
+    json_decref(tree);
+    json_decref(stream);
     int k = mplus_parse_response(op, xml, strlen(xml), out, code, 64, msg, 1024);
     free(xml);
     return k;

@@ -20,7 +20,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -44,8 +43,7 @@ static bool secret_name(const char *name)
     return false;
 }
 
-/* A copy of v with secret-looking members' values replaced. */
-static json_t *redacted(json_t *v)
+json_t *activity_redacted(json_t *v)
 {
     if (json_is_object(v)) {
         json_t *out = json_object();
@@ -53,7 +51,7 @@ static json_t *redacted(json_t *v)
         json_t *m;
         json_object_foreach(v, k, m)
         {
-            json_object_set_new(out, k, secret_name(k) ? json_string("***") : redacted(m));
+            json_object_set_new(out, k, secret_name(k) ? json_string("***") : activity_redacted(m));
         }
         return out;
     }
@@ -63,7 +61,7 @@ static json_t *redacted(json_t *v)
         json_t *m;
         json_array_foreach(v, i, m)
         {
-            json_array_append_new(out, redacted(m));
+            json_array_append_new(out, activity_redacted(m));
         }
         return out;
     }
@@ -79,7 +77,7 @@ static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
 {
     if (body == NULL)
         return NULL;
-    json_t *clean = redacted(body);
+    json_t *clean = activity_redacted(body);
     char *text = json_dumps(clean, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
     json_decref(clean);
     if (text == NULL)
@@ -109,28 +107,77 @@ static json_t *cut_text(const struct task *t, const char *text, size_t len)
     return out;
 }
 
+/* Whether the ASCII letters of needle (lowercase) start text[0..len), in any case. */
+static bool starts_nocase(const char *text, size_t len, const char *needle)
+{
+    size_t i = 0;
+    for (; needle[i] != '\0'; i++) {
+        if (i == len)
+            return false;
+        unsigned char c = (unsigned char)text[i];
+        if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)needle[i])
+            return false;
+    }
+    return true;
+}
+
+/*
+ * One pass over the text: at each letter that starts a secret part, and at
+ * each quote (a secret name is a whole member name), compare. A letter can
+ * hide in JSON text only as a \u escape, so a text with one counts as
+ * possibly secret and is parsed and redacted.
+ */
+bool activity_may_hold_secret(const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c >= 'A' && c <= 'Z')
+            c += 32;
+        const char *rest = text + i;
+        size_t left = len - i;
+        bool hit = false;
+        switch (c) {
+        case '\\':
+            hit = left > 1 && rest[1] == 'u';
+            break;
+        case 'p':
+            hit = starts_nocase(rest, left, "password");
+            break;
+        case 's':
+            hit = starts_nocase(rest, left, "secret");
+            break;
+        case 'a':
+            hit = starts_nocase(rest, left, "authorization") ||
+                  starts_nocase(rest, left, "apikey") || starts_nocase(rest, left, "api_key") ||
+                  starts_nocase(rest, left, "access_token");
+            break;
+        case 'r':
+            hit = starts_nocase(rest, left, "refresh_token");
+            break;
+        case '"':
+            for (size_t k = 0; secret_names[k] && !hit; k++) {
+                size_t n = strlen(secret_names[k]);
+                hit = left > n + 1 && starts_nocase(rest + 1, left - 1, secret_names[k]) &&
+                      rest[n + 1] == '"';
+            }
+            break;
+        default:
+            break;
+        }
+        if (hit)
+            return true;
+    }
+    return false;
+}
+
 /* A QuickBooks body as it went over the wire, when nothing in it could be a
- * member redacted() hides: the text itself, with no parse, copy or second
- * dump. NULL sends the caller down the redacting path. */
+ * member activity_redacted() hides: the text itself, with no parse, copy or
+ * second dump. NULL sends the caller down the redacting path. */
 static json_t *wire_text(const struct task *t, const char *text, size_t len)
 {
-    if (text == NULL || len == 0)
+    if (text == NULL || len == 0 || activity_may_hold_secret(text, len))
         return NULL;
-    char *low = malloc(len);
-    if (low == NULL)
-        return NULL;
-    for (size_t i = 0; i < len; i++)
-        low[i] = (char)tolower((unsigned char)text[i]);
-    bool secret = false;
-    for (size_t i = 0; secret_parts[i] && !secret; i++)
-        secret = memmem(low, len, secret_parts[i], strlen(secret_parts[i])) != NULL;
-    for (size_t i = 0; secret_names[i] && !secret; i++) {
-        char quoted[32];
-        snprintf(quoted, sizeof quoted, "\"%s\"", secret_names[i]);
-        secret = memmem(low, len, quoted, strlen(quoted)) != NULL;
-    }
-    free(low);
-    return secret ? NULL : cut_text(t, text, len);
+    return cut_text(t, text, len);
 }
 
 /* One exchange on its way: the entry to complete and whom to answer. */

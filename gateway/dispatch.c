@@ -96,7 +96,9 @@ struct dispatcher {
     struct {
         uint64_t id;
         json_t *payload;
-        size_t bytes; /* its stored text */
+        json_t *record;
+        char *record_text; /* as stored */
+        size_t bytes;      /* of stored text: the payload's and the record's */
     } offers[OFFER_SLOTS];
     size_t offer_bytes; /* of those holding a payload */
 };
@@ -565,21 +567,42 @@ static bool conn_can_start(struct dispatcher *d, struct dconn *dc, int64_t now)
 
 /* ---- payloads offered by the poller -------------------------------------------- */
 
-void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, size_t text_len)
+/* Give up offer place i (its payload, record and texts). */
+static void drop_offer(struct dispatcher *d, size_t i)
+{
+    if (d->offers[i].payload == NULL)
+        return;
+    json_decref(d->offers[i].payload);
+    json_decref(d->offers[i].record);
+    free(d->offers[i].record_text);
+    d->offer_bytes -= d->offers[i].bytes;
+    d->offers[i].payload = d->offers[i].record = NULL;
+    d->offers[i].record_text = NULL;
+}
+
+void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, size_t payload_len,
+                    json_t *record, char **record_text)
 {
     if (d == NULL || payload == NULL)
         return;
     size_t i = id % OFFER_SLOTS;
     if (d->offers[i].payload != NULL && d->offers[i].id + OFFER_STALE > id)
         return; /* an older one, which runs first */
+    size_t text_len = *record_text ? strlen(*record_text) : 0;
+    size_t bytes = payload_len + text_len;
     size_t freed = d->offers[i].payload != NULL ? d->offers[i].bytes : 0;
-    if (d->offer_bytes - freed + text_len > DISPATCH_OFFER_BYTES)
+    if (d->offer_bytes - freed + bytes > DISPATCH_OFFER_BYTES)
         return;
-    json_decref(d->offers[i].payload);
-    d->offer_bytes = d->offer_bytes - freed + text_len;
+    drop_offer(d, i);
+    d->offer_bytes += bytes;
     d->offers[i].id = id;
     d->offers[i].payload = json_incref(payload);
-    d->offers[i].bytes = text_len;
+    d->offers[i].bytes = bytes;
+    if (record != NULL && *record_text != NULL) {
+        d->offers[i].record = json_incref(record);
+        d->offers[i].record_text = *record_text;
+        *record_text = NULL;
+    }
     metrics_offer(false);
 }
 
@@ -594,27 +617,33 @@ static bool offered(const struct dispatcher *d, uint64_t id)
     return d->offers[i].payload != NULL && d->offers[i].id == id;
 }
 
-/* The offered payload of event id (a new reference), or NULL. */
+/* The offered payload of event id (a new reference), or NULL; the offer goes. */
 static json_t *take_offer(struct dispatcher *d, uint64_t id)
 {
     if (!offered(d, id))
         return NULL;
     size_t i = id % OFFER_SLOTS;
-    json_t *p = d->offers[i].payload;
-    d->offers[i].payload = NULL;
-    d->offer_bytes -= d->offers[i].bytes;
+    json_t *p = json_incref(d->offers[i].payload);
+    drop_offer(d, i);
     metrics_offer(true);
     return p;
 }
 
+/* Event id's record as stored in text (len bytes): the offered one when it
+ * was offered with that very text, else parsed. A new reference, or NULL. */
+static json_t *record_of(struct dispatcher *d, uint64_t id, const char *text, size_t len)
+{
+    size_t i = id % OFFER_SLOTS;
+    if (offered(d, id) && d->offers[i].record_text != NULL &&
+        strlen(d->offers[i].record_text) == len && memcmp(d->offers[i].record_text, text, len) == 0)
+        return json_incref(d->offers[i].record);
+    return json_loadb(text, len, 0, NULL);
+}
+
 void dispatch_drop_offers(struct dispatcher *d)
 {
-    for (size_t i = 0; d != NULL && i < OFFER_SLOTS; i++) {
-        json_decref(d->offers[i].payload);
-        d->offers[i].payload = NULL;
-    }
-    if (d != NULL)
-        d->offer_bytes = 0;
+    for (size_t i = 0; d != NULL && i < OFFER_SLOTS; i++)
+        drop_offer(d, i);
 }
 
 /* Start one event; returns false when its connection cannot take work now. */
@@ -762,7 +791,7 @@ static void scan(struct dispatcher *d)
         struct candidate *k = &c.list[i];
         json_t *rec = NULL;
         if (d->nrunning < (size_t)d->cfg->max_in_flight)
-            rec = json_loadb(k->text, k->len, 0, NULL);
+            rec = record_of(d, k->id, k->text, k->len);
         /* start_event keeps the texts when it starts the event. */
         if (rec == NULL ||
             !start_event(d, k->id, rec, k->text, k->len, &k->payload, k->payload_len))

@@ -30,13 +30,17 @@ struct dispatcher *dispatch_new(struct event_base *base, const struct gw_config 
 /* Look for due events soon (new events were stored). */
 void dispatch_kick(struct dispatcher *d);
 /*
- * A just-polled event's payload as the poller parsed it (a reference is
- * taken), and the length of its stored text: its first run uses it instead
- * of parsing that text again. Payloads are kept up to DISPATCH_OFFER_BYTES
- * of stored text (parsed, one takes about seven times its text), the oldest
- * first (they run first); the others are parsed from the store as usual.
+ * A just-polled event as the poller made it: its payload as parsed, with the
+ * length of its stored text, and its record with the stored text of that
+ * (references are taken; *record_text too, set to NULL, when kept). Its
+ * first run uses them instead of parsing the stored texts again (the record
+ * only while the store holds that very text). They are kept up to
+ * DISPATCH_OFFER_BYTES of stored text (parsed, a payload takes about seven
+ * times its text), the oldest first (they run first); the others are parsed
+ * from the store as usual.
  */
-void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, size_t text_len);
+void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, size_t payload_len,
+                    json_t *record, char **record_text);
 #define DISPATCH_OFFER_BYTES (1u << 20)
 /* Stored text of the payloads offered and not yet taken, in bytes. */
 size_t dispatch_offered_bytes(const struct dispatcher *d);

@@ -382,7 +382,8 @@ static void page_done(struct commit_job *job)
         for (size_t i = 0; i < pj->in.events.n && added > 0; i++)
             if (!pj->in.puts[i].duplicate && pj->in.puts[i].state == GW_PENDING)
                 dispatch_offer(t->p->d, pj->in.puts[i].id, pj->in.events.ev[i].payload,
-                               pj->in.payloads[i] ? strlen(pj->in.payloads[i]) : 0);
+                               pj->in.payloads[i] ? strlen(pj->in.payloads[i]) : 0,
+                               pj->in.events.ev[i].record, &pj->in.texts[i]);
         if (added > 0) {
             gw_log(GW_LOG_INFO, t->c->name, 0, "polled %zu %s changes (marker %lld)", added,
                    t->k->name, (long long)t->marker);

@@ -586,6 +586,96 @@ static void body_key(unsigned char out[12], uint64_t id, uint32_t attempt)
         out[8 + i] = (unsigned char)(attempt >> (24 - 8 * i));
 }
 
+/*
+ * A value of bodies is "GWB1", then per call a byte saying which bodies follow
+ * (1 request, 2 response) and each as a 32-bit big-endian length and its
+ * bytes: the texts as they are, never escaped into JSON strings, which cost
+ * more than the rest of an outcome's commit. Values a release before this
+ * one wrote are the JSON array itself; both read the same.
+ */
+#define BODIES_MAGIC "GWB1"
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (24 - 8 * i));
+}
+
+/* bodies ([{request, response}] of strings) as a value; NULL when one is no
+ * string (stored as JSON then) or memory ran out. */
+static unsigned char *frame_bodies(json_t *bodies, size_t *len)
+{
+    static const char *const keys[] = {"request", "response"};
+    size_t n = 4, i;
+    json_t *b;
+    json_array_foreach(bodies, i, b)
+    {
+        n++;
+        for (int k = 0; k < 2; k++) {
+            json_t *x = json_object_get(b, keys[k]);
+            if (x != NULL && (!json_is_string(x) || json_string_length(x) > UINT32_MAX))
+                return NULL;
+            n += x ? 4 + json_string_length(x) : 0;
+        }
+    }
+    unsigned char *out = malloc(n), *w = out;
+    if (out == NULL)
+        return NULL;
+    memcpy(w, BODIES_MAGIC, 4);
+    w += 4;
+    json_array_foreach(bodies, i, b)
+    {
+        unsigned char *flags = w++;
+        *flags = 0;
+        for (int k = 0; k < 2; k++) {
+            json_t *x = json_object_get(b, keys[k]);
+            if (x == NULL)
+                continue;
+            *flags |= (unsigned char)(1 << k);
+            size_t m = json_string_length(x);
+            put_be32(w, (uint32_t)m);
+            memcpy(w + 4, json_string_value(x), m);
+            w += 4 + m;
+        }
+    }
+    *len = n;
+    return out;
+}
+
+/* A value of bodies as [{request, response}], or NULL when it does not read. */
+static json_t *load_bodies(const void *data, size_t len)
+{
+    static const char *const keys[] = {"request", "response"};
+    const unsigned char *p = data, *end = p + len;
+    if (len < 4 || memcmp(p, BODIES_MAGIC, 4) != 0)
+        return json_loadb(data, len, 0, NULL);
+    json_t *bodies = json_array();
+    for (p += 4; bodies != NULL && p < end;) {
+        unsigned flags = *p++;
+        json_t *b = json_object();
+        for (int k = 0; b != NULL && k < 2; k++) {
+            if (!(flags & (1u << k)))
+                continue;
+            uint32_t m = 0;
+            for (int i = 0; i < 4 && p + i < end; i++)
+                m = m << 8 | p[i];
+            json_t *x =
+                (size_t)(end - p) >= 4 + (size_t)m ? json_stringn((const char *)p + 4, m) : NULL;
+            if (x == NULL || json_object_set_new(b, keys[k], x) != 0) {
+                json_decref(b);
+                b = NULL;
+            }
+            p += (size_t)(end - p) >= 4 + (size_t)m ? 4 + (size_t)m : (size_t)(end - p);
+        }
+        if (b == NULL || (flags & ~3u) != 0 || json_array_append_new(bodies, b) != 0) {
+            json_decref(b);
+            json_decref(bodies);
+            bodies = NULL;
+        }
+    }
+    return bodies;
+}
+
 /* rec with the bodies of its calls stored apart: *lean a copy without them
  * (NULL when rec holds none). */
 static int split_bodies(struct store_txn *t, uint64_t id, json_t *rec, json_t **lean)
@@ -621,11 +711,14 @@ static int split_bodies(struct store_txn *t, uint64_t id, json_t *rec, json_t **
             json_object_del(c, "request");
             json_object_del(c, "response");
         }
-        char *text = json_dumps(bodies, JSON_COMPACT);
+        size_t len = 0;
+        char *text = (char *)frame_bodies(bodies, &len);
+        if (text == NULL && (text = json_dumps(bodies, JSON_COMPACT)) != NULL)
+            len = strlen(text);
         json_decref(bodies);
         unsigned char kb[12];
         body_key(kb, id, (uint32_t)json_integer_value(json_object_get(h, "attempt")));
-        MDB_val k = {sizeof kb, kb}, v = {text ? strlen(text) : 0, text};
+        MDB_val k = {sizeof kb, kb}, v = {len, text};
         int rc = text ? mdb_put(t->txn, t->st->bodies, &k, &v, 0) : ENOMEM;
         free(text);
         if (rc != 0) {
@@ -673,7 +766,7 @@ static void join_bodies(struct store *st, MDB_txn *txn, uint64_t id, json_t *rec
         MDB_val k = {sizeof kb, kb}, v;
         if (mdb_get(txn, st->bodies, &k, &v) != 0)
             continue;
-        json_t *bodies = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        json_t *bodies = load_bodies(v.mv_data, v.mv_size);
         json_array_foreach(calls, j, c)
         {
             json_t *b = json_array_get(bodies, j);
@@ -1445,6 +1538,18 @@ static char *forget_value(const MDB_val *v, const char *addr, size_t *outlen)
     char *raw = redacted(v->mv_data, v->mv_size, addr, &n);
     if (raw == NULL)
         return NULL;
+    if (v->mv_size >= 4 && memcmp(v->mv_data, BODIES_MAGIC, 4) == 0) {
+        /* Bodies as they are: redacted in each, framed again. */
+        json_t *bodies = load_bodies(v->mv_data, v->mv_size);
+        char *framed = NULL;
+        if (bodies != NULL && redact_json(bodies, addr))
+            framed = (char *)frame_bodies(bodies, outlen);
+        json_decref(bodies);
+        if (framed != NULL) {
+            free(raw);
+            return framed;
+        }
+    }
     json_t *j = json_loadb(v->mv_data, v->mv_size, JSON_DECODE_ANY, NULL);
     if (j != NULL && redact_json(j, addr)) {
         char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);

@@ -10,6 +10,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "sig.h"
 #include "store.h"
 #include "util.h"
@@ -194,20 +196,27 @@ static void test_forget_and_compact(void **state)
     store_close(st);
 }
 
-static int with_calls_fn(struct store_txn *t, void *arg)
+/* Event id's history becomes the one attempt entry (taken). */
+static int put_attempt(struct store_txn *t, uint64_t id, json_t *entry)
 {
-    uint64_t id = *(uint64_t *)arg;
     json_t *rec;
     int rc = store_txn_get_event(t, id, &rec);
-    if (rc != 0)
+    if (rc != 0) {
+        json_decref(entry);
         return rc;
-    json_t *entry = json_pack("{s:I, s:[{s:s, s:s, s:s}, {s:s}]}", "attempt", (json_int_t)1,
-                              "calls", "path", "/customer", "request", "{\"DisplayName\":\"A\"}",
-                              "response", "{\"Customer\":{}}", "path", "/query");
+    }
     json_object_set_new(rec, "history", json_pack("[o]", entry));
     rc = store_txn_put_event(t, id, rec, NULL, NULL);
     json_decref(rec);
     return rc;
+}
+
+static int with_calls_fn(struct store_txn *t, void *arg)
+{
+    return put_attempt(t, *(uint64_t *)arg,
+                       json_pack("{s:I, s:[{s:s, s:s, s:s}, {s:s}]}", "attempt", (json_int_t)1,
+                                 "calls", "path", "/customer", "request", "{\"DisplayName\":\"A\"}",
+                                 "response", "{\"Customer\":{}}", "path", "/query"));
 }
 
 static int raw_cb(uint64_t id, const char *rec, size_t len, void *arg)
@@ -249,6 +258,94 @@ static void test_bodies_apart(void **state)
     calls = json_object_get(json_array_get(json_object_get(rec, "history"), 0), "calls");
     assert_string_equal(json_string_value(json_object_get(json_array_get(calls, 0), "request")),
                         "{\"DisplayName\":\"A\"}");
+    json_decref(rec);
+    store_close(st);
+}
+
+/* The raw value of the one entry in the bodies database of the store at sub,
+ * replaced by old when not NULL (the store closed meanwhile). */
+static char *bodies_value(const char *sub, const char *old, size_t *len)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "bodies", 0, &dbi), 0);
+    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+    char *got = malloc(v.mv_size + 1);
+    memcpy(got, v.mv_data, v.mv_size);
+    got[v.mv_size] = '\0';
+    *len = v.mv_size;
+    mdb_cursor_close(cur);
+    if (old != NULL) {
+        MDB_val nv = {strlen(old), (void *)old};
+        assert_int_equal(mdb_put(txn, dbi, &k, &nv, 0), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    return got;
+}
+
+static int email_calls_fn(struct store_txn *t, void *arg)
+{
+    return put_attempt(t, *(uint64_t *)arg,
+                       json_pack("{s:I, s:[{s:s, s:s}]}", "attempt", (json_int_t)1, "calls",
+                                 "request",
+                                 "{\"Email\":\"femke@example.nl\",\"Note\":\"a \\\"quote\\\"\"}",
+                                 "response", "{\"Id\":\"7\"}"));
+}
+
+static const char *first_body(json_t *rec, const char *which)
+{
+    json_t *calls = json_object_get(json_array_get(json_object_get(rec, "history"), 0), "calls");
+    return json_string_value(json_object_get(json_array_get(calls, 0), which));
+}
+
+/* Bodies are stored as they are, not escaped into JSON; a forget redacts in
+ * them; the JSON arrays older releases stored still read. */
+static void test_bodies_framed_and_old_ones_read(void **state)
+{
+    (void)state;
+    struct store *st = open_fresh("frames", 1, 64);
+    char err[GW_ERR_LEN];
+    struct store_put p;
+    put_init(&p, "f1", "{\"state\":\"done\"}", GW_DONE);
+    assert_int_equal(store_ingest(st, &p, 1, err, sizeof err), 0);
+    assert_int_equal(store_write(st, email_calls_fn, &p.id, err, sizeof err), 0);
+    store_close(st);
+    size_t len;
+    char *raw = bodies_value("frames", NULL, &len);
+    assert_memory_equal(raw, "GWB1", 4);
+    static const char unescaped[] = "\"Note\":\"a \\\"quote\\\"\"";
+    assert_non_null(memmem(raw, len, unescaped, sizeof unescaped - 1));
+    free(raw);
+
+    st = open_fresh("frames", 1, 64);
+    struct forget_result res;
+    assert_int_equal(store_write(st, forget_fn, &res, err, sizeof err), 0);
+    assert_int_equal(res.events, 1);
+    json_t *rec;
+    assert_int_equal(store_get_event(st, p.id, &rec, err, sizeof err), 0);
+    assert_string_equal(first_body(rec, "request"),
+                        "{\"Email\":\"[forgotten]\",\"Note\":\"a \\\"quote\\\"\"}");
+    assert_string_equal(first_body(rec, "response"), "{\"Id\":\"7\"}");
+    json_decref(rec);
+    store_close(st);
+
+    /* As a release before framing wrote them. */
+    free(bodies_value("frames", "[{\"request\":\"{\\\"Old\\\":1}\"}]", &len));
+    st = open_fresh("frames", 1, 64);
+    assert_int_equal(store_get_event(st, p.id, &rec, err, sizeof err), 0);
+    assert_string_equal(first_body(rec, "request"), "{\"Old\":1}");
+    assert_null(first_body(rec, "response"));
     json_decref(rec);
     store_close(st);
 }
@@ -458,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_raw_body_kept),
         cmocka_unit_test(test_forget_and_compact),
         cmocka_unit_test(test_bodies_apart),
+        cmocka_unit_test(test_bodies_framed_and_old_ones_read),
         cmocka_unit_test(test_map_full_grows_and_keeps_everything),
         cmocka_unit_test(test_purge_keeps_dead_and_recent),
         cmocka_unit_test(test_purge_strips_dead_bodies_in_small_steps),

@@ -127,41 +127,48 @@ static bool starts_nocase(const char *text, size_t len, const char *needle)
  * hide in JSON text only as a \u escape, so a text with one counts as
  * possibly secret and is parsed and redacted.
  */
+static unsigned char lower_at(const char *text, size_t len, size_t i)
+{
+    unsigned char c = i < len ? (unsigned char)text[i] : 0;
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
 bool activity_may_hold_secret(const char *text, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if (c >= 'A' && c <= 'Z')
-            c += 32;
+        unsigned char c = lower_at(text, len, i);
+        if (c != '"' && c != '\\' && c != 'p' && c != 's' && c != 'a' && c != 'r')
+            continue;
         const char *rest = text + i;
         size_t left = len - i;
+        unsigned char next = lower_at(text, len, i + 1);
         bool hit = false;
         switch (c) {
         case '\\':
-            hit = left > 1 && rest[1] == 'u';
+            hit = next == 'u';
             break;
         case 'p':
-            hit = starts_nocase(rest, left, "password");
+            hit = next == 'a' && starts_nocase(rest, left, "password");
             break;
         case 's':
-            hit = starts_nocase(rest, left, "secret");
+            hit = next == 'e' && starts_nocase(rest, left, "secret");
             break;
         case 'a':
-            hit = starts_nocase(rest, left, "authorization") ||
-                  starts_nocase(rest, left, "apikey") || starts_nocase(rest, left, "api_key") ||
-                  starts_nocase(rest, left, "access_token");
+            hit = (next == 'u' && starts_nocase(rest, left, "authorization")) ||
+                  (next == 'p' &&
+                   (starts_nocase(rest, left, "apikey") || starts_nocase(rest, left, "api_key"))) ||
+                  (next == 'c' && starts_nocase(rest, left, "access_token"));
             break;
         case 'r':
-            hit = starts_nocase(rest, left, "refresh_token");
+            hit = next == 'e' && starts_nocase(rest, left, "refresh_token");
             break;
         case '"':
-            for (size_t k = 0; secret_names[k] && !hit; k++) {
-                size_t n = strlen(secret_names[k]);
-                hit = left > n + 1 && starts_nocase(rest + 1, left - 1, secret_names[k]) &&
-                      rest[n + 1] == '"';
-            }
-            break;
-        default:
+            if (next == 't' || next == 'i' || next == 'p')
+                for (size_t k = 0; secret_names[k] && !hit; k++) {
+                    size_t n = strlen(secret_names[k]);
+                    hit = left > n + 1 && starts_nocase(rest + 1, left - 1, secret_names[k]) &&
+                          rest[n + 1] == '"';
+                }
             break;
         }
         if (hit)

@@ -10,7 +10,8 @@
  *   meta     name                -> value (per-state counters, tokens, markers)
  *   bodies   be64(id) be32(attempt) -> the request and response bodies of that
  *                                 attempt's calls (the activity log), kept out of
- *                                 the record; store_get_event joins them
+ *                                 the record, as they are ("GWB1" frames; older
+ *                                 stores: a JSON array); store_get_event joins them
  *
  * An event is queued while its state is pending, retrying or in_flight (an
  * in_flight event whose process died is simply due again), and listed under

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "config.h"
 #include "dispatch.h"
 #include "sig.h"
@@ -140,11 +142,55 @@ static void test_entity_order_and_queue(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The room for payloads the poller offers: counted by their stored text,
+ * bounded by DISPATCH_OFFER_BYTES, given back when they are dropped (as a
+ * forget does); one that does not fit is not kept, and its record text stays
+ * with the caller. */
+static void test_offer_room(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_in_flight = 8;
+    struct dispatcher *d = dispatch_new(base, &cfg, NULL, NULL, NULL, NULL);
+    json_t *payload = json_object(), *rec = json_object();
+    char *text = strdup("{\"state\":\"pending\"}");
+    size_t text_len = strlen(text);
+    dispatch_offer(d, 1, payload, 1000, rec, &text);
+    assert_null(text); /* kept with the offer */
+    assert_int_equal(dispatch_offered_bytes(d), 1000 + text_len);
+    assert_int_equal(payload->refcount, 2);
+    assert_int_equal(rec->refcount, 2);
+
+    char *big = strdup("{}");
+    dispatch_offer(d, 2, payload, DISPATCH_OFFER_BYTES, rec, &big);
+    assert_non_null(big); /* did not fit: not kept */
+    free(big);
+    assert_int_equal(dispatch_offered_bytes(d), 1000 + text_len);
+    assert_int_equal(payload->refcount, 2);
+
+    char *none = NULL;
+    dispatch_offer(d, 3, payload, DISPATCH_OFFER_BYTES - 1000 - text_len, NULL, &none);
+    assert_int_equal(dispatch_offered_bytes(d), DISPATCH_OFFER_BYTES);
+    assert_int_equal(payload->refcount, 3);
+
+    dispatch_drop_offers(d);
+    assert_int_equal(dispatch_offered_bytes(d), 0);
+    assert_int_equal(payload->refcount, 1);
+    assert_int_equal(rec->refcount, 1);
+    json_decref(payload);
+    json_decref(rec);
+    dispatch_free(d);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff_full_jitter),
         cmocka_unit_test(test_entity_order_and_queue),
+        cmocka_unit_test(test_offer_room),
     };
     return cmocka_run_group_tests_name("dispatch", tests, NULL, NULL);
 }

@@ -393,7 +393,7 @@ static void forget_done(struct commit_job *job)
     struct forget_job *f = (struct forget_job *)job;
     struct later *l = f->l;
     if (job->status == 0 && !f->dry_run)
-        dispatch_drop_offers(f->dispatcher); /* parsed before the address went */
+        dispatch_drop_offers(f->dispatcher); /* stale now: free them at once */
     if (!l->gone) {
         evhttp_connection_set_closecb(evhttp_request_get_connection(l->req), NULL, NULL);
         if (job->status != 0) {
@@ -612,12 +612,7 @@ void admin_handle(struct admin *s, struct evhttp_request *req)
                         ? json_array()
                         : report_events(s->d.st, &f, err, sizeof err);
         evhttp_clear_headers(&q);
-        if (a == NULL) {
-            reply_text(req, 503, "Service Unavailable", err);
-            return;
-        }
-        reply_json(req, 200, "OK", a);
-        json_decref(a);
+        reply_report(req, a, err);
         return;
     }
     if (strncmp(path, "/api/events/", 12) == 0) {

@@ -18,6 +18,7 @@ struct committer {
     struct event *done_ev;
     struct event *stage_ev; /* hands the staged jobs over, once per loop turn */
     struct commit_job *staged_head, *staged_tail;     /* loop thread: submitted this turn */
+    long staged_n, staged_urgent;                     /* of them, and of those not lazy */
     struct commit_job *(*idle)(void *arg, bool busy); /* see committer_set_idle */
     void (*before)(void *arg, struct commit_job *head, unsigned n);
     void *before_arg;
@@ -233,12 +234,9 @@ static void hand_over(struct committer *c)
     struct commit_job *head = c->staged_head, *tail = c->staged_tail;
     if (head == NULL)
         return;
+    long n = c->staged_n, urgent = c->staged_urgent;
     c->staged_head = c->staged_tail = NULL;
-    long n = 0, urgent = 0;
-    for (struct commit_job *j = head; j; j = j->next) {
-        n++;
-        urgent += !j->lazy;
-    }
+    c->staged_n = c->staged_urgent = 0;
     pthread_mutex_lock(&c->mu);
     c->last_submit = mono_seconds();
     if (c->todo_head == NULL)
@@ -303,6 +301,8 @@ void committer_submit(struct committer *c, struct commit_job *job)
         event_active(c->stage_ev, EV_READ, 0);
     }
     c->staged_tail = job;
+    c->staged_n++;
+    c->staged_urgent += !job->lazy;
 }
 
 void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *arg, bool busy),

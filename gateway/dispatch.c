@@ -93,14 +93,13 @@ struct dispatcher {
     struct dconn *conns;
     bool draining;
     unsigned rng;
-    struct {
+    struct offer {
         uint64_t id;
-        json_t *payload;
-        json_t *record;
-        char *record_text; /* as stored */
-        size_t bytes;      /* of stored text: the payload's and the record's */
+        json_t *payload, *record;         /* as parsed */
+        char *payload_text, *record_text; /* as stored */
+        size_t payload_len, record_len;
     } offers[OFFER_SLOTS];
-    size_t offer_bytes; /* of those holding a payload */
+    size_t offer_bytes; /* of stored text, in the offers holding a payload */
 };
 
 /* ---- helpers ----------------------------------------------------------------- */
@@ -570,39 +569,34 @@ static bool conn_can_start(struct dispatcher *d, struct dconn *dc, int64_t now)
 /* Give up offer place i (its payload, record and texts). */
 static void drop_offer(struct dispatcher *d, size_t i)
 {
-    if (d->offers[i].payload == NULL)
+    struct offer *o = &d->offers[i];
+    if (o->payload == NULL)
         return;
-    json_decref(d->offers[i].payload);
-    json_decref(d->offers[i].record);
-    free(d->offers[i].record_text);
-    d->offer_bytes -= d->offers[i].bytes;
-    d->offers[i].payload = d->offers[i].record = NULL;
-    d->offers[i].record_text = NULL;
+    json_decref(o->payload);
+    json_decref(o->record);
+    free(o->payload_text);
+    free(o->record_text);
+    d->offer_bytes -= o->payload_len + o->record_len;
+    memset(o, 0, sizeof *o);
 }
 
-void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, size_t payload_len,
-                    json_t *record, char **record_text)
+void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, char **payload_text,
+                    size_t payload_len, json_t *record, char **record_text, size_t record_len)
 {
-    if (d == NULL || payload == NULL)
+    if (d == NULL || payload == NULL || *payload_text == NULL || record == NULL ||
+        *record_text == NULL)
         return;
-    size_t i = id % OFFER_SLOTS;
-    if (d->offers[i].payload != NULL && d->offers[i].id + OFFER_STALE > id)
+    struct offer *o = &d->offers[id % OFFER_SLOTS];
+    if (o->payload != NULL && o->id + OFFER_STALE > id)
         return; /* an older one, which runs first */
-    size_t text_len = *record_text ? strlen(*record_text) : 0;
-    size_t bytes = payload_len + text_len;
-    size_t freed = d->offers[i].payload != NULL ? d->offers[i].bytes : 0;
-    if (d->offer_bytes - freed + bytes > DISPATCH_OFFER_BYTES)
+    size_t freed = o->payload != NULL ? o->payload_len + o->record_len : 0;
+    if (d->offer_bytes - freed + payload_len + record_len > DISPATCH_OFFER_BYTES)
         return;
-    drop_offer(d, i);
-    d->offer_bytes += bytes;
-    d->offers[i].id = id;
-    d->offers[i].payload = json_incref(payload);
-    d->offers[i].bytes = bytes;
-    if (record != NULL && *record_text != NULL) {
-        d->offers[i].record = json_incref(record);
-        d->offers[i].record_text = *record_text;
-        *record_text = NULL;
-    }
+    drop_offer(d, id % OFFER_SLOTS);
+    *o = (struct offer){id,           json_incref(payload), json_incref(record), *payload_text,
+                        *record_text, payload_len,          record_len};
+    *payload_text = *record_text = NULL;
+    d->offer_bytes += payload_len + record_len;
     metrics_offer(false);
 }
 
@@ -611,33 +605,30 @@ size_t dispatch_offered_bytes(const struct dispatcher *d)
     return d ? d->offer_bytes : 0;
 }
 
-static bool offered(const struct dispatcher *d, uint64_t id)
+/* Event id's offer, when the store still holds what it was made of: the
+ * texts are compared (a forget may have rewritten them since). */
+static struct offer *offer_of(struct dispatcher *d, uint64_t id, const char *rec, size_t rec_len,
+                              const char *payload, size_t payload_len)
 {
-    size_t i = id % OFFER_SLOTS;
-    return d->offers[i].payload != NULL && d->offers[i].id == id;
-}
-
-/* The offered payload of event id (a new reference), or NULL; the offer goes. */
-static json_t *take_offer(struct dispatcher *d, uint64_t id)
-{
-    if (!offered(d, id))
+    struct offer *o = &d->offers[id % OFFER_SLOTS];
+    if (o->payload == NULL || o->id != id || o->record_len != rec_len ||
+        o->payload_len != payload_len || memcmp(o->record_text, rec, rec_len) != 0 ||
+        memcmp(o->payload_text, payload, payload_len) != 0)
         return NULL;
-    size_t i = id % OFFER_SLOTS;
-    json_t *p = json_incref(d->offers[i].payload);
-    drop_offer(d, i);
-    metrics_offer(true);
-    return p;
+    return o;
 }
 
-/* Event id's record as stored in text (len bytes): the offered one when it
- * was offered with that very text, else parsed. A new reference, or NULL. */
-static json_t *record_of(struct dispatcher *d, uint64_t id, const char *text, size_t len)
+/* Event id's offer goes; its payload (a new reference) when use, else NULL. */
+static json_t *take_offer(struct dispatcher *d, uint64_t id, bool use)
 {
-    size_t i = id % OFFER_SLOTS;
-    if (offered(d, id) && d->offers[i].record_text != NULL &&
-        strlen(d->offers[i].record_text) == len && memcmp(d->offers[i].record_text, text, len) == 0)
-        return json_incref(d->offers[i].record);
-    return json_loadb(text, len, 0, NULL);
+    struct offer *o = &d->offers[id % OFFER_SLOTS];
+    if (o->payload == NULL || o->id != id)
+        return NULL;
+    json_t *p = use ? json_incref(o->payload) : NULL;
+    drop_offer(d, id % OFFER_SLOTS);
+    if (use)
+        metrics_offer(true);
+    return p;
 }
 
 void dispatch_drop_offers(struct dispatcher *d)
@@ -648,7 +639,7 @@ void dispatch_drop_offers(struct dispatcher *d)
 
 /* Start one event; returns false when its connection cannot take work now. */
 static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *text, size_t len,
-                        char **payload_text, size_t payload_len)
+                        char **payload_text, size_t payload_len, bool offered)
 {
     const char *cname = json_string_value(json_object_get(rec, "connection"));
     struct dconn *dc = dconn_of(d, cname);
@@ -677,7 +668,7 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *te
     r->payload_text = *payload_text; /* taken over */
     *payload_text = NULL;
     r->payload_len = payload_len;
-    r->payload = take_offer(d, id);
+    r->payload = take_offer(d, id, offered);
     r->task.conn = dc ? dc->c : NULL;
     r->task.clients = d->clients;
     r->task.steps = json_array();
@@ -707,11 +698,13 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *te
 
 /* ---- scanning ------------------------------------------------------------------ */
 
-/* Events to start, with copies of their record and payload. */
+/* Events to start, with copies of their record and payload (none when the
+ * poller's offer holds both as stored). */
 struct candidate {
     uint64_t id;
     char *text, *payload;
     size_t len, payload_len;
+    struct offer *offer;
 };
 
 struct candidates {
@@ -759,8 +752,9 @@ static int due_cb(const struct store_due *e, void *arg)
     k->id = e->id;
     k->text = copy_bytes(e->rec, e->rec_len);
     k->len = e->rec_len;
-    k->payload =
-        e->payload && !offered(c->d, e->id) ? copy_bytes(e->payload, e->payload_len) : NULL;
+    k->offer =
+        e->payload ? offer_of(c->d, e->id, e->rec, e->rec_len, e->payload, e->payload_len) : NULL;
+    k->payload = e->payload && !k->offer ? copy_bytes(e->payload, e->payload_len) : NULL;
     k->payload_len = e->payload_len;
     if (k->text != NULL)
         c->n++;
@@ -791,10 +785,10 @@ static void scan(struct dispatcher *d)
         struct candidate *k = &c.list[i];
         json_t *rec = NULL;
         if (d->nrunning < (size_t)d->cfg->max_in_flight)
-            rec = record_of(d, k->id, k->text, k->len);
+            rec = k->offer ? json_incref(k->offer->record) : json_loadb(k->text, k->len, 0, NULL);
         /* start_event keeps the texts when it starts the event. */
-        if (rec == NULL ||
-            !start_event(d, k->id, rec, k->text, k->len, &k->payload, k->payload_len))
+        if (rec == NULL || !start_event(d, k->id, rec, k->text, k->len, &k->payload, k->payload_len,
+                                        k->offer != NULL))
             free(k->text);
         free(k->payload);
         json_decref(rec);

@@ -30,21 +30,21 @@ struct dispatcher *dispatch_new(struct event_base *base, const struct gw_config 
 /* Look for due events soon (new events were stored). */
 void dispatch_kick(struct dispatcher *d);
 /*
- * A just-polled event as the poller made it: its payload as parsed, with the
- * length of its stored text, and its record with the stored text of that
- * (references are taken; *record_text too, set to NULL, when kept). Its
- * first run uses them instead of parsing the stored texts again (the record
- * only while the store holds that very text). They are kept up to
+ * A just-polled event as the poller made it: its payload and record as
+ * parsed, and their texts as stored (references are taken; the texts too,
+ * set to NULL, when the offer is kept). Its first run uses the parsed ones
+ * instead of parsing the stored texts again, as long as the store holds those
+ * very texts (a forget may rewrite them). Offers are kept up to
  * DISPATCH_OFFER_BYTES of stored text (parsed, a payload takes about seven
  * times its text), the oldest first (they run first); the others are parsed
  * from the store as usual.
  */
-void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, size_t payload_len,
-                    json_t *record, char **record_text);
+void dispatch_offer(struct dispatcher *d, uint64_t id, json_t *payload, char **payload_text,
+                    size_t payload_len, json_t *record, char **record_text, size_t record_len);
 #define DISPATCH_OFFER_BYTES (1u << 20)
 /* Stored text of the payloads offered and not yet taken, in bytes. */
 size_t dispatch_offered_bytes(const struct dispatcher *d);
-/* Drop the payloads offered (the store's were rewritten: gateway forget). */
+/* Drop the payloads offered (a forget rewrote the store: their memory goes at once). */
 void dispatch_drop_offers(struct dispatcher *d);
 /* Stop taking new events; those running finish. */
 void dispatch_drain(struct dispatcher *d);

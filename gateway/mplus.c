@@ -1565,6 +1565,48 @@ static json_t *read_time(struct reader *r, xmlNodePtr n, bool with_time)
 
 static json_t *read_type(struct reader *r, xmlNodePtr el, struct xtype *t, int depth);
 
+/*
+ * Where a value read goes, the same for both readers (the tree reader here,
+ * the streaming one below). Each takes v and returns false when it cannot
+ * place it (v is freed then).
+ */
+
+/* Member name of a type's object o: in an array when the field repeats (i
+ * its index, -1 for a member the tables do not know); once otherwise. */
+static bool put_field(json_t *o, const struct xtype *t, int i, const char *name, json_t *v)
+{
+    json_t *old = json_object_get(o, name);
+    if (i >= 0 && t->f[i].repeated) {
+        if (old == NULL && json_object_set_new_nocheck(o, name, old = json_array()) != 0)
+            old = NULL;
+        return old != NULL && json_array_append_new(old, v) == 0;
+    }
+    if (old == NULL)
+        return json_object_set_new_nocheck(o, name, v) == 0;
+    json_decref(v); /* appears twice */
+    return false;
+}
+
+/* Member name of an unknown element's object o: a repeated one becomes a list. */
+static bool put_generic(json_t *o, const char *name, json_t *v)
+{
+    json_t *old = json_object_get(o, name);
+    if (old == NULL)
+        return json_object_set_new_nocheck(o, name, v) == 0;
+    if (json_is_array(old))
+        return json_array_append_new(old, v) == 0;
+    return json_object_set_new_nocheck(o, name, json_pack("[O,o]", old, v)) == 0;
+}
+
+/* A list item of a boxed type (one required scalar, as TextList's Text) is
+ * that scalar: o (taken) gives its value. */
+static json_t *unbox(json_t *o, const struct xtype *t)
+{
+    json_t *v = json_incref(json_object_get(o, t->f[0].name));
+    json_decref(o);
+    return v ? v : json_null();
+}
+
 /* An element the tables do not know (a newer API): kept, as text or object. */
 static json_t *read_generic(struct reader *r, xmlNodePtr el, int depth)
 {
@@ -1581,15 +1623,9 @@ static json_t *read_generic(struct reader *r, xmlNodePtr el, int depth)
             json_decref(o);
             return NULL;
         }
-        const char *name = (const char *)c->name;
-        json_t *old = json_object_get(o, name);
-        if (old == NULL) {
-            json_object_set_new(o, name, v);
-        } else if (json_is_array(old)) {
-            json_array_append_new(old, v);
-        } else { /* repeated: becomes a list */
-            json_t *a = json_pack("[O,o]", old, v);
-            json_object_set_new(o, name, a);
+        if (!put_generic(o, (const char *)c->name, v)) {
+            json_decref(o);
+            return rerr(r, "out of memory");
         }
     }
     return o;
@@ -1656,11 +1692,7 @@ static json_t *read_value(struct reader *r, xmlNodePtr el, const struct field *f
             return rerr(r, "nested too deeply");
         if (!t->list) {
             json_t *o = read_type(r, el, t, depth + 1);
-            if (o == NULL || !t->box)
-                return o;
-            json_t *v = json_incref(json_object_get(o, t->f[0].name));
-            json_decref(o);
-            return v ? v : json_null();
+            return o == NULL || !t->box ? o : unbox(o, t);
         }
         json_t *a = json_array();
         const struct field *item = &t->f[0];
@@ -1740,15 +1772,7 @@ static json_t *read_type(struct reader *r, xmlNodePtr el, struct xtype *t, int d
             json_decref(o);
             return NULL;
         }
-        json_t *old = json_object_get(o, name);
-        if (i >= 0 && t->f[i].repeated) {
-            if (old == NULL)
-                json_object_set_new(o, name, json_array());
-            json_array_append_new(json_object_get(o, name), v);
-        } else if (old == NULL) {
-            json_object_set_new(o, name, v);
-        } else {
-            json_decref(v);
+        if (!put_field(o, t, i, name, v)) {
             json_decref(o);
             return rerr(r, "appears twice");
         }
@@ -2128,7 +2152,6 @@ static void stream_start(void *ctx, const xmlChar *localname, const xmlChar *pre
 /* Put v (taken) into the value of p, as the tree reader does. */
 static bool stream_put(struct stream *s, struct sframe *p, struct sframe *c, json_t *v)
 {
-    json_t *old;
     switch (p->kind) {
     case SF_BODY:
         s->out = v;
@@ -2136,27 +2159,13 @@ static bool stream_put(struct stream *s, struct sframe *p, struct sframe *c, jso
     case SF_LIST:
         return json_array_append_new(p->v, v) == 0;
     case SF_TYPE:
-        old = json_object_get(p->v, c->name);
-        if (c->fi >= 0 && p->t->f[c->fi].repeated) {
-            if (old == NULL && json_object_set_new_nocheck(p->v, c->name, old = json_array()) != 0)
-                old = NULL;
-            return old != NULL && json_array_append_new(old, v) == 0;
-        }
-        if (old == NULL)
-            return json_object_set_new_nocheck(p->v, c->name, v) == 0;
-        break; /* twice */
+        return put_field(p->v, p->t, c->fi, c->name, v);
     case SF_GENERIC:
-        old = json_object_get(p->v, c->name);
-        if (old == NULL)
-            return json_object_set_new_nocheck(p->v, c->name, v) == 0;
-        if (json_is_array(old))
-            return json_array_append_new(old, v) == 0;
-        return json_object_set_new_nocheck(p->v, c->name, json_pack("[O,o]", old, v)) == 0;
+        return put_generic(p->v, c->name, v);
     default:
-        break;
+        json_decref(v);
+        return false;
     }
-    json_decref(v);
-    return false;
 }
 
 static void stream_end(void *ctx, const xmlChar *localname, const xmlChar *prefix,
@@ -2200,11 +2209,8 @@ static void stream_end(void *ctx, const xmlChar *localname, const xmlChar *prefi
     case SF_TYPE:
         v = fold_quantities(&s->r, c->v, c->t);
         c->v = NULL;
-        if (v != NULL && c->f != NULL && c->t->box) {
-            json_t *boxed = json_incref(json_object_get(v, c->t->f[0].name));
-            json_decref(v);
-            v = boxed ? boxed : json_null();
-        }
+        if (v != NULL && c->f != NULL && c->t->box)
+            v = unbox(v, c->t);
         break;
     case SF_LIST:
         v = c->v;
@@ -2461,8 +2467,9 @@ static void new_request_id(struct mplus *m, char *out, size_t outlen)
 {
     unsigned char rnd[8];
     if (sig_random(rnd, sizeof rnd) == 0) {
-        snprintf(out, outlen, "gw-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
-                 rnd[4], rnd[5], rnd[6], rnd[7]);
+        char hex[2 * sizeof rnd + 1];
+        gw_hex(rnd, sizeof rnd, hex);
+        snprintf(out, outlen, "gw-%s", hex);
     } else {
         snprintf(out, outlen, "gw-%llx-%lu", (long long)gw_now_ms(), ++m->seq);
     }

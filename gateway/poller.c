@@ -382,8 +382,9 @@ static void page_done(struct commit_job *job)
         for (size_t i = 0; i < pj->in.events.n && added > 0; i++)
             if (!pj->in.puts[i].duplicate && pj->in.puts[i].state == GW_PENDING)
                 dispatch_offer(t->p->d, pj->in.puts[i].id, pj->in.events.ev[i].payload,
-                               pj->in.payloads[i] ? strlen(pj->in.payloads[i]) : 0,
-                               pj->in.events.ev[i].record, &pj->in.texts[i]);
+                               &pj->in.payloads[i], pj->in.puts[i].payload_len,
+                               pj->in.events.ev[i].record, &pj->in.texts[i],
+                               pj->in.puts[i].rec_len);
         if (added > 0) {
             gw_log(GW_LOG_INFO, t->c->name, 0, "polled %zu %s changes (marker %lld)", added,
                    t->k->name, (long long)t->marker);
@@ -604,10 +605,9 @@ static void journals_emit(struct target *t)
         unsigned char hash[32];
         sig_sha256(text ? text : "", text ? strlen(text) : 0, hash);
         free(text);
-        char *key = NULL;
-        if (asprintf(&key, "mplus-poll|%s|summary|%s|%02x%02x%02x%02x%02x%02x%02x%02x", t->c->name,
-                     id, hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6],
-                     hash[7]) < 0)
+        char hex[17], *key = NULL;
+        gw_hex(hash, 8, hex);
+        if (asprintf(&key, "mplus-poll|%s|summary|%s|%s", t->c->name, id, hex) < 0)
             continue;
         json_t *payload = json_deep_copy(j);
         json_object_set_new(payload, "complete",

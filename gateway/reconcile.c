@@ -309,13 +309,17 @@ static void finish(struct job *j)
         backfill(j);
         return;
     }
+    /* Dates as YYYY-MM-DD sort as text. */
+    size_t n = json_object_size(j->days), i = 0;
+    const char **dates = calloc(n + 1, sizeof *dates);
+    if (dates == NULL) {
+        job_end(j, NULL, "out of memory");
+        return;
+    }
     json_t *days = json_array();
     bool all = true;
     const char *date;
     json_t *d;
-    /* Dates as YYYY-MM-DD sort as text. */
-    size_t n = json_object_size(j->days), i = 0;
-    const char **dates = calloc(n + 1, sizeof *dates);
     json_object_foreach(j->days, date, d) dates[i++] = date;
     qsort(dates, n, sizeof *dates, by_text);
     for (i = 0; i < n; i++) {

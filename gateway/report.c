@@ -72,14 +72,14 @@ static int activity_cb(uint64_t id, const char *text, size_t len, void *arg)
     struct activity_arg *a = arg;
     json_t *rec = json_loadb(text, len, 0, NULL);
     int64_t ms;
-    const char *at = json_string_value(json_object_get(rec, "received_at"));
+    const char *at = gw_str(rec, "received_at");
     int stop = 0;
     if (at != NULL && gw_ts_parse(at, &ms)) {
         if (ms < a->first_ms) {
             stop = 1; /* ids grow with time: the rest is older */
         } else {
             json_t *m = json_array_get(a->minutes, (size_t)((ms - a->first_ms) / 60000));
-            const char *state = json_string_value(json_object_get(rec, "state"));
+            const char *state = gw_str(rec, "state");
             if (m != NULL) {
                 json_object_set_new(
                     m, "received",

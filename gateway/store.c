@@ -70,6 +70,19 @@ static uint64_t get_be64(const unsigned char *p)
     return v;
 }
 
+static void be32(unsigned char *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--) {
+        p[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static uint32_t get_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 static int mkdir_p(const char *path)
 {
     char buf[4096];
@@ -582,8 +595,7 @@ bool store_txn_event_is(struct store_txn *t, uint64_t id, const char *text, size
 static void body_key(unsigned char out[12], uint64_t id, uint32_t attempt)
 {
     be64(out, id);
-    for (int i = 0; i < 4; i++)
-        out[8 + i] = (unsigned char)(attempt >> (24 - 8 * i));
+    be32(out + 8, attempt);
 }
 
 /*
@@ -594,46 +606,44 @@ static void body_key(unsigned char out[12], uint64_t id, uint32_t attempt)
  * one wrote are the JSON array itself; both read the same.
  */
 #define BODIES_MAGIC "GWB1"
+static const char *const body_names[] = {"request", "response"};
 
-static void put_be32(unsigned char *p, uint32_t v)
+/* A body of a call: its request or response text (the activity log keeps
+ * them as text), or NULL. */
+static json_t *body_of(json_t *call, int k)
 {
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (24 - 8 * i));
+    json_t *x = json_object_get(call, body_names[k]);
+    return json_is_string(x) && json_string_length(x) <= UINT32_MAX ? x : NULL;
 }
 
-/* bodies ([{request, response}] of strings) as a value; NULL when one is no
- * string (stored as JSON then) or memory ran out. */
-static unsigned char *frame_bodies(json_t *bodies, size_t *len)
+/* The bodies of calls ([{..., request, response}]) as a value; NULL when
+ * memory ran out. */
+static unsigned char *frame_bodies(json_t *calls, size_t *len)
 {
-    static const char *const keys[] = {"request", "response"};
     size_t n = 4, i;
-    json_t *b;
-    json_array_foreach(bodies, i, b)
+    json_t *c;
+    json_array_foreach(calls, i, c)
     {
         n++;
-        for (int k = 0; k < 2; k++) {
-            json_t *x = json_object_get(b, keys[k]);
-            if (x != NULL && (!json_is_string(x) || json_string_length(x) > UINT32_MAX))
-                return NULL;
-            n += x ? 4 + json_string_length(x) : 0;
-        }
+        for (int k = 0; k < 2; k++)
+            n += body_of(c, k) ? 4 + json_string_length(body_of(c, k)) : 0;
     }
     unsigned char *out = malloc(n), *w = out;
     if (out == NULL)
         return NULL;
     memcpy(w, BODIES_MAGIC, 4);
     w += 4;
-    json_array_foreach(bodies, i, b)
+    json_array_foreach(calls, i, c)
     {
         unsigned char *flags = w++;
         *flags = 0;
         for (int k = 0; k < 2; k++) {
-            json_t *x = json_object_get(b, keys[k]);
+            json_t *x = body_of(c, k);
             if (x == NULL)
                 continue;
             *flags |= (unsigned char)(1 << k);
             size_t m = json_string_length(x);
-            put_be32(w, (uint32_t)m);
+            be32(w, (uint32_t)m);
             memcpy(w + 4, json_string_value(x), m);
             w += 4 + m;
         }
@@ -645,30 +655,26 @@ static unsigned char *frame_bodies(json_t *bodies, size_t *len)
 /* A value of bodies as [{request, response}], or NULL when it does not read. */
 static json_t *load_bodies(const void *data, size_t len)
 {
-    static const char *const keys[] = {"request", "response"};
     const unsigned char *p = data, *end = p + len;
     if (len < 4 || memcmp(p, BODIES_MAGIC, 4) != 0)
         return json_loadb(data, len, 0, NULL);
     json_t *bodies = json_array();
     for (p += 4; bodies != NULL && p < end;) {
         unsigned flags = *p++;
-        json_t *b = json_object();
+        json_t *b = flags & ~3u ? NULL : json_object();
         for (int k = 0; b != NULL && k < 2; k++) {
             if (!(flags & (1u << k)))
                 continue;
-            uint32_t m = 0;
-            for (int i = 0; i < 4 && p + i < end; i++)
-                m = m << 8 | p[i];
-            json_t *x =
-                (size_t)(end - p) >= 4 + (size_t)m ? json_stringn((const char *)p + 4, m) : NULL;
-            if (x == NULL || json_object_set_new(b, keys[k], x) != 0) {
+            size_t left = (size_t)(end - p), m = left >= 4 ? get_be32(p) : 0;
+            json_t *x = left >= 4 && m <= left - 4 ? json_stringn((const char *)p + 4, m) : NULL;
+            if (x == NULL || json_object_set_new(b, body_names[k], x) != 0) {
                 json_decref(b);
                 b = NULL;
+            } else {
+                p += 4 + m;
             }
-            p += (size_t)(end - p) >= 4 + (size_t)m ? 4 + (size_t)m : (size_t)(end - p);
         }
-        if (b == NULL || (flags & ~3u) != 0 || json_array_append_new(bodies, b) != 0) {
-            json_decref(b);
+        if (b == NULL || json_array_append_new(bodies, b) != 0) {
             json_decref(bodies);
             bodies = NULL;
         }
@@ -698,24 +704,13 @@ static int split_bodies(struct store_txn *t, uint64_t id, json_t *rec, json_t **
         }
         json_t *mine =
             json_object_get(json_array_get(json_object_get(*lean, "history"), i), "calls");
-        json_t *bodies = json_array();
+        size_t len = 0;
+        char *text = (char *)frame_bodies(mine, &len);
         json_array_foreach(mine, j, c)
         {
-            json_t *b = json_object();
-            json_t *req = json_object_get(c, "request"), *res = json_object_get(c, "response");
-            if (req)
-                json_object_set(b, "request", req);
-            if (res)
-                json_object_set(b, "response", res);
-            json_array_append_new(bodies, b);
             json_object_del(c, "request");
             json_object_del(c, "response");
         }
-        size_t len = 0;
-        char *text = (char *)frame_bodies(bodies, &len);
-        if (text == NULL && (text = json_dumps(bodies, JSON_COMPACT)) != NULL)
-            len = strlen(text);
-        json_decref(bodies);
         unsigned char kb[12];
         body_key(kb, id, (uint32_t)json_integer_value(json_object_get(h, "attempt")));
         MDB_val k = {sizeof kb, kb}, v = {len, text};
@@ -1532,13 +1527,13 @@ static bool redact_json(json_t *v, const char *addr)
 /* The value without the address (new), or NULL when it holds none. JSON
  * stays JSON (strings redacted, the rest as it was); anything else is
  * redacted as bytes. */
-static char *forget_value(const MDB_val *v, const char *addr, size_t *outlen)
+static char *forget_value(const MDB_val *v, const char *addr, bool framed_ok, size_t *outlen)
 {
     size_t n;
     char *raw = redacted(v->mv_data, v->mv_size, addr, &n);
     if (raw == NULL)
         return NULL;
-    if (v->mv_size >= 4 && memcmp(v->mv_data, BODIES_MAGIC, 4) == 0) {
+    if (framed_ok && v->mv_size >= 4 && memcmp(v->mv_data, BODIES_MAGIC, 4) == 0) {
         /* Bodies as they are: redacted in each, framed again. */
         json_t *bodies = load_bodies(v->mv_data, v->mv_size);
         char *framed = NULL;
@@ -1567,7 +1562,8 @@ static char *forget_value(const MDB_val *v, const char *addr, size_t *outlen)
     return raw;
 }
 
-static int forget_db(MDB_txn *txn, MDB_dbi dbi, const char *addr, bool dry_run, size_t *count)
+static int forget_db(MDB_txn *txn, MDB_dbi dbi, bool framed_ok, const char *addr, bool dry_run,
+                     size_t *count)
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, dbi, &cur);
@@ -1584,7 +1580,7 @@ static int forget_db(MDB_txn *txn, MDB_dbi dbi, const char *addr, bool dry_run, 
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         size_t vlen;
-        char *val = forget_value(&v, addr, &vlen);
+        char *val = forget_value(&v, addr, framed_ok, &vlen);
         if (val == NULL)
             continue;
         (*count)++;
@@ -1630,12 +1626,12 @@ int store_txn_forget(struct store_txn *t, const char *address, bool dry_run,
     memset(res, 0, sizeof *res);
     if (address == NULL || strlen(address) < 3 || strchr(address, '@') == NULL)
         return STORE_EFAIL;
-    int rc = forget_db(t->txn, t->st->events, address, dry_run, &res->events);
+    int rc = forget_db(t->txn, t->st->events, false, address, dry_run, &res->events);
     if (rc == 0)
-        rc = forget_db(t->txn, t->st->payloads, address, dry_run, &res->payloads);
+        rc = forget_db(t->txn, t->st->payloads, false, address, dry_run, &res->payloads);
     if (rc == 0)
-        rc = forget_db(t->txn, t->st->meta, address, dry_run, &res->meta);
+        rc = forget_db(t->txn, t->st->meta, false, address, dry_run, &res->meta);
     if (rc == 0)
-        rc = forget_db(t->txn, t->st->bodies, address, dry_run, &res->events);
+        rc = forget_db(t->txn, t->st->bodies, true, address, dry_run, &res->events);
     return rc;
 }

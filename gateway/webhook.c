@@ -27,16 +27,6 @@ static char *fmt_key(const char *fmt, ...)
     return s;
 }
 
-static void hex32(const unsigned char h[32], char out[65])
-{
-    static const char d[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
-        out[2 * i] = d[h[i] >> 4];
-        out[2 * i + 1] = d[h[i] & 15];
-    }
-    out[64] = '\0';
-}
-
 char *webhook_change_key(const char *realm, const char *entity, const char *id,
                          const char *occurred)
 {
@@ -80,7 +70,7 @@ static int add_malformed_body(const char *prefix, const char *connection, const 
     unsigned char h[32];
     char hex[65];
     sig_sha256(body, len, h);
-    hex32(h, hex);
+    gw_hex(h, 32, hex);
     char *key = fmt_key("%s|malformed|%s", prefix, hex);
     json_t *rec = event_new_record(connection, source, NULL, NULL, NULL, GW_DEAD, now_ms, NULL,
                                    "malformed", why, NULL);
@@ -99,7 +89,7 @@ static int add_malformed_entity(const char *realm, const char *body, size_t len,
     unsigned char h[32];
     char hex[65];
     sig_sha256(body, len, h);
-    hex32(h, hex);
+    gw_hex(h, 32, hex);
     char *key = fmt_key("qbo|malformed|%s|%zu", hex, index);
     const struct gw_connection *c = realm ? config_connection_by_realm(cfg, realm) : NULL;
     char msg[256];

@@ -18,6 +18,7 @@
 #include "task.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,11 +69,33 @@ json_t *activity_redacted(json_t *v)
     return json_incref(v);
 }
 
+/* Bytes of one body the activity log keeps. */
+static size_t body_max(const struct task *t)
+{
+    return t->clients && t->clients->body_max > 0 ? (size_t)t->clients->body_max
+                                                  : ACTIVITY_BODY_MAX;
+}
+
+/* Text as the activity log keeps it: at most the task's activity_body_max
+ * bytes, cut on a UTF-8 character boundary, saying how much there was. */
+static json_t *cut_text(const struct task *t, const char *text, size_t len)
+{
+    size_t max = body_max(t);
+    if (len <= max)
+        return json_stringn(text, len);
+    size_t cut = max;
+    while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
+        cut--;
+    char *buf = NULL;
+    json_t *out =
+        asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len) < 0 ? NULL : json_string(buf);
+    free(buf);
+    return out;
+}
+
 /* The body as JSON text of at most the task's activity_body_max bytes, or
  * NULL; sent to QuickBooks, decimals are written as numbers, as qbo.c sends
  * them. */
-static json_t *cut_text(const struct task *t, const char *text, size_t len);
-
 static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
 {
     if (body == NULL)
@@ -89,90 +112,44 @@ static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
     return out;
 }
 
-/* Text as the activity log keeps it: at most the task's activity_body_max
- * bytes, cut on a UTF-8 character boundary, saying how much there was. */
-static json_t *cut_text(const struct task *t, const char *text, size_t len)
-{
-    size_t max =
-        t->clients && t->clients->body_max > 0 ? (size_t)t->clients->body_max : ACTIVITY_BODY_MAX;
-    if (len <= max)
-        return json_stringn(text, len);
-    size_t cut = max;
-    while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
-        cut--;
-    char *buf = NULL;
-    json_t *out =
-        asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len) < 0 ? NULL : json_string(buf);
-    free(buf);
-    return out;
-}
-
-/* Whether the ASCII letters of needle (lowercase) start text[0..len), in any case. */
-static bool starts_nocase(const char *text, size_t len, const char *needle)
-{
-    size_t i = 0;
-    for (; needle[i] != '\0'; i++) {
-        if (i == len)
-            return false;
-        unsigned char c = (unsigned char)text[i];
-        if ((c >= 'A' && c <= 'Z' ? c + 32 : c) != (unsigned char)needle[i])
-            return false;
-    }
-    return true;
-}
-
 /*
- * One pass over the text: at each letter that starts a secret part, and at
- * each quote (a secret name is a whole member name), compare. A letter can
- * hide in JSON text only as a \u escape, so a text with one counts as
- * possibly secret and is parsed and redacted.
+ * One pass over the text, comparing with the tables above only where one of
+ * their words can start: at the first letter of a secret part, and at a quote
+ * (a secret name is a whole member name). A letter can hide in JSON text only
+ * as a \u escape, so a text with one counts as possibly secret and is parsed
+ * and redacted.
  */
-static unsigned char lower_at(const char *text, size_t len, size_t i)
-{
-    unsigned char c = i < len ? (unsigned char)text[i] : 0;
-    return c >= 'A' && c <= 'Z' ? c + 32 : c;
-}
-
 bool activity_may_hold_secret(const char *text, size_t len)
 {
+    bool starts[256] = {false};
+    starts['"'] = starts['\\'] = true;
+    for (size_t k = 0; secret_parts[k]; k++) {
+        unsigned char c = (unsigned char)secret_parts[k][0];
+        starts[c] = starts[toupper(c)] = true;
+    }
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = lower_at(text, len, i);
-        if (c != '"' && c != '\\' && c != 'p' && c != 's' && c != 'a' && c != 'r')
+        unsigned char c = (unsigned char)text[i];
+        if (!starts[c])
             continue;
         const char *rest = text + i;
         size_t left = len - i;
-        unsigned char next = lower_at(text, len, i + 1);
-        bool hit = false;
-        switch (c) {
-        case '\\':
-            hit = next == 'u';
-            break;
-        case 'p':
-            hit = next == 'a' && starts_nocase(rest, left, "password");
-            break;
-        case 's':
-            hit = next == 'e' && starts_nocase(rest, left, "secret");
-            break;
-        case 'a':
-            hit = (next == 'u' && starts_nocase(rest, left, "authorization")) ||
-                  (next == 'p' &&
-                   (starts_nocase(rest, left, "apikey") || starts_nocase(rest, left, "api_key"))) ||
-                  (next == 'c' && starts_nocase(rest, left, "access_token"));
-            break;
-        case 'r':
-            hit = next == 'e' && starts_nocase(rest, left, "refresh_token");
-            break;
-        case '"':
-            if (next == 't' || next == 'i' || next == 'p')
-                for (size_t k = 0; secret_names[k] && !hit; k++) {
-                    size_t n = strlen(secret_names[k]);
-                    hit = left > n + 1 && starts_nocase(rest + 1, left - 1, secret_names[k]) &&
-                          rest[n + 1] == '"';
-                }
-            break;
+        if (c == '\\') {
+            if (left > 1 && rest[1] == 'u')
+                return true;
+        } else if (c == '"') {
+            for (size_t k = 0; secret_names[k]; k++) {
+                size_t n = strlen(secret_names[k]);
+                if (left > n + 1 && strncasecmp(rest + 1, secret_names[k], n) == 0 &&
+                    rest[n + 1] == '"')
+                    return true;
+            }
+        } else {
+            for (size_t k = 0; secret_parts[k]; k++) {
+                size_t n = strlen(secret_parts[k]);
+                if (left >= n && strncasecmp(rest, secret_parts[k], n) == 0)
+                    return true;
+            }
         }
-        if (hit)
-            return true;
     }
     return false;
 }
@@ -182,7 +159,9 @@ bool activity_may_hold_secret(const char *text, size_t len)
  * second dump. NULL sends the caller down the redacting path. */
 static json_t *wire_text(const struct task *t, const char *text, size_t len)
 {
-    if (text == NULL || len == 0 || activity_may_hold_secret(text, len))
+    /* Only what the log keeps is looked at: a member cut off is not logged. */
+    size_t kept = len < body_max(t) ? len : body_max(t);
+    if (text == NULL || len == 0 || activity_may_hold_secret(text, kept))
         return NULL;
     return cut_text(t, text, len);
 }

@@ -152,9 +152,8 @@ int task_qbo_void(struct task *t, const char *entity, const char *id, const char
 int task_mplus_call(struct task *t, const char *op, json_t *request, task_mplus_cb cb, void *arg);
 
 /* The activity log's redaction: a copy of v with the values of members whose
- * name looks secret ("password", "secret", "authorization", "apikey",
- * "api_key", "access_token" or "refresh_token" in it, or "token", "id_token",
- * "ident" or "pin" as it, in any letter case) replaced by "***". */
+ * name looks secret (by the tables in activity.c: holding a secret part, or
+ * being a secret name, in any letter case) replaced by "***". */
 json_t *activity_redacted(json_t *v);
 /* Whether JSON text may hold such a member: true for every text whose parse
  * activity_redacted would change (and for some others), so a body for which

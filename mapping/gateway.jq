@@ -9,7 +9,8 @@ def gw_maybe_space: . <= " " or . >= "\u0080";
 
 # A trimmed string, or null when there is nothing in it. (The regular
 # expressions, compiled at each call, run only when an end may be white space;
-# `. < "!"` holds for a string that starts with white space or is empty.)
+# `. < "!"` holds for a string that starts with white space or is empty. The
+# first character's test is gw_maybe_space's, written out to save a slice.)
 def gw_nonempty:
   if type == "string" then
     (if . < "!" or . >= "\u0080" or (.[-1:] | gw_maybe_space) then sub("^\\s+"; "") | sub("\\s+$"; "") else . end)

@@ -8,6 +8,10 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+// The chart counts per minute, and counting reads every event of the hour:
+// it is fetched once a minute, not with every refresh.
+const CHART_MS = 60000;
+let chartAt = 0;
 let token = sessionStorage.getItem("gateway-token") || "";
 let openEvent = null;
 let timer = null;
@@ -57,6 +61,7 @@ function signOut(why) {
   token = "";
   sessionStorage.removeItem("gateway-token");
   openEvent = null;
+  chartAt = 0;
   $("data").hidden = true;
   $("detail").hidden = true;
   for (const part of ["#counts thead tr", "#counts tbody tr", "#connections tbody",
@@ -251,13 +256,16 @@ async function refresh() {
     const [st, list, activity] = await Promise.all([
       api("GET", "/api/status"),
       api("GET", eventsQuery()),
-      api("GET", "/api/activity?minutes=60"),
+      Date.now() - chartAt >= CHART_MS ? api("GET", "/api/activity?minutes=60") : null,
     ]);
     $("login").hidden = true;
     $("data").hidden = false;
     showStatus(st);
     showEvents(list);
-    showChart(activity);
+    if (activity) {
+      showChart(activity);
+      chartAt = Date.now();
+    }
     $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     say("Connected to the admin API.", false);
     if (openEvent !== null) await loadEvent();

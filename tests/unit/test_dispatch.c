@@ -142,10 +142,10 @@ static void test_entity_order_and_queue(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
-/* The room for payloads the poller offers: counted by their stored text,
+/* The room for payloads the poller offers: counted by their stored texts,
  * bounded by DISPATCH_OFFER_BYTES, given back when they are dropped (as a
- * forget does); one that does not fit is not kept, and its record text stays
- * with the caller. */
+ * forget does); one that does not fit is not kept, and its texts stay with
+ * the caller. */
 static void test_offer_room(void **state)
 {
     (void)state;
@@ -155,23 +155,24 @@ static void test_offer_room(void **state)
     cfg.max_in_flight = 8;
     struct dispatcher *d = dispatch_new(base, &cfg, NULL, NULL, NULL, NULL);
     json_t *payload = json_object(), *rec = json_object();
-    char *text = strdup("{\"state\":\"pending\"}");
-    size_t text_len = strlen(text);
-    dispatch_offer(d, 1, payload, 1000, rec, &text);
-    assert_null(text); /* kept with the offer */
-    assert_int_equal(dispatch_offered_bytes(d), 1000 + text_len);
+    char *ptext = strdup("{}"), *rtext = strdup("{\"state\":\"pending\"}");
+    size_t plen = 1000, rlen = strlen(rtext); /* a payload counted as 1000 bytes */
+    dispatch_offer(d, 1, payload, &ptext, plen, rec, &rtext, rlen);
+    assert_null(ptext); /* kept with the offer */
+    assert_null(rtext);
+    assert_int_equal(dispatch_offered_bytes(d), plen + rlen);
     assert_int_equal(payload->refcount, 2);
     assert_int_equal(rec->refcount, 2);
 
-    char *big = strdup("{}");
-    dispatch_offer(d, 2, payload, DISPATCH_OFFER_BYTES, rec, &big);
+    char *big = strdup("{}"), *brec = strdup("{}");
+    dispatch_offer(d, 2, payload, &big, DISPATCH_OFFER_BYTES, rec, &brec, 2);
     assert_non_null(big); /* did not fit: not kept */
-    free(big);
-    assert_int_equal(dispatch_offered_bytes(d), 1000 + text_len);
+    assert_non_null(brec);
+    assert_int_equal(dispatch_offered_bytes(d), plen + rlen);
     assert_int_equal(payload->refcount, 2);
 
-    char *none = NULL;
-    dispatch_offer(d, 3, payload, DISPATCH_OFFER_BYTES - 1000 - text_len, NULL, &none);
+    dispatch_offer(d, 3, payload, &big, DISPATCH_OFFER_BYTES - plen - rlen - 2, rec, &brec, 2);
+    assert_null(big); /* fits exactly */
     assert_int_equal(dispatch_offered_bytes(d), DISPATCH_OFFER_BYTES);
     assert_int_equal(payload->refcount, 3);
 

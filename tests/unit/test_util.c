@@ -110,6 +110,12 @@ static void test_financial_days(void **state)
     assert_int_equal(gw_day_parse("2026-12-07"), 20261207);
     assert_int_equal(gw_day_parse("2026-13-01"), -1);
     assert_int_equal(gw_day_parse("2026-1-07"), -1);
+    assert_int_equal(gw_day_parse("2026- 1-07"), -1);
+    assert_int_equal(gw_day_parse("+026-12-07"), -1);
+    assert_int_equal(gw_day_parse("2026-02-31"), -1);
+    assert_int_equal(gw_day_parse("2026-02-29"), -1);
+    assert_int_equal(gw_day_parse("2028-02-29"), 20280229);
+    assert_int_equal(gw_day_parse("2100-02-29"), -1);
     assert_int_equal(gw_day_parse("2026-12-07x"), -1);
     assert_int_equal(gw_day_parse(NULL), -1);
     assert_int_equal(gw_day_add(20261231, 1), 20270101);

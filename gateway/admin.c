@@ -14,6 +14,7 @@
 #include "dispatch.h"
 #include "event.h"
 #include "inbox.h"
+#include "jsonout.h"
 #include "metrics.h"
 #include "qbo.h"
 #include "reconcile.h"
@@ -77,7 +78,7 @@ static void reply_bytes(struct evhttp_request *req, int code, const char *reason
 
 static void reply_json(struct evhttp_request *req, int code, const char *reason, json_t *body)
 {
-    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = gw_json_text(body, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
     reply_bytes(req, code, reason, "application/json", text, text ? strlen(text) : 0);
     free(text);
 }
@@ -222,7 +223,7 @@ static void backfilled(json_t *report, const char *error, void *arg)
     struct later *l = arg;
     if (!l->gone) {
         evhttp_connection_set_closecb(evhttp_request_get_connection(l->req), NULL, NULL);
-        char *text = report ? json_dumps(report, JSON_COMPACT) : NULL;
+        char *text = report ? gw_json_text(report, JSON_COMPACT, NULL) : NULL;
         struct evbuffer *b = evbuffer_new();
         if (text != NULL)
             evbuffer_add_printf(b, "%s\n", text);

@@ -30,6 +30,7 @@
  */
 #include "alerts.h"
 #include "http.h"
+#include "jsonout.h"
 #include "log.h"
 #include "report.h"
 #include "sig.h"
@@ -253,7 +254,7 @@ static void send_message(struct alerts *a, struct cond *c, const char *state)
             free_delivery(w);
     }
     struct delivery *d = calloc(1, sizeof *d);
-    char *body = json_dumps(m, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *body = gw_json_text(m, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
     json_decref(m);
     if (d == NULL || body == NULL) {
         free(d);

@@ -6,6 +6,7 @@
 #include "cli.h"
 #include "config.h"
 #include "http.h"
+#include "jsonout.h"
 #include "log.h"
 #include "map.h"
 #include "qbo.h"
@@ -665,7 +666,7 @@ static void print_day(json_t *day)
         json_t *d;
         json_array_foreach(json_object_get(day, lists[l]), i, d)
         {
-            char *s = json_dumps(d, JSON_COMPACT);
+            char *s = gw_json_text(d, JSON_COMPACT, NULL);
             printf("      %-8s %s\n", lists[l], s ? s : "");
             free(s);
         }

@@ -2,6 +2,7 @@
  * ingest.c - prepare new events for the store.
  */
 #include "ingest.h"
+#include "jsonout.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -17,20 +18,19 @@ int ingest_prepare(struct ingest_batch *b)
         return -1;
     for (size_t i = 0; i < n; i++) {
         struct gw_new_event *e = &b->events.ev[i];
-        b->texts[i] = json_dumps(e->record, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        struct store_put *p = &b->puts[i];
+        b->texts[i] = gw_json_text(e->record, JSON_COMPACT | JSON_PRESERVE_ORDER, &p->rec_len);
         if (b->texts[i] == NULL)
             return -1;
-        struct store_put *p = &b->puts[i];
         const char *occurred = json_string_value(json_object_get(e->record, "occurred_at"));
         store_dedupe_hash(e->dedupe_key, occurred, p->key);
         p->rec = b->texts[i];
-        p->rec_len = strlen(b->texts[i]);
         if (e->payload != NULL) {
-            b->payloads[i] = json_dumps(e->payload, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            b->payloads[i] =
+                gw_json_text(e->payload, JSON_COMPACT | JSON_PRESERVE_ORDER, &p->payload_len);
             if (b->payloads[i] == NULL)
                 return -1;
             p->payload = b->payloads[i];
-            p->payload_len = strlen(b->payloads[i]);
         } else {
             p->payload = e->raw;
             p->payload_len = e->raw_len;

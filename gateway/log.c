@@ -3,6 +3,7 @@
  * a message (a path, a header value) cannot break the line structure.
  */
 #include "log.h"
+#include "jsonout.h"
 #include "util.h"
 
 #include <jansson.h>
@@ -51,7 +52,7 @@ void gw_log(enum gw_log_level level, const char *connection, uint64_t event_id, 
         json_object_set_new(o, "connection", json_string(connection));
     if (event_id != 0)
         json_object_set_new(o, "event_id", json_integer((json_int_t)event_id));
-    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *line = gw_json_text(o, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
     if (line != NULL) {
         fprintf(stderr, "%s\n", line);
         free(line);

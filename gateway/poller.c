@@ -5,6 +5,7 @@
 #include "poller.h"
 #include "dispatch.h"
 #include "ingest.h"
+#include "jsonout.h"
 #include "log.h"
 #include "mplus.h"
 #include "sig.h"
@@ -601,9 +602,10 @@ static void journals_emit(struct target *t)
         bool by_till = json_is_true(json_object_get(closed, id));
         if (gw_day_parse(day) >= open && !by_till)
             continue; /* the day goes on */
-        char *text = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+        size_t len = 0;
+        char *text = gw_json_text(j, JSON_COMPACT | JSON_SORT_KEYS, &len);
         unsigned char hash[32];
-        sig_sha256(text ? text : "", text ? strlen(text) : 0, hash);
+        sig_sha256(text ? text : "", len, hash);
         free(text);
         char hex[17], *key = NULL;
         gw_hex(hash, 8, hex);

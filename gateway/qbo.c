@@ -8,6 +8,7 @@
  * SyncToken once more.
  */
 #include "qbo.h"
+#include "jsonout.h"
 #include "log.h"
 #include "metrics.h"
 #include "mplus.h"
@@ -835,7 +836,7 @@ int64_t qbo_cents_field(json_t *o, const char *k)
 
 static char *dump_body(json_t *obj)
 {
-    char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = gw_json_text(obj, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
     if (text != NULL)
         qbo_exact_numbers(text);
     return text;

@@ -12,6 +12,7 @@
 #include "server.h"
 #include "admin.h"
 #include "cdc.h"
+#include "jsonout.h"
 #include "map.h"
 #include "mplus.h"
 #include "poller.h"
@@ -613,7 +614,7 @@ static void send_mplus(struct server *s, struct httpd_req *req, const struct gw_
 {
     json_t *body = ecode ? json_pack("{s:{s:s, s:s}}", "error", "code", ecode, "message", message)
                          : json_object();
-    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = gw_json_text(body, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
     json_decref(body);
     char extra[GW_SIG_B64_LEN + 32] = "";
     if (c != NULL && c->mplus_webhook_key_len > 0 && text != NULL) {
@@ -968,7 +969,7 @@ static void on_status_timer(evutil_socket_t fd, short what, void *arg)
     json_t *snap = json_pack("{s:o, s:i}", "connections", conns, "pid", (int)getpid());
     if (s->alerts)
         json_object_set_new(snap, "alerts", alerts_open(s->alerts));
-    char *text = json_dumps(snap, JSON_COMPACT | JSON_SORT_KEYS);
+    char *text = gw_json_text(snap, JSON_COMPACT | JSON_SORT_KEYS, NULL);
     bool changed = text && (s->last_status == NULL || strcmp(text, s->last_status) != 0);
     if (changed) {
         free(s->last_status);

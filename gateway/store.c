@@ -7,6 +7,7 @@
  * open, so readers and the resizer share a rwlock.
  */
 #include "store.h"
+#include "jsonout.h"
 #include "sig.h"
 #include "util.h"
 
@@ -799,13 +800,14 @@ int store_txn_put_event(struct store_txn *t, uint64_t id, json_t *rec,
         out = json_object_get(rec, "id") != NULL ? json_copy(rec) : json_incref(rec);
     if (out != rec)
         json_object_del(out, "id");
-    char *text = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t len;
+    char *text = gw_json_text(out, JSON_COMPACT | JSON_PRESERVE_ORDER, &len);
     json_decref(out);
     if (text == NULL)
         return STORE_EFAIL;
     unsigned char idbuf[8];
     be64(idbuf, id);
-    MDB_val k = {8, idbuf}, v = {strlen(text), text};
+    MDB_val k = {8, idbuf}, v = {len, text};
     int rc = mdb_put(t->txn, t->st->events, &k, &v, 0);
     /* A claim keeps the event queued where it was: nothing to move. */
     bool same_place = store_state_queued(old->state) == store_state_queued(nk.state) &&
@@ -839,7 +841,7 @@ int store_txn_meta_get(struct store_txn *t, const char *name, json_t **out)
 
 int store_txn_meta_put(struct store_txn *t, const char *name, json_t *value)
 {
-    char *text = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *text = gw_json_text(value, JSON_COMPACT | JSON_ENCODE_ANY, NULL);
     if (text == NULL)
         return STORE_EFAIL;
     MDB_val k = {strlen(name), (void *)name}, v = {strlen(text), text};
@@ -1393,7 +1395,7 @@ int store_txn_purge(struct store_txn *t, const struct purge_opts *o, struct purg
                 if (mdb_del(txn, st->payloads, &ik, NULL) == 0)
                     res->payloads++;
                 drop_bodies(txn, st->bodies, idk);
-                char *text = json_dumps(bare, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                char *text = gw_json_text(bare, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
                 MDB_val nv = {text ? strlen(text) : 0, text};
                 rc = text ? mdb_cursor_put(cur, &ik, &nv, MDB_CURRENT) : ENOMEM;
                 free(text);
@@ -1547,7 +1549,7 @@ static char *forget_value(const MDB_val *v, const char *addr, bool framed_ok, si
     }
     json_t *j = json_loadb(v->mv_data, v->mv_size, JSON_DECODE_ANY, NULL);
     if (j != NULL && redact_json(j, addr)) {
-        char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+        char *text = gw_json_text(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY, NULL);
         json_decref(j);
         if (text != NULL && address_at(text, strlen(text), 0, addr, strlen(addr)) < 0) {
             free(raw);

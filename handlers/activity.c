@@ -13,12 +13,14 @@
  * retention_days (a dead event's too, unless keep_dead_payloads).
  */
 #include "clients.h"
+#include "jsonout.h"
 #include "mplus.h"
 #include "qbo.h"
 #include "task.h"
 #include "util.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,17 +31,27 @@
 
 /* Member names whose values never reach the log, in any letter case: those
  * holding one of these parts, and these names (SyncToken is no secret). */
-static const char *const secret_parts[] = {"password", "secret",       "authorization", "apikey",
-                                           "api_key",  "access_token", "refresh_token", NULL};
-static const char *const secret_names[] = {"token", "id_token", "ident", "pin", NULL};
+struct word {
+    const char *text; /* lower case */
+    size_t len;
+};
+#define WORD(w)                                                                                    \
+    {                                                                                              \
+        w, sizeof w - 1                                                                            \
+    }
+static const struct word secret_parts[] = {
+    WORD("password"), WORD("secret"),       WORD("authorization"), WORD("apikey"),
+    WORD("api_key"),  WORD("access_token"), WORD("refresh_token"), {NULL, 0}};
+static const struct word secret_names[] = {
+    WORD("token"), WORD("id_token"), WORD("ident"), WORD("pin"), {NULL, 0}};
 
 static bool secret_name(const char *name)
 {
-    for (size_t i = 0; secret_parts[i]; i++)
-        if (strcasestr(name, secret_parts[i]) != NULL)
+    for (size_t i = 0; secret_parts[i].text; i++)
+        if (strcasestr(name, secret_parts[i].text) != NULL)
             return true;
-    for (size_t i = 0; secret_names[i]; i++)
-        if (strcasecmp(name, secret_names[i]) == 0)
+    for (size_t i = 0; secret_names[i].text; i++)
+        if (strcasecmp(name, secret_names[i].text) == 0)
             return true;
     return false;
 }
@@ -101,15 +113,29 @@ static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
     if (body == NULL)
         return NULL;
     json_t *clean = activity_redacted(body);
-    char *text = json_dumps(clean, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    size_t len;
+    char *text = gw_json_text(clean, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY, &len);
     json_decref(clean);
     if (text == NULL)
         return NULL;
     if (to_qbo)
         qbo_exact_numbers(text);
-    json_t *out = cut_text(t, text, strlen(text));
+    json_t *out = cut_text(t, text, to_qbo ? strlen(text) : len);
     free(text);
     return out;
+}
+
+/* Whether text (left bytes) starts with w in any letter case. */
+static bool word_at(const char *text, size_t left, const struct word *w)
+{
+    if (left < w->len)
+        return false;
+    for (size_t i = 0; i < w->len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if ((c >= 'A' && c <= 'Z' ? c | 0x20 : c) != (unsigned char)w->text[i])
+            return false;
+    }
+    return true;
 }
 
 /*
@@ -121,34 +147,39 @@ static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
  */
 bool activity_may_hold_secret(const char *text, size_t len)
 {
-    bool starts[256] = {false};
-    starts['"'] = starts['\\'] = true;
-    for (size_t k = 0; secret_parts[k]; k++) {
-        unsigned char c = (unsigned char)secret_parts[k][0];
-        starts[c] = starts[toupper(c)] = true;
+    /* Per byte, the secret parts that start with it (bits 0-7) and the secret
+     * names (bits 8-15, tried after a quote). */
+    _Static_assert(sizeof secret_parts / sizeof *secret_parts <= 9, "a part per bit");
+    _Static_assert(sizeof secret_names / sizeof *secret_names <= 9, "a name per bit");
+    uint16_t first[256] = {0};
+    for (unsigned k = 0; secret_parts[k].text; k++) {
+        unsigned char c = (unsigned char)secret_parts[k].text[0];
+        first[c] |= (uint16_t)(1u << k);
+        first[toupper(c)] |= (uint16_t)(1u << k);
+    }
+    for (unsigned k = 0; secret_names[k].text; k++) {
+        unsigned char c = (unsigned char)secret_names[k].text[0];
+        first[c] |= (uint16_t)(0x100u << k);
+        first[toupper(c)] |= (uint16_t)(0x100u << k);
     }
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)text[i];
-        if (!starts[c])
-            continue;
-        const char *rest = text + i;
-        size_t left = len - i;
         if (c == '\\') {
-            if (left > 1 && rest[1] == 'u')
+            if (i + 1 < len && text[i + 1] == 'u')
                 return true;
         } else if (c == '"') {
-            for (size_t k = 0; secret_names[k]; k++) {
-                size_t n = strlen(secret_names[k]);
-                if (left > n + 1 && strncasecmp(rest + 1, secret_names[k], n) == 0 &&
-                    rest[n + 1] == '"')
+            if (i + 1 == len)
+                break;
+            for (unsigned m = first[(unsigned char)text[i + 1]] >> 8; m != 0; m &= m - 1) {
+                const struct word *w = &secret_names[__builtin_ctz(m)];
+                size_t end = i + 1 + w->len; /* the closing quote */
+                if (end < len && text[end] == '"' && word_at(text + i + 1, len - i - 1, w))
                     return true;
             }
         } else {
-            for (size_t k = 0; secret_parts[k]; k++) {
-                size_t n = strlen(secret_parts[k]);
-                if (left >= n && strncasecmp(rest, secret_parts[k], n) == 0)
+            for (unsigned m = first[c] & 0xFF; m != 0; m &= m - 1)
+                if (word_at(text + i, len - i, &secret_parts[__builtin_ctz(m)]))
                     return true;
-            }
         }
     }
     return false;

@@ -9,6 +9,7 @@
  */
 #include "clients.h"
 #include "handler.h"
+#include "jsonout.h"
 #include "map.h"
 #include "mplus.h"
 #include "qbo.h"
@@ -272,11 +273,12 @@ void lookup_idmap_key(const struct task *t, const char *side, const char *id, ch
 
 bool lookup_fp_of(json_t *value, char out[65])
 {
-    char *text = json_dumps(value, JSON_COMPACT | JSON_SORT_KEYS);
+    size_t len;
+    char *text = gw_json_text(value, JSON_COMPACT | JSON_SORT_KEYS, &len);
     if (text == NULL)
         return false;
     unsigned char h[32];
-    sig_sha256(text, strlen(text), h);
+    sig_sha256(text, len, h);
     free(text);
     gw_hex(h, sizeof h, out);
     return true;

@@ -1,0 +1,254 @@
+/*
+ * jsonout.c - compact JSON text from jansson values (see jsonout.h).
+ *
+ * One growing buffer; runs of plain bytes are copied whole, integers are
+ * written by hand, reals (rare: money travels as decimal text) by jansson
+ * itself so that they read exactly as json_dumps writes them.
+ */
+#include "jsonout.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEPTH 2048 /* jansson's parser goes no deeper */
+
+/* The flags written here; any other is json_dumps's. */
+#define HANDLED                                                                                    \
+    (JSON_COMPACT | JSON_SORT_KEYS | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY |                       \
+     JSON_REAL_PRECISION(0x1F))
+
+struct out {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+static bool reserve(struct out *o, size_t n)
+{
+    if (o->failed)
+        return false;
+    if (o->cap - o->len >= n)
+        return true;
+    size_t cap = o->cap ? o->cap : 512;
+    while (cap - o->len < n)
+        cap *= 2;
+    char *b = realloc(o->buf, cap);
+    if (b == NULL) {
+        o->failed = true;
+        return false;
+    }
+    o->buf = b;
+    o->cap = cap;
+    return true;
+}
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (n > 0 && reserve(o, n)) {
+        memcpy(o->buf + o->len, s, n);
+        o->len += n;
+    }
+}
+
+static void put_char(struct out *o, char c)
+{
+    if (reserve(o, 1))
+        o->buf[o->len++] = c;
+}
+
+/* A string in quotes, escaped as jansson does: the two-character escapes it
+ * knows, \u00XX (upper-case hex) for the other control characters. */
+static void put_string(struct out *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    put_char(o, '"');
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(o, s + run, i - run);
+        run = i + 1;
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t len = 2;
+        switch (c) {
+        case '"':
+        case '\\':
+            esc[1] = (char)c;
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xF];
+            len = 6;
+        }
+        put(o, esc, len);
+    }
+    put(o, s + run, n - run);
+    put_char(o, '"');
+}
+
+static void put_integer(struct out *o, json_int_t v)
+{
+    char digits[24];
+    size_t i = sizeof digits;
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    do {
+        digits[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        digits[--i] = '-';
+    put(o, digits + i, sizeof digits - i);
+}
+
+static void put_real(struct out *o, const json_t *v, size_t flags)
+{
+    char *text = json_dumps(v, JSON_ENCODE_ANY | (flags & JSON_REAL_PRECISION(0x1F)));
+    if (text == NULL) {
+        o->failed = true;
+        return;
+    }
+    put(o, text, strlen(text));
+    free(text);
+}
+
+struct member {
+    const char *key;
+    size_t len;
+    json_t *value;
+};
+
+/* jansson's order for JSON_SORT_KEYS: by bytes, a prefix first. */
+static int by_key(const void *a, const void *b)
+{
+    const struct member *x = a, *y = b;
+    int c = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static void put_value(struct out *o, const json_t *v, size_t flags, int depth);
+
+static void put_members(struct out *o, json_t *v, size_t flags, int depth)
+{
+    const char *k;
+    size_t klen;
+    json_t *m;
+    if (!(flags & JSON_SORT_KEYS)) {
+        bool first = true;
+        json_object_keylen_foreach(v, k, klen, m)
+        {
+            if (!first)
+                put_char(o, ',');
+            first = false;
+            put_string(o, k, klen);
+            put_char(o, ':');
+            put_value(o, m, flags, depth + 1);
+        }
+        return;
+    }
+    size_t n = json_object_size(v), i = 0;
+    struct member *ms = malloc(n * sizeof *ms);
+    if (ms == NULL) {
+        o->failed = true;
+        return;
+    }
+    json_object_keylen_foreach(v, k, klen, m) ms[i++] = (struct member){k, klen, m};
+    qsort(ms, n, sizeof *ms, by_key);
+    for (i = 0; i < n; i++) {
+        if (i > 0)
+            put_char(o, ',');
+        put_string(o, ms[i].key, ms[i].len);
+        put_char(o, ':');
+        put_value(o, ms[i].value, flags, depth + 1);
+    }
+    free(ms);
+}
+
+static void put_value(struct out *o, const json_t *v, size_t flags, int depth)
+{
+    if (o->failed)
+        return;
+    if (depth > MAX_DEPTH) {
+        o->failed = true;
+        return;
+    }
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        put_char(o, '{');
+        if (json_object_size(v) > 0)
+            put_members(o, (json_t *)v, flags, depth);
+        put_char(o, '}');
+        break;
+    case JSON_ARRAY: {
+        put_char(o, '[');
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n; i++) {
+            if (i > 0)
+                put_char(o, ',');
+            put_value(o, json_array_get(v, i), flags, depth + 1);
+        }
+        put_char(o, ']');
+        break;
+    }
+    case JSON_STRING:
+        put_string(o, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        put_integer(o, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        put_real(o, v, flags);
+        break;
+    case JSON_TRUE:
+        put(o, "true", 4);
+        break;
+    case JSON_FALSE:
+        put(o, "false", 5);
+        break;
+    case JSON_NULL:
+        put(o, "null", 4);
+        break;
+    }
+}
+
+char *gw_json_text(const json_t *v, size_t flags, size_t *len)
+{
+    if (v == NULL)
+        return NULL;
+    if (!(flags & JSON_COMPACT) || (flags & ~(size_t)HANDLED) != 0) {
+        char *text = json_dumps(v, flags);
+        if (text != NULL && len != NULL)
+            *len = strlen(text);
+        return text;
+    }
+    if (!(flags & JSON_ENCODE_ANY) && !json_is_object(v) && !json_is_array(v))
+        return NULL;
+    struct out o = {0};
+    put_value(&o, v, flags, 0);
+    put_char(&o, '\0');
+    if (o.failed) {
+        free(o.buf);
+        return NULL;
+    }
+    if (len != NULL)
+        *len = o.len - 1;
+    return o.buf;
+}

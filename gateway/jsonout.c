@@ -19,13 +19,7 @@
     (JSON_COMPACT | JSON_SORT_KEYS | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY |                       \
      JSON_REAL_PRECISION(0x1F))
 
-struct out {
-    char *buf;
-    size_t len, cap;
-    bool failed;
-};
-
-static bool reserve(struct out *o, size_t n)
+static bool reserve(struct gw_out *o, size_t n)
 {
     if (o->failed)
         return false;
@@ -44,7 +38,7 @@ static bool reserve(struct out *o, size_t n)
     return true;
 }
 
-static void put(struct out *o, const char *s, size_t n)
+void gw_out_bytes(struct gw_out *o, const char *s, size_t n)
 {
     if (n > 0 && reserve(o, n)) {
         memcpy(o->buf + o->len, s, n);
@@ -52,7 +46,7 @@ static void put(struct out *o, const char *s, size_t n)
     }
 }
 
-static void put_char(struct out *o, char c)
+void gw_out_char(struct gw_out *o, char c)
 {
     if (reserve(o, 1))
         o->buf[o->len++] = c;
@@ -60,16 +54,16 @@ static void put_char(struct out *o, char c)
 
 /* A string in quotes, escaped as jansson does: the two-character escapes it
  * knows, \u00XX (upper-case hex) for the other control characters. */
-static void put_string(struct out *o, const char *s, size_t n)
+void gw_out_string(struct gw_out *o, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
-    put_char(o, '"');
+    gw_out_char(o, '"');
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        put(o, s + run, i - run);
+        gw_out_bytes(o, s + run, i - run);
         run = i + 1;
         char esc[6] = {'\\', 0, 0, 0, 0, 0};
         size_t len = 2;
@@ -99,13 +93,13 @@ static void put_string(struct out *o, const char *s, size_t n)
             esc[5] = hex[c & 0xF];
             len = 6;
         }
-        put(o, esc, len);
+        gw_out_bytes(o, esc, len);
     }
-    put(o, s + run, n - run);
-    put_char(o, '"');
+    gw_out_bytes(o, s + run, n - run);
+    gw_out_char(o, '"');
 }
 
-static void put_integer(struct out *o, json_int_t v)
+void gw_out_integer(struct gw_out *o, json_int_t v)
 {
     char digits[24];
     size_t i = sizeof digits;
@@ -116,18 +110,44 @@ static void put_integer(struct out *o, json_int_t v)
     } while (u != 0);
     if (v < 0)
         digits[--i] = '-';
-    put(o, digits + i, sizeof digits - i);
+    gw_out_bytes(o, digits + i, sizeof digits - i);
 }
 
-static void put_real(struct out *o, const json_t *v, size_t flags)
+static void put_real(struct gw_out *o, const json_t *v, size_t flags)
 {
     char *text = json_dumps(v, JSON_ENCODE_ANY | (flags & JSON_REAL_PRECISION(0x1F)));
     if (text == NULL) {
         o->failed = true;
         return;
     }
-    put(o, text, strlen(text));
+    gw_out_bytes(o, text, strlen(text));
     free(text);
+}
+
+void gw_out_real(struct gw_out *o, double d)
+{
+    json_t *v = json_real(d);
+    if (v == NULL) {
+        o->failed = true;
+        return;
+    }
+    put_real(o, v, 0);
+    json_decref(v);
+}
+
+char *gw_out_finish(struct gw_out *o, size_t *len)
+{
+    gw_out_char(o, '\0');
+    if (o->failed) {
+        free(o->buf);
+        *o = (struct gw_out){0};
+        return NULL;
+    }
+    if (len != NULL)
+        *len = o->len - 1;
+    char *text = o->buf;
+    *o = (struct gw_out){0};
+    return text;
 }
 
 struct member {
@@ -144,9 +164,9 @@ static int by_key(const void *a, const void *b)
     return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-static void put_value(struct out *o, const json_t *v, size_t flags, int depth);
+static void put_value(struct gw_out *o, const json_t *v, size_t flags, int depth);
 
-static void put_members(struct out *o, json_t *v, size_t flags, int depth)
+static void put_members(struct gw_out *o, json_t *v, size_t flags, int depth)
 {
     const char *k;
     size_t klen;
@@ -156,10 +176,10 @@ static void put_members(struct out *o, json_t *v, size_t flags, int depth)
         json_object_keylen_foreach(v, k, klen, m)
         {
             if (!first)
-                put_char(o, ',');
+                gw_out_char(o, ',');
             first = false;
-            put_string(o, k, klen);
-            put_char(o, ':');
+            gw_out_string(o, k, klen);
+            gw_out_char(o, ':');
             put_value(o, m, flags, depth + 1);
         }
         return;
@@ -174,15 +194,15 @@ static void put_members(struct out *o, json_t *v, size_t flags, int depth)
     qsort(ms, n, sizeof *ms, by_key);
     for (i = 0; i < n; i++) {
         if (i > 0)
-            put_char(o, ',');
-        put_string(o, ms[i].key, ms[i].len);
-        put_char(o, ':');
+            gw_out_char(o, ',');
+        gw_out_string(o, ms[i].key, ms[i].len);
+        gw_out_char(o, ':');
         put_value(o, ms[i].value, flags, depth + 1);
     }
     free(ms);
 }
 
-static void put_value(struct out *o, const json_t *v, size_t flags, int depth)
+static void put_value(struct gw_out *o, const json_t *v, size_t flags, int depth)
 {
     if (o->failed)
         return;
@@ -192,39 +212,39 @@ static void put_value(struct out *o, const json_t *v, size_t flags, int depth)
     }
     switch (json_typeof(v)) {
     case JSON_OBJECT:
-        put_char(o, '{');
+        gw_out_char(o, '{');
         if (json_object_size(v) > 0)
             put_members(o, (json_t *)v, flags, depth);
-        put_char(o, '}');
+        gw_out_char(o, '}');
         break;
     case JSON_ARRAY: {
-        put_char(o, '[');
+        gw_out_char(o, '[');
         size_t n = json_array_size(v);
         for (size_t i = 0; i < n; i++) {
             if (i > 0)
-                put_char(o, ',');
+                gw_out_char(o, ',');
             put_value(o, json_array_get(v, i), flags, depth + 1);
         }
-        put_char(o, ']');
+        gw_out_char(o, ']');
         break;
     }
     case JSON_STRING:
-        put_string(o, json_string_value(v), json_string_length(v));
+        gw_out_string(o, json_string_value(v), json_string_length(v));
         break;
     case JSON_INTEGER:
-        put_integer(o, json_integer_value(v));
+        gw_out_integer(o, json_integer_value(v));
         break;
     case JSON_REAL:
         put_real(o, v, flags);
         break;
     case JSON_TRUE:
-        put(o, "true", 4);
+        gw_out_bytes(o, "true", 4);
         break;
     case JSON_FALSE:
-        put(o, "false", 5);
+        gw_out_bytes(o, "false", 5);
         break;
     case JSON_NULL:
-        put(o, "null", 4);
+        gw_out_bytes(o, "null", 4);
         break;
     }
 }
@@ -241,14 +261,7 @@ char *gw_json_text(const json_t *v, size_t flags, size_t *len)
     }
     if (!(flags & JSON_ENCODE_ANY) && !json_is_object(v) && !json_is_array(v))
         return NULL;
-    struct out o = {0};
+    struct gw_out o = {0};
     put_value(&o, v, flags, 0);
-    put_char(&o, '\0');
-    if (o.failed) {
-        free(o.buf);
-        return NULL;
-    }
-    if (len != NULL)
-        *len = o.len - 1;
-    return o.buf;
+    return gw_out_finish(&o, len);
 }

@@ -11,6 +11,7 @@
 #define GW_JSONOUT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -27,5 +28,27 @@
  * maker's promise). Values must not hold themselves (json_dumps would fail).
  */
 char *gw_json_text(const json_t *v, size_t flags, size_t *len);
+
+/*
+ * The writer underneath, for trees of other kinds (map.c writes jq's values
+ * with it): start from a zeroed struct gw_out, append, then take the text
+ * with gw_out_finish. A failed allocation is remembered: the appends after it
+ * do nothing and gw_out_finish gives NULL.
+ */
+struct gw_out {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+void gw_out_bytes(struct gw_out *o, const char *s, size_t n);
+void gw_out_char(struct gw_out *o, char c);
+/* s (n bytes of UTF-8) quoted and escaped as json_dumps does. */
+void gw_out_string(struct gw_out *o, const char *s, size_t n);
+void gw_out_integer(struct gw_out *o, json_int_t v);
+/* A finite double as json_dumps writes a real (a non-finite one fails). */
+void gw_out_real(struct gw_out *o, double d);
+/* The text, NUL-terminated, its length in *len (may be NULL); the struct is
+ * zeroed for reuse. NULL, with everything freed, after a failure. */
+char *gw_out_finish(struct gw_out *o, size_t *len);
 
 #endif

@@ -842,8 +842,11 @@ static char *dump_body(json_t *obj)
     return text;
 }
 
+/* A write with body text (taken: freed here on every path), or with obj's
+ * text when text is NULL. */
 static int write_call(struct qbo *q, const struct gw_connection *c, enum call_kind kind,
-                      const char *entity, json_t *obj, const char *requestid, qbo_cb cb, void *arg)
+                      const char *entity, json_t *obj, char *text, const char *requestid, qbo_cb cb,
+                      void *arg)
 {
     char ent[64], extra[160];
     entity_path(entity, ent, sizeof ent);
@@ -858,10 +861,14 @@ static int write_call(struct qbo *q, const struct gw_connection *c, enum call_ki
                  kind == CALL_VOID ? "void" : "delete");
     struct call *call =
         new_call(q, c, kind, "POST", make_url(q, c, ent, extra[0] ? extra : NULL), cb, arg);
-    if (call == NULL)
+    if (call == NULL) {
+        free(text);
         return -1;
+    }
     gw_strlcpy(call->entity, entity, sizeof call->entity);
-    call->body = dump_body(obj);
+    if (text != NULL)
+        qbo_exact_numbers(text);
+    call->body = text ? text : dump_body(obj);
     call->requestid = requestid ? strdup(requestid) : NULL;
     if (kind == CALL_UPDATE) /* qbo_update's own copy: shared, not copied again */
         call->update = json_incref(obj);
@@ -872,7 +879,13 @@ static int write_call(struct qbo *q, const struct gw_connection *c, enum call_ki
 int qbo_create(struct qbo *q, const struct gw_connection *c, const char *entity, json_t *obj,
                const char *requestid, qbo_cb cb, void *arg)
 {
-    return write_call(q, c, CALL_CREATE, entity, obj, requestid, cb, arg);
+    return write_call(q, c, CALL_CREATE, entity, obj, NULL, requestid, cb, arg);
+}
+
+int qbo_create_text(struct qbo *q, const struct gw_connection *c, const char *entity, char *text,
+                    const char *requestid, qbo_cb cb, void *arg)
+{
+    return write_call(q, c, CALL_CREATE, entity, NULL, text, requestid, cb, arg);
 }
 
 int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity, json_t *obj,
@@ -880,7 +893,7 @@ int qbo_update(struct qbo *q, const struct gw_connection *c, const char *entity,
 {
     json_t *o = json_deep_copy(obj);
     json_object_set_new(o, "sparse", json_true());
-    int rc = write_call(q, c, CALL_UPDATE, entity, o, requestid, cb, arg);
+    int rc = write_call(q, c, CALL_UPDATE, entity, o, NULL, requestid, cb, arg);
     json_decref(o);
     return rc;
 }
@@ -891,7 +904,7 @@ static int id_call(struct qbo *q, const struct gw_connection *c, enum call_kind 
                    const char *requestid, qbo_cb cb, void *arg)
 {
     json_t *o = json_pack("{s:s, s:s}", "Id", id, "SyncToken", sync_token);
-    int rc = o ? write_call(q, c, kind, entity, o, requestid, cb, arg) : -1;
+    int rc = o ? write_call(q, c, kind, entity, o, NULL, requestid, cb, arg) : -1;
     json_decref(o);
     return rc;
 }

@@ -61,6 +61,9 @@ int qbo_query(struct qbo *q, const struct gw_connection *c, const char *query, q
 /* POST .../{entity}?requestid=... ; requestid must be the same on every retry of one step. */
 int qbo_create(struct qbo *q, const struct gw_connection *c, const char *entity, json_t *obj,
                const char *requestid, qbo_cb cb, void *arg);
+/* The same with the body as compact JSON text, which it takes (freed on every path). */
+int qbo_create_text(struct qbo *q, const struct gw_connection *c, const char *entity, char *text,
+                    const char *requestid, qbo_cb cb, void *arg);
 /*
  * Sparse update: obj holds Id, SyncToken and the fields to change. On a 5010
  * stale object the entity is read again and the same fields are sent once

@@ -201,7 +201,8 @@ static json_t *wire_text(const struct task *t, const char *text, size_t len)
 struct pending {
     struct task *t;
     json_t *entry;
-    json_t *sent; /* a QuickBooks request's body, until its answer says how it was sent */
+    json_t *sent;   /* a QuickBooks request's body, until its answer says how it was sent */
+    bool sent_text; /* a body that went as text: the answer's request_text is all of it */
     int64_t started_ms;
     qbo_cb qcb;
     mplus_cb mcb;
@@ -268,9 +269,11 @@ static void qbo_answered(const struct qbo_result *res, void *arg)
                                         [QBO_THROTTLED] = "throttled",
                                         [QBO_NO_AUTH] = "not authorised"};
     set_text(p->entry, "intuit_tid", res->intuit_tid);
-    if (p->sent != NULL) {
-        json_t *sent =
-            wire_text(p->t, res->request_text, res->request_text ? strlen(res->request_text) : 0);
+    if (p->sent != NULL || p->sent_text) {
+        size_t len = res->request_text ? strlen(res->request_text) : 0;
+        json_t *sent = wire_text(p->t, res->request_text, len);
+        if (sent == NULL && p->sent == NULL && len > 0) /* to redact: the text as a value */
+            p->sent = json_loadb(res->request_text, len, 0, NULL);
         if (sent == NULL)
             sent = body_text(p->t, p->sent, true);
         if (sent != NULL)
@@ -357,6 +360,20 @@ int task_qbo_create(struct task *t, const char *entity, json_t *obj, const char 
     set_text(p->entry, "requestid", requestid);
     return started(qbo_create(t->clients->qbo, t->conn, entity, obj, requestid, qbo_answered, p),
                    p);
+}
+
+int task_qbo_create_text(struct task *t, const char *entity, char *text, const char *requestid,
+                         qbo_cb cb, void *arg)
+{
+    struct pending *p = write_pending(t, entity, "", NULL, cb, arg);
+    if (p == NULL) {
+        free(text);
+        return -1;
+    }
+    p->sent_text = true;
+    set_text(p->entry, "requestid", requestid);
+    return started(
+        qbo_create_text(t->clients->qbo, t->conn, entity, text, requestid, qbo_answered, p), p);
 }
 
 int task_qbo_update(struct task *t, const char *entity, json_t *obj, const char *requestid,

@@ -1506,31 +1506,33 @@ static void sale_write(struct run *r)
         if (term)
             json_object_set_new(input, "term", json_string(term));
     }
+    /* A new document goes as the mapping wrote it; a change gets Id and
+     * SyncToken added. */
     json_t *target = NULL;
-    char err[512];
-    int rc = map_run(t->clients->mapper, t->conn, MAP_SALES_TO_QBO, input, s->booked, &target, err,
-                     sizeof err);
+    char *text = NULL, err[512];
+    int rc = s->booked != NULL ? map_run(t->clients->mapper, t->conn, MAP_SALES_TO_QBO, input,
+                                         s->booked, &target, err, sizeof err)
+                               : map_run_text(t->clients->mapper, t->conn, MAP_SALES_TO_QBO, input,
+                                              NULL, &text, NULL, err, sizeof err);
     json_decref(input);
     if (rc != 0) {
         run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
         return;
     }
-    char rid[96];
+    char rid[96], step[48];
     if (s->booked != NULL) {
         /* A change to a booked document: replace its lines and totals. */
         json_object_set_new(target, "Id", json_string(gw_str(s->booked, "id") ?: ""));
         json_object_set_new(target, "SyncToken", json_string(gw_str(s->booked, "sync") ?: "0"));
-        char step[48];
         snprintf(step, sizeof step, "%s-v%ld", s->kind, doc_version(s->doc));
         task_requestid(t, step, rid, sizeof rid);
         task_qbo_update(t, s->entity, target, rid, sale_written, r);
+        json_decref(target);
     } else {
-        char step[48];
         snprintf(step, sizeof step, "%s%s", s->kind, s->open_date[0] ? "-open" : "");
         task_requestid(t, step, rid, sizeof rid);
-        task_qbo_create(t, s->entity, target, rid, sale_written, r);
+        task_qbo_create_text(t, s->entity, text, rid, sale_written, r);
     }
-    json_decref(target);
 }
 
 static void remember(struct run *r, json_t *written, bool voided)

@@ -145,6 +145,10 @@ int task_qbo_read(struct task *t, const char *entity, const char *id, task_qbo_c
 int task_qbo_query(struct task *t, const char *query, task_qbo_cb cb, void *arg);
 int task_qbo_create(struct task *t, const char *entity, json_t *obj, const char *requestid,
                     task_qbo_cb cb, void *arg);
+/* A create whose body is already compact JSON text (map_run_text's), which
+ * it takes: freed on every path. */
+int task_qbo_create_text(struct task *t, const char *entity, char *text, const char *requestid,
+                         task_qbo_cb cb, void *arg);
 int task_qbo_update(struct task *t, const char *entity, json_t *obj, const char *requestid,
                     task_qbo_cb cb, void *arg);
 int task_qbo_void(struct task *t, const char *entity, const char *id, const char *sync_token,

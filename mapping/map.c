@@ -4,10 +4,12 @@
  * of the daemon's time for a sales document).
  */
 #include "map.h"
+#include "jsonout.h"
 #include "util.h"
 
 #include <jq.h>
 #include <jv.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -387,6 +389,12 @@ static jv jv_of(struct mapper *m, json_t *v)
     return jv_null();
 }
 
+/* A whole jq number, which json_of makes an integer. */
+static bool whole(double d)
+{
+    return d > -1e17 && d < 1e17 && d == (double)(json_int_t)d;
+}
+
 /* jq to jansson, consuming v. Members that are null, and objects left
  * empty by that, are left out (objects in arrays too, where an emptied
  * object stays {}). NULL for such a value. Whole numbers come back as integers, as they would
@@ -427,7 +435,7 @@ static json_t *json_of(jv v)
         break;
     case JV_KIND_NUMBER: {
         double d = jv_number_value(v);
-        if (d > -1e17 && d < 1e17 && d == (double)(json_int_t)d)
+        if (whole(d))
             out = json_integer((json_int_t)d);
         else
             out = json_real(d);
@@ -447,8 +455,109 @@ static json_t *json_of(jv v)
     return out;
 }
 
+/*
+ * v (consumed) as text, as gw_json_text writes what json_of makes of it:
+ * false, with nothing written, for what json_of leaves out (null, a number
+ * jansson cannot hold, an object left empty).
+ */
+static bool put_jv(struct gw_out *o, jv v)
+{
+    bool wrote = true;
+    switch (jv_get_kind(v)) {
+    case JV_KIND_OBJECT: {
+        size_t start = o->len;
+        bool any = false;
+        gw_out_char(o, '{');
+        for (int it = jv_object_iter(v); jv_object_iter_valid(v, it);
+             it = jv_object_iter_next(v, it)) {
+            size_t before = o->len;
+            jv k = jv_object_iter_key(v, it);
+            const char *name = jv_string_value(k); /* json_of's key: up to a NUL */
+            if (any)
+                gw_out_char(o, ',');
+            gw_out_string(o, name, strlen(name));
+            gw_out_char(o, ':');
+            if (put_jv(o, jv_object_iter_value(v, it)))
+                any = true;
+            else
+                o->len = before;
+            jv_free(k);
+        }
+        if (any)
+            gw_out_char(o, '}');
+        else
+            o->len = start;
+        wrote = any;
+        break;
+    }
+    case JV_KIND_ARRAY: {
+        gw_out_char(o, '[');
+        int n = jv_array_length(jv_copy(v));
+        for (int i = 0; i < n; i++) {
+            if (i > 0)
+                gw_out_char(o, ',');
+            jv ev = jv_array_get(jv_copy(v), i);
+            bool object = jv_get_kind(ev) == JV_KIND_OBJECT;
+            if (!put_jv(o, ev)) /* an element keeps its place */
+                gw_out_bytes(o, object ? "{}" : "null", object ? 2 : 4);
+        }
+        gw_out_char(o, ']');
+        break;
+    }
+    case JV_KIND_STRING:
+        gw_out_string(o, jv_string_value(v), (size_t)jv_string_length_bytes(jv_copy(v)));
+        break;
+    case JV_KIND_NUMBER: {
+        double d = jv_number_value(v);
+        if (whole(d))
+            gw_out_integer(o, (json_int_t)d);
+        else if (isfinite(d))
+            gw_out_real(o, d);
+        else
+            wrote = false; /* json_real takes no NaN or infinity */
+        break;
+    }
+    case JV_KIND_TRUE:
+        gw_out_bytes(o, "true", 4);
+        break;
+    case JV_KIND_FALSE:
+        gw_out_bytes(o, "false", 5);
+        break;
+    case JV_KIND_NULL:
+    case JV_KIND_INVALID:
+        wrote = false;
+        break;
+    }
+    jv_free(v);
+    return wrote;
+}
+
+/* Where a run's result goes: a tree (json_of), or text (put_jv). */
+struct result {
+    json_t **tree;
+    char **text;
+    size_t *len;
+};
+
+/* The program's object output r (consumed) into res. */
+static int take_result(jv r, const struct result *res)
+{
+    if (res->tree != NULL) {
+        *res->tree = json_of(r);
+        if (*res->tree == NULL)
+            *res->tree = json_object(); /* nothing but nulls */
+        return *res->tree ? 0 : -1;
+    }
+    struct gw_out o = {0};
+    if (!put_jv(&o, r))
+        gw_out_bytes(&o, "{}", 2); /* nothing but nulls */
+    *res->text = gw_out_finish(&o, res->len);
+    return *res->text ? 0 : -1;
+}
+
 /* Run a compiled program on input (consumed); the first output is the result. */
-static int run(jq_state *jq, const char *file, jv input, json_t **out, char *err, size_t errlen)
+static int run(jq_state *jq, const char *file, jv input, const struct result *out, char *err,
+               size_t errlen)
 {
     jq_start(jq, input, 0);
     jv r = jq_next(jq);
@@ -460,12 +569,10 @@ static int run(jq_state *jq, const char *file, jv input, json_t **out, char *err
         while (jv_is_valid(more = jq_next(jq)))
             jv_free(more);
         jv_free(more);
-        bool object = jv_get_kind(r) == JV_KIND_OBJECT;
-        *out = object ? json_of(r) : NULL;
-        if (object) {
-            if (*out == NULL)
-                *out = json_object(); /* nothing but nulls */
-            rc = 0;
+        if (jv_get_kind(r) == JV_KIND_OBJECT) {
+            rc = take_result(r, out);
+            if (rc != 0)
+                gw_errf(err, errlen, "mapping %s: out of memory", file);
         } else {
             jv_free(r);
             gw_errf(err, errlen, "mapping %s: expected an object as output", file);
@@ -486,8 +593,9 @@ static int run(jq_state *jq, const char *file, jv input, json_t **out, char *err
     return rc;
 }
 
-int map_run(struct mapper *m, const struct gw_connection *c, const char *name, json_t *source,
-            json_t *existing, json_t **out, char *err, size_t errlen)
+static int run_mapping(struct mapper *m, const struct gw_connection *c, const char *name,
+                       json_t *source, json_t *existing, const struct result *out, char *err,
+                       size_t errlen)
 {
     struct program *p = NULL;
     for (size_t i = 0; m && i < m->n; i++)
@@ -505,13 +613,28 @@ int map_run(struct mapper *m, const struct gw_connection *c, const char *name, j
     return run(p->jq, p->file, input, out, err, errlen);
 }
 
+int map_run(struct mapper *m, const struct gw_connection *c, const char *name, json_t *source,
+            json_t *existing, json_t **out, char *err, size_t errlen)
+{
+    struct result res = {.tree = out};
+    return run_mapping(m, c, name, source, existing, &res, err, errlen);
+}
+
+int map_run_text(struct mapper *m, const struct gw_connection *c, const char *name, json_t *source,
+                 json_t *existing, char **text, size_t *len, char *err, size_t errlen)
+{
+    struct result res = {.text = text, .len = len};
+    return run_mapping(m, c, name, source, existing, &res, err, errlen);
+}
+
 int map_preview(const char *dir, const char *file, json_t *input, json_t **out, char *err,
                 size_t errlen)
 {
     jq_state *jq = compile(dir, file, err, errlen);
     if (jq == NULL)
         return -1;
-    int rc = run(jq, file, jv_of(NULL, input), out, err, errlen);
+    struct result res = {.tree = out};
+    int rc = run(jq, file, jv_of(NULL, input), &res, err, errlen);
     jq_teardown(&jq);
     return rc;
 }

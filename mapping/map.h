@@ -48,6 +48,12 @@ void map_close(struct mapper *m);
 int map_run(struct mapper *m, const struct gw_connection *c, const char *name, json_t *source,
             json_t *existing, json_t **out, char *err, size_t errlen);
 
+/* The same, as compact JSON text (*text malloc'd, *len its length): what
+ * gw_json_text would write of map_run's *out, without building it. For a
+ * result that goes to QuickBooks as it is. */
+int map_run_text(struct mapper *m, const struct gw_connection *c, const char *name, json_t *source,
+                 json_t *existing, char **text, size_t *len, char *err, size_t errlen);
+
 /* The settings object a connection's programs see (its tables parsed). New object. */
 json_t *map_settings(const struct gw_connection *c);
 

@@ -19,6 +19,7 @@ connection, shop1, and the sales flow:
 """
 
 import decimal
+import json
 import os
 import shutil
 import sys
@@ -236,6 +237,30 @@ class TillSales(SalesTestCase):
         self.assertEqual(sent[0]["request"], received[0]["body_text"])
         self.assertIn("Mplus receipt %s" % sale["receiptId"], sent[0]["response"])
         self.assertEqual(sent[0]["intuit_tid"], received[0]["intuit_tid"])
+
+    def test_a_member_named_like_a_secret_is_sent_but_not_kept_in_show(self):
+        """A new document goes as the mapping's text; the log still redacts what looks secret."""
+        path = os.path.join(self.tmp, "with-api-key.jq")
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "mapping",
+                               "sales-to-qbo.jq")) as f:
+            program = f.read()
+        with open(path, "w") as f:
+            f.write(program + ' | .ApiKey = "s3cr3t-value-4711"\n')
+        self.start_gateway(map_sales_to_qbo=path)
+        MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "2"}])
+        e = self.sale_events("receipt", 1)[0]
+        # QuickBooks refuses a member it does not know, as the real one does; the call is logged.
+        self.assertEqual((e["state"], e["reason"]), ("dead", "rejected by QuickBooks"), e)
+        received = [r for r in QBO.requests() if r["method"] == "POST" and r["path"].endswith("/salesreceipt")]
+        self.assertEqual(len(received), 1)
+        self.assertIn("s3cr3t-value-4711", received[0]["body_text"])  # sent as mapped
+        calls = self.gw.show(e["id"])["history"][-1]["calls"]
+        self.assertNotIn("s3cr3t-value-4711", json.dumps(calls))
+        sent = [c for c in calls if c["system"] == "quickbooks" and c["path"] == "/salesreceipt"]
+        self.assertEqual(len(sent), 1, calls)
+        logged, wire = json.loads(sent[0]["request"]), json.loads(received[0]["body_text"])
+        self.assertEqual(logged["ApiKey"], "***")
+        self.assertEqual(logged["Line"], wire["Line"])  # the rest as it went
 
     def test_sigkill_mid_day_then_restart_loses_none_and_books_none_twice(self):
         gw = self.start_gateway()

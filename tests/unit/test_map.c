@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "jsonout.h"
 #include "map.h"
 
 #define DIR GW_SOURCE_DIR "/mapping"
@@ -179,6 +180,75 @@ static void test_values_and_nulls(void **state)
     unlink("/tmp/gw_map_nulls.jq");
 }
 
+/* The text map_run_text writes is the tree map_run makes, as gw_json_text
+ * writes it: for a program's edge cases and for the default sales mapping. */
+static void same_text(struct mapper *m, const struct gw_connection *c, const char *name,
+                      json_t *src, const char *want)
+{
+    json_t *tree;
+    char *text, err[512];
+    size_t len = 0;
+    if (map_run(m, c, name, src, NULL, &tree, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    if (map_run_text(m, c, name, src, NULL, &text, &len, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    char *dumped = gw_json_text(tree, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
+    assert_string_equal(text, dumped);
+    assert_int_equal(len, strlen(text));
+    if (want != NULL)
+        assert_string_equal(text, want);
+    free(dumped);
+    free(text);
+    json_decref(tree);
+}
+
+static void test_text_as_the_tree_writes(void **state)
+{
+    (void)state;
+    write_file(
+        "/tmp/gw_map_text.jq",
+        "if .source.none then {a: null, b: {c: null}} else\n"
+        "{Echo: .source, Gone: null, Empty: {a: null}, Kept: {a: null, b: 1},\n"
+        " Line: [{Amount: \"9.95\", X: null}, null, {Y: {z: null}}, nan, infinite],\n"
+        " Nums: [1e17, 99999999999999999, 1e16, -2.5, 0.1, 3, -0, (1/3)],\n"
+        " Odd: nan, Inf: infinite, Esc: \"q\\\"\\\\\\n\\u0001\u00e9\", Ok: true, No: false} end\n");
+    struct gw_config *cfg = load("[connection.a]\nflows = customers, sales\n"
+                                 "map_customers_to_qbo = /tmp/gw_map_text.jq\n");
+    struct mapper *m;
+    char err[512];
+    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    const struct gw_connection *c = &cfg->conns[0];
+    json_t *src = json_loads("{\"t\":\"a\\u0000b\",\"n\":12,\"f\":0.5,\"neg\":-3,"
+                             "\"deep\":{\"x\":[true,false,\"s\",{}]},\"e\":{}}",
+                             JSON_ALLOW_NUL, NULL);
+    assert_non_null(src);
+    same_text(m, c, MAP_CUSTOMERS_TO_QBO, src, NULL);
+    json_t *none = json_pack("{s:b}", "none", 1);
+    same_text(m, c, MAP_CUSTOMERS_TO_QBO, none, "{}"); /* nothing but nulls */
+    json_decref(none);
+    json_decref(src);
+
+    /* The default sales mapping on a receipt of two lines. */
+    json_t *sale = json_loads(
+        "{\"entity\":\"SalesReceipt\",\"kind\":\"receipt\",\"customer\":\"58\","
+        "\"document\":{\"financialDate\":\"2026-12-01\",\"vatMethod\":\"VAT-METHOD-INCLUSIVE\","
+        "\"invoiceAddress\":{\"address\":\" Dam 1 \",\"city\":\"\",\"country\":\"NL\"}},"
+        "\"doc_number\":\"1-12\",\"private_note\":\"Mplus receipt R-1\",\"mplus_id\":\"R-1\","
+        "\"lines\":[{\"item\":\"100\",\"tax_code\":\"7\",\"amount\":\"12.40\",\"qty\":\"2\","
+        "\"unit_price\":\"6.20\",\"amount_incl\":\"15.00\",\"description\":\"Tea\"},"
+        "{\"item\":\"101\",\"tax_code\":\"7\",\"amount\":\"-1.00\",\"qty\":\"-1\","
+        "\"unit_price\":\"1.00\",\"amount_incl\":\"-1.21\",\"description\":\"\"}],"
+        "\"tax_total\":\"2.39\",\"total\":\"13.79\",\"rounding\":\"0.00\","
+        "\"payment_method\":\"1\",\"deposit_account\":\"35\"}",
+        0, NULL);
+    assert_non_null(sale);
+    same_text(m, c, MAP_SALES_TO_QBO, sale, NULL);
+    json_decref(sale);
+    map_close(m);
+    config_free(cfg);
+    unlink("/tmp/gw_map_text.jq");
+}
+
 static void test_bad_settings_table(void **state)
 {
     (void)state;
@@ -196,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_company_and_person_relations),
         cmocka_unit_test(test_override_and_errors),
         cmocka_unit_test(test_values_and_nulls),
+        cmocka_unit_test(test_text_as_the_tree_writes),
         cmocka_unit_test(test_bad_settings_table),
     };
     return cmocka_run_group_tests_name("map", tests, NULL, NULL);

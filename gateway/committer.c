@@ -19,6 +19,7 @@ struct committer {
     struct event *stage_ev; /* hands the staged jobs over, once per loop turn */
     struct commit_job *staged_head, *staged_tail;     /* loop thread: submitted this turn */
     long staged_n, staged_urgent;                     /* of them, and of those not lazy */
+    bool staged_flush;                                /* committer_flush: at once, with them */
     struct commit_job *(*idle)(void *arg, bool busy); /* see committer_set_idle */
     void (*before)(void *arg, struct commit_job *head, unsigned n);
     void *before_arg;
@@ -33,6 +34,7 @@ struct committer {
     struct commit_job *todo_head, *todo_tail; /* waiting for commit */
     long todo_n;                              /* jobs in todo */
     long todo_urgent;                         /* of which not lazy */
+    bool todo_flush;                          /* committer_flush: commit them at once */
     double todo_since;                        /* when todo was last empty */
     double linger;                            /* how long lazy jobs wait (under mu) */
     struct commit_job *done_head, *done_tail; /* committed, waiting for done() */
@@ -164,7 +166,8 @@ static void *committer_main(void *arg)
         }
         /* Lazy jobs wait a little for others to share their commit. */
         double linger = c->todo_since + c->linger - mono_seconds();
-        if (c->todo_urgent == 0 && c->todo_n < c->max_batch && linger > 0 && !c->stop) {
+        if (c->todo_urgent == 0 && !c->todo_flush && c->todo_n < c->max_batch && linger > 0 &&
+            !c->stop) {
             wait_for(c, linger);
             continue;
         }
@@ -181,8 +184,10 @@ static void *committer_main(void *arg)
         c->todo_head = tail->next;
         c->todo_n -= n;
         c->todo_urgent -= urgent; /* what is left has waited since todo_since already */
-        if (c->todo_head == NULL)
+        if (c->todo_head == NULL) {
             c->todo_tail = NULL;
+            c->todo_flush = false;
+        }
         tail->next = NULL;
         pthread_mutex_unlock(&c->mu);
 
@@ -235,9 +240,12 @@ static void hand_over(struct committer *c)
     if (head == NULL)
         return;
     long n = c->staged_n, urgent = c->staged_urgent;
+    bool flush = c->staged_flush;
     c->staged_head = c->staged_tail = NULL;
     c->staged_n = c->staged_urgent = 0;
+    c->staged_flush = false;
     pthread_mutex_lock(&c->mu);
+    c->todo_flush = c->todo_flush || flush;
     c->last_submit = mono_seconds();
     if (c->todo_head == NULL)
         c->todo_since = c->last_submit;
@@ -312,6 +320,20 @@ void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *ar
     c->idle = idle;
     c->idle_arg = arg;
     c->idle_quiet = quiet_seconds;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void committer_flush(struct committer *c)
+{
+    if (c->staged_head != NULL) {
+        c->staged_flush = true; /* handed over with them at the end of the turn */
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (c->todo_head != NULL) {
+        c->todo_flush = true;
+        pthread_cond_signal(&c->cv);
+    }
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -45,10 +45,11 @@ struct commit_job {
     bool lazy;
 };
 
-/* How long a lazy job may wait for company: ten lazy jobs a commit instead
- * of two or three when events finish one by one, for a few milliseconds on
- * each event's way through. */
-#define COMMIT_LINGER_S 0.010
+/* How long a lazy job may wait for company: a busy flow's events, finishing
+ * one by one, share a commit twenty or thirty at a time instead of two or
+ * three, for a few milliseconds on each event's way through. A loop that has
+ * nothing to do but wait for the store says so (committer_flush). */
+#define COMMIT_LINGER_S 0.025
 
 struct committer;
 
@@ -74,6 +75,10 @@ void committer_set_before(struct committer *c,
  */
 void committer_set_idle(struct committer *c, struct commit_job *(*idle)(void *arg, bool busy),
                         void *arg, double quiet_seconds);
+/* Commit what is queued (and what this loop turn submitted) without waiting
+ * for more company: the loop has nothing else to do until it is stored
+ * (loop thread). */
+void committer_flush(struct committer *c);
 /* How long lazy jobs wait for company (COMMIT_LINGER_S unless set). */
 void committer_set_linger(struct committer *c, double seconds);
 /* Finish what is queued, call its done callbacks, stop the thread. */

@@ -88,8 +88,9 @@ struct dispatcher {
     struct event *timer, *kick_ev;
     struct running *head;
     size_t nrunning;
-    uint64_t *slots; /* running ids (is_running) */
-    size_t nslots;   /* a power of two, at least 4 x max_in_flight */
+    size_t committing; /* of them, those whose claim or outcome is being committed */
+    uint64_t *slots;   /* running ids (is_running) */
+    size_t nslots;     /* a power of two, at least 4 x max_in_flight */
     struct dconn *conns;
     bool draining;
     unsigned rng;
@@ -453,10 +454,21 @@ static int finish_apply(struct store_txn *t, struct commit_job *job)
 
 static void schedule_scan(struct dispatcher *d);
 
+/* A claim or an outcome to the store. When every running event waits for
+ * one, nothing else happens until the store has them: no lingering. */
+static void commit_for(struct dispatcher *d, struct running *r)
+{
+    d->committing++;
+    committer_submit(d->committer, &r->job);
+    if (d->committing == d->nrunning)
+        committer_flush(d->committer);
+}
+
 static void finish_done(struct commit_job *job)
 {
     struct running *r = (struct running *)job;
     struct dispatcher *d = r->d;
+    d->committing--;
     if (job->status != 0)
         gw_log(GW_LOG_ERROR, r->dc ? r->dc->c->name : NULL, r->task.id,
                "could not store the outcome (%s); the event runs again",
@@ -478,7 +490,7 @@ static void op_finish(struct task *t, const struct outcome *o)
     r->job.apply = finish_apply;
     r->job.done = finish_done;
     r->job.lazy = true;
-    committer_submit(r->d->committer, &r->job);
+    commit_for(r->d, r);
 }
 
 static json_t *op_payload(struct task *t)
@@ -538,6 +550,7 @@ static void claim_done(struct commit_job *job)
 {
     struct running *r = (struct running *)job;
     struct dispatcher *d = r->d;
+    d->committing--;
     if (job->status != 0) {
         remove_running(d, r);
         return;
@@ -692,7 +705,7 @@ static bool start_event(struct dispatcher *d, uint64_t id, json_t *rec, char *te
     r->job.apply = claim_apply;
     r->job.done = claim_done;
     r->job.lazy = true;
-    committer_submit(d->committer, &r->job);
+    commit_for(d, r);
     return true;
 }
 

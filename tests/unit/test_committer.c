@@ -108,10 +108,62 @@ static void test_lazy_jobs_wait_and_urgent_takes_them_along(void **state)
     event_base_free(base);
 }
 
+/* A flush commits what waits, and what the same loop turn submits, without
+ * waiting for more company. */
+static void test_flush_commits_waiting_jobs_at_once(void **state)
+{
+    (void)state;
+    evthread_use_pthreads();
+    struct event_base *base = event_base_new();
+    char path[300], err[GW_ERR_LEN];
+    snprintf(path, sizeof path, "%s/store-flush", dir);
+    struct store *st;
+    if (store_open(path, 8, 64, &st, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    struct committer *c = committer_start(base, st, 512);
+    assert_non_null(c);
+    committer_set_linger(c, 30.0);
+
+    /* Handed over already: the flush reaches the commit thread. */
+    struct test_job early = {.job = {.apply = job_apply, .done = job_done, .lazy = true}};
+    committer_submit(c, &early.job);
+    run_loop(base, 100);
+    assert_int_equal(early.done, 0); /* waiting for company */
+    committer_flush(c);
+    for (int i = 0; i < 100 && early.done == 0; i++)
+        run_loop(base, 50);
+    assert_int_equal(early.done, 1);
+    assert_int_equal(early.group, 1);
+
+    /* Submitted in this turn: the flush goes with them. */
+    struct test_job turn[2] = {{.job = {.apply = job_apply, .done = job_done, .lazy = true}},
+                               {.job = {.apply = job_apply, .done = job_done, .lazy = true}}};
+    committer_submit(c, &turn[0].job);
+    committer_flush(c);
+    committer_submit(c, &turn[1].job);
+    for (int i = 0; i < 100 && turn[1].done == 0; i++)
+        run_loop(base, 50);
+    assert_int_equal(turn[0].done + turn[1].done, 2);
+    assert_int_equal(turn[0].group, 2);
+
+    /* Nothing queued: a flush changes nothing for a later job. */
+    committer_flush(c);
+    struct test_job later = {.job = {.apply = job_apply, .done = job_done, .lazy = true}};
+    committer_submit(c, &later.job);
+    run_loop(base, 200);
+    assert_int_equal(later.done, 0);
+
+    committer_stop(c); /* finishes what is queued */
+    assert_int_equal(later.done, 1);
+    store_close(st);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lazy_jobs_wait_and_urgent_takes_them_along),
+        cmocka_unit_test(test_flush_commits_waiting_jobs_at_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -9,11 +9,15 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 
+#include "clients.h"
 #include "config.h"
 #include "dispatch.h"
+#include "qbo.h"
 #include "sig.h"
 #include "store.h"
+#include "task.h"
 
 static void test_backoff_full_jitter(void **state)
 {
@@ -186,12 +190,99 @@ static void test_offer_room(void **state)
     event_base_free(base);
 }
 
+static int tokens_fn(struct store_txn *t, void *arg)
+{
+    char key[128];
+    qbo_tokens_key(arg, key, sizeof key);
+    json_t *tokens = json_pack("{s:s, s:I}", "refresh_token", "r", "updated_ms", (json_int_t)1);
+    int rc = store_txn_meta_put(t, key, tokens);
+    json_decref(tokens);
+    return rc;
+}
+
+static void done_at_once(struct task *t)
+{
+    task_done(t);
+}
+
+static const struct flow quick_flows[] = {
+    {"customers", GW_FLOW_CUSTOMERS, NULL, "Widget", done_at_once},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+/* An event whose claim and outcome are all the dispatcher waits for is not
+ * kept waiting for company: with lazy jobs lingering 30 s, it is done at once. */
+static void test_waiting_only_on_the_store_commits_at_once(void **state)
+{
+    (void)state;
+    evthread_use_pthreads();
+    snprintf(dir, sizeof dir, "/tmp/gw_dispatch_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    struct store *st;
+    char err[256];
+    assert_int_equal(store_open(dir, 1, 64, &st, err, sizeof err), 0);
+    const char *rec = "{\"connection\":\"a\",\"source\":\"test\",\"entity\":\"Widget\","
+                      "\"entity_id\":\"1\",\"state\":\"pending\",\"due_ms\":100}";
+    struct store_put p;
+    memset(&p, 0, sizeof p);
+    store_dedupe_hash("w1", NULL, p.key);
+    p.rec = rec;
+    p.rec_len = strlen(rec);
+    p.state = GW_PENDING;
+    p.entity_key = "a|Widget|1";
+    p.due_ms = 100;
+    assert_int_equal(store_ingest(st, &p, 1, err, sizeof err), 0);
+
+    struct event_base *base = event_base_new();
+    struct committer *cm = committer_start(base, st, 512);
+    committer_set_linger(cm, 30.0);
+    struct gw_connection conn = {.name = "a", .flows = GW_FLOW_CUSTOMERS};
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.conns = &conn;
+    cfg.nconns = 1;
+    cfg.max_in_flight = 8;
+    cfg.max_in_flight_per_connection = 8;
+    cfg.retry_first_s = 1;
+    cfg.retry_max_s = 60;
+    cfg.retry_give_up_s = 3600;
+    cfg.qbo_rate_per_sec = 10;
+    cfg.qbo_rate_per_min = 500;
+    assert_int_equal(store_write(st, tokens_fn, "a", err, sizeof err), 0); /* authorised */
+    struct gw_clients clients = {.qbo = qbo_new(base, &cfg, st, cm, NULL)};
+    struct dispatcher *d = dispatch_new(base, &cfg, st, cm, &clients, quick_flows);
+    dispatch_kick(d);
+    const char *now = NULL;
+    json_t *e = NULL;
+    for (int i = 0; i < 50; i++) { /* 5 s at most */
+        struct timeval tv = {0, 100 * 1000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+        json_decref(e);
+        assert_int_equal(store_get_event(st, 1, &e, err, sizeof err), 0);
+        now = json_string_value(json_object_get(e, "state"));
+        if (now != NULL && strcmp(now, "done") == 0 && dispatch_idle(d))
+            break;
+    }
+    assert_string_equal(now, "done");
+    json_decref(e);
+    dispatch_free(d);
+    committer_stop(cm);
+    qbo_free(clients.qbo);
+    event_base_free(base);
+    store_close(st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backoff_full_jitter),
         cmocka_unit_test(test_entity_order_and_queue),
         cmocka_unit_test(test_offer_room),
+        cmocka_unit_test(test_waiting_only_on_the_store_commits_at_once),
     };
     return cmocka_run_group_tests_name("dispatch", tests, NULL, NULL);
 }

@@ -88,9 +88,10 @@ struct dispatcher {
     struct event *timer, *kick_ev;
     struct running *head;
     size_t nrunning;
-    size_t committing; /* of them, those whose claim or outcome is being committed */
-    uint64_t *slots;   /* running ids (is_running) */
-    size_t nslots;     /* a power of two, at least 4 x max_in_flight */
+    size_t committing;      /* of them, those whose claim or outcome is being committed */
+    struct event *flush_ev; /* flush_check, after the loop turn's callbacks */
+    uint64_t *slots;        /* running ids (is_running) */
+    size_t nslots;          /* a power of two, at least 4 x max_in_flight */
     struct dconn *conns;
     bool draining;
     unsigned rng;
@@ -454,14 +455,30 @@ static int finish_apply(struct store_txn *t, struct commit_job *job)
 
 static void schedule_scan(struct dispatcher *d);
 
-/* A claim or an outcome to the store. When every running event waits for
- * one, nothing else happens until the store has them: no lingering. */
+/* When every running event waits for its claim or outcome to be stored,
+ * nothing else happens until the store has them: they need not linger. Seen
+ * once the loop turn's callbacks are through (a claim done in the same turn
+ * may yet start a call). */
+static void flush_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct dispatcher *d = arg;
+    if (d->committing > 0 && d->committing == d->nrunning)
+        committer_flush(d->committer);
+}
+
+static void check_flush(struct dispatcher *d)
+{
+    event_active(d->flush_ev, EV_READ, 0); /* once a turn, however often asked */
+}
+
+/* A claim or an outcome to the store. */
 static void commit_for(struct dispatcher *d, struct running *r)
 {
     d->committing++;
     committer_submit(d->committer, &r->job);
-    if (d->committing == d->nrunning)
-        committer_flush(d->committer);
+    check_flush(d);
 }
 
 static void finish_done(struct commit_job *job)
@@ -478,6 +495,7 @@ static void finish_done(struct commit_job *job)
                r->outcome.reason, r->outcome.error[0] ? ": " : "", r->outcome.error);
     circuit_after(d, r);
     remove_running(d, r);
+    check_flush(d);
     schedule_scan(d);
 }
 
@@ -553,6 +571,7 @@ static void claim_done(struct commit_job *job)
     d->committing--;
     if (job->status != 0) {
         remove_running(d, r);
+        check_flush(d);
         return;
     }
     adopt_record(r);
@@ -845,6 +864,7 @@ struct dispatcher *dispatch_new(struct event_base *base, const struct gw_config 
         d->conns[i].c = &cfg->conns[i];
     d->timer = event_new(base, -1, EV_PERSIST, on_timer, d);
     d->kick_ev = event_new(base, -1, EV_READ, on_timer, d);
+    d->flush_ev = event_new(base, -1, EV_READ, flush_check, d);
     struct timeval tv = {0, SCAN_INTERVAL_MS * 1000};
     event_add(d->timer, &tv);
     schedule_scan(d);
@@ -889,6 +909,7 @@ void dispatch_free(struct dispatcher *d)
         remove_running(d, d->head);
     event_free(d->timer);
     event_free(d->kick_ev);
+    event_free(d->flush_ev);
     dispatch_drop_offers(d);
     free(d->conns);
     free(d->slots);

@@ -639,6 +639,8 @@ static void free_call(struct call *call)
 
 static void finish_call(struct call *call, struct qbo_result *r)
 {
+    if (r->request_text == NULL) /* ended before it went out: what it would have sent */
+        r->request_text = call->body;
     call->cb(r, call->arg);
     free_call(call);
 }
@@ -866,9 +868,12 @@ static int write_call(struct qbo *q, const struct gw_connection *c, enum call_ki
         return -1;
     }
     gw_strlcpy(call->entity, entity, sizeof call->entity);
-    if (text != NULL)
-        qbo_exact_numbers(text);
-    call->body = text ? text : dump_body(obj);
+    call->body = text ? text : gw_json_text(obj, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
+    if (call->body == NULL) {
+        free_call(call);
+        return -1;
+    }
+    qbo_exact_numbers(call->body);
     call->requestid = requestid ? strdup(requestid) : NULL;
     if (kind == CALL_UPDATE) /* qbo_update's own copy: shared, not copied again */
         call->update = json_incref(obj);

@@ -202,7 +202,7 @@ struct pending {
     struct task *t;
     json_t *entry;
     json_t *sent;   /* a QuickBooks request's body, until its answer says how it was sent */
-    bool sent_text; /* a body that went as text: the answer's request_text is all of it */
+    bool sent_text; /* a body given as text with nothing to redact: the answer has all of it */
     int64_t started_ms;
     qbo_cb qcb;
     mplus_cb mcb;
@@ -270,10 +270,8 @@ static void qbo_answered(const struct qbo_result *res, void *arg)
                                         [QBO_NO_AUTH] = "not authorised"};
     set_text(p->entry, "intuit_tid", res->intuit_tid);
     if (p->sent != NULL || p->sent_text) {
-        size_t len = res->request_text ? strlen(res->request_text) : 0;
-        json_t *sent = wire_text(p->t, res->request_text, len);
-        if (sent == NULL && p->sent == NULL && len > 0) /* to redact: the text as a value */
-            p->sent = json_loadb(res->request_text, len, 0, NULL);
+        json_t *sent =
+            wire_text(p->t, res->request_text, res->request_text ? strlen(res->request_text) : 0);
         if (sent == NULL)
             sent = body_text(p->t, p->sent, true);
         if (sent != NULL)
@@ -351,29 +349,41 @@ static struct pending *write_pending(struct task *t, const char *entity, const c
     return qbo_pending(t, "POST", path, obj, cb, arg);
 }
 
+/* A create with obj, or with its text (taken). A text that may hold a
+ * secret is kept parsed, amounts still text, to be redacted as a tree. */
+static int create(struct task *t, const char *entity, json_t *obj, char *text,
+                  const char *requestid, qbo_cb cb, void *arg)
+{
+    json_t *parsed = NULL;
+    if (text != NULL) {
+        size_t len = strlen(text);
+        if (activity_may_hold_secret(text, len < body_max(t) ? len : body_max(t)))
+            obj = parsed = json_loadb(text, len, 0, NULL);
+    }
+    struct pending *p = write_pending(t, entity, "", obj, cb, arg);
+    json_decref(parsed);
+    if (p == NULL) {
+        free(text);
+        return -1;
+    }
+    p->sent_text = text != NULL && parsed == NULL;
+    set_text(p->entry, "requestid", requestid);
+    struct qbo *q = t->clients->qbo;
+    return started(text ? qbo_create_text(q, t->conn, entity, text, requestid, qbo_answered, p)
+                        : qbo_create(q, t->conn, entity, obj, requestid, qbo_answered, p),
+                   p);
+}
+
 int task_qbo_create(struct task *t, const char *entity, json_t *obj, const char *requestid,
                     qbo_cb cb, void *arg)
 {
-    struct pending *p = write_pending(t, entity, "", obj, cb, arg);
-    if (p == NULL)
-        return -1;
-    set_text(p->entry, "requestid", requestid);
-    return started(qbo_create(t->clients->qbo, t->conn, entity, obj, requestid, qbo_answered, p),
-                   p);
+    return create(t, entity, obj, NULL, requestid, cb, arg);
 }
 
 int task_qbo_create_text(struct task *t, const char *entity, char *text, const char *requestid,
                          qbo_cb cb, void *arg)
 {
-    struct pending *p = write_pending(t, entity, "", NULL, cb, arg);
-    if (p == NULL) {
-        free(text);
-        return -1;
-    }
-    p->sent_text = true;
-    set_text(p->entry, "requestid", requestid);
-    return started(
-        qbo_create_text(t->clients->qbo, t->conn, entity, text, requestid, qbo_answered, p), p);
+    return create(t, entity, NULL, text, requestid, cb, arg);
 }
 
 int task_qbo_update(struct task *t, const char *entity, json_t *obj, const char *requestid,

@@ -9,12 +9,15 @@ def gw_maybe_space: . <= " " or . >= "\u0080";
 
 # A trimmed string, or null when there is nothing in it. (The regular
 # expressions, compiled at each call, run only when an end may be white space;
-# `. < "!"` holds for a string that starts with white space or is empty. The
-# first character's test is gw_maybe_space's, written out to save a slice.)
+# `. < "!"` holds for a string that starts with white space. The first
+# character's test is gw_maybe_space's, written out to save a slice. An empty
+# string, common in Mplus's answers, is seen first.)
 def gw_nonempty:
   if type == "string" then
-    (if . < "!" or . >= "\u0080" or (.[-1:] | gw_maybe_space) then sub("^\\s+"; "") | sub("\\s+$"; "") else . end)
-    | (if . == "" then null else . end)
+    (if . == "" then null
+     elif . < "!" or . >= "\u0080" or (.[-1:] | gw_maybe_space) then
+       sub("^\\s+"; "") | sub("\\s+$"; "") | (if . == "" then null else . end)
+     else . end)
   elif type == "number" then tostring
   else null end;
 
@@ -26,12 +29,12 @@ def gw_trunc($n): if type == "string" and length > $n then .[0:$n] else . end;
 # need no change: only those holding one of the characters are rewritten.)
 def gw_clean:
   if type == "string" then
-    (if contains(":") or contains("\"") or contains("\t") or contains("\n") or contains("\r")
+    (if . == "" then null
+     elif contains(":") or contains("\"") or contains("\t") or contains("\n") or contains("\r")
         or contains("  ") then
        explode | map(select(. != 58 and . != 34) | if . == 9 or . == 10 or . == 13 then 32 else . end)
-       | implode | split(" ") | map(select(. != "")) | join(" ")
-     else . end)
-    | gw_nonempty
+       | implode | split(" ") | map(select(. != "")) | join(" ") | gw_nonempty
+     else gw_nonempty end)
   else . end;
 
 # Drop members that are null (and objects left empty by that).

@@ -458,7 +458,9 @@ static json_t *json_of(jv v)
 /*
  * v (consumed) as text, as gw_json_text writes what json_of makes of it:
  * false, with nothing written, for what json_of leaves out (null, a number
- * jansson cannot hold, an object left empty).
+ * jansson cannot hold, an object left empty). One difference: two keys that
+ * are the same up to a NUL ("a\u0000x", "a\u0000y") become one member in
+ * json_of and stay two here.
  */
 static bool put_jv(struct gw_out *o, jv v)
 {

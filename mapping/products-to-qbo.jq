@@ -54,11 +54,12 @@
        end) as $name
     | ($a.stockArticle == true and $s.products_track_stock == true) as $inventory
     | ($s.products_price == "excl") as $excl
+    # (Its parts are trimmed already: only an empty whole becomes null.)
     | ([($a.extraText | gw_nonempty) // ($a.invoiceText | gw_nonempty) // $article,
         (if ($variant | length) > 0 and $product != null
             and $s.products_variant_parent != "category" then $product else null end),
         (($a.barcode | gw_nonempty) as $ean | if $ean then "EAN " + $ean else null end)]
-       | map(select(. != null)) | join("\n") | gw_nonempty) as $description
+       | map(select(. != null)) | join("\n") | if . == "" then null else . end) as $description
     | (gw_lookup($s.products_income_accounts; $tg) // gw_lookup($s.income_account_by_country; "*")) as $income
     | (gw_lookup($s.products_expense_accounts; $tg)) as $expense
     | ($a.vatCode | if . == null then null else tostring end) as $vat

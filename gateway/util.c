@@ -268,15 +268,9 @@ int64_t gw_day_of(const struct tm *tm)
 
 int64_t gw_day_parse(const char *s)
 {
-    if (s == NULL || strlen(s) != 10 || s[4] != '-' || s[7] != '-')
-        return -1;
-    for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9'))
-            return -1;
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int y = atoi(s), m = atoi(s + 5), d = atoi(s + 8);
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (m < 1 || m > 12 || d < 1 || d > mdays[m - 1] + (m == 2 && leap))
+    int y, m, d;
+    if (s == NULL || strlen(s) != 10 || !digits(&s, 4, &y) || *s++ != '-' || !digits(&s, 2, &m) ||
+        *s++ != '-' || !digits(&s, 2, &d) || m < 1 || m > 12 || !days_in_month_ok(y, m, d))
         return -1;
     return (int64_t)y * 10000 + m * 100 + d;
 }

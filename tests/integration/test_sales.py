@@ -100,6 +100,16 @@ class SalesTestCase(GatewayTestCase):
         QBO.entity("Account", {"Id": "79", "Name": "Omzet", "AccountType": "Income"})
         QBO.entity("Item", {"Id": "900", "Name": "Afronding", "Sku": "ROUNDING", "Type": "Service"})
 
+    def mapping_then(self, name, then):
+        """The shipped sales mapping followed by `| then`, as a file of the test's own."""
+        path = os.path.join(self.tmp, name)
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "mapping",
+                               "sales-to-qbo.jq")) as f:
+            program = f.read()
+        with open(path, "w") as f:
+            f.write("%s | %s\n" % (program, then))
+        return path
+
     def start_gateway(self, **keys):
         conf = {"mplus_url": "%s/" % MPLUS.base, "mplus_ident": MPLUS_IDENT,
                 "mplus_secret": MPLUS_SECRET, "mplus_poll_interval_s": 1, "mplus_backfill": "true",
@@ -240,13 +250,8 @@ class TillSales(SalesTestCase):
 
     def test_a_member_named_like_a_secret_is_sent_but_not_kept_in_show(self):
         """A new document goes as the mapping's text; the log still redacts what looks secret."""
-        path = os.path.join(self.tmp, "with-api-key.jq")
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "mapping",
-                               "sales-to-qbo.jq")) as f:
-            program = f.read()
-        with open(path, "w") as f:
-            f.write(program + ' | .ApiKey = "s3cr3t-value-4711"\n')
-        self.start_gateway(map_sales_to_qbo=path)
+        self.start_gateway(map_sales_to_qbo=self.mapping_then("with-api-key.jq",
+                                                             '.ApiKey = "s3cr3t-value-4711"'))
         MPLUS.sale(kind="cash", lines=[{"articleNumber": 1001, "quantity": "2"}])
         e = self.sale_events("receipt", 1)[0]
         # QuickBooks refuses a member it does not know, as the real one does; the call is logged.
@@ -735,13 +740,7 @@ class VatPaymentsAsTheAccountantReconciles(SalesTestCase):
                             sum(D(g["vatAmount"]) for g in sale["vatGroupList"]["vatGroup"]) / 100, d)
 
     def without_tax_lines(self):
-        path = os.path.join(self.tmp, "no-tax-lines.jq")
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "mapping",
-                               "sales-to-qbo.jq")) as f:
-            program = f.read()
-        with open(path, "w") as f:
-            f.write(program + " | .TxnTaxDetail = {TotalTax: .TxnTaxDetail.TotalTax}\n")
-        return path
+        return self.mapping_then("no-tax-lines.jq", ".TxnTaxDetail = {TotalTax: .TxnTaxDetail.TotalTax}")
 
     def test_a_difference_over_the_rounding_bound_is_dead_and_made_nothing(self):
         sale = MPLUS.sale(kind="cash", customer=10002,

@@ -57,20 +57,28 @@ static void run_loop(struct event_base *base, long ms)
     event_base_dispatch(base);
 }
 
+/* A loop, a store named name in the test's directory, and a committer whose
+ * lazy jobs linger long enough that they still wait when the loop looks. */
+static struct committer *start(struct event_base **base, struct store **st, const char *name)
+{
+    evthread_use_pthreads();
+    *base = event_base_new();
+    char path[300], err[GW_ERR_LEN];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (store_open(path, 8, 64, st, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    struct committer *c = committer_start(*base, *st, 512);
+    assert_non_null(c);
+    committer_set_linger(c, 30.0);
+    return c;
+}
+
 static void test_lazy_jobs_wait_and_urgent_takes_them_along(void **state)
 {
     (void)state;
-    evthread_use_pthreads();
-    struct event_base *base = event_base_new();
-    char path[300], err[GW_ERR_LEN];
-    snprintf(path, sizeof path, "%s/store", dir);
+    struct event_base *base;
     struct store *st;
-    if (store_open(path, 8, 64, &st, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    struct committer *c = committer_start(base, st, 512);
-    assert_non_null(c);
-    /* Long enough that a lazy job still waits when the loop looks. */
-    committer_set_linger(c, 30.0);
+    struct committer *c = start(&base, &st, "store");
 
     struct test_job lazy[2] = {{.job = {.apply = job_apply, .done = job_done, .lazy = true}},
                                {.job = {.apply = job_apply, .done = job_done, .lazy = true}}};
@@ -113,16 +121,9 @@ static void test_lazy_jobs_wait_and_urgent_takes_them_along(void **state)
 static void test_flush_commits_waiting_jobs_at_once(void **state)
 {
     (void)state;
-    evthread_use_pthreads();
-    struct event_base *base = event_base_new();
-    char path[300], err[GW_ERR_LEN];
-    snprintf(path, sizeof path, "%s/store-flush", dir);
+    struct event_base *base;
     struct store *st;
-    if (store_open(path, 8, 64, &st, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    struct committer *c = committer_start(base, st, 512);
-    assert_non_null(c);
-    committer_set_linger(c, 30.0);
+    struct committer *c = start(&base, &st, "store-flush");
 
     /* Handed over already: the flush reaches the commit thread. */
     struct test_job early = {.job = {.apply = job_apply, .done = job_done, .lazy = true}};

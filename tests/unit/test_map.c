@@ -249,6 +249,36 @@ static void test_text_as_the_tree_writes(void **state)
     unlink("/tmp/gw_map_text.jq");
 }
 
+/* The library's trimming helpers: nothing in a string is null, white space
+ * at either end goes, gw_clean takes out what QuickBooks refuses in names. */
+static void test_library_trims(void **state)
+{
+    (void)state;
+    write_file(
+        "/tmp/gw_map_trim.jq",
+        "{a: (\"\" | gw_nonempty), b: (\" x \" | gw_nonempty), c: (\"\" | gw_clean),\n"
+        " d: (\"a:b\" | gw_clean), e: (\"  \" | gw_clean), f: (\"y\\t\" | gw_nonempty),\n"
+        " g: (\"\u00e9 \" | gw_nonempty), h: (\"Tea\" | gw_nonempty), i: (5 | gw_nonempty),\n"
+        " j: (\"p  q\" | gw_clean)}\n");
+    struct gw_config *cfg =
+        load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_trim.jq\n");
+    struct mapper *m;
+    char err[512];
+    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    json_t *src = json_object();
+    char *text = NULL;
+    assert_int_equal(map_run_text(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, src, NULL, &text, NULL,
+                                  err, sizeof err),
+                     0);
+    assert_string_equal(text, "{\"b\":\"x\",\"d\":\"ab\",\"f\":\"y\",\"g\":\"\u00e9\","
+                              "\"h\":\"Tea\",\"i\":\"5\",\"j\":\"p q\"}");
+    free(text);
+    json_decref(src);
+    map_close(m);
+    config_free(cfg);
+    unlink("/tmp/gw_map_trim.jq");
+}
+
 static void test_bad_settings_table(void **state)
 {
     (void)state;
@@ -267,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_override_and_errors),
         cmocka_unit_test(test_values_and_nulls),
         cmocka_unit_test(test_text_as_the_tree_writes),
+        cmocka_unit_test(test_library_trims),
         cmocka_unit_test(test_bad_settings_table),
     };
     return cmocka_run_group_tests_name("map", tests, NULL, NULL);

@@ -1,21 +1,23 @@
 # gateway.jq - functions every mapping can use (each program includes this
 # library). Names start with gw_ so they never clash with a user's own.
 
-# Whether a one-character string may be white space: ASCII white space (or
-# another control character), or any non-ASCII character, which the regular
-# expression then decides. jq compares strings by their UTF-8 bytes, which is
-# the order of their characters, so this needs no slicing or exploding.
-def gw_maybe_space: . <= " " or . >= "\u0080";
+# Whether a string may need trimming or cleaning, decided with a few cheap
+# builtins (jq 1.6 pays about a thousand instructions per operation, and
+# compiles a regular expression at each call): it may start with white space
+# (`. < "!"`), ends with a space, holds a character JSON escapes (a control
+# character, a quote, a backslash), or starts or ends with a non-ASCII
+# character (tested only when there is one: utf8bytelength counts its bytes).
+# A "maybe" then goes the full way, which decides.
+def gw_maybe_untrimmed:
+  . < "!" or endswith(" ") or (tojson | contains("\\"))
+  or (utf8bytelength != length and (. >= "\u0080" or .[-1:] >= "\u0080"));
 
-# A trimmed string, or null when there is nothing in it. (The regular
-# expressions, compiled at each call, run only when an end may be white space;
-# `. < "!"` holds for a string that starts with white space. The first
-# character's test is gw_maybe_space's, written out to save a slice. An empty
-# string, common in Mplus's answers, is seen first.)
+# A trimmed string, or null when there is nothing in it. (An empty string,
+# common in Mplus's answers, is seen first.)
 def gw_nonempty:
   if type == "string" then
     (if . == "" then null
-     elif . < "!" or . >= "\u0080" or (.[-1:] | gw_maybe_space) then
+     elif gw_maybe_untrimmed then
        sub("^\\s+"; "") | sub("\\s+$"; "") | (if . == "" then null else . end)
      else . end)
   elif type == "number" then tostring
@@ -24,17 +26,15 @@ def gw_nonempty:
 # Cut a string to at most $n characters (QuickBooks field limits).
 def gw_trunc($n): if type == "string" and length > $n then .[0:$n] else . end;
 
-# A name QuickBooks accepts: no ':', '"', tabs or line breaks, single spaces.
-# (Regular expressions are compiled at each call in jq 1.6, and most names
-# need no change: only those holding one of the characters are rewritten.)
+# A name QuickBooks accepts: no ':', '"', tabs or line breaks, single spaces,
+# trimmed. (Most names need no change: only those that may are rewritten.)
 def gw_clean:
   if type == "string" then
     (if . == "" then null
-     elif contains(":") or contains("\"") or contains("\t") or contains("\n") or contains("\r")
-        or contains("  ") then
+     elif contains(":") or contains("  ") or gw_maybe_untrimmed then
        explode | map(select(. != 58 and . != 34) | if . == 9 or . == 10 or . == 13 then 32 else . end)
        | implode | split(" ") | map(select(. != "")) | join(" ") | gw_nonempty
-     else gw_nonempty end)
+     else . end)
   else . end;
 
 # Drop members that are null (and objects left empty by that).

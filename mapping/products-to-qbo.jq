@@ -27,43 +27,47 @@
 # Name over 100 characters is cut there (QuickBooks' limit), with a note.
 # Keep prices as the text they come in: the gateway sends them to QuickBooks
 # as exact numbers.
-.source as $src | $src.article as $a | ($src.product // {}) as $p | .settings as $s
-| ([$p.groupNumbers[]? | tostring]) as $groups
+.source as $src | $src.article as $a | .settings as $s
 | ($a.turnoverGroup | if . == null then null else tostring end) as $tg
-| ($s.products_groups // []) as $only_groups
-| ($s.products_exclude_groups // []) as $no_groups
-| ($s.products_turnover_groups // []) as $only_tg
 | if $s.products_only_active and ($a.active == false or $a.discontinued == true) then
     {gw_skip: "inactive article (products_only_active)"}
   elif $s.products_only_webshop and ($a.webshop != true) then
     {gw_skip: "not a webshop article (products_only_webshop)"}
-  elif ($only_groups | length) > 0 and (any($groups[] as $g | $only_groups[] | . == $g; .) | not) then
+  elif ($s.products_groups | length) > 0
+       and (any($src.product.groupNumbers[]? | tostring; IN($s.products_groups[])) | not) then
     {gw_skip: "article group not in products_groups"}
-  elif any($groups[] as $g | $no_groups[] | . == $g; .) then
+  elif ($s.products_exclude_groups | length) > 0
+       and any($src.product.groupNumbers[]? | tostring; IN($s.products_exclude_groups[])) then
     {gw_skip: "article group in products_exclude_groups"}
-  elif ($only_tg | length) > 0 and (any($only_tg[]; . == $tg) | not) then
+  elif ($s.products_turnover_groups | length) > 0 and (any($s.products_turnover_groups[]; . == $tg) | not) then
     {gw_skip: "turnover group not in products_turnover_groups"}
   else
-    ($p.description | gw_clean) as $product
+    ($src.product.description | gw_clean) as $product
     | ($a.description | gw_clean) as $article
-    | ([$a.colour, $a.size] | map(gw_clean) | map(select(. != null))) as $variant
-    | (if ($variant | length) > 0 then
-         ($product // $article // "Article") + " – " + ($variant | join(" / "))
+    | ($a.colour | gw_clean) as $colour
+    | ($a.size | gw_clean) as $size
+    | ($colour != null or $size != null) as $variant
+    | (if $variant then
+         ($product // $article // "Article") + " – "
+         + (if $colour == null then $size | tostring elif $size == null then $colour | tostring
+            else ($colour | tostring) + " / " + ($size | tostring) end)
        else
          $article // $product // ("Article " + ($a.articleNumber | tostring))
        end) as $name
     | ($a.stockArticle == true and $s.products_track_stock == true) as $inventory
     | ($s.products_price == "excl") as $excl
-    # (Its parts are trimmed already: only an empty whole becomes null.)
-    | ([($a.extraText | gw_nonempty) // ($a.invoiceText | gw_nonempty) // $article,
-        (if ($variant | length) > 0 and $product != null
-            and $s.products_variant_parent != "category" then $product else null end),
-        (($a.barcode | gw_nonempty) as $ean | if $ean then "EAN " + $ean else null end)]
-       | map(select(. != null)) | join("\n") | if . == "" then null else . end) as $description
+    # The description's lines: the article's text, the product for a variant
+    # (unless it is the category), the EAN. (Each is trimmed already.)
+    | ((($a.extraText | gw_nonempty) // ($a.invoiceText | gw_nonempty) // $article
+        | if . == null then "" else "\n" + tostring end)
+       + (if $variant and $product != null and $s.products_variant_parent != "category"
+          then "\n" + ($product | tostring) else "" end)
+       + ($a.barcode | gw_nonempty | if . == null then "" else "\nEAN " + . end)
+       | if . == "" then null else ltrimstr("\n") end) as $description
     | (gw_lookup($s.products_income_accounts; $tg) // gw_lookup($s.income_account_by_country; "*")) as $income
-    | (gw_lookup($s.products_expense_accounts; $tg)) as $expense
-    | ($a.vatCode | if . == null then null else tostring end) as $vat
-    | (($s.sales_tax_codes // {}) as $t | $t["*/" + ($vat // "")] // $t[$vat // ""]) as $taxcode
+    | gw_lookup($s.products_expense_accounts; $tg) as $expense
+    | ($a.vatCode | if . == null then "" else tostring end) as $vat
+    | ($s.sales_tax_codes | .["*/" + $vat] // .[$vat]) as $taxcode
     | {
         Name: $name,
         Sku: ($a.articleNumber | tostring),

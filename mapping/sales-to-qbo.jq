@@ -25,6 +25,8 @@
 # as exact numbers. Do not compute with them here (jq numbers are doubles).
 .source as $s | $s.document as $d
 | (if $d.vatMethod == "VAT-METHOD-EXCLUSIVE" then "TaxExcluded" else "TaxInclusive" end) as $taxcalc
+| ($taxcalc == "TaxInclusive") as $inclusive
+| ($s.class | if . then {value: .} else null end) as $class
 | {
     DocNumber: ($s.doc_number | gw_nonempty | gw_trunc(21)),
     TxnDate: ($s.txn_date // $d.financialDate | gw_nonempty),
@@ -41,8 +43,8 @@
             Qty: .qty,
             UnitPrice: .unit_price,
             TaxCodeRef: {value: .tax_code},
-            TaxInclusiveAmt: (if $taxcalc == "TaxInclusive" then .amount_incl else null end),
-            ClassRef: ($s.class | if . then {value: .} else null end)
+            TaxInclusiveAmt: (if $inclusive then .amount_incl else null end),
+            ClassRef: $class
           }
         } ]
       + (if $s.rounding != "0.00" then

@@ -259,7 +259,14 @@ static void test_library_trims(void **state)
         "{a: (\"\" | gw_nonempty), b: (\" x \" | gw_nonempty), c: (\"\" | gw_clean),\n"
         " d: (\"a:b\" | gw_clean), e: (\"  \" | gw_clean), f: (\"y\\t\" | gw_nonempty),\n"
         " g: (\"\u00e9 \" | gw_nonempty), h: (\"Tea\" | gw_nonempty), i: (5 | gw_nonempty),\n"
-        " j: (\"p  q\" | gw_clean)}\n");
+        " j: (\"p  q\" | gw_clean),\n"
+        /* The quick test lets a string through unchanged only when nothing
+         * can need trimming; each of these needs the full way but one. */
+        " k: (\"x\\u000b\" | gw_nonempty), l: (\"x\\u00a0\" | gw_nonempty),\n"
+        " m: (\"\\u2003x\" | gw_clean), n: (\"caf\u00e9\" | gw_clean), o: (\"a\\\\b\" | "
+        "gw_clean),\n"
+        " p: (\"Blue \" | gw_clean), q: (\"x\\ny\" | gw_clean), r: (\"x\\u0001\" | "
+        "gw_nonempty)}\n");
     struct gw_config *cfg =
         load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_trim.jq\n");
     struct mapper *m;
@@ -271,7 +278,9 @@ static void test_library_trims(void **state)
                                   err, sizeof err),
                      0);
     assert_string_equal(text, "{\"b\":\"x\",\"d\":\"ab\",\"f\":\"y\",\"g\":\"\u00e9\","
-                              "\"h\":\"Tea\",\"i\":\"5\",\"j\":\"p q\"}");
+                              "\"h\":\"Tea\",\"i\":\"5\",\"j\":\"p q\",\"k\":\"x\",\"l\":\"x\","
+                              "\"m\":\"x\",\"n\":\"caf\u00e9\",\"o\":\"a\\\\b\",\"p\":\"Blue\","
+                              "\"q\":\"x y\",\"r\":\"x\\u0001\"}");
     free(text);
     json_decref(src);
     map_close(m);

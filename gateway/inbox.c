@@ -49,6 +49,22 @@ struct segment {
     bool filled;   /* filled ahead (else it grows with each write) */
 };
 
+/*
+ * Records are read a block at a time: one pread brings in the records of a
+ * burst together, not two preads each (head, then body).
+ */
+#define READ_BLOCK (64u * 1024u)
+
+struct reader {
+    int fd;
+    uint64_t end;   /* bytes of the file that may be read: whole records */
+    uint64_t first; /* the file's first seq: which file the block is of */
+    char *buf;      /* the file's bytes at..at+len, and room for a NUL */
+    size_t cap;
+    uint64_t at;
+    size_t len;
+};
+
 /* The file filled ahead, <dir>/spare.tmp. */
 enum spare_state { SPARE_NONE, SPARE_FILLING, SPARE_READY };
 
@@ -65,10 +81,9 @@ struct inbox {
     uint64_t seg_bytes; /* size of a file */
     uint64_t next_seq;  /* of the next record appended */
     uint64_t done_seq;
-    struct pos rd;   /* record done_seq + 1 */
-    struct pos peek; /* after the last record inbox_read gave */
-    char *buf;       /* one body being read */
-    size_t bufcap;
+    struct pos rd;            /* record done_seq + 1 */
+    struct pos peek;          /* after the last record inbox_read gave */
+    struct reader block;      /* what inbox_read reads records from */
     unsigned char tail[PAGE]; /* the last file's page at its size, up to it */
     int lock_fd;              /* <dir>/lock, held: one daemon writes the log */
 
@@ -124,34 +139,54 @@ static bool read_full(int fd, void *buf, size_t len, uint64_t off)
     return true;
 }
 
-/*
- * Read the record at off of a file, expecting seq. true and its parts when
- * it is whole and sound; false at the end of the log (or a torn tail).
- */
-static bool read_rec(int fd, uint64_t off, uint64_t seq, char **buf, size_t *cap, int64_t *received,
-                     size_t *len)
+/* The file's bytes off..off+need, read when the block lacks them; NULL past
+ * the end or on a read error. Valid until the next call. */
+static unsigned char *reader_get(struct reader *rd, uint64_t off, size_t need)
 {
-    unsigned char h[HEAD];
-    if (!read_full(fd, h, HEAD, off) || memcmp(h + 8, MAGIC, 4) != 0 || get_le(h + 16, 8) != seq)
+    if (off >= rd->at && off + need <= rd->at + rd->len)
+        return (unsigned char *)rd->buf + (off - rd->at);
+    if (off > rd->end || need > rd->end - off)
+        return NULL;
+    size_t want = need > READ_BLOCK ? need : READ_BLOCK;
+    if (want > rd->end - off)
+        want = (size_t)(rd->end - off);
+    if (want + 1 > rd->cap) {
+        char *b = realloc(rd->buf, want + 1);
+        if (b == NULL)
+            return NULL;
+        rd->buf = b;
+        rd->cap = want + 1;
+    }
+    rd->len = 0;
+    if (!read_full(rd->fd, rd->buf, want, off))
+        return NULL;
+    rd->at = off;
+    rd->len = want;
+    return (unsigned char *)rd->buf;
+}
+
+/*
+ * The record at off, expecting seq: true and its parts when it is whole and
+ * sound; false at the end of the log (or a torn tail). Its body is followed
+ * by the byte after it in the block (or the room for a NUL), which the
+ * caller may set to NUL while it uses the body.
+ */
+static bool read_rec(struct reader *rd, uint64_t off, uint64_t seq, char **body, size_t *len,
+                     int64_t *received)
+{
+    unsigned char *h = reader_get(rd, off, HEAD);
+    if (h == NULL || memcmp(h + 8, MAGIC, 4) != 0 || get_le(h + 16, 8) != seq)
         return false;
     size_t n = (size_t)get_le(h + 12, 4);
-    if (n > MAX_BODY)
+    if (n > MAX_BODY || (h = reader_get(rd, off, HEAD + n)) == NULL)
         return false;
-    if (n + 1 > *cap) {
-        char *b = realloc(*buf, n + 1);
-        if (b == NULL)
-            return false;
-        *buf = b;
-        *cap = n + 1;
-    }
-    if (n > 0 && !read_full(fd, *buf, n, off + HEAD))
-        return false;
-    (*buf)[n] = '\0';
     unsigned char want[HEAD];
-    if (!make_head(want, seq, (int64_t)get_le(h + 24, 8), *buf, n) || memcmp(want, h, 8) != 0)
+    int64_t at = (int64_t)get_le(h + 24, 8);
+    if (!make_head(want, seq, at, h + HEAD, n) || memcmp(want, h, 8) != 0)
         return false;
-    *received = (int64_t)get_le(h + 24, 8);
+    *body = (char *)h + HEAD;
     *len = n;
+    *received = at;
     return true;
 }
 
@@ -159,15 +194,17 @@ static bool read_rec(int fd, uint64_t off, uint64_t seq, char **buf, size_t *cap
  * the seq after the last one. Stops early at seq stop (its offset). */
 static uint64_t scan(int fd, uint64_t first, uint64_t stop, uint64_t *next_seq)
 {
-    char *buf = NULL;
-    size_t cap = 0, len;
+    struct stat st;
+    struct reader rd = {.fd = fd, .end = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0};
+    char *body;
+    size_t len;
     int64_t received;
     uint64_t off = 0, seq = first;
-    while (seq != stop && read_rec(fd, off, seq, &buf, &cap, &received, &len)) {
+    while (seq != stop && read_rec(&rd, off, seq, &body, &len, &received)) {
         off += HEAD + len;
         seq++;
     }
-    free(buf);
+    free(rd.buf);
     *next_seq = seq;
     return off;
 }
@@ -373,7 +410,7 @@ void inbox_close(struct inbox *ib)
         close(ib->segs[i].fd);
     free(ib->segs);
     free(ib->dir);
-    free(ib->buf);
+    free(ib->block.buf);
     free(ib);
 }
 
@@ -610,12 +647,24 @@ long inbox_read(struct inbox *ib, size_t max, int (*fn)(const struct inbox_rec *
             p.off = 0;
             continue;
         }
+        const struct segment *sg = &ib->segs[p.seg];
+        struct reader *rd = &ib->block;
+        if (rd->first != sg->first || rd->fd != sg->fd) {
+            rd->first = sg->first;
+            rd->fd = sg->fd;
+            rd->len = 0;
+        }
+        rd->end = sg->size;
         struct inbox_rec r = {p.seq, 0, NULL, 0};
-        if (!read_rec(ib->segs[p.seg].fd, p.off, p.seq, &ib->buf, &ib->bufcap, &r.received_ms,
-                      &r.len))
+        char *body;
+        if (!read_rec(rd, p.off, p.seq, &body, &r.len, &r.received_ms))
             return -1;
-        r.body = ib->buf;
-        if ((*fn_rc = fn(&r, arg)) != 0)
+        char after = body[r.len];
+        body[r.len] = '\0';
+        r.body = body;
+        *fn_rc = fn(&r, arg);
+        body[r.len] = after;
+        if (*fn_rc != 0)
             return -1;
         p.off += HEAD + r.len;
         *last = p.seq++;

@@ -181,17 +181,46 @@ static size_t page_body(unsigned i, char *buf)
 }
 
 struct page_check {
-    unsigned next; /* index of the body expected next */
+    unsigned next;                         /* index of the body expected next */
+    size_t (*body)(unsigned i, char *buf); /* body i */
 };
 
+/* A body of the interleaved test: every fifth is larger than the block the
+ * inbox reads at a time; the rest as in the page test. */
+static size_t mixed_body(unsigned i, char *buf)
+{
+    if (i % 5 != 4)
+        return page_body(i, buf);
+    size_t len = 70000u + i;
+    for (size_t k = 0; k < len; k++)
+        buf[k] = (char)('A' + (i + k) % 26);
+    return len;
+}
+
+/* Each record is the next body whole, NUL-terminated. */
 static int check_page_body(const struct inbox_rec *r, void *arg)
 {
     struct page_check *c = arg;
-    char want[3000];
-    size_t len = page_body(c->next++, want);
+    static char want[80000];
+    size_t len = c->body(c->next++, want);
     assert_int_equal(r->len, len);
     assert_memory_equal(r->body, want, len);
+    assert_int_equal(r->body[r->len], '\0');
     return 0;
+}
+
+/* Append n bodies (body's), numbered from *total on. */
+static void append_bodies(struct inbox *ib, unsigned *total, size_t n,
+                          size_t (*body)(unsigned i, char *buf))
+{
+    static char bodies[5][80000];
+    struct inbox_item it[5];
+    char err[GW_ERR_LEN];
+    assert_true(n <= 5);
+    for (size_t i = 0; i < n; i++)
+        it[i] = (struct inbox_item){*total + i, bodies[i], body(*total + (unsigned)i, bodies[i])};
+    assert_int_equal(inbox_append(ib, it, n, err, sizeof err), 0);
+    *total += (unsigned)n;
 }
 
 /* Appends of many sizes, one to five at a time, ending anywhere in a page,
@@ -202,29 +231,53 @@ static void test_appends_across_pages(void **state)
     (void)state;
     char err[GW_ERR_LEN], sub[300];
     snprintf(sub, sizeof sub, "%s/pages", dir);
-    static char bodies[5][3000];
     struct inbox *ib;
     unsigned total = 0;
     for (int round = 0; round < 3; round++) {
         assert_int_equal(inbox_open(sub, 0, 1u << 20, &ib, err, sizeof err), 0);
-        for (int k = 0; k < 40; k++) {
-            struct inbox_item it[5];
-            size_t n = 1 + (size_t)k % 5;
-            for (size_t i = 0; i < n; i++)
-                it[i] = (struct inbox_item){total + i, bodies[i],
-                                            page_body(total + (unsigned)i, bodies[i])};
-            assert_int_equal(inbox_append(ib, it, n, err, sizeof err), 0);
-            total += (unsigned)n;
-        }
+        for (int k = 0; k < 40; k++)
+            append_bodies(ib, &total, 1 + (size_t)k % 5, page_body);
         inbox_close(ib);
     }
     assert_int_equal(inbox_open(sub, 0, 1u << 20, &ib, err, sizeof err), 0);
     assert_int_equal(inbox_pending(ib), total);
-    struct page_check c = {0};
+    struct page_check c = {0, page_body};
     int fn_rc;
     uint64_t last;
     assert_int_equal(inbox_read(ib, total + 10, check_page_body, &c, &fn_rc, &last), total);
     assert_int_equal(c.next, total);
+    inbox_close(ib);
+}
+
+/* Reads between appends to the same file, without a reopen: records
+ * appended after a block was read, and records larger than a block, read
+ * back whole, NUL-terminated, and in order. */
+static void test_reads_between_appends(void **state)
+{
+    (void)state;
+    char err[GW_ERR_LEN], sub[300];
+    snprintf(sub, sizeof sub, "%s/mixed", dir);
+    struct inbox *ib;
+    assert_int_equal(inbox_open(sub, 0, 4u << 20, &ib, err, sizeof err), 0);
+    struct page_check c = {0, mixed_body};
+    unsigned total = 0;
+    int fn_rc;
+    uint64_t last;
+    for (int k = 0; k < 30; k++) {
+        append_bodies(ib, &total, 1 + (size_t)k % 3, mixed_body);
+        /* Read part of what is there, sometimes all of it, and go on. */
+        long want = (long)(total - c.next) - (k % 2);
+        if (want > 0) {
+            assert_int_equal(inbox_read(ib, (size_t)want, check_page_body, &c, &fn_rc, &last),
+                             want);
+            inbox_done(ib, last);
+        }
+    }
+    long rest = (long)(total - c.next);
+    assert_true(rest > 0);
+    assert_int_equal(inbox_read(ib, total, check_page_body, &c, &fn_rc, &last), rest);
+    assert_int_equal(c.next, total);
+    assert_int_equal(last, total);
     inbox_close(ib);
 }
 
@@ -337,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_append_read_done_reopen),
         cmocka_unit_test(test_torn_tail_ends_the_log),
         cmocka_unit_test(test_appends_across_pages),
+        cmocka_unit_test(test_reads_between_appends),
         cmocka_unit_test(test_rotation_and_reuse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

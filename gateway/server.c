@@ -1020,6 +1020,10 @@ int server_run(const struct gw_config *cfg, struct store *st, const struct flow 
         rc = -2;
         goto out;
     }
+    bool together;
+    size_t nprog = map_programs(s->clients.mapper, &together);
+    log_debug("mappings: %zu program%s%s", nprog, nprog == 1 ? "" : "s",
+              nprog > 1 ? (together ? ", compiled as one" : ", compiled one by one") : "");
     s->dispatcher = dispatch_new(s->base, cfg, st, s->committer, &s->clients, extra_flows);
     s->cdc = cdc_new(s->base, cfg, s->committer, s->clients.qbo, st, s->dispatcher, extra_flows);
     s->poller = poller_new(s->base, cfg, s->committer, st, s->clients.mplus, s->dispatcher);

@@ -24,7 +24,8 @@ static const char *const names[] = {MAP_CUSTOMERS_TO_QBO, MAP_CUSTOMERS_TO_MPLUS
 struct program {
     const struct gw_connection *c;
     const char *name;
-    jq_state *jq;
+    jq_state *jq;  /* its own, or the mapper's shared one */
+    int in_shared; /* its function's number in the shared program; -1: its own */
     json_t *settings;
     jv settings_jv; /* the same, as jq holds it: shared by every run */
     char file[1024];
@@ -47,6 +48,7 @@ struct key_slot {
 struct mapper {
     struct program *progs;
     size_t n;
+    jq_state *shared; /* every program in one, when they compile together */
     struct key_slot keys[KEY_SLOTS];
 };
 
@@ -101,6 +103,31 @@ static char *read_file(const char *path, char *err, size_t errlen)
     return buf;
 }
 
+/* Compile program text with the library of dir; what for names it in an
+ * error. */
+static jq_state *compile_text(const char *dir, const char *what, const char *program, char *err,
+                              size_t errlen)
+{
+    jq_state *jq = jq_init();
+    if (jq == NULL) {
+        gw_errf(err, errlen, "%s: out of memory", what);
+        return NULL;
+    }
+    char msg[512] = "";
+    struct errbuf eb = {msg, sizeof msg};
+    jq_set_error_cb(jq, on_jq_error, &eb);
+    jq_set_attr(jq, jv_string("JQ_LIBRARY_PATH"), jv_array_append(jv_array(), jv_string(dir)));
+    jq_set_attr(jq, jv_string("JQ_ORIGIN"), jv_string(dir));
+    int ok = jq_compile(jq, program);
+    jq_set_error_cb(jq, NULL, NULL);
+    if (!ok) {
+        gw_errf(err, errlen, "%s: %s", what, msg[0] ? msg : "does not compile");
+        jq_teardown(&jq);
+        return NULL;
+    }
+    return jq;
+}
+
 /* Compile file with the library of dir. The library is included on the
  * program's first line, so jq's line numbers are the file's. */
 static jq_state *compile(const char *dir, const char *file, char *err, size_t errlen)
@@ -112,25 +139,61 @@ static jq_state *compile(const char *dir, const char *file, char *err, size_t er
     if (asprintf(&program, "include \"gateway\"; %s", text) < 0)
         program = NULL;
     free(text);
-    jq_state *jq = program ? jq_init() : NULL;
-    if (jq == NULL) {
-        free(program);
+    jq_state *jq = program ? compile_text(dir, file, program, err, errlen) : NULL;
+    if (program == NULL)
         gw_errf(err, errlen, "%s: out of memory", file);
-        return NULL;
-    }
-    char msg[512] = "";
-    struct errbuf eb = {msg, sizeof msg};
-    jq_set_error_cb(jq, on_jq_error, &eb);
-    jq_set_attr(jq, jv_string("JQ_LIBRARY_PATH"), jv_array_append(jv_array(), jv_string(dir)));
-    jq_set_attr(jq, jv_string("JQ_ORIGIN"), jv_string(dir));
-    int ok = jq_compile(jq, program);
     free(program);
-    jq_set_error_cb(jq, NULL, NULL);
-    if (!ok) {
-        gw_errf(err, errlen, "%s: %s", file, msg[0] ? msg : "does not compile");
-        jq_teardown(&jq);
+    return jq;
+}
+
+/*
+ * All programs as one: each file the body of a function, chosen by the
+ * input's first element. jq compiles its own library of builtins with every
+ * program, which costs far more than a mapping (a fifth of a second for
+ * three): one compile pays it once. A file that is not a plain program
+ * (one that imports a module of its own, say) makes the whole fail; then
+ * each is compiled on its own, which also names the file in any error.
+ */
+static jq_state *compile_shared(struct mapper *m, const char *dir)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f == NULL)
         return NULL;
+    fputs("include \"gateway\";\n", f);
+    int nfun = 0;
+    bool read = true;
+    for (size_t i = 0; i < m->n && read; i++) {
+        struct program *p = &m->progs[i];
+        p->in_shared = -1;
+        for (size_t j = 0; j < i && p->in_shared < 0; j++)
+            if (strcmp(m->progs[j].file, p->file) == 0)
+                p->in_shared = m->progs[j].in_shared;
+        if (p->in_shared >= 0)
+            continue;
+        char err[16];
+        char *body = read_file(p->file, err, sizeof err);
+        if ((read = body != NULL) == false)
+            break;
+        /* The closing ';' on a line of its own: a comment on the last
+         * line would hide it. */
+        fprintf(f, "def gw__program_%d:\n%s\n;\n", nfun, body);
+        free(body);
+        p->in_shared = nfun++;
     }
+    fputs(".[0] as $gw__n | .[1] | ", f);
+    for (int k = 0; k + 1 < nfun; k++)
+        fprintf(f, "if $gw__n == %d then gw__program_%d else ", k, k);
+    fprintf(f, "gw__program_%d", nfun - 1);
+    for (int k = 1; k < nfun; k++)
+        fputs(" end", f);
+    bool ok = fclose(f) == 0 && read;
+    char err[16];
+    jq_state *jq = ok ? compile_text(dir, "", text, err, sizeof err) : NULL;
+    free(text);
+    for (size_t i = 0; i < m->n; i++)
+        m->progs[i].in_shared = jq ? m->progs[i].in_shared : -1;
     return jq;
 }
 
@@ -302,16 +365,21 @@ int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, 
                 gw_strlcpy(p->file, own, sizeof p->file);
             else
                 snprintf(p->file, sizeof p->file, "%s/%s.jq", dir, names[k]);
-            p->jq = compile(dir, p->file, err, errlen);
-            if (p->jq == NULL) {
-                map_close(m);
-                return -1;
-            }
             p->c = c;
             p->name = names[k];
             p->settings = map_settings(c);
             p->settings_jv = jv_of(m, p->settings);
             m->n++;
+        }
+    }
+    if (m->n > 1)
+        m->shared = compile_shared(m, dir);
+    for (size_t i = 0; i < m->n; i++) {
+        struct program *p = &m->progs[i];
+        p->jq = m->shared ? m->shared : compile(dir, p->file, err, errlen);
+        if (p->jq == NULL) {
+            map_close(m);
+            return -1;
         }
     }
     *out = m;
@@ -323,15 +391,23 @@ void map_close(struct mapper *m)
     if (m == NULL)
         return;
     for (size_t i = 0; i < m->n; i++) {
-        jq_teardown(&m->progs[i].jq);
+        if (m->progs[i].jq != m->shared)
+            jq_teardown(&m->progs[i].jq);
         json_decref(m->progs[i].settings);
         jv_free(m->progs[i].settings_jv);
     }
+    jq_teardown(&m->shared);
     for (size_t i = 0; i < KEY_SLOTS; i++)
         if (m->keys[i].len != 0)
             jv_free(m->keys[i].s);
     free(m->progs);
     free(m);
+}
+
+size_t map_programs(const struct mapper *m, bool *together)
+{
+    *together = m->shared != NULL;
+    return m->n;
 }
 
 static jv key_of(struct mapper *m, const char *k, size_t len)
@@ -612,6 +688,8 @@ static int run_mapping(struct mapper *m, const struct gw_connection *c, const ch
     input = jv_object_set(input, jv_string("existing"), existing ? jv_of(m, existing) : jv_null());
     input = jv_object_set(input, jv_string("settings"), jv_copy(p->settings_jv));
     input = jv_object_set(input, jv_string("connection"), jv_string(c->name));
+    if (p->jq == m->shared)
+        input = jv_array_append(jv_array_append(jv_array(), jv_number(p->in_shared)), input);
     return run(p->jq, p->file, input, out, err, errlen);
 }
 

@@ -39,6 +39,11 @@ int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, 
              size_t errlen);
 void map_close(struct mapper *m);
 
+/* How many programs m holds; whether they were compiled as one (a file that
+ * imports modules of its own makes each be compiled alone, which takes
+ * longer to start). */
+size_t map_programs(const struct mapper *m, bool *together);
+
 /*
  * Run mapping name of connection c. existing may be NULL. *out is a new
  * object, without the members the program left null (nor objects left

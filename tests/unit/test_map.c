@@ -145,6 +145,57 @@ static void test_override_and_errors(void **state)
     unlink("/tmp/gw_map_bad.jq");
 }
 
+/* What connection conn's mapping name makes of {from: "shop"}: key is want. */
+static void expect_name(struct mapper *m, const struct gw_connection *conn, const char *name,
+                        const char *from, const char *key, const char *want)
+{
+    json_t *r = json_pack("{s:s}", from, "shop");
+    json_t *out = NULL;
+    char err[512];
+    assert_int_equal(map_run(m, conn, name, r, NULL, &out, err, sizeof err), 0);
+    assert_string_equal(str(out, key), want);
+    json_decref(out);
+    json_decref(r);
+}
+
+/* The programs of every connection are compiled as one, each running as
+ * its own; a file that is not a plain program makes them compile one by
+ * one, with the same results. */
+static void test_programs_compiled_together(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *a;
+        bool together;
+    } cases[] = {
+        /* Own defs, and a comment on a last line without a newline. */
+        {"def up: ascii_upcase;\n{DisplayName: (.source.name | up)}\n# a", true},
+        /* A module directive cannot stand inside a function: one by one. */
+        {"include \"gateway\";\n{DisplayName: (.source.name | ascii_upcase)}\n", false},
+    };
+    write_file("/tmp/gw_map_b.jq", "{DisplayName: (.source.name + \"!\"), Conn: .connection}");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_file("/tmp/gw_map_a.jq", cases[i].a);
+        struct gw_config *cfg =
+            load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_a.jq\n"
+                 "[connection.b]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_b.jq\n");
+        struct mapper *m;
+        char err[512];
+        bool together;
+        assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+        assert_int_equal(map_programs(m, &together), 4);
+        assert_int_equal(together, cases[i].together);
+        expect_name(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, "name", "DisplayName", "SHOP");
+        expect_name(m, &cfg->conns[1], MAP_CUSTOMERS_TO_QBO, "name", "DisplayName", "shop!");
+        expect_name(m, &cfg->conns[1], MAP_CUSTOMERS_TO_QBO, "name", "Conn", "b");
+        expect_name(m, &cfg->conns[0], MAP_CUSTOMERS_TO_MPLUS, "DisplayName", "name", "shop");
+        map_close(m);
+        config_free(cfg);
+    }
+    unlink("/tmp/gw_map_a.jq");
+    unlink("/tmp/gw_map_b.jq");
+}
+
 /* Values cross to jq and back as they are (text with a NUL, whole and
  * fractional numbers, nesting, order), and members left null go, with the
  * objects emptied by that, also inside arrays. */
@@ -304,6 +355,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_company_and_person_relations),
         cmocka_unit_test(test_override_and_errors),
+        cmocka_unit_test(test_programs_compiled_together),
         cmocka_unit_test(test_values_and_nulls),
         cmocka_unit_test(test_text_as_the_tree_writes),
         cmocka_unit_test(test_library_trims),

@@ -125,18 +125,27 @@ static bool make_head(unsigned char h[HEAD], uint64_t seq, int64_t received, con
     return true;
 }
 
-static bool read_full(int fd, void *buf, size_t len, uint64_t off)
+/* Up to len bytes at off: how many there were before the end of the file,
+ * or -1 on an error. */
+static ssize_t read_upto(int fd, void *buf, size_t len, uint64_t off)
 {
     size_t got = 0;
     while (got < len) {
         ssize_t n = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            return false;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
         got += (size_t)n;
     }
-    return true;
+    return (ssize_t)got;
+}
+
+static bool read_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    return read_upto(fd, buf, len, off) == (ssize_t)len;
 }
 
 /* The file's bytes off..off+need, read when the block lacks them; NULL past
@@ -158,11 +167,12 @@ static unsigned char *reader_get(struct reader *rd, uint64_t off, size_t need)
         rd->cap = want + 1;
     }
     rd->len = 0;
-    if (!read_full(rd->fd, rd->buf, want, off))
+    ssize_t got = read_upto(rd->fd, rd->buf, want, off);
+    if (got < 0)
         return NULL;
     rd->at = off;
-    rd->len = want;
-    return (unsigned char *)rd->buf;
+    rd->len = (size_t)got;
+    return rd->len >= need ? (unsigned char *)rd->buf : NULL;
 }
 
 /*
@@ -194,8 +204,7 @@ static bool read_rec(struct reader *rd, uint64_t off, uint64_t seq, char **body,
  * the seq after the last one. Stops early at seq stop (its offset). */
 static uint64_t scan(int fd, uint64_t first, uint64_t stop, uint64_t *next_seq)
 {
-    struct stat st;
-    struct reader rd = {.fd = fd, .end = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0};
+    struct reader rd = {.fd = fd, .end = UINT64_MAX}; /* up to the end of the file */
     char *body;
     size_t len;
     int64_t received;

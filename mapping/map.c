@@ -176,9 +176,11 @@ static jq_state *compile_shared(struct mapper *m, const char *dir)
         char *body = read_file(p->file, err, sizeof err);
         if ((read = body != NULL) == false)
             break;
-        /* The closing ';' on a line of its own: a comment on the last
-         * line would hide it. */
-        fprintf(f, "def gw__program_%d:\n%s\n;\n", nfun, body);
+        /* In brackets, so a ';' of the file's own cannot end the function
+         * (alone that is a syntax error too); the closing one on a line of
+         * its own, after an empty one, so a comment on the last line
+         * cannot hide it. */
+        fprintf(f, "def gw__program_%d: (\n%s\n\n);\n", nfun, body);
         free(body);
         p->in_shared = nfun++;
     }
@@ -366,6 +368,7 @@ int map_open(const struct gw_config *cfg, const char *dir, struct mapper **out, 
             else
                 snprintf(p->file, sizeof p->file, "%s/%s.jq", dir, names[k]);
             p->c = c;
+            p->in_shared = -1;
             p->name = names[k];
             p->settings = map_settings(c);
             p->settings_jv = jv_of(m, p->settings);

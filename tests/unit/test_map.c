@@ -188,10 +188,22 @@ static void test_programs_compiled_together(void **state)
         expect_name(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, "name", "DisplayName", "SHOP");
         expect_name(m, &cfg->conns[1], MAP_CUSTOMERS_TO_QBO, "name", "DisplayName", "shop!");
         expect_name(m, &cfg->conns[1], MAP_CUSTOMERS_TO_QBO, "name", "Conn", "b");
+        /* One file (the default) for both connections. */
         expect_name(m, &cfg->conns[0], MAP_CUSTOMERS_TO_MPLUS, "DisplayName", "name", "shop");
+        expect_name(m, &cfg->conns[1], MAP_CUSTOMERS_TO_MPLUS, "DisplayName", "name", "shop");
         map_close(m);
         config_free(cfg);
     }
+    /* A ';' of the file's own is refused as it is when the file is alone:
+     * it does not end the function it is compiled in. */
+    write_file("/tmp/gw_map_a.jq", "{DisplayName: .source.name};\ndef x: 1");
+    struct gw_config *cfg =
+        load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_a.jq\n");
+    struct mapper *m;
+    char err[512];
+    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), -1);
+    assert_non_null(strstr(err, "/tmp/gw_map_a.jq"));
+    config_free(cfg);
     unlink("/tmp/gw_map_a.jq");
     unlink("/tmp/gw_map_b.jq");
 }
@@ -312,7 +324,8 @@ static void test_library_trims(void **state)
         " g: (\"\u00e9 \" | gw_nonempty), h: (\"Tea\" | gw_nonempty), i: (5 | gw_nonempty),\n"
         " j: (\"p  q\" | gw_clean),\n"
         /* The quick test lets a string through unchanged only when nothing
-         * can need trimming; each of these needs the full way but one. */
+         * can need trimming: each of these goes the full way, which then
+         * trims, cleans or (n, o, r) keeps it. */
         " k: (\"x\\u000b\" | gw_nonempty), l: (\"x\\u00a0\" | gw_nonempty),\n"
         " m: (\"\\u2003x\" | gw_clean), n: (\"caf\u00e9\" | gw_clean), o: (\"a\\\\b\" | "
         "gw_clean),\n"

@@ -248,6 +248,62 @@ size_t gw_utf8_prefix(const char *s, size_t max_chars)
     return n;
 }
 
+/* Unicode White_Space: what onig's \s matches in UTF-8 text. */
+static bool white_space(uint32_t c)
+{
+    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+           c == 0x205F || c == 0x3000;
+}
+
+/* The character of the UTF-8 sequence at p (n bytes of it, 1 to 4); one
+ * that is not well formed (a stray continuation byte, an overlong form, a
+ * surrogate) reads as U+FFFD, which is not white space. */
+static uint32_t char_of(const unsigned char *p, size_t n)
+{
+    static const unsigned char lead_bits[] = {0x7F, 0x1F, 0x0F, 0x07};
+    static const uint32_t least[] = {0, 0x80, 0x800, 0x10000};
+    if (n == 1 && p[0] >= 0x80)
+        return 0xFFFD;
+    uint32_t c = p[0] & lead_bits[n - 1];
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0xFFFD;
+        c = (c << 6) | (p[i] & 0x3F);
+    }
+    if (c < least[n - 1] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+        return 0xFFFD;
+    return c;
+}
+
+static size_t seq_len(unsigned char b)
+{
+    return b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+}
+
+size_t gw_trim_space(const char *s, size_t len, size_t *start)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t a = 0, b = len;
+    while (a < b) {
+        size_t n = seq_len(p[a]);
+        if (n > b - a || !white_space(char_of(p + a, n)))
+            break;
+        a += n;
+    }
+    while (b > a) {
+        size_t k = b - 1; /* back to the first byte of the last character */
+        while (k > a && b - k < 4 && (p[k] & 0xC0) == 0x80)
+            k--;
+        size_t n = seq_len(p[k]);
+        if (n != b - k || !white_space(char_of(p + k, n)))
+            break;
+        b = k;
+    }
+    *start = a;
+    return b - a;
+}
+
 bool gw_list_has(const char *list, const char *word)
 {
     size_t wlen = strlen(word);

@@ -63,6 +63,11 @@ bool gw_strlcpy(char *dst, const char *src, size_t dstlen);
  * of it when it is shorter): a cut there never splits a character. */
 size_t gw_utf8_prefix(const char *s, size_t max_chars);
 
+/* The UTF-8 text s (len bytes) without the white space at its ends, as jq's
+ * \s knows it (Unicode White_Space, so the mappings' gw_nonempty trims the
+ * same): where it starts in *start, and its length (0: nothing left). */
+size_t gw_trim_space(const char *s, size_t len, size_t *start);
+
 /* Whether word is one of the entries of a list separated by commas and
  * white space ("1, 12 3"). */
 bool gw_list_has(const char *list, const char *word);

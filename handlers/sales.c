@@ -1100,6 +1100,24 @@ static bool remaining_part(json_t *list, struct line_in *in, size_t n, char *why
     return true;
 }
 
+/* QuickBooks' limit on a line's Description, in characters. */
+#define LINE_DESCRIPTION_MAX 4000
+
+/* A line's text for the mapping: trimmed of white space as gw_nonempty
+ * trims it, cut to QuickBooks' limit, or null when nothing is left. */
+static json_t *line_text(json_t *line)
+{
+    const char *text = gw_str(line, "text");
+    size_t start, len = text ? gw_trim_space(text, strlen(text), &start) : 0;
+    if (len == 0)
+        return json_null();
+    char *trimmed = strndup(text + start, len);
+    json_t *v =
+        trimmed ? json_stringn(trimmed, gw_utf8_prefix(trimmed, LINE_DESCRIPTION_MAX)) : NULL;
+    free(trimmed);
+    return v;
+}
+
 /* The document's lines as the mapping gets them, every amount decimal text
  * (their "item" filled in once the Items are known). */
 static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t whylen)
@@ -1169,9 +1187,9 @@ static json_t *sale_lines(struct run *r, struct totals *tot, char *why, size_t w
         mplus_quantity_format(unit, up, u, sizeof u);
         money_text(in[i].incl, g, sizeof g);
         json_array_append_new(out,
-                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:O}", "sku", sku,
+                              json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:O}", "sku", sku,
                                         "tax_code", tc, "amount", a, "qty", q, "unit_price", u,
-                                        "amount_incl", g, "description", gw_str(line, "text") ?: "",
+                                        "amount_incl", g, "description", line_text(line),
                                         "vat_code", (json_int_t)in[i].vat, "mplus", line));
         tot->lines += amount;
     }

@@ -9,7 +9,9 @@
 #                  its lines: each is in lines[].mplus
 #   customer       the QuickBooks Customer Id
 #   lines[]        {item, sku, tax_code, amount, qty, unit_price, amount_incl, description, mplus}
-#                  amount = round(qty x unit_price, 2), excl. VAT, in the document's sign
+#                  amount = round(qty x unit_price, 2), excl. VAT, in the document's sign;
+#                  description = the line's text without the white space at its ends (as
+#                  gw_nonempty trims) and cut to QuickBooks' 4,000 characters, or null
 #   tax_total, total, rounding   decimal text; rounding_item: the Item for a rounding line,
 #                  rounding_tax_code: its TaxCode (a VAT company)
 #   tax_lines[]    a VAT company's tax per rate, from Mplus's vatGroupList:
@@ -37,7 +39,7 @@
       [ $s.lines[] | {
           DetailType: "SalesItemLineDetail",
           Amount: .amount,
-          Description: (.description | gw_nonempty | gw_trunc(4000)),
+          Description: .description,
           SalesItemLineDetail: {
             ItemRef: {value: .item},
             Qty: .qty,

@@ -267,6 +267,24 @@ class TillSales(SalesTestCase):
         self.assertEqual(logged["ApiKey"], "***")
         self.assertEqual(logged["Line"], wire["Line"])  # the rest as it went
 
+    def test_line_texts_go_trimmed_and_cut_to_the_quickbooks_limit(self):
+        """A line's text loses the white space at its ends (Unicode's, as gw_nonempty trims),
+        one of nothing but white space goes without a Description, and one over QuickBooks'
+        4,000 characters is cut there."""
+        self.start_gateway()
+        long_text = "Lange omschrijving " + "\u00e9" * 4100
+        r = MPLUS.sale(kind="cash", lines=[
+            {"articleNumber": 1001, "quantity": "1", "text": "\u00a0 Koffie\u3000verkeerd \u2003"},
+            {"articleNumber": 1001, "quantity": "2", "text": " \u00a0\u3000\u2028"},
+            {"articleNumber": 1001, "quantity": "3", "text": long_text}])["receipt"]
+        self.assertEqual(self.sale_events("receipt", 1)[0]["state"], "done")
+        d = self.assertBookedOnce(r, "receipt", "SalesReceipt", "receiptId")
+        by_qty = {float(l["SalesItemLineDetail"]["Qty"]): l for l in d["Line"]
+                  if "SalesItemLineDetail" in l}
+        self.assertEqual(by_qty[1.0]["Description"], "Koffie\u3000verkeerd", d)
+        self.assertNotIn("Description", by_qty[2.0], d)
+        self.assertEqual(by_qty[3.0]["Description"], long_text[:4000], d)
+
     def test_sigkill_mid_day_then_restart_loses_none_and_books_none_twice(self):
         gw = self.start_gateway()
         MPLUS.call("POST", "/_sim/till/sales", {"count": 150, "vary": True, "spec": {"kind": "cash"}})

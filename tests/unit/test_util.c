@@ -82,6 +82,74 @@ static void test_utf8_prefix_and_lists(void **state)
     assert_false(gw_list_has("1", ""));
 }
 
+/* Character c as UTF-8 in out (room for 4 and a NUL): its length. */
+static int encode(unsigned c, char *out)
+{
+    if (c < 0x80)
+        return out[0] = (char)c, 1;
+    if (c < 0x800)
+        return out[0] = (char)(0xC0 | c >> 6), out[1] = (char)(0x80 | (c & 0x3F)), 2;
+    if (c < 0x10000)
+        return out[0] = (char)(0xE0 | c >> 12), out[1] = (char)(0x80 | (c >> 6 & 0x3F)),
+               out[2] = (char)(0x80 | (c & 0x3F)), 3;
+    return out[0] = (char)(0xF0 | c >> 18), out[1] = (char)(0x80 | (c >> 12 & 0x3F)),
+           out[2] = (char)(0x80 | (c >> 6 & 0x3F)), out[3] = (char)(0x80 | (c & 0x3F)), 4;
+}
+
+/* s trimmed by gw_trim_space, as a new string. */
+static char *trimmed(const char *s)
+{
+    size_t start, len = gw_trim_space(s, strlen(s), &start);
+    return strndup(s + start, len);
+}
+
+static void expect_trim(const char *s, const char *want)
+{
+    char *got = trimmed(s);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* Exactly what jq's \s (Unicode White_Space) trims: its 25 characters,
+ * listed by running every character through `test("^\\s$")` in jq 1.6. */
+static void test_trim_space(void **state)
+{
+    (void)state;
+    static const unsigned space[] = {0x09,   0x0A,   0x0B,   0x0C,   0x0D,   0x20,   0x85,
+                                     0xA0,   0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004,
+                                     0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A, 0x2028,
+                                     0x2029, 0x202F, 0x205F, 0x3000};
+    /* Their neighbours and look-alikes are text. */
+    static const unsigned text[] = {0x08,   0x0E,   0x1F,   0x21,   0x84,   0x86,   0x9F,   0xA1,
+                                    0x167F, 0x1681, 0x180E, 0x1FFF, 0x200B, 0x2027, 0x202A, 0x202E,
+                                    0x2030, 0x205E, 0x2060, 0x2FFF, 0x3001, 0xFEFF, 0x1F37A};
+    char buf[32], want[16];
+    for (size_t i = 0; i < sizeof space / sizeof space[0]; i++) {
+        char c[5] = {0};
+        assert_true(encode(space[i], c) > 0);
+        snprintf(buf, sizeof buf, "%sa%sb%s%s", c, c, c, c);
+        snprintf(want, sizeof want, "a%sb", c);
+        expect_trim(buf, want);
+        expect_trim(c, "");
+    }
+    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++) {
+        char c[5] = {0};
+        assert_true(encode(text[i], c) > 0);
+        snprintf(buf, sizeof buf, " %sa%s ", c, c);
+        snprintf(want, sizeof want, "%sa%s", c, c);
+        expect_trim(buf, want);
+    }
+    expect_trim("", "");
+    expect_trim("Koffie", "Koffie");
+    expect_trim(" \u00a0\u3000 ", "");
+    /* A sequence that is not well formed is text, whatever its bytes. */
+    expect_trim(" \xc2", "\xc2");
+    expect_trim("\x80 ", "\x80");
+    expect_trim(" \xe2\x80", "\xe2\x80");
+    expect_trim("\xa0 x", "\xa0 x");
+    expect_trim("\xc0\xa0x\xc0\xa0", "\xc0\xa0x\xc0\xa0"); /* an overlong space */
+}
+
 static void test_media_type(void **state)
 {
     (void)state;
@@ -134,6 +202,7 @@ int main(void)
         cmocka_unit_test(test_checked_numbers),
         cmocka_unit_test(test_media_type),
         cmocka_unit_test(test_utf8_prefix_and_lists),
+        cmocka_unit_test(test_trim_space),
         cmocka_unit_test(test_financial_days),
         cmocka_unit_test(test_hex),
     };

@@ -304,6 +304,34 @@ size_t gw_trim_space(const char *s, size_t len, size_t *start)
     return b - a;
 }
 
+char *gw_clean_name(const char *s)
+{
+    size_t n = strlen(s), k = 0;
+    char *out = malloc(n + 1);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == ':' || c == '"')
+            continue;
+        if (c == '\t' || c == '\n' || c == '\r')
+            c = ' ';
+        if (c == ' ' && (k == 0 || out[k - 1] == ' '))
+            continue;
+        out[k++] = c;
+    }
+    if (k > 0 && out[k - 1] == ' ')
+        k--;
+    size_t start, len = gw_trim_space(out, k, &start);
+    if (len == 0) {
+        free(out);
+        return NULL;
+    }
+    memmove(out, out + start, len);
+    out[len] = '\0';
+    return out;
+}
+
 bool gw_list_has(const char *list, const char *word)
 {
     size_t wlen = strlen(word);

@@ -68,6 +68,11 @@ size_t gw_utf8_prefix(const char *s, size_t max_chars);
  * same): where it starts in *start, and its length (0: nothing left). */
 size_t gw_trim_space(const char *s, size_t len, size_t *start);
 
+/* Name s as the mappings' gw_clean makes it: without ':' and '"', tabs and
+ * line breaks as spaces, runs of spaces as one, trimmed as gw_trim_space
+ * trims. A new string; NULL when nothing is left (or out of memory). */
+char *gw_clean_name(const char *s);
+
 /* Whether word is one of the entries of a list separated by commas and
  * white space ("1, 12 3"). */
 bool gw_list_has(const char *list, const char *word);

@@ -410,6 +410,30 @@ static void item_step(struct run *r)
     item_find(r);
 }
 
+/* v as the mapping's gw_clean makes a name of it (other than text as it is). */
+static json_t *clean_name(json_t *v)
+{
+    if (!json_is_string(v))
+        return v ? json_incref(v) : json_null();
+    char *name = gw_clean_name(json_string_value(v));
+    json_t *out = name ? json_string(name) : json_null();
+    free(name);
+    return out;
+}
+
+/* The names the mapping makes the Item's of, cleaned once here: in jq each
+ * costs more than the rest of the article's way through the gateway. */
+static void add_names(json_t *source)
+{
+    json_t *a = json_object_get(source, "article"), *p = json_object_get(source, "product");
+    json_object_set_new(source, "names",
+                        json_pack("{s:o, s:o, s:o, s:o}", "product",
+                                  clean_name(json_object_get(p, "description")), "article",
+                                  clean_name(json_object_get(a, "description")), "colour",
+                                  clean_name(json_object_get(a, "colour")), "size",
+                                  clean_name(json_object_get(a, "size"))));
+}
+
 void products_item(struct run *r)
 {
     const char *number = NULL;
@@ -422,6 +446,7 @@ void products_item(struct run *r)
     }
     gw_strlcpy(r->item_sku, number, sizeof r->item_sku);
     r->item_renames = 0;
+    add_names(r->article);
     item_step(r);
 }
 

@@ -6,6 +6,10 @@
 #   category   the QuickBooks Category Item Id of the product's first article
 #              group, or null (products_categories off, or no group); for a
 #              variant with products_variant_parent = category, its product's
+#   names      {product, article, colour, size}: the product's and the article's
+#              description, colour and size as gw_clean makes them (null when
+#              nothing is left); without it (a preview's own sample) the program
+#              cleans them itself
 # existing is null: the gateway compares what this program makes with what it
 # sent before, and sends only what changed (fields in products_create_only,
 # and QtyOnHand, InvStartDate and TrackQtyOnHand, only on create).
@@ -42,10 +46,11 @@
   elif ($s.products_turnover_groups | length) > 0 and (any($s.products_turnover_groups[]; . == $tg) | not) then
     {gw_skip: "turnover group not in products_turnover_groups"}
   else
-    ($src.product.description | gw_clean) as $product
-    | ($a.description | gw_clean) as $article
-    | ($a.colour | gw_clean) as $colour
-    | ($a.size | gw_clean) as $size
+    # (source.names holds them already cleaned: gw_clean costs more in jq.)
+    ($src.names.product // ($src.product.description | gw_clean)) as $product
+    | ($src.names.article // ($a.description | gw_clean)) as $article
+    | ($src.names.colour // ($a.colour | gw_clean)) as $colour
+    | ($src.names.size // ($a.size | gw_clean)) as $size
     | ($colour != null or $size != null) as $variant
     | (if $variant then
          ($product // $article // "Article") + " – "

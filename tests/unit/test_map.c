@@ -12,6 +12,7 @@
 #include "config.h"
 #include "jsonout.h"
 #include "map.h"
+#include "util.h"
 
 #define DIR GW_SOURCE_DIR "/mapping"
 
@@ -352,6 +353,82 @@ static void test_library_trims(void **state)
     unlink("/tmp/gw_map_trim.jq");
 }
 
+/* The gateway's own name cleaning and trimming (gw_clean_name,
+ * gw_trim_space), which the flows apply before a mapping, give what the
+ * library's gw_clean and gw_nonempty give. */
+static void test_c_cleaning_as_the_library(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {"",
+                                        " ",
+                                        "a",
+                                        "Koffie",
+                                        " Koffie ",
+                                        "a:b",
+                                        "a\"b",
+                                        "a  b",
+                                        "a\tb",
+                                        "a\nb",
+                                        "a\rb",
+                                        " : ",
+                                        "::",
+                                        "\u00a0x\u00a0",
+                                        "x\u00a0 \u00a0",
+                                        " \u00a0 x",
+                                        "x \u3000 y",
+                                        "\u2003",
+                                        "a\vb",
+                                        "\vx\v",
+                                        "caf\u00e9 ",
+                                        "T-shirt \u2013 deluxe",
+                                        "a\\b",
+                                        "x\x01",
+                                        "  a  :  b  ",
+                                        "\t\n",
+                                        "\xc2\x85x\xc2\x85",
+                                        "\u200bx\u200b",
+                                        "\ufeffx",
+                                        "\U0001F37A bier",
+                                        "a \u00a0 b",
+                                        ": x :",
+                                        "\" x \"",
+                                        "x \t\n y",
+                                        "\u2028a\u2029",
+                                        "\u00a0:\u00a0",
+                                        "a:\u3000:b"};
+    size_t n = sizeof texts / sizeof texts[0];
+    write_file("/tmp/gw_map_clean.jq", "def shown: if . == null then \"<null>\" else . end;\n"
+                                       "{clean: [.source.texts[] | gw_clean | shown],\n"
+                                       " trim: [.source.texts[] | gw_nonempty | shown]}\n");
+    struct gw_config *cfg =
+        load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_clean.jq\n");
+    struct mapper *m;
+    char err[512];
+    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    json_t *src = json_pack("{s:[]}", "texts");
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(json_object_get(src, "texts"), json_string(texts[i]));
+    json_t *out;
+    assert_int_equal(
+        map_run(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, src, NULL, &out, err, sizeof err), 0);
+    for (size_t i = 0; i < n; i++) {
+        char *clean = gw_clean_name(texts[i]);
+        assert_string_equal(json_string_value(json_array_get(json_object_get(out, "clean"), i)),
+                            clean ? clean : "<null>");
+        free(clean);
+        size_t start, len = gw_trim_space(texts[i], strlen(texts[i]), &start);
+        char *trim = len ? strndup(texts[i] + start, len) : NULL;
+        assert_string_equal(json_string_value(json_array_get(json_object_get(out, "trim"), i)),
+                            trim ? trim : "<null>");
+        free(trim);
+    }
+    json_decref(out);
+    json_decref(src);
+    map_close(m);
+    config_free(cfg);
+    unlink("/tmp/gw_map_clean.jq");
+}
+
 static void test_bad_settings_table(void **state)
 {
     (void)state;
@@ -372,6 +449,7 @@ int main(void)
         cmocka_unit_test(test_values_and_nulls),
         cmocka_unit_test(test_text_as_the_tree_writes),
         cmocka_unit_test(test_library_trims),
+        cmocka_unit_test(test_c_cleaning_as_the_library),
         cmocka_unit_test(test_bad_settings_table),
     };
     return cmocka_run_group_tests_name("map", tests, NULL, NULL);

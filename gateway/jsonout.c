@@ -57,6 +57,8 @@ void gw_out_char(struct gw_out *o, char c)
 void gw_out_string(struct gw_out *o, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
+    static const char short_escape[128] = {['"'] = '"',  ['\\'] = '\\', ['\b'] = 'b', ['\f'] = 'f',
+                                           ['\n'] = 'n', ['\r'] = 'r',  ['\t'] = 't'};
     gw_out_char(o, '"');
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
@@ -65,30 +67,10 @@ void gw_out_string(struct gw_out *o, const char *s, size_t n)
             continue;
         gw_out_bytes(o, s + run, i - run);
         run = i + 1;
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        char esc[6] = {'\\', short_escape[c], '0', '0'}; /* \x or \u00XX */
         size_t len = 2;
-        switch (c) {
-        case '"':
-        case '\\':
-            esc[1] = (char)c;
-            break;
-        case '\b':
-            esc[1] = 'b';
-            break;
-        case '\f':
-            esc[1] = 'f';
-            break;
-        case '\n':
-            esc[1] = 'n';
-            break;
-        case '\r':
-            esc[1] = 'r';
-            break;
-        case '\t':
-            esc[1] = 't';
-            break;
-        default:
-            memcpy(esc + 1, "u00", 3);
+        if (esc[1] == 0) {
+            esc[1] = 'u';
             esc[4] = hex[c >> 4];
             esc[5] = hex[c & 0xF];
             len = 6;

@@ -1111,11 +1111,8 @@ static json_t *line_text(json_t *line)
     size_t start, len = text ? gw_trim_space(text, strlen(text), &start) : 0;
     if (len == 0)
         return json_null();
-    char *trimmed = strndup(text + start, len);
-    json_t *v =
-        trimmed ? json_stringn(trimmed, gw_utf8_prefix(trimmed, LINE_DESCRIPTION_MAX)) : NULL;
-    free(trimmed);
-    return v;
+    size_t cut = gw_utf8_prefix(text + start, LINE_DESCRIPTION_MAX); /* counted from start too */
+    return json_stringn(text + start, cut < len ? cut : len);
 }
 
 /* The document's lines as the mapping gets them, every amount decimal text

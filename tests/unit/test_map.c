@@ -106,15 +106,28 @@ static void write_file(const char *path, const char *text)
     fclose(f);
 }
 
+/* Connection "a" (its lines in conf) running program, written to path, as
+ * its customers-to-qbo: what map_open answers; *cfg is loaded either way. */
+static int open_own(const char *path, const char *program, const char *conf, struct gw_config **cfg,
+                    struct mapper **m, char *err, size_t errlen)
+{
+    write_file(path, program);
+    char text[512];
+    snprintf(text, sizeof text, "[connection.a]\n%smap_customers_to_qbo = %s\n", conf, path);
+    *cfg = load(text);
+    return map_open(*cfg, DIR, m, err, errlen);
+}
+
 static void test_override_and_errors(void **state)
 {
     (void)state;
-    write_file("/tmp/gw_map_own.jq", "{DisplayName: (.source.name | ascii_upcase)}\n");
-    struct gw_config *cfg =
-        load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_own.jq\n");
+    struct gw_config *cfg;
     struct mapper *m;
     char err[512];
-    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    assert_int_equal(open_own("/tmp/gw_map_own.jq",
+                              "{DisplayName: (.source.name | ascii_upcase)}\n",
+                              "flows = customers\n", &cfg, &m, err, sizeof err),
+                     0);
     json_t *r = json_pack("{s:s}", "name", "shop");
     json_t *out;
     assert_int_equal(
@@ -136,9 +149,10 @@ static void test_override_and_errors(void **state)
     config_free(cfg);
 
     /* A syntax error stops the start, naming the file and the line. */
-    write_file("/tmp/gw_map_bad.jq", "{\n  DisplayName: .source.name,\n  Oops: (\n}\n");
-    cfg = load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_bad.jq\n");
-    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), -1);
+    assert_int_equal(open_own("/tmp/gw_map_bad.jq",
+                              "{\n  DisplayName: .source.name,\n  Oops: (\n}\n",
+                              "flows = customers\n", &cfg, &m, err, sizeof err),
+                     -1);
     assert_non_null(strstr(err, "/tmp/gw_map_bad.jq"));
     assert_non_null(strstr(err, "line 4"));
     config_free(cfg);
@@ -197,12 +211,12 @@ static void test_programs_compiled_together(void **state)
     }
     /* A ';' of the file's own is refused as it is when the file is alone:
      * it does not end the function it is compiled in. */
-    write_file("/tmp/gw_map_a.jq", "{DisplayName: .source.name};\ndef x: 1");
-    struct gw_config *cfg =
-        load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_a.jq\n");
+    struct gw_config *cfg;
     struct mapper *m;
     char err[512];
-    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), -1);
+    assert_int_equal(open_own("/tmp/gw_map_a.jq", "{DisplayName: .source.name};\ndef x: 1",
+                              "flows = customers\n", &cfg, &m, err, sizeof err),
+                     -1);
     assert_non_null(strstr(err, "/tmp/gw_map_a.jq"));
     config_free(cfg);
     unlink("/tmp/gw_map_a.jq");
@@ -215,15 +229,16 @@ static void test_programs_compiled_together(void **state)
 static void test_values_and_nulls(void **state)
 {
     (void)state;
-    write_file("/tmp/gw_map_nulls.jq",
-               "{Echo: .source, Gone: null, Empty: {a: null}, Kept: {a: null, b: 1},\n"
-               " Line: [{Amount: \"9.95\", X: null}, null, {Y: {z: null}}], Conn: .connection,\n"
-               " Tax: .settings.tax_code_by_country.NL}\n");
-    struct gw_config *cfg = load("[connection.a]\nflows = customers\ntax_code_by_country = NL:5\n"
-                                 "map_customers_to_qbo = /tmp/gw_map_nulls.jq\n");
+    struct gw_config *cfg;
     struct mapper *m;
     char err[512];
-    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    assert_int_equal(
+        open_own("/tmp/gw_map_nulls.jq",
+                 "{Echo: .source, Gone: null, Empty: {a: null}, Kept: {a: null, b: 1},\n"
+                 " Line: [{Amount: \"9.95\", X: null}, null, {Y: {z: null}}], Conn: .connection,\n"
+                 " Tax: .settings.tax_code_by_country.NL}\n",
+                 "flows = customers\ntax_code_by_country = NL:5\n", &cfg, &m, err, sizeof err),
+        0);
     json_t *src = json_loads("{\"t\":\"a\\u0000b\",\"n\":12,\"f\":0.5,\"neg\":-3,"
                              "\"deep\":{\"x\":[true,false,\"s\"]},\"z\":\"last\"}",
                              JSON_ALLOW_NUL, NULL);
@@ -269,18 +284,19 @@ static void same_text(struct mapper *m, const struct gw_connection *c, const cha
 static void test_text_as_the_tree_writes(void **state)
 {
     (void)state;
-    write_file(
-        "/tmp/gw_map_text.jq",
-        "if .source.none then {a: null, b: {c: null}} else\n"
-        "{Echo: .source, Gone: null, Empty: {a: null}, Kept: {a: null, b: 1},\n"
-        " Line: [{Amount: \"9.95\", X: null}, null, {Y: {z: null}}, nan, infinite],\n"
-        " Nums: [1e17, 99999999999999999, 1e16, -2.5, 0.1, 3, -0, (1/3)],\n"
-        " Odd: nan, Inf: infinite, Esc: \"q\\\"\\\\\\n\\u0001\u00e9\", Ok: true, No: false} end\n");
-    struct gw_config *cfg = load("[connection.a]\nflows = customers, sales\n"
-                                 "map_customers_to_qbo = /tmp/gw_map_text.jq\n");
+    struct gw_config *cfg;
     struct mapper *m;
     char err[512];
-    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    assert_int_equal(
+        open_own("/tmp/gw_map_text.jq",
+                 "if .source.none then {a: null, b: {c: null}} else\n"
+                 "{Echo: .source, Gone: null, Empty: {a: null}, Kept: {a: null, b: 1},\n"
+                 " Line: [{Amount: \"9.95\", X: null}, null, {Y: {z: null}}, nan, infinite],\n"
+                 " Nums: [1e17, 99999999999999999, 1e16, -2.5, 0.1, 3, -0, (1/3)],\n"
+                 " Odd: nan, Inf: infinite, Esc: \"q\\\"\\\\\\n\\u0001\u00e9\", Ok: true, No: "
+                 "false} end\n",
+                 "flows = customers, sales\n", &cfg, &m, err, sizeof err),
+        0);
     const struct gw_connection *c = &cfg->conns[0];
     json_t *src = json_loads("{\"t\":\"a\\u0000b\",\"n\":12,\"f\":0.5,\"neg\":-3,"
                              "\"deep\":{\"x\":[true,false,\"s\",{}]},\"e\":{}}",
@@ -318,25 +334,26 @@ static void test_text_as_the_tree_writes(void **state)
 static void test_library_trims(void **state)
 {
     (void)state;
-    write_file(
-        "/tmp/gw_map_trim.jq",
-        "{a: (\"\" | gw_nonempty), b: (\" x \" | gw_nonempty), c: (\"\" | gw_clean),\n"
-        " d: (\"a:b\" | gw_clean), e: (\"  \" | gw_clean), f: (\"y\\t\" | gw_nonempty),\n"
-        " g: (\"\u00e9 \" | gw_nonempty), h: (\"Tea\" | gw_nonempty), i: (5 | gw_nonempty),\n"
-        " j: (\"p  q\" | gw_clean),\n"
-        /* The quick test lets a string through unchanged only when nothing
-         * can need trimming: each of these goes the full way, which then
-         * trims, cleans or (n, o, r) keeps it. */
-        " k: (\"x\\u000b\" | gw_nonempty), l: (\"x\\u00a0\" | gw_nonempty),\n"
-        " m: (\"\\u2003x\" | gw_clean), n: (\"caf\u00e9\" | gw_clean), o: (\"a\\\\b\" | "
-        "gw_clean),\n"
-        " p: (\"Blue \" | gw_clean), q: (\"x\\ny\" | gw_clean), r: (\"x\\u0001\" | "
-        "gw_nonempty)}\n");
-    struct gw_config *cfg =
-        load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_trim.jq\n");
+    struct gw_config *cfg;
     struct mapper *m;
     char err[512];
-    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    assert_int_equal(
+        open_own(
+            "/tmp/gw_map_trim.jq",
+            "{a: (\"\" | gw_nonempty), b: (\" x \" | gw_nonempty), c: (\"\" | gw_clean),\n"
+            " d: (\"a:b\" | gw_clean), e: (\"  \" | gw_clean), f: (\"y\\t\" | gw_nonempty),\n"
+            " g: (\"\u00e9 \" | gw_nonempty), h: (\"Tea\" | gw_nonempty), i: (5 | gw_nonempty),\n"
+            " j: (\"p  q\" | gw_clean),\n"
+            /* The quick test lets a string through unchanged only when nothing
+             * can need trimming: each of these goes the full way, which then
+             * trims, cleans or (n, o, r) keeps it. */
+            " k: (\"x\\u000b\" | gw_nonempty), l: (\"x\\u00a0\" | gw_nonempty),\n"
+            " m: (\"\\u2003x\" | gw_clean), n: (\"caf\u00e9\" | gw_clean), o: (\"a\\\\b\" | "
+            "gw_clean),\n"
+            " p: (\"Blue \" | gw_clean), q: (\"x\\ny\" | gw_clean), r: (\"x\\u0001\" | "
+            "gw_nonempty)}\n",
+            "flows = customers\n", &cfg, &m, err, sizeof err),
+        0);
     json_t *src = json_object();
     char *text = NULL;
     assert_int_equal(map_run_text(m, &cfg->conns[0], MAP_CUSTOMERS_TO_QBO, src, NULL, &text, NULL,
@@ -397,14 +414,15 @@ static void test_c_cleaning_as_the_library(void **state)
                                         "\u00a0:\u00a0",
                                         "a:\u3000:b"};
     size_t n = sizeof texts / sizeof texts[0];
-    write_file("/tmp/gw_map_clean.jq", "def shown: if . == null then \"<null>\" else . end;\n"
-                                       "{clean: [.source.texts[] | gw_clean | shown],\n"
-                                       " trim: [.source.texts[] | gw_nonempty | shown]}\n");
-    struct gw_config *cfg =
-        load("[connection.a]\nflows = customers\nmap_customers_to_qbo = /tmp/gw_map_clean.jq\n");
+    struct gw_config *cfg;
     struct mapper *m;
     char err[512];
-    assert_int_equal(map_open(cfg, DIR, &m, err, sizeof err), 0);
+    assert_int_equal(open_own("/tmp/gw_map_clean.jq",
+                              "def shown: if . == null then \"<null>\" else . end;\n"
+                              "{clean: [.source.texts[] | gw_clean | shown],\n"
+                              " trim: [.source.texts[] | gw_nonempty | shown]}\n",
+                              "flows = customers\n", &cfg, &m, err, sizeof err),
+                     0);
     json_t *src = json_pack("{s:[]}", "texts");
     for (size_t i = 0; i < n; i++)
         json_array_append_new(json_object_get(src, "texts"), json_string(texts[i]));

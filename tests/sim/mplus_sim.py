@@ -611,6 +611,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pass
 
     def _send(self, status, body, content_type, headers=None):
+        # Logged before the answer goes: a client that reads the log as soon
+        # as it has the answer finds the status there.
+        if self.entry is not None:
+            self.entry["status"] = status
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -618,8 +622,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
-        if self.entry is not None:
-            self.entry["status"] = status
 
     def _send_json(self, status, obj):
         self._send(status, dumps(obj), "application/json; charset=utf-8")

@@ -245,6 +245,11 @@ static void hand_over(struct committer *c)
     c->staged_n = c->staged_urgent = 0;
     c->staged_flush = false;
     pthread_mutex_lock(&c->mu);
+    /* A commit thread lingering over lazy jobs wakes at its time anyway:
+     * more lazy jobs join it without a wake-up (two context switches each,
+     * for nothing). It is woken for the first jobs, which start its linger,
+     * and for jobs that must not wait. */
+    bool wake = c->todo_head == NULL || urgent > 0 || flush || c->todo_n + n >= c->max_batch;
     c->todo_flush = c->todo_flush || flush;
     c->last_submit = mono_seconds();
     if (c->todo_head == NULL)
@@ -256,7 +261,8 @@ static void hand_over(struct committer *c)
     else
         c->todo_head = head;
     c->todo_tail = tail;
-    pthread_cond_signal(&c->cv);
+    if (wake)
+        pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -1467,7 +1467,7 @@ static bool token_in(const char *s, char *buf, size_t len)
 
 static json_t *text_in(struct reader *r, const char *s)
 {
-    json_t *v = json_string(s);
+    json_t *v = gw_json_stringn(s, strlen(s));
     return v ? v : rerr(r, "text that is not UTF-8");
 }
 
@@ -1970,6 +1970,7 @@ struct sframe {
     int part;              /* SF_PART: which */
     size_t part_at[7];     /* SF_TIME: where each part's text starts in parts, +1 (0: absent) */
     bool taken;            /* SF_ENVELOPE: its Body was read; SF_BODY: its answer */
+    uint64_t seen[4];      /* SF_TYPE: which of its first 256 fields were placed */
 };
 
 struct stream {
@@ -2159,6 +2160,16 @@ static bool stream_put(struct stream *s, struct sframe *p, struct sframe *c, jso
     case SF_LIST:
         return json_array_append_new(p->v, v) == 0;
     case SF_TYPE:
+        /* A field that comes once needs no look whether it came before. */
+        if (c->fi >= 0 && c->fi < 256 && !p->t->f[c->fi].repeated) {
+            uint64_t bit = (uint64_t)1 << (c->fi & 63);
+            if (p->seen[c->fi >> 6] & bit) {
+                json_decref(v); /* appears twice */
+                return false;
+            }
+            p->seen[c->fi >> 6] |= bit;
+            return json_object_set_new_nocheck(p->v, c->name, v) == 0;
+        }
         return put_field(p->v, p->t, c->fi, c->name, v);
     case SF_GENERIC:
         return put_generic(p->v, c->name, v);

@@ -281,6 +281,20 @@ static size_t seq_len(unsigned char b)
     return b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
 }
 
+json_t *gw_json_stringn(const char *s, size_t n)
+{
+    const uint64_t high = 0x8080808080808080u;
+    uint64_t any = 0, w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        any |= w;
+    }
+    for (; i < n; i++)
+        any |= (unsigned char)s[i];
+    return (any & high) == 0 ? json_stringn_nocheck(s, n) : json_stringn(s, n);
+}
+
 size_t gw_trim_space(const char *s, size_t len, size_t *start)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -68,6 +68,10 @@ size_t gw_utf8_prefix(const char *s, size_t max_chars);
  * same): where it starts in *start, and its length (0: nothing left). */
 size_t gw_trim_space(const char *s, size_t len, size_t *start);
 
+/* A JSON string of the n bytes at s, or NULL when they are not UTF-8: as
+ * json_stringn(), without its byte-by-byte check when every byte is ASCII. */
+json_t *gw_json_stringn(const char *s, size_t n);
+
 /* Name s as the mappings' gw_clean makes it: without ':' and '"', tabs and
  * line breaks as spaces, runs of spaces as one, trimmed as gw_trim_space
  * trims. A new string; NULL when nothing is left (or out of memory). */

@@ -94,7 +94,7 @@ static json_t *cut_text(const struct task *t, const char *text, size_t len)
 {
     size_t max = body_max(t);
     if (len <= max)
-        return json_stringn(text, len);
+        return gw_json_stringn(text, len);
     size_t cut = max;
     while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
         cut--;
@@ -138,46 +138,66 @@ static bool word_at(const char *text, size_t left, const struct word *w)
     return true;
 }
 
+/* Letter case folded as word_at() does; other bytes as they are. */
+static unsigned char folded(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? c | 0x20 : c;
+}
+
 /*
  * One pass over the text, comparing with the tables above only where one of
- * their words can start: at the first letter of a secret part, and at a quote
- * (a secret name is a whole member name). A letter can hide in JSON text only
- * as a \u escape, so a text with one counts as possibly secret and is parsed
- * and redacted.
+ * their words can start: at the first two letters of a secret part, and at a
+ * quote (a secret name is a whole member name). Bytes that start nothing are
+ * skipped in a tight loop. A letter can hide in JSON text only as a \u
+ * escape, so a text with one counts as possibly secret and is parsed and
+ * redacted.
  */
 bool activity_may_hold_secret(const char *text, size_t len)
 {
-    /* Per byte, the secret parts that start with it (bits 0-7) and the secret
-     * names (bits 8-15, tried after a quote). */
+    /* Per byte, the secret parts that start with it (bits 0-7), the secret
+     * names (bits 8-15, tried after a quote), and bit 16 for a quote or a
+     * backslash. Per first letter of a part, its possible second letters. */
+    enum { QUOTE_OR_ESCAPE = 1u << 16 };
     _Static_assert(sizeof secret_parts / sizeof *secret_parts <= 9, "a part per bit");
     _Static_assert(sizeof secret_names / sizeof *secret_names <= 9, "a name per bit");
-    uint16_t first[256] = {0};
+    uint32_t first[256] = {0};
+    uint32_t second[256] = {0}; /* bit k: 'a' + k */
     for (unsigned k = 0; secret_parts[k].text; k++) {
         unsigned char c = (unsigned char)secret_parts[k].text[0];
-        first[c] |= (uint16_t)(1u << k);
-        first[toupper(c)] |= (uint16_t)(1u << k);
+        unsigned char d = (unsigned char)secret_parts[k].text[1];
+        first[c] |= 1u << k;
+        first[toupper(c)] |= 1u << k;
+        second[c] |= 1u << (d - 'a');
+        second[toupper(c)] |= 1u << (d - 'a');
     }
     for (unsigned k = 0; secret_names[k].text; k++) {
         unsigned char c = (unsigned char)secret_names[k].text[0];
-        first[c] |= (uint16_t)(0x100u << k);
-        first[toupper(c)] |= (uint16_t)(0x100u << k);
+        first[c] |= 0x100u << k;
+        first[toupper(c)] |= 0x100u << k;
     }
+    first['"'] |= QUOTE_OR_ESCAPE;
+    first['\\'] |= QUOTE_OR_ESCAPE;
+    const unsigned char *t = (const unsigned char *)text;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)text[i];
+        uint32_t at = first[t[i]];
+        if ((at & (QUOTE_OR_ESCAPE | 0xFF)) == 0)
+            continue;
+        unsigned char c = t[i];
         if (c == '\\') {
-            if (i + 1 < len && text[i + 1] == 'u')
+            if (i + 1 < len && t[i + 1] == 'u')
                 return true;
         } else if (c == '"') {
             if (i + 1 == len)
                 break;
-            for (unsigned m = first[(unsigned char)text[i + 1]] >> 8; m != 0; m &= m - 1) {
+            for (unsigned m = first[t[i + 1]] >> 8 & 0xFF; m != 0; m &= m - 1) {
                 const struct word *w = &secret_names[__builtin_ctz(m)];
                 size_t end = i + 1 + w->len; /* the closing quote */
-                if (end < len && text[end] == '"' && word_at(text + i + 1, len - i - 1, w))
+                if (end < len && t[end] == '"' && word_at(text + i + 1, len - i - 1, w))
                     return true;
             }
-        } else {
-            for (unsigned m = first[c] & 0xFF; m != 0; m &= m - 1)
+        } else if (i + 1 < len && (unsigned)(folded(t[i + 1]) - 'a') < 26 &&
+                   (second[c] >> (folded(t[i + 1]) - 'a') & 1)) {
+            for (unsigned m = at & 0xFF; m != 0; m &= m - 1)
                 if (word_at(text + i, len - i, &secret_parts[__builtin_ctz(m)]))
                     return true;
         }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <cmocka.h>
 
 #include "task.h"
@@ -120,12 +121,69 @@ static void test_check_covers_redaction(void **state)
     }
 }
 
+/* What the check must find, the slow way: a \\u escape, a secret part
+ * anywhere, or a secret name between quotes, in any letter case. */
+static bool has_at(const char *text, size_t len, size_t at, const char *word)
+{
+    size_t n = strlen(word);
+    return at + n <= len && strncasecmp(text + at, word, n) == 0;
+}
+
+static bool reference(const char *text, size_t len)
+{
+    static const char *const parts[] = {"password", "secret",       "authorization", "apikey",
+                                        "api_key",  "access_token", "refresh_token"};
+    static const char *const names[] = {"token", "id_token", "ident", "pin"};
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\\' && i + 1 < len && text[i + 1] == 'u')
+            return true;
+        for (size_t k = 0; k < sizeof parts / sizeof *parts; k++)
+            if (has_at(text, len, i, parts[k]))
+                return true;
+        for (size_t k = 0; text[i] == '"' && k < sizeof names / sizeof *names; k++) {
+            size_t end = i + 1 + strlen(names[k]);
+            if (has_at(text, len, i + 1, names[k]) && end < len && text[end] == '"')
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Random texts built from the letters of the secret words, quotes and
+ * backslashes, in both cases: the check agrees with the slow way on each. */
+static void test_check_as_the_slow_way(void **state)
+{
+    (void)state;
+    static const char pieces[][16] = {
+        "pa",     "ss",  "word", "se",    "cret", "au", "thorization", "api", "key", "_",
+        "access", "ref", "resh", "token", "id",   "en", "pin",         "\"",  "\\",  "u",
+        "a",      "s",   "p",    "r",     "t",    "i",  "x",           ":",   " ",   "\xc3\xa9"};
+    unsigned seed = 7;
+    char text[96];
+    for (int round = 0; round < 50000; round++) {
+        size_t len = 0;
+        int n = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 12;
+        for (int k = 0; k < n; k++) {
+            seed = seed * 1103515245u + 12345u;
+            const char *p = pieces[(seed >> 16) % (sizeof pieces / sizeof *pieces)];
+            bool upper = (seed >> 8) & 1;
+            for (; *p && len < sizeof text - 1; p++)
+                text[len++] = upper && *p >= 'a' && *p <= 'z' ? (char)(*p - 32) : *p;
+        }
+        text[len] = '\0';
+        bool want = reference(text, len);
+        if (activity_may_hold_secret(text, len) != want)
+            fail_msg("the check says %s for <%s>", want ? "no secret" : "a secret", text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redacted_members),
         cmocka_unit_test(test_check_finds_every_secret),
         cmocka_unit_test(test_check_covers_redaction),
+        cmocka_unit_test(test_check_as_the_slow_way),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

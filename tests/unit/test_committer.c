@@ -59,7 +59,8 @@ static void run_loop(struct event_base *base, long ms)
 
 /* A loop, a store named name in the test's directory, and a committer whose
  * lazy jobs linger long enough that they still wait when the loop looks. */
-static struct committer *start(struct event_base **base, struct store **st, const char *name)
+static struct committer *start_batch(struct event_base **base, struct store **st,
+                                     const char *name, long max_batch)
 {
     evthread_use_pthreads();
     *base = event_base_new();
@@ -67,10 +68,15 @@ static struct committer *start(struct event_base **base, struct store **st, cons
     snprintf(path, sizeof path, "%s/%s", dir, name);
     if (store_open(path, 8, 64, st, err, sizeof err) != 0)
         fail_msg("%s", err);
-    struct committer *c = committer_start(*base, *st, 512);
+    struct committer *c = committer_start(*base, *st, max_batch);
     assert_non_null(c);
     committer_set_linger(c, 30.0);
     return c;
+}
+
+static struct committer *start(struct event_base **base, struct store **st, const char *name)
+{
+    return start_batch(base, st, name, 512);
 }
 
 static void test_lazy_jobs_wait_and_urgent_takes_them_along(void **state)
@@ -160,11 +166,39 @@ static void test_flush_commits_waiting_jobs_at_once(void **state)
     event_base_free(base);
 }
 
+/* Lazy jobs that join a waiting one do not wake the commit thread, but a
+ * full batch does: it is committed at once, not at the end of the wait. */
+static void test_full_batch_goes_at_once(void **state)
+{
+    (void)state;
+    struct event_base *base;
+    struct store *st;
+    struct committer *c = start_batch(&base, &st, "store-batch", 3);
+    struct test_job j[3];
+    for (int i = 0; i < 3; i++) {
+        j[i] = (struct test_job){.job = {.apply = job_apply, .done = job_done, .lazy = true}};
+        committer_submit(c, &j[i].job);
+        run_loop(base, 100); /* each in a loop turn of its own */
+        if (i < 2)
+            assert_int_equal(j[0].done, 0); /* waiting for company */
+    }
+    for (int i = 0; i < 100 && j[2].done == 0; i++)
+        run_loop(base, 50);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(j[i].done, 1);
+        assert_int_equal(j[i].group, 3);
+    }
+    committer_stop(c);
+    store_close(st);
+    event_base_free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lazy_jobs_wait_and_urgent_takes_them_along),
         cmocka_unit_test(test_flush_commits_waiting_jobs_at_once),
+        cmocka_unit_test(test_full_batch_goes_at_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

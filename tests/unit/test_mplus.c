@@ -601,6 +601,20 @@ static void test_dates_in_responses(void **state)
                      -1);
     assert_null(out);
     assert_non_null(strstr(msg, "serverDate"));
+    /* A field that comes once, twice: refused by both readers alike, also
+     * when the two are apart. */
+    static const char *const twice[] = {
+        "<ns1:getApiVersionResponse><ns1:majorNumber>67</ns1:majorNumber>"
+        "<ns1:majorNumber>68</ns1:majorNumber></ns1:getApiVersionResponse>",
+        "<ns1:getApiVersionResponse><ns1:majorNumber>67</ns1:majorNumber>"
+        "<ns1:inDebugMode>false</ns1:inDebugMode><ns1:majorNumber>67</ns1:majorNumber>"
+        "</ns1:getApiVersionResponse>",
+    };
+    for (size_t i = 0; i < sizeof twice / sizeof *twice; i++) {
+        assert_int_equal(parse("getApiVersion", twice[i], &out, code, msg), -1);
+        assert_null(out);
+        assert_non_null(strstr(msg, "twice"));
+    }
 }
 
 /* A credit receipt as Mplus would send it: negative quantities and amounts. */

@@ -160,6 +160,36 @@ static void test_media_type(void **state)
     assert_false(gw_media_type_is(NULL, "application/json"));
 }
 
+/* gw_json_stringn is json_stringn: the same string, the same refusals,
+ * wherever in the word-at-a-time check a byte falls. */
+static void test_json_stringn(void **state)
+{
+    (void)state;
+    char buf[40];
+    for (size_t len = 0; len <= 24; len++) {
+        for (size_t at = 0; at <= len; at++) {
+            static const char *const odd[] = {"\xc3\xa9", "\xff", "\xc3", "\x00", "\xe2\x80\x83"};
+            for (size_t k = 0; k < sizeof odd / sizeof *odd; k++) {
+                size_t olen = k == 3 ? 1 : strlen(odd[k]);
+                memset(buf, 'a' + (int)(len % 26), sizeof buf);
+                memcpy(buf + at, odd[k], olen);
+                size_t n = at + olen > len ? at + olen : len;
+                json_t *want = json_stringn(buf, n), *got = gw_json_stringn(buf, n);
+                if ((want == NULL) != (got == NULL) ||
+                    (want && (json_string_length(want) != json_string_length(got) ||
+                              memcmp(json_string_value(want), json_string_value(got), n) != 0)))
+                    fail_msg("%zu bytes with %s at %zu: not as json_stringn", n, odd[k], at);
+                json_decref(want);
+                json_decref(got);
+            }
+        }
+        json_t *plain = gw_json_stringn("abcdefghijklmnopqrstuvwxyz", len);
+        assert_non_null(plain);
+        assert_int_equal(json_string_length(plain), len);
+        json_decref(plain);
+    }
+}
+
 static void test_hex(void **state)
 {
     (void)state;
@@ -205,6 +235,7 @@ int main(void)
         cmocka_unit_test(test_trim_space),
         cmocka_unit_test(test_financial_days),
         cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_json_stringn),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

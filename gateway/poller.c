@@ -277,7 +277,7 @@ int poller_parse_page(const struct gw_connection *c, const char *kind, json_t *r
          * product without articles listed counts as one). */
         json_t *articles = list_of(o, "articleList");
         *objects += json_array_size(articles) > 0 ? json_array_size(articles) : 1;
-        json_t *ctx = json_deep_copy(o);
+        json_t *ctx = json_copy(o); /* its members shared, as the articles are */
         json_object_del(ctx, "articleList");
         json_array_foreach(articles, j, a)
         {

@@ -699,19 +699,24 @@ static int split_bodies(struct store_txn *t, uint64_t id, json_t *rec, json_t **
             any || json_object_get(c, "request") || json_object_get(c, "response");
         if (!any)
             continue;
+        /* Only what changes is copied: the attempts, and the calls of this
+         * one without their bodies; the rest is rec's own, shared. */
         if (*lean == NULL) {
             *lean = json_copy(rec);
-            json_object_set_new(*lean, "history", json_deep_copy(history));
+            json_object_set_new(*lean, "history", json_copy(history));
         }
-        json_t *mine =
-            json_object_get(json_array_get(json_object_get(*lean, "history"), i), "calls");
         size_t len = 0;
-        char *text = (char *)frame_bodies(mine, &len);
-        json_array_foreach(mine, j, c)
+        char *text = (char *)frame_bodies(calls, &len);
+        json_t *mine = json_array(), *attempt = json_copy(h);
+        json_array_foreach(calls, j, c)
         {
-            json_object_del(c, "request");
-            json_object_del(c, "response");
+            json_t *call = json_copy(c);
+            json_object_del(call, "request");
+            json_object_del(call, "response");
+            json_array_append_new(mine, call);
         }
+        json_object_set_new(attempt, "calls", mine);
+        json_array_set_new(json_object_get(*lean, "history"), i, attempt);
         unsigned char kb[12];
         body_key(kb, id, (uint32_t)json_integer_value(json_object_get(h, "attempt")));
         MDB_val k = {sizeof kb, kb}, v = {len, text};

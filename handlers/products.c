@@ -69,10 +69,11 @@ static bool in_product_category(struct run *r, char *number, size_t len);
 static bool product_category_id(struct task *t, const char *number, char *id, size_t len);
 static void product_category(struct run *r);
 
-/* The target without what only a create sets: what updates keep in step. */
+/* The target without what only a create sets: what updates keep in step.
+ * Its members are the target's own (only top-level ones are dropped). */
 static json_t *kept_fields(struct run *r)
 {
-    json_t *k = json_deep_copy(r->item_target);
+    json_t *k = json_copy(r->item_target);
     lookup_drop_fields(k, ALWAYS_CREATE_ONLY);
     lookup_drop_fields(k, r->t->conn->products_create_only);
     return k;
@@ -263,12 +264,12 @@ static void item_created(const struct qbo_result *res, void *arg)
 
 static void item_create(struct run *r)
 {
-    json_t *item = json_deep_copy(r->item_target);
+    /* The target goes as it is: the create writes it out at once, and it
+     * changes (a new name) only after the answer. */
     char step[64], rid[96];
     snprintf(step, sizeof step, "item%d-%s", r->item_renames, r->item_sku);
     task_requestid(r->t, step, rid, sizeof rid);
-    task_qbo_create(r->t, "Item", item, rid, item_created, r);
-    json_decref(item);
+    task_qbo_create(r->t, "Item", r->item_target, rid, item_created, r);
 }
 
 /* No Item has the SKU: make it, once, however many events need it now. */

@@ -89,18 +89,20 @@ static size_t body_max(const struct task *t)
 }
 
 /* Text as the activity log keeps it: at most the task's activity_body_max
- * bytes, cut on a UTF-8 character boundary, saying how much there was. */
-static json_t *cut_text(const struct task *t, const char *text, size_t len)
+ * bytes, cut on a UTF-8 character boundary, saying how much there was.
+ * utf8: the text is known to be UTF-8 (it parsed as JSON), so not checked. */
+static json_t *cut_text(const struct task *t, const char *text, size_t len, bool utf8)
 {
     size_t max = body_max(t);
     if (len <= max)
-        return gw_json_stringn(text, len);
+        return utf8 ? json_stringn_nocheck(text, len) : gw_json_stringn(text, len);
     size_t cut = max;
     while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
         cut--;
     char *buf = NULL;
-    json_t *out =
-        asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len) < 0 ? NULL : json_string(buf);
+    json_t *out = asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len) < 0 ? NULL
+                  : utf8 ? json_string_nocheck(buf)
+                         : json_string(buf);
     free(buf);
     return out;
 }
@@ -120,7 +122,7 @@ static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
         return NULL;
     if (to_qbo)
         qbo_exact_numbers(text);
-    json_t *out = cut_text(t, text, to_qbo ? strlen(text) : len);
+    json_t *out = cut_text(t, text, to_qbo ? strlen(text) : len, false);
     free(text);
     return out;
 }
@@ -208,13 +210,13 @@ bool activity_may_hold_secret(const char *text, size_t len)
 /* A QuickBooks body as it went over the wire, when nothing in it could be a
  * member activity_redacted() hides: the text itself, with no parse, copy or
  * second dump. NULL sends the caller down the redacting path. */
-static json_t *wire_text(const struct task *t, const char *text, size_t len)
+static json_t *wire_text(const struct task *t, const char *text, size_t len, bool utf8)
 {
     /* Only what the log keeps is looked at: a member cut off is not logged. */
     size_t kept = len < body_max(t) ? len : body_max(t);
     if (text == NULL || len == 0 || activity_may_hold_secret(text, kept))
         return NULL;
-    return cut_text(t, text, len);
+    return cut_text(t, text, len, utf8);
 }
 
 /* One exchange on its way: the entry to complete and whom to answer. */
@@ -290,8 +292,8 @@ static void qbo_answered(const struct qbo_result *res, void *arg)
                                         [QBO_NO_AUTH] = "not authorised"};
     set_text(p->entry, "intuit_tid", res->intuit_tid);
     if (p->sent != NULL || p->sent_text) {
-        json_t *sent =
-            wire_text(p->t, res->request_text, res->request_text ? strlen(res->request_text) : 0);
+        json_t *sent = wire_text(p->t, res->request_text,
+                                 res->request_text ? strlen(res->request_text) : 0, false);
         if (sent == NULL)
             sent = body_text(p->t, p->sent, true);
         if (sent != NULL)
@@ -300,7 +302,8 @@ static void qbo_answered(const struct qbo_result *res, void *arg)
     qbo_cb cb = p->qcb;
     void *cb_arg = p->arg;
     pending_answered(p, res->status, kinds[res->kind], res->error, res->body,
-                     wire_text(p->t, res->response_text, res->response_len));
+                     /* An answer that became res->body parsed whole: it is UTF-8. */
+                     wire_text(p->t, res->response_text, res->response_len, res->body != NULL));
     cb(res, cb_arg);
 }
 

@@ -422,17 +422,36 @@ static json_t *clean_name(json_t *v)
     return out;
 }
 
-/* The names the mapping makes the Item's of, cleaned once here: in jq each
- * costs more than the rest of the article's way through the gateway. */
+/* Text v as the mapping's gw_nonempty makes it: trimmed, or null when
+ * nothing is left; NULL (left to the mapping) when v is not text. */
+static json_t *nonempty_text(json_t *v)
+{
+    if (v == NULL || json_is_null(v))
+        return json_null();
+    if (!json_is_string(v))
+        return NULL;
+    size_t start, len = gw_trim_space(json_string_value(v), json_string_length(v), &start);
+    return len ? json_stringn(json_string_value(v) + start, len) : json_null();
+}
+
+/* The names the mapping makes the Item's of, cleaned once here, and the
+ * texts of its description, trimmed: in jq each costs more than the rest of
+ * the article's way through the gateway. */
 static void add_names(json_t *source)
 {
     json_t *a = json_object_get(source, "article"), *p = json_object_get(source, "product");
-    json_object_set_new(source, "names",
-                        json_pack("{s:o, s:o, s:o, s:o}", "product",
-                                  clean_name(json_object_get(p, "description")), "article",
-                                  clean_name(json_object_get(a, "description")), "colour",
-                                  clean_name(json_object_get(a, "colour")), "size",
-                                  clean_name(json_object_get(a, "size"))));
+    json_t *names = json_pack(
+        "{s:o, s:o, s:o, s:o}", "product", clean_name(json_object_get(p, "description")), "article",
+        clean_name(json_object_get(a, "description")), "colour",
+        clean_name(json_object_get(a, "colour")), "size", clean_name(json_object_get(a, "size")));
+    static const char *const texts[][2] = {
+        {"extraText", "extra"}, {"invoiceText", "invoice"}, {"barcode", "barcode"}};
+    for (size_t i = 0; names != NULL && i < sizeof texts / sizeof *texts; i++) {
+        json_t *v = nonempty_text(json_object_get(a, texts[i][0]));
+        if (v != NULL)
+            json_object_set_new(names, texts[i][1], v);
+    }
+    json_object_set_new(source, "names", names);
 }
 
 void products_item(struct run *r)

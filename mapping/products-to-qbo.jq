@@ -8,8 +8,9 @@
 #              variant with products_variant_parent = category, its product's
 #   names      {product, article, colour, size}: the product's and the article's
 #              description, colour and size as gw_clean makes them (null when
-#              nothing is left); without it (a preview's own sample) the program
-#              cleans them itself
+#              nothing is left), and {extra, invoice, barcode}: the article's
+#              extraText, invoiceText and barcode as gw_nonempty makes them;
+#              without it (a preview's own sample) the program cleans them itself
 # existing is null: the gateway compares what this program makes with what it
 # sent before, and sends only what changed (fields in products_create_only,
 # and QtyOnHand, InvStartDate and TrackQtyOnHand, only on create).
@@ -63,11 +64,12 @@
     | ($s.products_price == "excl") as $excl
     # The description's lines: the article's text, the product for a variant
     # (unless it is the category), the EAN. (Each is trimmed already.)
-    | ((($a.extraText | gw_nonempty) // ($a.invoiceText | gw_nonempty) // $article
+    | ((($src.names.extra // ($a.extraText | gw_nonempty))
+       // ($src.names.invoice // ($a.invoiceText | gw_nonempty)) // $article
         | if . == null then "" else "\n" + tostring end)
        + (if $variant and $product != null and $s.products_variant_parent != "category"
           then "\n" + ($product | tostring) else "" end)
-       + ($a.barcode | gw_nonempty | if . == null then "" else "\nEAN " + . end)
+       + ($src.names.barcode // ($a.barcode | gw_nonempty) | if . == null then "" else "\nEAN " + . end)
        | if . == "" then null else ltrimstr("\n") end) as $description
     | (gw_lookup($s.products_income_accounts; $tg) // gw_lookup($s.income_account_by_country; "*")) as $income
     | gw_lookup($s.products_expense_accounts; $tg) as $expense

@@ -265,8 +265,9 @@ class Catalogue(ProductsTestCase):
         self.assertGreater(full, 100)
 
     def test_the_flow_hands_the_mapping_its_names_cleaned(self):
-        """source.names: the product's and the article's texts as gw_clean makes them, so
-        the mapping need not clean them itself (it does only when they are missing)."""
+        """source.names: the product's and the article's names as gw_clean makes them, and
+        the description's texts as gw_nonempty makes them, so the mapping need not clean
+        them itself (it does only when they are missing)."""
         shipped = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "mapping",
                                "products-to-qbo.jq")
         path = os.path.join(self.tmp, "names.jq")
@@ -276,15 +277,20 @@ class Catalogue(ProductsTestCase):
         self.wait_articles(7)
         for sku, items in self.by_sku().items():
             self.assertEqual(sorted(json.loads(items[0]["Description"]) or {}),
-                             ["article", "colour", "product", "size"], items)
+                             ["article", "barcode", "colour", "extra", "invoice", "product",
+                              "size"], items)
         last = self.last_event_id()
         self.change_article(3, 2002, description=" T-shirt:  blauw ", colour="Rood\t",
-                            size="\u00a0XL")
+                            size="\u00a0XL", extraText="\u2003Katoen: 100%\n",
+                            invoiceText=" \u3000 ", barcode=" 8712345000102")
         e = self.wait_new_final("article", last, "the change's event")[0]
         self.assertEqual(e["state"], "done", e)
         names = json.loads(self.by_sku()["2002"][0]["Description"])
         self.assertEqual((names["article"], names["colour"], names["size"]),
                          ("T-shirt blauw", "Rood", "XL"), names)
+        # Texts are trimmed only (a colon stays), and one of white space alone is none.
+        self.assertEqual((names["extra"], names["invoice"], names["barcode"]),
+                         ("Katoen: 100%", None, "8712345000102"), names)
 
     def test_a_price_change_updates_only_the_price(self):
         self.start_gateway()

@@ -423,13 +423,11 @@ static json_t *clean_name(json_t *v)
 }
 
 /* Text v as the mapping's gw_nonempty makes it: trimmed, or null when
- * nothing is left; NULL (left to the mapping) when v is not text. */
+ * nothing is left (or v is not text: the reader makes these fields text). */
 static json_t *nonempty_text(json_t *v)
 {
-    if (v == NULL || json_is_null(v))
-        return json_null();
     if (!json_is_string(v))
-        return NULL;
+        return json_null();
     size_t start, len = gw_trim_space(json_string_value(v), json_string_length(v), &start);
     return len ? json_stringn(json_string_value(v) + start, len) : json_null();
 }
@@ -446,11 +444,8 @@ static void add_names(json_t *source)
         clean_name(json_object_get(a, "colour")), "size", clean_name(json_object_get(a, "size")));
     static const char *const texts[][2] = {
         {"extraText", "extra"}, {"invoiceText", "invoice"}, {"barcode", "barcode"}};
-    for (size_t i = 0; names != NULL && i < sizeof texts / sizeof *texts; i++) {
-        json_t *v = nonempty_text(json_object_get(a, texts[i][0]));
-        if (v != NULL)
-            json_object_set_new(names, texts[i][1], v);
-    }
+    for (size_t i = 0; names != NULL && i < sizeof texts / sizeof *texts; i++)
+        json_object_set_new(names, texts[i][1], nonempty_text(json_object_get(a, texts[i][0])));
     json_object_set_new(source, "names", names);
 }
 

@@ -47,34 +47,40 @@
   elif ($s.products_turnover_groups | length) > 0 and (any($s.products_turnover_groups[]; . == $tg) | not) then
     {gw_skip: "turnover group not in products_turnover_groups"}
   else
-    # (source.names holds them already cleaned: gw_clean costs more in jq.)
-    ($src.names.product // ($src.product.description | gw_clean)) as $product
-    | ($src.names.article // ($a.description | gw_clean)) as $article
-    | ($src.names.colour // ($a.colour | gw_clean)) as $colour
-    | ($src.names.size // ($a.size | gw_clean)) as $size
+    # source.names holds the names cleaned and the texts trimmed already (in
+    # jq that costs more than the rest); a sample without it is cleaned here.
+    ($src.names // {product: ($src.product.description | gw_clean),
+                    article: ($a.description | gw_clean), colour: ($a.colour | gw_clean),
+                    size: ($a.size | gw_clean), extra: ($a.extraText | gw_nonempty),
+                    invoice: ($a.invoiceText | gw_nonempty),
+                    barcode: ($a.barcode | gw_nonempty)}) as $n
+    | $n.product as $product | $n.article as $article
+    | $n.colour as $colour | $n.size as $size
     | ($colour != null or $size != null) as $variant
     | (if $variant then
-         ($product // $article // "Article") + " – "
+         (if $product then $product elif $article then $article else "Article" end) + " – "
          + (if $colour == null then $size | tostring elif $size == null then $colour | tostring
             else ($colour | tostring) + " / " + ($size | tostring) end)
-       else
-         $article // $product // ("Article " + ($a.articleNumber | tostring))
+       elif $article then $article
+       elif $product then $product
+       else "Article " + ($a.articleNumber | tostring)
        end) as $name
     | ($a.stockArticle == true and $s.products_track_stock == true) as $inventory
     | ($s.products_price == "excl") as $excl
     # The description's lines: the article's text, the product for a variant
-    # (unless it is the category), the EAN. (Each is trimmed already.)
-    | ((($src.names.extra // ($a.extraText | gw_nonempty))
-       // ($src.names.invoice // ($a.invoiceText | gw_nonempty)) // $article
-        | if . == null then "" else "\n" + tostring end)
+    # (unless it is the category), the EAN.
+    | ((if $n.extra then "\n" + ($n.extra | tostring)
+        elif $n.invoice then "\n" + ($n.invoice | tostring)
+        elif $article == null then "" else "\n" + ($article | tostring) end)
        + (if $variant and $product != null and $s.products_variant_parent != "category"
           then "\n" + ($product | tostring) else "" end)
-       + ($src.names.barcode // ($a.barcode | gw_nonempty) | if . == null then "" else "\nEAN " + . end)
+       + (if $n.barcode == null then "" else "\nEAN " + ($n.barcode | tostring) end)
        | if . == "" then null else ltrimstr("\n") end) as $description
-    | (gw_lookup($s.products_income_accounts; $tg) // gw_lookup($s.income_account_by_country; "*")) as $income
+    | (gw_lookup($s.products_income_accounts; $tg)
+       | if . then . else gw_lookup($s.income_account_by_country; "*") end) as $income
     | gw_lookup($s.products_expense_accounts; $tg) as $expense
     | ($a.vatCode | if . == null then "" else tostring end) as $vat
-    | ($s.sales_tax_codes | .["*/" + $vat] // .[$vat]) as $taxcode
+    | ($s.sales_tax_codes | if .["*/" + $vat] then .["*/" + $vat] else .[$vat] end) as $taxcode
     | {
         Name: $name,
         Sku: ($a.articleNumber | tostring),
@@ -87,14 +93,15 @@
         SalesTaxCodeRef: (if $taxcode then {value: $taxcode} else null end),
         IncomeAccountRef: (if $income then {value: $income} else null end),
         ExpenseAccountRef: (if $expense then {value: $expense} else null end),
-        AssetAccountRef: (if $inventory then (gw_lookup($s.products_asset_accounts; $tg) as $v
-                            | if $v then {value: $v} else null end) else null end),
-        TrackQtyOnHand: (if $inventory then true else null end),
-        QtyOnHand: (if $inventory then "0" else null end),
-        InvStartDate: (if $inventory then (($s.products_inventory_start | gw_nonempty)
-                                           // (now | strftime("%Y-%m-%d"))) else null end),
         SubItem: (if $src.category then true else null end),
         ParentRef: (if $src.category then {value: $src.category} else null end),
         Active: ($a.active != false and $a.discontinued != true)
       }
+      + (if $inventory then {
+        AssetAccountRef: (gw_lookup($s.products_asset_accounts; $tg) as $v
+                          | if $v then {value: $v} else null end),
+        TrackQtyOnHand: true,
+        QtyOnHand: "0",
+        InvStartDate: (($s.products_inventory_start | gw_nonempty) // (now | strftime("%Y-%m-%d")))
+      } else {} end)
   end

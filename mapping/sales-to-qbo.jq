@@ -16,10 +16,13 @@
 #                  rounding_tax_code: its TaxCode (a VAT company)
 #   tax_lines[]    a VAT company's tax per rate, from Mplus's vatGroupList:
 #                  {rate (TaxRate Id), percent, net, amount}; null elsewhere
-#   doc_number, private_note, mplus_id, payment_method, deposit_account, class, term,
+#   doc_number     the Mplus transaction number, trimmed (as gw_nonempty trims) and cut
+#                  to QuickBooks' 21 characters, or null
+#   txn_date       the day to book: the document's financial date, or the first open
+#                  day when QuickBooks' books are closed for it and closed_period =
+#                  next_open
+#   private_note, mplus_id, payment_method, deposit_account, class, term,
 #   department     the sale's Department (by country, else by branch), or null
-#   txn_date       the first open day, when QuickBooks' books are closed for the
-#                  document's financial date and closed_period = next_open; else absent
 # existing is the booked document's id map entry on an update, else null.
 #
 # Members left null (and objects left empty) are dropped by the gateway.
@@ -30,8 +33,8 @@
 | ($taxcalc == "TaxInclusive") as $inclusive
 | ($s.class | if . then {value: .} else null end) as $class
 | {
-    DocNumber: ($s.doc_number | gw_nonempty | gw_trunc(21)),
-    TxnDate: ($s.txn_date // $d.financialDate | gw_nonempty),
+    DocNumber: $s.doc_number,
+    TxnDate: ($s.txn_date // ($d.financialDate | gw_nonempty)),
     PrivateNote: $s.private_note,
     CustomerRef: {value: $s.customer},
     GlobalTaxCalculation: $taxcalc,
@@ -66,11 +69,11 @@
     DueDate: (if $s.entity == "Invoice" then ($d.dueDate | gw_nonempty) else null end),
     DepartmentRef: ($s.department | if . then {value: .} else null end),
     ShipMethodRef: ($d.deliveryMethod | gw_nonempty | if . then {value: ., name: .} else null end),
-    BillAddr: (($d.invoiceAddress // null) as $a | if $a then
+    BillAddr: ($d.invoiceAddress as $a | if $a then
       {Line1: ($a.address | gw_nonempty | gw_trunc(500)), City: ($a.city | gw_nonempty | gw_trunc(255)),
        PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)}
       else null end),
-    ShipAddr: (($d.deliveryAddress // null) as $a | if $a then
+    ShipAddr: ($d.deliveryAddress as $a | if $a then
       {Line1: ($a.address | gw_nonempty | gw_trunc(500)), City: ($a.city | gw_nonempty | gw_trunc(255)),
        PostalCode: ($a.zipcode | gw_nonempty | gw_trunc(30)), Country: ($a.country | gw_nonempty)}
       else null end)

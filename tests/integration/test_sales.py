@@ -270,7 +270,7 @@ class TillSales(SalesTestCase):
     def test_line_texts_go_trimmed_and_cut_to_the_quickbooks_limit(self):
         """A line's text loses the white space at its ends (Unicode's, as gw_nonempty trims),
         one of nothing but white space goes without a Description, and one over QuickBooks'
-        4,000 characters is cut there."""
+        4,000 characters is cut there. The document's number and date come as Mplus has them."""
         self.start_gateway()
         long_text = "Lange omschrijving " + "\u00e9" * 4100
         r = MPLUS.sale(kind="cash", lines=[
@@ -284,6 +284,9 @@ class TillSales(SalesTestCase):
         self.assertEqual(by_qty[1.0]["Description"], "Koffie\u3000verkeerd", d)
         self.assertNotIn("Description", by_qty[2.0], d)
         self.assertEqual(by_qty[3.0]["Description"], long_text[:4000], d)
+        self.assertEqual(d["DocNumber"], r["transactionString"], d)
+        fd = r["financialDate"]
+        self.assertEqual(d["TxnDate"], "%04d-%02d-%02d" % (fd["year"], fd["mon"], fd["day"]), d)
 
     def test_sigkill_mid_day_then_restart_loses_none_and_books_none_twice(self):
         gw = self.start_gateway()

@@ -30,7 +30,9 @@
  * with what it made. The id map in the store stays the truth: it is written
  * with the maker's outcome, a moment after the record exists, and this
  * table answers in between. Entries nobody holds are dropped after
- * MADE_KEEP_MS once the table has MADE_MAX of them.
+ * MADE_KEEP_MS once the table has MADE_MAX of them; when that leaves most
+ * (a catalogue made within minutes), the next look is at twice as many, so
+ * a big first sync costs no scan of the table per record.
  */
 #define MADE_BUCKETS 4096
 #define MADE_MAX     8192
@@ -54,6 +56,7 @@ struct made {
 struct lookup_cache {
     struct made *buckets[MADE_BUCKETS];
     size_t n;
+    size_t sweep_at; /* n at which made_sweep runs next */
     /* Per connection: {"at": ms, "skus": {SKU: {"id", "name"}}}, every Item
      * of the company with a SKU, read in pages (lookup_item_index). */
     json_t *indexes;
@@ -64,6 +67,8 @@ struct lookup_cache {
 struct lookup_cache *lookup_cache_new(void)
 {
     struct lookup_cache *lc = calloc(1, sizeof(struct lookup_cache));
+    if (lc != NULL)
+        lc->sweep_at = MADE_MAX;
     if (lc != NULL &&
         ((lc->indexes = json_object()) == NULL || (lc->taxes = json_object()) == NULL)) {
         json_decref(lc->indexes);
@@ -126,8 +131,10 @@ static struct made *made_find(struct lookup_cache *lc, const char *key, bool cre
             return m;
     if (!create)
         return NULL;
-    if (lc->n >= MADE_MAX)
+    if (lc->n >= lc->sweep_at) {
         made_sweep(lc);
+        lc->sweep_at = lc->n * 2 > MADE_MAX ? lc->n * 2 : MADE_MAX;
+    }
     size_t len = strlen(key) + 1;
     struct made *m = calloc(1, sizeof *m + len);
     if (m == NULL)

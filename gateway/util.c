@@ -295,6 +295,16 @@ json_t *gw_json_stringn(const char *s, size_t n)
     return (any & high) == 0 ? json_stringn_nocheck(s, n) : json_stringn(s, n);
 }
 
+json_t *gw_json_trimmed(const char *s, size_t max_chars)
+{
+    size_t start, len = s ? gw_trim_space(s, strlen(s), &start) : 0;
+    if (len == 0)
+        return json_null();
+    size_t cut = gw_utf8_prefix(s + start, max_chars); /* counted from start too */
+    json_t *v = gw_json_stringn(s + start, cut < len ? cut : len);
+    return v ? v : json_null();
+}
+
 size_t gw_trim_space(const char *s, size_t len, size_t *start)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -72,6 +72,11 @@ size_t gw_trim_space(const char *s, size_t len, size_t *start);
  * json_stringn(), without its byte-by-byte check when every byte is ASCII. */
 json_t *gw_json_stringn(const char *s, size_t n);
 
+/* Text s as the mappings' gw_nonempty | gw_trunc(max_chars) make it: without
+ * the white space at its ends (gw_trim_space) and cut to max_chars
+ * characters; JSON null when nothing is left or s is NULL. */
+json_t *gw_json_trimmed(const char *s, size_t max_chars);
+
 /* Name s as the mappings' gw_clean makes it: without ':' and '"', tabs and
  * line breaks as spaces, runs of spaces as one, trimmed as gw_trim_space
  * trims. A new string; NULL when nothing is left (or out of memory). */

@@ -67,10 +67,10 @@ struct lookup_cache {
 struct lookup_cache *lookup_cache_new(void)
 {
     struct lookup_cache *lc = calloc(1, sizeof(struct lookup_cache));
-    if (lc != NULL)
-        lc->sweep_at = MADE_MAX;
-    if (lc != NULL &&
-        ((lc->indexes = json_object()) == NULL || (lc->taxes = json_object()) == NULL)) {
+    if (lc == NULL)
+        return NULL;
+    lc->sweep_at = MADE_MAX;
+    if ((lc->indexes = json_object()) == NULL || (lc->taxes = json_object()) == NULL) {
         json_decref(lc->indexes);
         free(lc);
         return NULL;

@@ -422,16 +422,6 @@ static json_t *clean_name(json_t *v)
     return out;
 }
 
-/* Text v as the mapping's gw_nonempty makes it: trimmed, or null when
- * nothing is left (or v is not text: the reader makes these fields text). */
-static json_t *nonempty_text(json_t *v)
-{
-    if (!json_is_string(v))
-        return json_null();
-    size_t start, len = gw_trim_space(json_string_value(v), json_string_length(v), &start);
-    return len ? json_stringn(json_string_value(v) + start, len) : json_null();
-}
-
 /* The names the mapping makes the Item's of, cleaned once here, and the
  * texts of its description, trimmed: in jq each costs more than the rest of
  * the article's way through the gateway. */
@@ -445,7 +435,8 @@ static void add_names(json_t *source)
     static const char *const texts[][2] = {
         {"extraText", "extra"}, {"invoiceText", "invoice"}, {"barcode", "barcode"}};
     for (size_t i = 0; names != NULL && i < sizeof texts / sizeof *texts; i++)
-        json_object_set_new(names, texts[i][1], nonempty_text(json_object_get(a, texts[i][0])));
+        json_object_set_new(names, texts[i][1], /* text: the reader makes these fields text */
+                            gw_json_trimmed(gw_str(a, texts[i][0]), SIZE_MAX));
     json_object_set_new(source, "names", names);
 }
 

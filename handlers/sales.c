@@ -1106,21 +1106,9 @@ static bool remaining_part(json_t *list, struct line_in *in, size_t n, char *why
 
 /* A line's text for the mapping: trimmed of white space as gw_nonempty
  * trims it, cut to QuickBooks' limit, or null when nothing is left. */
-/* text as the mapping's gw_nonempty | gw_trunc(max) makes it: without the
- * white space at its ends and cut to max characters, or null. */
-static json_t *trimmed_text(const char *text, size_t max)
-{
-    size_t start, len = text ? gw_trim_space(text, strlen(text), &start) : 0;
-    if (len == 0)
-        return json_null();
-    size_t cut = gw_utf8_prefix(text + start, max); /* counted from start too */
-    json_t *v = json_stringn(text + start, cut < len ? cut : len);
-    return v ? v : json_null();
-}
-
 static json_t *line_text(json_t *line)
 {
-    return trimmed_text(gw_str(line, "text"), LINE_DESCRIPTION_MAX);
+    return gw_json_trimmed(gw_str(line, "text"), LINE_DESCRIPTION_MAX);
 }
 
 /* The document's lines as the mapping gets them, every amount decimal text
@@ -1509,18 +1497,19 @@ static void sale_write(struct run *r)
     json_t *head = json_copy(s->doc);
     json_object_del(head, "lineList");
     /* The number and the date as the mapping writes them, done once here. */
-    json_t *input = json_pack(
-        "{s:s, s:s, s:o, s:s, s:o, s:o, s:s, s:s, s:O, s:s, s:s, s:s, s:b, s:s*, "
-        "s:s*, s:s*, s:O*, s:s*}",
-        "entity", s->entity, "kind", s->kind, "document", head, "customer", r->customer_id,
-        "doc_number", trimmed_text(gw_str(s->doc, "transactionString"), DOC_NUMBER_MAX), "txn_date",
-        s->open_date[0] ? json_string(s->open_date)
-                        : trimmed_text(gw_str(s->doc, "financialDate"), SIZE_MAX),
-        "private_note", note, "mplus_id", s->mplus_id, "lines", s->lines, "tax_total", tax, "total",
-        total, "rounding", rnd, "credit", s->credit, "rounding_item", rounding_item, "class",
-        lookup_table(r, "sales_class_by_branch", branch), "department",
-        department(r, s->doc, branch), "tax_lines", s->tax_lines, "rounding_tax_code",
-        s->rounding_tax_code);
+    json_t *input =
+        json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:s, s:s, s:O, s:s, s:s, s:s, s:b, s:s*, "
+                  "s:s*, s:s*, s:O*, s:s*}",
+                  "entity", s->entity, "kind", s->kind, "document", head, "customer",
+                  r->customer_id, "doc_number",
+                  gw_json_trimmed(gw_str(s->doc, "transactionString"), DOC_NUMBER_MAX), "txn_date",
+                  s->open_date[0] ? json_string(s->open_date)
+                                  : gw_json_trimmed(gw_str(s->doc, "financialDate"), SIZE_MAX),
+                  "private_note", note, "mplus_id", s->mplus_id, "lines", s->lines, "tax_total",
+                  tax, "total", total, "rounding", rnd, "credit", s->credit, "rounding_item",
+                  rounding_item, "class", lookup_table(r, "sales_class_by_branch", branch),
+                  "department", department(r, s->doc, branch), "tax_lines", s->tax_lines,
+                  "rounding_tax_code", s->rounding_tax_code);
     receipt_payment(r, input);
     json_t *days = json_object_get(r->relation, "paymentWithinDays");
     if (json_is_integer(days)) {

@@ -59,8 +59,8 @@ static void run_loop(struct event_base *base, long ms)
 
 /* A loop, a store named name in the test's directory, and a committer whose
  * lazy jobs linger long enough that they still wait when the loop looks. */
-static struct committer *start_batch(struct event_base **base, struct store **st,
-                                     const char *name, long max_batch)
+static struct committer *start_batch(struct event_base **base, struct store **st, const char *name,
+                                     long max_batch)
 {
     evthread_use_pthreads();
     *base = event_base_new();

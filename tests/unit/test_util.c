@@ -190,6 +190,21 @@ static void test_json_stringn(void **state)
     }
 }
 
+/* gw_json_trimmed: trimmed as gw_trim_space, cut by characters, or null. */
+static void test_json_trimmed(void **state)
+{
+    (void)state;
+    json_t *v = gw_json_trimmed("\xe2\x80\x83 caf\xc3\xa9 bar\xe3\x80\x80", 5);
+    assert_string_equal(json_string_value(v), "caf\xc3\xa9 "); /* 5 characters, 6 bytes */
+    json_decref(v);
+    v = gw_json_trimmed(" 1-12 ", SIZE_MAX);
+    assert_string_equal(json_string_value(v), "1-12");
+    json_decref(v);
+    assert_true(json_is_null(gw_json_trimmed(" \xc2\xa0\t", 21)));
+    assert_true(json_is_null(gw_json_trimmed("", 21)));
+    assert_true(json_is_null(gw_json_trimmed(NULL, 21)));
+}
+
 static void test_hex(void **state)
 {
     (void)state;
@@ -236,6 +251,7 @@ int main(void)
         cmocka_unit_test(test_financial_days),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_json_stringn),
+        cmocka_unit_test(test_json_trimmed),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -52,6 +52,35 @@ void gw_out_char(struct gw_out *o, char c)
         o->buf[o->len++] = c;
 }
 
+/*
+ * Whether one of the 8 bytes of w must be escaped: below 0x20, '"' or '\\'.
+ * The tests for a zero byte and for a byte below n (n <= 128) may be wrong
+ * about which byte, never about whether there is one.
+ */
+static bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+    uint64_t quote = w ^ (ones * '"'), back = w ^ (ones * '\\');
+    return (((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) | ((back - ones) & ~back)) & high;
+}
+
+static bool byte_needs_escape(unsigned char c)
+{
+    return c < 0x20 || c == '"' || c == '\\';
+}
+
+/* How many bytes at the start of s[0..n) are written as they are. */
+static size_t plain_prefix(const char *s, size_t n)
+{
+    size_t i = 0;
+    uint64_t w;
+    while (i + 8 <= n && (memcpy(&w, s + i, 8), !word_needs_escape(w)))
+        i += 8; /* most text has nothing to escape: a word at a time */
+    while (i < n && !byte_needs_escape((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
 /* A string in quotes, escaped as jansson does: the two-character escapes it
  * knows, \u00XX (upper-case hex) for the other control characters. */
 void gw_out_string(struct gw_out *o, const char *s, size_t n)
@@ -59,14 +88,15 @@ void gw_out_string(struct gw_out *o, const char *s, size_t n)
     static const char hex[] = "0123456789ABCDEF";
     static const char short_escape[128] = {['"'] = '"',  ['\\'] = '\\', ['\b'] = 'b', ['\f'] = 'f',
                                            ['\n'] = 'n', ['\r'] = 'r',  ['\t'] = 't'};
-    gw_out_char(o, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        gw_out_bytes(o, s + run, i - run);
-        run = i + 1;
+    size_t plain = plain_prefix(s, n);
+    if (!reserve(o, plain + 2))
+        return;
+    o->buf[o->len++] = '"';
+    if (plain > 0)
+        memcpy(o->buf + o->len, s, plain);
+    o->len += plain;
+    for (size_t i = plain; i < n;) {
+        unsigned char c = (unsigned char)s[i++];         /* one to escape */
         char esc[6] = {'\\', short_escape[c], '0', '0'}; /* \x or \u00XX */
         size_t len = 2;
         if (esc[1] == 0) {
@@ -76,8 +106,10 @@ void gw_out_string(struct gw_out *o, const char *s, size_t n)
             len = 6;
         }
         gw_out_bytes(o, esc, len);
+        plain = plain_prefix(s + i, n - i);
+        gw_out_bytes(o, s + i, plain);
+        i += plain;
     }
-    gw_out_bytes(o, s + run, n - run);
     gw_out_char(o, '"');
 }
 

@@ -97,6 +97,45 @@ static void test_strings_escaped_as_jansson_does(void **state)
     json_decref(v);
 }
 
+/* Strings read a word at a time: a byte to escape anywhere in a word, or
+ * none, with bytes on either side of each that must be escaped and UTF-8
+ * sequences (high bytes) among them. */
+static void test_strings_a_word_at_a_time(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {"a",        " ",
+                                         "!",        "#",
+                                         "[",        "]",
+                                         "\x1f",     "\x7f",
+                                         "\"",       "\\",
+                                         "\n",       "\x01",
+                                         "\xc3\xa9", "\xe2\x82\xac",
+                                         "\t",       "~",
+                                         "\x1e",     "\xf0\x9f\x98\x80"};
+    const size_t np = sizeof pieces / sizeof pieces[0];
+    unsigned seed = 12345;
+    char text[256]; /* 40 pieces of at most 4 bytes */
+    for (int round = 0; round < 4000; round++) {
+        size_t len = 0;
+        seed = seed * 1103515245u + 12345u;
+        size_t count = (seed >> 16) % 40;
+        for (size_t k = 0; k < count; k++) {
+            seed = seed * 1103515245u + 12345u;
+            /* Mostly plain letters, so whole words pass untouched too. */
+            const char *p = (seed >> 16) % 3 ? "a" : pieces[(seed >> 8) % np];
+            size_t pl = strlen(p);
+            memcpy(text + len, p, pl);
+            len += pl;
+        }
+        /* As a value and as a key. */
+        json_t *v = json_object();
+        assert_int_equal(json_object_set_new(v, "s", json_stringn(text, len)), 0);
+        assert_int_equal(json_object_setn_new(v, text, len, json_true()), 0);
+        assert_int_equal(same_as_jansson(v), NFLAGS);
+        json_decref(v);
+    }
+}
+
 static void test_numbers_as_jansson_writes_them(void **state)
 {
     (void)state;
@@ -161,6 +200,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixtures_as_jansson_writes_them),
         cmocka_unit_test(test_strings_escaped_as_jansson_does),
+        cmocka_unit_test(test_strings_a_word_at_a_time),
         cmocka_unit_test(test_numbers_as_jansson_writes_them),
         cmocka_unit_test(test_keys_sorted_as_jansson_sorts_them),
         cmocka_unit_test(test_scalars_and_depth),

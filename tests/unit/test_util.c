@@ -2,7 +2,10 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "util.h"
@@ -239,6 +242,57 @@ static void test_financial_days(void **state)
     assert_string_equal(out, "2027-01-05");
 }
 
+/* gw_ts_format writes what snprintf would, whatever the time (years out of
+ * 0..9999 and buffers too short included). */
+static void test_ts_format_as_snprintf(void **state)
+{
+    (void)state;
+    const int64_t fixed[] = {0,
+                             -1,
+                             -999,
+                             -1000,
+                             -1001,
+                             999,
+                             1000,
+                             951782400000,    /* 2000-02-29 */
+                             1796680000123,   /* 2026 */
+                             253402300799999, /* 9999-12-31T23:59:59.999 */
+                             253402300800000, /* year 10000 */
+                             -62167219200000, /* year 0 */
+                             -62167219200001, /* year -1 */
+                             -62135596800000 /* 0001-01-01 */};
+    unsigned seed = 7;
+    for (int i = 0; i < 20000; i++) {
+        int64_t ms;
+        if (i < (int)(sizeof fixed / sizeof fixed[0])) {
+            ms = fixed[i];
+        } else {
+            seed = seed * 1103515245u + 12345u;
+            int64_t hi = (int64_t)(seed >> 8);
+            seed = seed * 1103515245u + 12345u;
+            ms = (hi * 16777216 + (int64_t)(seed >> 8)) % 300000000000000 - 70000000000000;
+        }
+        time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char want[64], got[64];
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(ms - (int64_t)t * 1000));
+        memset(got, 'x', sizeof got);
+        gw_ts_format(ms, got, sizeof got);
+        assert_string_equal(got, want);
+        size_t shortn = (size_t)(i % 26); /* too short: cut as snprintf cuts */
+        char cut[32], cutwant[32];
+        memset(cut, 'x', sizeof cut);
+        memset(cutwant, 'x', sizeof cutwant);
+        gw_ts_format(ms, cut, shortn);
+        if (shortn > 0)
+            snprintf(cutwant, shortn, "%s", want);
+        assert_memory_equal(cut, cutwant, sizeof cut);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -252,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_json_stringn),
         cmocka_unit_test(test_json_trimmed),
+        cmocka_unit_test(test_ts_format_as_snprintf),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -48,7 +48,7 @@ struct commit_job {
 /* How long a lazy job may wait for company: a busy flow's events, finishing
  * one by one, share a commit forty or fifty at a time instead of two or
  * three. A commit costs about 0.6 ms of CPU whatever it holds (two syncs,
- * the tree's branch pages, the free list); at 25 ms, commits took a quarter of
+ * the trees' branch pages, the free list); at 25 ms, commits took a quarter of
  * a catalogue's CPU. The wait costs an event at most this long on its way
  * through a call that takes longer (QuickBooks allows 8 requests a second),
  * and nothing when the loop has nothing to do but wait for the store: then

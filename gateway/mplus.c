@@ -1571,10 +1571,25 @@ static json_t *read_type(struct reader *r, xmlNodePtr el, struct xtype *t, int d
  * place it (v is freed then).
  */
 
+/* Which of a type's first 256 fields an object has been given. */
+typedef uint64_t field_set[4];
+
 /* Member name of a type's object o: in an array when the field repeats (i
- * its index, -1 for a member the tables do not know); once otherwise. */
-static bool put_field(json_t *o, const struct xtype *t, int i, const char *name, json_t *v)
+ * its index, -1 for a member the tables do not know); once otherwise. A
+ * field that comes once is told from a second time by seen, with no look
+ * into o. */
+static bool put_field(json_t *o, const struct xtype *t, int i, const char *name, json_t *v,
+                      field_set seen)
 {
+    if (i >= 0 && i < 256 && !t->f[i].repeated) {
+        uint64_t bit = (uint64_t)1 << (i & 63);
+        if (seen[i >> 6] & bit) {
+            json_decref(v); /* appears twice */
+            return false;
+        }
+        seen[i >> 6] |= bit;
+        return json_object_set_new_nocheck(o, name, v) == 0;
+    }
     json_t *old = json_object_get(o, name);
     if (i >= 0 && t->f[i].repeated) {
         if (old == NULL && json_object_set_new_nocheck(o, name, old = json_array()) != 0)
@@ -1756,6 +1771,7 @@ static json_t *read_type(struct reader *r, xmlNodePtr el, struct xtype *t, int d
     if (depth > MAX_DEPTH)
         return rerr(r, "nested too deeply");
     json_t *o = json_object();
+    field_set seen = {0};
     int cur = 0;
     for (xmlNodePtr c = el->children; c; c = c->next) {
         if (!is_element(c, NULL))
@@ -1772,7 +1788,7 @@ static json_t *read_type(struct reader *r, xmlNodePtr el, struct xtype *t, int d
             json_decref(o);
             return NULL;
         }
-        if (!put_field(o, t, i, name, v)) {
+        if (!put_field(o, t, i, name, v, seen)) {
             json_decref(o);
             return rerr(r, "appears twice");
         }
@@ -1970,7 +1986,7 @@ struct sframe {
     int part;              /* SF_PART: which */
     size_t part_at[7];     /* SF_TIME: where each part's text starts in parts, +1 (0: absent) */
     bool taken;            /* SF_ENVELOPE: its Body was read; SF_BODY: its answer */
-    uint64_t seen[4];      /* SF_TYPE: which of its first 256 fields were placed */
+    field_set seen;        /* SF_TYPE: which of its fields were placed */
 };
 
 struct stream {
@@ -2160,17 +2176,7 @@ static bool stream_put(struct stream *s, struct sframe *p, struct sframe *c, jso
     case SF_LIST:
         return json_array_append_new(p->v, v) == 0;
     case SF_TYPE:
-        /* A field that comes once needs no look whether it came before. */
-        if (c->fi >= 0 && c->fi < 256 && !p->t->f[c->fi].repeated) {
-            uint64_t bit = (uint64_t)1 << (c->fi & 63);
-            if (p->seen[c->fi >> 6] & bit) {
-                json_decref(v); /* appears twice */
-                return false;
-            }
-            p->seen[c->fi >> 6] |= bit;
-            return json_object_set_new_nocheck(p->v, c->name, v) == 0;
-        }
-        return put_field(p->v, p->t, c->fi, c->name, v);
+        return put_field(p->v, p->t, c->fi, c->name, v, p->seen);
     case SF_GENERIC:
         return put_generic(p->v, c->name, v);
     default:

@@ -20,6 +20,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,9 +101,10 @@ static json_t *cut_text(const struct task *t, const char *text, size_t len, bool
     while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
         cut--;
     char *buf = NULL;
-    json_t *out = asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len) < 0 ? NULL
-                  : utf8 ? json_string_nocheck(buf)
-                         : json_string(buf);
+    int n = asprintf(&buf, "%.*s… (%zu bytes)", (int)cut, text, len);
+    json_t *out = n < 0  ? NULL
+                  : utf8 ? json_stringn_nocheck(buf, (size_t)n)
+                         : gw_json_stringn(buf, (size_t)n);
     free(buf);
     return out;
 }
@@ -127,43 +129,35 @@ static json_t *body_text(const struct task *t, json_t *body, bool to_qbo)
     return out;
 }
 
-/* Whether text (left bytes) starts with w in any letter case. */
-static bool word_at(const char *text, size_t left, const struct word *w)
-{
-    if (left < w->len)
-        return false;
-    for (size_t i = 0; i < w->len; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if ((c >= 'A' && c <= 'Z' ? c | 0x20 : c) != (unsigned char)w->text[i])
-            return false;
-    }
-    return true;
-}
-
-/* Letter case folded as word_at() does; other bytes as they are. */
+/* ASCII letters in lower case; other bytes as they are. */
 static unsigned char folded(unsigned char c)
 {
     return c >= 'A' && c <= 'Z' ? c | 0x20 : c;
 }
 
-/*
- * One pass over the text, comparing with the tables above only where one of
- * their words can start: at the first two letters of a secret part, and at a
- * quote (a secret name is a whole member name). Bytes that start nothing are
- * skipped in a tight loop. A letter can hide in JSON text only as a \u
- * escape, so a text with one counts as possibly secret and is parsed and
- * redacted.
- */
-bool activity_may_hold_secret(const char *text, size_t len)
+/* Whether text (left bytes) starts with w in any letter case. */
+static bool word_at(const char *text, size_t left, const struct word *w)
 {
-    /* Per byte, the secret parts that start with it (bits 0-7), the secret
-     * names (bits 8-15, tried after a quote), and bit 16 for a quote or a
-     * backslash. Per first letter of a part, its possible second letters. */
-    enum { QUOTE_OR_ESCAPE = 1u << 16 };
+    if (left < w->len)
+        return false;
+    for (size_t i = 0; i < w->len; i++)
+        if (folded((unsigned char)text[i]) != (unsigned char)w->text[i])
+            return false;
+    return true;
+}
+
+/* Per byte, the secret parts that start with it (bits 0-7), the secret
+ * names (bits 8-15, tried after a quote), and bit 16 for a quote or a
+ * backslash. Per first letter of a part, its possible second letters (bit
+ * k: 'a' + k). Made once, from the tables above. */
+enum { QUOTE_OR_ESCAPE = 1u << 16 };
+static uint32_t first[256], second[256];
+static pthread_once_t starts_made = PTHREAD_ONCE_INIT;
+
+static void make_starts(void)
+{
     _Static_assert(sizeof secret_parts / sizeof *secret_parts <= 9, "a part per bit");
     _Static_assert(sizeof secret_names / sizeof *secret_names <= 9, "a name per bit");
-    uint32_t first[256] = {0};
-    uint32_t second[256] = {0}; /* bit k: 'a' + k */
     for (unsigned k = 0; secret_parts[k].text; k++) {
         unsigned char c = (unsigned char)secret_parts[k].text[0];
         unsigned char d = (unsigned char)secret_parts[k].text[1];
@@ -179,6 +173,19 @@ bool activity_may_hold_secret(const char *text, size_t len)
     }
     first['"'] |= QUOTE_OR_ESCAPE;
     first['\\'] |= QUOTE_OR_ESCAPE;
+}
+
+/*
+ * One pass over the text, comparing with the tables above only where one of
+ * their words can start: at the first two letters of a secret part, and at a
+ * quote (a secret name is a whole member name). Bytes that start nothing are
+ * skipped in a tight loop. A letter can hide in JSON text only as a \u
+ * escape, so a text with one counts as possibly secret and is parsed and
+ * redacted.
+ */
+bool activity_may_hold_secret(const char *text, size_t len)
+{
+    pthread_once(&starts_made, make_starts);
     const unsigned char *t = (const unsigned char *)text;
     for (size_t i = 0; i < len; i++) {
         uint32_t at = first[t[i]];

@@ -152,6 +152,8 @@ struct gw_config {
     long qbo_rate_per_sec;
     long qbo_rate_per_min;
     long qbo_max_concurrent;
+    long qbo_batch_items;   /* new Items per batch request; 1: each on its own */
+    long qbo_batch_per_min; /* batch requests a minute (Intuit allows 40) */
     long qbo_timeout_s;
     long cdc_interval_s;
     /* [alerts] */

@@ -17,6 +17,7 @@
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,8 @@ enum call_kind {
     CALL_UPDATE,
     CALL_VOID,
     CALL_DELETE,
-    CALL_CDC
+    CALL_CDC,
+    CALL_BATCH
 };
 
 struct qconn;
@@ -56,6 +58,8 @@ struct call {
     bool stale_retried;           /* one 5010 re-apply already done */
     qbo_cb cb;
     void *arg;
+    struct call **ops; /* CALL_BATCH: the creates it carries; bId is the index */
+    size_t nops;
 };
 
 /* One connection's tokens and limiter. */
@@ -73,6 +77,11 @@ struct qconn {
     int64_t paused_until_ms;
     struct call *queue_head, *queue_tail; /* calls waiting for the limiter */
     struct event *timer;
+    int64_t *batch_ring; /* start times of the last batch_per_min batch requests */
+    size_t batch_i;
+    struct call *batch_head, *batch_tail; /* creates gathered for the next batch */
+    size_t nbatch;
+    struct event *batch_ev; /* sends them once the loop turn is through */
     char last_error[512];
 };
 
@@ -548,9 +557,8 @@ static void start_refresh(struct qconn *qc)
 /* ---- limiter ----------------------------------------------------------------- */
 
 /* Earliest time a new request may start (now if it may start at once). */
-static int64_t limiter_next(struct qconn *qc, int64_t now)
+static int64_t limiter_next(struct qconn *qc, int64_t now, bool batch)
 {
-    const struct gw_config *cfg = qc->q->cfg;
     int64_t at = now;
     if (qc->paused_until_ms > at)
         at = qc->paused_until_ms;
@@ -561,13 +569,19 @@ static int64_t limiter_next(struct qconn *qc, int64_t now)
     int64_t m = qc->min_ring[qc->min_i];
     if (m != 0 && m + 60000 > at)
         at = m + 60000;
-    (void)cfg;
+    int64_t b = batch ? qc->batch_ring[qc->batch_i] : 0;
+    if (b != 0 && b + 60000 > at)
+        at = b + 60000;
     return at;
 }
 
-static void limiter_take(struct qconn *qc, int64_t now)
+static void limiter_take(struct qconn *qc, int64_t now, bool batch)
 {
     const struct gw_config *cfg = qc->q->cfg;
+    if (batch) {
+        qc->batch_ring[qc->batch_i] = now;
+        qc->batch_i = (qc->batch_i + 1) % (size_t)cfg->qbo_batch_per_min;
+    }
     qc->sec_ring[qc->sec_i] = now;
     qc->sec_i = (qc->sec_i + 1) % (size_t)cfg->qbo_rate_per_sec;
     qc->min_ring[qc->min_i] = now;
@@ -581,7 +595,8 @@ static void pump(struct qconn *qc)
 {
     int64_t now = gw_now_ms();
     while (qc->queue_head != NULL && qc->active < qc->q->cfg->qbo_max_concurrent) {
-        int64_t at = limiter_next(qc, now);
+        bool batch = qc->queue_head->kind == CALL_BATCH;
+        int64_t at = limiter_next(qc, now, batch);
         if (at > now) {
             int64_t wait = at - now;
             struct timeval tv = {wait / 1000, (wait % 1000) * 1000};
@@ -593,7 +608,7 @@ static void pump(struct qconn *qc)
         if (qc->queue_head == NULL)
             qc->queue_tail = NULL;
         call->next = NULL;
-        limiter_take(qc, now);
+        limiter_take(qc, now, batch);
 
         char auth[4200];
         const char *access = tok(qc, "access_token") ?: "";
@@ -630,6 +645,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 static void free_call(struct call *call)
 {
+    for (size_t i = 0; i < call->nops; i++)
+        free_call(call->ops[i]);
+    free(call->ops);
     free(call->url);
     free(call->body);
     free(call->requestid);
@@ -637,8 +655,15 @@ static void free_call(struct call *call)
     free(call);
 }
 
+static void batch_finish(struct call *batch, const struct qbo_result *r);
+
 static void finish_call(struct call *call, struct qbo_result *r)
 {
+    if (call->kind == CALL_BATCH) {
+        batch_finish(call, r);
+        free_call(call);
+        return;
+    }
     if (r->request_text == NULL) /* ended before it went out: what it would have sent */
         r->request_text = call->body;
     call->cb(r, call->arg);
@@ -836,6 +861,175 @@ int64_t qbo_cents_field(json_t *o, const char *k)
     return qbo_cents_of(json_object_get(o, k), &v) ? v : 0;
 }
 
+/* ---- batches ------------------------------------------------------------------- */
+
+/*
+ * New Items go to QuickBooks' batch endpoint together: those asked for in one
+ * loop turn (an event's claims commit in groups, so their creates come in
+ * groups), up to batch_items a request. Each create gets the answer of its
+ * own item, as if it had gone alone.
+ *
+ * A batch has one requestid (made from its creates' requestids), so QuickBooks
+ * repeats its answer to the same batch sent again; a create that fails with
+ * its batch comes back as its event's rerun, which asks QuickBooks for the
+ * Item by SKU before it makes one (products.c, lookup.c).
+ */
+static void batch_send(struct qconn *qc)
+{
+    struct call *head = qc->batch_head;
+    size_t n = qc->nbatch;
+    qc->batch_head = qc->batch_tail = NULL;
+    qc->nbatch = 0;
+    if (n <= 1) {
+        if (head != NULL)
+            start_call(head); /* alone: as it is, its own requestid */
+        return;
+    }
+    struct call **ops = calloc(n, sizeof *ops);
+    struct gw_out body = {0}, ids = {0};
+    bool all_ids = true;
+    size_t i = 0;
+    for (struct call *c = head; c != NULL && ops != NULL; c = c->next, i++) {
+        char lead[96];
+        int m = snprintf(lead, sizeof lead, "%s{\"bId\":\"%zu\",\"operation\":\"create\",\"%s\":",
+                         i ? "," : "{\"BatchItemRequest\":[", i, c->entity);
+        gw_out_bytes(&body, lead, (size_t)m);
+        gw_out_bytes(&body, c->body, strlen(c->body));
+        gw_out_char(&body, '}');
+        ops[i] = c;
+        if (c->requestid != NULL) {
+            gw_out_bytes(&ids, c->requestid, strlen(c->requestid) + 1);
+        } else {
+            all_ids = false;
+        }
+    }
+    gw_out_bytes(&body, "]}", 2);
+    size_t idlen = 0;
+    char *text = gw_out_finish(&body, NULL), *idtext = gw_out_finish(&ids, &idlen);
+    char extra[64] = "";
+    if (all_ids && idtext != NULL) {
+        unsigned char h[32];
+        sig_sha256(idtext, idlen, h);
+        size_t k = (size_t)snprintf(extra, sizeof extra, "requestid=b-");
+        for (size_t j = 0; j < 16; j++) /* "b-" and 32 hex digits: QuickBooks takes 36 */
+            k += (size_t)snprintf(extra + k, sizeof extra - k, "%02x", h[j]);
+    }
+    free(idtext);
+    struct call *batch =
+        text && ops ? new_call(qc->q, qc->c, CALL_BATCH, "POST",
+                               make_url(qc->q, qc->c, "batch", extra[0] ? extra : NULL), NULL, NULL)
+                    : NULL;
+    if (batch == NULL) {
+        free(text);
+        free(ops);
+        for (struct call *c = head, *next; c != NULL; c = next) {
+            next = c->next;
+            struct qbo_result r = {.kind = QBO_RETRY};
+            gw_strlcpy(r.error, "could not make the batch request", sizeof r.error);
+            finish_call(c, &r);
+        }
+        return;
+    }
+    for (i = 0; i < n; i++)
+        ops[i]->next = NULL;
+    gw_strlcpy(batch->entity, "batch", sizeof batch->entity);
+    batch->body = text;
+    batch->ops = ops;
+    batch->nops = n;
+    start_call(batch);
+}
+
+static void on_batch(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    batch_send(arg);
+}
+
+static void batch_gather(struct call *call)
+{
+    struct qconn *qc = call->qc;
+    call->next = NULL;
+    if (qc->batch_tail)
+        qc->batch_tail->next = call;
+    else
+        qc->batch_head = call;
+    qc->batch_tail = call;
+    if (++qc->nbatch >= (size_t)qc->q->cfg->qbo_batch_items)
+        batch_send(qc);
+    else
+        event_active(qc->batch_ev, EV_TIMEOUT, 0); /* after the turn's other callbacks */
+}
+
+/* One create's answer, out of its batch's: the entity, or the item's fault. */
+static void batch_item(struct call *op, json_t *entry, const struct qbo_result *all,
+                       struct qbo_result *one, json_t **body, char **text)
+{
+    memset(one, 0, sizeof *one);
+    one->status = all->status;
+    gw_strlcpy(one->intuit_tid, all->intuit_tid, sizeof one->intuit_tid);
+    one->request_text = op->body;
+    *body = NULL;
+    *text =
+        entry ? gw_json_text(entry, JSON_COMPACT | JSON_PRESERVE_ORDER, &one->response_len) : NULL;
+    one->response_text = *text;
+    json_t *obj = json_object_get(entry, op->entity);
+    char code[16], msg[900];
+    if (json_is_object(obj)) {
+        one->kind = QBO_OK;
+        *body = json_object();
+        json_object_set(*body, op->entity, obj);
+        one->body = *body;
+    } else if (json_fault(entry, code, sizeof code, msg, sizeof msg)) {
+        /* What QuickBooks calls its own failure is worth another try. */
+        const char *type = json_string_value(get_ci(get_ci(entry, "Fault"), "type"));
+        one->kind = type && strcasecmp(type, "SystemFault") == 0 ? QBO_RETRY : QBO_FAULT;
+        gw_strlcpy(one->code, code, sizeof one->code);
+        gw_errf(one->error, sizeof one->error, "HTTP %ld, batch item: %s", all->status, msg);
+        gw_strlcpy(op->qc->last_error, one->error, sizeof op->qc->last_error);
+    } else {
+        one->kind = QBO_RETRY;
+        gw_errf(one->error, sizeof one->error,
+                "HTTP %ld: the batch answer holds no %s for this item", all->status, op->entity);
+    }
+}
+
+/* The batch's answer to each of its creates (all of them the same when the
+ * batch as a whole failed). */
+static void batch_finish(struct call *batch, const struct qbo_result *r)
+{
+    json_t *answers = r->kind == QBO_OK ? json_object_get(r->body, "BatchItemResponse") : NULL;
+    json_t *by_op[30] = {0};
+    size_t i;
+    json_t *e;
+    json_array_foreach(answers, i, e)
+    {
+        const char *bid = json_string_value(json_object_get(e, "bId"));
+        char *end;
+        unsigned long k = bid && *bid ? strtoul(bid, &end, 10) : ULONG_MAX;
+        if (k < batch->nops && k < 30 && *end == '\0')
+            by_op[k] = e;
+    }
+    for (i = 0; i < batch->nops; i++) {
+        struct call *op = batch->ops[i];
+        batch->ops[i] = NULL;
+        if (r->kind != QBO_OK) {
+            struct qbo_result one = *r;
+            one.request_text = op->body;
+            finish_call(op, &one);
+            continue;
+        }
+        struct qbo_result one;
+        json_t *body;
+        char *text;
+        batch_item(op, by_op[i], r, &one, &body, &text);
+        finish_call(op, &one);
+        json_decref(body);
+        free(text);
+    }
+    batch->nops = 0;
+}
+
 static char *dump_body(json_t *obj)
 {
     char *text = gw_json_text(obj, JSON_COMPACT | JSON_PRESERVE_ORDER, NULL);
@@ -877,7 +1071,10 @@ static int write_call(struct qbo *q, const struct gw_connection *c, enum call_ki
     call->requestid = requestid ? strdup(requestid) : NULL;
     if (kind == CALL_UPDATE) /* qbo_update's own copy: shared, not copied again */
         call->update = json_incref(obj);
-    start_call(call);
+    if (kind == CALL_CREATE && q->cfg->qbo_batch_items > 1 && strcmp(entity, "Item") == 0)
+        batch_gather(call);
+    else
+        start_call(call);
     return 0;
 }
 
@@ -1197,6 +1394,8 @@ struct qbo *qbo_new(struct event_base *base, const struct gw_config *cfg, struct
         qc->sec_ring = calloc((size_t)cfg->qbo_rate_per_sec, sizeof *qc->sec_ring);
         qc->min_ring = calloc((size_t)cfg->qbo_rate_per_min, sizeof *qc->min_ring);
         qc->timer = evtimer_new(base, on_timer, qc);
+        qc->batch_ring = calloc((size_t)cfg->qbo_batch_per_min, sizeof *qc->batch_ring);
+        qc->batch_ev = event_new(base, -1, 0, on_batch, qc);
         reload_tokens(qc);
     }
     return q;
@@ -1217,9 +1416,15 @@ void qbo_free(struct qbo *q)
             free_call(c);
         }
         json_decref(qc->tokens);
+        for (struct call *c = qc->batch_head, *n; c; c = n) {
+            n = c->next;
+            free_call(c);
+        }
         free(qc->sec_ring);
         free(qc->min_ring);
+        free(qc->batch_ring);
         event_free(qc->timer);
+        event_free(qc->batch_ev);
     }
     while (q->states) {
         struct oauth_state *n = q->states->next;

@@ -68,7 +68,7 @@ class ProductsTestCase(GatewayTestCase):
         for code in TAX_CODES.values():
             QBO.entity("TaxCode", {"Id": code, "Name": "BTW %s" % code, "Active": True})
 
-    def start_gateway(self, flows="products", extra_storage=None, **keys):
+    def start_gateway(self, flows="products", extra_storage=None, quickbooks=None, **keys):
         conf = {"mplus_url": "%s/" % MPLUS.base, "mplus_ident": MPLUS_IDENT,
                 "mplus_secret": MPLUS_SECRET, "mplus_poll_interval_s": 1, "mplus_backfill": "true",
                 "mplus_page_size": 250, "default_country": "NL",
@@ -79,7 +79,8 @@ class ProductsTestCase(GatewayTestCase):
         conn = gwtest.connection(CONN, REALM, WEBHOOK_SECRET, flows=flows, **conf)
 
         def extra(gw):
-            conf = app_config(gw, QBO, {"rate_per_sec": 1000, "rate_per_min": 100000},
+            conf = app_config(gw, QBO, dict({"rate_per_sec": 1000, "rate_per_min": 100000},
+                                            **(quickbooks or {})),
                               {"retry_give_up_s": 20})
             if extra_storage:
                 conf.setdefault("storage", {}).update(extra_storage)
@@ -151,6 +152,19 @@ class ProductsTestCase(GatewayTestCase):
         twice = {s: len(v) for s, v in got.items() if len(v) > 1}
         self.assertEqual(twice, {}, "Items with the same SKU")
         self.assertEqual(set(skus) - set(got), set(), "articles without an Item")
+
+    def seed_catalogue(self, n, per_product):
+        """n bulk articles in Mplus: their SKUs and the sample catalogue's."""
+        seeded = MPLUS.call("POST", "/_sim/seed", {"articles": n, "articles_per_product": per_product})
+        return {str(seeded["first_article_number"] + j) for j in range(n)} | SAMPLE_ARTICLES
+
+    def assertCatalogueDone(self, skus):
+        """Every article's event done, and one Item per SKU, none more."""
+        evs = self.wait_articles(len(skus))
+        self.assertEqual([(e["entity_id"], e["state"], e["last_error"]) for e in evs
+                          if e["state"] != "done"], [])
+        self.assertAllOnce(skus)
+        self.assertEqual(len(self.by_sku()), len(skus))
 
 
 class Catalogue(ProductsTestCase):
@@ -408,11 +422,67 @@ class Catalogue(ProductsTestCase):
         self.assertEqual(self.by_sku()["1001"][0]["Name"], taken + " (1001)")
 
 
+class Batch(ProductsTestCase):
+    """batch_items > 1: new Items go to QuickBooks' batch endpoint together."""
+
+    BATCH = {"batch_items": 30, "batch_per_min": 1000}
+
+    def batches(self):
+        return [r for r in QBO.call("GET", "/_sim/requests?method=POST&path_contains=/batch")
+                if "/v3/company/" in r["path"]]
+
+    def test_a_catalogue_arrives_in_batches_once_with_taken_names_resolved(self):
+        seeded = MPLUS.call("POST", "/_sim/seed", {"articles": 400, "articles_per_product": 4})
+        skus = {str(seeded["first_article_number"] + j) for j in range(400)} | SAMPLE_ARTICLES
+        QBO.entity("Item", {"Name": "Koffie", "Type": "Service"})
+        self.start_gateway(quickbooks=self.BATCH)
+        evs = self.wait_articles(407)
+        self.assertEqual([(e["entity_id"], e["state"], e["last_error"]) for e in evs
+                          if e["state"] != "done"], [])
+        self.assertAllOnce(skus)
+        items = self.by_sku()
+        # The taken name failed in its batch alone, and came back with its SKU.
+        self.assertEqual(items["1001"][0]["Name"], "Koffie (1001)")
+        batches = self.batches()
+        sizes = [len(b["body"]["BatchItemRequest"]) for b in batches]
+        self.assertTrue(sizes and max(sizes) <= 30, sizes)
+        self.assertGreaterEqual(sum(sizes), 400, "the creates went in batches")
+        writes = len(batches) + len(self.item_writes())
+        self.assertLessEqual(writes, 0.25 * len(items), self.request_summary())
+        # Each event shows its own item's request and answer, not the whole batch's.
+        sku = str(seeded["first_article_number"] + 7)
+        ev = next(e for e in evs if e["entity_id"] == sku)
+        calls = self.gw.show(ev["id"])["history"][-1]["calls"]
+        create = [c for c in calls if c["method"] == "POST" and c["path"] == "/item"]
+        self.assertEqual(len(create), 1, calls)
+        self.assertEqual((create[0]["status"], create[0]["outcome"]), (200, "ok"))
+        self.assertEqual(json.loads(create[0]["request"])["Sku"], sku)
+        answered = json.loads(create[0]["response"])
+        self.assertEqual(answered["Item"]["Id"], items[sku][0]["Id"])
+        self.assertIn("bId", answered)
+
+    def test_a_failed_batch_comes_back_and_makes_no_item_twice(self):
+        skus = self.seed_catalogue(200, 4)
+        QBO.fault("500", count=2, path_contains="/batch")
+        self.start_gateway(quickbooks=self.BATCH)
+        self.assertCatalogueDone(skus)
+
+    def test_sigkill_mid_batches_then_restart_makes_no_item_twice(self):
+        skus = self.seed_catalogue(600, 3)
+        QBO.fault("slow", count=100000, path_contains="/batch", delay_ms=300)
+        gw = self.start_gateway(quickbooks=self.BATCH)
+        self.wait(lambda: len(self.by_sku()) >= 100, "100 Items made")
+        gw.kill()
+        self.assertLess(len(self.by_sku()), len(skus))
+        QBO.call("POST", "/_sim/faults/clear", {})
+        gw.start()
+        self.assertCatalogueDone(skus)
+
+
 class SigKill(ProductsTestCase):
 
     def test_sigkill_mid_catalogue_then_restart_makes_no_item_twice(self):
-        seeded = MPLUS.call("POST", "/_sim/seed", {"articles": 1000, "articles_per_product": 3})
-        skus = {str(seeded["first_article_number"] + j) for j in range(1000)} | SAMPLE_ARTICLES
+        skus = self.seed_catalogue(1000, 3)
         QBO.fault("slow", count=100000, path_contains="/item", delay_ms=30)
         gw = self.start_gateway()
         self.wait(lambda: len(self.by_sku()) >= 150, "150 Items made")
@@ -421,11 +491,7 @@ class SigKill(ProductsTestCase):
         self.assertLess(made, len(skus))
         QBO.call("POST", "/_sim/faults/clear", {})
         gw.start()
-        evs = self.wait_articles(1007)
-        self.assertEqual([(e["entity_id"], e["state"], e["last_error"]) for e in evs
-                          if e["state"] != "done"], [])
-        self.assertAllOnce(skus)
-        self.assertEqual(len(self.by_sku()), len(skus))
+        self.assertCatalogueDone(skus)
 
 
 class Stock(ProductsTestCase):

@@ -330,6 +330,38 @@ class SimTest(unittest.TestCase):
         self.assertEqual(self.api("POST", "customer?requestid=req-43", {"DisplayName": "Once Only"})[1]
                          ["Fault"]["Error"][0]["code"], "6240")
 
+    def test_batch_runs_items_in_order_and_answers_faults_in_place(self):
+        recorded = fixture_bytes("vcr", "batch_mixed_with_faults.yml").decode()
+        self.assertIn('"BatchItemResponse"', recorded)  # the answer's shape, as Intuit gave it
+        self.create("Vendor", {"DisplayName": "Boraski Family Store"})
+        request = {"BatchItemRequest": [
+            {"bId": "bid1", "operation": "create", "Item": {"Name": "Batch One", "Type": "Service", "IncomeAccountRef": {"value": "79"}}},
+            {"bId": "bid2", "operation": "create", "Item": {"Name": "batch one", "Type": "Service", "IncomeAccountRef": {"value": "79"}}},
+            {"bId": "bid3", "operation": "create", "Vendor": {"DisplayName": "Boraski Family Store"}},
+            {"bId": "bid4", "Query": "select * from Item where Name = 'Batch One'"},
+            {"bId": "bid5", "operation": "delete", "Invoice": {"Id": "999", "SyncToken": "0"}},
+        ]}
+        status, data, _ = self.api("POST", "batch?requestid=b-1", request)
+        self.assertEqual(status, 200, "a batch answers 200 even when items fail")
+        answers = {a["bId"]: a for a in data["BatchItemResponse"]}
+        self.assertEqual([a["bId"] for a in data["BatchItemResponse"]], ["bid1", "bid2", "bid3", "bid4", "bid5"])
+        made = answers["bid1"]["Item"]
+        self.assertEqual((made["Name"], made["SyncToken"]), ("Batch One", "0"))
+        self.assertEqual(answers["bid2"]["Fault"]["Error"][0]["code"], "6240", "the item before it is seen")
+        self.assertEqual(answers["bid3"]["Fault"]["Error"][0]["code"], "6240")
+        self.assertEqual([i["Id"] for i in answers["bid4"]["QueryResponse"]["Item"]], [made["Id"]])
+        self.assertEqual(answers["bid5"]["Fault"]["Error"][0]["code"], "610")
+        again = self.api("POST", "batch?requestid=b-1", request)
+        self.assertEqual(again[:2], (status, data), "a batch's requestid makes it idempotent too")
+        items = self.control("GET", "/_sim/entities?realm=%s&entity=Item" % REALM)
+        self.assertEqual(len([i for i in items if i["Name"] == "Batch One"]), 1)
+        status, data, _ = self.api("POST", "batch", {"BatchItemRequest": [
+            {"bId": str(i), "operation": "create", "Item": {"Name": "Many %d" % i, "Type": "Service", "IncomeAccountRef": {"value": "79"}}}
+            for i in range(31)]})
+        self.assertEqual(status, 400, "at most 30 items a batch")
+        self.assertEqual(len([i for i in self.control("GET", "/_sim/entities?realm=%s&entity=Item" % REALM)
+                              if i["Name"].startswith("Many ")]), 0)
+
     def test_duplicate_and_invalid_display_names(self):
         self.create("Customer", {"DisplayName": "Weiskopf Consulting"})
         status, data, _ = self.api("POST", "vendor", {"DisplayName": "weiskopf consulting"})

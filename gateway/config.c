@@ -69,7 +69,7 @@ static const struct key_def quickbooks_keys[] = {
     {"rate_per_sec", K_INT, S(qbo_rate_per_sec), "8", false, 1, 10000},
     {"rate_per_min", K_INT, S(qbo_rate_per_min), "450", false, 1, 600000},
     {"max_concurrent", K_INT, S(qbo_max_concurrent), "8", false, 1, 1000},
-    {"batch_items", K_INT, S(qbo_batch_items), "1", false, 1, 30},
+    {"batch_items", K_INT, S(qbo_batch_items), "30", false, 1, 30},
     {"batch_per_min", K_INT, S(qbo_batch_per_min), "35", false, 1, 600000},
     {"timeout_s", K_INT, S(qbo_timeout_s), "60", false, 1, 600},
     {"cdc_interval_s", K_INT, S(cdc_interval_s), "86400", false, 0, 2592000},

@@ -84,7 +84,7 @@ cdc_interval_s = 0
 rate_per_sec = 10000
 rate_per_min = 600000
 max_concurrent = 64
-batch_items = ${BATCH_ITEMS:-1}
+batch_items = ${BATCH_ITEMS:-30}
 batch_per_min = 600000
 [dispatch]
 max_in_flight = 64

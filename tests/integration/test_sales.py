@@ -123,8 +123,8 @@ class SalesTestCase(GatewayTestCase):
         conn = gwtest.connection(CONN, REALM, WEBHOOK_SECRET, flows="sales", **conf)
 
         def extra(gw):
-            return app_config(gw, QBO, {"rate_per_sec": 1000, "rate_per_min": 100000},
-                              {"retry_give_up_s": 6})
+            return app_config(gw, QBO, {"rate_per_sec": 1000, "rate_per_min": 100000,
+                                        "batch_per_min": 100000}, {"retry_give_up_s": 6})
         gw = self.gateway(connections=[conn], extra=extra)
         self.gw = gw
         gw.cli("tokens", CONN, "--refresh-token", QBO.refresh_token())

@@ -79,7 +79,7 @@ static const struct key_def quickbooks_keys[] = {
 static const struct key_def dispatch_keys[] = {
     {"enabled", K_BOOL, S(dispatch_enabled), "true", false, 0, 0},
     {"max_in_flight", K_INT, S(max_in_flight), "64", false, 1, 100000},
-    {"max_in_flight_per_connection", K_INT, S(max_in_flight_per_connection), "16", false, 1,
+    {"max_in_flight_per_connection", K_INT, S(max_in_flight_per_connection), "32", false, 1,
      100000},
     {"retry_first_s", K_INT, S(retry_first_s), "10", false, 1, 86400},
     {"retry_max_s", K_INT, S(retry_max_s), "3600", false, 1, 604800},

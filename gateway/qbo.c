@@ -99,6 +99,7 @@ struct qbo {
     struct http_client *http;
     struct qconn *conns; /* one per configured connection, same order */
     struct oauth_state *states;
+    bool draining; /* qbo_drain: nothing more goes out */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -670,11 +671,25 @@ static void finish_call(struct call *call, struct qbo_result *r)
     free_call(call);
 }
 
+/* A call that will not go out because the gateway is stopping. */
+static void not_sent(struct call *call)
+{
+    struct qbo_result r = {.kind = QBO_THROTTLED};
+    int64_t soon = gw_now_ms() + 1000; /* due again in a second, or when a 429 pause ends */
+    r.retry_at_ms = call->qc->paused_until_ms > soon ? call->qc->paused_until_ms : soon;
+    gw_strlcpy(r.error, "not sent: the gateway is stopping", sizeof r.error);
+    finish_call(call, &r);
+}
+
 /* Queue the call once a usable access token is at hand. */
 static void start_call(struct call *call)
 {
     struct qconn *qc = call->qc;
     int64_t now = gw_now_ms();
+    if (call->q->draining) {
+        not_sent(call);
+        return;
+    }
     if (qc->tokens == NULL || needs_reauth(qc))
         reload_tokens(qc);
     if (needs_reauth(qc)) {
@@ -1399,6 +1414,24 @@ struct qbo *qbo_new(struct event_base *base, const struct gw_config *cfg, struct
         reload_tokens(qc);
     }
     return q;
+}
+
+void qbo_drain(struct qbo *q)
+{
+    q->draining = true;
+    for (size_t i = 0; i < q->cfg->nconns; i++) {
+        struct qconn *qc = &q->conns[i];
+        evtimer_del(qc->timer);
+        event_del(qc->batch_ev);
+        struct call *lists[] = {qc->batch_head, qc->queue_head};
+        qc->batch_head = qc->batch_tail = qc->queue_head = qc->queue_tail = NULL;
+        qc->nbatch = 0;
+        for (size_t k = 0; k < 2; k++)
+            for (struct call *c = lists[k], *next; c != NULL; c = next) {
+                next = c->next;
+                not_sent(c);
+            }
+    }
 }
 
 void qbo_free(struct qbo *q)

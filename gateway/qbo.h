@@ -51,6 +51,13 @@ struct qbo;
 struct qbo *qbo_new(struct event_base *base, const struct gw_config *cfg, struct store *st,
                     struct committer *committer, struct http_client *http);
 void qbo_free(struct qbo *q);
+/*
+ * SIGTERM: calls that have not gone out (waiting for the limiter, a 429
+ * pause or a batch to fill), and any asked for from now on, end at once as
+ * QBO_THROTTLED, "not sent": their events go back to the queue without
+ * losing an attempt. Calls on the wire end as they do.
+ */
+void qbo_drain(struct qbo *q);
 
 /* GET /v3/company/{realm}/{entity}/{id} */
 int qbo_read(struct qbo *q, const struct gw_connection *c, const char *entity, const char *id,

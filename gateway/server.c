@@ -766,6 +766,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     s->draining = true;
     s->drain_started_ms = gw_now_ms();
     dispatch_drain(s->dispatcher);
+    qbo_drain(s->clients.qbo);
     poller_drain(s->poller);
     cdc_drain(s->cdc);
     /* Handlers end on their own time (an HTTP answer or its timeout): look again. */

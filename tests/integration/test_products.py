@@ -462,6 +462,25 @@ class Batch(ProductsTestCase):
         self.assertEqual(answered["Item"]["Id"], items[sku][0]["Id"])
         self.assertIn("bId", answered)
 
+    def test_batch_requests_are_held_to_batch_per_min(self):
+        skus = self.seed_catalogue(100, 4)
+        limits = {"batch_items": 30, "batch_per_min": 1}
+        self.start_gateway(quickbooks=limits)
+        self.wait(lambda: len(self.batches()) >= 1 or None, "the first batch")
+        time.sleep(3)
+        self.assertEqual(len(self.batches()), 1, "one batch a minute")
+        self.assertLess(len(self.by_sku()), len(skus) - 30)
+        self.assertEqual([e for e in self.gw.events() if e["state"] == "dead"], [])
+        # SIGTERM does not wait a minute for the next batch: what has not gone
+        # out goes back to the queue, no attempt lost, and comes out after a restart.
+        started = time.monotonic()
+        self.gw.stop()
+        self.assertLess(time.monotonic() - started, 10)
+        limits["batch_per_min"] = 100000
+        self.gw.start()
+        self.assertCatalogueDone(skus)
+        self.assertLess(time.monotonic() - started, 30, "the events not sent were due again at once")
+
     def test_a_failed_batch_comes_back_and_makes_no_item_twice(self):
         skus = self.seed_catalogue(200, 4)
         QBO.fault("500", count=2, path_contains="/batch")

@@ -487,6 +487,16 @@ class Batch(ProductsTestCase):
         self.start_gateway(quickbooks=self.BATCH)
         self.assertCatalogueDone(skus)
 
+    def test_an_item_quickbooks_fails_in_a_batch_is_tried_again_alone(self):
+        skus = self.seed_catalogue(100, 4)
+        QBO.fault("batch_item", count=3, path_contains="/batch")
+        self.start_gateway(quickbooks=self.BATCH)
+        self.assertCatalogueDone(skus)
+        # The three (articles' or groups') events whose item failed tried again, and are done.
+        failed = [e for e in self.gw.events() if "SystemFault" in json.dumps(self.gw.show(e["id"]))]
+        self.assertEqual(len(failed), 3, failed)
+        self.assertEqual([(e["state"], e["attempts"]) for e in failed], [("done", 2)] * 3)
+
     def test_sigkill_mid_batches_then_restart_makes_no_item_twice(self):
         skus = self.seed_catalogue(600, 3)
         QBO.fault("slow", count=100000, path_contains="/batch", delay_ms=300)

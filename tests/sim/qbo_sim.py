@@ -59,7 +59,9 @@ WEBHOOK_RETRY_DELAYS = (0.2, 0.5, 1.0)  # Intuit's real schedule is 10 s, 20 s, 
 WEBHOOK_BATCH = 100                 # events per notification at most
 BATCH_MAX = 30                      # items per batch request ([LIMITS]; the batch page says 10)
 DEFAULT_HANG_MS = 60000             # "timeout" fault without delay_ms
-FAULT_KINDS = ("500", "503", "timeout", "reset", "slow", "429", "401")
+FAULT_KINDS = ("500", "503", "timeout", "reset", "slow", "429", "401", "batch_item")
+# "batch_item" is taken by the items of a batch, not by requests: the item is not
+# run and answers QuickBooks' SystemFault in its place.
 WEBHOOK_OPS = {"Create": "created", "Update": "updated", "Delete": "deleted", "Merge": "merged",
                "Void": "void", "Emailed": "emailed"}
 CONFIG_FIELDS = ("access_ttl", "rotate_refresh", "refresh_grace", "rate_per_min", "rate_per_sec",
@@ -232,6 +234,12 @@ class Throttle:
             self.history.clear()
 
 
+def system_failure():
+    return Fault("10000", "An application error has occurred while processing your request",
+                 "System Failure Error: An unexpected error occurred while accessing or saving your "
+                 "data. Please wait a few minutes and try again.", fault_type="SystemFault")
+
+
 class FaultRule:
     def __init__(self, kind, count, path_contains, delay_ms):
         self.kind, self.remaining = kind, count
@@ -249,10 +257,11 @@ class Faults:
         with self.lock:
             self.rules.append(rule)
 
-    def take(self, target):
+    def take(self, target, item=False):
         with self.lock:
             for rule in self.rules:
-                if rule.remaining > 0 and (not rule.path_contains or rule.path_contains in target):
+                if (rule.kind == "batch_item") == item and rule.remaining > 0 and \
+                        (not rule.path_contains or rule.path_contains in target):
                     rule.remaining -= 1
                     return rule
             return None
@@ -530,10 +539,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             time.sleep((rule.delay_ms or DEFAULT_HANG_MS) / 1000.0)
             self.close_connection = True  # and no answer at all
         elif kind == "500":
-            fault = Fault("10000", "An application error has occurred while processing your request",
-                          "System Failure Error: An unexpected error occurred while accessing or saving your "
-                          "data. Please wait a few minutes and try again.", fault_type="SystemFault")
-            self._send_json(500, fault.body(now()), {"Intuit-Tid": self._tid()})
+            self._send_json(500, system_failure().body(now()), {"Intuit-Tid": self._tid()})
         elif kind == "503":
             self._send(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>\n", "text/html")
         elif kind == "429":
@@ -687,6 +693,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for item in items:
             answer = {"bId": item.get("bId") if isinstance(item, dict) else None}
             try:
+                if self.sim.faults.take(self.path, item=True) is not None:
+                    raise system_failure()
                 if not isinstance(item, dict):
                     raise qbo_company.malformed("a batch item is not an object")
                 if "Query" in item:

@@ -17,7 +17,6 @@
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -901,8 +900,7 @@ static void batch_send(struct qconn *qc)
         return;
     }
     struct call **ops = calloc(n, sizeof *ops);
-    struct gw_out body = {0}, ids = {0};
-    bool all_ids = true;
+    struct gw_out body = {0};
     size_t i = 0;
     for (struct call *c = head; c != NULL && ops != NULL; c = c->next, i++) {
         char lead[96];
@@ -912,24 +910,19 @@ static void batch_send(struct qconn *qc)
         gw_out_bytes(&body, c->body, strlen(c->body));
         gw_out_char(&body, '}');
         ops[i] = c;
-        if (c->requestid != NULL) {
-            gw_out_bytes(&ids, c->requestid, strlen(c->requestid) + 1);
-        } else {
-            all_ids = false;
-        }
     }
     gw_out_bytes(&body, "]}", 2);
-    size_t idlen = 0;
-    char *text = gw_out_finish(&body, NULL), *idtext = gw_out_finish(&ids, &idlen);
+    char *text = gw_out_finish(&body, NULL);
+    /* A requestid of its own: the batch sent again (after a 401) is answered
+     * once, and creates that regroup later are never answered with an old
+     * batch's answer. */
     char extra[64] = "";
-    if (all_ids && idtext != NULL) {
-        unsigned char h[32];
-        sig_sha256(idtext, idlen, h);
+    unsigned char h[16];
+    if (sig_random(h, sizeof h) == 0) {
         size_t k = (size_t)snprintf(extra, sizeof extra, "requestid=b-");
-        for (size_t j = 0; j < 16; j++) /* "b-" and 32 hex digits: QuickBooks takes 36 */
+        for (size_t j = 0; j < sizeof h; j++) /* "b-" and 32 hex digits: QuickBooks takes 36 */
             k += (size_t)snprintf(extra + k, sizeof extra - k, "%02x", h[j]);
     }
-    free(idtext);
     struct call *batch =
         text && ops ? new_call(qc->q, qc->c, CALL_BATCH, "POST",
                                make_url(qc->q, qc->c, "batch", extra[0] ? extra : NULL), NULL, NULL)
@@ -1015,25 +1008,37 @@ static void batch_finish(struct call *batch, const struct qbo_result *r)
 {
     json_t *answers = r->kind == QBO_OK ? json_object_get(r->body, "BatchItemResponse") : NULL;
     json_t *by_op[30] = {0};
+    bool twice[30] = {false};
     size_t i;
     json_t *e;
     json_array_foreach(answers, i, e)
     {
+        /* bIds are "0" .. "29" as sent; a bId answered twice answers nothing. */
         const char *bid = json_string_value(json_object_get(e, "bId"));
-        char *end;
-        unsigned long k = bid && *bid ? strtoul(bid, &end, 10) : ULONG_MAX;
-        if (k < batch->nops && k < 30 && *end == '\0')
-            by_op[k] = e;
+        size_t k = 0, n = bid ? strspn(bid, "0123456789") : 0;
+        if (n == 0 || n > 2 || bid[n] != '\0' || (n == 2 && bid[0] == '0'))
+            continue;
+        k = (size_t)atoi(bid);
+        if (k >= batch->nops || k >= 30)
+            continue;
+        twice[k] = by_op[k] != NULL;
+        by_op[k] = e;
     }
     for (i = 0; i < batch->nops; i++) {
         struct call *op = batch->ops[i];
         batch->ops[i] = NULL;
         if (r->kind != QBO_OK) {
+            /* The batch as a whole was refused: that says nothing of each
+             * item, so each is tried again (its event's rerun). */
             struct qbo_result one = *r;
+            if (one.kind == QBO_FAULT)
+                one.kind = QBO_RETRY;
             one.request_text = op->body;
             finish_call(op, &one);
             continue;
         }
+        if (twice[i])
+            by_op[i] = NULL;
         struct qbo_result one;
         json_t *body;
         char *text;

@@ -55,7 +55,8 @@ void qbo_free(struct qbo *q);
  * SIGTERM: calls that have not gone out (waiting for the limiter, a 429
  * pause or a batch to fill), and any asked for from now on, end at once as
  * QBO_THROTTLED, "not sent": their events go back to the queue without
- * losing an attempt. Calls on the wire end as they do.
+ * losing an attempt. Calls on the wire end as they do, and so do calls
+ * waiting for a token refresh on the wire (when it ends).
  */
 void qbo_drain(struct qbo *q);
 

@@ -103,6 +103,7 @@ static void item_done(struct run *r)
     json_decref(r->article);
     r->item_target = r->item_entry = r->item_now = r->article = NULL;
     r->item_renames = 0;
+    r->item_sku_asked = false;
     r->item_then(r);
 }
 
@@ -250,11 +251,20 @@ static void item_adopt(struct run *r, const char *id)
 }
 
 static void item_create(struct run *r);
+static void item_find_by_sku(struct run *r);
 
 static void item_created(const struct qbo_result *res, void *arg)
 {
     struct run *r = arg;
     if (res->kind == QBO_FAULT && strcmp(res->code, "6240") == 0 && r->item_renames == 0) {
+        if (!r->item_sku_asked) {
+            /* The Name may be taken by this article's own Item: made by a
+             * create whose answer was lost (a batch shares no requestid with
+             * its creates), and not found when the run looked. Ask once. */
+            r->item_sku_asked = true;
+            item_find_by_sku(r);
+            return;
+        }
         unique_name(r);
         item_create(r);
         return;
@@ -321,6 +331,15 @@ static void item_from_index(struct run *r)
     item_claim_create(r);
 }
 
+static void item_find_by_sku(struct run *r)
+{
+    char *q = qbo_quote(r->item_sku);
+    char query[160];
+    snprintf(query, sizeof query, "select * from Item where Sku = %s", q ? q : "''");
+    free(q);
+    task_qbo_query(r->t, query, item_queried, r);
+}
+
 /* Not in the id map: by SKU among the company's Items. A rerun asks
  * QuickBooks itself (someone may have made it since the index was read). */
 static void item_find(struct run *r)
@@ -329,11 +348,7 @@ static void item_find(struct run *r)
         lookup_item_index(r, item_from_index);
         return;
     }
-    char *q = qbo_quote(r->item_sku);
-    char query[160];
-    snprintf(query, sizeof query, "select * from Item where Sku = %s", q ? q : "''");
-    free(q);
-    task_qbo_query(r->t, query, item_queried, r);
+    item_find_by_sku(r);
 }
 
 /* Map the article, then: unchanged, update, or find-or-create. */
@@ -452,6 +467,7 @@ void products_item(struct run *r)
     }
     gw_strlcpy(r->item_sku, number, sizeof r->item_sku);
     r->item_renames = 0;
+    r->item_sku_asked = false;
     add_names(r->article);
     item_step(r);
 }

@@ -235,6 +235,7 @@ struct run {
     json_t *item_now;    /* the QuickBooks Item, when read */
     char item_fp[65];    /* fingerprint of the target's fields kept up to date */
     int item_renames;    /* Name made unique once already */
+    bool item_sku_asked; /* a taken Name: QuickBooks asked whether the SKU has an Item */
     bool item_written;   /* a request changed QuickBooks, or an Item got linked */
     step_fn item_then;   /* where the run goes on once r->items has item_sku */
     void (*item_skip)(struct run *r, const char *reason); /* the mapping left it out */

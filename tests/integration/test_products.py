@@ -497,6 +497,16 @@ class Batch(ProductsTestCase):
         self.assertEqual(len(failed), 3, failed)
         self.assertEqual([(e["state"], e["attempts"]) for e in failed], [("done", 2)] * 3)
 
+    def test_a_batch_whose_answer_is_lost_makes_no_item_twice(self):
+        skus = self.seed_catalogue(200, 4)
+        QBO.fault("lost", count=2, path_contains="/batch")
+        self.start_gateway(quickbooks=self.BATCH)
+        self.assertCatalogueDone(skus)
+        lost = [r for r in self.batches() if r.get("fault") == "lost"]
+        self.assertEqual(len(lost), 2)
+        made = {i["Item"]["Sku"] for r in lost for i in r["body"]["BatchItemRequest"] if "Sku" in i["Item"]}
+        self.assertTrue(made & skus, "the lost batches made Items")
+
     def test_sigkill_mid_batches_then_restart_makes_no_item_twice(self):
         skus = self.seed_catalogue(600, 3)
         QBO.fault("slow", count=100000, path_contains="/batch", delay_ms=300)

@@ -356,6 +356,14 @@ class SimTest(unittest.TestCase):
         items = self.control("GET", "/_sim/entities?realm=%s&entity=Item" % REALM)
         self.assertEqual(len([i for i in items if i["Name"] == "Batch One"]), 1)
         status, data, _ = self.api("POST", "batch", {"BatchItemRequest": [
+            {"bId": "a", "operation": "create", "Item": {"Id": made["Id"], "SyncToken": "0", "Name": "X"}},
+            {"bId": "b", "operation": "update", "Item": {"Name": "No Id", "Type": "Service"}}]})
+        self.assertEqual([a["Fault"]["type"] for a in data["BatchItemResponse"]], ["ValidationFault"] * 2,
+                         "a batch item says its operation: a create with an Id, an update without one, fail")
+        kept = [i for i in self.control("GET", "/_sim/entities?realm=%s&entity=Item" % REALM)
+                if i["Id"] == made["Id"]]
+        self.assertEqual(kept[0]["Name"], "Batch One", "the create with an Id changed nothing")
+        status, data, _ = self.api("POST", "batch", {"BatchItemRequest": [
             {"bId": str(i), "operation": "create", "Item": {"Name": "Many %d" % i, "Type": "Service", "IncomeAccountRef": {"value": "79"}}}
             for i in range(31)]})
         self.assertEqual(status, 400, "at most 30 items a batch")

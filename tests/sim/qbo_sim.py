@@ -59,9 +59,10 @@ WEBHOOK_RETRY_DELAYS = (0.2, 0.5, 1.0)  # Intuit's real schedule is 10 s, 20 s, 
 WEBHOOK_BATCH = 100                 # events per notification at most
 BATCH_MAX = 30                      # items per batch request ([LIMITS]; the batch page says 10)
 DEFAULT_HANG_MS = 60000             # "timeout" fault without delay_ms
-FAULT_KINDS = ("500", "503", "timeout", "reset", "slow", "429", "401", "batch_item")
+FAULT_KINDS = ("500", "503", "timeout", "reset", "slow", "429", "401", "batch_item", "lost")
 # "batch_item" is taken by the items of a batch, not by requests: the item is not
-# run and answers QuickBooks' SystemFault in its place.
+# run and answers QuickBooks' SystemFault in its place. "lost" does the request
+# and then resets the connection instead of answering (the answer lost on the way).
 WEBHOOK_OPS = {"Create": "created", "Update": "updated", "Delete": "deleted", "Merge": "merged",
                "Void": "void", "Emailed": "emailed"}
 CONFIG_FIELDS = ("access_ttl", "rotate_refresh", "refresh_grace", "rate_per_min", "rate_per_sec",
@@ -493,9 +494,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         rule = self.sim.faults.take(self.path)
         if rule is not None:
             self.entry["fault"] = rule.kind
-            if rule.kind != "slow":
+            if rule.kind not in ("slow", "lost"):
                 self._inject(rule)
                 return
+        self.lose_answer = rule is not None and rule.kind == "lost"
         delay = rule.delay_ms / 1000.0 if rule is not None else 0  # "slow": late but normal answer
         m = re.fullmatch(r"/v3/company/([^/]+)/(.+)", self.url_path)
         if m:
@@ -593,6 +595,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         try:
             time.sleep(delay)
             status, body = self._company_request(self.sim.companies[realm], parts)
+            if self.lose_answer:
+                self._inject(FaultRule("reset", 1, None, 0))
+                return
             self._send(status, body, headers={"Intuit-Tid": self._tid()})
         finally:
             self.sim.throttle.release(realm)
@@ -654,14 +659,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return 400, dumps(fault.body(stamp))
         return 200, dumps({entity: obj, "time": response_time(stamp)})
 
-    def _operation(self, company, entity, operation, body, stamp):
-        """One write, as a request or a batch item names it: the entity written (or a Fault)."""
+    def _operation(self, company, entity, operation, body, stamp, named=False):
+        """One write, as a request or a batch item names it: the entity written (or a Fault).
+        named: the operation was said (a batch item's), so a create may not carry an Id
+        and an update must."""
         operation = (operation or "").lower()
+        if named and operation == "create" and body.get("Id") not in (None, ""):
+            raise qbo_company.malformed("a create carries no Id")
+        if named and operation == "update" and body.get("Id") in (None, ""):
+            raise qbo_company.required("Id")
         if operation == "delete":
             obj, op = company.delete(entity, body, stamp)
         elif operation == "void":
             obj, op = company.void(entity, body, stamp)
-        elif operation in ("", "create", "update"):
+        elif operation in ("", "create", "update") and (named or operation != "create"):
             if body.get("Id") not in (None, ""):
                 obj, op = company.update(entity, body, stamp)
             else:
@@ -705,7 +716,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     entity = self.sim.schema.entity_by_lower(names[0].lower()) if len(names) == 1 else None
                     if entity is None or not isinstance(item[names[0]], dict):
                         raise qbo_company.malformed("a batch item names no one entity")
-                    answer[entity] = self._operation(company, entity, item.get("operation"), item[names[0]], stamp)
+                    answer[entity] = self._operation(company, entity, item.get("operation"), item[names[0]],
+                                                     stamp, named=True)
             except Fault as fault:
                 answer["Fault"] = fault.body(stamp)["Fault"]
             answers.append(answer)

@@ -883,10 +883,10 @@ int64_t qbo_cents_field(json_t *o, const char *k)
  * groups), up to batch_items a request. Each create gets the answer of its
  * own item, as if it had gone alone.
  *
- * A batch has one requestid (made from its creates' requestids), so QuickBooks
- * repeats its answer to the same batch sent again; a create that fails with
- * its batch comes back as its event's rerun, which asks QuickBooks for the
- * Item by SKU before it makes one (products.c, lookup.c).
+ * A batch cannot carry its creates' requestids: it has a random one of its
+ * own, and a create that fails with its batch comes back as its event's
+ * rerun, which asks QuickBooks for the Item by SKU before it makes one
+ * (products.c, lookup.c).
  */
 static void batch_send(struct qconn *qc)
 {
@@ -1013,13 +1013,11 @@ static void batch_finish(struct call *batch, const struct qbo_result *r)
     json_t *e;
     json_array_foreach(answers, i, e)
     {
-        /* bIds are "0" .. "29" as sent; a bId answered twice answers nothing. */
+        /* A bId as sent ("0" .. "29", no leading zero); one answered twice
+         * answers nothing. */
         const char *bid = json_string_value(json_object_get(e, "bId"));
-        size_t k = 0, n = bid ? strspn(bid, "0123456789") : 0;
-        if (n == 0 || n > 2 || bid[n] != '\0' || (n == 2 && bid[0] == '0'))
-            continue;
-        k = (size_t)atoi(bid);
-        if (k >= batch->nops || k >= 30)
+        uint64_t k;
+        if (!gw_strtou64(bid, &k) || k >= batch->nops || k >= 30 || (bid[0] == '0' && bid[1]))
             continue;
         twice[k] = by_op[k] != NULL;
         by_op[k] = e;

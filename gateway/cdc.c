@@ -228,7 +228,7 @@ static void flow_entities(const struct gw_connection *c, const struct flow *extr
     const struct flow *lists[] = {extra, flow_table()};
     for (size_t l = 0; l < 2; l++) {
         for (const struct flow *f = lists[l]; f && f->name; f++) {
-            if ((c->flows & f->bit) == 0 || f->source == NULL || f->entity == NULL ||
+            if (!flow_on(f, c) || f->source == NULL || f->entity == NULL ||
                 strcmp(f->source, "quickbooks") != 0)
                 continue;
             char probe[80];

@@ -63,7 +63,7 @@ static const char usage_text[] =
     "  map --flow FLOW --input FILE [--connection C]\n"
     "                              run a mapping on a sample and print the result; FLOW is\n"
     "                              customers-to-qbo, customers-to-mplus, sales-to-qbo,\n"
-    "                              products-to-qbo or summary-to-qbo\n";
+    "                              products-to-qbo, products-to-mplus or summary-to-qbo\n";
 
 static int usage(const char *msg)
 {

@@ -186,6 +186,8 @@ static const struct key_def connection_keys[] = {
     {"products_exclude_groups", K_STR, C(products_exclude_groups), NULL, false, 0, 0},
     {"products_turnover_groups", K_STR, C(products_turnover_groups), NULL, false, 0, 0},
     {"map_products_to_qbo", K_STR, C(map_products_to_qbo), NULL, false, 0, 0},
+    {"products_direction", K_STR, C(products_direction), "to_qbo", false, 0, 0},
+    {"map_products_to_mplus", K_STR, C(map_products_to_mplus), NULL, false, 0, 0},
     {"stock_amount", K_STR, C(stock_amount), "free", false, 0, 0},
     {"stock_branches", K_STR, C(stock_branches), NULL, false, 0, 0},
     {NULL, 0, 0, NULL, false, 0, 0},
@@ -703,6 +705,8 @@ static int validate(struct gw_config *cfg, char *err, size_t errlen)
                          errlen) != 0 ||
             check_choice(cfg, c, "products_price", c->products_price, "incl, excl", err, errlen) !=
                 0 ||
+            check_choice(cfg, c, "products_direction", c->products_direction, "to_qbo, both", err,
+                         errlen) != 0 ||
             check_choice(cfg, c, "stock_amount", c->stock_amount, "free, free_incoming", err,
                          errlen) != 0 ||
             check_choice(cfg, c, "products_variant_parent", c->products_variant_parent,

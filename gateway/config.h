@@ -108,6 +108,8 @@ struct gw_connection {
     char *products_exclude_groups;
     char *products_turnover_groups;
     char *map_products_to_qbo;
+    char *products_direction; /* to_qbo | both */
+    char *map_products_to_mplus;
     char *stock_amount;   /* free | free_incoming */
     char *stock_branches; /* branch numbers summed; empty: mplus_stock_branch */
     char *flows_text;

@@ -435,6 +435,15 @@ const char *gw_str(const json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
+const char *gw_num_text(const json_t *v, char *buf, size_t len)
+{
+    if (json_is_integer(v)) {
+        snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+        return buf;
+    }
+    return json_string_value(v);
+}
+
 void gw_hex(const unsigned char *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";

@@ -16,6 +16,10 @@
 /* The string member k of o (borrowed), or NULL: o not an object, k absent or no string. */
 const char *gw_str(const json_t *o, const char *k);
 
+/* A whole number (an Mplus article or relation number) as text: an integer
+ * written into buf, a string as it is (borrowed); else NULL. */
+const char *gw_num_text(const json_t *v, char *buf, size_t len);
+
 /* n bytes as 2n lowercase hex digits and a NUL into out (2n + 1 bytes). */
 void gw_hex(const unsigned char *in, size_t n, char *out);
 

@@ -66,17 +66,6 @@ static bool same_fp(json_t *map, const char *field, const char *fp)
     return have != NULL && strcmp(have, fp) == 0;
 }
 
-static const char *text_of(json_t *v, char *buf, size_t len)
-{
-    if (json_is_string(v))
-        return json_string_value(v);
-    if (json_is_integer(v)) {
-        snprintf(buf, len, "%lld", (long long)json_integer_value(v));
-        return buf;
-    }
-    return NULL;
-}
-
 /* ---- relation -> customer ---------------------------------------------------- */
 
 /* Is have base + suffix? */
@@ -229,7 +218,7 @@ static bool relation_holds_customer(struct cctx *x)
     lookup_drop_fields(image, t->conn->customer_create_only);
     char nbuf[32];
     keep_qbo_name(image, x->source,
-                  text_of(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf));
+                  gw_num_text(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf));
     /* The customer as the relation would make it: the image, with what only
      * a create sets as the customer has it. Not the customer with the image
      * laid over it: a field the relation has not (a phone the accountant
@@ -267,7 +256,7 @@ static void relation_write(struct cctx *x)
     if (x->existing != NULL) {
         char nbuf[32], k[160];
         const char *number =
-            text_of(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf);
+            gw_num_text(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf);
         const char *customer = json_string_value(json_object_get(t->rec, "entity_id"));
         json_t *pair = NULL;
         if (number != NULL) {
@@ -335,8 +324,8 @@ static void relation_written(const struct mplus_result *r, void *arg)
     }
     char nbuf[32];
     const char *number =
-        x->existing ? text_of(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf)
-                    : text_of(json_object_get(r->body, "relationNumber"), nbuf, sizeof nbuf);
+        x->existing ? gw_num_text(json_object_get(x->existing, "relationNumber"), nbuf, sizeof nbuf)
+                    : gw_num_text(json_object_get(r->body, "relationNumber"), nbuf, sizeof nbuf);
     if (number == NULL) {
         task_fail(t, OUTCOME_RETRY, NULL, "%s: Mplus answered without a relation number", what);
         ctx_end(x);

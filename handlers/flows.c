@@ -6,23 +6,35 @@
 
 #include <string.h>
 
+static bool products_back(const struct gw_connection *c)
+{
+    return strcmp(c->products_direction, "both") == 0;
+}
+
 /* Events no enabled flow takes end skipped, "no flow". */
 static const struct flow shipped[] = {
-    {"customers", GW_FLOW_CUSTOMERS, GW_SRC_MPLUS_POLL, "relation", customers_from_mplus},
-    {"customers", GW_FLOW_CUSTOMERS, "quickbooks", "Customer", customers_from_qbo},
-    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "receipt", sales_from_mplus},
-    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "invoice", sales_from_mplus},
-    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "order", sales_from_mplus},
-    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "summary", summary_from_mplus},
-    {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article", products_from_mplus},
-    {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article_group", products_from_mplus},
-    {"stock", GW_FLOW_STOCK, GW_SRC_MPLUS_POLL, "stock", stock_from_mplus},
-    {NULL, 0, NULL, NULL, NULL},
+    {"customers", GW_FLOW_CUSTOMERS, GW_SRC_MPLUS_POLL, "relation", customers_from_mplus, NULL},
+    {"customers", GW_FLOW_CUSTOMERS, "quickbooks", "Customer", customers_from_qbo, NULL},
+    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "receipt", sales_from_mplus, NULL},
+    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "invoice", sales_from_mplus, NULL},
+    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "order", sales_from_mplus, NULL},
+    {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "summary", summary_from_mplus, NULL},
+    {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article", products_from_mplus, NULL},
+    {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article_group", products_from_mplus, NULL},
+    {"products", GW_FLOW_PRODUCTS, "quickbooks", "Item", products_from_qbo, products_back},
+    {"stock", GW_FLOW_STOCK, GW_SRC_MPLUS_POLL, "stock", stock_from_mplus, NULL},
+    {NULL, 0, NULL, NULL, NULL, NULL},
 };
 
-static bool takes(const struct flow *f, const char *source, const char *entity, unsigned enabled)
+bool flow_on(const struct flow *f, const struct gw_connection *c)
 {
-    if ((enabled & f->bit) == 0)
+    return (c->flows & f->bit) != 0 && (f->wanted == NULL || f->wanted(c));
+}
+
+static bool takes(const struct flow *f, const char *source, const char *entity,
+                  const struct gw_connection *c)
+{
+    if (!flow_on(f, c))
         return false;
     if (f->source != NULL && (source == NULL || strcmp(f->source, source) != 0))
         return false;
@@ -39,10 +51,10 @@ const struct flow *flow_for(json_t *rec, const struct gw_connection *conn, const
     if (source != NULL && strcmp(source, GW_SRC_QBO_CDC) == 0)
         source = "quickbooks";
     for (const struct flow *f = extra; f && f->name; f++)
-        if (takes(f, source, entity, conn->flows))
+        if (takes(f, source, entity, conn))
             return f;
     for (const struct flow *f = shipped; f->name; f++)
-        if (takes(f, source, entity, conn->flows))
+        if (takes(f, source, entity, conn))
             return f;
     return NULL;
 }

@@ -16,6 +16,7 @@ void customers_from_qbo(struct task *t);
 void sales_from_mplus(struct task *t);
 void summary_from_mplus(struct task *t);
 void products_from_mplus(struct task *t);
+void products_from_qbo(struct task *t);
 void stock_from_mplus(struct task *t);
 
 /*
@@ -29,6 +30,9 @@ void stock_from_mplus(struct task *t);
 void products_item(struct run *r);
 /* The same for the Mplus article with number sku, read from Mplus first. */
 void products_item_of_article(struct run *r, const char *sku);
+/* The article numbered number in a getProducts answer (borrowed), with its
+ * product in *product (a new copy, without its articleList); or NULL. */
+json_t *products_article_in(json_t *answer, const char *number, json_t **product);
 
 /*
  * After the sales flow booked a document (stock.c): each of skus (article

@@ -14,7 +14,8 @@
  *       renamed, moved, or made inactive when Mplus deletes the group
  *
  * The Item of one article is made by products_item, a step the sales flow's
- * "every article must exist as an Item" lookup uses too.
+ * "every article must exist as an Item" lookup uses too. The way back, Item
+ * changes onto articles (products_direction = both), is articles.c.
  *
  * The id map (meta, written with the event's outcome):
  *   idmap.<connection>.article.<number> -> {item, name, sync, fp, sent}
@@ -50,16 +51,6 @@ static void set_parent(json_t *o, const char *id)
 {
     json_object_set_new(o, "SubItem", json_true());
     json_object_set_new(o, "ParentRef", json_pack("{s:s}", "value", id));
-}
-
-/* A whole number or its text, as text. */
-static const char *number_text(json_t *v, char *buf, size_t len)
-{
-    if (json_is_integer(v)) {
-        snprintf(buf, len, "%lld", (long long)json_integer_value(v));
-        return buf;
-    }
-    return json_string_value(v);
 }
 
 /* ---- one Item from one article ------------------------------------------------- */
@@ -459,7 +450,7 @@ void products_item(struct run *r)
 {
     const char *number = NULL;
     char buf[32];
-    number = number_text(json_object_get(json_object_get(r->article, "article"), "articleNumber"),
+    number = gw_num_text(json_object_get(json_object_get(r->article, "article"), "articleNumber"),
                          buf, sizeof buf);
     if (number == NULL || strlen(number) >= sizeof r->item_sku) {
         run_fail(r, OUTCOME_DEAD, "malformed", "the article has no articleNumber");
@@ -511,7 +502,7 @@ static bool in_product_category(struct run *r, char *number, size_t len)
 {
     return strcmp(r->t->conn->products_variant_parent ?: "", "category") == 0 &&
            json_is_object(r->article) && is_variant(json_object_get(r->article, "article")) &&
-           number_text(json_object_get(json_object_get(r->article, "product"), "productNumber"),
+           gw_num_text(json_object_get(json_object_get(r->article, "product"), "productNumber"),
                        number, len) != NULL;
 }
 
@@ -605,6 +596,26 @@ static void product_category(struct run *r)
 
 /* ---- the sales flow's missing Items: from the Mplus article ---------------------- */
 
+json_t *products_article_in(json_t *answer, const char *number, json_t **product)
+{
+    size_t i, j;
+    json_t *p, *a;
+    json_array_foreach(json_object_get(answer, "productList"), i, p)
+    {
+        json_array_foreach(json_object_get(p, "articleList"), j, a)
+        {
+            char buf[32];
+            const char *n = gw_num_text(json_object_get(a, "articleNumber"), buf, sizeof buf);
+            if (n == NULL || strcmp(n, number) != 0)
+                continue;
+            *product = json_deep_copy(p);
+            json_object_del(*product, "articleList");
+            return a;
+        }
+    }
+    return NULL;
+}
+
 static void article_read(const struct mplus_result *res, void *arg)
 {
     struct run *r = arg;
@@ -612,25 +623,15 @@ static void article_read(const struct mplus_result *res, void *arg)
         run_fail_mplus(r, "getProducts", res);
         return;
     }
-    json_t *products = json_object_get(res->body, "productList");
-    size_t i, j;
-    json_t *p, *a;
-    json_array_foreach(products, i, p)
-    {
-        json_array_foreach(json_object_get(p, "articleList"), j, a)
-        {
-            char buf[32];
-            const char *n = number_text(json_object_get(a, "articleNumber"), buf, sizeof buf);
-            if (n == NULL || strcmp(n, r->item_sku) != 0)
-                continue;
-            json_t *product = json_deep_copy(p);
-            json_object_del(product, "articleList");
-            json_decref(r->article);
-            r->article = json_pack("{s:O, s:o, s:o}", "article", a, "product", product, "category",
-                                   category_of(r->t, product, false, buf, sizeof buf));
-            products_item(r);
-            return;
-        }
+    json_t *product = NULL;
+    json_t *a = products_article_in(res->body, r->item_sku, &product);
+    if (a != NULL) {
+        char buf[32];
+        json_decref(r->article);
+        r->article = json_pack("{s:O, s:o, s:o}", "article", a, "product", product, "category",
+                               category_of(r->t, product, false, buf, sizeof buf));
+        products_item(r);
+        return;
     }
     run_wait(r, 0, "unknown item",
              "Mplus has no article %s, and no QuickBooks Item has it as SKU; the event tries again",
@@ -678,7 +679,7 @@ static json_t *category_of(struct task *t, json_t *product, bool may_wait, char 
                            size_t grouplen)
 {
     const char *g =
-        number_text(json_array_get(json_object_get(product, "groupNumbers"), 0), group, grouplen);
+        gw_num_text(json_array_get(json_object_get(product, "groupNumbers"), 0), group, grouplen);
     if (!t->conn->products_categories || g == NULL || strcmp(g, "0") == 0)
         return json_null();
     char k[160];
@@ -866,7 +867,7 @@ static void group_begin(struct run *r)
         return;
     }
     char buf[32];
-    const char *number = number_text(json_object_get(grp, "groupNumber"), buf, sizeof buf);
+    const char *number = gw_num_text(json_object_get(grp, "groupNumber"), buf, sizeof buf);
     if (number == NULL || strlen(number) >= sizeof g->number) {
         run_fail(r, OUTCOME_DEAD, "malformed", "the polled article group has no groupNumber");
         return;
@@ -900,7 +901,7 @@ static void group_begin(struct run *r)
         group_write(r);
         return;
     }
-    const char *parent = number_text(json_object_get(grp, "parentGroupNumber"), buf, sizeof buf);
+    const char *parent = gw_num_text(json_object_get(grp, "parentGroupNumber"), buf, sizeof buf);
     if (parent != NULL && strcmp(parent, "0") != 0 && group_filtered(t->conn, parent) != NULL) {
         task_note(t, "parent article group %s is filtered out: group %s is a top Category", parent,
                   g->number);

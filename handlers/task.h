@@ -180,7 +180,14 @@ struct flow {
     const char *source;
     const char *entity;
     void (*run)(struct task *t);
+    /* Whether the connection's settings turn this way of the flow on (NULL:
+     * whenever the flow is). An event of a way that is off finds no flow, and
+     * CDC does not ask for its entity. */
+    bool (*wanted)(const struct gw_connection *c);
 };
+
+/* Whether f takes events on c: its flow is enabled and its way wanted. */
+bool flow_on(const struct flow *f, const struct gw_connection *c);
 
 /*
  * The flow for an event on its connection, or NULL when no enabled flow

@@ -17,8 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const names[] = {MAP_CUSTOMERS_TO_QBO, MAP_CUSTOMERS_TO_MPLUS, MAP_SALES_TO_QBO,
-                                    MAP_PRODUCTS_TO_QBO, MAP_SUMMARY_TO_QBO};
+static const char *const names[] = {MAP_CUSTOMERS_TO_QBO,  MAP_CUSTOMERS_TO_MPLUS,
+                                    MAP_SALES_TO_QBO,      MAP_PRODUCTS_TO_QBO,
+                                    MAP_PRODUCTS_TO_MPLUS, MAP_SUMMARY_TO_QBO};
 #define NNAMES (sizeof names / sizeof names[0])
 
 struct program {
@@ -322,6 +323,8 @@ const char *map_override(const struct gw_connection *c, const char *name)
         return c->map_sales_to_qbo;
     if (strcmp(name, MAP_PRODUCTS_TO_QBO) == 0)
         return c->map_products_to_qbo;
+    if (strcmp(name, MAP_PRODUCTS_TO_MPLUS) == 0)
+        return c->map_products_to_mplus;
     if (strcmp(name, MAP_SUMMARY_TO_QBO) == 0)
         return c->map_summary_to_qbo;
     return NULL;
@@ -336,6 +339,8 @@ static bool uses(const struct gw_connection *c, const char *name)
     /* The sales flow makes a missing Item from its article when products is on. */
     if (strcmp(name, MAP_PRODUCTS_TO_QBO) == 0)
         return (c->flows & GW_FLOW_PRODUCTS) != 0;
+    if (strcmp(name, MAP_PRODUCTS_TO_MPLUS) == 0)
+        return (c->flows & GW_FLOW_PRODUCTS) != 0 && strcmp(c->products_direction, "both") == 0;
     if (strcmp(name, MAP_SUMMARY_TO_QBO) == 0)
         return (c->flows & GW_FLOW_SALES) != 0 && c->summary_receipts;
     return (c->flows & (GW_FLOW_CUSTOMERS | GW_FLOW_SALES)) != 0;

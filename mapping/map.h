@@ -20,6 +20,7 @@
 #define MAP_CUSTOMERS_TO_MPLUS "customers-to-mplus"
 #define MAP_SALES_TO_QBO       "sales-to-qbo"
 #define MAP_PRODUCTS_TO_QBO    "products-to-qbo"
+#define MAP_PRODUCTS_TO_MPLUS  "products-to-mplus"
 #define MAP_SUMMARY_TO_QBO     "summary-to-qbo"
 
 struct mapper;

@@ -720,5 +720,137 @@ class SalesNeedItems(ProductsTestCase):
             self.assertIn("EAN", items[s][0]["Description"])
 
 
+class Back(ProductsTestCase):
+    """QuickBooks -> Mplus for Items: products_direction = both."""
+
+    def start_back(self, **keys):
+        gw = self.start_gateway(**keys)
+        QBO.config(webhook_url="http://%s:%d/webhooks/quickbooks" % (HOST, gw.port))
+        self.wait_articles(7)
+        return gw
+
+    def article(self, number):
+        for p in MPLUS.docs("product"):
+            for a in p["articleList"]["article"]:
+                if a["articleNumber"] == number:
+                    return a
+        return None
+
+    def article_lookups(self, since):
+        """getProducts asked for single articles (the way back; polls ask by marker)."""
+        return [r for r in MPLUS.requests("getProducts", since) if "syncMarker" not in (r["params"] or {})]
+
+    def steps(self, e):
+        return [s for h in self.gw.show(e["id"]).get("history", []) for s in h.get("steps", [])]
+
+    def test_an_item_edited_in_quickbooks_updates_its_article_once(self):
+        self.start_back(products_direction="both")
+        ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}
+
+        # Mplus changes a price: the Item's update comes back as a webhook, and goes no further.
+        last, mmark = self.last_event_id(), MPLUS.mark()
+        self.change_article(2, 1002, priceIncl=345)
+        echo = self.wait_new_final("Item", last, "the webhook of the gateway's own update")
+        self.assertEqual({(e["state"], e["reason"]) for e in echo} - {("skipped", "echo"), ("skipped", "unchanged")},
+                         set(), echo)
+        self.assertEqual(MPLUS.requests("updateProduct", mmark), [])
+
+        # The accountant renames Koffie and changes its price.
+        last, mmark, qmark = self.last_event_id(), MPLUS.mark(), self.mark()
+        QBO.entity("Item", {"Id": ids["1001"], "UnitPrice": 2.75, "Name": "Koffie zwart"})
+        [e] = self.wait_new_final("Item", last, "the edit's webhook")
+        self.assertEqual((e["state"], e["entity_id"]), ("done", ids["1001"]), e)
+        self.assertIn("updated article 1001: priceIncl, description", self.steps(e))
+        [write] = MPLUS.requests("updateProduct", mmark)
+        self.assertEqual((write["validated"], write["result"]), ("ok", "UPDATE-PRODUCT-RESULT-OK"), write)
+        a = self.article(1001)
+        self.assertEqual((a["priceIncl"], a["description"], a["barcode"], a["purchasePrice"]),
+                         (275, "Koffie zwart", "8712345000012", 40), a)
+        # The article's change comes back by the poll: the Item holds its name and price
+        # already; the texts the products mapping makes of the article's description follow.
+        [back] = self.wait_new_final("article", last, "the article change's poll")
+        self.assertEqual(back["state"], "done", back)
+        [w] = self.item_writes(qmark)
+        self.assertEqual(w["body"], {"Id": ids["1001"], "SyncToken": w["body"]["SyncToken"], "sparse": True,
+                                     "Description": "Koffie zwart\nEAN 8712345000012",
+                                     "PurchaseDesc": "Koffie zwart"})
+        # That write's webhook goes no further: one edit, one write each way.
+        evs = self.wait_new_final("Item", back["id"], "the webhook of the texts' update")
+        self.assertEqual({e["state"] for e in evs}, {"skipped"}, evs)
+        self.assertEqual(len(MPLUS.requests("updateProduct", mmark)), 1)
+
+        # A new text: into the article's own text, without the EAN line the gateway adds.
+        last, mmark, qmark = self.last_event_id(), MPLUS.mark(), self.mark()
+        QBO.entity("Item", {"Id": ids["1001"],
+                            "Description": "Verse bonen, vers gemalen\nEAN 8712345000012"})
+        [e] = self.wait_new_final("Item", last, "the text edit's webhook")
+        self.assertEqual(e["state"], "done", e)
+        a = self.article(1001)
+        self.assertEqual((a.get("extraText"), a["description"], a["priceIncl"]),
+                         ("Verse bonen, vers gemalen", "Koffie zwart", 275), a)
+        [back] = self.wait_new_final("article", last, "the article change's poll")
+        self.assertEqual((back["state"], back["reason"]), ("skipped", "unchanged"), back)
+        self.assertEqual(self.item_writes(qmark), [])
+        self.assertEqual(len(MPLUS.requests("updateProduct", mmark)), 1)
+
+        # A field that does not go back: skipped without asking Mplus anything.
+        last, mmark = self.last_event_id(), MPLUS.mark()
+        QBO.entity("Item", {"Id": ids["1001"], "IncomeAccountRef": {"value": "82"}})
+        [e] = self.wait_new_final("Item", last, "the account edit's webhook")
+        self.assertEqual((e["state"], e["reason"]), ("skipped", "echo"), e)
+        self.assertEqual(self.article_lookups(mmark), [])
+        self.assertEqual(MPLUS.requests("updateProduct", mmark), [])
+        self.assertEqual(self.by_sku()["1001"][0]["IncomeAccountRef"]["value"], "82")
+
+    def test_an_edit_in_quickbooks_never_undoes_a_change_mplus_has_not_delivered_yet(self):
+        self.start_back(products_direction="both")
+        ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}
+        # Mplus raises Cappuccino's price; QuickBooks refuses the update for a while.
+        QBO.fault("500", count=3, path_contains="/item?")
+        last, mmark = self.last_event_id(), MPLUS.mark()
+        self.change_article(2, 1002, priceIncl=345)
+
+        def failed_once():
+            evs = [e for e in self.events_of(self.gw, entity="article") if e["id"] > last]
+            return evs if evs and evs[0]["attempts"] >= 1 and evs[0]["state"] == "retrying" else None
+        [pending] = self.wait(failed_once, "the price update refused once")
+        # Meanwhile the accountant renames the Item, whose price is still the old one.
+        QBO.entity("Item", {"Id": ids["1002"], "Name": "Cappuccino groot"})
+        [e] = self.wait_new_final("Item", pending["id"], "the rename's webhook")
+        self.assertEqual(e["state"], "done", e)
+        self.assertIn("updated article 1002: description", self.steps(e))
+        a = self.article(1002)
+        self.assertEqual((a["description"], a["priceIncl"]), ("Cappuccino groot", 345), a)
+        # The price reaches QuickBooks once it takes updates again.
+        self.wait(lambda: self.gw.show(pending["id"])["state"] in FINAL, "the price update final")
+        item = self.by_sku()["1002"][0]
+        self.assertEqual((item["Name"], D(str(item["UnitPrice"]))), ("Cappuccino groot", D("3.45")), item)
+        self.assertEqual(len(MPLUS.requests("updateProduct", mmark)), 1)
+
+    def test_items_that_are_no_article_are_never_pushed(self):
+        self.start_back(products_direction="both")
+        last, mmark = self.last_event_id(), MPLUS.mark()
+        QBO.entity("Item", {"Name": "Cadeaubon", "Sku": "GIFT-25", "Type": "Service", "UnitPrice": 25})
+        QBO.entity("Item", {"Name": "Statiegeld", "Sku": "0042", "Type": "Service", "UnitPrice": 0.15})
+        QBO.entity("Item", {"Name": "Onbekend", "Sku": "99999", "Type": "Service", "UnitPrice": 1})
+        QBO.entity("Item", {"Name": "Zonder SKU", "Type": "Service"})
+        evs = self.wait_new_final("Item", last, "the four new Items' webhooks")
+        self.assertEqual(sorted((e["state"], e["reason"]) for e in evs),
+                         [("skipped", "SKU not numeric"), ("skipped", "SKU not numeric"),
+                          ("skipped", "no SKU"), ("skipped", "no such article")], evs)
+        self.assertEqual(MPLUS.requests("updateProduct", mmark), [])
+        self.assertEqual(MPLUS.requests("createProduct", mmark), [])
+
+    def test_off_by_default_an_item_edit_finds_no_flow(self):
+        self.start_back()
+        ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}
+        last, mmark = self.last_event_id(), MPLUS.mark()
+        QBO.entity("Item", {"Id": ids["1001"], "UnitPrice": 9.99})
+        [e] = self.wait_new_final("Item", last, "the edit's webhook")
+        self.assertEqual((e["state"], e["reason"]), ("skipped", "no flow"), e)
+        self.assertEqual(MPLUS.requests("updateProduct", mmark), [])
+        self.assertEqual(self.article(1001)["priceIncl"], 250)
+
+
 if __name__ == "__main__":
     gwtest.main()

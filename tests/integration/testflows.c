@@ -162,10 +162,10 @@ static void run_session(struct task *t)
 }
 
 static const struct flow test_flows[] = {
-    {"test-customer-read", GW_FLOW_CUSTOMERS, "quickbooks", "Customer", run_customer},
-    {"test-item-mark", GW_FLOW_CUSTOMERS, "quickbooks", "Item", run_item},
-    {"test-session-receipt", GW_FLOW_CUSTOMERS, "mplus", "session", run_session},
-    {NULL, 0, NULL, NULL, NULL},
+    {"test-customer-read", GW_FLOW_CUSTOMERS, "quickbooks", "Customer", run_customer, NULL},
+    {"test-item-mark", GW_FLOW_CUSTOMERS, "quickbooks", "Item", run_item, NULL},
+    {"test-session-receipt", GW_FLOW_CUSTOMERS, "mplus", "session", run_session, NULL},
+    {NULL, 0, NULL, NULL, NULL, NULL},
 };
 
 int main(int argc, char **argv)

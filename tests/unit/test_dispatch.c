@@ -206,8 +206,8 @@ static void done_at_once(struct task *t)
 }
 
 static const struct flow quick_flows[] = {
-    {"customers", GW_FLOW_CUSTOMERS, NULL, "Widget", done_at_once},
-    {NULL, 0, NULL, NULL, NULL},
+    {"customers", GW_FLOW_CUSTOMERS, NULL, "Widget", done_at_once, NULL},
+    {NULL, 0, NULL, NULL, NULL, NULL},
 };
 
 /* An event whose claim and outcome are all the dispatcher waits for is not

@@ -447,6 +447,63 @@ static void test_c_cleaning_as_the_library(void **state)
     unlink("/tmp/gw_map_clean.jq");
 }
 
+/* The products mapping back: what an Item says of its article, less what the
+ * products mapping adds to it; nothing the article already says. */
+static void test_items_back_to_articles(void **state)
+{
+    (void)state;
+    struct gw_config *cfg = load("[connection.a]\nflows = products\nproducts_direction = both\n");
+    struct mapper *m;
+    char err[512];
+    if (map_open(cfg, DIR, &m, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    static const struct {
+        const char *item, *existing, *want;
+    } cases[] = {
+        /* A taken name's suffix and the EAN line go; the text goes where it came from. */
+        {"{\"Name\": \"Koffie zwart (1001)\", \"UnitPrice\": 2.5, \"PurchaseCost\": 0.4,"
+         " \"SalesTaxIncluded\": true, \"Description\": \"Vers\\nEAN 871\"}",
+         "{\"article\": {\"articleNumber\": 1001, \"description\": \" Koffie \","
+         " \"barcode\": \"871\", \"invoiceText\": \"Oud\"}}",
+         "{\"priceIncl\":\"2.50\",\"purchasePrice\":\"0.40\",\"description\":\"Koffie "
+         "zwart\",\"invoiceText\":\"Vers\"}"},
+        /* What the article says already (cleaned, or cut at 100) is left out. */
+        {"{\"Name\": \"Koffie\", \"Description\": \"Koffie\\nEAN 871\"}",
+         "{\"article\": {\"articleNumber\": 1001, \"description\": \"Koffie\\t\","
+         " \"barcode\": \"871\"}}",
+         "{}"},
+        /* A variant's name is its product's, colour's and size's: not its description;
+         * its product's line goes; a price without VAT is priceExcl; three decimals stay. */
+        {"{\"Name\": \"Shirt \u2013 Rood / XL\", \"UnitPrice\": 1.995,"
+         " \"SalesTaxIncluded\": false, \"Description\": \"Katoen\\nShirt\"}",
+         "{\"article\": {\"articleNumber\": 7, \"colour\": \"Rood\", \"size\": \"XL\","
+         " \"extraText\": \"Wol\"}, \"product\": {\"description\": \"Shirt\"}}",
+         "{\"priceExcl\":\"1.995\",\"extraText\":\"Katoen\"}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *item = json_loads(cases[i].item, 0, NULL);
+        json_t *existing = json_loads(cases[i].existing, 0, NULL);
+        json_t *want = json_loads(cases[i].want, 0, NULL), *out = NULL;
+        assert_non_null(item);
+        assert_non_null(existing);
+        assert_int_equal(map_run(m, &cfg->conns[0], MAP_PRODUCTS_TO_MPLUS, item, existing, &out,
+                                 err, sizeof err),
+                         0);
+        char *got = json_dumps(out, JSON_SORT_KEYS | JSON_COMPACT);
+        char *exp = json_dumps(want, JSON_SORT_KEYS | JSON_COMPACT);
+        if (!json_equal(out, want))
+            fail_msg("case %zu: got %s, want %s", i, got, exp);
+        free(got);
+        free(exp);
+        json_decref(item);
+        json_decref(existing);
+        json_decref(want);
+        json_decref(out);
+    }
+    map_close(m);
+    config_free(cfg);
+}
+
 static void test_bad_settings_table(void **state)
 {
     (void)state;
@@ -468,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_text_as_the_tree_writes),
         cmocka_unit_test(test_library_trims),
         cmocka_unit_test(test_c_cleaning_as_the_library),
+        cmocka_unit_test(test_items_back_to_articles),
         cmocka_unit_test(test_bad_settings_table),
     };
     return cmocka_run_group_tests_name("map", tests, NULL, NULL);

@@ -3,11 +3,13 @@
  * what the accountant changes on a QuickBooks Item goes onto its Mplus
  * article, its price and texts, through the mapping products-to-mplus.
  *
- *   Item changed (webhook, CDC) -> read it -> a Category, or a SKU that is
- *       no Mplus article number: skipped -> nothing the mapping reads
- *       differs from what the gateway last wrote: skipped "echo", no Mplus
- *       call -> the article (getProducts) -> the fields the Item changed
- *       since the gateway wrote it that the article does not hold yet
+ *   Item changed (webhook, CDC) -> read it -> a Category, a SKU that is no
+ *       Mplus article number, an Item the id map does not link to its
+ *       article: skipped -> nothing the mapping reads differs from what the
+ *       gateway last wrote: skipped "echo", no Mplus call -> the products
+ *       flow wrote the Item moments ago: wait for that write's outcome
+ *       -> the article (getProducts) -> the fields the Item changed since
+ *       the gateway wrote it that the article does not hold yet
  *       -> updateProduct with those fields alone
  *
  * No ping-pong, and no old value over a new one: a field goes back only
@@ -15,9 +17,16 @@
  * map's sent, mapped the same way). A price Mplus changed that the gateway
  * has not written to QuickBooks yet is not undone by an accountant's edit of
  * another field. After the write, sent takes the Item's values of the fields
- * that went back, so the article's change coming back by the poll finds the
- * Item holding it already: no QuickBooks request. Articles are only
- * updated: an Item whose article Mplus does not have ends skipped.
+ * that went back, and the fingerprint goes, so the article's change coming
+ * back by the poll is compared with sent: no QuickBooks request for what
+ * the Item holds already. Articles are only updated: an Item whose article
+ * Mplus does not have ends skipped.
+ *
+ * Not serialised with the products flow: an article event of the same SKU
+ * that stores its outcome between remember() reading the id map entry and
+ * this event's outcome being stored loses its sent to this one's (a later
+ * change of that article is then compared with an older image, and sends a
+ * field or two more than needed).
  */
 #include "clients.h"
 #include "handler.h"
@@ -29,6 +38,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A change of an Item the products flow wrote less than WRITE_SETTLE_MS ago
+ * waits WRITE_WAIT_MS, at most WRITE_WAITS times, for that write's outcome:
+ * until then the id map does not say what the gateway wrote, and the
+ * webhook of its own write would look like the accountant's edit. */
+#define WRITE_SETTLE_MS 5000
+#define WRITE_WAIT_MS   2000
+#define WRITE_WAITS     5
+
+bool products_back(const struct gw_connection *c)
+{
+    return strcmp(c->products_direction, "both") == 0;
+}
 
 struct back {
     struct task *t;
@@ -66,74 +88,96 @@ static bool map_back(struct back *b, json_t *item, json_t *article, json_t **out
     return false;
 }
 
-/* The fields of now that differ from then's (all of them without then). */
-static json_t *changed(json_t *now, json_t *then)
-{
-    return then ? lookup_diff_fields(now, then) : json_copy(now);
-}
-
 /* What the gateway last wrote to the Item, in its mapped form (new), or NULL. */
 static json_t *sent_of(struct back *b)
 {
     return json_incref(json_object_get(b->entry, "sent"));
 }
 
+/* Whether putting the Item's value of field k (NULL: none) into sent
+ * changes what sent maps to in one of the fields that went back. */
+static bool went_back(struct back *b, json_t *sent, json_t *then, const char *k, json_t *have)
+{
+    json_t *probe = json_copy(sent), *mapped = NULL;
+    if (have != NULL)
+        json_object_set(probe, k, have);
+    else
+        json_object_del(probe, k);
+    char err[512];
+    bool wrote = false;
+    if (map_run(b->t->clients->mapper, b->t->conn, MAP_PRODUCTS_TO_MPLUS, probe, b->article,
+                &mapped, err, sizeof err) == 0) {
+        json_t *moved = lookup_diff_fields(mapped, then);
+        const char *f;
+        json_t *v;
+        json_object_foreach(moved, f, v)
+        {
+            if (json_object_get(b->fields, f) != NULL)
+                wrote = true;
+        }
+        json_decref(moved);
+    }
+    json_decref(mapped);
+    json_decref(probe);
+    return wrote;
+}
+
 /*
- * sent, after the write: each of its fields whose Item value differs takes
- * that value when it is one of those that went back, i.e. when putting it
- * into sent changes what sent maps to in one of the written fields. Other
- * fields the accountant changed keep what the gateway wrote: the products
- * flow still sends them when Mplus changes them.
+ * The id map after the write, as stored now (a run of the products flow may
+ * have written it since this event read it). Each Item field that differs
+ * from sent takes the Item's value when it went back (went_back); the other
+ * fields the accountant changed keep what the gateway wrote, so the products
+ * flow still sends them when Mplus changes them. The fingerprint goes: the
+ * article's next change is compared with sent, not skipped as the one the
+ * gateway last wrote. The sync token never goes back.
  */
 static void remember(struct back *b)
 {
-    json_t *sent = json_object_get(b->entry, "sent"), *then = NULL;
+    char key[160];
+    lookup_idmap_key(b->t, "article", b->sku, key, sizeof key);
+    json_t *stored = task_get_meta(b->t, key);
+    json_t *sent = json_object_get(stored, "sent"), *then = NULL;
     char err[512];
-    if (!json_is_object(sent) || map_run(b->t->clients->mapper, b->t->conn, MAP_PRODUCTS_TO_MPLUS,
-                                         sent, b->article, &then, err, sizeof err) != 0)
+    const char *mapped = gw_str(stored, "item");
+    if (!json_is_object(sent) || mapped == NULL ||
+        strcmp(mapped, gw_str(b->item, "Id") ?: "") != 0 ||
+        map_run(b->t->clients->mapper, b->t->conn, MAP_PRODUCTS_TO_MPLUS, sent, b->article, &then,
+                err, sizeof err) != 0) {
+        json_decref(stored);
         return;
+    }
     json_t *next = json_copy(sent);
     json_t *differ = lookup_diff_fields(sent, b->item);
     const char *k;
     json_t *v;
+    json_object_foreach(b->item, k, v)
+    {
+        if (json_object_get(sent, k) == NULL)
+            json_object_set(differ, k, v);
+    }
     json_object_foreach(differ, k, v)
     {
         json_t *have = json_object_get(b->item, k);
-        json_t *probe = json_copy(sent), *mapped = NULL;
+        if (!went_back(b, sent, then, k, have))
+            continue;
         if (have != NULL)
-            json_object_set(probe, k, have);
+            json_object_set(next, k, have);
         else
-            json_object_del(probe, k);
-        if (map_run(b->t->clients->mapper, b->t->conn, MAP_PRODUCTS_TO_MPLUS, probe, b->article,
-                    &mapped, err, sizeof err) == 0) {
-            json_t *moved = lookup_diff_fields(mapped, then);
-            bool wrote = false;
-            const char *f;
-            json_t *fv;
-            json_object_foreach(moved, f, fv)
-            {
-                if (json_object_get(b->fields, f) != NULL)
-                    wrote = true;
-            }
-            if (wrote && have != NULL)
-                json_object_set(next, k, have);
-            else if (wrote)
-                json_object_del(next, k);
-            json_decref(moved);
-        }
-        json_decref(mapped);
-        json_decref(probe);
+            json_object_del(next, k);
     }
     json_decref(differ);
     json_decref(then);
-    json_t *entry = json_copy(b->entry);
+    json_t *entry = json_copy(stored);
     json_object_set_new(entry, "sent", next);
-    if (gw_str(b->item, "SyncToken") != NULL)
-        json_object_set_new(entry, "sync", json_string(gw_str(b->item, "SyncToken")));
-    char key[160];
-    lookup_idmap_key(b->t, "article", b->sku, key, sizeof key);
+    json_object_del(entry, "fp");
+    uint64_t have_sync, item_sync;
+    const char *sync = gw_str(b->item, "SyncToken");
+    if (sync != NULL && gw_strtou64(sync, &item_sync) &&
+        (!gw_strtou64(gw_str(entry, "sync") ?: "", &have_sync) || item_sync > have_sync))
+        json_object_set_new(entry, "sync", json_string(sync));
     task_put_meta(b->t, key, entry);
     json_decref(entry);
+    json_decref(stored);
 }
 
 static void article_updated(const struct mplus_result *r, void *arg)
@@ -191,13 +235,12 @@ static void article_read(const struct mplus_result *r, void *arg)
     }
     b->article = json_pack("{s:O, s:o}", "article", a, "product", product);
     json_t *now = NULL, *then = NULL, *sent = sent_of(b);
-    if (!map_back(b, b->item, b->article, &now) ||
-        (sent != NULL && !map_back(b, sent, b->article, &then))) {
+    if (!map_back(b, b->item, b->article, &now) || !map_back(b, sent, b->article, &then)) {
         json_decref(now);
         json_decref(sent);
         return;
     }
-    json_t *edited = changed(now, then);
+    json_t *edited = lookup_diff_fields(now, then);
     b->fields = lookup_diff_fields(edited, a);
     json_decref(now);
     json_decref(then);
@@ -258,26 +301,53 @@ static void item_read(const struct qbo_result *r, void *arg)
         back_skip(b, "echo");
         return;
     }
+    /* Without what the gateway wrote, an edit cannot be told from the
+     * Item's old values: those would go over the article's newer ones. */
+    json_t *sent = sent_of(b);
+    if (!json_is_object(sent)) {
+        json_decref(sent);
+        if (mapped == NULL)
+            task_note(t,
+                      "no Item is linked to article %s yet: the products flow links one at "
+                      "the article's next change",
+                      b->sku);
+        else
+            task_note(t,
+                      "the gateway has not written Item %s (products_update_existing = "
+                      "false): its values are QuickBooks' own",
+                      id);
+        back_skip(b, "not linked");
+        return;
+    }
     /* Nothing the mapping reads differs from what the gateway wrote: no
      * need to ask Mplus. */
-    json_t *sent = sent_of(b);
-    if (sent != NULL) {
-        json_t *now = NULL, *then = NULL;
-        if (!map_back(b, item, NULL, &now) || !map_back(b, sent, NULL, &then)) {
-            json_decref(now);
-            json_decref(sent);
-            return;
-        }
-        json_t *edited = changed(now, then);
-        bool echo = json_object_size(edited) == 0;
-        json_decref(edited);
+    json_t *now = NULL, *then = NULL;
+    if (!map_back(b, item, NULL, &now) || !map_back(b, sent, NULL, &then)) {
         json_decref(now);
-        json_decref(then);
         json_decref(sent);
-        if (echo) {
-            back_skip(b, "echo");
-            return;
-        }
+        return;
+    }
+    json_t *edited = lookup_diff_fields(now, then);
+    bool echo = json_object_size(edited) == 0;
+    json_decref(edited);
+    json_decref(now);
+    json_decref(then);
+    json_decref(sent);
+    if (echo) {
+        back_skip(b, "echo");
+        return;
+    }
+    int64_t wrote = lookup_written_at(t, "item-write", b->sku);
+    if (wrote != 0 && gw_now_ms() - wrote < WRITE_SETTLE_MS && t->attempt <= WRITE_WAITS) {
+        struct outcome o = {.kind = OUTCOME_WAIT, .not_before_ms = gw_now_ms() + WRITE_WAIT_MS};
+        snprintf(o.reason, sizeof o.reason, "waiting for the gateway's write");
+        snprintf(o.error, sizeof o.error,
+                 "the products flow wrote Item %s moments ago: this change is looked at again "
+                 "once that write is stored, so the gateway's own write is not taken for an edit",
+                 id);
+        task_finish(t, &o);
+        back_end(b);
+        return;
     }
     json_t *req = json_pack("{s:[I]}", "articleNumbers", (json_int_t)n);
     task_mplus_call(t, "getProducts", req, article_read, b);

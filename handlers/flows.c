@@ -6,11 +6,6 @@
 
 #include <string.h>
 
-static bool products_back(const struct gw_connection *c)
-{
-    return strcmp(c->products_direction, "both") == 0;
-}
-
 /* Events no enabled flow takes end skipped, "no flow". */
 static const struct flow shipped[] = {
     {"customers", GW_FLOW_CUSTOMERS, GW_SRC_MPLUS_POLL, "relation", customers_from_mplus, NULL},

@@ -17,6 +17,8 @@ void sales_from_mplus(struct task *t);
 void summary_from_mplus(struct task *t);
 void products_from_mplus(struct task *t);
 void products_from_qbo(struct task *t);
+/* Whether Item changes go back onto articles (products_direction = both). */
+bool products_back(const struct gw_connection *c);
 void stock_from_mplus(struct task *t);
 
 /*
@@ -90,6 +92,11 @@ const char *lookup_made_id(const struct task *t, const char *what, const char *i
 /* Another run holds the claim of (what, id): true, and r goes on at resume
  * once it ends (r takes no claim). False when nobody holds it. */
 bool lookup_claim_wait(struct run *r, const char *what, const char *id, step_fn resume);
+/* A write of (what, id) goes out now; when the last one did (ms, 0: none
+ * these ten minutes). In the same table, for the way back: the webhook of a
+ * write may come before the write's outcome, and what it wrote, is stored. */
+void lookup_note_write(const struct task *t, const char *what, const char *id);
+int64_t lookup_written_at(const struct task *t, const char *what, const char *id);
 /* The same as lookup_claim and lookup_release, for a claim a run holds while
  * it takes and ends the claims of its lookups: the sale a document belongs
  * to (sales.c). One hold at a time. */

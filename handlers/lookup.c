@@ -160,6 +160,23 @@ const char *lookup_made_id(const struct task *t, const char *what, const char *i
     return m && m->id[0] ? m->id : NULL;
 }
 
+void lookup_note_write(const struct task *t, const char *what, const char *id)
+{
+    char k[200];
+    made_key(t, what, id, k, sizeof k);
+    struct made *m = made_find(t->clients->made, k, true);
+    if (m != NULL)
+        m->at_ms = gw_now_ms();
+}
+
+int64_t lookup_written_at(const struct task *t, const char *what, const char *id)
+{
+    char k[200];
+    made_key(t, what, id, k, sizeof k);
+    struct made *m = made_find(t->clients->made, k, false);
+    return m ? m->at_ms : 0;
+}
+
 /* The claim whose key is in slot (r->claim or r->hold) ends; made is what
  * was made (NULL: nothing). Waiters go on. */
 static void slot_end(struct run *r, char *slot, const char *made)

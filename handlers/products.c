@@ -70,13 +70,17 @@ static json_t *kept_fields(struct run *r)
     return k;
 }
 
-/* The article's Item is id: note it in the run, the index and the id map. */
-static void item_remember(struct run *r, const char *id, const char *name, const char *sync)
+/* The article's Item is id: note it in the run, the index and the id map;
+ * with_sent: the Item holds the fields the flow keeps (not so for one left
+ * alone by products_update_existing = false, whose values are its own). */
+static void item_link(struct run *r, const char *id, const char *name, const char *sync,
+                      bool with_sent)
 {
     struct task *t = r->t;
-    json_t *kept = kept_fields(r);
-    json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:o}", "item", id, "name", name ?: "", "sync",
-                          sync ?: "", "fp", r->item_fp, "sent", kept);
+    json_t *v = json_pack("{s:s, s:s, s:s, s:s}", "item", id, "name", name ?: "", "sync",
+                          sync ?: "", "fp", r->item_fp);
+    if (with_sent)
+        json_object_set_new(v, "sent", kept_fields(r));
     char k[160];
     lookup_idmap_key(t, "article", r->item_sku, k, sizeof k);
     task_put_meta(t, k, v);
@@ -84,6 +88,11 @@ static void item_remember(struct run *r, const char *id, const char *name, const
     json_object_set_new(r->items, r->item_sku,
                         json_pack("{s:s, s:s}", "id", id, "name", name ?: ""));
     lookup_index_item(t, r->item_sku, id, name);
+}
+
+static void item_remember(struct run *r, const char *id, const char *name, const char *sync)
+{
+    item_link(r, id, name, sync, true);
 }
 
 static void item_done(struct run *r)
@@ -186,6 +195,8 @@ static void item_update(struct run *r, json_t *base, const char *id, const char 
     char step[64], rid[96];
     snprintf(step, sizeof step, "item-update%d-%s", r->item_renames, r->item_sku);
     task_requestid(r->t, step, rid, sizeof rid);
+    if (products_back(r->t->conn))
+        lookup_note_write(r->t, "item-write", r->item_sku);
     task_qbo_update(r->t, "Item", d, rid, item_updated, r);
     json_decref(d);
 }
@@ -226,7 +237,7 @@ static void item_adopt(struct run *r, const char *id)
     if (!r->t->conn->products_update_existing) {
         task_note(r->t, "Item %s of article %s is left as it is (products_update_existing = false)",
                   id, r->item_sku);
-        item_remember(r, id, gw_str(r->item_entry, "name"), gw_str(r->item_entry, "sync"));
+        item_link(r, id, gw_str(r->item_entry, "name"), gw_str(r->item_entry, "sync"), false);
         lookup_release(r, id);
         item_done(r);
         return;
@@ -270,6 +281,8 @@ static void item_create(struct run *r)
     char step[64], rid[96];
     snprintf(step, sizeof step, "item%d-%s", r->item_renames, r->item_sku);
     task_requestid(r->t, step, rid, sizeof rid);
+    if (products_back(r->t->conn))
+        lookup_note_write(r->t, "item-write", r->item_sku);
     task_qbo_create(r->t, "Item", r->item_target, rid, item_created, r);
 }
 

@@ -23,16 +23,25 @@
 # suffix " (article number)" or cut at 100 characters means the article's
 # own), and the Item's Description, without the lines the products mapping
 # adds (the product's name of a variant, "EAN ..."), into the text it came
-# from (extraText, else invoiceText). Prices with more than two decimals are
-# refused by Mplus's client, naming the field.
+# from (extraText, else invoiceText). Prices are rounded to the cent.
 #
 # Add a field of your own the same way, e.g. the Item's active state:
 #     + {active: $i.Active}
 
-# An Item amount (a number) as Mplus's decimal text with two places.
+# An Item amount (a number) as Mplus's decimal text, rounded to the cent
+# (half away from zero) on its decimal digits: Mplus keeps prices in cents.
 def gw_price:
   if . == null then null
-  else tostring | if test("^-?[0-9]+(\\.[0-9]{0,2})?$") then gw_money else . end end;
+  else tostring
+  | if test("^-?[0-9]+(\\.[0-9]*)?$") | not then .
+    else capture("^(?<sign>-?)(?<int>[0-9]+)(\\.(?<frac>[0-9]*))?$")
+    | ((.frac // "") + "000") as $f
+    | ((.int | tonumber) * 100 + ($f[0:2] | tonumber)
+       + (if ($f[2:3] | tonumber) >= 5 then 1 else 0 end)) as $c
+    | .sign + (($c / 100 | floor) | tostring) + "."
+      + ($c % 100 | tostring | if length < 2 then "0" + . else . end)
+    end
+  end;
 
 .source as $i | .existing.article as $a | .existing.product as $p | .settings as $s
 | ($a.articleNumber | if . == null then null else tostring end) as $number

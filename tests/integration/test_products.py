@@ -500,7 +500,8 @@ class Batch(ProductsTestCase):
     def test_a_batch_whose_answer_is_lost_makes_no_item_twice(self):
         skus = self.seed_catalogue(200, 4)
         QBO.fault("lost", count=2, path_contains="/batch")
-        self.start_gateway(quickbooks=self.BATCH)
+        # Without categories, so the lost batches are Items' (the first could be groups' else).
+        self.start_gateway(quickbooks=self.BATCH, products_categories="false")
         self.assertCatalogueDone(skus)
         lost = [r for r in self.batches() if r.get("fault") == "lost"]
         self.assertEqual(len(lost), 2)
@@ -743,6 +744,22 @@ class Back(ProductsTestCase):
     def steps(self, e):
         return [s for h in self.gw.show(e["id"]).get("history", []) for s in h.get("steps", [])]
 
+    def new_events(self, entity, before, n, what):
+        """Wait for n events of entity above id before, all final; oldest first."""
+        def check():
+            evs = [e for e in self.events_of(self.gw, entity=entity) if e["id"] > before]
+            return evs if len(evs) >= n and all(e["state"] in FINAL for e in evs) else None
+        return sorted(self.wait(check, what), key=lambda e: e["id"])
+
+    def quiet(self):
+        """Two more article polls, every webhook delivered and every event final: what a
+        change set going has come back by then."""
+        mark = MPLUS.mark()
+        self.wait(lambda: len([r for r in MPLUS.requests("getProducts", mark)
+                               if "syncMarker" in (r["params"] or {})]) >= 2, "two article polls")
+        self.wait(lambda: all(w["delivered"] for w in QBO.webhooks())
+                  and all(e["state"] in FINAL for e in self.gw.events()), "webhooks delivered, events final")
+
     def test_an_item_edited_in_quickbooks_updates_its_article_once(self):
         self.start_back(products_direction="both")
         ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}
@@ -750,15 +767,16 @@ class Back(ProductsTestCase):
         # Mplus changes a price: the Item's update comes back as a webhook, and goes no further.
         last, mmark = self.last_event_id(), MPLUS.mark()
         self.change_article(2, 1002, priceIncl=345)
-        echo = self.wait_new_final("Item", last, "the webhook of the gateway's own update")
+        echo = self.new_events("Item", last, 1, "the webhook of the gateway's own update")
         self.assertEqual({(e["state"], e["reason"]) for e in echo} - {("skipped", "echo"), ("skipped", "unchanged")},
                          set(), echo)
+        self.quiet()
         self.assertEqual(MPLUS.requests("updateProduct", mmark), [])
 
         # The accountant renames Koffie and changes its price.
         last, mmark, qmark = self.last_event_id(), MPLUS.mark(), self.mark()
         QBO.entity("Item", {"Id": ids["1001"], "UnitPrice": 2.75, "Name": "Koffie zwart"})
-        [e] = self.wait_new_final("Item", last, "the edit's webhook")
+        e = self.new_events("Item", last, 1, "the edit's webhook")[0]
         self.assertEqual((e["state"], e["entity_id"]), ("done", ids["1001"]), e)
         self.assertIn("updated article 1001: priceIncl, description", self.steps(e))
         [write] = MPLUS.requests("updateProduct", mmark)
@@ -768,39 +786,56 @@ class Back(ProductsTestCase):
                          (275, "Koffie zwart", "8712345000012", 40), a)
         # The article's change comes back by the poll: the Item holds its name and price
         # already; the texts the products mapping makes of the article's description follow.
-        [back] = self.wait_new_final("article", last, "the article change's poll")
+        back = self.new_events("article", last, 1, "the article change's poll")[0]
         self.assertEqual(back["state"], "done", back)
+        self.quiet()
         [w] = self.item_writes(qmark)
         self.assertEqual(w["body"], {"Id": ids["1001"], "SyncToken": w["body"]["SyncToken"], "sparse": True,
                                      "Description": "Koffie zwart\nEAN 8712345000012",
                                      "PurchaseDesc": "Koffie zwart"})
-        # That write's webhook goes no further: one edit, one write each way.
-        evs = self.wait_new_final("Item", back["id"], "the webhook of the texts' update")
+        # That write's webhook goes no further: one edit, one write each way, and quiet after.
+        evs = [e for e in self.events_of(self.gw, entity="Item") if e["id"] > back["id"]]
         self.assertEqual({e["state"] for e in evs}, {"skipped"}, evs)
         self.assertEqual(len(MPLUS.requests("updateProduct", mmark)), 1)
+        self.assertEqual(len([e for e in self.events_of(self.gw, entity="article") if e["id"] > last]), 1)
 
         # A new text: into the article's own text, without the EAN line the gateway adds.
         last, mmark, qmark = self.last_event_id(), MPLUS.mark(), self.mark()
         QBO.entity("Item", {"Id": ids["1001"],
                             "Description": "Verse bonen, vers gemalen\nEAN 8712345000012"})
-        [e] = self.wait_new_final("Item", last, "the text edit's webhook")
+        e = self.new_events("Item", last, 1, "the text edit's webhook")[0]
         self.assertEqual(e["state"], "done", e)
         a = self.article(1001)
         self.assertEqual((a.get("extraText"), a["description"], a["priceIncl"]),
                          ("Verse bonen, vers gemalen", "Koffie zwart", 275), a)
-        [back] = self.wait_new_final("article", last, "the article change's poll")
+        back = self.new_events("article", last, 1, "the article change's poll")[0]
         self.assertEqual((back["state"], back["reason"]), ("skipped", "unchanged"), back)
+        self.quiet()
         self.assertEqual(self.item_writes(qmark), [])
         self.assertEqual(len(MPLUS.requests("updateProduct", mmark)), 1)
 
         # A field that does not go back: skipped without asking Mplus anything.
         last, mmark = self.last_event_id(), MPLUS.mark()
+        QBO.entity("Account", {"Id": "82", "Name": "Omzet koffie", "AccountType": "Income"})
         QBO.entity("Item", {"Id": ids["1001"], "IncomeAccountRef": {"value": "82"}})
-        [e] = self.wait_new_final("Item", last, "the account edit's webhook")
+        e = self.new_events("Item", last, 1, "the account edit's webhook")[0]
         self.assertEqual((e["state"], e["reason"]), ("skipped", "echo"), e)
         self.assertEqual(self.article_lookups(mmark), [])
         self.assertEqual(MPLUS.requests("updateProduct", mmark), [])
         self.assertEqual(self.by_sku()["1001"][0]["IncomeAccountRef"]["value"], "82")
+
+        # Someone in Mplus sets the old price again: it goes to QuickBooks, though it is
+        # what the gateway wrote to the Item before the accountant's edit.
+        last, qmark = self.last_event_id(), self.mark()
+        self.change_article(1, 1001, priceIncl=250)
+        back = self.new_events("article", last, 1, "the price change's event")[0]
+        self.assertEqual(back["state"], "done", back)
+        # (The account edit made the gateway's SyncToken stale: a 400, then the same again.)
+        writes = self.item_writes(qmark)
+        self.assertEqual([w["status"] for w in writes][-1:], [200], writes)
+        self.assertEqual({k for w in writes for k in w["body"]}, {"Id", "SyncToken", "sparse", "UnitPrice"},
+                         writes)
+        self.assertEqual(D(str(self.by_sku()["1001"][0]["UnitPrice"])), D("2.50"))
 
     def test_an_edit_in_quickbooks_never_undoes_a_change_mplus_has_not_delivered_yet(self):
         self.start_back(products_direction="both")
@@ -816,37 +851,43 @@ class Back(ProductsTestCase):
         [pending] = self.wait(failed_once, "the price update refused once")
         # Meanwhile the accountant renames the Item, whose price is still the old one.
         QBO.entity("Item", {"Id": ids["1002"], "Name": "Cappuccino groot"})
-        [e] = self.wait_new_final("Item", pending["id"], "the rename's webhook")
+        e = self.new_events("Item", pending["id"], 1, "the rename's webhook")[0]
         self.assertEqual(e["state"], "done", e)
         self.assertIn("updated article 1002: description", self.steps(e))
         a = self.article(1002)
         self.assertEqual((a["description"], a["priceIncl"]), ("Cappuccino groot", 345), a)
         # The price reaches QuickBooks once it takes updates again.
         self.wait(lambda: self.gw.show(pending["id"])["state"] in FINAL, "the price update final")
+        self.quiet()
         item = self.by_sku()["1002"][0]
         self.assertEqual((item["Name"], D(str(item["UnitPrice"]))), ("Cappuccino groot", D("3.45")), item)
+        self.assertEqual(self.article(1002)["priceIncl"], 345)
         self.assertEqual(len(MPLUS.requests("updateProduct", mmark)), 1)
 
-    def test_items_that_are_no_article_are_never_pushed(self):
-        self.start_back(products_direction="both")
+    def test_items_that_are_no_linked_article_are_never_pushed(self):
+        # Postzegel (article 4001, group 4) is left out of the products flow.
+        self.start_back(products_direction="both", products_exclude_groups="4")
         last, mmark = self.last_event_id(), MPLUS.mark()
         QBO.entity("Item", {"Name": "Cadeaubon", "Sku": "GIFT-25", "Type": "Service", "UnitPrice": 25})
         QBO.entity("Item", {"Name": "Statiegeld", "Sku": "0042", "Type": "Service", "UnitPrice": 0.15})
-        QBO.entity("Item", {"Name": "Onbekend", "Sku": "99999", "Type": "Service", "UnitPrice": 1})
         QBO.entity("Item", {"Name": "Zonder SKU", "Type": "Service"})
-        evs = self.wait_new_final("Item", last, "the four new Items' webhooks")
-        self.assertEqual(sorted((e["state"], e["reason"]) for e in evs),
+        QBO.entity("Item", {"Name": "Postzegels", "Sku": "4001", "Type": "Service", "UnitPrice": 1})
+        QBO.entity("Item", {"Name": "Koffie (oud)", "Sku": "1001", "Type": "Service", "UnitPrice": 1})
+        evs = self.new_events("Item", last, 5, "the five new Items' webhooks")
+        self.assertEqual([(e["state"], e["reason"]) for e in evs],
                          [("skipped", "SKU not numeric"), ("skipped", "SKU not numeric"),
-                          ("skipped", "no SKU"), ("skipped", "no such article")], evs)
+                          ("skipped", "no SKU"), ("skipped", "not linked"),
+                          ("skipped", "not the article's Item")], evs)
         self.assertEqual(MPLUS.requests("updateProduct", mmark), [])
         self.assertEqual(MPLUS.requests("createProduct", mmark), [])
+        self.assertEqual(self.article_lookups(mmark), [])
 
     def test_off_by_default_an_item_edit_finds_no_flow(self):
         self.start_back()
         ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}
         last, mmark = self.last_event_id(), MPLUS.mark()
         QBO.entity("Item", {"Id": ids["1001"], "UnitPrice": 9.99})
-        [e] = self.wait_new_final("Item", last, "the edit's webhook")
+        e = self.new_events("Item", last, 1, "the edit's webhook")[0]
         self.assertEqual((e["state"], e["reason"]), ("skipped", "no flow"), e)
         self.assertEqual(MPLUS.requests("updateProduct", mmark), [])
         self.assertEqual(self.article(1001)["priceIncl"], 250)

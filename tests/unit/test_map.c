@@ -473,12 +473,15 @@ static void test_items_back_to_articles(void **state)
          " \"barcode\": \"871\"}}",
          "{}"},
         /* A variant's name is its product's, colour's and size's: not its description;
-         * its product's line goes; a price without VAT is priceExcl; three decimals stay. */
+         * its product's line goes; a price without VAT is priceExcl, to the cent. */
         {"{\"Name\": \"Shirt \u2013 Rood / XL\", \"UnitPrice\": 1.995,"
          " \"SalesTaxIncluded\": false, \"Description\": \"Katoen\\nShirt\"}",
          "{\"article\": {\"articleNumber\": 7, \"colour\": \"Rood\", \"size\": \"XL\","
          " \"extraText\": \"Wol\"}, \"product\": {\"description\": \"Shirt\"}}",
-         "{\"priceExcl\":\"1.995\",\"extraText\":\"Katoen\"}"},
+         "{\"priceExcl\":\"2.00\",\"extraText\":\"Katoen\"}"},
+        /* Whole amounts get their cents; below half a cent rounds down. */
+        {"{\"UnitPrice\": 12.344, \"PurchaseCost\": 7}", "{\"article\": {\"articleNumber\": 8}}",
+         "{\"priceIncl\":\"12.34\",\"purchasePrice\":\"7.00\"}"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         json_t *item = json_loads(cases[i].item, 0, NULL);

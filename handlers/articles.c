@@ -362,6 +362,14 @@ void products_from_qbo(struct task *t)
         return;
     }
     b->t = t;
+    const char *id = json_string_value(json_object_get(t->rec, "entity_id"));
+    const char *op = json_string_value(json_object_get(t->rec, "operation"));
+    if (id != NULL && op != NULL && strcmp(op, "Create") == 0 &&
+        lookup_written_at(t, "item-made", id) != 0) {
+        /* The webhook of an Item the products flow made: nothing to read. */
+        back_skip(b, "echo");
+        return;
+    }
     /* A delete makes the Item inactive in QuickBooks: read it all the same. */
-    task_qbo_read(t, "Item", json_string_value(json_object_get(t->rec, "entity_id")), item_read, b);
+    task_qbo_read(t, "Item", id, item_read, b);
 }

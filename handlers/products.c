@@ -122,6 +122,8 @@ static void item_answered(struct run *r, const char *what, const struct qbo_resu
     }
     task_note(r->t, "%s %s for article %s", what, id, r->item_sku);
     r->item_written = true;
+    if (products_back(r->t->conn) && strcmp(what, "created Item") == 0)
+        lookup_note_write(r->t, "item-made", id); /* its Create webhook is no edit */
     item_remember(r, id, gw_str(item, "Name"), gw_str(item, "SyncToken"));
     lookup_release(r, id);
     item_done(r);

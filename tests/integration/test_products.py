@@ -764,6 +764,15 @@ class Back(ProductsTestCase):
         self.start_back(products_direction="both")
         ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}
 
+        # A new article: its Item's Create webhook is known as the gateway's own, unread.
+        last, qmark = self.last_event_id(), self.mark()
+        self.change_article(6, 5001, description="Thee", priceIncl=225, turnoverGroup=1, vatCode=1)
+        made = self.new_events("Item", last, 1, "the new Item's webhook")
+        self.assertEqual([(e["state"], e["reason"]) for e in made], [("skipped", "echo")], made)
+        item = self.by_sku()["5001"][0]
+        self.assertEqual([r for r in QBO.call("GET", "/_sim/requests?method=GET&since=%d" % qmark)
+                          if r["path"].endswith("/item/" + item["Id"])], [])
+
         # Mplus changes a price: the Item's update comes back as a webhook, and goes no further.
         last, mmark = self.last_event_id(), MPLUS.mark()
         self.change_article(2, 1002, priceIncl=345)

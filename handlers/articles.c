@@ -53,70 +53,73 @@ bool products_back(const struct gw_connection *c)
 }
 
 struct back {
-    struct task *t;
     char sku[32];
+    int64_t number;  /* the SKU as an article number */
     json_t *item;    /* the Item as QuickBooks holds it */
-    json_t *entry;   /* the article's id map entry, or NULL */
+    json_t *sent;    /* what the gateway last wrote to it (the id map's) */
     json_t *article; /* {article, product} as Mplus holds them */
     json_t *fields;  /* what goes to the article */
 };
 
-static void back_end(struct back *b)
+static void back_free(void *p)
 {
+    struct back *b = p;
     json_decref(b->item);
-    json_decref(b->entry);
+    json_decref(b->sent);
     json_decref(b->article);
     json_decref(b->fields);
     free(b);
 }
 
-static void back_skip(struct back *b, const char *reason)
+/* The mapping of item (with the article, or without: NULL), or NULL. */
+static json_t *map_back(struct run *r, json_t *item, json_t *article, char *err, size_t errlen)
 {
-    task_skip(b->t, reason);
-    back_end(b);
+    json_t *out = NULL;
+    if (map_run(r->t->clients->mapper, r->t->conn, MAP_PRODUCTS_TO_MPLUS, item, article, &out, err,
+                errlen) != 0)
+        return NULL;
+    return out;
 }
 
-/* The mapping of item (with the article, or without: NULL) into *out. */
-static bool map_back(struct back *b, json_t *item, json_t *article, json_t **out)
+/* The fields of the Item, mapped with article (or NULL), that differ from
+ * sent's: what the accountant changed since the gateway wrote it. NULL when
+ * the mapping failed: the run has ended. */
+static json_t *edits(struct run *r, json_t *article)
 {
+    struct back *b = r->flow;
     char err[512];
-    if (map_run(b->t->clients->mapper, b->t->conn, MAP_PRODUCTS_TO_MPLUS, item, article, out, err,
-                sizeof err) == 0)
-        return true;
-    task_fail(b->t, OUTCOME_DEAD, "mapping failed", "%s", err);
-    back_end(b);
-    return false;
-}
-
-/* What the gateway last wrote to the Item, in its mapped form (new), or NULL. */
-static json_t *sent_of(struct back *b)
-{
-    return json_incref(json_object_get(b->entry, "sent"));
+    json_t *now = map_back(r, b->item, article, err, sizeof err);
+    json_t *then = now ? map_back(r, b->sent, article, err, sizeof err) : NULL;
+    json_t *d = then ? lookup_diff_fields(now, then) : NULL;
+    json_decref(now);
+    json_decref(then);
+    if (d == NULL)
+        run_fail(r, OUTCOME_DEAD, "mapping failed", "%s", err);
+    return d;
 }
 
 /* Whether putting the Item's value of field k (NULL: none) into sent
- * changes what sent maps to in one of the fields that went back. */
-static bool went_back(struct back *b, json_t *sent, json_t *then, const char *k, json_t *have)
+ * changes what sent maps to (then) in one of the fields that went back. */
+static bool went_back(struct run *r, json_t *sent, json_t *then, const char *k, json_t *have)
 {
-    json_t *probe = json_copy(sent), *mapped = NULL;
+    struct back *b = r->flow;
+    json_t *probe = json_copy(sent);
     if (have != NULL)
         json_object_set(probe, k, have);
     else
         json_object_del(probe, k);
     char err[512];
+    json_t *mapped = map_back(r, probe, b->article, err, sizeof err);
+    json_t *moved = mapped ? lookup_diff_fields(mapped, then) : NULL;
     bool wrote = false;
-    if (map_run(b->t->clients->mapper, b->t->conn, MAP_PRODUCTS_TO_MPLUS, probe, b->article,
-                &mapped, err, sizeof err) == 0) {
-        json_t *moved = lookup_diff_fields(mapped, then);
-        const char *f;
-        json_t *v;
-        json_object_foreach(moved, f, v)
-        {
-            if (json_object_get(b->fields, f) != NULL)
-                wrote = true;
-        }
-        json_decref(moved);
+    const char *f;
+    json_t *v;
+    json_object_foreach(moved, f, v)
+    {
+        if (json_object_get(b->fields, f) != NULL)
+            wrote = true;
     }
+    json_decref(moved);
     json_decref(mapped);
     json_decref(probe);
     return wrote;
@@ -131,19 +134,21 @@ static bool went_back(struct back *b, json_t *sent, json_t *then, const char *k,
  * article's next change is compared with sent, not skipped as the one the
  * gateway last wrote. The sync token never goes back.
  */
-static void remember(struct back *b)
+static void remember(struct run *r)
 {
-    char key[160];
-    lookup_idmap_key(b->t, "article", b->sku, key, sizeof key);
-    json_t *stored = task_get_meta(b->t, key);
-    json_t *sent = json_object_get(stored, "sent"), *then = NULL;
-    char err[512];
+    struct back *b = r->flow;
+    char key[160], err[512];
+    lookup_idmap_key(r->t, "article", b->sku, key, sizeof key);
+    json_t *stored = task_get_meta(r->t, key);
+    json_t *sent = json_object_get(stored, "sent");
     const char *mapped = gw_str(stored, "item");
-    if (!json_is_object(sent) || mapped == NULL ||
-        strcmp(mapped, gw_str(b->item, "Id") ?: "") != 0 ||
-        map_run(b->t->clients->mapper, b->t->conn, MAP_PRODUCTS_TO_MPLUS, sent, b->article, &then,
-                err, sizeof err) != 0) {
+    json_t *then =
+        json_is_object(sent) && mapped != NULL && strcmp(mapped, gw_str(b->item, "Id")) == 0
+            ? map_back(r, sent, b->article, err, sizeof err)
+            : NULL;
+    if (then == NULL) {
         json_decref(stored);
+        run_next(r);
         return;
     }
     json_t *next = json_copy(sent);
@@ -158,7 +163,7 @@ static void remember(struct back *b)
     json_object_foreach(differ, k, v)
     {
         json_t *have = json_object_get(b->item, k);
-        if (!went_back(b, sent, then, k, have))
+        if (!went_back(r, sent, then, k, have))
             continue;
         if (have != NULL)
             json_object_set(next, k, have);
@@ -175,18 +180,18 @@ static void remember(struct back *b)
     if (sync != NULL && gw_strtou64(sync, &item_sync) &&
         (!gw_strtou64(gw_str(entry, "sync") ?: "", &have_sync) || item_sync > have_sync))
         json_object_set_new(entry, "sync", json_string(sync));
-    task_put_meta(b->t, key, entry);
+    task_put_meta(r->t, key, entry);
     json_decref(entry);
     json_decref(stored);
+    run_next(r);
 }
 
-static void article_updated(const struct mplus_result *r, void *arg)
+static void article_updated(const struct mplus_result *res, void *arg)
 {
-    struct back *b = arg;
-    struct task *t = b->t;
-    if (r->kind != MPLUS_OK) {
-        task_fail_mplus(t, "update article", r);
-        back_end(b);
+    struct run *r = arg;
+    struct back *b = r->flow;
+    if (res->kind != MPLUS_OK) {
+        run_fail_mplus(r, "update article", res);
         return;
     }
     char names[256] = "";
@@ -196,163 +201,162 @@ static void article_updated(const struct mplus_result *r, void *arg)
     {
         gw_appendf(names, sizeof names, "%s%s", names[0] ? ", " : "", k);
     }
-    task_note(t, "updated article %s: %s", b->sku, names);
-    remember(b);
-    task_done(t);
-    back_end(b);
+    task_note(r->t, "updated article %s: %s", b->sku, names);
+    run_next(r);
 }
 
 /* updateProduct with the product's number and the article's number and
  * fields: Mplus keeps what the request does not name. */
-static void write_article(struct back *b)
+static void article_write(struct run *r)
 {
-    json_t *a = json_object_get(b->article, "article");
+    struct back *b = r->flow;
     json_t *art = json_copy(b->fields);
-    json_object_set(art, "articleNumber", json_object_get(a, "articleNumber"));
+    json_object_set(art, "articleNumber",
+                    json_object_get(json_object_get(b->article, "article"), "articleNumber"));
     json_t *product = json_object_get(json_object_get(b->article, "product"), "productNumber");
-    json_t *req =
-        json_pack("{s:{s:O, s:[o]}}", "product", "productNumber", product, "articleList", art);
-    task_mplus_call(b->t, "updateProduct", json_object_get(req, "product"), article_updated, b);
+    json_t *req = json_pack("{s:O, s:[o]}", "productNumber", product, "articleList", art);
+    task_mplus_call(r->t, "updateProduct", req, article_updated, r);
     json_decref(req);
 }
 
-static void article_read(const struct mplus_result *r, void *arg)
+static void article_read(const struct mplus_result *res, void *arg)
 {
-    struct back *b = arg;
-    struct task *t = b->t;
-    if (r->kind != MPLUS_OK) {
-        task_fail_mplus(t, "getProducts", r);
-        back_end(b);
+    struct run *r = arg;
+    struct back *b = r->flow;
+    if (res->kind != MPLUS_OK) {
+        run_fail_mplus(r, "getProducts", res);
         return;
     }
     json_t *product = NULL;
-    json_t *a = products_article_in(r->body, b->sku, &product);
+    json_t *a = products_article_in(res->body, b->sku, &product);
     if (a == NULL) {
-        task_note(t, "Mplus has no article %s: the way back updates articles, it makes none",
+        task_note(r->t, "Mplus has no article %s: the way back updates articles, it makes none",
                   b->sku);
-        back_skip(b, "no such article");
+        run_skip(r, "no such article");
         return;
     }
     b->article = json_pack("{s:O, s:o}", "article", a, "product", product);
-    json_t *now = NULL, *then = NULL, *sent = sent_of(b);
-    if (!map_back(b, b->item, b->article, &now) || !map_back(b, sent, b->article, &then)) {
-        json_decref(now);
-        json_decref(sent);
+    json_t *edited = edits(r, b->article);
+    if (edited == NULL)
         return;
-    }
-    json_t *edited = lookup_diff_fields(now, then);
     b->fields = lookup_diff_fields(edited, a);
-    json_decref(now);
-    json_decref(then);
-    json_decref(sent);
-    if (json_object_size(b->fields) == 0) {
-        bool echo = json_object_size(edited) == 0;
-        json_decref(edited);
-        if (!echo)
-            task_note(t, "article %s already holds what the Item says", b->sku);
-        back_skip(b, echo ? "echo" : "unchanged");
+    bool echo = json_object_size(edited) == 0;
+    json_decref(edited);
+    if (json_object_size(b->fields) > 0) {
+        run_next(r);
         return;
     }
-    json_decref(edited);
-    write_article(b);
+    if (!echo)
+        task_note(r->t, "article %s already holds what the Item says", b->sku);
+    run_skip(r, echo ? "echo" : "unchanged");
 }
 
-static void item_read(const struct qbo_result *r, void *arg)
+static void article_find(struct run *r)
 {
-    struct back *b = arg;
-    struct task *t = b->t;
-    json_t *item = json_object_get(r->body, "Item");
-    if (r->kind != QBO_OK || gw_str(item, "Id") == NULL) {
-        task_fail_qbo(t, "read Item", r);
-        back_end(b);
+    struct back *b = r->flow;
+    json_t *req = json_pack("{s:[I]}", "articleNumbers", (json_int_t)b->number);
+    task_mplus_call(r->t, "getProducts", req, article_read, r);
+    json_decref(req);
+}
+
+/* Of the Item read: whose article it is, and whether it holds an edit. */
+static void item_read(const struct qbo_result *res, void *arg)
+{
+    struct run *r = arg;
+    struct back *b = r->flow;
+    struct task *t = r->t;
+    json_t *item = json_object_get(res->body, "Item");
+    const char *id = gw_str(item, "Id");
+    if (res->kind != QBO_OK || id == NULL) {
+        run_fail_qbo(r, "read Item", res);
         return;
     }
     b->item = json_incref(item);
-    const char *type = gw_str(item, "Type");
+    const char *type = gw_str(item, "Type"), *sku = gw_str(item, "Sku");
     if (type != NULL && strcmp(type, "Category") == 0) {
-        back_skip(b, "category (article groups go from Mplus only)");
+        run_skip(r, "category (article groups go from Mplus only)");
         return;
     }
-    const char *sku = gw_str(item, "Sku");
-    int64_t n;
     if (sku == NULL || sku[0] == '\0') {
-        back_skip(b, "no SKU");
+        run_skip(r, "no SKU");
         return;
     }
-    if (!gw_strtoi64(sku, &n) || n <= 0 || sku[0] == '0' || strlen(sku) >= sizeof b->sku) {
+    if (!gw_strtoi64(sku, &b->number) || b->number <= 0 || sku[0] == '0' ||
+        strlen(sku) >= sizeof b->sku) {
         task_note(t, "SKU \"%.64s\" is no Mplus article number (those are numbers only)", sku);
-        back_skip(b, "SKU not numeric");
+        run_skip(r, "SKU not numeric");
         return;
     }
     gw_strlcpy(b->sku, sku, sizeof b->sku);
     char key[160];
     lookup_idmap_key(t, "article", b->sku, key, sizeof key);
-    b->entry = task_get_meta(t, key);
-    const char *mapped = gw_str(b->entry, "item");
-    const char *id = gw_str(item, "Id");
+    json_t *entry = task_get_meta(t, key);
+    const char *mapped = gw_str(entry, "item");
+    const char *made = lookup_made_id(t, "article", b->sku);
+    json_t *sent = json_object_get(entry, "sent");
+    const char *skip = NULL;
     if (mapped != NULL && strcmp(mapped, id) != 0) {
         task_note(t, "article %s is Item %s; Item %s only has its SKU", b->sku, mapped, id);
-        back_skip(b, "not the article's Item");
-        return;
+        skip = "not the article's Item";
+    } else if (mapped == NULL && made != NULL && strcmp(made, id) == 0) {
+        skip = "echo"; /* the gateway's own create, back before its outcome is stored */
+    } else if (!json_is_object(sent)) {
+        /* Without what the gateway wrote, an edit cannot be told from the
+         * Item's old values: those would go over the article's newer ones. */
+        task_note(t,
+                  mapped == NULL ? "no Item is linked to article %s yet: the products flow "
+                                   "links one at the article's next change"
+                                 : "the gateway has not written the Item of article %s "
+                                   "(products_update_existing = false): its values are "
+                                   "QuickBooks' own",
+                  b->sku);
+        skip = "not linked";
+    } else {
+        b->sent = json_incref(sent);
     }
-    const char *made = lookup_made_id(t, "article", b->sku);
-    if (mapped == NULL && made != NULL && strcmp(made, id) == 0) {
-        /* The gateway's own create, back before its outcome is stored. */
-        back_skip(b, "echo");
-        return;
-    }
-    /* Without what the gateway wrote, an edit cannot be told from the
-     * Item's old values: those would go over the article's newer ones. */
-    json_t *sent = sent_of(b);
-    if (!json_is_object(sent)) {
-        json_decref(sent);
-        if (mapped == NULL)
-            task_note(t,
-                      "no Item is linked to article %s yet: the products flow links one at "
-                      "the article's next change",
-                      b->sku);
-        else
-            task_note(t,
-                      "the gateway has not written Item %s (products_update_existing = "
-                      "false): its values are QuickBooks' own",
-                      id);
-        back_skip(b, "not linked");
+    json_decref(entry);
+    if (skip != NULL) {
+        run_skip(r, skip);
         return;
     }
     /* Nothing the mapping reads differs from what the gateway wrote: no
      * need to ask Mplus. */
-    json_t *now = NULL, *then = NULL;
-    if (!map_back(b, item, NULL, &now) || !map_back(b, sent, NULL, &then)) {
-        json_decref(now);
-        json_decref(sent);
+    json_t *edited = edits(r, NULL);
+    if (edited == NULL)
         return;
-    }
-    json_t *edited = lookup_diff_fields(now, then);
     bool echo = json_object_size(edited) == 0;
     json_decref(edited);
-    json_decref(now);
-    json_decref(then);
-    json_decref(sent);
     if (echo) {
-        back_skip(b, "echo");
+        run_skip(r, "echo");
         return;
     }
     int64_t wrote = lookup_written_at(t, "item-write", b->sku);
     if (wrote != 0 && gw_now_ms() - wrote < WRITE_SETTLE_MS && t->attempt <= WRITE_WAITS) {
-        struct outcome o = {.kind = OUTCOME_WAIT, .not_before_ms = gw_now_ms() + WRITE_WAIT_MS};
-        snprintf(o.reason, sizeof o.reason, "waiting for the gateway's write");
-        snprintf(o.error, sizeof o.error,
+        run_wait(r, WRITE_WAIT_MS, "waiting for the gateway's write",
                  "the products flow wrote Item %s moments ago: this change is looked at again "
                  "once that write is stored, so the gateway's own write is not taken for an edit",
                  id);
-        task_finish(t, &o);
-        back_end(b);
         return;
     }
-    json_t *req = json_pack("{s:[I]}", "articleNumbers", (json_int_t)n);
-    task_mplus_call(t, "getProducts", req, article_read, b);
-    json_decref(req);
+    run_next(r);
 }
+
+static void item_begin(struct run *r)
+{
+    struct task *t = r->t;
+    const char *id = json_string_value(json_object_get(t->rec, "entity_id"));
+    const char *op = json_string_value(json_object_get(t->rec, "operation"));
+    if (id != NULL && op != NULL && strcmp(op, "Create") == 0 &&
+        lookup_written_at(t, "item-made", id) != 0) {
+        /* The webhook of an Item the products flow made: nothing to read. */
+        run_skip(r, "echo");
+        return;
+    }
+    /* A delete makes the Item inactive in QuickBooks: read it all the same. */
+    task_qbo_read(t, "Item", id, item_read, r);
+}
+
+static const step_fn back_steps[] = {item_begin, article_find, article_write, remember, NULL};
 
 void products_from_qbo(struct task *t)
 {
@@ -361,15 +365,7 @@ void products_from_qbo(struct task *t)
         task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
         return;
     }
-    b->t = t;
-    const char *id = json_string_value(json_object_get(t->rec, "entity_id"));
-    const char *op = json_string_value(json_object_get(t->rec, "operation"));
-    if (id != NULL && op != NULL && strcmp(op, "Create") == 0 &&
-        lookup_written_at(t, "item-made", id) != 0) {
-        /* The webhook of an Item the products flow made: nothing to read. */
-        back_skip(b, "echo");
-        return;
-    }
-    /* A delete makes the Item inactive in QuickBooks: read it all the same. */
-    task_qbo_read(t, "Item", id, item_read, b);
+    struct run *r = run_new(t, back_steps, b, back_free);
+    if (r != NULL)
+        run_begin(r);
 }

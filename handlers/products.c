@@ -95,6 +95,14 @@ static void item_remember(struct run *r, const char *id, const char *name, const
     item_link(r, id, name, sync, true);
 }
 
+/* A write of the article's Item goes out: the way back (articles.c) waits
+ * for its outcome before it takes a change of that Item for an edit. */
+static void item_writing(struct run *r)
+{
+    if (products_back(r->t->conn))
+        lookup_note_write(r->t, "item-write", r->item_sku);
+}
+
 static void item_done(struct run *r)
 {
     json_decref(r->item_target);
@@ -122,8 +130,6 @@ static void item_answered(struct run *r, const char *what, const struct qbo_resu
     }
     task_note(r->t, "%s %s for article %s", what, id, r->item_sku);
     r->item_written = true;
-    if (products_back(r->t->conn) && strcmp(what, "created Item") == 0)
-        lookup_note_write(r->t, "item-made", id); /* its Create webhook is no edit */
     item_remember(r, id, gw_str(item, "Name"), gw_str(item, "SyncToken"));
     lookup_release(r, id);
     item_done(r);
@@ -197,8 +203,7 @@ static void item_update(struct run *r, json_t *base, const char *id, const char 
     char step[64], rid[96];
     snprintf(step, sizeof step, "item-update%d-%s", r->item_renames, r->item_sku);
     task_requestid(r->t, step, rid, sizeof rid);
-    if (products_back(r->t->conn))
-        lookup_note_write(r->t, "item-write", r->item_sku);
+    item_writing(r);
     task_qbo_update(r->t, "Item", d, rid, item_updated, r);
     json_decref(d);
 }
@@ -273,6 +278,9 @@ static void item_created(const struct qbo_result *res, void *arg)
         item_create(r);
         return;
     }
+    const char *made = gw_str(json_object_get(res->body, "Item"), "Id");
+    if (res->kind == QBO_OK && made != NULL && products_back(r->t->conn))
+        lookup_note_write(r->t, "item-made", made); /* its Create webhook is no edit */
     item_answered(r, "created Item", res);
 }
 
@@ -283,8 +291,7 @@ static void item_create(struct run *r)
     char step[64], rid[96];
     snprintf(step, sizeof step, "item%d-%s", r->item_renames, r->item_sku);
     task_requestid(r->t, step, rid, sizeof rid);
-    if (products_back(r->t->conn))
-        lookup_note_write(r->t, "item-write", r->item_sku);
+    item_writing(r);
     task_qbo_create(r->t, "Item", r->item_target, rid, item_created, r);
 }
 

@@ -360,12 +360,7 @@ static const step_fn back_steps[] = {item_begin, article_find, article_write, re
 
 void products_from_qbo(struct task *t)
 {
-    struct back *b = calloc(1, sizeof *b);
-    if (b == NULL) {
-        task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
-        return;
-    }
-    struct run *r = run_new(t, back_steps, b, back_free);
-    if (r != NULL)
-        run_begin(r);
+    struct back *b = run_state(t, sizeof *b);
+    if (b != NULL)
+        run_start(t, back_steps, b, back_free);
 }

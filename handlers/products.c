@@ -992,17 +992,10 @@ void products_from_mplus(struct task *t)
 {
     const char *entity = json_string_value(json_object_get(t->rec, "entity"));
     if (entity != NULL && strcmp(entity, "article_group") == 0) {
-        struct group *g = calloc(1, sizeof *g);
-        if (g == NULL) {
-            task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
-            return;
-        }
-        struct run *r = run_new(t, group_steps, g, group_free);
-        if (r != NULL)
-            run_begin(r);
+        struct group *g = run_state(t, sizeof *g);
+        if (g != NULL)
+            run_start(t, group_steps, g, group_free);
         return;
     }
-    struct run *r = run_new(t, article_steps, NULL, NULL);
-    if (r != NULL)
-        run_begin(r);
+    run_start(t, article_steps, NULL, NULL);
 }

@@ -1825,16 +1825,12 @@ void sales_from_mplus(struct task *t)
         task_fail(t, OUTCOME_DEAD, "malformed", "the polled document has no id");
         return;
     }
-    struct sale *s = calloc(1, sizeof *s);
-    if (s == NULL) {
-        task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
+    struct sale *s = run_state(t, sizeof *s);
+    if (s == NULL)
         return;
-    }
     s->k = k;
     s->kind = k->name;
     s->mplus_id = id;
     s->doc = doc;
-    struct run *r = run_new(t, sale_steps, s, sale_free);
-    if (r != NULL)
-        run_begin(r);
+    run_start(t, sale_steps, s, sale_free);
 }

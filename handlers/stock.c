@@ -355,11 +355,9 @@ static const step_fn stock_steps[] = {stock_begin, stock_now, lookup_items, stoc
 
 void stock_from_mplus(struct task *t)
 {
-    struct stock *s = calloc(1, sizeof *s);
-    if (s == NULL) {
-        task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
+    struct stock *s = run_state(t, sizeof *s);
+    if (s == NULL)
         return;
-    }
     s->end = flow_end;
     struct run *r = run_new(t, stock_steps, s, stock_free);
     if (r == NULL)

@@ -558,11 +558,9 @@ static const step_fn summary_steps[] = {
 
 void summary_from_mplus(struct task *t)
 {
-    struct day *d = calloc(1, sizeof *d);
-    if (d == NULL) {
-        task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
+    struct day *d = run_state(t, sizeof *d);
+    if (d == NULL)
         return;
-    }
     const char *id = json_string_value(json_object_get(t->rec, "entity_id")) ?: "";
     const char *slash = strchr(id, '/');
     int64_t branch = 0;
@@ -591,7 +589,5 @@ void summary_from_mplus(struct task *t)
     d->booked = json_object();
     d->entries = json_array();
     lookup_idmap_key(t, "summary", d->id, d->map_key, sizeof d->map_key);
-    struct run *r = run_new(t, summary_steps, d, day_free);
-    if (r != NULL)
-        run_begin(r);
+    run_start(t, summary_steps, d, day_free);
 }

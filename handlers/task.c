@@ -207,6 +207,21 @@ void run_begin(struct run *r)
     r->steps[0](r);
 }
 
+void run_start(struct task *t, const step_fn *steps, void *flow, void (*flow_free)(void *))
+{
+    struct run *r = run_new(t, steps, flow, flow_free);
+    if (r != NULL)
+        run_begin(r);
+}
+
+void *run_state(struct task *t, size_t size)
+{
+    void *p = calloc(1, size);
+    if (p == NULL)
+        task_fail(t, OUTCOME_RETRY, NULL, "out of memory");
+    return p;
+}
+
 void run_next(struct run *r)
 {
     step_fn next = r->steps[++r->at];

@@ -272,6 +272,13 @@ struct run {
 struct run *run_new(struct task *t, const step_fn *steps, void *flow, void (*flow_free)(void *));
 void run_begin(struct run *r);
 
+/* run_new, then run_begin: a run that needs nothing filled first. */
+void run_start(struct task *t, const step_fn *steps, void *flow, void (*flow_free)(void *));
+
+/* A flow's zeroed state of size bytes, or NULL with the task failed for a
+ * retry (out of memory). */
+void *run_state(struct task *t, size_t size);
+
 /* Go on with the next step; when none is left, the task is done. */
 void run_next(struct run *r);
 

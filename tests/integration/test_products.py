@@ -891,6 +891,35 @@ class Back(ProductsTestCase):
         self.assertEqual(MPLUS.requests("createProduct", mmark), [])
         self.assertEqual(self.article_lookups(mmark), [])
 
+    def cdc_entities(self):
+        """The entities each CDC sweep of the gateway asked QuickBooks for."""
+        return [sorted(r["query"]["entities"].split(","))
+                for r in QBO.call("GET", "/_sim/requests?method=GET&path_contains=/cdc")]
+
+    def test_cdc_brings_an_item_edit_no_webhook_told_of(self):
+        # No webhooks: only the CDC sweeps tell the gateway of changes in QuickBooks.
+        self.start_gateway(products_direction="both", quickbooks={"cdc_interval_s": 1})
+        self.wait_articles(7)
+        ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}
+        mmark = MPLUS.mark()
+        QBO.entity("Item", {"Id": ids["1001"], "UnitPrice": 2.95})
+
+        def edited():
+            evs = [e for e in self.events_of(self.gw, entity="Item", entity_id=ids["1001"])
+                   if e["state"] == "done"]
+            return evs or None
+        [e] = self.wait(edited, "the edit, found by a CDC sweep")
+        self.assertEqual(e["source"], "qbo-cdc", e)
+        self.assertEqual(self.article(1001)["priceIncl"], 295)
+        self.assertEqual(len(MPLUS.requests("updateProduct", mmark)), 1)
+        self.assertIn("Item", self.cdc_entities()[-1])
+
+    def test_cdc_leaves_items_out_while_they_do_not_go_back(self):
+        self.start_gateway(flows="products, customers", quickbooks={"cdc_interval_s": 1})
+        self.wait_articles(7)
+        self.wait(lambda: len(self.cdc_entities()) >= 2, "two CDC sweeps")
+        self.assertEqual({tuple(e) for e in self.cdc_entities()}, {("Customer",)})
+
     def test_off_by_default_an_item_edit_finds_no_flow(self):
         self.start_back()
         ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}

@@ -900,6 +900,8 @@ class Back(ProductsTestCase):
         # No webhooks: only the CDC sweeps tell the gateway of changes in QuickBooks.
         self.start_gateway(products_direction="both", quickbooks={"cdc_interval_s": 1})
         self.wait_articles(7)
+        # The first sweep only notes where the next starts: changes from then on.
+        self.wait(self.cdc_entities, "a CDC request")
         ids = {s: v[0]["Id"] for s, v in self.by_sku().items()}
         mmark = MPLUS.mark()
         QBO.entity("Item", {"Id": ids["1001"], "UnitPrice": 2.95})

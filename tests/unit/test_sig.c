@@ -85,12 +85,30 @@ static void test_token_equal(void **state)
     assert_false(sig_token_equal(NULL, "x"));
 }
 
+/* The inbox's record check is plain SHA-256 over two pieces: the FIPS 180-2
+ * vector for "abc", split anywhere, so inbox files stay readable. */
+static void test_sha256_of_two_pieces(void **state)
+{
+    (void)state;
+    static const unsigned char want[32] = {0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea,
+                                           0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+                                           0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c,
+                                           0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
+    unsigned char got[32];
+    for (size_t cut = 0; cut <= 3; cut++) {
+        memset(got, 0, sizeof got);
+        assert_true(sig_sha256_2("abc", cut, &"abc"[cut], 3 - cut, got));
+        assert_memory_equal(got, want, 32);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sdk_vectors_verify),
         cmocka_unit_test(test_missing_and_truncated_header),
         cmocka_unit_test(test_token_equal),
+        cmocka_unit_test(test_sha256_of_two_pieces),
     };
     return cmocka_run_group_tests_name("sig", tests, NULL, NULL);
 }

@@ -431,6 +431,11 @@ static bool valid_conn_name(const char *s)
     return true;
 }
 
+bool config_products_back(const struct gw_connection *c)
+{
+    return strcmp(c->products_direction, "both") == 0;
+}
+
 int config_parse_addr(const char *s, char *host, size_t hostlen, unsigned short *port)
 {
     const char *colon;

@@ -202,6 +202,9 @@ const struct gw_connection *config_connection_by_realm(const struct gw_config *c
 /* Print the effective settings, secrets masked, in INI form. */
 void config_print(const struct gw_config *cfg, FILE *out);
 
+/* Whether Item changes go back onto articles (products_direction = both). */
+bool config_products_back(const struct gw_connection *c);
+
 /* Split "host:port" or "[v6]:port"; host written into host (NUL-terminated). */
 int config_parse_addr(const char *s, char *host, size_t hostlen, unsigned short *port);
 

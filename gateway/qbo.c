@@ -1017,7 +1017,7 @@ static void batch_finish(struct call *batch, const struct qbo_result *r)
          * answers nothing. */
         const char *bid = json_string_value(json_object_get(e, "bId"));
         uint64_t k;
-        if (!gw_strtou64(bid, &k) || k >= batch->nops || k >= 30 || (bid[0] == '0' && bid[1]))
+        if (!gw_strtou64_plain(bid, &k) || k >= batch->nops || k >= 30)
             continue;
         twice[k] = by_op[k] != NULL;
         by_op[k] = e;

@@ -26,6 +26,11 @@ bool gw_strtou64(const char *s, uint64_t *out)
     return true;
 }
 
+bool gw_strtou64_plain(const char *s, uint64_t *out)
+{
+    return s != NULL && (s[0] != '0' || s[1] == '\0') && gw_strtou64(s, out);
+}
+
 bool gw_strtoi64(const char *s, int64_t *out)
 {
     if (s == NULL || s[0] == '\0')

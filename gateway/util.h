@@ -26,6 +26,8 @@ void gw_hex(const unsigned char *in, size_t n, char *out);
 /* Parse a whole decimal string into *out. False on empty input, junk, overflow. */
 bool gw_strtou64(const char *s, uint64_t *out);
 bool gw_strtoi64(const char *s, int64_t *out);
+/* gw_strtou64 of a number as it is written: no leading zero ("0" alone is). */
+bool gw_strtou64_plain(const char *s, uint64_t *out);
 
 /* Wall-clock time in milliseconds since the epoch. */
 int64_t gw_now_ms(void);

@@ -47,11 +47,6 @@
 #define WRITE_WAIT_MS   2000
 #define WRITE_WAITS     5
 
-bool products_back(const struct gw_connection *c)
-{
-    return strcmp(c->products_direction, "both") == 0;
-}
-
 struct back {
     char sku[32];
     int64_t number;  /* the SKU as an article number */
@@ -281,12 +276,14 @@ static void item_read(const struct qbo_result *res, void *arg)
         run_skip(r, "no SKU");
         return;
     }
-    if (!gw_strtoi64(sku, &b->number) || b->number <= 0 || sku[0] == '0' ||
+    uint64_t number;
+    if (!gw_strtou64_plain(sku, &number) || number == 0 || number > INT64_MAX ||
         strlen(sku) >= sizeof b->sku) {
         task_note(t, "SKU \"%.64s\" is no Mplus article number (those are numbers only)", sku);
         run_skip(r, "SKU not numeric");
         return;
     }
+    b->number = (int64_t)number;
     gw_strlcpy(b->sku, sku, sizeof b->sku);
     char key[160];
     lookup_idmap_key(t, "article", b->sku, key, sizeof key);

@@ -16,7 +16,7 @@ static const struct flow shipped[] = {
     {"sales", GW_FLOW_SALES, GW_SRC_MPLUS_POLL, "summary", summary_from_mplus, NULL},
     {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article", products_from_mplus, NULL},
     {"products", GW_FLOW_PRODUCTS, GW_SRC_MPLUS_POLL, "article_group", products_from_mplus, NULL},
-    {"products", GW_FLOW_PRODUCTS, "quickbooks", "Item", products_from_qbo, products_back},
+    {"products", GW_FLOW_PRODUCTS, "quickbooks", "Item", products_from_qbo, config_products_back},
     {"stock", GW_FLOW_STOCK, GW_SRC_MPLUS_POLL, "stock", stock_from_mplus, NULL},
     {NULL, 0, NULL, NULL, NULL, NULL},
 };

@@ -17,8 +17,6 @@ void sales_from_mplus(struct task *t);
 void summary_from_mplus(struct task *t);
 void products_from_mplus(struct task *t);
 void products_from_qbo(struct task *t);
-/* Whether Item changes go back onto articles (products_direction = both). */
-bool products_back(const struct gw_connection *c);
 void stock_from_mplus(struct task *t);
 
 /*

@@ -99,7 +99,7 @@ static void item_remember(struct run *r, const char *id, const char *name, const
  * for its outcome before it takes a change of that Item for an edit. */
 static void item_writing(struct run *r)
 {
-    if (products_back(r->t->conn))
+    if (config_products_back(r->t->conn))
         lookup_note_write(r->t, "item-write", r->item_sku);
 }
 
@@ -279,7 +279,7 @@ static void item_created(const struct qbo_result *res, void *arg)
         return;
     }
     const char *made = gw_str(json_object_get(res->body, "Item"), "Id");
-    if (res->kind == QBO_OK && made != NULL && products_back(r->t->conn))
+    if (res->kind == QBO_OK && made != NULL && config_products_back(r->t->conn))
         lookup_note_write(r->t, "item-made", made); /* its Create webhook is no edit */
     item_answered(r, "created Item", res);
 }

@@ -340,7 +340,7 @@ static bool uses(const struct gw_connection *c, const char *name)
     if (strcmp(name, MAP_PRODUCTS_TO_QBO) == 0)
         return (c->flows & GW_FLOW_PRODUCTS) != 0;
     if (strcmp(name, MAP_PRODUCTS_TO_MPLUS) == 0)
-        return (c->flows & GW_FLOW_PRODUCTS) != 0 && strcmp(c->products_direction, "both") == 0;
+        return (c->flows & GW_FLOW_PRODUCTS) != 0 && config_products_back(c);
     if (strcmp(name, MAP_SUMMARY_TO_QBO) == 0)
         return (c->flows & GW_FLOW_SALES) != 0 && c->summary_receipts;
     return (c->flows & (GW_FLOW_CUSTOMERS | GW_FLOW_SALES)) != 0;

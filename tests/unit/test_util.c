@@ -66,6 +66,15 @@ static void test_checked_numbers(void **state)
     assert_true(gw_strtoi64("-42", &i));
     assert_int_equal(i, -42);
     assert_false(gw_strtoi64("4 2", &i));
+    /* As written: a leading zero is another text of the number. */
+    assert_true(gw_strtou64_plain("0", &u));
+    assert_int_equal(u, 0);
+    assert_true(gw_strtou64_plain("1001", &u));
+    assert_int_equal(u, 1001);
+    assert_false(gw_strtou64_plain("01001", &u));
+    assert_false(gw_strtou64_plain("00", &u));
+    assert_false(gw_strtou64_plain("", &u));
+    assert_false(gw_strtou64_plain(NULL, &u));
 }
 
 static void test_utf8_prefix_and_lists(void **state)
